@@ -1,0 +1,119 @@
+//! `metal-mps bench`: latency and throughput on random non-zero inputs.
+
+use crate::EngineArgs;
+use anyhow::{bail, Context, Result};
+use metal_mps::{f16, BoolByte, DType, Dim, Model, Tensor};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Size of a dynamic first (batch) dimension.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    if args.iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let model = Model::load(&args.model, &args.engine.options()).with_context(|| format!("loading {}", args.model.display()))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let inputs: Vec<Tensor> = model
+        .inputs()
+        .iter()
+        .map(|i| {
+            let shape: Vec<usize> = i.shape.iter().enumerate().map(|(d, dim)| match dim {
+                Dim::Fixed(n) => *n,
+                _ if d == 0 => args.batch,
+                _ => 1,
+            }).collect();
+            random_tensor(i.dtype, shape, &mut rng)
+        })
+        .collect::<Result<_>>()?;
+    let named: Vec<(&str, &Tensor)> = model.inputs().iter().map(|i| i.name.as_str()).zip(&inputs).collect();
+    for _ in 0..args.warmup {
+        model.run(&named)?;
+    }
+    let mut times = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let t = Instant::now();
+        let out = model.run(&named)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(out);
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let (median, p90) = (pct(0.5), pct(0.9));
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let throughput = args.batch as f64 / (median / 1e3);
+    if args.json {
+        let j = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "device": model.device().to_string(),
+            "batch": args.batch,
+            "iterations": args.iterations,
+            "median_ms": median,
+            "p90_ms": p90,
+            "mean_ms": mean,
+            "min_ms": times[0],
+            "throughput_per_s": throughput,
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "{} on {} (batch {}): median {median:.3} ms, p90 {p90:.3} ms, min {:.3} ms, {throughput:.1} inferences/s over {} runs",
+            args.model.display(),
+            model.device(),
+            args.batch,
+            times[0],
+            args.iterations
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Uniform values away from zero: floats in ±[0.1, 1], integers in 1..=9, random booleans.
+fn random_tensor(dtype: DType, shape: Vec<usize>, rng: &mut impl Rng) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut float = || {
+        let v: f32 = rng.random_range(0.1..1.0);
+        if rng.random_bool(0.5) { v } else { -v }
+    };
+    Ok(match dtype {
+        DType::F32 => Tensor::from_vec(shape, (0..n).map(|_| float()).collect())?,
+        DType::F16 => Tensor::from_vec(shape, (0..n).map(|_| f16::from_f32(float())).collect())?,
+        DType::Bool => Tensor::from_vec(shape, (0..n).map(|_| BoolByte(rng.random_bool(0.5) as u8)).collect())?,
+        other => {
+            let v: Vec<i64> = (0..n).map(|_| rng.random_range(1..10)).collect();
+            metal_mps::Tensor::from_vec(shape.clone(), v).and_then(|t| cast_int(t, other))?
+        }
+    })
+}
+
+fn cast_int(t: Tensor, to: DType) -> metal_mps::Result<Tensor> {
+    let v = t.to_i64_vec()?;
+    let shape = t.shape().to_vec();
+    match to {
+        DType::I8 => Tensor::from_vec(shape, v.iter().map(|&x| x as i8).collect()),
+        DType::I16 => Tensor::from_vec(shape, v.iter().map(|&x| x as i16).collect()),
+        DType::I32 => Tensor::from_vec(shape, v.iter().map(|&x| x as i32).collect()),
+        DType::U8 => Tensor::from_vec(shape, v.iter().map(|&x| x as u8).collect()),
+        _ => Ok(t),
+    }
+}

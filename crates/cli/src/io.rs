@@ -1,0 +1,67 @@
+//! Reading and writing tensors: `.npy` (numpy) and `.pb` (ONNX TensorProto).
+
+use anyhow::{bail, Context, Result};
+use metal_mps::{f16, BoolByte, DType, Tensor};
+use npyz::WriterBuilder;
+use std::path::Path;
+
+/// Reads a tensor from `.npy` or TensorProto `.pb`, by extension.
+pub fn read_tensor(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => read_npy(&bytes).with_context(|| format!("reading {}", path.display())),
+        Some("pb") => Ok(metal_mps_onnx::parse_tensor_proto(&bytes).with_context(|| format!("reading {}", path.display()))?),
+        _ => bail!("{}: expected a .npy or .pb file", path.display()),
+    }
+}
+
+fn read_npy(bytes: &[u8]) -> Result<Tensor> {
+    let npy = npyz::NpyFile::new(bytes)?;
+    if npy.order() != npyz::Order::C {
+        bail!("Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let descr = npy.dtype().descr();
+    let t = match descr.trim_start_matches(['<', '|', '=']) {
+        "f4" => Tensor::from_vec(shape, npy.into_vec::<f32>()?)?,
+        "f2" => Tensor::from_vec(shape, npy.into_vec::<f16>()?)?,
+        "i1" => Tensor::from_vec(shape, npy.into_vec::<i8>()?)?,
+        "i2" => Tensor::from_vec(shape, npy.into_vec::<i16>()?)?,
+        "i4" => Tensor::from_vec(shape, npy.into_vec::<i32>()?)?,
+        "i8" => Tensor::from_vec(shape, npy.into_vec::<i64>()?)?,
+        "u1" => Tensor::from_vec(shape, npy.into_vec::<u8>()?)?,
+        "b1" => Tensor::from_vec(shape, npy.into_vec::<bool>()?.into_iter().map(|b| BoolByte(b as u8)).collect())?,
+        other => bail!("numpy dtype '{other}' is not supported (float32, float16, int8/16/32/64, uint8, bool)"),
+    };
+    Ok(t)
+}
+
+/// Writes a tensor as `.npy`.
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let w = std::io::BufWriter::new(file);
+    macro_rules! write_as {
+        ($ty:ty, $data:expr) => {{
+            let mut writer = npyz::WriteOptions::<$ty>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+            writer.extend($data)?;
+            writer.finish()?;
+        }};
+    }
+    match t.dtype() {
+        DType::F32 => write_as!(f32, t.as_slice::<f32>()?.iter().copied()),
+        DType::F16 => write_as!(f16, t.as_slice::<f16>()?.iter().copied()),
+        DType::I8 => write_as!(i8, t.as_slice::<i8>()?.iter().copied()),
+        DType::I16 => write_as!(i16, t.as_slice::<i16>()?.iter().copied()),
+        DType::I32 => write_as!(i32, t.as_slice::<i32>()?.iter().copied()),
+        DType::I64 => write_as!(i64, t.as_slice::<i64>()?.iter().copied()),
+        DType::U8 => write_as!(u8, t.as_slice::<u8>()?.iter().copied()),
+        DType::Bool => write_as!(bool, t.as_slice::<BoolByte>()?.iter().map(|b| b.0 != 0)),
+    }
+    Ok(())
+}
+
+/// A file name safe on every platform for an output named `name`.
+pub fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+}

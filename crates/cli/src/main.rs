@@ -1,0 +1,76 @@
+//! `metal-mps`: test, run, benchmark and inspect ONNX models.
+
+mod bench;
+mod compare;
+mod info;
+mod io;
+mod run;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "metal-mps", version, about = "Serve and run ONNX models on Apple-silicon GPUs (and anywhere wgpu or a CPU runs).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ONNX backend-test cases (model.onnx + test_data_set_N/) and compare with their expected outputs.
+    Test(test::Args),
+    /// Run a model on inputs from .npy or TensorProto .pb files and save its outputs.
+    Run(run::Args),
+    /// Time a model on random non-zero inputs: median and p90 latency after warm-up, throughput.
+    Bench(bench::Args),
+    /// Show a model's inputs, outputs, op counts and the engine running each node.
+    Info(info::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Test(a) => test::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Info(a) => info::main(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Engine options shared by the commands.
+#[derive(clap::Args, Clone)]
+pub struct EngineArgs {
+    /// Engine: cpu, or gpu (wgpu: Metal on macOS, Vulkan on Linux).
+    #[arg(long, default_value = "cpu")]
+    pub device: metal_mps::Device,
+    /// Arithmetic precision for FP32 models: fp32, or fp16 (GPU only).
+    #[arg(long, default_value = "fp32")]
+    pub precision: metal_mps::Precision,
+    /// Skip the optimizer (constant folding, fusion).
+    #[arg(long)]
+    pub no_optimize: bool,
+}
+
+impl EngineArgs {
+    pub fn options(&self) -> metal_mps::Options {
+        metal_mps::Options {
+            device: self.device,
+            precision: self.precision,
+            optimize: !self.no_optimize,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Runs a planned graph on the CPU.
+
+use crate::{eval_op, Out};
+use metal_mps_ir::plan::{Home, Plan};
+use metal_mps_ir::{Error, Graph, Result, Storage, Tensor};
+use std::sync::Mutex;
+
+/// A graph compiled for the CPU: its plan plus a pool of slot buffers, so that
+/// repeated runs reuse their intermediate memory. Shareable across threads:
+/// concurrent runs each take their own set of slots.
+pub struct CpuPlan {
+    graph: Graph,
+    plan: Plan,
+    slot_sets: Mutex<Vec<Vec<Storage>>>,
+}
+
+impl CpuPlan {
+    pub fn new(graph: Graph) -> CpuPlan {
+        let plan = Plan::new(&graph);
+        CpuPlan { graph, plan, slot_sets: Mutex::new(Vec::new()) }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Bytes held by pooled slot buffers (for memory statistics).
+    pub fn pooled_bytes(&self) -> usize {
+        let sets = self.slot_sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.iter().flatten().map(Storage::capacity_bytes).sum()
+    }
+
+    /// Runs with `inputs` in the order of the graph's inputs (already
+    /// validated); returns the graph's outputs in order.
+    pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(Error::InvalidInput(format!("expected {} inputs, got {}", g.inputs.len(), inputs.len())));
+        }
+        let mut slots = self.take_slots();
+        let mut owned: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        let mut fed: Vec<Option<&Tensor>> = vec![None; g.values.len()];
+        for (&v, &t) in g.inputs.iter().zip(inputs) {
+            fed[v] = Some(t);
+        }
+        let result = self.execute(&mut slots, &mut owned, &fed);
+        self.return_slots(slots);
+        result?;
+        g.outputs
+            .iter()
+            .map(|&o| match self.plan.home[o] {
+                Home::Input => Ok(fed[o].expect("inputs are fed").clone()),
+                Home::Constant => Ok((**g.values[o].constant.as_ref().expect("constant")).clone()),
+                _ => owned[o].take().ok_or_else(|| Error::Invalid(format!("output '{}' was not computed", g.values[o].name))),
+            })
+            .collect()
+    }
+
+    fn execute(&self, slots: &mut [Storage], owned: &mut [Option<Tensor>], fed: &[Option<&Tensor>]) -> Result<()> {
+        let g = &self.graph;
+        for (step, &n) in self.plan.order.iter().enumerate() {
+            let node = &g.nodes[n];
+            let storages = node
+                .outputs
+                .iter()
+                .map(|&o| match self.plan.home[o] {
+                    Home::Slot(s) => std::mem::take(&mut slots[s]),
+                    _ => Storage::default(),
+                })
+                .collect();
+            let outs = {
+                let inputs: Vec<Option<&Tensor>> = node
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        i.and_then(|v| fed[v].or(owned[v].as_ref()).or(g.values[v].constant.as_deref()))
+                    })
+                    .collect();
+                eval_op(&node.op, &inputs, node.outputs.len(), &mut Out::reusing(storages)).map_err(|e| node.error(e))?
+            };
+            for (&o, t) in node.outputs.iter().zip(outs) {
+                owned[o] = Some(t);
+            }
+            for &v in &self.plan.release_after[step] {
+                if let (Home::Slot(s), Some(t)) = (self.plan.home[v], owned[v].take()) {
+                    slots[s] = t.into_storage();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_slots(&self) -> Vec<Storage> {
+        let mut sets = self.slot_sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.pop().unwrap_or_else(|| vec![Storage::default(); self.plan.num_slots])
+    }
+
+    fn return_slots(&self, slots: Vec<Storage>) {
+        self.slot_sets.lock().unwrap_or_else(|e| e.into_inner()).push(slots);
+    }
+}

@@ -1,0 +1,156 @@
+//! Convolution as im2col + GEMM (the `gemm` crate), 1-D and 2-D, with the
+//! bias and the fused activation applied while the output block is in cache.
+
+use super::matmul::{as_f32, f32_output, sgemm};
+use crate::Out;
+use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
+use rayon::prelude::*;
+
+/// 2-D geometry after 1-D inputs are seen as height 1.
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+}
+
+pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &mut Out) -> Result<Tensor> {
+    if x.dtype() != w.dtype() {
+        return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
+    }
+    let g = geometry(a, x, w)?;
+    let group = a.group;
+    let (cg, mg) = (g.c / group, g.m / group);
+    let k = cg * g.kh * g.kw;
+    let ohw = g.oh * g.ow;
+    let xs = as_f32(x)?;
+    let ws = as_f32(w)?;
+    let bs = bias.map(as_f32).transpose()?;
+    if let Some(b) = &bs {
+        if b.len() != g.m {
+            return invalid!("Conv bias has {} values for {} output channels", b.len(), g.m);
+        }
+    }
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
+    let block = |i: usize, dst: &mut [f32], col: &mut Vec<f32>, par: bool| {
+        let (n, gi) = (i / group, i % group);
+        let src = &xs[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+        let rhs: &[f32] = if pointwise {
+            src
+        } else {
+            col.resize(k * ohw, 0.0);
+            im2col(src, cg, &g, col);
+            col
+        };
+        sgemm(mg, ohw, k, &ws[gi * mg * k..][..mg * k], k, rhs, ohw, dst, par);
+        finish(dst, bs.as_deref().map(|b| &b[gi * mg..][..mg]), ohw, a.activation);
+    };
+    let mut shape = vec![g.n, g.m];
+    if x.rank() == 4 {
+        shape.push(g.oh);
+    }
+    shape.push(g.ow);
+    let jobs = g.n * group;
+    f32_output(out, x.dtype(), shape, |y| {
+        if mg * ohw == 0 {
+            return Ok(());
+        }
+        if jobs >= rayon::current_num_threads() && jobs > 1 {
+            y.par_chunks_mut(mg * ohw).enumerate().for_each_init(Vec::new, |col, (i, dst)| block(i, dst, col, false));
+        } else {
+            let mut col = Vec::new();
+            y.chunks_mut(mg * ohw).enumerate().for_each(|(i, dst)| block(i, dst, &mut col, true));
+        }
+        Ok(())
+    })
+}
+
+fn geometry(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Geometry> {
+    let spatial = x.rank().saturating_sub(2);
+    if !(1..=2).contains(&spatial) || w.rank() != x.rank() {
+        return unsupported!("Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)", x.rank(), w.rank());
+    }
+    let (xs, wsh) = (x.shape(), w.shape());
+    let group = a.group;
+    if xs[1] != wsh[1] * group || wsh[0] % group != 0 {
+        return invalid!("Conv: input has {} channels, weight {:?} with group {group}", xs[1], wsh);
+    }
+    if !a.window.kernel.is_empty() && a.window.kernel[..] != wsh[2..] {
+        return invalid!("Conv kernel_shape {:?} differs from the weight's {:?}", a.window.kernel, &wsh[2..]);
+    }
+    let mut dims = Vec::new();
+    for s in 0..spatial {
+        let (o, b, _) = a.window.output_dim(s, xs[2 + s], wsh[2 + s])?;
+        dims.push((o, b, a.window.strides.get(s).copied().unwrap_or(1), a.window.dilations.get(s).copied().unwrap_or(1)));
+    }
+    if spatial == 1 {
+        dims.insert(0, (1, 0, 1, 1));
+    }
+    let h = if spatial == 2 { xs[2] } else { 1 };
+    let kh = if spatial == 2 { wsh[2] } else { 1 };
+    Ok(Geometry {
+        n: xs[0],
+        c: xs[1],
+        h,
+        w: *xs.last().expect("rank checked"),
+        m: wsh[0],
+        kh,
+        kw: *wsh.last().expect("rank checked"),
+        oh: dims[0].0,
+        ow: dims[1].0,
+        stride: [dims[0].2, dims[1].2],
+        dilation: [dims[0].3, dims[1].3],
+        pad: [dims[0].1, dims[1].1],
+    })
+}
+
+/// `col[(c, i, j), (oy, ox)] = x[c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]`, 0 in the padding.
+fn im2col(x: &[f32], channels: usize, g: &Geometry, col: &mut [f32]) {
+    let ohw = g.oh * g.ow;
+    let rows = col.chunks_mut(ohw);
+    let taps = (0..channels).flat_map(|c| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (c, i, j))));
+    for (row, (c, i, j)) in rows.zip(taps) {
+        let plane = &x[c * g.h * g.w..][..g.h * g.w];
+        for oy in 0..g.oh {
+            let dst = &mut row[oy * g.ow..][..g.ow];
+            let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * g.w..][..g.w];
+            let x0 = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+            if g.stride[1] == 1 && x0 >= 0 && x0 as usize + g.ow <= g.w {
+                dst.copy_from_slice(&src[x0 as usize..][..g.ow]);
+                continue;
+            }
+            for (ox, d) in dst.iter_mut().enumerate() {
+                let ix = x0 + (ox * g.stride[1]) as isize;
+                *d = if ix >= 0 && (ix as usize) < g.w { src[ix as usize] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Adds the per-row bias and applies the activation to a `[rows, len]` block.
+pub(crate) fn finish(block: &mut [f32], bias: Option<&[f32]>, len: usize, act: Activation) {
+    if bias.is_none() && act == Activation::None {
+        return;
+    }
+    for (r, row) in block.chunks_mut(len).enumerate() {
+        let b = bias.map_or(0.0, |b| b[r]);
+        match act {
+            Activation::None => row.iter_mut().for_each(|v| *v += b),
+            Activation::Unary(metal_mps_ir::UnaryOp::Relu) => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            a => row.iter_mut().for_each(|v| *v = a.apply(*v + b)),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Ops that move data without arithmetic.
+
+use crate::Out;
+use metal_mps_ir::{infer, invalid, normalize_axis, strides, DType, Element, Error, Result, Tensor};
+
+pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Result<Tensor> {
+    let target = shape.to_i64_vec()?;
+    let mut dims = Vec::with_capacity(target.len());
+    let mut infer_at = None;
+    for (i, &d) in target.iter().enumerate() {
+        dims.push(match d {
+            0 if !allowzero => *x.shape().get(i).ok_or_else(|| Error::Invalid(format!("Reshape: 0 at position {i} copies a dimension the input (rank {}) lacks", x.rank())))?,
+            -1 if infer_at.is_none() => {
+                infer_at = Some(i);
+                1
+            }
+            d if d < 0 => return invalid!("Reshape target {target:?} is invalid"),
+            d => d as usize,
+        });
+    }
+    if let Some(i) = infer_at {
+        let known: usize = dims.iter().product();
+        if known == 0 || x.numel() % known != 0 {
+            return invalid!("cannot reshape {:?} into {target:?}", x.shape());
+        }
+        dims[i] = x.numel() / known;
+    }
+    out.copy_of(0, x, dims)
+}
+
+pub fn flatten(x: &Tensor, axis: i64, out: &mut Out) -> Result<Tensor> {
+    let r = x.rank() as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..=r).contains(&a) {
+        return invalid!("Flatten axis {axis} is out of range for rank {r}");
+    }
+    let (outer, inner) = x.shape().split_at(a as usize);
+    out.copy_of(0, x, vec![outer.iter().product(), inner.iter().product()])
+}
+
+pub fn squeeze(x: &Tensor, axes: Option<Vec<i64>>, out: &mut Out) -> Result<Tensor> {
+    let shape: Vec<usize> = match axes {
+        None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
+        Some(axes) => {
+            let axes = axes.iter().map(|&a| normalize_axis(a, x.rank())).collect::<Result<Vec<_>>>()?;
+            for &a in &axes {
+                if x.shape()[a] != 1 {
+                    return invalid!("Squeeze: axis {a} has size {}, not 1", x.shape()[a]);
+                }
+            }
+            x.shape().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+        }
+    };
+    out.copy_of(0, x, shape)
+}
+
+pub fn unsqueeze(x: &Tensor, axes: &[i64], out: &mut Out) -> Result<Tensor> {
+    let rank = x.rank() + axes.len();
+    let axes = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<Vec<_>>>()?;
+    let mut src = x.shape().iter();
+    let mut shape = Vec::with_capacity(rank);
+    for i in 0..rank {
+        if axes.contains(&i) {
+            shape.push(1);
+        } else {
+            shape.push(*src.next().ok_or_else(|| Error::Invalid(format!("Unsqueeze axes {axes:?} repeat")))?);
+        }
+    }
+    out.copy_of(0, x, shape)
+}
+
+pub fn transpose(x: &Tensor, perm: &[usize], out: &mut Out) -> Result<Tensor> {
+    let perm = infer::resolve_perm(perm, x.rank())?;
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+    let mut y = out.tensor(0, x.dtype(), shape.clone())?;
+    let in_strides = strides(x.shape());
+    // Input stride of each output axis.
+    let s: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let size = x.dtype().size();
+    copy_strided(x.as_bytes(), y.as_bytes_mut(), &shape, &s, size);
+    Ok(y)
+}
+
+/// Writes `dst` in row-major order of `shape`, reading element `idx` of `src`
+/// at `sum(idx[d] * src_strides[d])`.
+fn copy_strided(src: &[u8], dst: &mut [u8], shape: &[usize], src_strides: &[usize], size: usize) {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return;
+    }
+    let rank = shape.len();
+    let mut idx = vec![0usize; rank];
+    let mut off = 0usize;
+    for o in 0..n {
+        dst[o * size..(o + 1) * size].copy_from_slice(&src[off * size..(off + 1) * size]);
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            off += src_strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            off -= src_strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Tensor> {
+    let all: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+    let first = all[0];
+    let ax = normalize_axis(axis, first.rank())?;
+    let mut shape = first.shape().to_vec();
+    shape[ax] = 0;
+    for t in &all {
+        if t.rank() != first.rank() || t.dtype() != first.dtype() {
+            return invalid!("Concat inputs differ in rank or dtype: {:?} {} and {:?} {}", first.shape(), first.dtype(), t.shape(), t.dtype());
+        }
+        for d in 0..t.rank() {
+            if d != ax && t.shape()[d] != first.shape()[d] {
+                return invalid!("Concat inputs {:?} and {:?} differ outside axis {ax}", first.shape(), t.shape());
+            }
+        }
+        shape[ax] += t.shape()[ax];
+    }
+    let outer: usize = shape[..ax].iter().product();
+    let mut y = out.tensor(0, first.dtype(), shape)?;
+    let yb = y.as_bytes_mut();
+    let mut pos = 0;
+    let row: usize = yb.len() / outer.max(1);
+    for o in 0..outer {
+        for t in &all {
+            let chunk = t.as_bytes().len() / outer.max(1);
+            yb[o * row + pos..o * row + pos + chunk].copy_from_slice(&t.as_bytes()[o * chunk..(o + 1) * chunk]);
+            pos += chunk;
+        }
+        pos = 0;
+    }
+    Ok(y)
+}
+
+pub fn split(x: &Tensor, axis: i64, sizes: Option<Vec<i64>>, parts: usize, out: &mut Out) -> Result<Vec<Tensor>> {
+    let ax = normalize_axis(axis, x.rank())?;
+    let dim = x.shape()[ax];
+    let sizes: Vec<usize> = match sizes {
+        Some(s) => {
+            if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != dim as i64 {
+                return invalid!("Split sizes {s:?} do not add up to dimension {dim}");
+            }
+            s.iter().map(|&v| v as usize).collect()
+        }
+        None => infer::split_even(dim, parts),
+    };
+    let outer: usize = x.shape()[..ax].iter().product();
+    let inner: usize = x.shape()[ax + 1..].iter().product::<usize>() * x.dtype().size();
+    let xb = x.as_bytes();
+    let mut outs = Vec::with_capacity(sizes.len());
+    let mut start = 0;
+    for (i, &s) in sizes.iter().enumerate() {
+        let mut shape = x.shape().to_vec();
+        shape[ax] = s;
+        let mut y = out.tensor(i, x.dtype(), shape)?;
+        let yb = y.as_bytes_mut();
+        for o in 0..outer {
+            let src = (o * dim + start) * inner;
+            yb[o * s * inner..(o + 1) * s * inner].copy_from_slice(&xb[src..src + s * inner]);
+        }
+        start += s;
+        outs.push(y);
+    }
+    Ok(outs)
+}
+
+pub fn shape(x: &Tensor, start: i64, end: Option<i64>, out: &mut Out) -> Result<Tensor> {
+    let (s, e) = infer::shape_range(x.rank(), start, end);
+    let dims: Vec<i64> = x.shape()[s..e].iter().map(|&d| d as i64).collect();
+    let mut y = out.tensor(0, DType::I64, vec![dims.len()])?;
+    y.as_slice_mut::<i64>()?.copy_from_slice(&dims);
+    Ok(y)
+}
+
+pub fn gather(x: &Tensor, indices: &Tensor, axis: i64, out: &mut Out) -> Result<Tensor> {
+    let ax = normalize_axis(axis, x.rank())?;
+    let dim = x.shape()[ax] as i64;
+    let idx = indices.to_i64_vec()?;
+    let mut shape = x.shape()[..ax].to_vec();
+    shape.extend_from_slice(indices.shape());
+    shape.extend_from_slice(&x.shape()[ax + 1..]);
+    let outer: usize = x.shape()[..ax].iter().product();
+    let inner: usize = x.shape()[ax + 1..].iter().product::<usize>() * x.dtype().size();
+    let mut y = out.tensor(0, x.dtype(), shape)?;
+    let (xb, yb) = (x.as_bytes(), y.as_bytes_mut());
+    for o in 0..outer {
+        for (j, &i) in idx.iter().enumerate() {
+            if i < -dim || i >= dim {
+                return invalid!("Gather index {i} is out of range for dimension {dim}");
+            }
+            let i = if i < 0 { i + dim } else { i } as usize;
+            let src = (o * dim as usize + i) * inner;
+            let dst = (o * idx.len() + j) * inner;
+            yb[dst..dst + inner].copy_from_slice(&xb[src..src + inner]);
+        }
+    }
+    Ok(y)
+}
+
+/// Constant padding; negative pads crop.
+pub fn pad(x: &Tensor, attr_pads: Option<&[i64]>, attr_value: f32, inputs: &[Option<&Tensor>], out: &mut Out) -> Result<Tensor> {
+    let rank = x.rank();
+    let pads = match attr_pads {
+        Some(p) => p.to_vec(),
+        None => {
+            let p = super::arg(inputs, 1)?.to_i64_vec()?;
+            match super::opt(inputs, 3) {
+                Some(axes) => infer::expand_pads(&p, &axes.to_i64_vec()?, rank)?,
+                None => p,
+            }
+        }
+    };
+    if pads.len() != 2 * rank {
+        return invalid!("Pad has {} pads for rank {rank}", pads.len());
+    }
+    let mut shape = Vec::with_capacity(rank);
+    for d in 0..rank {
+        let v = x.shape()[d] as i64 + pads[d] + pads[d + rank];
+        if v < 0 {
+            return invalid!("Pad makes dimension {d} negative");
+        }
+        shape.push(v as usize);
+    }
+    let mut y = out.tensor(0, x.dtype(), shape.clone())?;
+    metal_mps_ir::dispatch_dtype!(x.dtype(), T => {
+        let value: T = match super::opt(inputs, 2) {
+            Some(v) if attr_pads.is_none() => *v.as_slice::<T>()?.first().ok_or_else(|| Error::Invalid("empty Pad constant_value".into()))?,
+            _ => T::from_f64(attr_value as f64),
+        };
+        pad_typed(x.as_slice::<T>()?, x.shape(), y.as_slice_mut::<T>()?, &shape, &pads, value);
+    });
+    Ok(y)
+}
+
+fn pad_typed<T: Element>(x: &[T], xs: &[usize], y: &mut [T], ys: &[usize], pads: &[i64], value: T) {
+    let rank = xs.len();
+    let xst = strides(xs);
+    let mut idx = vec![0usize; rank];
+    for o in y.iter_mut() {
+        let mut src = 0usize;
+        let mut inside = true;
+        for d in 0..rank {
+            let i = idx[d] as i64 - pads[d];
+            if i < 0 || i >= xs[d] as i64 {
+                inside = false;
+                break;
+            }
+            src += i as usize * xst[d];
+        }
+        *o = if inside { x[src] } else { value };
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < ys[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! One module per op family. Every kernel writes all of its outputs' elements.
+
+mod binary;
+mod cast;
+mod conv;
+mod layout;
+mod matmul;
+mod norm;
+mod pool;
+mod reduce;
+mod unary;
+
+use crate::Out;
+use metal_mps_ir::{Error, Op, Result, Tensor};
+
+/// Input `i`, which the op requires.
+pub(crate) fn arg<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::Invalid(format!("required input {i} is missing")))
+}
+
+/// Optional input `i`.
+pub(crate) fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Runs `op` on concrete inputs; `num_outputs` is the node's output count.
+pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize, out: &mut Out) -> Result<Vec<Tensor>> {
+    let x = arg(inputs, 0)?;
+    let one = |t: Result<Tensor>| t.map(|t| vec![t]);
+    match op {
+        Op::Binary(b) => one(binary::binary(*b, x, arg(inputs, 1)?, out)),
+        Op::Sum => one(binary::sum(inputs, out)),
+        Op::Unary(u) => one(unary::unary(*u, x, out)),
+        Op::Clip => one(unary::clip(x, opt(inputs, 1), opt(inputs, 2), out)),
+        Op::Cast { to } => one(cast::cast(x, *to, out)),
+        Op::Identity => {
+            let mut outs = vec![out.copy_of(0, x, x.shape().to_vec())?];
+            if num_outputs > 1 {
+                // Dropout's mask at inference: every element kept.
+                let mut mask = out.tensor(1, metal_mps_ir::DType::Bool, x.shape().to_vec())?;
+                mask.as_bytes_mut().fill(1);
+                outs.push(mask);
+            }
+            Ok(outs)
+        }
+        Op::Conv(c) => one(conv::conv(c, x, arg(inputs, 1)?, opt(inputs, 2), out)),
+        Op::Pool(p) => one(pool::pool(p, x, out)),
+        Op::GlobalPool(kind) => one(pool::global_pool(*kind, x, out)),
+        Op::BatchNorm { epsilon } => one(norm::batch_norm(x, &inputs[1..], *epsilon, out)),
+        Op::Softmax { axis, legacy } => one(norm::softmax(x, *axis, *legacy, out)),
+        Op::Lrn(a) => one(norm::lrn(x, a, out)),
+        Op::MatMul { activation } => one(matmul::matmul(x, arg(inputs, 1)?, *activation, out)),
+        Op::Gemm(g) => one(matmul::gemm(g, x, arg(inputs, 1)?, opt(inputs, 2), out)),
+        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
+            let axes = match (axes, opt(inputs, 1)) {
+                (Some(a), _) => a.clone(),
+                (None, Some(t)) => t.to_i64_vec()?,
+                (None, None) => vec![],
+            };
+            one(reduce::reduce(*op, x, &axes, *keepdims, *noop_with_empty_axes, out))
+        }
+        Op::Reshape { allowzero } => one(layout::reshape(x, arg(inputs, 1)?, *allowzero, out)),
+        Op::Flatten { axis } => one(layout::flatten(x, *axis, out)),
+        Op::Squeeze { axes } => one(layout::squeeze(x, axes_arg(axes, inputs)?, out)),
+        Op::Unsqueeze { axes } => {
+            let axes = axes_arg(axes, inputs)?.ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
+            one(layout::unsqueeze(x, &axes, out))
+        }
+        Op::Transpose { perm } => one(layout::transpose(x, perm, out)),
+        Op::Concat { axis } => one(layout::concat(inputs, *axis, out)),
+        Op::Split { axis, sizes, num_outputs } => {
+            let sizes = match (sizes, opt(inputs, 1)) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(t)) => Some(t.to_i64_vec()?),
+                (None, None) => None,
+            };
+            layout::split(x, *axis, sizes, *num_outputs, out)
+        }
+        Op::Shape { start, end } => one(layout::shape(x, *start, *end, out)),
+        Op::Gather { axis } => one(layout::gather(x, arg(inputs, 1)?, *axis, out)),
+        Op::Pad { pads, value } => one(layout::pad(x, pads.as_deref(), *value, inputs, out)),
+    }
+}
+
+fn axes_arg(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<i64>>> {
+    match (axes, opt(inputs, 1)) {
+        (Some(a), _) => Ok(Some(a.clone())),
+        (None, Some(t)) => Ok(Some(t.to_i64_vec()?)),
+        (None, None) => Ok(None),
+    }
+}

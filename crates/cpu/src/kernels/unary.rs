@@ -1,0 +1,62 @@
+//! Elementwise unary ops (activations) and Clip.
+
+use crate::Out;
+use metal_mps_ir::{f16, DType, Element, Result, Tensor, UnaryOp};
+use rayon::prelude::*;
+
+const PAR_MIN: usize = 1 << 15;
+
+/// Applies `f` to every element, in parallel for large tensors.
+pub(crate) fn map<T: Element, U: Element>(x: &[T], y: &mut [U], f: impl Fn(T) -> U + Sync) {
+    if y.len() < PAR_MIN {
+        y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    } else {
+        y.par_chunks_mut(PAR_MIN)
+            .zip(x.par_chunks(PAR_MIN))
+            .for_each(|(o, v)| o.iter_mut().zip(v).for_each(|(o, &v)| *o = f(v)));
+    }
+}
+
+pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
+    let mut y = out.tensor(0, x.dtype(), x.shape().to_vec())?;
+    match x.dtype() {
+        DType::F32 => map(x.as_slice::<f32>()?, y.as_slice_mut::<f32>()?, |v| op.apply_f32(v)),
+        DType::F16 => map(x.as_slice::<f16>()?, y.as_slice_mut::<f16>()?, |v| f16::from_f32(op.apply_f32(v.to_f32()))),
+        DType::I8 => int_unary::<i8>(op, x, &mut y)?,
+        DType::I16 => int_unary::<i16>(op, x, &mut y)?,
+        DType::I32 => int_unary::<i32>(op, x, &mut y)?,
+        DType::I64 => int_unary::<i64>(op, x, &mut y)?,
+        DType::U8 => int_unary::<u8>(op, x, &mut y)?,
+        DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
+    }
+    Ok(y)
+}
+
+fn int_unary<T: Element>(op: UnaryOp, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    let zero = T::zero();
+    let f: Box<dyn Fn(T) -> T + Sync> = match op {
+        UnaryOp::Relu => Box::new(move |v: T| if v < zero { zero } else { v }),
+        UnaryOp::Neg => Box::new(|v: T| T::from_f64(-v.to_f64())),
+        UnaryOp::Abs => Box::new(|v: T| T::from_f64(v.to_f64().abs())),
+        UnaryOp::Clamp { min, max } => Box::new(move |v: T| T::from_f64(v.to_f64().clamp(min as f64, max as f64))),
+        other => return metal_mps_ir::unsupported!("{other:?} on integer tensors"),
+    };
+    map(x.as_slice::<T>()?, y.as_slice_mut::<T>()?, f);
+    Ok(())
+}
+
+/// Clip with optional runtime bounds (opset 11+).
+pub fn clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>, out: &mut Out) -> Result<Tensor> {
+    let mut y = out.tensor(0, x.dtype(), x.shape().to_vec())?;
+    metal_mps_ir::dispatch_dtype!(x.dtype(), T => {
+        let bound = |t: Option<&Tensor>| -> Result<Option<T>> {
+            t.map(|t| Ok(t.as_slice::<T>()?.first().copied().ok_or_else(|| metal_mps_ir::Error::Invalid("empty Clip bound".into()))?)).transpose()
+        };
+        let (lo, hi) = (bound(min)?, bound(max)?);
+        map(x.as_slice::<T>()?, y.as_slice_mut::<T>()?, |v: T| {
+            let v = match lo { Some(l) if v < l => l, _ => v };
+            match hi { Some(h) if v > h => h, _ => v }
+        });
+    });
+    Ok(y)
+}

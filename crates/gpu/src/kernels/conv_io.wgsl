@@ -1,0 +1,104 @@
+// Addressing of a 2-D convolution as a matrix product (implicit GEMM; 1-D
+// convolutions have H = 1). Per group g (the dispatch's z):
+//   M = output channels of the group, N = batch * OH * OW, K = ICg * KH * KW,
+//   A[m, k] = W[g * OCg + m, k]            (weights, [OC, ICg * KH * KW])
+//   B[k, n] = X[img, g * ICg + ic, ih, iw] (gathered; 0 in the padding)
+//   y[img, g * OCg + m, oh, ow] = act(acc + bias[oc] (+ R[same index]))
+// Kernel size, strides and dilations are override constants: the divisions by
+// them compile to multiplications.
+
+struct ConvParams {
+    batch: u32,
+    ic: u32,
+    ih: u32,
+    iw: u32,
+    oc: u32,
+    oh: u32,
+    ow: u32,
+    icg: u32,
+    ocg: u32,
+    pad_h: u32,
+    pad_w: u32,
+    _pad0: u32,
+}
+
+override KH: u32 = 3u;
+override KW: u32 = 3u;
+override SH: u32 = 1u;
+override SW: u32 = 1u;
+override DH: u32 = 1u;
+override DW: u32 = 1u;
+override ACT: u32 = 0u;
+override ACT_A: f32 = 0.0;
+override ACT_B: f32 = 0.0;
+override HAS_BIAS: bool = false;
+override HAS_RES: bool = false;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> w: array<T>;
+@group(0) @binding(2) var<storage, read> x: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read> res: array<T>;
+@group(0) @binding(5) var<storage, read_write> y: array<T>;
+
+fn gemm_dims() -> vec3<u32> {
+    return vec3<u32>(p.ocg, p.batch * p.oh * p.ow, p.icg * KH * KW);
+}
+
+fn a_elem(g: u32, m: u32, k: u32) -> f32 {
+    let kk = p.icg * KH * KW;
+    if (m >= p.ocg || k >= kk) {
+        return 0.0;
+    }
+    return f32(w[(g * p.ocg + m) * kk + k]);
+}
+
+struct BCol {
+    // Offset of channel 0 of this group in the image, or -1 past N.
+    base: i32,
+    // Top-left input position of the window.
+    h0: i32,
+    w0: i32,
+}
+
+fn b_col(g: u32, n: u32) -> BCol {
+    let plane = p.oh * p.ow;
+    if (n >= p.batch * plane) {
+        return BCol(-1, 0, 0);
+    }
+    let img = n / plane;
+    let q = n % plane;
+    let oh = q / p.ow;
+    let ow = q % p.ow;
+    let base = (img * p.ic + g * p.icg) * p.ih * p.iw;
+    return BCol(i32(base), i32(oh * SH) - i32(p.pad_h), i32(ow * SW) - i32(p.pad_w));
+}
+
+fn b_elem(col: BCol, k: u32) -> f32 {
+    if (col.base < 0 || k >= p.icg * KH * KW) {
+        return 0.0;
+    }
+    let ic = k / (KH * KW);
+    let r = k % (KH * KW);
+    let ih = col.h0 + i32((r / KW) * DH);
+    let iw = col.w0 + i32((r % KW) * DW);
+    if (ih < 0 || iw < 0 || ih >= i32(p.ih) || iw >= i32(p.iw)) {
+        return 0.0;
+    }
+    return f32(x[u32(col.base) + (ic * p.ih + u32(ih)) * p.iw + u32(iw)]);
+}
+
+fn epilogue(g: u32, m: u32, n: u32, v: f32) {
+    let oc = g * p.ocg + m;
+    var r = v;
+    if (HAS_BIAS) {
+        r += f32(bias[oc]);
+    }
+    let plane = p.oh * p.ow;
+    let img = n / plane;
+    let i = (img * p.oc + oc) * plane + n % plane;
+    if (HAS_RES) {
+        r += f32(res[i]);
+    }
+    y[i] = T(activate(ACT, r, ACT_A, ACT_B));
+}

@@ -1,0 +1,154 @@
+// A chain of integer elementwise ops fused into one pass (T is i32 or i64):
+// the layout, operand modes and step encoding of elementwise.wgsl, with
+// integer arithmetic matching the CPU engine: wrapping add/sub/mul, division
+// by zero (and MIN / -1) gives 0. Step op codes: 1 relu, 7 neg, 8 abs;
+// 100 add, 101 sub, 102 mul, 103 div, 105 max, 106 min.
+
+struct EwParams {
+    n: u32,
+    rank: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // Output dims, dim d at [d / 4][d % 4].
+    shape: array<vec4<u32>, 2>,
+    // Operand k, dim d at flat index 8k + d.
+    strides: array<vec4<u32>, 10>,
+    // Operand k: (inner, count) at flat index 2k, 2k + 1.
+    chan: array<vec4<u32>, 3>,
+}
+
+override MODE0: u32 = 0u;
+override MODE1: u32 = 0u;
+override MODE2: u32 = 0u;
+override MODE3: u32 = 0u;
+override MODE4: u32 = 0u;
+override NEED_COORDS: bool = false;
+override NSTEPS: u32 = 0u;
+override OP0: u32 = 0u;
+override OP1: u32 = 0u;
+override OP2: u32 = 0u;
+override OP3: u32 = 0u;
+override OP4: u32 = 0u;
+override OP5: u32 = 0u;
+override OP6: u32 = 0u;
+override OP7: u32 = 0u;
+override ARG0: u32 = 0u;
+override ARG1: u32 = 0u;
+override ARG2: u32 = 0u;
+override ARG3: u32 = 0u;
+override ARG4: u32 = 0u;
+override ARG5: u32 = 0u;
+override ARG6: u32 = 0u;
+override ARG7: u32 = 0u;
+override SWAP0: bool = false;
+override SWAP1: bool = false;
+override SWAP2: bool = false;
+override SWAP3: bool = false;
+override SWAP4: bool = false;
+override SWAP5: bool = false;
+override SWAP6: bool = false;
+override SWAP7: bool = false;
+
+@group(0) @binding(0) var<uniform> p: EwParams;
+@group(0) @binding(1) var<storage, read> x0: array<T>;
+@group(0) @binding(2) var<storage, read> x1: array<T>;
+@group(0) @binding(3) var<storage, read> x2: array<T>;
+@group(0) @binding(4) var<storage, read> x3: array<T>;
+@group(0) @binding(5) var<storage, read> x4: array<T>;
+@group(0) @binding(6) var<storage, read_write> y: array<T>;
+
+fn operand_mode(k: u32) -> u32 {
+    switch k {
+        case 0u: { return MODE0; }
+        case 1u: { return MODE1; }
+        case 2u: { return MODE2; }
+        case 3u: { return MODE3; }
+        default: { return MODE4; }
+    }
+}
+
+fn operand_offset(k: u32, i: u32, coord: ptr<function, array<u32, 8>>) -> u32 {
+    switch operand_mode(k) {
+        case 0u: { return i; }
+        case 1u: { return 0u; }
+        case 3u: {
+            let inner = p.chan[k / 2u][(k % 2u) * 2u];
+            let count = p.chan[k / 2u][(k % 2u) * 2u + 1u];
+            return (i / inner) % count;
+        }
+        default: {
+            var off = 0u;
+            for (var d = 0u; d < p.rank; d++) {
+                let f = k * 8u + d;
+                off += (*coord)[d] * p.strides[f / 4u][f % 4u];
+            }
+            return off;
+        }
+    }
+}
+
+fn load(k: u32, off: u32) -> T {
+    switch k {
+        case 0u: { return x0[off]; }
+        case 1u: { return x1[off]; }
+        case 2u: { return x2[off]; }
+        case 3u: { return x3[off]; }
+        default: { return x4[off]; }
+    }
+}
+
+fn int_div(l: T, r: T) -> T {
+    // -MIN wraps to MIN: the one quotient that overflows.
+    if (r == T(0) || (r == T(-1) && l == -l && l != T(0))) {
+        return T(0);
+    }
+    return l / r;
+}
+
+fn step(acc: T, op: u32, arg: u32, swap: bool, i: u32, coord: ptr<function, array<u32, 8>>) -> T {
+    switch op {
+        case 1u: { return max(acc, T(0)); }
+        case 7u: { return -acc; }
+        case 8u: { return select(acc, -acc, acc < T(0)); }
+        default: {}
+    }
+    let v = load(arg, operand_offset(arg, i, coord));
+    let l = select(acc, v, swap);
+    let r = select(v, acc, swap);
+    switch op {
+        case 100u: { return l + r; }
+        case 101u: { return l - r; }
+        case 102u: { return l * r; }
+        case 103u: { return int_div(l, r); }
+        case 105u: { return max(l, r); }
+        default: { return min(l, r); }
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid, 256u);
+    if (i >= p.n) {
+        return;
+    }
+    var coord: array<u32, 8>;
+    if (NEED_COORDS) {
+        var rem = i;
+        for (var d = i32(p.rank) - 1; d >= 0; d--) {
+            let size = p.shape[u32(d) / 4u][u32(d) % 4u];
+            coord[d] = rem % size;
+            rem /= size;
+        }
+    }
+    var acc = load(0u, operand_offset(0u, i, &coord));
+    if (NSTEPS > 0u) { acc = step(acc, OP0, ARG0, SWAP0, i, &coord); }
+    if (NSTEPS > 1u) { acc = step(acc, OP1, ARG1, SWAP1, i, &coord); }
+    if (NSTEPS > 2u) { acc = step(acc, OP2, ARG2, SWAP2, i, &coord); }
+    if (NSTEPS > 3u) { acc = step(acc, OP3, ARG3, SWAP3, i, &coord); }
+    if (NSTEPS > 4u) { acc = step(acc, OP4, ARG4, SWAP4, i, &coord); }
+    if (NSTEPS > 5u) { acc = step(acc, OP5, ARG5, SWAP5, i, &coord); }
+    if (NSTEPS > 6u) { acc = step(acc, OP6, ARG6, SWAP6, i, &coord); }
+    if (NSTEPS > 7u) { acc = step(acc, OP7, ARG7, SWAP7, i, &coord); }
+    y[i] = acc;
+}

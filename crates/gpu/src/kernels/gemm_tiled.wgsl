@@ -1,0 +1,139 @@
+// Tiled matrix product with workgroup memory and register blocking; the core of
+// MatMul, Gemm and convolution (implicit GEMM). Appended after an "io" file
+// that defines how A, B and the output are addressed:
+//   fn gemm_dims() -> vec3<u32>                     // M, N, K
+//   fn a_elem(batch: u32, m: u32, k: u32) -> f32    // 0 outside the matrix
+//   struct BCol; fn b_col(batch: u32, n: u32) -> BCol
+//   fn b_elem(col: BCol, k: u32) -> f32             // 0 outside the matrix
+//   fn epilogue(batch: u32, m: u32, n: u32, v: f32) // bias, activation, store
+//
+// 256 invocations (16 x 16) compute a BM x BN tile, each a TM x TN block.
+// TM, TN are 4 or 8 (BM = 16 TM, BN = 16 TN); BK = 16.
+// A_KFAST: consecutive k of A are contiguous in memory (load pattern).
+// B_NFAST: consecutive n of B are contiguous in memory (load pattern).
+
+override TM: u32 = 8u;
+override TN: u32 = 8u;
+override A_KFAST: bool = true;
+override B_NFAST: bool = true;
+
+const BK: u32 = 16u;
+const MAX_BM: u32 = 128u;
+
+// [k][m] and [k][n], 4 floats per element.
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+
+fn put_a(k: u32, m: u32, v: f32) {
+    let i = k * (16u * TM) + m;
+    As[i / 4u][i % 4u] = v;
+}
+
+fn put_b(k: u32, n: u32, v: f32) {
+    let i = k * (16u * TN) + n;
+    Bs[i / 4u][i % 4u] = v;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let bm = 16u * TM;
+    let bn = 16u * TN;
+    let dims = gemm_dims();
+    let batch = wg.z;
+    let m0 = wg.y * bm;
+    let n0 = wg.x * bn;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+
+    // Each invocation loads TM elements of A and TN of B per k-tile; with the
+    // fast patterns its column of B (or k of A) stays the same across tiles.
+    let b_n_fixed = lid % bn;
+    let b_k_first = lid / bn;
+    let b_k_step = 256u / bn;
+    let col = b_col(batch, n0 + b_n_fixed);
+
+    var ra: array<f32, 8>;
+    var rb: array<f32, 8>;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+
+    let tiles = (dims.z + BK - 1u) / BK;
+    // Loads k-tile `t` into registers.
+    for (var t = 0u; t <= tiles; t++) {
+        if (t < tiles) {
+            let k0 = t * BK;
+            for (var j = 0u; j < TM; j++) {
+                let e = lid + 256u * j;
+                var mm: u32;
+                var kk: u32;
+                if (A_KFAST) { mm = e / BK; kk = e % BK; } else { mm = e % bm; kk = e / bm; }
+                ra[j] = a_elem(batch, m0 + mm, k0 + kk);
+            }
+            for (var j = 0u; j < TN; j++) {
+                if (B_NFAST) {
+                    rb[j] = b_elem(col, k0 + b_k_first + b_k_step * j);
+                } else {
+                    let e = lid + 256u * j;
+                    rb[j] = b_elem(b_col(batch, n0 + e / BK), k0 + e % BK);
+                }
+            }
+        }
+        if (t > 0u) {
+            // Multiply the tile already in workgroup memory.
+            for (var k = 0u; k < BK; k++) {
+                var av: array<vec4<f32>, 2>;
+                var bv: array<vec4<f32>, 2>;
+                for (var i = 0u; i < TM / 4u; i++) {
+                    av[i] = As[(k * bm + i * 64u + ty * 4u) / 4u];
+                }
+                for (var j = 0u; j < TN / 4u; j++) {
+                    bv[j] = Bs[(k * bn + j * 64u + tx * 4u) / 4u];
+                }
+                for (var i = 0u; i < TM / 4u; i++) {
+                    for (var ii = 0u; ii < 4u; ii++) {
+                        let a = av[i][ii];
+                        for (var j = 0u; j < TN / 4u; j++) {
+                            let r = (i * 4u + ii) * (TN / 4u) + j;
+                            acc[r] = fma(vec4<f32>(a), bv[j], acc[r]);
+                        }
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+        if (t < tiles) {
+            for (var j = 0u; j < TM; j++) {
+                let e = lid + 256u * j;
+                if (A_KFAST) { put_a(e % BK, e / BK, ra[j]); } else { put_a(e / bm, e % bm, ra[j]); }
+            }
+            for (var j = 0u; j < TN; j++) {
+                if (B_NFAST) {
+                    put_b(b_k_first + b_k_step * j, b_n_fixed, rb[j]);
+                } else {
+                    let e = lid + 256u * j;
+                    put_b(e % BK, e / BK, rb[j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < TM / 4u; i++) {
+        for (var ii = 0u; ii < 4u; ii++) {
+            let m = m0 + i * 64u + ty * 4u + ii;
+            if (m < dims.x) {
+                for (var j = 0u; j < TN / 4u; j++) {
+                    let v = acc[(i * 4u + ii) * (TN / 4u) + j];
+                    let n = n0 + j * 64u + tx * 4u;
+                    for (var c = 0u; c < 4u; c++) {
+                        if (n + c < dims.y) {
+                            epilogue(batch, m, n + c, v[c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

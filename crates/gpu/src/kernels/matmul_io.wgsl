@@ -1,0 +1,89 @@
+// Addressing of MatMul and Gemm for the GEMM cores (gemm_tiled, gemm_coop):
+// y[b, m, n] = act(alpha * sum_k A[b, m, k] B[b, k, n] + beta * C[m, n] (+ R[b, m, n])).
+// A and B are read through element strides, so transposed operands and
+// broadcast batch dimensions need no copy. T is the storage type.
+
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad0: u32,
+    a_sm: u32,
+    a_sk: u32,
+    b_sk: u32,
+    b_sn: u32,
+    c_sm: u32,
+    c_sn: u32,
+    alpha: f32,
+    beta: f32,
+    // Batch dimensions, outermost first, padded in front with 1.
+    batch_shape: vec4<u32>,
+    a_bstride: vec4<u32>,
+    b_bstride: vec4<u32>,
+}
+
+// Activation fused into the epilogue (codes in common.wgsl).
+override ACT: u32 = 0u;
+override ACT_A: f32 = 0.0;
+override ACT_B: f32 = 0.0;
+// Gemm's C input, broadcast to [M, N] through c_sm, c_sn.
+override HAS_C: bool = false;
+// A residual of the output's shape, added before the activation.
+override HAS_RES: bool = false;
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read> c: array<T>;
+@group(0) @binding(4) var<storage, read> res: array<T>;
+@group(0) @binding(5) var<storage, read_write> y: array<T>;
+
+fn gemm_dims() -> vec3<u32> {
+    return vec3<u32>(p.m, p.n, p.k);
+}
+
+fn batch_offset(batch: u32, strides: vec4<u32>) -> u32 {
+    var rem = batch;
+    var off = 0u;
+    for (var d = 3; d >= 0; d--) {
+        let size = p.batch_shape[d];
+        off += (rem % size) * strides[d];
+        rem /= size;
+    }
+    return off;
+}
+
+fn a_elem(batch: u32, m: u32, k: u32) -> f32 {
+    if (m >= p.m || k >= p.k) {
+        return 0.0;
+    }
+    return f32(a[batch_offset(batch, p.a_bstride) + m * p.a_sm + k * p.a_sk]);
+}
+
+struct BCol {
+    base: u32,
+    valid: bool,
+}
+
+fn b_col(batch: u32, n: u32) -> BCol {
+    return BCol(batch_offset(batch, p.b_bstride) + n * p.b_sn, n < p.n);
+}
+
+fn b_elem(col: BCol, k: u32) -> f32 {
+    if (!col.valid || k >= p.k) {
+        return 0.0;
+    }
+    return f32(b[col.base + k * p.b_sk]);
+}
+
+fn epilogue(batch: u32, m: u32, n: u32, v: f32) {
+    var r = p.alpha * v;
+    if (HAS_C) {
+        r += p.beta * f32(c[m * p.c_sm + n * p.c_sn]);
+    }
+    let i = (batch * p.m + m) * p.n + n;
+    if (HAS_RES) {
+        r += f32(res[i]);
+    }
+    y[i] = T(activate(ACT, r, ACT_A, ACT_B));
+}

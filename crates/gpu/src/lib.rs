@@ -1,0 +1,18 @@
+//! The GPU engine of metal_mps, on wgpu: Metal on macOS, Vulkan on Linux, DX12
+//! on Windows.
+//!
+//! - [`context`]: adapter choice ([`context::ADAPTER_ENV`]) and detected features;
+//! - [`pool`]: the memory manager (pooled buffers in power-of-two buckets);
+//! - [`pipeline_cache`]: WGSL kernels (`src/kernels/*.wgsl`) compiled once, cached
+//!   by source, entry point and override constants;
+//! - [`ops`]: one launcher per kernel;
+//! - [`GpuRunner`]: a model prepared for the GPU; nodes the GPU does not run go to
+//!   the CPU engine through explicit transfers.
+
+pub mod context;
+pub mod ops;
+pub mod pipeline_cache;
+pub mod pool;
+
+pub use context::{adapter_available, adapter_info, list_adapters, AdapterDescription, Capabilities, GpuContext};
+pub use pool::{PoolConfig, PoolStats};

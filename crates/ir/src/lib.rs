@@ -1,0 +1,25 @@
+//! The graph IR of metal_mps.
+//!
+//! The pipeline: the ONNX importer builds a [`Graph`]; [`infer::infer_graph`]
+//! gives every value a dtype and (possibly symbolic) shape; [`passes`] fold
+//! constants, fuse and remove dead nodes; [`plan::Plan`] orders the nodes and
+//! assigns every intermediate value a reusable buffer slot by lifetime. The
+//! engines (`metal-mps-cpu`, `metal-mps-gpu`) execute a plan.
+
+mod dtype;
+mod error;
+mod graph;
+pub mod infer;
+mod ops;
+pub mod passes;
+pub mod plan;
+mod shape;
+mod tensor;
+
+pub use dtype::{BoolByte, DType, Element};
+pub use error::{Error, Result};
+pub use graph::{Graph, Node, Value, ValueId};
+pub use half::f16;
+pub use ops::*;
+pub use shape::*;
+pub use tensor::{checked_bytes, checked_numel, Storage, Tensor};

@@ -1,0 +1,109 @@
+//! Shapes whose dimensions may be symbolic (a dynamic batch, say).
+
+use std::fmt;
+
+/// One dimension of a value's shape as known before running.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A named size bound at run time (`batch`, `N`, ...); equal names are equal sizes.
+    Sym(String),
+    /// Not known until run time.
+    Unknown,
+}
+
+impl Dim {
+    pub fn fixed(&self) -> Option<usize> {
+        match self {
+            Dim::Fixed(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Sym(s) => f.write_str(s),
+            Dim::Unknown => f.write_str("?"),
+        }
+    }
+}
+
+/// A shape before running: `None` when even the rank is unknown.
+pub type Shape = Vec<Dim>;
+
+/// All dimensions fixed?
+pub fn fixed_shape(shape: &[Dim]) -> Option<Vec<usize>> {
+    shape.iter().map(Dim::fixed).collect()
+}
+
+pub fn from_fixed(shape: &[usize]) -> Shape {
+    shape.iter().map(|&d| Dim::Fixed(d)).collect()
+}
+
+/// `[1, batch, 3]` style.
+pub fn display_shape(shape: Option<&[Dim]>) -> String {
+    match shape {
+        None => "[?..]".to_string(),
+        Some(s) => format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// ONNX/numpy multidirectional broadcasting of two fixed shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Broadcasting of symbolic shapes: a fixed 1 yields to the other side, equal
+/// dims stay, anything else unknown.
+pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Option<Shape> {
+    let rank = a.len().max(b.len());
+    let one = Dim::Fixed(1);
+    let mut out = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
+        let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+        out.push(match (da, db) {
+            (x, y) if x == y => x.clone(),
+            (Dim::Fixed(1), y) => y.clone(),
+            (x, Dim::Fixed(1)) => x.clone(),
+            (Dim::Fixed(_), Dim::Fixed(_)) => return None,
+            (Dim::Fixed(x), _) | (_, Dim::Fixed(x)) => Dim::Fixed(*x),
+            _ => Dim::Unknown,
+        });
+    }
+    Some(out)
+}
+
+/// Row-major strides of a shape, in elements.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Resolves a possibly negative axis against a rank.
+pub fn normalize_axis(axis: i64, rank: usize) -> crate::Result<usize> {
+    let r = rank as i64;
+    if axis < -r || axis >= r {
+        return crate::invalid!("axis {axis} is out of range for rank {rank}");
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}

@@ -1,0 +1,229 @@
+//! Dense, row-major tensors with byte storage reusable across dtypes.
+
+use crate::{DType, Element, Error, Result};
+use std::fmt;
+
+/// Bytes of one tensor, 8-byte aligned so that every [`Element`] can view it.
+///
+/// Storage is reused by the executors' memory plans: [`Storage::reset`] keeps the
+/// capacity and changes the length, so a buffer that once held a large
+/// intermediate can hold a smaller one without reallocating.
+#[derive(Clone, Default)]
+pub struct Storage {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Storage {
+    /// Storage of `len` zero bytes. Fails instead of aborting when the allocation
+    /// cannot be made.
+    pub fn zeroed(len: usize) -> Result<Storage> {
+        let mut s = Storage::default();
+        s.reset(len)?;
+        Ok(s)
+    }
+
+    /// Resizes to `len` bytes. Bytes already present are kept (callers overwrite
+    /// them); new bytes are zero.
+    pub fn reset(&mut self, len: usize) -> Result<()> {
+        let words = len.div_ceil(8);
+        if words > self.words.len() {
+            self.words
+                .try_reserve(words - self.words.len())
+                .map_err(|_| Error::OutOfMemory { bytes: len })?;
+            self.words.resize(words, 0);
+        } else {
+            self.words.truncate(words);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    pub fn capacity_bytes(&self) -> usize {
+        self.words.capacity() * 8
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+    }
+}
+
+/// A dense row-major tensor: dtype, shape and bytes.
+#[derive(Clone)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    storage: Storage,
+}
+
+/// Element count of a shape, or an error when it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::TooLarge(format!("shape {shape:?} has more elements than fit in memory")))
+}
+
+/// Bytes needed for a tensor of this dtype and shape, or an error when they overflow.
+pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Result<usize> {
+    checked_numel(shape)?
+        .checked_mul(dtype.size())
+        .ok_or_else(|| Error::TooLarge(format!("a {dtype} tensor of shape {shape:?} is too large")))
+}
+
+impl Tensor {
+    /// A zero-filled tensor.
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+        let bytes = checked_bytes(dtype, &shape)?;
+        Ok(Tensor { dtype, shape, storage: Storage::zeroed(bytes)? })
+    }
+
+    /// A tensor built in `storage`, whose capacity is reused. Its contents are
+    /// unspecified: the caller writes every element.
+    pub fn in_storage(dtype: DType, shape: Vec<usize>, mut storage: Storage) -> Result<Tensor> {
+        storage.reset(checked_bytes(dtype, &shape)?)?;
+        Ok(Tensor { dtype, shape, storage })
+    }
+
+    /// A tensor holding `data` in row-major order.
+    pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        Tensor::from_slice(shape, &data)
+    }
+
+    pub fn from_slice<T: Element>(shape: Vec<usize>, data: &[T]) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            return Err(Error::Invalid(format!(
+                "shape {shape:?} holds {n} elements but {} were given",
+                data.len()
+            )));
+        }
+        Tensor::from_bytes(T::DTYPE, shape, bytemuck::cast_slice(data))
+    }
+
+    /// A tensor from little-endian bytes, as KServe's binary extension and
+    /// ONNX's `raw_data` carry them.
+    pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
+        let need = checked_bytes(dtype, &shape)?;
+        if need != bytes.len() {
+            return Err(Error::Invalid(format!(
+                "a {dtype} tensor of shape {shape:?} needs {need} bytes but {} were given",
+                bytes.len()
+            )));
+        }
+        let mut storage = Storage::zeroed(need)?;
+        storage.as_bytes_mut().copy_from_slice(bytes);
+        Ok(Tensor { dtype, shape, storage })
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: Element>(v: T) -> Tensor {
+        Tensor::from_slice(vec![], &[v]).expect("one element fits")
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.storage.as_bytes()
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        self.storage.as_bytes_mut()
+    }
+
+    /// Gives the storage back for reuse.
+    pub fn into_storage(self) -> Storage {
+        self.storage
+    }
+
+    /// Typed view; fails when `T` is not this tensor's dtype.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        self.check_dtype::<T>()?;
+        Ok(bytemuck::cast_slice(self.storage.as_bytes()))
+    }
+
+    pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
+        self.check_dtype::<T>()?;
+        Ok(bytemuck::cast_slice_mut(self.storage.as_bytes_mut()))
+    }
+
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        Ok(self.as_slice::<T>()?.to_vec())
+    }
+
+    /// Same data, new shape with the same element count.
+    pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Tensor> {
+        if checked_numel(&shape)? != self.numel() {
+            return Err(Error::Invalid(format!(
+                "cannot reshape {:?} into {shape:?}: element counts differ",
+                self.shape
+            )));
+        }
+        self.shape = shape;
+        Ok(self)
+    }
+
+    /// Every element converted to f64, whatever the dtype (for comparisons and reports).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        crate::dispatch_dtype!(self.dtype, T => {
+            let s: &[T] = bytemuck::cast_slice(self.storage.as_bytes());
+            s.iter().map(|v| v.to_f64()).collect()
+        })
+    }
+
+    /// The values as i64, for shape-like inputs (axes, pads, shapes, indices).
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        match self.dtype {
+            DType::I64 => self.to_vec::<i64>(),
+            DType::I32 => Ok(self.as_slice::<i32>()?.iter().map(|&v| v as i64).collect()),
+            DType::I16 => Ok(self.as_slice::<i16>()?.iter().map(|&v| v as i64).collect()),
+            DType::I8 => Ok(self.as_slice::<i8>()?.iter().map(|&v| v as i64).collect()),
+            DType::U8 => Ok(self.as_slice::<u8>()?.iter().map(|&v| v as i64).collect()),
+            other => Err(Error::Invalid(format!("expected an integer tensor, got {other}"))),
+        }
+    }
+
+    /// The values as f64, when the tensor holds one element (scalars like Clip's bounds).
+    pub fn scalar_f64(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::Invalid(format!("expected one element, got shape {:?}", self.shape)));
+        }
+        Ok(self.to_f64_vec()[0])
+    }
+
+    fn check_dtype<T: Element>(&self) -> Result<()> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::Invalid(format!("tensor holds {}, not {}", self.dtype, T::DTYPE)));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({} {:?}", self.dtype, self.shape)?;
+        let v = self.to_f64_vec();
+        if v.len() <= 8 {
+            write!(f, " {v:?}")?;
+        }
+        write!(f, ")")
+    }
+}

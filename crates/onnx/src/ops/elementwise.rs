@@ -1,0 +1,58 @@
+use super::NodeCtx;
+use metal_mps_ir::{BinaryOp, Error, Op, Result, UnaryOp};
+
+pub fn binary(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.opset < 7 && ctx.attrs.has("broadcast") {
+        return Err(Error::Unsupported("legacy 'broadcast' attribute (opset < 7)".into()));
+    }
+    Ok(Op::Binary(match ctx.op_type {
+        "Add" => BinaryOp::Add,
+        "Sub" => BinaryOp::Sub,
+        "Mul" => BinaryOp::Mul,
+        "Div" => BinaryOp::Div,
+        _ => BinaryOp::Pow,
+    }))
+}
+
+pub fn unary(ctx: &NodeCtx) -> Result<Op> {
+    let a = &ctx.attrs;
+    Ok(Op::Unary(match ctx.op_type {
+        "Relu" => UnaryOp::Relu,
+        "Sigmoid" => UnaryOp::Sigmoid,
+        "Tanh" => UnaryOp::Tanh,
+        "Sqrt" => UnaryOp::Sqrt,
+        "Exp" => UnaryOp::Exp,
+        "Log" => UnaryOp::Log,
+        "Neg" => UnaryOp::Neg,
+        "Abs" => UnaryOp::Abs,
+        "LeakyRelu" => UnaryOp::LeakyRelu { alpha: a.float("alpha", 0.01)? },
+        "HardSigmoid" => UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
+        _ => UnaryOp::HardSwish,
+    }))
+}
+
+/// Clip: bounds are attributes before opset 11, optional inputs from 11 on.
+pub fn clip(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.opset < 11 {
+        let min = ctx.attrs.float("min", f32::MIN)?;
+        let max = ctx.attrs.float("max", f32::MAX)?;
+        return Ok(Op::Unary(UnaryOp::Clamp { min, max }));
+    }
+    Ok(Op::Clip)
+}
+
+/// Dropout at inference is the identity; its mask output (if wanted) is all true.
+pub fn dropout(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.num_inputs >= 3 {
+        return Err(Error::Unsupported("Dropout with a training_mode input (inference only)".into()));
+    }
+    Ok(Op::Identity)
+}
+
+pub fn cast(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.attrs.int("saturate", 1)? != 1 {
+        return Err(Error::Unsupported("Cast with saturate=0 (float8 only)".into()));
+    }
+    let to = ctx.attrs.opt_int("to")?.ok_or_else(|| Error::InvalidModel("Cast needs the 'to' attribute".into()))?;
+    Ok(Op::Cast { to: crate::tensor::dtype_from_onnx(to as i32)? })
+}

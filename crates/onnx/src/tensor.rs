@@ -1,0 +1,132 @@
+//! `TensorProto` → [`Tensor`], including external data files.
+
+use crate::proto::{tensor_proto::DataType, TensorProto};
+use metal_mps_ir::{checked_bytes, DType, Error, Result, Tensor};
+use prost::Message;
+use std::path::Path;
+
+/// Maps an ONNX element type to ours; FP64, strings and the rest are refused
+/// with a message saying why.
+pub fn dtype_from_onnx(code: i32) -> Result<DType> {
+    let dt = DataType::try_from(code).map_err(|_| Error::InvalidModel(format!("unknown ONNX data type {code}")))?;
+    Ok(match dt {
+        DataType::Float => DType::F32,
+        DataType::Float16 => DType::F16,
+        DataType::Int8 => DType::I8,
+        DataType::Int16 => DType::I16,
+        DataType::Int32 => DType::I32,
+        DataType::Int64 => DType::I64,
+        DataType::Uint8 => DType::U8,
+        DataType::Bool => DType::Bool,
+        DataType::Double => {
+            return Err(Error::Unsupported(
+                "DOUBLE (FP64) tensors: Metal GPUs have no FP64; convert the model to FLOAT".into(),
+            ))
+        }
+        DataType::String => {
+            return Err(Error::Unsupported("STRING tensors: only numeric tensors are supported".into()))
+        }
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{} tensors (supported: FLOAT, FLOAT16, INT8, INT16, INT32, INT64, UINT8, BOOL)",
+                other.as_str_name()
+            )))
+        }
+    })
+}
+
+/// Parses a serialized `TensorProto` (the `.pb` files of ONNX test cases).
+pub fn parse_tensor_proto(bytes: &[u8]) -> Result<Tensor> {
+    let proto = TensorProto::decode(bytes).map_err(|e| Error::InvalidModel(format!("not a TensorProto: {e}")))?;
+    tensor_from_proto(&proto, None)
+}
+
+/// Converts a tensor; `base_dir` is where external data files are looked up.
+pub fn tensor_from_proto(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
+    let name = p.name.as_deref().unwrap_or("<unnamed>");
+    let wrap = |e: Error| match e {
+        Error::Unsupported(m) => Error::Unsupported(format!("tensor '{name}': {m}")),
+        other => Error::InvalidModel(format!("tensor '{name}': {other}")),
+    };
+    convert(p, base_dir).map_err(wrap)
+}
+
+fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
+    let dtype = dtype_from_onnx(p.data_type.unwrap_or(0))?;
+    let mut shape = Vec::with_capacity(p.dims.len());
+    for &d in &p.dims {
+        if d < 0 {
+            return Err(Error::InvalidModel(format!("negative dimension {d} in {:?}", p.dims)));
+        }
+        shape.push(usize::try_from(d).map_err(|_| Error::TooLarge(format!("dimension {d}")))?);
+    }
+    let bytes = checked_bytes(dtype, &shape)?;
+    // Refuse before allocating: the declared size must be backed by data.
+    let available = available_bytes(p, dtype);
+    if p.data_location == Some(1) {
+        let raw = read_external(p, base_dir, bytes)?;
+        return Tensor::from_bytes(dtype, shape, &raw);
+    }
+    if available != bytes {
+        return Err(Error::InvalidModel(format!(
+            "declares {dtype} {:?} ({bytes} bytes) but holds {available} bytes of data",
+            p.dims
+        )));
+    }
+    if let Some(raw) = &p.raw_data {
+        return Tensor::from_bytes(dtype, shape, raw);
+    }
+    match dtype {
+        DType::F32 => Tensor::from_slice(shape, &p.float_data),
+        DType::I64 => Tensor::from_slice(shape, &p.int64_data),
+        DType::I32 => Tensor::from_slice(shape, &p.int32_data),
+        DType::I16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i16).collect()),
+        DType::I8 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i8).collect()),
+        DType::U8 | DType::Bool => Tensor::from_bytes(dtype, shape, &p.int32_data.iter().map(|&v| v as u8).collect::<Vec<_>>()),
+        DType::F16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| metal_mps_ir::f16::from_bits(v as u16)).collect()),
+    }
+}
+
+/// Bytes of data the proto carries inline, in our element size.
+fn available_bytes(p: &TensorProto, dtype: DType) -> usize {
+    if let Some(raw) = &p.raw_data {
+        return raw.len();
+    }
+    let n = match dtype {
+        DType::F32 => p.float_data.len(),
+        DType::I64 => p.int64_data.len(),
+        _ => p.int32_data.len(),
+    };
+    n.saturating_mul(dtype.size())
+}
+
+fn read_external(p: &TensorProto, base_dir: Option<&Path>, bytes: usize) -> Result<Vec<u8>> {
+    let field = |k: &str| p.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+    let location = field("location").ok_or_else(|| Error::InvalidModel("external data without a location".into()))?;
+    let rel = Path::new(&location);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::InvalidModel(format!("external data location '{location}' must stay beside the model")));
+    }
+    let dir = base_dir.ok_or_else(|| Error::InvalidModel("external data needs the model's directory".into()))?;
+    let path = dir.join(rel);
+    let offset: u64 = field("offset").map(|s| s.parse()).transpose().map_err(|_| Error::InvalidModel("bad external data offset".into()))?.unwrap_or(0);
+    let length: Option<usize> = field("length").map(|s| s.parse()).transpose().map_err(|_| Error::InvalidModel("bad external data length".into()))?;
+    if let Some(l) = length {
+        if l != bytes {
+            return Err(Error::InvalidModel(format!("external data length {l} but the tensor needs {bytes} bytes")));
+        }
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let mut f = std::fs::File::open(&path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    if offset.saturating_add(bytes as u64) > file_len {
+        return Err(Error::InvalidModel(format!(
+            "external data file '{location}' has {file_len} bytes; the tensor needs {bytes} at offset {offset}"
+        )));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = vec![0u8; bytes];
+    f.read_exact(&mut buf).map_err(io)?;
+    Ok(buf)
+}

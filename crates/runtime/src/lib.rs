@@ -1,0 +1,27 @@
+//! metal_mps: load an ONNX model once, run it many times, on the CPU or the GPU.
+//!
+//! ```no_run
+//! use metal_mps::{Model, Options, Tensor};
+//! let model = Model::load("model.onnx", &Options::default())?;
+//! let x = Tensor::from_vec(vec![1, 3, 224, 224], vec![0.5f32; 3 * 224 * 224])?;
+//! let outputs = model.run(&[("input", &x)])?;
+//! println!("{:?}", outputs[0].shape());
+//! # Ok::<(), metal_mps::Error>(())
+//! ```
+//!
+//! A [`Model`] is `Send + Sync`: share it (in an `Arc`) between threads and
+//! call [`Model::run`] concurrently.
+
+mod model;
+mod options;
+mod validate;
+
+pub use metal_mps_ir::{f16, BoolByte, DType, Dim, Element, Error, Result, Tensor};
+pub use model::{Model, NodeInfo};
+pub use options::{Device, MemoryStats, Options, PoolConfig, Precision};
+pub use validate::TensorInfo;
+
+/// Whether a GPU adapter exists (the GPU engine can be used).
+pub fn gpu_available() -> bool {
+    model::gpu_available()
+}

@@ -1,0 +1,234 @@
+//! `POST /v2/models/{m}[/versions/{v}]/infer`: the KServe-v2 JSON request
+//! and response, with Triton's binary tensor data extension.
+//!
+//! Binary extension: the `Inference-Header-Content-Length: N` header says the
+//! first N body bytes are the JSON header; the rest holds, in input order,
+//! the raw data of every input whose parameters carry `binary_data_size`.
+//! Outputs asked for with `binary_data: true` (or all outputs, by default,
+//! when the request sets `binary_data_output: true`) come back the same way:
+//! `binary_data_size` in the output's parameters and the bytes after the
+//! JSON header, whose length the response's header gives.
+
+use crate::error::{ServerError, ServerResult};
+use crate::json_tensor::tensor_to_json;
+use crate::request::{InferRequest, InputData, RawInput};
+use crate::AppState;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header naming the length of the JSON part of a binary request/response.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Deserialize)]
+struct HttpRequest {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<HttpInput>,
+    #[serde(default)]
+    outputs: Vec<HttpOutput>,
+}
+
+#[derive(Deserialize)]
+struct HttpInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct HttpOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// Handles one inference request end to end.
+pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: Request<Body>) -> ServerResult<Response> {
+    let (parts, body) = req.into_parts();
+    let limit = s.max_input_size;
+    let too_large = |n: Option<u64>| {
+        ServerError::invalid_arg(format!(
+            "request body{} exceeds the maximum allowed input size of {limit} bytes. \
+             Use --http-max-input-size to increase the limit.",
+            n.map(|n| format!(" size of {n} bytes")).unwrap_or_default()
+        ))
+    };
+    if let Some(n) = header_u64(&parts.headers, header::CONTENT_LENGTH.as_str())? {
+        if n > limit as u64 {
+            return Err(too_large(Some(n)));
+        }
+    }
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(None))?;
+    let header_len = header_u64(&parts.headers, HEADER_LENGTH)?;
+    let (json_part, mut binary) = match header_len {
+        None => (body.clone(), Bytes::new()),
+        Some(n) if n as usize <= body.len() => (body.slice(..n as usize), body.slice(n as usize..)),
+        Some(n) => {
+            return Err(ServerError::invalid_arg(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )))
+        }
+    };
+    let parsed: HttpRequest = serde_json::from_slice(&json_part)
+        .map_err(|e| ServerError::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let served = s.manager.get(&model, version)?;
+
+    let mut inputs = Vec::with_capacity(parsed.inputs.len());
+    for input in parsed.inputs {
+        reject_shared_memory(&input.parameters, "input", &input.name)?;
+        let data = match input.parameters.get("binary_data_size") {
+            Some(size) => {
+                let size = size.as_u64().ok_or_else(|| {
+                    ServerError::invalid_arg(format!("input '{}': 'binary_data_size' must be a non-negative integer", input.name))
+                })? as usize;
+                if header_len.is_none() {
+                    return Err(ServerError::invalid_arg(
+                        "must specify valid 'Infer-Header-Content-Length' in request header and 'binary_data_size' \
+                         when passing inputs in binary data format",
+                    ));
+                }
+                if size > binary.len() {
+                    return Err(ServerError::invalid_arg(format!(
+                        "unexpected end of binary data for input '{}': it declares {size} bytes, {} remain",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                InputData::Raw(binary.split_to(size))
+            }
+            None => match input.data {
+                Some(d) => InputData::Json(d),
+                None => {
+                    return Err(ServerError::invalid_arg(format!(
+                        "input '{}' has neither 'data' nor a 'binary_data_size' parameter",
+                        input.name
+                    )))
+                }
+            },
+        };
+        inputs.push(RawInput { name: input.name, datatype: input.datatype, shape: input.shape, data });
+    }
+    if !binary.is_empty() {
+        return Err(ServerError::invalid_arg(format!(
+            "unexpected additional input data for model '{model}'"
+        )));
+    }
+
+    let binary_default = bool_param(&parsed.parameters, "binary_data_output")?.unwrap_or(false);
+    let timeout = match parsed.parameters.get("timeout") {
+        None => None,
+        Some(v) => Some(Duration::from_micros(v.as_u64().ok_or_else(|| {
+            ServerError::invalid_arg("parameter 'timeout' must be a non-negative integer (microseconds)")
+        })?)),
+    };
+    let mut output_binary = Vec::with_capacity(parsed.outputs.len());
+    for o in &parsed.outputs {
+        reject_shared_memory(&o.parameters, "output", &o.name)?;
+        if o.parameters.contains_key("classification") {
+            return Err(ServerError::unsupported(format!(
+                "output '{}': the classification extension is not supported",
+                o.name
+            )));
+        }
+        output_binary.push((o.name.clone(), bool_param(&o.parameters, "binary_data")?.unwrap_or(binary_default)));
+    }
+    let id = match parsed.id {
+        None => String::new(),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    };
+    let request = InferRequest {
+        id,
+        inputs,
+        outputs: parsed.outputs.into_iter().map(|o| o.name).collect(),
+        timeout,
+    };
+    let response = served.infer(request).await?;
+
+    let mut outputs = Vec::with_capacity(response.outputs.len());
+    let mut tail: Vec<Bytes> = Vec::new();
+    for (i, out) in response.outputs.iter().enumerate() {
+        let binary = output_binary.get(i).map_or(binary_default, |(_, b)| *b);
+        let mut o = json!({
+            "name": out.name,
+            "datatype": out.tensor.dtype().kserve_name(),
+            "shape": out.tensor.shape(),
+        });
+        if binary {
+            let bytes = Bytes::copy_from_slice(out.tensor.as_bytes());
+            o["parameters"] = json!({ "binary_data_size": bytes.len() });
+            tail.push(bytes);
+        } else {
+            o["data"] = tensor_to_json(&out.tensor);
+        }
+        outputs.push(o);
+    }
+    let mut head = json!({
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    });
+    if !response.id.is_empty() {
+        head["id"] = json!(response.id);
+    }
+    let head = serde_json::to_vec(&head).map_err(|e| ServerError::internal(e.to_string()))?;
+    if tail.is_empty() {
+        return Ok((StatusCode::OK, [crate::http::json_content_type()], head).into_response());
+    }
+    let head_len = head.len();
+    let mut body = head;
+    for t in &tail {
+        body.extend_from_slice(t);
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static(HEADER_LENGTH), head_len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> ServerResult<Option<u64>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| ServerError::invalid_arg(format!("header '{name}' must be a non-negative integer"))),
+    }
+}
+
+fn bool_param(params: &Map<String, Value>, key: &str) -> ServerResult<Option<bool>> {
+    match params.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ServerError::invalid_arg(format!("parameter '{key}' must be a boolean"))),
+    }
+}
+
+fn reject_shared_memory(params: &Map<String, Value>, what: &str, name: &str) -> ServerResult<()> {
+    if params.keys().any(|k| k.starts_with("shared_memory")) {
+        return Err(ServerError::unsupported(format!(
+            "{what} '{name}': shared memory is not supported by metal-mps serve"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `metal-mps serve`: a standalone inference server speaking Triton's
+//! protocols (KServe v2 HTTP/REST and gRPC, with Triton's extensions) over a
+//! Triton model repository, for machines Triton does not run on.
+//!
+//! The CLI embeds [`ServeArgs`] as its `serve` subcommand and calls
+//! [`serve`], which blocks until SIGINT/SIGTERM and a graceful shutdown.
+//!
+//! Map of the crate, in the order a request meets it:
+//!
+//! | module | job |
+//! |---|---|
+//! | [`args`] | command-line options |
+//! | `server` | listeners, start-up loading, polling, shutdown |
+//! | `http`, `http_infer` | HTTP/REST routes; the infer body (JSON + binary extension) |
+//! | `grpc` | `inference.GRPCInferenceService` |
+//! | `metrics` | Prometheus `/metrics` |
+//! | [`manager`] | which models/versions are loaded; load, unload, poll |
+//! | `loader`, `config`, `pbtxt`, `repository` | reading a model from the repository |
+//! | `served`, `request` | one loaded version; checking and decoding a request |
+//! | `batcher`, `instance`, `batching` | queue, dynamic batcher, instance threads |
+//! | `stats`, `stats_report` | statistics and their JSON/gRPC shapes |
+
+pub mod args;
+mod batcher;
+mod batching;
+mod config;
+pub mod error;
+mod grpc;
+mod http;
+mod http_infer;
+mod instance;
+mod json_tensor;
+mod loader;
+pub mod manager;
+mod metrics;
+mod pb;
+mod pbtxt;
+mod repository;
+mod request;
+mod served;
+mod server;
+mod serving_config;
+mod stats;
+mod stats_report;
+mod typed_tensor;
+
+pub use args::ServeArgs;
+pub use manager::ControlMode;
+
+/// The server name reported by server metadata.
+pub const SERVER_NAME: &str = "metal-mps";
+/// The server version reported by server metadata.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The protocol extensions this server implements (server metadata).
+pub const EXTENSIONS: [&str; 6] = [
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+    "schedule_policy",
+    "statistics",
+    "parameters",
+];
+
+/// What every endpoint shares.
+pub(crate) struct AppState {
+    pub manager: manager::ModelManager,
+    /// Largest request body / gRPC message.
+    pub max_input_size: usize,
+}
+
+/// Runs the server until SIGINT or SIGTERM, then stops accepting requests,
+/// lets in-flight ones finish (up to `--exit-timeout-secs`), unloads every
+/// model and returns. Builds its own multi-threaded tokio runtime and
+/// installs a `tracing` subscriber unless one is already set.
+///
+/// Fails when the repository is missing or a port cannot be bound.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("metal-mps-serve")
+        .build()?;
+    runtime.block_on(server::run(args))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The embedding CLI may have installed a subscriber already: keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(verbose > 0)
+        .try_init();
+}

@@ -1,0 +1,162 @@
+//! Start-up, the three listeners, repository polling, and graceful shutdown.
+
+use crate::args::ServeArgs;
+use crate::config::ConfigDefaults;
+use crate::manager::{ControlMode, ModelManager};
+use crate::repository::Repository;
+use crate::{grpc, http, metrics, AppState};
+use anyhow::{bail, Context};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Runs the server until a shutdown signal; see [`crate::serve`].
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.model_repository.is_dir() {
+        bail!("--model-repository {} is not a directory", args.model_repository.display());
+    }
+    let manager = ModelManager::new(
+        Repository::new(&args.model_repository),
+        args.model_control_mode,
+        ConfigDefaults {
+            max_queue_size: args.max_queue_size.max(1),
+            default_max_batch_size: args.default_max_batch_size,
+        },
+        args.strict_readiness,
+    );
+    let state = Arc::new(AppState { manager, max_input_size: args.http_max_input_size });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Endpoints first, so liveness answers while models load.
+    let mut servers: Vec<JoinHandle<()>> = Vec::new();
+    if args.allow_grpc {
+        let listener = bind(&args.grpc_address, args.grpc_port, "gRPC").await?;
+        tracing::info!("Started GRPCInferenceService at {}", listener.local_addr()?);
+        let svc = grpc::service(state.clone());
+        let stop = stopped(stop_rx.clone());
+        servers.push(tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+            {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+    }
+    if args.allow_http {
+        let listener = bind(&args.http_address, args.http_port, "HTTP").await?;
+        tracing::info!("Started HTTPService at {}", listener.local_addr()?);
+        servers.push(spawn_axum(listener, http::router(state.clone()), stopped(stop_rx.clone()), "HTTP"));
+    }
+    if args.allow_metrics {
+        let listener = bind(&args.metrics_address, args.metrics_port, "metrics").await?;
+        tracing::info!("Started Metrics Service at {}", listener.local_addr()?);
+        servers.push(spawn_axum(listener, metrics::router(state.clone()), stopped(stop_rx.clone()), "metrics"));
+    }
+
+    match args.model_control_mode {
+        ControlMode::None | ControlMode::Poll => state.manager.sync(None).await,
+        ControlMode::Explicit if args.load_model.iter().any(|m| m == "*") => state.manager.sync(None).await,
+        ControlMode::Explicit => state.manager.sync(Some(&args.load_model)).await,
+    }
+    for row in state.manager.index(false) {
+        tracing::info!(model = %row.name, version = %row.version, state = %row.state, reason = %row.reason, "model status");
+    }
+
+    let poller = (args.model_control_mode == ControlMode::Poll).then(|| {
+        let state = state.clone();
+        let every = Duration::from_secs(args.repository_poll_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.manager.sync(None).await;
+            }
+        })
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests (up to {} s)", args.exit_timeout_secs);
+    if let Some(p) = poller {
+        p.abort();
+    }
+    state.manager.begin_shutdown();
+    let _ = stop_tx.send(true);
+    let deadline = Duration::from_secs(args.exit_timeout_secs);
+    let graceful = async {
+        for s in servers {
+            let _ = s.await;
+        }
+        state.manager.unload_all().await;
+    };
+    if tokio::time::timeout(deadline, graceful).await.is_err() {
+        tracing::warn!("exit timeout reached with requests still in flight");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    let addr: SocketAddr = format!("{address}:{port}")
+        .parse()
+        .or_else(|_| format!("[{address}]:{port}").parse())
+        .with_context(|| format!("invalid {what} address '{address}'"))?;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+fn spawn_axum(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "{what} server failed");
+        }
+    })
+}
+
+/// Resolves once the shutdown flag is raised.
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

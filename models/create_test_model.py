@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Build the test models as ONNX files (opset 17, FP32, dynamic batch dim "batch").
+
+  simple_cnn    input [N,3,224,224] -> Conv 3->16 3x3 pad 1 -> Relu -> MaxPool 2x2 -> [N,16,112,112]
+  resnet_block  input [N,64,56,56] -> Conv3x3+BN+Relu -> Conv3x3+BN -> Add(input) -> Relu
+  resnet50      input [N,3,224,224] -> ResNet-50 v1 (torchvision layout, BN kept as nodes,
+                GlobalAveragePool + Flatten + Gemm head) -> [N,1000]
+  tiny          input [N,4] -> Add(constant) -> [N,4]   (for protocol-overhead benchmarks)
+
+Weights are random from a fixed seed with He-normal conv init; ResNet-50's BatchNormalization
+running statistics are then calibrated (onnxruntime, seeded random batch) so activations stay
+normalized through the depth and the logits depend on the input. Every model is checked with onnx.checker and run once with
+onnxruntime. Input name is "input" and output name "output" in every model.
+
+Usage: python models/create_test_model.py OUTDIR [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # the IR version that goes with opset 17
+SEED = 20240601
+
+
+class Builder:
+    """Appends nodes and FP32 initializers to one graph."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def _name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}_{self.count}"
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str | None = None, **attrs) -> str:
+        name = self._name(op.lower())
+        out = output or f"{name}_out"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> str:
+        name = self._name("conv")
+        fan_in = cin * k * k
+        w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(cout, cin, k, k))
+        inputs = [x, self.const(f"{name}.weight", w)]
+        if bias:
+            inputs.append(self.const(f"{name}.bias", self.rng.uniform(-0.1, 0.1, size=cout)))
+        p = k // 2
+        return self.node("Conv", inputs, kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p])
+
+    def bn(self, x: str, c: int, gamma: float = 1.0) -> str:
+        name = self._name("bn")
+        scale = gamma * self.rng.uniform(0.8, 1.2, size=c)
+        bias = self.rng.uniform(-0.1, 0.1, size=c)
+        mean = self.rng.uniform(-0.1, 0.1, size=c)
+        var = self.rng.uniform(0.8, 1.5, size=c)
+        ins = [x] + [self.const(f"{name}.{k}", v) for k, v in
+                     (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
+        return self.node("BatchNormalization", ins, epsilon=1e-5)
+
+    def relu(self, x: str, output: str | None = None) -> str:
+        return self.node("Relu", [x], output)
+
+    def model(self, name: str, in_shape: list, out_shape: list, output: str = "output") -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+            initializer=self.inits,
+        )
+        m = helper.make_model(graph, producer_name="metal_mps create_test_model.py",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+        m.ir_version = IR_VERSION
+        return m
+
+
+def simple_cnn() -> onnx.ModelProto:
+    b = Builder(SEED + 1)
+    x = b.conv("input", 3, 16, 3, bias=True)
+    x = b.relu(x)
+    b.node("MaxPool", [x], "output", kernel_shape=[2, 2], strides=[2, 2])
+    return b.model("simple_cnn", ["batch", 3, 224, 224], ["batch", 16, 112, 112])
+
+
+def resnet_block() -> onnx.ModelProto:
+    b = Builder(SEED + 2)
+    x = b.relu(b.bn(b.conv("input", 64, 64, 3), 64))
+    x = b.bn(b.conv(x, 64, 64, 3), 64)
+    b.relu(b.node("Add", [x, "input"]), "output")
+    return b.model("resnet_block", ["batch", 64, 56, 56], ["batch", 64, 56, 56])
+
+
+def resnet50() -> onnx.ModelProto:
+    """ResNet-50 v1 (post-activation bottlenecks, stride on the 3x3 conv as in torchvision)."""
+    b = Builder(SEED + 3)
+    x = b.relu(b.bn(b.conv("input", 3, 64, 7, stride=2), 64))
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        for i in range(blocks):
+            stride = 2 if stage > 0 and i == 0 else 1
+            cout = width * 4
+            y = b.relu(b.bn(b.conv(x, cin, width, 1), width))
+            y = b.relu(b.bn(b.conv(y, width, width, 3, stride=stride), width))
+            # A small last-BN scale (as in trained ResNets) keeps the residual stream from
+            # growing block after block, so the logits stay in a sane range.
+            y = b.bn(b.conv(y, width, cout, 1), cout, gamma=0.3)
+            skip = x if i > 0 else b.bn(b.conv(x, cin, cout, 1, stride=stride), cout)
+            x = b.relu(b.node("Add", [y, skip]))
+            cin = cout
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Flatten", [x], axis=1)
+    w = b.rng.normal(0.0, np.sqrt(1.0 / 2048), size=(1000, 2048))
+    fc_b = b.rng.uniform(-0.05, 0.05, size=1000)
+    b.node("Gemm", [x, b.const("fc.weight", w), b.const("fc.bias", fc_b)], "output", transB=1)
+    return calibrate_bn(b.model("resnet50", ["batch", 3, 224, 224], ["batch", 1000]))
+
+
+def calibrate_bn(model: onnx.ModelProto, batch: int = 1, size: int = 112) -> onnx.ModelProto:
+    """Set each BatchNormalization's running mean/var to the statistics its input actually has
+    on a seeded random batch (as training would), so activations stay normalized through the
+    depth and the output depends on the input. BNs are calibrated in graph order (each one
+    changes what the next sees), in one onnxruntime session where the stats are graph inputs."""
+    import onnxruntime as ort
+
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    stat_names = {name for n in bns for name in n.input[3:5]}
+    stats = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in stat_names}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.initializer[:]
+    probe.graph.initializer.extend(t for t in model.graph.initializer if t.name not in stat_names)
+    probe.graph.input.extend(helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape)) for k, v in stats.items())
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n.input[0]) for n in bns)
+    for d, name in zip(probe.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
+        d.dim_param = name  # calibrate at a smaller size: same statistics, 4x faster
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(SEED).standard_normal((batch, 3, size, size)).astype(np.float32)
+    for n in bns:
+        (a,) = sess.run([n.input[0]], {"input": x, **stats})
+        stats[n.input[3]] = a.mean(axis=(0, 2, 3)).astype(np.float32)
+        stats[n.input[4]] = a.var(axis=(0, 2, 3)).astype(np.float32)
+    for t in model.graph.initializer:
+        if t.name in stats:
+            t.CopyFrom(numpy_helper.from_array(stats[t.name], t.name))
+    return model
+
+
+def tiny() -> onnx.ModelProto:
+    b = Builder(SEED + 4)
+    b.node("Add", ["input", b.const("tiny.bias", np.array([1.0, 2.0, 3.0, 4.0]))], "output")
+    return b.model("tiny", ["batch", 4], ["batch", 4])
+
+
+MODELS = {"simple_cnn": simple_cnn, "resnet_block": resnet_block, "resnet50": resnet50, "tiny": tiny}
+
+
+def validate(path: Path, batch: int = 2) -> str:
+    """onnx.checker + one onnxruntime run on a seeded random input; returns a summary line."""
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(path), full_check=True)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [batch if not isinstance(d, int) else d for d in inp.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    (y,) = sess.run(None, {inp.name: x})
+    if not np.isfinite(y).all() or float(y.std()) == 0.0:
+        raise RuntimeError(f"{path.name}: degenerate output")
+    return f"output {list(y.shape)} mean {y.mean():.4g} std {y.std():.4g} max|y| {np.abs(y).max():.4g}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir", type=Path)
+    ap.add_argument("--only", nargs="+", choices=sorted(MODELS), help="build only these models")
+    ap.add_argument("--no-validate", action="store_true", help="skip the onnx.checker/onnxruntime check")
+    args = ap.parse_args()
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    for name in args.only or MODELS:
+        path = args.outdir / f"{name}.onnx"
+        data = MODELS[name]().SerializeToString()
+        if not (path.is_file() and path.read_bytes() == data):
+            path.write_bytes(data)
+        summary = "" if args.no_validate else "  " + validate(path)
+        print(f"{path} ({len(data) / 1e6:.1f} MB){summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Time `metal-mps bench --json` against onnxruntime on the test models and print a table.
+
+Both run in this one process's turn, one after the other (never concurrently), with the same
+input shapes and random non-zero inputs: onnxruntime on CPU with intra_op_num_threads=2,
+warm-up runs, then the median of --iterations timed runs. Models are taken from --models
+(built there with models/create_test_model.py when missing).
+
+  python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--device cpu|gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1)]
+
+
+def ensure_models(models: Path, names: list[str]) -> None:
+    missing = [n for n in names if not (models / f"{n}.onnx").is_file()]
+    if missing:
+        subprocess.run([sys.executable, str(ROOT / "models" / "create_test_model.py"), str(models),
+                        "--no-validate", "--only", *missing], check=True, stdout=subprocess.DEVNULL)
+
+
+def bench_ort(model: Path, batch: int, iterations: int, warmup: int) -> float:
+    """Median milliseconds of onnxruntime CPU (2 intra-op threads)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) else batch for d in i.shape]
+        feeds[i.name] = (rng.uniform(0.1, 1.0, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: int, device: str) -> dict:
+    """The JSON object printed by `metal-mps bench --json`."""
+    cmd = [binary, "bench", str(model), "--batch", str(batch), "--device", device,
+           "--iterations", str(iterations), "--warmup", str(warmup), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}{p.stdout}")
+    lines = [l for l in p.stdout.splitlines() if l.strip().startswith("{")]
+    if not lines:
+        raise RuntimeError(f"no JSON object in the output of {' '.join(cmd)}:\n{p.stdout}")
+    return json.loads(lines[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device for metal-mps")
+    ap.add_argument("--models", type=Path, default=ROOT / "build" / "models")
+    ap.add_argument("--bin", default=os.environ.get("METAL_MPS_BIN", str(ROOT / "target" / "release" / "metal-mps")))
+    ap.add_argument("--only", nargs="+", choices=[n for n, _ in CASES])
+    args = ap.parse_args()
+
+    cases = [(n, b) for n, b in CASES if not args.only or n in args.only]
+    ensure_models(args.models, [n for n, _ in cases])
+    rows = []
+    for name, batch in cases:
+        model = args.models / f"{name}.onnx"
+        ort_ms = bench_ort(model, batch, args.iterations, args.warmup)
+        ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device)
+        rows.append((name, batch, ort_ms, ours["median_ms"], ours.get("p90_ms", float("nan"))))
+        print(f"{name} b{batch}: ORT {ort_ms:.2f} ms, metal-mps ({args.device}) {ours['median_ms']:.2f} ms",
+              file=sys.stderr)
+
+    print(f"\nonnxruntime {ort.__version__} CPU (2 threads) vs metal-mps --device {args.device}; "
+          f"median of {args.iterations} runs after {args.warmup} warm-up\n")
+    print("| model | batch | ORT median (ms) | metal-mps median (ms) | metal-mps p90 (ms) | ratio (ours/ORT) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, batch, ort_ms, ours_ms, p90 in rows:
+        print(f"| {name} | {batch} | {ort_ms:.2f} | {ours_ms:.2f} | {p90:.2f} | {ours_ms / ort_ms:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The full test run (the README's test command): release build, Rust tests, generated test
+# models and ONNX cases (under build/), the conformance manifests (CPU; GPU when the GPU
+# manifest lists cases and a Vulkan adapter answers), then the Python CLI tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+[ -x "$PY" ] || PY=python3
+BIN=${METAL_MPS_BIN:-target/release/metal-mps}
+export METAL_MPS_BIN=$BIN
+# Mesa (lavapipe) wants a private runtime dir; one 0700 temp dir for every step.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    XDG_RUNTIME_DIR=$(mktemp -d)
+    chmod 700 "$XDG_RUNTIME_DIR"
+    export XDG_RUNTIME_DIR
+    trap 'rm -rf "$XDG_RUNTIME_DIR"' EXIT
+fi
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo build --release --workspace"
+cargo build --release --workspace
+
+step "cargo test --release --workspace"
+# Same profile as the build above, so dependencies are not compiled a second time.
+cargo test --release --workspace
+
+step "generate test models (build/models) and ONNX cases (build/onnx-cases)"
+"$PY" models/create_test_model.py build/models
+"$PY" scripts/gen_onnx_cases.py -q build/onnx-cases
+
+step "conformance: cpu"
+"$PY" scripts/conformance.py --device cpu
+
+step "conformance: gpu"
+if ! grep -qvE '^[[:space:]]*(#|$)' tests/conformance/manifest-gpu.txt 2>/dev/null; then
+    echo "skipped: tests/conformance/manifest-gpu.txt lists no cases"
+else
+    rm -rf build/gpu-probe
+    "$PY" -c "import numpy as np; np.save('build/gpu-probe.npy', np.ones((1, 4), np.float32))"
+    # Skip only when the GPU engine reports no adapter; any other failure runs (and fails) below.
+    probe=$("$BIN" run build/models/tiny.onnx --input input=build/gpu-probe.npy \
+        --output-dir build/gpu-probe --device gpu 2>&1) || true
+    if grep -qi "adapter" <<<"$probe" && ! [ -f build/gpu-probe/output.npy ]; then
+        echo "skipped: no Vulkan adapter ($(tail -n 1 <<<"$probe"))"
+    else
+        "$PY" scripts/conformance.py --device gpu
+    fi
+fi
+
+step "pytest tests/python"
+"$PY" -m pytest tests/python -q
+
+step "all tests passed"
