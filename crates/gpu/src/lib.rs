@@ -13,6 +13,7 @@ pub mod context;
 pub mod ops;
 pub mod pipeline_cache;
 pub mod pool;
+pub mod transfer;
 
 pub use context::{adapter_available, adapter_info, list_adapters, AdapterDescription, Capabilities, GpuContext};
 pub use pool::{PoolConfig, PoolStats};

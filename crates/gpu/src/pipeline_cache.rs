@@ -173,6 +173,16 @@ pub fn source(kernel: Kernel, v: Variant) -> String {
     s.push_str(&format!("alias T = {};\n", v.t.wgsl()));
     if let Some(u) = v.u {
         s.push_str(&format!("alias U = {};\n", u.wgsl()));
+        // Saturation bounds of float -> integer casts (Rust's `as` semantics).
+        let (is_int, max, limit) = match u {
+            Scalar::I32 => (true, "2147483647i", "2147483648.0"),
+            Scalar::I64 => (true, "9223372036854775807li", "9223372036854775808.0"),
+            _ => (false, "U(0)", "0.0"),
+        };
+        let t_float = matches!(v.t, Scalar::F32 | Scalar::F16);
+        s.push_str(&format!(
+            "const U_IS_INT: bool = {is_int};\nconst T_IS_FLOAT: bool = {t_float};\nconst U_MAX: U = {max};\nconst U_LIMIT: f32 = {limit};\n"
+        ));
     }
     for part in kernel.parts() {
         s.push_str(part);

@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(bucket_size(257, 1 << 40), 512);
         assert_eq!(bucket_size(1_000_000, 1 << 40), 1 << 20);
         // Past the device's limit the bucket is exact.
-        assert_eq!(bucket_size(600 << 20, 1 << 30), 600 << 20);
+        assert_eq!(bucket_size(600 << 20, 900 << 20), 600 << 20);
         let p = pool(1 << 30, Duration::from_secs(60));
         let b = p.acquire(BufferClass::Storage, 3000).unwrap();
         assert_eq!(b.size(), 4096);

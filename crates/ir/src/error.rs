@@ -10,14 +10,8 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// A node failed to import, infer or run; wraps the cause with the node's identity.
-    #[error("node '{node}' ({op}, opset {opset}): {source}")]
-    Node {
-        node: String,
-        op: String,
-        opset: i64,
-        #[source]
-        source: Box<Error>,
-    },
+    #[error("node '{node}' ({op}, opset {opset}): {cause}")]
+    Node { node: String, op: String, opset: i64, cause: Box<Error> },
     /// An input given at run time does not match what the model declares.
     #[error("invalid input: {0}")]
     InvalidInput(String),

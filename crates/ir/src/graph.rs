@@ -44,7 +44,7 @@ impl Node {
             node: self.name.clone(),
             op: self.onnx_op.clone(),
             opset: self.opset,
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 }

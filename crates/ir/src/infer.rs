@@ -80,12 +80,12 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
     Ok(match &node.op {
         Op::Binary(op) => {
             let b = input(ins, 1)?;
-            same_dtype(x.dtype, b.dtype)?;
-            if x.dtype == DType::Bool {
-                return crate::unsupported!("{op:?} on BOOL tensors");
+            // Pow's exponent may have its own numeric type.
+            if *op != BinaryOp::Pow {
+                same_dtype(x.dtype, b.dtype)?;
             }
-            if *op == BinaryOp::Pow {
-                float_only(x.dtype, "Pow")?;
+            if x.dtype == DType::Bool || b.dtype == DType::Bool {
+                return crate::unsupported!("{op:?} on BOOL tensors");
             }
             vec![(x.dtype, broadcast_known(&[x, b])?)]
         }
@@ -282,7 +282,7 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             shapes.into_iter().map(|s| (x.dtype, s)).collect()
         }
         Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
-            if x.dtype == DType::Bool {
+            if x.dtype == DType::Bool && matches!(op, crate::ReduceOp::Sum | crate::ReduceOp::Mean) {
                 return crate::unsupported!("{op:?} reduction on BOOL tensors");
             }
             let runtime_axes = ins.get(1).and_then(|k| k.as_ref());

@@ -5,16 +5,18 @@
 //! |------------------|----------------------|-------------------------------------------|---------|
 //! | `engine`         |                      | `auto` (GPU when an adapter exists), `cpu`, `gpu` | `auto` |
 //! | `precision`      |                      | `fp32`, `fp16`                            | `fp32`  |
-//! | `max_pool_size`  | `MPS_MAX_POOL_SIZE`  | bytes: `268435456`, `256MiB`, `256M`, `1G` | engine's |
-//! | `max_buffer_age` | `MPS_MAX_BUFFER_AGE` | seconds: `30`, `2.5`, `30s`, `500ms`      | engine's |
+//! | `max_pool_size`  | `MPS_MAX_POOL_SIZE`  | bytes: `268435456`, `256MiB`, `256M`, `1G` | 1 GiB |
+//! | `max_buffer_age` | `MPS_MAX_BUFFER_AGE` | seconds: `30`, `2.5`, `30s`, `500ms`      | 60 s |
 //! | `verbose`        | `MPS_VERBOSE`        | `1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off` | off |
 //!
 //! A parameter wins over the environment variable, which applies to every model.
+//! The pool variables are read by the GPU engine itself when the parameter is
+//! absent (its `PoolConfig` fields stay `None`); the values parse the same way.
 
 use crate::error::ConfigError;
 use crate::types::ModelConfig;
 use metal_mps::{Device, Options, PoolConfig, Precision};
-use std::time::Duration;
+use metal_mps_gpu::pool::{parse_bytes, parse_duration};
 
 /// The parameter keys this crate reads.
 pub const PARAMETER_KEYS: [&str; 5] = ["engine", "precision", "max_pool_size", "max_buffer_age", "verbose"];
@@ -85,68 +87,35 @@ impl EngineSettings {
                 _ => return Err(ConfigError::new(field, format!("is '{v}'; use 'fp32' or 'fp16'"))),
             },
         };
-        let max_pool_bytes = match pick("max_pool_size", Some("MPS_MAX_POOL_SIZE")) {
+        let max_pool_bytes = match pick("max_pool_size", None) {
             None => None,
-            Some((field, v)) => Some(parse_bytes(&v).map_err(|m| ConfigError::new(field, m))?),
+            Some((field, v)) => Some(parse_bytes(&v).ok_or_else(|| {
+                ConfigError::new(field, format!("is '{v}'; give a size in bytes such as 268435456, 256MiB or 1G"))
+            })?),
         };
-        let max_buffer_age = match pick("max_buffer_age", Some("MPS_MAX_BUFFER_AGE")) {
+        let max_buffer_age = match pick("max_buffer_age", None) {
             None => None,
-            Some((field, v)) => Some(parse_duration(&v).map_err(|m| ConfigError::new(field, m))?),
+            Some((field, v)) => Some(parse_duration(&v).ok_or_else(|| {
+                ConfigError::new(field, format!("is '{v}'; give a duration in seconds such as 30, 2.5 or 500ms"))
+            })?),
         };
         let verbose = match pick("verbose", Some("MPS_VERBOSE")) {
             None => false,
             Some((field, v)) => parse_flag(&v).map_err(|m| ConfigError::new(field, m))?,
         };
-        let pool = PoolConfig { max_pool_bytes, max_buffer_age, ..Default::default() };
+        let pool = PoolConfig { max_pool_bytes, max_buffer_age };
         Ok(EngineSettings { engine, precision, pool, verbose })
     }
 
     /// Engine options for running on `device`.
     pub fn options(&self, device: Device) -> Options {
-        Options { device, precision: self.precision.clone(), pool: self.pool.clone(), ..Default::default() }
+        Options { device, precision: self.precision, pool: self.pool.clone(), ..Default::default() }
     }
 }
 
 /// Parameter keys of `config` that no one reads (likely typos), for a warning.
 pub fn unknown_parameters(config: &ModelConfig) -> Vec<&str> {
     config.parameters.keys().map(String::as_str).filter(|k| !PARAMETER_KEYS.contains(k)).collect()
-}
-
-/// `1048576`, `1024K`, `1M`, `1MiB`, `1 GB`: bytes, with binary multiples.
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => u32::MAX,
-    };
-    num.parse::<u64>()
-        .ok()
-        .filter(|_| shift != u32::MAX)
-        .and_then(|n| n.checked_mul(1u64.checked_shl(shift)?))
-        .ok_or_else(|| format!("is '{s}'; give a size in bytes such as 268435456, 256MiB or 1G"))
-}
-
-/// `30`, `2.5`, `30s`, `500ms`: a duration, in seconds unless marked.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (t.as_str(), 1.0)
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
-        .ok_or_else(|| format!("is '{s}'; give a duration in seconds such as 30, 2.5 or 500ms"))
 }
 
 fn parse_flag(s: &str) -> Result<bool, String> {
@@ -161,6 +130,7 @@ fn parse_flag(s: &str) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::types::Parameter;
+    use std::time::Duration;
 
     fn config(params: &[(&str, &str)]) -> ModelConfig {
         let mut c = ModelConfig::default();
@@ -205,16 +175,11 @@ mod tests {
 
     #[test]
     fn environment_applies_unless_a_parameter_overrides_it() {
-        let env = |k: &str| match k {
-            "MPS_MAX_POOL_SIZE" => Some("1024".to_string()),
-            "MPS_MAX_BUFFER_AGE" => Some("2.5".to_string()),
-            "MPS_VERBOSE" => Some("1".to_string()),
-            _ => None,
-        };
+        let env = |k: &str| (k == "MPS_VERBOSE").then(|| "1".to_string());
         let s = EngineSettings::from_sources(&config(&[]), env).unwrap();
-        assert_eq!(s.pool.max_pool_bytes, Some(1024));
-        assert_eq!(s.pool.max_buffer_age, Some(Duration::from_millis(2500)));
         assert!(s.verbose);
+        // The pool variables are left to the engine: unset fields stay None.
+        assert_eq!(s.pool, PoolConfig::default());
         let s = EngineSettings::from_sources(&config(&[("verbose", "off"), ("max_pool_size", "1G")]), env).unwrap();
         assert!(!s.verbose);
         assert_eq!(s.pool.max_pool_bytes, Some(1 << 30));
@@ -225,13 +190,11 @@ mod tests {
         let e = EngineSettings::from_sources(&config(&[("precision", "int4")]), no_env).unwrap_err();
         assert_eq!(e.field, "parameters.precision");
         assert!(e.message.contains("'int4'"), "{e}");
-        let e = EngineSettings::from_sources(&config(&[]), |_| Some("lots".into())).unwrap_err();
-        assert_eq!(e.field, "environment variable MPS_MAX_POOL_SIZE");
-        for bad in ["12X", "-1", "M", "99999999999T"] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
-        }
-        for bad in ["-1", "abc", "1h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        let e = EngineSettings::from_sources(&config(&[]), |_| Some("loud".into())).unwrap_err();
+        assert_eq!(e.field, "environment variable MPS_VERBOSE");
+        for (k, bad) in [("max_pool_size", "12X"), ("max_pool_size", "-1"), ("max_buffer_age", "1h"), ("max_buffer_age", "-1")] {
+            let e = EngineSettings::from_sources(&config(&[(k, bad)]), no_env).unwrap_err();
+            assert_eq!(e.field, format!("parameters.{k}"), "{e}");
         }
     }
 

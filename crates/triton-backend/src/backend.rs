@@ -67,7 +67,7 @@ impl BackendState {
 
 /// Checks the API version, reads the backend configuration and stores the backend state.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_Initialize(backend: *mut ffi::TRITONBACKEND_Backend) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_Initialize(backend: *mut ffi::TRITONBACKEND_Backend) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_Initialize", || {
         let (mut major, mut minor) = (0u32, 0u32);
         tri!("reading the Triton backend API version", ffi::TRITONBACKEND_ApiVersion(&mut major, &mut minor))?;
@@ -106,7 +106,7 @@ pub extern "C" fn TRITONBACKEND_Initialize(backend: *mut ffi::TRITONBACKEND_Back
 
 /// Frees the backend state. Triton calls it after every model is finalized.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_Finalize(backend: *mut ffi::TRITONBACKEND_Backend) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_Finalize(backend: *mut ffi::TRITONBACKEND_Backend) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_Finalize", || {
         let mut state = std::ptr::null_mut();
         tri!("reading the backend state", ffi::TRITONBACKEND_BackendState(backend, &mut state))?;
@@ -122,7 +122,7 @@ pub extern "C" fn TRITONBACKEND_Finalize(backend: *mut ffi::TRITONBACKEND_Backen
 /// Tells Triton that instances of a model may be initialized in parallel
 /// (instance initialization shares nothing but the model state, which is thread-safe).
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_GetBackendAttribute(
+pub unsafe extern "C" fn TRITONBACKEND_GetBackendAttribute(
     _backend: *mut ffi::TRITONBACKEND_Backend,
     attributes: *mut ffi::TRITONBACKEND_BackendAttribute,
 ) -> *mut ffi::TRITONSERVER_Error {

@@ -76,7 +76,7 @@ fn engine_error_code(e: &metal_mps::Error) -> ffi::TRITONSERVER_Error_Code {
     match e {
         E::InvalidInput(_) | E::InvalidModel(_) => ffi::TRITONSERVER_ERROR_INVALID_ARG,
         E::Unsupported(_) => ffi::TRITONSERVER_ERROR_UNSUPPORTED,
-        E::Node { source, .. } => engine_error_code(source),
+        E::Node { cause, .. } => engine_error_code(cause),
         _ => ffi::TRITONSERVER_ERROR_INTERNAL,
     }
 }
@@ -136,7 +136,7 @@ mod tests {
             node: "n".into(),
             op: "Foo".into(),
             opset: 13,
-            source: Box::new(metal_mps::Error::Unsupported("x".into())),
+            cause: Box::new(metal_mps::Error::Unsupported("x".into())),
         };
         let e = BackendError::from(nested);
         assert_eq!(e.code, ffi::TRITONSERVER_ERROR_UNSUPPORTED);

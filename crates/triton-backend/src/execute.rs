@@ -32,7 +32,7 @@ struct Pending<'r> {
 }
 
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     instance: *mut ffi::TRITONBACKEND_ModelInstance,
     requests: *mut *mut ffi::TRITONBACKEND_Request,
     request_count: u32,
@@ -132,18 +132,22 @@ fn execute(
         }
     }
     memory::report(instance, state);
-    if model.settings.verbose {
+    let summary = || {
         let failed = pending.iter().filter(|p| p.error.is_some()).count();
-        log::info(&format!(
-            "model '{}' instance '{}': {} request(s), {} in error, {} group(s), batch {executed}, compute {:.3} ms, total {:.3} ms",
+        format!(
+            "model '{}' instance '{}': {} request(s), {failed} in error, {} group(s), batch {executed}, compute {:.3} ms, total {:.3} ms",
             model.name,
             state.name,
             pending.len(),
-            failed,
             groups.len(),
             batch_times.compute_end.saturating_sub(batch_times.compute_start) as f64 / 1e6,
             batch_times.exec_end.saturating_sub(exec_start) as f64 / 1e6,
-        ));
+        )
+    };
+    if model.settings.verbose {
+        log::info(&summary());
+    } else {
+        log::verbose(summary);
     }
 }
 

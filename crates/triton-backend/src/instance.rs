@@ -18,7 +18,6 @@ use std::sync::Arc;
 /// One instance: its own compiled model and reusable input staging buffers.
 pub struct InstanceState {
     pub name: String,
-    pub kind: InstanceKind,
     pub model_state: Arc<ModelState>,
     pub model: Model,
     /// One buffer per model input, reused by every execute call to gather the batch.
@@ -83,14 +82,14 @@ fn initialize(instance: *mut ffi::TRITONBACKEND_ModelInstance) -> Result<Instanc
         }
     ));
     let staging = model_state.inputs.iter().map(|_| Storage::default()).collect();
-    let mut state = InstanceState { name, kind, model_state, model: compiled, staging, reported_bytes: 0 };
+    let mut state = InstanceState { name, model_state, model: compiled, staging, reported_bytes: 0 };
     memory::report(instance, &mut state);
     Ok(state)
 }
 
 /// Creates the instance's engine and stores its state.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
     instance: *mut ffi::TRITONBACKEND_ModelInstance,
 ) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInstanceInitialize", || {
@@ -106,7 +105,7 @@ pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
 
 /// Frees the instance: its engine, memory pool and staging buffers.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     instance: *mut ffi::TRITONBACKEND_ModelInstance,
 ) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInstanceFinalize", || {

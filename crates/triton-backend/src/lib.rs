@@ -6,26 +6,26 @@
 //!
 //! | entry point | module | does |
 //! |---|---|---|
-//! | `Initialize` / `Finalize` / `GetBackendAttribute` | [`backend`] | API version check, backend config (`default-max-batch-size`) |
-//! | `ModelInitialize` / `ModelFinalize` | [`model`] | load + compile, auto-complete and validate the config |
-//! | `ModelInstanceInitialize` / `ModelInstanceFinalize` | [`instance`] | one engine per instance: `KIND_CPU` → CPU, `KIND_MODEL` → GPU if present |
-//! | `ModelInstanceExecute` | [`execute`] | gather N requests into one batch, run once, scatter, report statistics |
+//! | `Initialize` / `Finalize` / `GetBackendAttribute` | `backend` | API version check, backend config (`default-max-batch-size`) |
+//! | `ModelInitialize` / `ModelFinalize` | `model` | load + compile, auto-complete and validate the config |
+//! | `ModelInstanceInitialize` / `ModelInstanceFinalize` | `instance` | one engine per instance: `KIND_CPU` → CPU, `KIND_MODEL` → GPU if present |
+//! | `ModelInstanceExecute` | `execute` | gather N requests into one batch, run once, scatter, report statistics |
 //!
-//! Every entry point runs behind the panic boundary of [`panic`]; the C
-//! declarations are in [`ffi`]; configuration logic lives in the FFI-free
+//! Every entry point runs behind the panic boundary of `panic`; the C
+//! declarations are in `ffi`; configuration logic lives in the FFI-free
 //! crate `metal-mps-model-config`.
 
-pub mod backend;
-pub mod batch;
-pub mod error;
-pub mod execute;
-pub mod ffi;
-pub mod instance;
-pub mod log;
-pub mod memory;
-pub mod message;
-pub mod model;
-pub mod panic;
-pub mod request;
-pub mod response;
-pub mod stats;
+mod backend;
+mod batch;
+mod error;
+mod execute;
+mod ffi;
+mod instance;
+mod log;
+mod memory;
+mod message;
+mod model;
+mod panic;
+mod request;
+mod response;
+mod stats;

@@ -9,7 +9,7 @@
 
 use crate::backend::BackendState;
 use crate::error::{owned_str, tri, BackendError, Result};
-use crate::message::{self, OwnedMessage};
+use crate::message::OwnedMessage;
 use crate::panic::boundary;
 use crate::{ffi, log};
 use metal_mps::{Device, Model, TensorInfo};
@@ -34,7 +34,6 @@ pub enum FaultInjection {
 /// the engine settings. Shared with instances through an `Arc`.
 pub struct ModelState {
     pub name: String,
-    pub version: u64,
     pub config: ModelConfig,
     pub settings: EngineSettings,
     pub path: PathBuf,
@@ -200,7 +199,6 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
     ));
     Ok(ModelState {
         name,
-        version,
         config,
         settings,
         path,
@@ -222,7 +220,7 @@ fn describe(infos: &[TensorInfo]) -> String {
 
 /// Loads, auto-completes and validates the model and stores its state.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInitialize", || {
         let state = Arc::new(initialize(model)?);
         let raw = Arc::into_raw(state);
@@ -238,7 +236,7 @@ pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut ffi::TRITONBACKEND_M
 /// Drops Triton's reference to the model state. Instances hold their own
 /// references and are finalized before this is called, so this frees the model.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelFinalize", || {
         let mut state = std::ptr::null_mut();
         tri!("reading the model state", ffi::TRITONBACKEND_ModelState(model, &mut state))?;

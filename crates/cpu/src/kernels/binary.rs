@@ -49,6 +49,11 @@ int_arith!(i8, i16, i32, i64, u8);
 const PAR_MIN: usize = 1 << 15;
 
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Out) -> Result<Tensor> {
+    if op == BinaryOp::Pow && a.dtype() != b.dtype() {
+        // The exponent is converted to the base's type (the output's type).
+        let b = super::cast::cast(b, a.dtype(), &mut Out::fresh())?;
+        return binary(op, a, &b, out);
+    }
     if a.dtype() != b.dtype() {
         return metal_mps_ir::invalid!("{op:?} inputs have different dtypes: {} and {}", a.dtype(), b.dtype());
     }

@@ -54,6 +54,10 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[i64], keepdims: bool, noop_empty
     if op == ReduceOp::Mean {
         acc.iter_mut().for_each(|a| *a /= count.max(1) as f64);
     }
+    if count == 0 && x.dtype() == metal_mps_ir::DType::Bool {
+        // Empty boolean reductions: any() is false, all() is true.
+        acc.fill(if op == ReduceOp::Min { 1.0 } else { 0.0 });
+    }
     let mut y = out.tensor(0, x.dtype(), out_shape)?;
     dispatch_dtype!(x.dtype(), T => {
         y.as_slice_mut::<T>()?.iter_mut().zip(&acc).for_each(|(o, &v)| *o = T::from_f64(v));

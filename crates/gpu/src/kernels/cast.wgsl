@@ -1,5 +1,6 @@
 // Element type conversion T -> U (f32, f16, i32, i64), one invocation per
-// element. Float to integer conversions saturate, as Rust's `as` does.
+// element. Float to integer conversions saturate and map NaN to 0, as Rust's
+// `as` does (the header defines U_IS_INT, T_IS_FLOAT, U_MAX, U_LIMIT).
 
 struct CastParams {
     n: u32,
@@ -19,5 +20,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (i >= p.n) {
         return;
     }
-    y[i] = U(x[i]);
+    let v = x[i];
+    if (T_IS_FLOAT && U_IS_INT) {
+        let f = f32(v);
+        if (f != f) {
+            y[i] = U(0);
+            return;
+        }
+        if (f >= U_LIMIT) {
+            y[i] = U_MAX;
+            return;
+        }
+    }
+    y[i] = U(v);
 }

@@ -38,6 +38,40 @@ fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: vec3<
     workgroupBarrier();
 }
 
+// Reads the k-tile starting at k0 into registers (f32 from the io hooks).
+fn load_tile(k0: u32, lid: u32, batch: u32, m0: u32, n0: u32, col: BCol, b_n_fixed: u32, b_k_first: u32,
+             b_k_step: u32, ra: ptr<function, array<f32, PER>>, rb: ptr<function, array<f32, PER>>) {
+    for (var j = 0u; j < PER; j++) {
+        let e = lid + 256u * j;
+        var mm: u32;
+        var kk: u32;
+        if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
+        (*ra)[j] = a_elem(batch, m0 + mm, k0 + kk);
+        if (B_NFAST) {
+            (*rb)[j] = b_elem(col, k0 + b_k_first + b_k_step * j);
+        } else {
+            (*rb)[j] = b_elem(b_col(batch, n0 + e / BKC), k0 + e % BKC);
+        }
+    }
+}
+
+// Writes the registers of load_tile to the workgroup tiles as f16.
+fn store_tile(lid: u32, b_n_fixed: u32, b_k_first: u32, b_k_step: u32,
+              ra: ptr<function, array<f32, PER>>, rb: ptr<function, array<f32, PER>>) {
+    for (var j = 0u; j < PER; j++) {
+        let e = lid + 256u * j;
+        var mm: u32;
+        var kk: u32;
+        if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
+        Ash[mm * LDA + kk] = f16((*ra)[j]);
+        if (B_NFAST) {
+            Bsh[(b_k_first + b_k_step * j) * LDB + b_n_fixed] = f16((*rb)[j]);
+        } else {
+            Bsh[(e % BKC) * LDB + e / BKC] = f16((*rb)[j]);
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let dims = gemm_dims();
@@ -65,61 +99,43 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var ra: array<f32, PER>;
     var rb: array<f32, PER>;
 
+    // naga treats every condition on a local variable as non-uniform, and
+    // cooperative ops must not sit under one: the multiply runs unconditionally
+    // in the loop body, loads and stores of the next tile are the conditional part.
     let tiles = (dims.z + BKC - 1u) / BKC;
-    for (var t = 0u; t <= tiles; t++) {
-        if (t < tiles) {
-            let k0 = t * BKC;
-            for (var j = 0u; j < PER; j++) {
-                let e = lid + 256u * j;
-                var mm: u32;
-                var kk: u32;
-                if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
-                ra[j] = a_elem(batch, m0 + mm, k0 + kk);
-                if (B_NFAST) {
-                    rb[j] = b_elem(col, k0 + b_k_first + b_k_step * j);
-                } else {
-                    rb[j] = b_elem(b_col(batch, n0 + e / BKC), k0 + e % BKC);
-                }
-            }
+    load_tile(0u, lid, batch, m0, n0, col, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
+    store_tile(lid, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
+    workgroupBarrier();
+    for (var t = 0u; t < tiles; t++) {
+        let more = t + 1u < tiles;
+        if (more) {
+            load_tile((t + 1u) * BKC, lid, batch, m0, n0, col, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
         }
-        if (t > 0u) {
-            for (var ks = 0u; ks < BKC; ks += CT) {
-                let ia0 = (wm + 0u * CT) * LDA + ks;
-                let ia1 = (wm + 1u * CT) * LDA + ks;
-                let ia2 = (wm + 2u * CT) * LDA + ks;
-                let ia3 = (wm + 3u * CT) * LDA + ks;
-                let ib0 = ks * LDB + wn;
-                let ib1 = ks * LDB + wn + CT;
-                let a0 = coopLoadT<CM_A>(&Ash[ia0], LDA);
-                let a1 = coopLoadT<CM_A>(&Ash[ia1], LDA);
-                let a2 = coopLoadT<CM_A>(&Ash[ia2], LDA);
-                let a3 = coopLoadT<CM_A>(&Ash[ia3], LDA);
-                let b0 = coopLoadT<CM_B>(&Bsh[ib0], LDB);
-                let b1 = coopLoadT<CM_B>(&Bsh[ib1], LDB);
-                c00 = coopMultiplyAdd(a0, b0, c00);
-                c01 = coopMultiplyAdd(a0, b1, c01);
-                c10 = coopMultiplyAdd(a1, b0, c10);
-                c11 = coopMultiplyAdd(a1, b1, c11);
-                c20 = coopMultiplyAdd(a2, b0, c20);
-                c21 = coopMultiplyAdd(a2, b1, c21);
-                c30 = coopMultiplyAdd(a3, b0, c30);
-                c31 = coopMultiplyAdd(a3, b1, c31);
-            }
+        for (var ks = 0u; ks < BKC; ks += CT) {
+            let ia0 = (wm + 0u * CT) * LDA + ks;
+            let ia1 = (wm + 1u * CT) * LDA + ks;
+            let ia2 = (wm + 2u * CT) * LDA + ks;
+            let ia3 = (wm + 3u * CT) * LDA + ks;
+            let ib0 = ks * LDB + wn;
+            let ib1 = ks * LDB + wn + CT;
+            let a0 = coopLoadT<CM_A>(&Ash[ia0], LDA);
+            let a1 = coopLoadT<CM_A>(&Ash[ia1], LDA);
+            let a2 = coopLoadT<CM_A>(&Ash[ia2], LDA);
+            let a3 = coopLoadT<CM_A>(&Ash[ia3], LDA);
+            let b0 = coopLoadT<CM_B>(&Bsh[ib0], LDB);
+            let b1 = coopLoadT<CM_B>(&Bsh[ib1], LDB);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+            c20 = coopMultiplyAdd(a2, b0, c20);
+            c21 = coopMultiplyAdd(a2, b1, c21);
+            c30 = coopMultiplyAdd(a3, b0, c30);
+            c31 = coopMultiplyAdd(a3, b1, c31);
         }
         workgroupBarrier();
-        if (t < tiles) {
-            for (var j = 0u; j < PER; j++) {
-                let e = lid + 256u * j;
-                var mm: u32;
-                var kk: u32;
-                if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
-                Ash[mm * LDA + kk] = f16(ra[j]);
-                if (B_NFAST) {
-                    Bsh[(b_k_first + b_k_step * j) * LDB + b_n_fixed] = f16(rb[j]);
-                } else {
-                    Bsh[(e % BKC) * LDB + e / BKC] = f16(rb[j]);
-                }
-            }
+        if (more) {
+            store_tile(lid, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
         }
         workgroupBarrier();
     }

@@ -2,8 +2,9 @@ use super::NodeCtx;
 use metal_mps_ir::{BinaryOp, Error, Op, Result, UnaryOp};
 
 pub fn binary(ctx: &NodeCtx) -> Result<Op> {
-    if ctx.opset < 7 && ctx.attrs.has("broadcast") {
-        return Err(Error::Unsupported("legacy 'broadcast' attribute (opset < 7)".into()));
+    // Opset 6's `broadcast=1` without `axis` aligns trailing dims, as numpy does.
+    if ctx.opset < 7 && ctx.attrs.has("axis") {
+        return Err(Error::Unsupported("legacy broadcasting with an 'axis' attribute (opset < 7)".into()));
     }
     Ok(Op::Binary(match ctx.op_type {
         "Add" => BinaryOp::Add,

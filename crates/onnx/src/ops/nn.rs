@@ -55,6 +55,9 @@ pub fn pool(ctx: &NodeCtx) -> Result<Op> {
 }
 
 pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.attrs.int("spatial", 1)? != 1 {
+        return Err(Error::Unsupported("BatchNormalization with spatial=0 (opset < 9)".into()));
+    }
     if ctx.attrs.int("training_mode", 0)? != 0 || ctx.num_outputs > 1 {
         return Err(Error::Unsupported("BatchNormalization in training mode (inference only)".into()));
     }

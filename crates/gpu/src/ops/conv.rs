@@ -1,0 +1,88 @@
+//! Launcher of 1-D and 2-D convolution as implicit GEMM (`conv_io.wgsl` on
+//! `gemm_tiled.wgsl` or `gemm_coop.wgsl`). No im2col buffer: the GEMM's B tile
+//! is gathered from the input while loading workgroup memory.
+
+use super::matmul::{tile_key, with_activation, Tiles};
+use super::{u32_of, Binding, Call, Params};
+use crate::pipeline_cache::{Const, Kernel, Scalar};
+use crate::GpuContext;
+use metal_mps_ir::{Error, Result, UnaryOp};
+
+/// Geometry of an NCHW convolution (1-D: `ih = oh = kh = 1`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub ic: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oc: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub group: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Begin pads (end pads only shape the output).
+    pub pad: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// The GEMM's M, N, K per group.
+    pub fn gemm_dims(&self) -> (usize, usize, usize) {
+        (self.oc / self.group, self.batch * self.oh * self.ow, self.ic / self.group * self.kernel[0] * self.kernel[1])
+    }
+}
+
+/// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
+/// `[OC, IC / group, KH, KW]`, contiguous.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    g: &ConvGeometry,
+    tiles: Tiles,
+    x: Binding,
+    w: Binding,
+    bias: Option<Binding>,
+    residual: Option<Binding>,
+    activation: Option<UnaryOp>,
+    y: Binding,
+    dummy: &Binding,
+) -> Result<Call> {
+    if g.group == 0 || g.ic % g.group != 0 || g.oc % g.group != 0 {
+        return Err(Error::Invalid(format!("group {} does not divide channels {} -> {}", g.group, g.ic, g.oc)));
+    }
+    let (m, n, _) = g.gemm_dims();
+    let params = Params::default()
+        .u32(u32_of(g.batch, "batch")?)
+        .u32(u32_of(g.ic, "channels")?)
+        .u32(u32_of(g.ih, "height")?)
+        .u32(u32_of(g.iw, "width")?)
+        .u32(u32_of(g.oc, "channels")?)
+        .u32(u32_of(g.oh, "height")?)
+        .u32(u32_of(g.ow, "width")?)
+        .u32(u32_of(g.ic / g.group, "channels")?)
+        .u32(u32_of(m, "channels")?)
+        .u32(u32_of(g.pad[0], "pad")?)
+        .u32(u32_of(g.pad[1], "pad")?)
+        .u32(0)
+        .finish();
+    let key = tile_key(Kernel::Conv, Kernel::ConvCoop, dtype, tiles, true, true)
+        .with("KH", Const::U32(u32_of(g.kernel[0], "kernel")?))
+        .with("KW", Const::U32(u32_of(g.kernel[1], "kernel")?))
+        .with("SH", Const::U32(u32_of(g.stride[0], "stride")?))
+        .with("SW", Const::U32(u32_of(g.stride[1], "stride")?))
+        .with("DH", Const::U32(u32_of(g.dilation[0], "dilation")?))
+        .with("DW", Const::U32(u32_of(g.dilation[1], "dilation")?))
+        .with("HAS_BIAS", Const::Bool(bias.is_some()))
+        .with("HAS_RES", Const::Bool(residual.is_some()));
+    let key = with_activation(key, activation);
+    let (bm, bn) = tiles.block();
+    let groups = [u32_of(n.div_ceil(bn).max(1), "tiles")?, u32_of(m.div_ceil(bm).max(1), "tiles")?, u32_of(g.group, "groups")?];
+    if groups.iter().any(|&v| v > super::MAX_GROUPS) {
+        return Err(Error::Unsupported(format!("a convolution with grid {groups:?} on the GPU")));
+    }
+    let bias = bias.unwrap_or_else(|| dummy.clone());
+    let residual = residual.unwrap_or_else(|| dummy.clone());
+    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![w, x, bias, residual, y], groups })
+}

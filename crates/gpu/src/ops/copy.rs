@@ -1,0 +1,115 @@
+//! Launcher of strided copies (`copy.wgsl`): Transpose, Concat, Split, slices.
+
+use super::{grid, u32_of, Binding, Call, Params};
+use crate::pipeline_cache::{Kernel, PipelineKey, Scalar, Variant};
+use crate::GpuContext;
+use metal_mps_ir::{Error, Result};
+
+/// Most dims of a copy region after coalescing.
+pub const MAX_RANK: usize = 8;
+
+/// A region: element at coordinate `c` of `shape` moves from
+/// `src_offset + c . src_strides` to `dst_offset + c . dst_strides` (elements).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub shape: Vec<usize>,
+    pub src_offset: usize,
+    pub src_strides: Vec<usize>,
+    pub dst_offset: usize,
+    pub dst_strides: Vec<usize>,
+}
+
+impl Region {
+    /// Merges dims contiguous in both source and destination; drops size-1 dims.
+    pub fn coalesced(&self) -> Region {
+        let mut r = Region { shape: vec![], src_offset: self.src_offset, src_strides: vec![], dst_offset: self.dst_offset, dst_strides: vec![] };
+        for d in 0..self.shape.len() {
+            let (n, s, t) = (self.shape[d], self.src_strides[d], self.dst_strides[d]);
+            if n == 1 {
+                continue;
+            }
+            match (r.shape.last_mut(), r.src_strides.last_mut(), r.dst_strides.last_mut()) {
+                (Some(ln), Some(ls), Some(lt)) if *ls == n * s && *lt == n * t => {
+                    *ln *= n;
+                    *ls = s;
+                    *lt = t;
+                }
+                _ => {
+                    r.shape.push(n);
+                    r.src_strides.push(s);
+                    r.dst_strides.push(t);
+                }
+            }
+        }
+        r
+    }
+
+    /// Transpose of a contiguous `shape` by `perm` into a contiguous output.
+    pub fn transpose(shape: &[usize], perm: &[usize]) -> Region {
+        let src = metal_mps_ir::strides(shape);
+        let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        Region {
+            src_strides: perm.iter().map(|&p| src[p]).collect(),
+            dst_strides: metal_mps_ir::strides(&out),
+            shape: out,
+            src_offset: 0,
+            dst_offset: 0,
+        }
+    }
+
+    /// Places a contiguous `part` at `start` along `axis` of a contiguous `whole` (Concat).
+    pub fn into_slice(part: &[usize], whole: &[usize], axis: usize, start: usize) -> Region {
+        let dst = metal_mps_ir::strides(whole);
+        Region {
+            shape: part.to_vec(),
+            src_offset: 0,
+            src_strides: metal_mps_ir::strides(part),
+            dst_offset: start * dst[axis],
+            dst_strides: dst,
+        }
+    }
+
+    /// Extracts the slice of size `part[axis]` at `start` along `axis` of a contiguous `whole` (Split).
+    pub fn from_slice(whole: &[usize], part: &[usize], axis: usize, start: usize) -> Region {
+        let src = metal_mps_ir::strides(whole);
+        Region {
+            shape: part.to_vec(),
+            src_offset: start * src[axis],
+            src_strides: src,
+            dst_offset: 0,
+            dst_strides: metal_mps_ir::strides(part),
+        }
+    }
+}
+
+/// The WGSL type moving elements of `bytes` bytes, if the adapter can.
+pub fn mover(ctx: &GpuContext, bytes: usize) -> Option<Scalar> {
+    match bytes {
+        2 if ctx.caps.f16 => Some(Scalar::F16),
+        4 => Some(Scalar::U32),
+        8 => Some(Scalar::U32x2),
+        _ => None,
+    }
+}
+
+/// Records the copy of `region` for elements of `elem_bytes` bytes.
+pub fn copy(ctx: &GpuContext, elem_bytes: usize, region: &Region, src: Binding, dst: Binding) -> Result<Call> {
+    let t = mover(ctx, elem_bytes).ok_or_else(|| Error::Unsupported(format!("copies of {elem_bytes}-byte elements on this adapter")))?;
+    let r = region.coalesced();
+    if r.shape.len() > MAX_RANK {
+        return Err(Error::Unsupported(format!("a copy of rank {} on the GPU", r.shape.len())));
+    }
+    let n: usize = r.shape.iter().product();
+    let w = |v: &[usize]| -> Result<Vec<u32>> { v.iter().map(|&x| u32_of(x, "copy stride")).collect() };
+    let params = Params::default()
+        .u32(u32_of(n, "elements")?)
+        .u32(r.shape.len() as u32)
+        .u32(u32_of(r.src_offset, "offset")?)
+        .u32(u32_of(r.dst_offset, "offset")?)
+        .words(&w(&r.shape)?, 2, 1)
+        .words(&w(&r.src_strides)?, 2, 0)
+        .words(&w(&r.dst_strides)?, 2, 0)
+        .finish();
+    let key = PipelineKey::new(Kernel::Copy, Variant::of(t), "main");
+    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![src, dst], groups: grid(n as u64)? })
+}
