@@ -10,10 +10,16 @@
 //!   the CPU engine through explicit transfers.
 
 pub mod context;
+mod engine;
+mod lower;
+pub mod options;
+mod plan;
 pub mod ops;
 pub mod pipeline_cache;
 pub mod pool;
 pub mod transfer;
 
 pub use context::{adapter_available, adapter_info, list_adapters, AdapterDescription, Capabilities, GpuContext};
+pub use engine::{GpuRunner, Pending};
+pub use options::{GpuOptions, Precision};
 pub use pool::{PoolConfig, PoolStats};

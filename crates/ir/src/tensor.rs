@@ -27,7 +27,12 @@ impl Storage {
     /// them); new bytes are zero.
     pub fn reset(&mut self, len: usize) -> Result<()> {
         let words = len.div_ceil(8);
-        if words > self.words.len() {
+        if self.words.capacity() == 0 && words > 0 {
+            // Probe that the allocation can be made, then take zeroed pages
+            // from the allocator (no memset of a large fresh buffer).
+            Vec::<u64>::new().try_reserve_exact(words).map_err(|_| Error::OutOfMemory { bytes: len })?;
+            self.words = vec![0; words];
+        } else if words > self.words.len() {
             self.words
                 .try_reserve(words - self.words.len())
                 .map_err(|_| Error::OutOfMemory { bytes: len })?;

@@ -127,9 +127,19 @@ impl Model {
     /// [`Error::InvalidInput`].
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
         let ordered = order_inputs(&self.inputs, inputs)?;
-        match &self.engine {
+        // A bug in a kernel must not take the caller (a server) down: a panic
+        // becomes an error for this request alone.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.engine {
             Engine::Cpu(p) => p.run(&ordered),
-        }
+        }))
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Invalid(format!("internal error while running the model: {msg}")))
+        })
     }
 
     pub fn memory_stats(&self) -> MemoryStats {

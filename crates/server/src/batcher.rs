@@ -118,10 +118,6 @@ impl Scheduler {
         }
     }
 
-    pub fn policy(&self) -> &BatchPolicy {
-        &self.policy
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the queue itself consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

@@ -71,7 +71,7 @@ fn field_error(field: &str, value: &str, allowed: &[&str]) -> String {
 }
 
 /// The device of every instance `instance_group` asks for (one instance of
-/// KIND_AUTO when it is empty). KIND_AUTO and KIND_MODEL follow the
+/// KIND_AUTO when it is empty; `count` 0 or unset is 1). KIND_AUTO and KIND_MODEL follow the
 /// `engine` parameter (GPU when an adapter exists, by default); KIND_GPU
 /// needs a GPU adapter; KIND_CPU runs on the CPU engine.
 pub fn instance_devices(config: &ModelConfig, settings: &EngineSettings, gpu_available: bool) -> Result<Vec<Device>, ConfigError> {
@@ -82,7 +82,7 @@ pub fn instance_devices(config: &ModelConfig, settings: &EngineSettings, gpu_ava
         if let Some(key) = g.extra.keys().find(|k| !g.extra[*k].is_null()) {
             return Err(ConfigError::new(format!("instance_group[{i}].{key}"), "is not supported by metal-mps serve"));
         }
-        if g.count < 1 {
+        if g.count < 0 {
             return Err(ConfigError::new(format!("instance_group[{i}].count"), format!("is {}; it must be at least 1", g.count)));
         }
         let device = match g.kind {
@@ -96,7 +96,8 @@ pub fn instance_devices(config: &ModelConfig, settings: &EngineSettings, gpu_ava
             }
             InstanceKind::Auto | InstanceKind::Model => settings.engine.resolve(gpu_available)?,
         };
-        devices.extend(std::iter::repeat_n(device, g.count as usize));
+        // An unset count (0) means one instance, as in Triton.
+        devices.extend(std::iter::repeat_n(device, g.count.max(1) as usize));
     }
     Ok(devices)
 }

@@ -70,13 +70,20 @@ fn fill_defaults(config: &mut ModelConfig, devices: &[Device]) {
             ..Default::default()
         });
     }
+    let model = config.name.clone();
+    for (i, g) in config.instance_group.iter_mut().enumerate() {
+        if g.name.is_empty() {
+            g.name = format!("{model}_{i}");
+        }
+        g.count = g.count.max(1);
+    }
     if config.instance_group.is_empty() {
         let kind = match devices.first() {
             Some(Device::Gpu) => InstanceKind::Gpu,
             _ => InstanceKind::Cpu,
         };
         config.instance_group.push(InstanceGroup {
-            name: config.name.clone(),
+            name: format!("{model}_0"),
             kind,
             count: devices.len() as i64,
             ..Default::default()

@@ -21,6 +21,7 @@ const TRITON_JSON: SerializeOptions = SerializeOptions::new()
 /// Parses config.pbtxt text into Triton's JSON form of the config.
 /// The error names the line and the field at fault.
 pub fn parse_pbtxt(text: &str) -> Result<Value, String> {
+    let text = &colon_before_lists(text);
     let msg = DynamicMessage::parse_text_format(pb::model_config_descriptor(), text).map_err(|e| {
         let line = e
             .labels()
@@ -77,6 +78,59 @@ fn explain(err: &str) -> String {
     }
 }
 
+/// Protobuf's C++ text format (which Triton uses) lets a list of messages
+/// follow its field name without a colon (`input [ { ... } ]`); prost-reflect
+/// wants `input: [ ... ]`. Inserts the colon after a field name directly
+/// followed by `[`, outside strings and comments. Lines are unchanged.
+fn colon_before_lists(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    // Whether the last significant token was an identifier (a field name).
+    let mut after_ident = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                out.push(c);
+                for c in chars.by_ref() {
+                    out.push(c);
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            '"' | '\'' => {
+                out.push(c);
+                while let Some(d) = chars.next() {
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if d == c || d == '\n' {
+                        break;
+                    }
+                }
+                after_ident = false;
+                continue;
+            }
+            '[' if after_ident => out.push_str(": ["),
+            c if c.is_alphanumeric() || c == '_' || c == '.' => {
+                out.push(c);
+                after_ident = c.is_alphabetic() || c == '_' || after_ident;
+                continue;
+            }
+            c if c.is_whitespace() => {
+                out.push(c);
+                continue;
+            }
+            c => out.push(c),
+        }
+        after_ident = false;
+    }
+    out
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
@@ -108,6 +162,12 @@ parameters { key: "precision" value: { string_value: "fp16" } }
         assert_eq!(v["dynamic_batching"]["max_queue_delay_microseconds"], 100);
         assert_eq!(v["version_policy"]["specific"]["versions"], serde_json::json!([1, 3]));
         assert_eq!(v["parameters"]["precision"]["string_value"], "fp16");
+    }
+
+    #[test]
+    fn lists_without_colon_parse_and_strings_are_untouched() {
+        assert_eq!(colon_before_lists("input [ { name: \"a [b\" } ] # x [y\ndims: [1]"), "input : [ { name: \"a [b\" } ] # x [y\ndims: [1]");
+        assert_eq!(colon_before_lists("kind: KIND_CPU\ncount: 1"), "kind: KIND_CPU\ncount: 1");
     }
 
     #[test]

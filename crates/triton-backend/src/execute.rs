@@ -134,8 +134,9 @@ fn execute(
     memory::report(instance, state);
     let summary = || {
         let failed = pending.iter().filter(|p| p.error.is_some()).count();
+        let buffers: usize = pending.iter().filter_map(|p| p.data.as_ref()).flat_map(|d| d.buffers.iter().map(Vec::len)).sum();
         format!(
-            "model '{}' instance '{}': {} request(s), {failed} in error, {} group(s), batch {executed}, compute {:.3} ms, total {:.3} ms",
+            "model '{}' instance '{}': {} request(s), {failed} in error, {buffers} input buffer(s), {} group(s), batch {executed}, compute {:.3} ms, total {:.3} ms",
             model.name,
             state.name,
             pending.len(),

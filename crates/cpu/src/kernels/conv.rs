@@ -1,7 +1,7 @@
 //! Convolution as im2col + GEMM (the `gemm` crate), 1-D and 2-D, with the
 //! bias and the fused activation applied while the output block is in cache.
 
-use super::matmul::{as_f32, f32_output, sgemm};
+use super::matmul::{as_f32, f32_output, sgemm_into};
 use crate::Out;
 use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
 use rayon::prelude::*;
@@ -40,37 +40,77 @@ pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &
         }
     }
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
-    let block = |i: usize, dst: &mut [f32], col: &mut Vec<f32>, par: bool| {
-        let (n, gi) = (i / group, i % group);
-        let src = &xs[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-        let rhs: &[f32] = if pointwise {
-            src
-        } else {
-            col.resize(k * ohw, 0.0);
-            im2col(src, cg, &g, col);
-            col
-        };
-        sgemm(mg, ohw, k, &ws[gi * mg * k..][..mg * k], k, rhs, ohw, dst, par);
-        finish(dst, bs.as_deref().map(|b| &b[gi * mg..][..mg]), ohw, a.activation);
-    };
     let mut shape = vec![g.n, g.m];
     if x.rank() == 4 {
         shape.push(g.oh);
     }
     shape.push(g.ow);
-    let jobs = g.n * group;
+    // Output columns (pixels) are processed in tiles whose im2col block stays in cache.
+    let tile = (COL_TILE_FLOATS / k.max(1)).max(64).min(ohw.max(1));
+    let tiles = ohw.div_ceil(tile);
+    let tasks = g.n * group * tiles;
+    let parallel_tasks = tasks >= 2 * rayon::current_num_threads();
     f32_output(out, x.dtype(), shape, |y| {
         if mg * ohw == 0 {
             return Ok(());
         }
-        if jobs >= rayon::current_num_threads() && jobs > 1 {
-            y.par_chunks_mut(mg * ohw).enumerate().for_each_init(Vec::new, |col, (i, dst)| block(i, dst, col, false));
+        let dst = SharedOut(y.as_mut_ptr());
+        let task = |t: usize, col: &mut Vec<f32>| {
+            let (job, ti) = (t / tiles, t % tiles);
+            let (n, gi) = (job / group, job % group);
+            let (t0, tw) = (ti * tile, tile.min(ohw - ti * tile));
+            let src = &xs[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+            let (rhs, rhs_rs): (&[f32], usize) = if pointwise {
+                (&src[t0..], g.h * g.w)
+            } else {
+                col.resize(k * tw, 0.0);
+                im2col(src, cg, &g, t0, tw, col);
+                (col, tw)
+            };
+            let offset = (n * g.m + gi * mg) * ohw + t0;
+            // SAFETY: task t writes rows [gi*mg, (gi+1)*mg) of image n, columns
+            // [t0, t0+tw) only: tasks write disjoint elements of `y`, which
+            // outlives them (the tasks finish before f32_output returns).
+            unsafe {
+                sgemm_into(mg, tw, k, &ws[gi * mg * k..][..mg * k], k, rhs, rhs_rs, dst.at(offset), ohw, !parallel_tasks);
+            }
+            for r in 0..mg {
+                // SAFETY: as above, row r of this task's block.
+                let row = unsafe { dst.row(offset + r * ohw, tw) };
+                finish(row, bs.as_deref().map(|b| &b[gi * mg + r..][..1]), tw, a.activation);
+            }
+        };
+        if parallel_tasks {
+            (0..tasks).into_par_iter().for_each_init(Vec::new, |col, t| task(t, col));
         } else {
             let mut col = Vec::new();
-            y.chunks_mut(mg * ohw).enumerate().for_each(|(i, dst)| block(i, dst, &mut col, true));
+            (0..tasks).for_each(|t| task(t, &mut col));
         }
         Ok(())
     })
+}
+
+/// Floats of one im2col tile (256 KiB): sized for the L2 cache.
+const COL_TILE_FLOATS: usize = 64 * 1024;
+
+/// The output buffer shared by conv tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks only write disjoint elements (see `conv`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// A pointer into the buffer; the caller guarantees that the elements it
+    /// writes through it are touched by no other task.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+
+    /// `width` elements from `offset`, under the same guarantee.
+    unsafe fn row<'a>(self, offset: usize, width: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(offset), width)
+    }
 }
 
 fn geometry(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Geometry> {
@@ -112,28 +152,33 @@ fn geometry(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Geometry> {
     })
 }
 
-/// `col[(c, i, j), (oy, ox)] = x[c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]`, 0 in the padding.
-fn im2col(x: &[f32], channels: usize, g: &Geometry, col: &mut [f32]) {
-    let ohw = g.oh * g.ow;
-    let rows = col.chunks_mut(ohw);
+/// `col[(c, i, j), p − t0] = x[c, oy·sh − ph + i·dh, ox·sw − pw + j·dw]` for
+/// output pixels `p = oy·OW + ox` in `[t0, t0 + width)`; 0 in the padding.
+fn im2col(x: &[f32], channels: usize, g: &Geometry, t0: usize, width: usize, col: &mut [f32]) {
+    let rows = col.chunks_mut(width);
     let taps = (0..channels).flat_map(|c| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (c, i, j))));
     for (row, (c, i, j)) in rows.zip(taps) {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        for oy in 0..g.oh {
-            let dst = &mut row[oy * g.ow..][..g.ow];
+        let x0 = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+        let mut p = t0;
+        while p < t0 + width {
+            let (oy, ox0) = (p / g.ow, p % g.ow);
+            let n = (g.ow - ox0).min(t0 + width - p);
+            let dst = &mut row[p - t0..][..n];
+            p += n;
             let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
             if iy < 0 || iy >= g.h as isize {
                 dst.fill(0.0);
                 continue;
             }
             let src = &plane[iy as usize * g.w..][..g.w];
-            let x0 = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-            if g.stride[1] == 1 && x0 >= 0 && x0 as usize + g.ow <= g.w {
-                dst.copy_from_slice(&src[x0 as usize..][..g.ow]);
+            let first = x0 + (ox0 * g.stride[1]) as isize;
+            if g.stride[1] == 1 && first >= 0 && first as usize + n <= g.w {
+                dst.copy_from_slice(&src[first as usize..][..n]);
                 continue;
             }
-            for (ox, d) in dst.iter_mut().enumerate() {
-                let ix = x0 + (ox * g.stride[1]) as isize;
+            for (k, d) in dst.iter_mut().enumerate() {
+                let ix = first + (k * g.stride[1]) as isize;
                 *d = if ix >= 0 && (ix as usize) < g.w { src[ix as usize] } else { 0.0 };
             }
         }

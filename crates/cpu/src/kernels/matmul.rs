@@ -38,6 +38,27 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, lhs: &[f32], lhs_rs: usize, rh
     strided_gemm(m, n, k, lhs, (lhs_rs as isize, 1), rhs, (rhs_rs as isize, 1), dst, 0.0, 1.0, parallel);
 }
 
+/// `dst[m×n] = lhs · rhs` into a raw destination with row stride `dst_rs`.
+///
+/// # Safety
+/// `dst` must be valid for writes of rows `0..m`, columns `0..n` at row stride
+/// `dst_rs`, and no one else may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_into(m: usize, n: usize, k: usize, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize, dst: *mut f32, dst_rs: usize, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(k == 0 || (lhs.len() > (m - 1) * lhs_rs + k - 1 && rhs.len() > (k - 1) * rhs_rs + n - 1), "gemm operand too small");
+    let par = if parallel && m * n * k > 1 << 15 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    gemm::gemm(
+        m, n, k,
+        dst, 1, dst_rs as isize, false,
+        lhs.as_ptr(), 1, lhs_rs as isize,
+        rhs.as_ptr(), 1, rhs_rs as isize,
+        0.0, 1.0, false, false, false, par,
+    );
+}
+
 /// `dst = keep·dst + scale·lhs·rhs` where lhs/rhs have (row, column) strides.
 #[allow(clippy::too_many_arguments)]
 fn strided_gemm(

@@ -76,7 +76,8 @@ fn pool_planes(p: &PoolAttrs, ax: &[Axis; 3], planes: usize, x: &[f32], y: &mut 
     if out_plane == 0 {
         return;
     }
-    let work = |(i, dst): (usize, &mut [f32])| pool_plane(p, ax, &x[i * in_plane..][..in_plane], dst);
+    let windows: [Vec<Window>; 3] = [0, 1, 2].map(|i| windows(&ax[i]));
+    let work = |(i, dst): (usize, &mut [f32])| pool_plane(p, ax, &windows, &x[i * in_plane..][..in_plane], dst);
     if planes * out_plane > 1 << 14 {
         y.par_chunks_mut(out_plane).enumerate().take(planes).for_each(work);
     } else {
@@ -84,65 +85,79 @@ fn pool_planes(p: &PoolAttrs, ax: &[Axis; 3], planes: usize, x: &[f32], y: &mut 
     }
 }
 
-/// Taps of one axis for output `o`: the valid input range and how many taps
-/// fall inside the padded extent (for count_include_pad).
-fn taps(a: &Axis, o: usize) -> (isize, usize) {
-    let start = (o * a.stride) as isize - a.begin as isize;
-    let padded_end = (a.input + a.end) as isize;
-    let mut in_padded = 0;
-    for k in 0..a.kernel {
-        if start + (k * a.dilation) as isize <= padded_end - 1 {
-            in_padded += 1;
-        }
-    }
-    (start, in_padded)
+/// The input positions one output reads along one axis, and how many of its
+/// taps fall inside the padded extent (the divisor of count_include_pad).
+struct Window {
+    taps: Vec<usize>,
+    in_padded: usize,
 }
 
-fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], x: &[f32], y: &mut [f32]) {
+fn windows(a: &Axis) -> Vec<Window> {
+    (0..a.output)
+        .map(|o| {
+            let start = (o * a.stride) as isize - a.begin as isize;
+            let mut w = Window { taps: Vec::with_capacity(a.kernel), in_padded: 0 };
+            for k in 0..a.kernel {
+                let i = start + (k * a.dilation) as isize;
+                if i < (a.input + a.end) as isize {
+                    w.in_padded += 1;
+                }
+                if i >= 0 && i < a.input as isize {
+                    w.taps.push(i as usize);
+                }
+            }
+            w
+        })
+        .collect()
+}
+
+/// One `[z, y, x]` plane, row by row: for each output row, every tap row is
+/// folded into a row of accumulators over the valid output range of each
+/// horizontal tap, so the inner loop has no bounds checks.
+fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], y: &mut [f32]) {
     let max = p.kind == PoolKind::Max;
-    let mut o = 0;
-    for oz in 0..ax[0].output {
-        let (sz, pz) = taps(&ax[0], oz);
-        for oy in 0..ax[1].output {
-            let (sy, py) = taps(&ax[1], oy);
-            for ox in 0..ax[2].output {
-                let (sx, px) = taps(&ax[2], ox);
-                let (mut acc, mut count) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
-                for kz in 0..ax[0].kernel {
-                    let iz = sz + (kz * ax[0].dilation) as isize;
-                    if iz < 0 || iz >= ax[0].input as isize {
-                        continue;
-                    }
-                    for ky in 0..ax[1].kernel {
-                        let iy = sy + (ky * ax[1].dilation) as isize;
-                        if iy < 0 || iy >= ax[1].input as isize {
-                            continue;
-                        }
-                        let row = &x[(iz as usize * ax[1].input + iy as usize) * ax[2].input..][..ax[2].input];
-                        for kx in 0..ax[2].kernel {
-                            let ix = sx + (kx * ax[2].dilation) as isize;
-                            if ix < 0 || ix >= ax[2].input as isize {
-                                continue;
-                            }
-                            let v = row[ix as usize];
-                            if max {
-                                if v > acc || v.is_nan() {
-                                    acc = v;
+    let (h, w, ow) = (ax[1].input, ax[2].input, ax[2].output);
+    let a = &ax[2];
+    // For each horizontal tap kx: the output range [lo, hi) whose tap lands inside the row.
+    let ranges: Vec<(usize, usize, isize)> = (0..a.kernel)
+        .map(|kx| {
+            let off = (kx * a.dilation) as isize - a.begin as isize;
+            let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(a.stride) };
+            let hi = if off >= w as isize { 0 } else { (((w as isize - 1 - off) as usize) / a.stride + 1).min(ow) };
+            (lo, hi.max(lo), off)
+        })
+        .collect();
+    let x_count: Vec<usize> = win[2].iter().map(|wx| wx.taps.len()).collect();
+    let mut rows = y.chunks_mut(ow.max(1));
+    for wz in &win[0] {
+        for wy in &win[1] {
+            let acc = rows.next().expect("one row per output row");
+            acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+            for &iz in &wz.taps {
+                for &iy in &wy.taps {
+                    let row = &x[(iz * h + iy) * w..][..w];
+                    for &(lo, hi, off) in &ranges {
+                        let (dst, start) = (&mut acc[lo..hi], (lo * a.stride) as isize + off);
+                        let src = row[start as usize..].iter().step_by(a.stride);
+                        if max {
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                                if v > *d || v.is_nan() {
+                                    *d = v
                                 }
-                            } else {
-                                acc += v;
-                            }
-                            count += 1;
+                            });
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
                         }
                     }
                 }
-                y[o] = if max {
-                    acc
-                } else {
-                    let div = if p.count_include_pad { pz * py * px } else { count };
-                    acc / div.max(1) as f32
-                };
-                o += 1;
+            }
+            if !max {
+                let rows_in = wz.taps.len() * wy.taps.len();
+                let padded = wz.in_padded * wy.in_padded;
+                for ((d, wx), &cx) in acc.iter_mut().zip(&win[2]).zip(&x_count) {
+                    let div = if p.count_include_pad { padded * wx.in_padded } else { rows_in * cx };
+                    *d /= div.max(1) as f32;
+                }
             }
         }
     }

@@ -20,7 +20,7 @@ pub(crate) fn map<T: Element, U: Element>(x: &[T], y: &mut [U], f: impl Fn(T) ->
 pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     let mut y = out.tensor(0, x.dtype(), x.shape().to_vec())?;
     match x.dtype() {
-        DType::F32 => map(x.as_slice::<f32>()?, y.as_slice_mut::<f32>()?, |v| op.apply_f32(v)),
+        DType::F32 => map_f32(op, x.as_slice::<f32>()?, y.as_slice_mut::<f32>()?),
         DType::F16 => map(x.as_slice::<f16>()?, y.as_slice_mut::<f16>()?, |v| f16::from_f32(op.apply_f32(v.to_f32()))),
         DType::I8 => int_unary::<i8>(op, x, &mut y)?,
         DType::I16 => int_unary::<i16>(op, x, &mut y)?,
@@ -30,6 +30,19 @@ pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
         DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
     }
     Ok(y)
+}
+
+/// f32 with the op chosen once, outside the element loop.
+fn map_f32(op: UnaryOp, x: &[f32], y: &mut [f32]) {
+    match op {
+        UnaryOp::Relu => map(x, y, |v: f32| v.max(0.0)),
+        UnaryOp::Neg => map(x, y, |v: f32| -v),
+        UnaryOp::Abs => map(x, y, f32::abs),
+        UnaryOp::Sqrt => map(x, y, f32::sqrt),
+        UnaryOp::Exp => map(x, y, f32::exp),
+        UnaryOp::Clamp { min, max } => map(x, y, move |v: f32| v.max(min).min(max)),
+        other => map(x, y, move |v| other.apply_f32(v)),
+    }
 }
 
 fn int_unary<T: Element>(op: UnaryOp, x: &Tensor, y: &mut Tensor) -> Result<()> {

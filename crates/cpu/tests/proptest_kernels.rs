@@ -1,0 +1,593 @@
+//! Property tests of the CPU kernels against naive reference implementations.
+//!
+//! The references below are deliberately simple (nested loops in f64) and share
+//! no code with the crate: broadcasting, output-size and padding rules are
+//! written out again from the ONNX specification.
+
+use metal_mps_cpu::{eval_op, Out};
+use metal_mps_ir::{AutoPad, BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, Storage, Tensor, Window};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, RngSeed};
+
+fn config() -> Config {
+    Config {
+        cases: 64,
+        // Deterministic and hermetic: no regression files written next to the tests.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(0x6d65_7461_6c5f_6d70),
+        ..Config::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// SplitMix64: data for a case comes from one seed, so proptest only has to
+/// generate (and shrink) the geometry.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), on a grid of 1/1024 so values are exact in f32.
+    fn unit(&mut self) -> f32 {
+        ((self.next_u64() % 2048) as i64 - 1024) as f32 / 1024.0
+    }
+
+    /// Uniform integer in [lo, hi].
+    fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i64
+    }
+
+    fn f32s(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major strides.
+fn row_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// An `Out` whose single buffer is already full of garbage (0xFF bytes: NaN
+/// for floats, -1 for integers), so a kernel that skips an element is caught.
+fn dirty_out(bytes: usize) -> Out {
+    let mut s = Storage::zeroed(bytes).unwrap();
+    s.as_bytes_mut().fill(0xFF);
+    Out::reusing(vec![s])
+}
+
+fn run1(op: &Op, inputs: &[Option<&Tensor>], out_bytes_hint: usize) -> metal_mps_ir::Result<Tensor> {
+    let mut out = dirty_out(out_bytes_hint);
+    let mut outs = eval_op(op, inputs, 1, &mut out)?;
+    assert_eq!(outs.len(), 1, "{op:?} returned {} outputs", outs.len());
+    Ok(outs.remove(0))
+}
+
+fn close(got: f64, want: f64, rtol: f64, atol: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    if want.is_infinite() {
+        return got == want;
+    }
+    (got - want).abs() <= atol + rtol * want.abs()
+}
+
+fn assert_all_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{}: element count", what);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        prop_assert!(close(g, w, rtol, atol), "{}: element {} is {} but the reference says {}", what, i, g, w);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// (a) Broadcasting binary ops
+// ---------------------------------------------------------------------------
+
+/// Numpy broadcasting of two shapes, written out: right-aligned, 1 stretches.
+fn ref_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let pad = |s: &[usize]| {
+        let mut v = vec![1; rank - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (a, b) = (pad(a), pad(b));
+    a.iter()
+        .zip(&b)
+        .map(|(&x, &y)| match (x, y) {
+            _ if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Element of `src` (shape `s`) read at output multi-index `idx` (rank ≥ s's rank).
+fn broadcast_index(s: &[usize], idx: &[usize]) -> usize {
+    let off = idx.len() - s.len();
+    let st = row_strides(s);
+    (0..s.len()).map(|d| if s[d] == 1 { 0 } else { idx[off + d] * st[d] }).sum()
+}
+
+fn ref_binary(op: BinaryOp, a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], int: bool) -> (Vec<usize>, Vec<f64>) {
+    let shape = ref_broadcast(sa, sb).expect("compatible");
+    let mut out = Vec::with_capacity(numel(&shape));
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..numel(&shape) {
+        let x = a[broadcast_index(sa, &idx)];
+        let y = b[broadcast_index(sb, &idx)];
+        let v = match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            // Integer division truncates toward zero (C semantics, and ONNX's reference).
+            BinaryOp::Div if int => (x / y).trunc(),
+            BinaryOp::Div => x / y,
+            BinaryOp::Pow => unreachable!(),
+        };
+        out.push(v);
+        // Odometer increment.
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    (shape, out)
+}
+
+#[derive(Clone, Debug)]
+struct BinaryCase {
+    op: BinaryOp,
+    dtype: DType,
+    a: Vec<usize>,
+    b: Vec<usize>,
+    seed: u64,
+}
+
+fn binary_case() -> impl Strategy<Value = BinaryCase> {
+    let op = prop_oneof![Just(BinaryOp::Add), Just(BinaryOp::Sub), Just(BinaryOp::Mul), Just(BinaryOp::Div)];
+    let dtype = prop_oneof![Just(DType::F32), Just(DType::I32), Just(DType::I64)];
+    // A full output shape, then per operand: how many leading dims to drop and
+    // which dims to replace by 1.
+    let shape = prop::collection::vec(1usize..=4, 0..=4);
+    (op, dtype, shape, 0usize..=4, 0usize..=4, any::<u8>(), any::<u8>(), any::<u64>()).prop_map(
+        |(op, dtype, full, drop_a, drop_b, ones_a, ones_b, seed)| {
+            let derive = |drop: usize, ones: u8| -> Vec<usize> {
+                let drop = drop.min(full.len());
+                full[drop..].iter().enumerate().map(|(i, &d)| if ones & (1 << i) != 0 { 1 } else { d }).collect()
+            };
+            BinaryCase { op, dtype, a: derive(drop_a, ones_a), b: derive(drop_b, ones_b), seed }
+        },
+    )
+}
+
+fn make_operand(dtype: DType, shape: &[usize], rng: &mut Rng, divisor: bool) -> (Tensor, Vec<f64>) {
+    let n = numel(shape);
+    match dtype {
+        DType::F32 => {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    let x = rng.unit() * 8.0;
+                    if divisor && x == 0.0 {
+                        0.5
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let f = v.iter().map(|&x| x as f64).collect();
+            (Tensor::from_vec(shape.to_vec(), v).unwrap(), f)
+        }
+        DType::I32 => {
+            let v: Vec<i32> = (0..n)
+                .map(|_| {
+                    let x = rng.int(-100, 100) as i32;
+                    if divisor && x == 0 {
+                        7
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let f = v.iter().map(|&x| x as f64).collect();
+            (Tensor::from_vec(shape.to_vec(), v).unwrap(), f)
+        }
+        DType::I64 => {
+            let v: Vec<i64> = (0..n)
+                .map(|_| {
+                    let x = rng.int(-1_000_000, 1_000_000);
+                    if divisor && x == 0 {
+                        -3
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let f = v.iter().map(|&x| x as f64).collect();
+            (Tensor::from_vec(shape.to_vec(), v).unwrap(), f)
+        }
+        other => unreachable!("{other}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn binary_broadcast_matches_reference(case in binary_case()) {
+        let mut rng = Rng(case.seed);
+        let (a, av) = make_operand(case.dtype, &case.a, &mut rng, false);
+        let (b, bv) = make_operand(case.dtype, &case.b, &mut rng, case.op == BinaryOp::Div);
+        let int = case.dtype != DType::F32;
+        let (shape, want) = ref_binary(case.op, &av, &case.a, &bv, &case.b, int);
+        let bytes = numel(&shape) * case.dtype.size();
+        let y = run1(&Op::Binary(case.op), &[Some(&a), Some(&b)], bytes).unwrap();
+        prop_assert_eq!(y.dtype(), case.dtype);
+        prop_assert_eq!(y.shape(), &shape[..], "{:?} {:?} {:?}", case.op, case.a, case.b);
+        // +, -, ×, ÷ of f32 operands computed in f64 and rounded to f32 are the
+        // correctly rounded f32 results, so equality is exact; integers are exact too.
+        let want: Vec<f64> = if int { want } else { want.iter().map(|&v| v as f32 as f64).collect() };
+        assert_all_close(&format!("{:?} {} {:?} {:?}", case.op, case.dtype, case.a, case.b), &y.to_f64_vec(), &want, 0.0, 0.0)?;
+    }
+
+    #[test]
+    fn binary_incompatible_shapes_are_errors(
+        op in prop_oneof![Just(BinaryOp::Add), Just(BinaryOp::Mul)],
+        lead in prop::collection::vec(1usize..=3, 0..=2),
+        x in 2usize..=4,
+        y in 2usize..=4,
+    ) {
+        prop_assume!(x != y);
+        let mut sa = lead.clone();
+        sa.push(x);
+        let mut sb = lead;
+        sb.push(y);
+        let a = Tensor::zeros(DType::F32, sa).unwrap();
+        let b = Tensor::zeros(DType::F32, sb).unwrap();
+        let r = eval_op(&Op::Binary(op), &[Some(&a), Some(&b)], 1, &mut Out::fresh());
+        prop_assert!(r.is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (b) Conv 2-D
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct ConvCase {
+    n: usize,
+    groups: usize,
+    c_per_group: usize,
+    m_per_group: usize,
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    /// [top, left, bottom, right] (ONNX order: begins then ends).
+    pads: [usize; 4],
+    auto_pad: AutoPad,
+    bias: bool,
+    /// Whether `kernel_shape` is given (it may be left for the weight to define).
+    explicit_kernel: bool,
+    seed: u64,
+}
+
+fn auto_pad() -> impl Strategy<Value = AutoPad> {
+    prop_oneof![
+        3 => Just(AutoPad::NotSet),
+        1 => Just(AutoPad::Valid),
+        1 => Just(AutoPad::SameUpper),
+        1 => Just(AutoPad::SameLower),
+    ]
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=2, 1usize..=3, 1usize..=2, 1usize..=2),
+        (1usize..=9, 1usize..=9),
+        ([1usize..=3, 1usize..=3], [1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
+        [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        auto_pad(),
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((n, groups, cg, mg), (h, w), (kernel, strides, dilations), pads, auto_pad, (bias, explicit_kernel, seed))| {
+            ConvCase {
+                n,
+                groups,
+                c_per_group: cg,
+                m_per_group: mg,
+                h,
+                w,
+                kernel,
+                strides,
+                dilations,
+                pads,
+                auto_pad,
+                bias,
+                explicit_kernel,
+                seed,
+            }
+        })
+}
+
+/// Output size and begin pad of one spatial axis by ONNX's rules (floor mode);
+/// `None` when the kernel does not fit the padded input.
+fn ref_conv_axis(input: usize, kernel: usize, stride: usize, dilation: usize, begin: usize, end: usize, auto: AutoPad) -> Option<(usize, usize)> {
+    let extent = dilation * (kernel - 1) + 1;
+    match auto {
+        AutoPad::NotSet => {
+            let padded = input + begin + end;
+            (padded >= extent).then(|| ((padded - extent) / stride + 1, begin))
+        }
+        AutoPad::Valid => (input >= extent).then(|| ((input - extent) / stride + 1, 0)),
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let out = input.div_ceil(stride);
+            let needed = (out - 1) * stride + extent;
+            let total = needed.saturating_sub(input);
+            // SAME_UPPER puts the odd pad at the end, SAME_LOWER at the beginning.
+            let begin = if auto == AutoPad::SameUpper { total / 2 } else { total.div_ceil(2) };
+            Some((out, begin))
+        }
+    }
+}
+
+/// Direct convolution, f64 accumulation. Returns the output shape and values.
+fn ref_conv(c: &ConvCase, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Option<(Vec<usize>, Vec<f64>)> {
+    let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
+    let (oh, pt) = ref_conv_axis(c.h, c.kernel[0], c.strides[0], c.dilations[0], c.pads[0], c.pads[2], c.auto_pad)?;
+    let (ow, pl) = ref_conv_axis(c.w, c.kernel[1], c.strides[1], c.dilations[1], c.pads[1], c.pads[3], c.auto_pad)?;
+    let [kh, kw] = c.kernel;
+    let mut y = vec![0f64; c.n * m * oh * ow];
+    for n in 0..c.n {
+        for oc in 0..m {
+            let g = oc / c.m_per_group;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |b| b[oc] as f64);
+                    for icg in 0..c.c_per_group {
+                        let ic = g * c.c_per_group + icg;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * c.strides[0] + ky * c.dilations[0]) as i64 - pt as i64;
+                                let ix = (ox * c.strides[1] + kx * c.dilations[1]) as i64 - pl as i64;
+                                if iy < 0 || ix < 0 || iy >= c.h as i64 || ix >= c.w as i64 {
+                                    continue;
+                                }
+                                let xv = x[((n * cin + ic) * c.h + iy as usize) * c.w + ix as usize] as f64;
+                                let wv = w[((oc * c.c_per_group + icg) * kh + ky) * kw + kx] as f64;
+                                acc += xv * wv;
+                            }
+                        }
+                    }
+                    y[((n * m + oc) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    Some((vec![c.n, m, oh, ow], y))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn conv2d_matches_direct_convolution(c in conv_case()) {
+        let mut rng = Rng(c.seed);
+        let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
+        let x_shape = vec![c.n, cin, c.h, c.w];
+        let w_shape = vec![m, c.c_per_group, c.kernel[0], c.kernel[1]];
+        let xv = rng.f32s(numel(&x_shape), 1.0);
+        let wv = rng.f32s(numel(&w_shape), 1.0);
+        let bv = rng.f32s(m, 1.0);
+        let x = Tensor::from_vec(x_shape, xv.clone()).unwrap();
+        let w = Tensor::from_vec(w_shape, wv.clone()).unwrap();
+        let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
+        let op = Op::Conv(ConvAttrs {
+            window: Window {
+                kernel: if c.explicit_kernel { c.kernel.to_vec() } else { vec![] },
+                strides: c.strides.to_vec(),
+                dilations: c.dilations.to_vec(),
+                pads: if c.auto_pad == AutoPad::NotSet { c.pads.to_vec() } else { vec![] },
+                auto_pad: c.auto_pad,
+                ceil_mode: false,
+            },
+            group: c.groups,
+            activation: Default::default(),
+        });
+        let inputs = [Some(&x), Some(&w), if c.bias { Some(&b) } else { None }];
+        let want = ref_conv(&c, &xv, &wv, c.bias.then_some(&bv[..]));
+        let got = run1(&op, &inputs, 1 << 16);
+        match want {
+            None => prop_assert!(got.is_err(), "kernel larger than the padded input must fail: {:?}", c),
+            Some((shape, want)) => {
+                let y = got.map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
+                prop_assert_eq!(y.shape(), &shape[..], "{:?}", c);
+                assert_all_close(&format!("{c:?}"), &y.to_f64_vec(), &want, 1e-4, 1e-5)?;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (c) MaxPool / AveragePool 2-D
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct PoolCase {
+    kind: PoolKind,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 4],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    seed: u64,
+}
+
+fn pool_case() -> impl Strategy<Value = PoolCase> {
+    (
+        prop_oneof![Just(PoolKind::Max), Just(PoolKind::Average)],
+        (1usize..=2, 1usize..=3, 1usize..=9, 1usize..=9),
+        ([1usize..=3, 1usize..=3], [1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
+        [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|(kind, (n, c, h, w), (kernel, strides, mut dilations), mut pads, (ceil_mode, count_include_pad, seed))| {
+            if kind == PoolKind::Average {
+                dilations = [1, 1];
+            }
+            // ONNX requires each pad to be smaller than the (dilated) kernel extent.
+            for (i, p) in pads.iter_mut().enumerate() {
+                let extent = dilations[i % 2] * (kernel[i % 2] - 1) + 1;
+                *p = (*p).min(extent - 1);
+            }
+            PoolCase { kind, n, c, h, w, kernel, strides, dilations, pads, ceil_mode, count_include_pad, seed }
+        })
+}
+
+/// Output size of one axis by ONNX's pooling rules; `None` when the window
+/// does not fit the padded input.
+fn ref_pool_axis(input: usize, kernel: usize, stride: usize, dilation: usize, begin: usize, end: usize, ceil_mode: bool) -> Option<usize> {
+    let extent = dilation * (kernel - 1) + 1;
+    let padded = input + begin + end;
+    if padded < extent {
+        return None;
+    }
+    let span = (padded - extent) as f64 / stride as f64;
+    let mut out = if ceil_mode { span.ceil() as usize + 1 } else { span.floor() as usize + 1 };
+    // With ceil_mode, a window must start inside the input or its left padding.
+    if ceil_mode && (out - 1) * stride >= input + begin {
+        out -= 1;
+    }
+    Some(out)
+}
+
+fn ref_pool(p: &PoolCase, x: &[f32]) -> Option<(Vec<usize>, Vec<f64>)> {
+    let oh = ref_pool_axis(p.h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0], p.pads[2], p.ceil_mode)?;
+    let ow = ref_pool_axis(p.w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1], p.pads[3], p.ceil_mode)?;
+    let (pt, pl, pb, pr) = (p.pads[0] as i64, p.pads[1] as i64, p.pads[2] as i64, p.pads[3] as i64);
+    let (h, w) = (p.h as i64, p.w as i64);
+    let mut y = Vec::with_capacity(p.n * p.c * oh * ow);
+    for plane in 0..p.n * p.c {
+        let xp = &x[plane * p.h * p.w..][..p.h * p.w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut max = f64::NEG_INFINITY;
+                let (mut sum, mut real, mut in_padded) = (0f64, 0usize, 0usize);
+                for ky in 0..p.kernel[0] {
+                    for kx in 0..p.kernel[1] {
+                        let iy = (oy * p.strides[0] + ky * p.dilations[0]) as i64 - pt;
+                        let ix = (ox * p.strides[1] + kx * p.dilations[1]) as i64 - pl;
+                        // Positions inside the padded extent [-begin, input + end).
+                        if iy >= -pt && iy < h + pb && ix >= -pl && ix < w + pr {
+                            in_padded += 1;
+                        }
+                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
+                            continue;
+                        }
+                        let v = xp[(iy * w + ix) as usize] as f64;
+                        max = max.max(v);
+                        sum += v;
+                        real += 1;
+                    }
+                }
+                y.push(match p.kind {
+                    PoolKind::Max => max,
+                    PoolKind::Average => sum / if p.count_include_pad { in_padded } else { real } as f64,
+                });
+            }
+        }
+    }
+    Some((vec![p.n, p.c, oh, ow], y))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn pool2d_matches_reference(p in pool_case()) {
+        let mut rng = Rng(p.seed);
+        let shape = vec![p.n, p.c, p.h, p.w];
+        let xv = rng.f32s(numel(&shape), 4.0);
+        let x = Tensor::from_vec(shape, xv.clone()).unwrap();
+        let op = Op::Pool(PoolAttrs {
+            kind: p.kind,
+            window: Window {
+                kernel: p.kernel.to_vec(),
+                strides: p.strides.to_vec(),
+                dilations: p.dilations.to_vec(),
+                pads: p.pads.to_vec(),
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: p.ceil_mode,
+            },
+            count_include_pad: p.count_include_pad,
+        });
+        let got = run1(&op, &[Some(&x)], 1 << 16);
+        match ref_pool(&p, &xv) {
+            None => prop_assert!(got.is_err(), "window larger than the padded input must fail: {:?}", p),
+            Some((shape, want)) => {
+                let y = got.map_err(|e| TestCaseError::fail(format!("{p:?}: {e}")))?;
+                prop_assert_eq!(y.shape(), &shape[..], "{:?}", p);
+                assert_all_close(&format!("{p:?}"), &y.to_f64_vec(), &want, 1e-5, 1e-6)?;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fixed cases worth keeping whatever proptest draws
+// ---------------------------------------------------------------------------
+
+/// The ONNX test `averagepool_2d_ceil`-like geometry where the last ceil window
+/// would start in the right padding and must be dropped.
+#[test]
+fn ceil_mode_drops_window_starting_in_right_padding() {
+    // Input 4, kernel 2, stride 2, pads 1/1: floor((4+2-2)/2)+1 = 3;
+    // ceil gives 3 too. Input 5, pads 0/1, kernel 2, stride 2:
+    // ceil((5+1-2)/2)+1 = 3, last start 4 < 5: kept.
+    // Input 4, kernel 1, stride 2, pads 0/1: ceil((5-1)/2)+1 = 3, last start 4 >= 4: dropped → 2.
+    let x = Tensor::from_vec(vec![1, 1, 1, 4], vec![1f32, 2.0, 3.0, 4.0]).unwrap();
+    let op = Op::Pool(PoolAttrs {
+        kind: PoolKind::Max,
+        window: Window {
+            kernel: vec![1, 1],
+            strides: vec![1, 2],
+            dilations: vec![],
+            pads: vec![0, 0, 0, 1],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: true,
+        },
+        count_include_pad: false,
+    });
+    let y = eval_op(&op, &[Some(&x)], 1, &mut Out::fresh()).unwrap().remove(0);
+    assert_eq!(y.shape(), &[1, 1, 1, 2]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 3.0]);
+}
