@@ -173,8 +173,15 @@ fn im2col(x: &[f32], channels: usize, g: &Geometry, t0: usize, width: usize, col
             }
             let src = &plane[iy as usize * g.w..][..g.w];
             let first = x0 + (ox0 * g.stride[1]) as isize;
-            if g.stride[1] == 1 && first >= 0 && first as usize + n <= g.w {
-                dst.copy_from_slice(&src[first as usize..][..n]);
+            if g.stride[1] == 1 {
+                // Zeros left and right of the input row, a copy in between.
+                let lo = (-first).clamp(0, n as isize) as usize;
+                let hi = (g.w as isize - first).clamp(lo as isize, n as isize) as usize;
+                dst[..lo].fill(0.0);
+                if hi > lo {
+                    dst[lo..hi].copy_from_slice(&src[(first + lo as isize) as usize..][..hi - lo]);
+                }
+                dst[hi..].fill(0.0);
                 continue;
             }
             for (k, d) in dst.iter_mut().enumerate() {

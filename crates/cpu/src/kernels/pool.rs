@@ -137,16 +137,17 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
                 for &iy in &wy.taps {
                     let row = &x[(iz * h + iy) * w..][..w];
                     for &(lo, hi, off) in &ranges {
-                        let (dst, start) = (&mut acc[lo..hi], (lo * a.stride) as isize + off);
-                        let src = row[start as usize..].iter().step_by(a.stride);
-                        if max {
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| {
-                                if v > *d || v.is_nan() {
-                                    *d = v
-                                }
-                            });
-                        } else {
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                        if hi == lo {
+                            continue;
+                        }
+                        let (dst, start) = (&mut acc[lo..hi], ((lo * a.stride) as isize + off) as usize);
+                        let src = &row[start..start + (dst.len() - 1) * a.stride + 1];
+                        let s = a.stride;
+                        match (max, s) {
+                            (true, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = d.max(v)),
+                            (true, _) => dst.iter_mut().zip(src.chunks(s)).for_each(|(d, v)| *d = d.max(v[0])),
+                            (false, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
+                            (false, _) => dst.iter_mut().zip(src.chunks(s)).for_each(|(d, v)| *d += v[0]),
                         }
                     }
                 }
