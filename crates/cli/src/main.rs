@@ -27,19 +27,25 @@ enum Command {
     Bench(bench::Args),
     /// Show a model's inputs, outputs, op counts and the engine running each node.
     Info(info::Args),
+    /// Serve a Triton model repository over KServe-v2 HTTP/REST and gRPC (Triton's protocol).
+    Serve(metal_mps_server::ServeArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` installs its own subscriber, honoring --log-verbose.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .init();
+    }
     let result = match cli.command {
         Command::Test(a) => test::main(a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Info(a) => info::main(a),
+        Command::Serve(a) => metal_mps_server::serve(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -237,24 +237,29 @@ fn make_operand(dtype: DType, shape: &[usize], rng: &mut Rng, divisor: bool) -> 
     }
 }
 
+fn check_binary(case: &BinaryCase) -> Result<(), TestCaseError> {
+    let mut rng = Rng(case.seed);
+    let (a, av) = make_operand(case.dtype, &case.a, &mut rng, false);
+    let (b, bv) = make_operand(case.dtype, &case.b, &mut rng, case.op == BinaryOp::Div);
+    let int = case.dtype != DType::F32;
+    let (shape, want) = ref_binary(case.op, &av, &case.a, &bv, &case.b, int);
+    let bytes = numel(&shape) * case.dtype.size();
+    let y = run1(&Op::Binary(case.op), &[Some(&a), Some(&b)], bytes).unwrap();
+    prop_assert_eq!(y.dtype(), case.dtype);
+    prop_assert_eq!(y.shape(), &shape[..], "{:?} {:?} {:?}", case.op, case.a, case.b);
+    // +, -, ×, ÷ of f32 operands computed in f64 and rounded to f32 are the
+    // correctly rounded f32 results, so equality is exact; integers are exact too.
+    let want: Vec<f64> = if int { want } else { want.iter().map(|&v| v as f32 as f64).collect() };
+    assert_all_close(&format!("{:?} {} {:?} {:?}", case.op, case.dtype, case.a, case.b), &y.to_f64_vec(), &want, 0.0, 0.0)?;
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn binary_broadcast_matches_reference(case in binary_case()) {
-        let mut rng = Rng(case.seed);
-        let (a, av) = make_operand(case.dtype, &case.a, &mut rng, false);
-        let (b, bv) = make_operand(case.dtype, &case.b, &mut rng, case.op == BinaryOp::Div);
-        let int = case.dtype != DType::F32;
-        let (shape, want) = ref_binary(case.op, &av, &case.a, &bv, &case.b, int);
-        let bytes = numel(&shape) * case.dtype.size();
-        let y = run1(&Op::Binary(case.op), &[Some(&a), Some(&b)], bytes).unwrap();
-        prop_assert_eq!(y.dtype(), case.dtype);
-        prop_assert_eq!(y.shape(), &shape[..], "{:?} {:?} {:?}", case.op, case.a, case.b);
-        // +, -, ×, ÷ of f32 operands computed in f64 and rounded to f32 are the
-        // correctly rounded f32 results, so equality is exact; integers are exact too.
-        let want: Vec<f64> = if int { want } else { want.iter().map(|&v| v as f32 as f64).collect() };
-        assert_all_close(&format!("{:?} {} {:?} {:?}", case.op, case.dtype, case.a, case.b), &y.to_f64_vec(), &want, 0.0, 0.0)?;
+        check_binary(&case)?;
     }
 
     #[test]
@@ -396,44 +401,50 @@ fn ref_conv(c: &ConvCase, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Option<
     Some((vec![c.n, m, oh, ow], y))
 }
 
+fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
+    let x_shape = vec![c.n, cin, c.h, c.w];
+    let w_shape = vec![m, c.c_per_group, c.kernel[0], c.kernel[1]];
+    let xv = rng.f32s(numel(&x_shape), 1.0);
+    let wv = rng.f32s(numel(&w_shape), 1.0);
+    let bv = rng.f32s(m, 1.0);
+    let x = Tensor::from_vec(x_shape, xv.clone()).unwrap();
+    let w = Tensor::from_vec(w_shape, wv.clone()).unwrap();
+    let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
+    let op = Op::Conv(ConvAttrs {
+        window: Window {
+            kernel: if c.explicit_kernel { c.kernel.to_vec() } else { vec![] },
+            strides: c.strides.to_vec(),
+            dilations: c.dilations.to_vec(),
+            pads: if c.auto_pad == AutoPad::NotSet { c.pads.to_vec() } else { vec![] },
+            auto_pad: c.auto_pad,
+            ceil_mode: false,
+        },
+        group: c.groups,
+        activation: Default::default(),
+    });
+    let inputs = [Some(&x), Some(&w), if c.bias { Some(&b) } else { None }];
+    let want = ref_conv(c, &xv, &wv, c.bias.then_some(&bv[..]));
+    let bytes = want.as_ref().map_or(64, |(shape, _)| 4 * numel(shape));
+    let got = run1(&op, &inputs, bytes);
+    match want {
+        None => prop_assert!(got.is_err(), "kernel larger than the padded input must fail: {:?}", c),
+        Some((shape, want)) => {
+            let y = got.map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
+            prop_assert_eq!(y.shape(), &shape[..], "{:?}", c);
+            assert_all_close(&format!("{c:?}"), &y.to_f64_vec(), &want, 1e-4, 1e-5)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn conv2d_matches_direct_convolution(c in conv_case()) {
-        let mut rng = Rng(c.seed);
-        let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
-        let x_shape = vec![c.n, cin, c.h, c.w];
-        let w_shape = vec![m, c.c_per_group, c.kernel[0], c.kernel[1]];
-        let xv = rng.f32s(numel(&x_shape), 1.0);
-        let wv = rng.f32s(numel(&w_shape), 1.0);
-        let bv = rng.f32s(m, 1.0);
-        let x = Tensor::from_vec(x_shape, xv.clone()).unwrap();
-        let w = Tensor::from_vec(w_shape, wv.clone()).unwrap();
-        let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
-        let op = Op::Conv(ConvAttrs {
-            window: Window {
-                kernel: if c.explicit_kernel { c.kernel.to_vec() } else { vec![] },
-                strides: c.strides.to_vec(),
-                dilations: c.dilations.to_vec(),
-                pads: if c.auto_pad == AutoPad::NotSet { c.pads.to_vec() } else { vec![] },
-                auto_pad: c.auto_pad,
-                ceil_mode: false,
-            },
-            group: c.groups,
-            activation: Default::default(),
-        });
-        let inputs = [Some(&x), Some(&w), if c.bias { Some(&b) } else { None }];
-        let want = ref_conv(&c, &xv, &wv, c.bias.then_some(&bv[..]));
-        let got = run1(&op, &inputs, 1 << 16);
-        match want {
-            None => prop_assert!(got.is_err(), "kernel larger than the padded input must fail: {:?}", c),
-            Some((shape, want)) => {
-                let y = got.map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
-                prop_assert_eq!(y.shape(), &shape[..], "{:?}", c);
-                assert_all_close(&format!("{c:?}"), &y.to_f64_vec(), &want, 1e-4, 1e-5)?;
-            }
-        }
+        check_conv(&c)?;
     }
 }
 
@@ -534,36 +545,43 @@ fn ref_pool(p: &PoolCase, x: &[f32]) -> Option<(Vec<usize>, Vec<f64>)> {
     Some((vec![p.n, p.c, oh, ow], y))
 }
 
+fn check_pool(p: &PoolCase) -> Result<(), TestCaseError> {
+    let mut rng = Rng(p.seed);
+    let shape = vec![p.n, p.c, p.h, p.w];
+    let xv = rng.f32s(numel(&shape), 4.0);
+    let x = Tensor::from_vec(shape, xv.clone()).unwrap();
+    let op = Op::Pool(PoolAttrs {
+        kind: p.kind,
+        window: Window {
+            kernel: p.kernel.to_vec(),
+            strides: p.strides.to_vec(),
+            dilations: p.dilations.to_vec(),
+            pads: p.pads.to_vec(),
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: p.ceil_mode,
+        },
+        count_include_pad: p.count_include_pad,
+    });
+    let want = ref_pool(p, &xv);
+    let bytes = want.as_ref().map_or(64, |(shape, _)| 4 * numel(shape));
+    let got = run1(&op, &[Some(&x)], bytes);
+    match want {
+        None => prop_assert!(got.is_err(), "window larger than the padded input must fail: {:?}", p),
+        Some((shape, want)) => {
+            let y = got.map_err(|e| TestCaseError::fail(format!("{p:?}: {e}")))?;
+            prop_assert_eq!(y.shape(), &shape[..], "{:?}", p);
+            assert_all_close(&format!("{p:?}"), &y.to_f64_vec(), &want, 1e-5, 1e-6)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn pool2d_matches_reference(p in pool_case()) {
-        let mut rng = Rng(p.seed);
-        let shape = vec![p.n, p.c, p.h, p.w];
-        let xv = rng.f32s(numel(&shape), 4.0);
-        let x = Tensor::from_vec(shape, xv.clone()).unwrap();
-        let op = Op::Pool(PoolAttrs {
-            kind: p.kind,
-            window: Window {
-                kernel: p.kernel.to_vec(),
-                strides: p.strides.to_vec(),
-                dilations: p.dilations.to_vec(),
-                pads: p.pads.to_vec(),
-                auto_pad: AutoPad::NotSet,
-                ceil_mode: p.ceil_mode,
-            },
-            count_include_pad: p.count_include_pad,
-        });
-        let got = run1(&op, &[Some(&x)], 1 << 16);
-        match ref_pool(&p, &xv) {
-            None => prop_assert!(got.is_err(), "window larger than the padded input must fail: {:?}", p),
-            Some((shape, want)) => {
-                let y = got.map_err(|e| TestCaseError::fail(format!("{p:?}: {e}")))?;
-                prop_assert_eq!(y.shape(), &shape[..], "{:?}", p);
-                assert_all_close(&format!("{p:?}"), &y.to_f64_vec(), &want, 1e-5, 1e-6)?;
-            }
-        }
+        check_pool(&p)?;
     }
 }
 
@@ -571,14 +589,11 @@ proptest! {
 // Fixed cases worth keeping whatever proptest draws
 // ---------------------------------------------------------------------------
 
-/// The ONNX test `averagepool_2d_ceil`-like geometry where the last ceil window
-/// would start in the right padding and must be dropped.
+/// ceil_mode where the last window would start in the right padding: it is dropped.
 #[test]
 fn ceil_mode_drops_window_starting_in_right_padding() {
-    // Input 4, kernel 2, stride 2, pads 1/1: floor((4+2-2)/2)+1 = 3;
-    // ceil gives 3 too. Input 5, pads 0/1, kernel 2, stride 2:
-    // ceil((5+1-2)/2)+1 = 3, last start 4 < 5: kept.
-    // Input 4, kernel 1, stride 2, pads 0/1: ceil((5-1)/2)+1 = 3, last start 4 >= 4: dropped → 2.
+    // Width 4, kernel 1, stride 2, pads 0/1: ceil((5 - 1) / 2) + 1 = 3 windows, but
+    // the third starts at 4, past the input: 2 remain.
     let x = Tensor::from_vec(vec![1, 1, 1, 4], vec![1f32, 2.0, 3.0, 4.0]).unwrap();
     let op = Op::Pool(PoolAttrs {
         kind: PoolKind::Max,
@@ -595,4 +610,120 @@ fn ceil_mode_drops_window_starting_in_right_padding() {
     let y = eval_op(&op, &[Some(&x)], 1, &mut Out::fresh()).unwrap().remove(0);
     assert_eq!(y.shape(), &[1, 1, 1, 2]);
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 3.0]);
+}
+
+/// A 1×1 convolution with only end padding: the output grid is larger than the
+/// input, so the input cannot serve as the im2col matrix (this once read past
+/// the input and panicked).
+#[test]
+fn pointwise_conv_with_end_pads() {
+    let x = Tensor::from_vec(vec![1, 1, 2, 2], vec![1f32, 2.0, 3.0, 4.0]).unwrap();
+    let w = Tensor::from_vec(vec![1, 1, 1, 1], vec![2f32]).unwrap();
+    let b = Tensor::from_vec(vec![1], vec![0.5f32]).unwrap();
+    let op = Op::Conv(ConvAttrs {
+        window: Window {
+            kernel: vec![],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0, 0, 1, 1],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        },
+        group: 1,
+        activation: Default::default(),
+    });
+    let y = eval_op(&op, &[Some(&x), Some(&w), Some(&b)], 1, &mut Out::fresh()).unwrap().remove(0);
+    assert_eq!(y.shape(), &[1, 1, 3, 3]);
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![2.5, 4.5, 0.5, 6.5, 8.5, 0.5, 0.5, 0.5, 0.5]);
+}
+
+// ---------------------------------------------------------------------------
+// Larger fixed cases: the parallel and tiled paths of the kernels
+// ---------------------------------------------------------------------------
+
+#[test]
+fn large_broadcasts_take_the_parallel_path() {
+    // Over 2^15 output elements: the rows are split across threads.
+    for (a, b) in [
+        (vec![16, 1, 512], vec![1, 8, 512]),
+        (vec![64, 1024], vec![1]),
+        (vec![1], vec![3, 128, 128]),
+        (vec![2, 1, 3, 4096], vec![5, 1, 4096]),
+        (vec![40000], vec![40000]),
+    ] {
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+            for dtype in [DType::F32, DType::I64] {
+                check_binary(&BinaryCase { op, dtype, a: a.clone(), b: b.clone(), seed: 7 }).unwrap();
+            }
+        }
+    }
+}
+
+/// `[n, groups, channels per group, output channels per group]`, input `[h, w]`, kernel, strides, pads.
+fn big_conv([n, groups, cg, mg]: [usize; 4], hw: [usize; 2], kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4]) -> ConvCase {
+    ConvCase {
+        n,
+        groups,
+        c_per_group: cg,
+        m_per_group: mg,
+        h: hw[0],
+        w: hw[1],
+        kernel,
+        strides,
+        dilations: [1, 1],
+        pads,
+        auto_pad: AutoPad::NotSet,
+        bias: true,
+        explicit_kernel: true,
+        seed: 11,
+    }
+}
+
+#[test]
+fn large_convolutions_take_the_tiled_paths() {
+    let cases = [
+        // im2col with k = 18: output columns split into several tiles, boundaries mid-row.
+        big_conv([1, 1, 2, 3], [64, 70], [3, 3], [1, 1], [1, 1, 1, 1]),
+        // Strided, grouped, batched, asymmetric pads, many tiles.
+        big_conv([2, 2, 2, 2], [97, 131], [3, 2], [1, 2], [2, 0, 1, 1]),
+        // Pointwise (input used as the im2col matrix) over several tiles.
+        big_conv([1, 1, 4, 2], [150, 150], [1, 1], [1, 1], [0, 0, 0, 0]),
+        big_conv([2, 1, 1, 3], [300, 301], [1, 1], [1, 1], [0, 0, 0, 0]),
+        // 1×1 with end pads: not pointwise.
+        big_conv([1, 1, 4, 2], [150, 150], [1, 1], [1, 1], [0, 0, 1, 2]),
+        // Many small parallel tasks (n·group ≥ 2·threads).
+        big_conv([2, 4, 1, 1], [40, 40], [3, 3], [2, 2], [1, 1, 1, 1]),
+    ];
+    for c in &cases {
+        if let Err(e) = check_conv(c) {
+            panic!("{c:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn large_pools_take_the_parallel_path() {
+    let base = PoolCase {
+        kind: PoolKind::Max,
+        // 2·16 planes of 40×23 outputs: over 2^14 output elements.
+        n: 2,
+        c: 16,
+        h: 40,
+        w: 45,
+        kernel: [3, 3],
+        strides: [1, 2],
+        dilations: [1, 1],
+        pads: [1, 1, 1, 1],
+        ceil_mode: true,
+        count_include_pad: false,
+        seed: 5,
+    };
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        for count_include_pad in [false, true] {
+            let p = PoolCase { kind, count_include_pad, ..base.clone() };
+            if let Err(e) = check_pool(&p) {
+                panic!("{p:?}: {e}");
+            }
+        }
+    }
 }

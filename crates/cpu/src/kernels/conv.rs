@@ -39,7 +39,9 @@ pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &
             return invalid!("Conv bias has {} values for {} output channels", b.len(), g.m);
         }
     }
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0];
+    // The input is the im2col matrix only when the output grid is the input grid
+    // (no padding at either end: end pads add output positions too).
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0] && g.oh == g.h && g.ow == g.w;
     let mut shape = vec![g.n, g.m];
     if x.rank() == 4 {
         shape.push(g.oh);
