@@ -12,12 +12,13 @@
 //! A [`Model`] is `Send + Sync`: share it (in an `Arc`) between threads and
 //! call [`Model::run`] concurrently.
 
+mod gpu;
 mod model;
 mod options;
 mod validate;
 
 pub use metal_mps_ir::{f16, BoolByte, DType, Dim, Element, Error, Result, Tensor};
-pub use model::{Model, NodeInfo};
+pub use model::{Model, NodeInfo, PendingRun};
 pub use options::{Device, MemoryStats, Options, PoolConfig, Precision};
 pub use validate::TensorInfo;
 

@@ -17,6 +17,7 @@ pub struct Model {
 
 enum Engine {
     Cpu(CpuPlan),
+    Gpu(metal_mps_gpu::GpuRunner),
 }
 
 /// One node of the compiled graph and the engine that runs it.
@@ -28,7 +29,29 @@ pub struct NodeInfo {
 }
 
 pub(crate) fn gpu_available() -> bool {
-    false
+    crate::gpu::available()
+}
+
+/// An inference in flight: [`PendingRun::wait`] gives its outputs.
+pub struct PendingRun {
+    inner: Pending,
+}
+
+enum Pending {
+    /// The GPU engine's submission: uploads and dispatches are queued.
+    Gpu(metal_mps_gpu::Pending),
+    /// The CPU engine computes while submitting; the result is ready.
+    Ready(Result<Vec<Tensor>>),
+}
+
+impl PendingRun {
+    /// Blocks until the outputs are ready (in the order of [`Model::outputs`]).
+    pub fn wait(self) -> Result<Vec<Tensor>> {
+        match self.inner {
+            Pending::Gpu(p) => p.wait(),
+            Pending::Ready(r) => r,
+        }
+    }
 }
 
 impl Model {
@@ -70,9 +93,7 @@ impl Model {
         let outputs = info(&graph.outputs, &graph)?;
         let engine = match options.device {
             Device::Cpu => Engine::Cpu(CpuPlan::new(graph)),
-            Device::Gpu => {
-                return Err(Error::Device("no GPU adapter is available; use the cpu device".into()));
-            }
+            Device::Gpu => Engine::Gpu(crate::gpu::prepare(&graph, options)?),
         };
         tracing::debug!(opset, "model compiled");
         Ok(Model { engine, inputs, outputs, opset, options: options.clone() })
@@ -90,6 +111,7 @@ impl Model {
     pub fn device(&self) -> Device {
         match self.engine {
             Engine::Cpu(_) => Device::Cpu,
+            Engine::Gpu(_) => Device::Gpu,
         }
     }
 
@@ -106,6 +128,7 @@ impl Model {
     pub fn graph(&self) -> &Graph {
         match &self.engine {
             Engine::Cpu(p) => p.graph(),
+            Engine::Gpu(r) => r.graph(),
         }
     }
 
@@ -118,6 +141,17 @@ impl Model {
                 .iter()
                 .map(|n| NodeInfo { name: n.name.clone(), op: n.op.name(), engine: Device::Cpu })
                 .collect(),
+            Engine::Gpu(r) => r
+                .graph()
+                .nodes
+                .iter()
+                .zip(r.node_engines())
+                .map(|(n, (_, engine))| NodeInfo {
+                    name: n.name.clone(),
+                    op: n.op.name(),
+                    engine: if engine == "gpu" { Device::Gpu } else { Device::Cpu },
+                })
+                .collect(),
         }
     }
 
@@ -129,25 +163,45 @@ impl Model {
         let ordered = order_inputs(&self.inputs, inputs)?;
         // A bug in a kernel must not take the caller (a server) down: a panic
         // becomes an error for this request alone.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.engine {
+        guarded(|| match &self.engine {
             Engine::Cpu(p) => p.run(&ordered),
-        }))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::Invalid(format!("internal error while running the model: {msg}")))
+            Engine::Gpu(r) => r.run(&ordered),
         })
+    }
+
+    /// Starts an inference and returns at once on the GPU engine (inputs are
+    /// uploaded and the work queued), so the caller can prepare the next
+    /// request while this one computes; several may be in flight from several
+    /// threads. On the CPU engine the work is done before this returns.
+    pub fn submit(&self, inputs: &[(&str, &Tensor)]) -> Result<PendingRun> {
+        let ordered = order_inputs(&self.inputs, inputs)?;
+        let inner = match &self.engine {
+            Engine::Cpu(p) => Pending::Ready(guarded(|| p.run(&ordered))),
+            Engine::Gpu(r) => Pending::Gpu(guarded(|| r.submit(&ordered))?),
+        };
+        Ok(PendingRun { inner })
     }
 
     pub fn memory_stats(&self) -> MemoryStats {
         match &self.engine {
+            Engine::Gpu(r) => crate::gpu::memory_stats(r),
             Engine::Cpu(p) => {
                 let weights: usize = p.graph().values.iter().filter_map(|v| v.constant.as_ref()).map(|t| t.as_bytes().len()).sum();
                 MemoryStats { bytes_weights: weights as u64, bytes_pooled: p.pooled_bytes() as u64, ..Default::default() }
             }
         }
     }
+}
+
+/// Runs `f`, turning a panic into an error: a bug in a kernel must not take
+/// the caller (a server) down, only fail this request.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Invalid(format!("internal error while running the model: {msg}")))
+    })
 }
