@@ -22,7 +22,7 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
-    let t = match descr.trim_start_matches(['<', '|', '=']) {
+    let t = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => Tensor::from_vec(shape, npy.into_vec::<f32>()?)?,
         "f2" => Tensor::from_vec(shape, npy.into_vec::<f16>()?)?,
         "i1" => Tensor::from_vec(shape, npy.into_vec::<i8>()?)?,
