@@ -32,21 +32,32 @@ pub fn main(args: Args) -> Result<ExitCode> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    let model = Model::load(&args.model, &args.engine.options()).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = Model::load(&args.model, &args.engine.options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let inputs: Vec<Tensor> = model
         .inputs()
         .iter()
         .map(|i| {
-            let shape: Vec<usize> = i.shape.iter().enumerate().map(|(d, dim)| match dim {
-                Dim::Fixed(n) => *n,
-                _ if d == 0 => args.batch,
-                _ => 1,
-            }).collect();
+            let shape: Vec<usize> = i
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(d, dim)| match dim {
+                    Dim::Fixed(n) => *n,
+                    _ if d == 0 => args.batch,
+                    _ => 1,
+                })
+                .collect();
             random_tensor(i.dtype, shape, &mut rng)
         })
         .collect::<Result<_>>()?;
-    let named: Vec<(&str, &Tensor)> = model.inputs().iter().map(|i| i.name.as_str()).zip(&inputs).collect();
+    let named: Vec<(&str, &Tensor)> = model
+        .inputs()
+        .iter()
+        .map(|i| i.name.as_str())
+        .zip(&inputs)
+        .collect();
     for _ in 0..args.warmup {
         model.run(&named)?;
     }
@@ -93,12 +104,21 @@ fn random_tensor(dtype: DType, shape: Vec<usize>, rng: &mut impl Rng) -> Result<
     let n: usize = shape.iter().product();
     let mut float = || {
         let v: f32 = rng.random_range(0.1..1.0);
-        if rng.random_bool(0.5) { v } else { -v }
+        if rng.random_bool(0.5) {
+            v
+        } else {
+            -v
+        }
     };
     Ok(match dtype {
         DType::F32 => Tensor::from_vec(shape, (0..n).map(|_| float()).collect())?,
         DType::F16 => Tensor::from_vec(shape, (0..n).map(|_| f16::from_f32(float())).collect())?,
-        DType::Bool => Tensor::from_vec(shape, (0..n).map(|_| BoolByte(rng.random_bool(0.5) as u8)).collect())?,
+        DType::Bool => Tensor::from_vec(
+            shape,
+            (0..n)
+                .map(|_| BoolByte(rng.random_bool(0.5) as u8))
+                .collect(),
+        )?,
         other => {
             let v: Vec<i64> = (0..n).map(|_| rng.random_range(1..10)).collect();
             metal_mps::Tensor::from_vec(shape.clone(), v).and_then(|t| cast_int(t, other))?

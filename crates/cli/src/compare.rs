@@ -15,30 +15,53 @@ pub struct Comparison {
 /// `assert_allclose`); NaN equals NaN; dtypes and shapes must match.
 pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Comparison {
     if actual.dtype() != expected.dtype() {
-        return fail(format!("dtype {} but expected {}", actual.dtype(), expected.dtype()));
+        return fail(format!(
+            "dtype {} but expected {}",
+            actual.dtype(),
+            expected.dtype()
+        ));
     }
     if actual.shape() != expected.shape() {
-        return fail(format!("shape {:?} but expected {:?}", actual.shape(), expected.shape()));
+        return fail(format!(
+            "shape {:?} but expected {:?}",
+            actual.shape(),
+            expected.shape()
+        ));
     }
     let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
-    let mut c = Comparison { ok: true, ..Default::default() };
+    let mut c = Comparison {
+        ok: true,
+        ..Default::default()
+    };
     for (&x, &y) in a.iter().zip(&e) {
         if x.is_nan() && y.is_nan() || x == y {
             continue;
         }
         let abs = (x - y).abs();
-        let rel = if y != 0.0 { abs / y.abs() } else { f64::INFINITY };
+        let rel = if y != 0.0 {
+            abs / y.abs()
+        } else {
+            f64::INFINITY
+        };
         if abs.is_nan() || abs > atol + rtol * y.abs() {
             c.ok = false;
         }
-        c.max_abs = c.max_abs.max(if abs.is_nan() { f64::INFINITY } else { abs });
-        c.max_rel = c.max_rel.max(if rel.is_nan() { f64::INFINITY } else { rel });
+        c.max_abs = c
+            .max_abs
+            .max(if abs.is_nan() { f64::INFINITY } else { abs });
+        c.max_rel = c
+            .max_rel
+            .max(if rel.is_nan() { f64::INFINITY } else { rel });
     }
     c
 }
 
 fn fail(message: String) -> Comparison {
-    Comparison { ok: false, message: Some(message), ..Default::default() }
+    Comparison {
+        ok: false,
+        message: Some(message),
+        ..Default::default()
+    }
 }
 
 /// Tolerances for a dtype: FP16 results get at least 1e-2 relative and 1e-3 absolute.

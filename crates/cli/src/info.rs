@@ -18,10 +18,15 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
-    let model = Model::load(&args.model, &args.engine.options()).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = Model::load(&args.model, &args.engine.options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     println!("model: {}", args.model.display());
     println!("opset: {}", model.opset());
-    println!("device: {} (precision {:?})", model.device(), model.options().precision);
+    println!(
+        "device: {} (precision {:?})",
+        model.device(),
+        model.options().precision
+    );
     println!("inputs:");
     for i in model.inputs() {
         println!("  {}", i.describe());
@@ -36,10 +41,19 @@ pub fn main(args: Args) -> Result<ExitCode> {
         println!("  {op:<28} {n}");
     }
     let nodes = model.nodes();
-    let on_gpu = nodes.iter().filter(|n| n.engine == metal_mps::Device::Gpu).count();
-    println!("engines: {on_gpu} nodes on gpu, {} on cpu", nodes.len() - on_gpu);
+    let on_gpu = nodes
+        .iter()
+        .filter(|n| n.engine == metal_mps::Device::Gpu)
+        .count();
+    println!(
+        "engines: {on_gpu} nodes on gpu, {} on cpu",
+        nodes.len() - on_gpu
+    );
     let stats = model.memory_stats();
-    println!("weights: {:.2} MiB", stats.bytes_weights as f64 / (1 << 20) as f64);
+    println!(
+        "weights: {:.2} MiB",
+        stats.bytes_weights as f64 / (1 << 20) as f64
+    );
     if args.nodes {
         println!("nodes:");
         for n in nodes {

@@ -10,7 +10,8 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => read_npy(&bytes).with_context(|| format!("reading {}", path.display())),
-        Some("pb") => Ok(metal_mps_onnx::parse_tensor_proto(&bytes).with_context(|| format!("reading {}", path.display()))?),
+        Some("pb") => Ok(metal_mps_onnx::parse_tensor_proto(&bytes)
+            .with_context(|| format!("reading {}", path.display()))?),
         _ => bail!("{}: expected a .npy or .pb file", path.display()),
     }
 }
@@ -30,20 +31,33 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         "i4" => Tensor::from_vec(shape, npy.into_vec::<i32>()?)?,
         "i8" => Tensor::from_vec(shape, npy.into_vec::<i64>()?)?,
         "u1" => Tensor::from_vec(shape, npy.into_vec::<u8>()?)?,
-        "b1" => Tensor::from_vec(shape, npy.into_vec::<bool>()?.into_iter().map(|b| BoolByte(b as u8)).collect())?,
-        other => bail!("numpy dtype '{other}' is not supported (float32, float16, int8/16/32/64, uint8, bool)"),
+        "b1" => Tensor::from_vec(
+            shape,
+            npy.into_vec::<bool>()?
+                .into_iter()
+                .map(|b| BoolByte(b as u8))
+                .collect(),
+        )?,
+        other => bail!(
+            "numpy dtype '{other}' is not supported (float32, float16, int8/16/32/64, uint8, bool)"
+        ),
     };
     Ok(t)
 }
 
 /// Writes a tensor as `.npy`.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     let w = std::io::BufWriter::new(file);
     macro_rules! write_as {
         ($ty:ty, $data:expr) => {{
-            let mut writer = npyz::WriteOptions::<$ty>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+            let mut writer = npyz::WriteOptions::<$ty>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
             writer.extend($data)?;
             writer.finish()?;
         }};
@@ -63,5 +77,13 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 
 /// A file name safe on every platform for an output named `name`.
 pub fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

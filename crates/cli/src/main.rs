@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "metal-mps", version, about = "Serve and run ONNX models on Apple-silicon GPUs (and anywhere wgpu or a CPU runs).")]
+#[command(
+    name = "metal-mps",
+    version,
+    about = "Serve and run ONNX models on Apple-silicon GPUs (and anywhere wgpu or a CPU runs)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,10 @@ fn main() -> ExitCode {
         // `serve` installs its own subscriber, honoring --log-verbose.
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
             .init();
     }
     let result = match cli.command {

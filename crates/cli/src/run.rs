@@ -22,10 +22,13 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
-    let model = Model::load(&args.model, &args.engine.options()).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = Model::load(&args.model, &args.engine.options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let mut named = Vec::new();
     for spec in &args.inputs {
-        let (name, file) = spec.split_once('=').ok_or_else(|| anyhow!("--input '{spec}' must be NAME=FILE"))?;
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input '{spec}' must be NAME=FILE"))?;
         named.push((name.to_string(), read_tensor(file.as_ref())?));
     }
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -37,13 +40,26 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     for (info, t) in model.outputs().iter().zip(&outputs) {
         let v = t.to_f64_vec();
-        let (min, max) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let (min, max) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
         let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-        println!("{}: {} {:?} min {min:.6} max {max:.6} mean {mean:.6}", info.name, t.dtype(), t.shape());
+        println!(
+            "{}: {} {:?} min {min:.6} max {max:.6} mean {mean:.6}",
+            info.name,
+            t.dtype(),
+            t.shape()
+        );
         if let Some(dir) = &args.output_dir {
             write_npy(&dir.join(format!("{}.npy", file_stem(&info.name))), t)?;
         }
     }
-    eprintln!("ran on {} in {:.3} ms", model.device(), elapsed.as_secs_f64() * 1e3);
+    eprintln!(
+        "ran on {} in {:.3} ms",
+        model.device(),
+        elapsed.as_secs_f64() * 1e3
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -38,9 +38,14 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for case in &cases {
-        let name = case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, &args)))
-            .unwrap_or_else(|p| Outcome::Error(format!("internal error (panic): {}", panic_message(&p))));
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| run_case(case, &args))).unwrap_or_else(|p| {
+                Outcome::Error(format!("internal error (panic): {}", panic_message(&p)))
+            });
         match outcome {
             Outcome::Pass => {
                 passed += 1;
@@ -65,7 +70,11 @@ pub fn main(args: Args) -> Result<ExitCode> {
         summary.push_str(&format!(", {skipped} skipped"));
     }
     println!("{summary}");
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A case directory itself, or the case directories directly inside it.
@@ -74,7 +83,10 @@ fn find_cases(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     if !path.is_dir() {
-        bail!("{}: not a test case directory (no model.onnx) nor a directory of cases", path.display());
+        bail!(
+            "{}: not a test case directory (no model.onnx) nor a directory of cases",
+            path.display()
+        );
     }
     let mut cases: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("listing {}", path.display()))?
@@ -83,7 +95,10 @@ fn find_cases(path: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     cases.sort();
     if cases.is_empty() {
-        bail!("{}: no test cases found (directories holding model.onnx)", path.display());
+        bail!(
+            "{}: no test cases found (directories holding model.onnx)",
+            path.display()
+        );
     }
     Ok(cases)
 }
@@ -109,7 +124,11 @@ fn run_case(case: &Path, args: &Args) -> Outcome {
     let mut sets: Vec<PathBuf> = match std::fs::read_dir(case) {
         Ok(d) => d
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+            })
             .collect(),
         Err(e) => return Outcome::Error(e.to_string()),
     };
@@ -129,15 +148,34 @@ fn run_case(case: &Path, args: &Args) -> Outcome {
 
 /// Runs one data set; `Some(message)` when an output differs.
 fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
-    let inputs: Vec<Tensor> = numbered(set, "input_")?.iter().map(|p| read_tensor(p)).collect::<Result<_>>()?;
-    let expected: Vec<Tensor> = numbered(set, "output_")?.iter().map(|p| read_tensor(p)).collect::<Result<_>>()?;
+    let inputs: Vec<Tensor> = numbered(set, "input_")?
+        .iter()
+        .map(|p| read_tensor(p))
+        .collect::<Result<_>>()?;
+    let expected: Vec<Tensor> = numbered(set, "output_")?
+        .iter()
+        .map(|p| read_tensor(p))
+        .collect::<Result<_>>()?;
     if inputs.len() != model.inputs().len() {
-        bail!("the data set has {} inputs, the model {}", inputs.len(), model.inputs().len());
+        bail!(
+            "the data set has {} inputs, the model {}",
+            inputs.len(),
+            model.inputs().len()
+        );
     }
-    let named: Vec<(&str, &Tensor)> = model.inputs().iter().map(|i| i.name.as_str()).zip(&inputs).collect();
+    let named: Vec<(&str, &Tensor)> = model
+        .inputs()
+        .iter()
+        .map(|i| i.name.as_str())
+        .zip(&inputs)
+        .collect();
     let outputs = model.run(&named)?;
     if outputs.len() != expected.len() {
-        bail!("the model gives {} outputs, the data set expects {}", outputs.len(), expected.len());
+        bail!(
+            "the model gives {} outputs, the data set expects {}",
+            outputs.len(),
+            expected.len()
+        );
     }
     for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
         let (rtol, atol) = tolerances(e.dtype(), args.rtol, args.atol);
@@ -146,7 +184,10 @@ fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
             let set_name = set.file_name().unwrap_or_default().to_string_lossy();
             return Ok(Some(match c.message {
                 Some(m) => format!("{set_name} output {k}: {m}"),
-                None => format!("{set_name} output {k}: max abs err {:.3e}, max rel err {:.3e}", c.max_abs, c.max_rel),
+                None => format!(
+                    "{set_name} output {k}: max abs err {:.3e}, max rel err {:.3e}",
+                    c.max_abs, c.max_rel
+                ),
             }));
         }
     }
@@ -154,5 +195,8 @@ fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
 }
 
 pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

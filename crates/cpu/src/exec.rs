@@ -17,7 +17,11 @@ pub struct CpuPlan {
 impl CpuPlan {
     pub fn new(graph: Graph) -> CpuPlan {
         let plan = Plan::new(&graph);
-        CpuPlan { graph, plan, slot_sets: Mutex::new(Vec::new()) }
+        CpuPlan {
+            graph,
+            plan,
+            slot_sets: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn graph(&self) -> &Graph {
@@ -39,7 +43,11 @@ impl CpuPlan {
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
-            return Err(Error::InvalidInput(format!("expected {} inputs, got {}", g.inputs.len(), inputs.len())));
+            return Err(Error::InvalidInput(format!(
+                "expected {} inputs, got {}",
+                g.inputs.len(),
+                inputs.len()
+            )));
         }
         let mut slots = self.take_slots();
         let mut owned: Vec<Option<Tensor>> = vec![None; g.values.len()];
@@ -55,12 +63,19 @@ impl CpuPlan {
             .map(|&o| match self.plan.home[o] {
                 Home::Input => Ok(fed[o].expect("inputs are fed").clone()),
                 Home::Constant => Ok((**g.values[o].constant.as_ref().expect("constant")).clone()),
-                _ => owned[o].take().ok_or_else(|| Error::Invalid(format!("output '{}' was not computed", g.values[o].name))),
+                _ => owned[o].take().ok_or_else(|| {
+                    Error::Invalid(format!("output '{}' was not computed", g.values[o].name))
+                }),
             })
             .collect()
     }
 
-    fn execute(&self, slots: &mut [Storage], owned: &mut [Option<Tensor>], fed: &[Option<&Tensor>]) -> Result<()> {
+    fn execute(
+        &self,
+        slots: &mut [Storage],
+        owned: &mut [Option<Tensor>],
+        fed: &[Option<&Tensor>],
+    ) -> Result<()> {
         let g = &self.graph;
         for (step, &n) in self.plan.order.iter().enumerate() {
             let node = &g.nodes[n];
@@ -77,10 +92,20 @@ impl CpuPlan {
                     .inputs
                     .iter()
                     .map(|i| {
-                        i.and_then(|v| fed[v].or(owned[v].as_ref()).or(g.values[v].constant.as_deref()))
+                        i.and_then(|v| {
+                            fed[v]
+                                .or(owned[v].as_ref())
+                                .or(g.values[v].constant.as_deref())
+                        })
                     })
                     .collect();
-                eval_op(&node.op, &inputs, node.outputs.len(), &mut Out::reusing(storages)).map_err(|e| node.error(e))?
+                eval_op(
+                    &node.op,
+                    &inputs,
+                    node.outputs.len(),
+                    &mut Out::reusing(storages),
+                )
+                .map_err(|e| node.error(e))?
             };
             for (&o, t) in node.outputs.iter().zip(outs) {
                 owned[o] = Some(t);
@@ -96,10 +121,14 @@ impl CpuPlan {
 
     fn take_slots(&self) -> Vec<Storage> {
         let mut sets = self.slot_sets.lock().unwrap_or_else(|e| e.into_inner());
-        sets.pop().unwrap_or_else(|| vec![Storage::default(); self.plan.num_slots])
+        sets.pop()
+            .unwrap_or_else(|| vec![Storage::default(); self.plan.num_slots])
     }
 
     fn return_slots(&self, slots: Vec<Storage>) {
-        self.slot_sets.lock().unwrap_or_else(|e| e.into_inner()).push(slots);
+        self.slot_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slots);
     }
 }

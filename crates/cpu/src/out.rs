@@ -9,7 +9,9 @@ pub struct Out {
 impl Out {
     /// Every output freshly allocated.
     pub fn fresh() -> Out {
-        Out { storages: Vec::new() }
+        Out {
+            storages: Vec::new(),
+        }
     }
 
     /// Output `i` is built in `storages[i]` (capacity reused).
@@ -19,7 +21,11 @@ impl Out {
 
     /// The buffer for output `i`; its contents are unspecified and must all be written.
     pub fn tensor(&mut self, i: usize, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
-        let storage = self.storages.get_mut(i).map(std::mem::take).unwrap_or_default();
+        let storage = self
+            .storages
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default();
         Tensor::in_storage(dtype, shape, storage)
     }
 
@@ -27,7 +33,11 @@ impl Out {
     pub fn copy_of(&mut self, i: usize, src: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
         let mut t = self.tensor(i, src.dtype(), shape)?;
         if t.as_bytes().len() != src.as_bytes().len() {
-            return metal_mps_ir::invalid!("cannot view {:?} as {:?}: element counts differ", src.shape(), t.shape());
+            return metal_mps_ir::invalid!(
+                "cannot view {:?} as {:?}: element counts differ",
+                src.shape(),
+                t.shape()
+            );
         }
         t.as_bytes_mut().copy_from_slice(src.as_bytes());
         Ok(t)

@@ -5,7 +5,9 @@
 //! written out again from the ONNX specification.
 
 use metal_mps_cpu::{eval_op, Out};
-use metal_mps_ir::{AutoPad, BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, Storage, Tensor, Window};
+use metal_mps_ir::{
+    AutoPad, BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, Storage, Tensor, Window,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, RngSeed};
 
@@ -77,7 +79,11 @@ fn dirty_out(bytes: usize) -> Out {
     Out::reusing(vec![s])
 }
 
-fn run1(op: &Op, inputs: &[Option<&Tensor>], out_bytes_hint: usize) -> metal_mps_ir::Result<Tensor> {
+fn run1(
+    op: &Op,
+    inputs: &[Option<&Tensor>],
+    out_bytes_hint: usize,
+) -> metal_mps_ir::Result<Tensor> {
     let mut out = dirty_out(out_bytes_hint);
     let mut outs = eval_op(op, inputs, 1, &mut out)?;
     assert_eq!(outs.len(), 1, "{op:?} returned {} outputs", outs.len());
@@ -94,10 +100,23 @@ fn close(got: f64, want: f64, rtol: f64, atol: f64) -> bool {
     (got - want).abs() <= atol + rtol * want.abs()
 }
 
-fn assert_all_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) -> Result<(), TestCaseError> {
+fn assert_all_close(
+    what: &str,
+    got: &[f64],
+    want: &[f64],
+    rtol: f64,
+    atol: f64,
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len(), "{}: element count", what);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        prop_assert!(close(g, w, rtol, atol), "{}: element {} is {} but the reference says {}", what, i, g, w);
+        prop_assert!(
+            close(g, w, rtol, atol),
+            "{}: element {} is {} but the reference says {}",
+            what,
+            i,
+            g,
+            w
+        );
     }
     Ok(())
 }
@@ -130,10 +149,19 @@ fn ref_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 fn broadcast_index(s: &[usize], idx: &[usize]) -> usize {
     let off = idx.len() - s.len();
     let st = row_strides(s);
-    (0..s.len()).map(|d| if s[d] == 1 { 0 } else { idx[off + d] * st[d] }).sum()
+    (0..s.len())
+        .map(|d| if s[d] == 1 { 0 } else { idx[off + d] * st[d] })
+        .sum()
 }
 
-fn ref_binary(op: BinaryOp, a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], int: bool) -> (Vec<usize>, Vec<f64>) {
+fn ref_binary(
+    op: BinaryOp,
+    a: &[f64],
+    sa: &[usize],
+    b: &[f64],
+    sb: &[usize],
+    int: bool,
+) -> (Vec<usize>, Vec<f64>) {
     let shape = ref_broadcast(sa, sb).expect("compatible");
     let mut out = Vec::with_capacity(numel(&shape));
     let mut idx = vec![0usize; shape.len()];
@@ -172,20 +200,43 @@ struct BinaryCase {
 }
 
 fn binary_case() -> impl Strategy<Value = BinaryCase> {
-    let op = prop_oneof![Just(BinaryOp::Add), Just(BinaryOp::Sub), Just(BinaryOp::Mul), Just(BinaryOp::Div)];
+    let op = prop_oneof![
+        Just(BinaryOp::Add),
+        Just(BinaryOp::Sub),
+        Just(BinaryOp::Mul),
+        Just(BinaryOp::Div)
+    ];
     let dtype = prop_oneof![Just(DType::F32), Just(DType::I32), Just(DType::I64)];
     // A full output shape, then per operand: how many leading dims to drop and
     // which dims to replace by 1.
     let shape = prop::collection::vec(1usize..=4, 0..=4);
-    (op, dtype, shape, 0usize..=4, 0usize..=4, any::<u8>(), any::<u8>(), any::<u64>()).prop_map(
-        |(op, dtype, full, drop_a, drop_b, ones_a, ones_b, seed)| {
+    (
+        op,
+        dtype,
+        shape,
+        0usize..=4,
+        0usize..=4,
+        any::<u8>(),
+        any::<u8>(),
+        any::<u64>(),
+    )
+        .prop_map(|(op, dtype, full, drop_a, drop_b, ones_a, ones_b, seed)| {
             let derive = |drop: usize, ones: u8| -> Vec<usize> {
                 let drop = drop.min(full.len());
-                full[drop..].iter().enumerate().map(|(i, &d)| if ones & (1 << i) != 0 { 1 } else { d }).collect()
+                full[drop..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if ones & (1 << i) != 0 { 1 } else { d })
+                    .collect()
             };
-            BinaryCase { op, dtype, a: derive(drop_a, ones_a), b: derive(drop_b, ones_b), seed }
-        },
-    )
+            BinaryCase {
+                op,
+                dtype,
+                a: derive(drop_a, ones_a),
+                b: derive(drop_b, ones_b),
+                seed,
+            }
+        })
 }
 
 fn make_operand(dtype: DType, shape: &[usize], rng: &mut Rng, divisor: bool) -> (Tensor, Vec<f64>) {
@@ -246,11 +297,28 @@ fn check_binary(case: &BinaryCase) -> Result<(), TestCaseError> {
     let bytes = numel(&shape) * case.dtype.size();
     let y = run1(&Op::Binary(case.op), &[Some(&a), Some(&b)], bytes).unwrap();
     prop_assert_eq!(y.dtype(), case.dtype);
-    prop_assert_eq!(y.shape(), &shape[..], "{:?} {:?} {:?}", case.op, case.a, case.b);
+    prop_assert_eq!(
+        y.shape(),
+        &shape[..],
+        "{:?} {:?} {:?}",
+        case.op,
+        case.a,
+        case.b
+    );
     // +, -, ×, ÷ of f32 operands computed in f64 and rounded to f32 are the
     // correctly rounded f32 results, so equality is exact; integers are exact too.
-    let want: Vec<f64> = if int { want } else { want.iter().map(|&v| v as f32 as f64).collect() };
-    assert_all_close(&format!("{:?} {} {:?} {:?}", case.op, case.dtype, case.a, case.b), &y.to_f64_vec(), &want, 0.0, 0.0)?;
+    let want: Vec<f64> = if int {
+        want
+    } else {
+        want.iter().map(|&v| v as f32 as f64).collect()
+    };
+    assert_all_close(
+        &format!("{:?} {} {:?} {:?}", case.op, case.dtype, case.a, case.b),
+        &y.to_f64_vec(),
+        &want,
+        0.0,
+        0.0,
+    )?;
     Ok(())
 }
 
@@ -319,34 +387,55 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
         (1usize..=2, 1usize..=3, 1usize..=2, 1usize..=2),
         (1usize..=9, 1usize..=9),
-        ([1usize..=3, 1usize..=3], [1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
+        (
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+            [1usize..=2, 1usize..=2],
+        ),
         [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
         auto_pad(),
         (any::<bool>(), any::<bool>(), any::<u64>()),
     )
-        .prop_map(|((n, groups, cg, mg), (h, w), (kernel, strides, dilations), pads, auto_pad, (bias, explicit_kernel, seed))| {
-            ConvCase {
-                n,
-                groups,
-                c_per_group: cg,
-                m_per_group: mg,
-                h,
-                w,
-                kernel,
-                strides,
-                dilations,
+        .prop_map(
+            |(
+                (n, groups, cg, mg),
+                (h, w),
+                (kernel, strides, dilations),
                 pads,
                 auto_pad,
-                bias,
-                explicit_kernel,
-                seed,
-            }
-        })
+                (bias, explicit_kernel, seed),
+            )| {
+                ConvCase {
+                    n,
+                    groups,
+                    c_per_group: cg,
+                    m_per_group: mg,
+                    h,
+                    w,
+                    kernel,
+                    strides,
+                    dilations,
+                    pads,
+                    auto_pad,
+                    bias,
+                    explicit_kernel,
+                    seed,
+                }
+            },
+        )
 }
 
 /// Output size and begin pad of one spatial axis by ONNX's rules (floor mode);
 /// `None` when the kernel does not fit the padded input.
-fn ref_conv_axis(input: usize, kernel: usize, stride: usize, dilation: usize, begin: usize, end: usize, auto: AutoPad) -> Option<(usize, usize)> {
+fn ref_conv_axis(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    begin: usize,
+    end: usize,
+    auto: AutoPad,
+) -> Option<(usize, usize)> {
     let extent = dilation * (kernel - 1) + 1;
     match auto {
         AutoPad::NotSet => {
@@ -359,17 +448,42 @@ fn ref_conv_axis(input: usize, kernel: usize, stride: usize, dilation: usize, be
             let needed = (out - 1) * stride + extent;
             let total = needed.saturating_sub(input);
             // SAME_UPPER puts the odd pad at the end, SAME_LOWER at the beginning.
-            let begin = if auto == AutoPad::SameUpper { total / 2 } else { total.div_ceil(2) };
+            let begin = if auto == AutoPad::SameUpper {
+                total / 2
+            } else {
+                total.div_ceil(2)
+            };
             Some((out, begin))
         }
     }
 }
 
 /// Direct convolution, f64 accumulation. Returns the output shape and values.
-fn ref_conv(c: &ConvCase, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Option<(Vec<usize>, Vec<f64>)> {
+fn ref_conv(
+    c: &ConvCase,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Option<(Vec<usize>, Vec<f64>)> {
     let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
-    let (oh, pt) = ref_conv_axis(c.h, c.kernel[0], c.strides[0], c.dilations[0], c.pads[0], c.pads[2], c.auto_pad)?;
-    let (ow, pl) = ref_conv_axis(c.w, c.kernel[1], c.strides[1], c.dilations[1], c.pads[1], c.pads[3], c.auto_pad)?;
+    let (oh, pt) = ref_conv_axis(
+        c.h,
+        c.kernel[0],
+        c.strides[0],
+        c.dilations[0],
+        c.pads[0],
+        c.pads[2],
+        c.auto_pad,
+    )?;
+    let (ow, pl) = ref_conv_axis(
+        c.w,
+        c.kernel[1],
+        c.strides[1],
+        c.dilations[1],
+        c.pads[1],
+        c.pads[3],
+        c.auto_pad,
+    )?;
     let [kh, kw] = c.kernel;
     let mut y = vec![0f64; c.n * m * oh * ow];
     for n in 0..c.n {
@@ -382,12 +496,15 @@ fn ref_conv(c: &ConvCase, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Option<
                         let ic = g * c.c_per_group + icg;
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * c.strides[0] + ky * c.dilations[0]) as i64 - pt as i64;
-                                let ix = (ox * c.strides[1] + kx * c.dilations[1]) as i64 - pl as i64;
+                                let iy =
+                                    (oy * c.strides[0] + ky * c.dilations[0]) as i64 - pt as i64;
+                                let ix =
+                                    (ox * c.strides[1] + kx * c.dilations[1]) as i64 - pl as i64;
                                 if iy < 0 || ix < 0 || iy >= c.h as i64 || ix >= c.w as i64 {
                                     continue;
                                 }
-                                let xv = x[((n * cin + ic) * c.h + iy as usize) * c.w + ix as usize] as f64;
+                                let xv = x[((n * cin + ic) * c.h + iy as usize) * c.w + ix as usize]
+                                    as f64;
                                 let wv = w[((oc * c.c_per_group + icg) * kh + ky) * kw + kx] as f64;
                                 acc += xv * wv;
                             }
@@ -414,10 +531,18 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
     let op = Op::Conv(ConvAttrs {
         window: Window {
-            kernel: if c.explicit_kernel { c.kernel.to_vec() } else { vec![] },
+            kernel: if c.explicit_kernel {
+                c.kernel.to_vec()
+            } else {
+                vec![]
+            },
             strides: c.strides.to_vec(),
             dilations: c.dilations.to_vec(),
-            pads: if c.auto_pad == AutoPad::NotSet { c.pads.to_vec() } else { vec![] },
+            pads: if c.auto_pad == AutoPad::NotSet {
+                c.pads.to_vec()
+            } else {
+                vec![]
+            },
             auto_pad: c.auto_pad,
             ceil_mode: false,
         },
@@ -429,7 +554,11 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     let bytes = want.as_ref().map_or(64, |(shape, _)| 4 * numel(shape));
     let got = run1(&op, &inputs, bytes);
     match want {
-        None => prop_assert!(got.is_err(), "kernel larger than the padded input must fail: {:?}", c),
+        None => prop_assert!(
+            got.is_err(),
+            "kernel larger than the padded input must fail: {:?}",
+            c
+        ),
         Some((shape, want)) => {
             let y = got.map_err(|e| TestCaseError::fail(format!("{c:?}: {e}")))?;
             prop_assert_eq!(y.shape(), &shape[..], "{:?}", c);
@@ -472,33 +601,70 @@ fn pool_case() -> impl Strategy<Value = PoolCase> {
     (
         prop_oneof![Just(PoolKind::Max), Just(PoolKind::Average)],
         (1usize..=2, 1usize..=3, 1usize..=9, 1usize..=9),
-        ([1usize..=3, 1usize..=3], [1usize..=3, 1usize..=3], [1usize..=2, 1usize..=2]),
+        (
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+            [1usize..=2, 1usize..=2],
+        ),
         [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
         (any::<bool>(), any::<bool>(), any::<u64>()),
     )
-        .prop_map(|(kind, (n, c, h, w), (kernel, strides, mut dilations), mut pads, (ceil_mode, count_include_pad, seed))| {
-            if kind == PoolKind::Average {
-                dilations = [1, 1];
-            }
-            // ONNX requires each pad to be smaller than the (dilated) kernel extent.
-            for (i, p) in pads.iter_mut().enumerate() {
-                let extent = dilations[i % 2] * (kernel[i % 2] - 1) + 1;
-                *p = (*p).min(extent - 1);
-            }
-            PoolCase { kind, n, c, h, w, kernel, strides, dilations, pads, ceil_mode, count_include_pad, seed }
-        })
+        .prop_map(
+            |(
+                kind,
+                (n, c, h, w),
+                (kernel, strides, mut dilations),
+                mut pads,
+                (ceil_mode, count_include_pad, seed),
+            )| {
+                if kind == PoolKind::Average {
+                    dilations = [1, 1];
+                }
+                // ONNX requires each pad to be smaller than the (dilated) kernel extent.
+                for (i, p) in pads.iter_mut().enumerate() {
+                    let extent = dilations[i % 2] * (kernel[i % 2] - 1) + 1;
+                    *p = (*p).min(extent - 1);
+                }
+                PoolCase {
+                    kind,
+                    n,
+                    c,
+                    h,
+                    w,
+                    kernel,
+                    strides,
+                    dilations,
+                    pads,
+                    ceil_mode,
+                    count_include_pad,
+                    seed,
+                }
+            },
+        )
 }
 
 /// Output size of one axis by ONNX's pooling rules; `None` when the window
 /// does not fit the padded input.
-fn ref_pool_axis(input: usize, kernel: usize, stride: usize, dilation: usize, begin: usize, end: usize, ceil_mode: bool) -> Option<usize> {
+fn ref_pool_axis(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    begin: usize,
+    end: usize,
+    ceil_mode: bool,
+) -> Option<usize> {
     let extent = dilation * (kernel - 1) + 1;
     let padded = input + begin + end;
     if padded < extent {
         return None;
     }
     let span = (padded - extent) as f64 / stride as f64;
-    let mut out = if ceil_mode { span.ceil() as usize + 1 } else { span.floor() as usize + 1 };
+    let mut out = if ceil_mode {
+        span.ceil() as usize + 1
+    } else {
+        span.floor() as usize + 1
+    };
     // With ceil_mode, a window must start inside the input or its left padding.
     if ceil_mode && (out - 1) * stride >= input + begin {
         out -= 1;
@@ -507,9 +673,30 @@ fn ref_pool_axis(input: usize, kernel: usize, stride: usize, dilation: usize, be
 }
 
 fn ref_pool(p: &PoolCase, x: &[f32]) -> Option<(Vec<usize>, Vec<f64>)> {
-    let oh = ref_pool_axis(p.h, p.kernel[0], p.strides[0], p.dilations[0], p.pads[0], p.pads[2], p.ceil_mode)?;
-    let ow = ref_pool_axis(p.w, p.kernel[1], p.strides[1], p.dilations[1], p.pads[1], p.pads[3], p.ceil_mode)?;
-    let (pt, pl, pb, pr) = (p.pads[0] as i64, p.pads[1] as i64, p.pads[2] as i64, p.pads[3] as i64);
+    let oh = ref_pool_axis(
+        p.h,
+        p.kernel[0],
+        p.strides[0],
+        p.dilations[0],
+        p.pads[0],
+        p.pads[2],
+        p.ceil_mode,
+    )?;
+    let ow = ref_pool_axis(
+        p.w,
+        p.kernel[1],
+        p.strides[1],
+        p.dilations[1],
+        p.pads[1],
+        p.pads[3],
+        p.ceil_mode,
+    )?;
+    let (pt, pl, pb, pr) = (
+        p.pads[0] as i64,
+        p.pads[1] as i64,
+        p.pads[2] as i64,
+        p.pads[3] as i64,
+    );
     let (h, w) = (p.h as i64, p.w as i64);
     let mut y = Vec::with_capacity(p.n * p.c * oh * ow);
     for plane in 0..p.n * p.c {
@@ -537,7 +724,9 @@ fn ref_pool(p: &PoolCase, x: &[f32]) -> Option<(Vec<usize>, Vec<f64>)> {
                 }
                 y.push(match p.kind {
                     PoolKind::Max => max,
-                    PoolKind::Average => sum / if p.count_include_pad { in_padded } else { real } as f64,
+                    PoolKind::Average => {
+                        sum / if p.count_include_pad { in_padded } else { real } as f64
+                    }
                 });
             }
         }
@@ -566,7 +755,11 @@ fn check_pool(p: &PoolCase) -> Result<(), TestCaseError> {
     let bytes = want.as_ref().map_or(64, |(shape, _)| 4 * numel(shape));
     let got = run1(&op, &[Some(&x)], bytes);
     match want {
-        None => prop_assert!(got.is_err(), "window larger than the padded input must fail: {:?}", p),
+        None => prop_assert!(
+            got.is_err(),
+            "window larger than the padded input must fail: {:?}",
+            p
+        ),
         Some((shape, want)) => {
             let y = got.map_err(|e| TestCaseError::fail(format!("{p:?}: {e}")))?;
             prop_assert_eq!(y.shape(), &shape[..], "{:?}", p);
@@ -607,7 +800,9 @@ fn ceil_mode_drops_window_starting_in_right_padding() {
         },
         count_include_pad: false,
     });
-    let y = eval_op(&op, &[Some(&x)], 1, &mut Out::fresh()).unwrap().remove(0);
+    let y = eval_op(&op, &[Some(&x)], 1, &mut Out::fresh())
+        .unwrap()
+        .remove(0);
     assert_eq!(y.shape(), &[1, 1, 1, 2]);
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 3.0]);
 }
@@ -632,9 +827,14 @@ fn pointwise_conv_with_end_pads() {
         group: 1,
         activation: Default::default(),
     });
-    let y = eval_op(&op, &[Some(&x), Some(&w), Some(&b)], 1, &mut Out::fresh()).unwrap().remove(0);
+    let y = eval_op(&op, &[Some(&x), Some(&w), Some(&b)], 1, &mut Out::fresh())
+        .unwrap()
+        .remove(0);
     assert_eq!(y.shape(), &[1, 1, 3, 3]);
-    assert_eq!(y.to_vec::<f32>().unwrap(), vec![2.5, 4.5, 0.5, 6.5, 8.5, 0.5, 0.5, 0.5, 0.5]);
+    assert_eq!(
+        y.to_vec::<f32>().unwrap(),
+        vec![2.5, 4.5, 0.5, 6.5, 8.5, 0.5, 0.5, 0.5, 0.5]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -653,14 +853,27 @@ fn large_broadcasts_take_the_parallel_path() {
     ] {
         for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
             for dtype in [DType::F32, DType::I64] {
-                check_binary(&BinaryCase { op, dtype, a: a.clone(), b: b.clone(), seed: 7 }).unwrap();
+                check_binary(&BinaryCase {
+                    op,
+                    dtype,
+                    a: a.clone(),
+                    b: b.clone(),
+                    seed: 7,
+                })
+                .unwrap();
             }
         }
     }
 }
 
 /// `[n, groups, channels per group, output channels per group]`, input `[h, w]`, kernel, strides, pads.
-fn big_conv([n, groups, cg, mg]: [usize; 4], hw: [usize; 2], kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4]) -> ConvCase {
+fn big_conv(
+    [n, groups, cg, mg]: [usize; 4],
+    hw: [usize; 2],
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    pads: [usize; 4],
+) -> ConvCase {
     ConvCase {
         n,
         groups,
@@ -720,7 +933,11 @@ fn large_pools_take_the_parallel_path() {
     };
     for kind in [PoolKind::Max, PoolKind::Average] {
         for count_include_pad in [false, true] {
-            let p = PoolCase { kind, count_include_pad, ..base.clone() };
+            let p = PoolCase {
+                kind,
+                count_include_pad,
+                ..base.clone()
+            };
             if let Err(e) = check_pool(&p) {
                 panic!("{p:?}: {e}");
             }

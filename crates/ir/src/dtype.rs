@@ -106,7 +106,9 @@ pub trait Element: bytemuck::Pod + Copy + Send + Sync + PartialOrd + fmt::Debug 
 }
 
 /// Storage of one boolean element: 0 is false, anything else true.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable,
+)]
 #[repr(transparent)]
 pub struct BoolByte(pub u8);
 

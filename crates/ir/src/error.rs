@@ -11,7 +11,12 @@ pub enum Error {
     Unsupported(String),
     /// A node failed to import, infer or run; wraps the cause with the node's identity.
     #[error("node '{node}' ({op}, opset {opset}): {cause}")]
-    Node { node: String, op: String, opset: i64, cause: Box<Error> },
+    Node {
+        node: String,
+        op: String,
+        opset: i64,
+        cause: Box<Error>,
+    },
     /// An input given at run time does not match what the model declares.
     #[error("invalid input: {0}")]
     InvalidInput(String),

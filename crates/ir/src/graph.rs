@@ -20,7 +20,10 @@ pub struct Value {
 
 impl Value {
     pub fn describe(&self) -> String {
-        let dt = self.dtype.map(|d| d.to_string()).unwrap_or_else(|| "?".into());
+        let dt = self
+            .dtype
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "?".into());
         format!("{} {}", dt, display_shape(self.shape.as_deref()))
     }
 }
@@ -62,7 +65,12 @@ pub struct Graph {
 
 impl Graph {
     pub fn add_value(&mut self, name: impl Into<String>) -> ValueId {
-        self.values.push(Value { name: name.into(), dtype: None, shape: None, constant: None });
+        self.values.push(Value {
+            name: name.into(),
+            dtype: None,
+            shape: None,
+            constant: None,
+        });
         self.values.len() - 1
     }
 
@@ -110,7 +118,8 @@ impl Graph {
     /// Drops the nodes whose flag is set, keeping the order of the rest.
     pub fn remove_nodes(&mut self, remove: &[bool]) {
         let mut flags = remove.iter();
-        self.nodes.retain(|_| !flags.next().copied().unwrap_or(false));
+        self.nodes
+            .retain(|_| !flags.next().copied().unwrap_or(false));
     }
 
     /// Number of nodes of each op name, sorted by name.

@@ -33,7 +33,11 @@ pub fn infer_graph(g: &mut Graph) -> Result<()> {
                             value.name
                         )))
                     })?;
-                    Some(Known { dtype, shape: value.shape.as_deref(), constant: value.constant.as_deref() })
+                    Some(Known {
+                        dtype,
+                        shape: value.shape.as_deref(),
+                        constant: value.constant.as_deref(),
+                    })
                 }
             });
         }
@@ -113,7 +117,11 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             vec![(x.dtype, broadcast_known(&all)?)]
         }
         Op::Identity | Op::Cast { .. } => {
-            let dt = if let Op::Cast { to } = node.op { to } else { x.dtype };
+            let dt = if let Op::Cast { to } = node.op {
+                to
+            } else {
+                x.dtype
+            };
             let mut outs = vec![(dt, x.shape.map(<[Dim]>::to_vec))];
             // Dropout's optional mask output.
             for _ in 1..n_out {
@@ -138,7 +146,9 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                     let mut out = vec![xs[0].clone(), ws[0].clone()];
                     for (a, (d, k)) in xs[2..].iter().zip(&ws[2..]).enumerate() {
                         out.push(match (d, k) {
-                            (Dim::Fixed(d), Dim::Fixed(k)) => Dim::Fixed(c.window.output_dim(a, *d, *k)?.0),
+                            (Dim::Fixed(d), Dim::Fixed(k)) => {
+                                Dim::Fixed(c.window.output_dim(a, *d, *k)?.0)
+                            }
                             _ => Dim::Unknown,
                         });
                     }
@@ -161,12 +171,19 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             }
             let shape = x.shape.map(|xs| -> Result<Shape> {
                 if xs.len() < 3 {
-                    return crate::invalid!("pooling needs an input of rank 3 or more, got {}", xs.len());
+                    return crate::invalid!(
+                        "pooling needs an input of rank 3 or more, got {}",
+                        xs.len()
+                    );
                 }
                 let mut out = xs[..2].to_vec();
                 for (a, d) in xs[2..].iter().enumerate() {
                     let k = *p.window.kernel.get(a).ok_or_else(|| {
-                        Error::Invalid(format!("kernel_shape has {} dims, input has {} spatial", p.window.kernel.len(), xs.len() - 2))
+                        Error::Invalid(format!(
+                            "kernel_shape has {} dims, input has {} spatial",
+                            p.window.kernel.len(),
+                            xs.len() - 2
+                        ))
                     })?;
                     out.push(match d {
                         Dim::Fixed(d) => Dim::Fixed(p.window.output_dim(a, *d, k)?.0),
@@ -185,7 +202,10 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
         Op::GlobalPool(_) => {
             float_only(x.dtype, "global pooling")?;
             let shape = x.shape.map(|xs| {
-                xs.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Fixed(1) }).collect()
+                xs.iter()
+                    .enumerate()
+                    .map(|(i, d)| if i < 2 { d.clone() } else { Dim::Fixed(1) })
+                    .collect()
             });
             vec![(x.dtype, shape)]
         }
@@ -216,7 +236,11 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             let s = input(ins, 1)?;
             let shape = match s.constant {
                 Some(t) => reshape_dims(x.shape, &t.to_i64_vec()?, *allowzero)?,
-                None => s.shape.and_then(|ss| ss.first()).and_then(Dim::fixed).map(|r| vec![Dim::Unknown; r]),
+                None => s
+                    .shape
+                    .and_then(|ss| ss.first())
+                    .and_then(Dim::fixed)
+                    .map(|r| vec![Dim::Unknown; r]),
             };
             vec![(x.dtype, shape)]
         }
@@ -240,7 +264,11 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                 for k in &all {
                     let s = k.shape.unwrap_or(&[]);
                     if s.len() != first.len() {
-                        return crate::invalid!("Concat inputs have ranks {} and {}", first.len(), s.len());
+                        return crate::invalid!(
+                            "Concat inputs have ranks {} and {}",
+                            first.len(),
+                            s.len()
+                        );
                     }
                     total = match (total, &s[ax]) {
                         (Some(t), Dim::Fixed(d)) => Some(t + d),
@@ -254,35 +282,59 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             };
             vec![(x.dtype, shape)]
         }
-        Op::Split { axis, sizes, num_outputs } => {
-            let runtime_sizes = ins.get(1).and_then(|k| k.as_ref()).and_then(|k| k.constant).map(|t| t.to_i64_vec()).transpose()?;
+        Op::Split {
+            axis,
+            sizes,
+            num_outputs,
+        } => {
+            let runtime_sizes = ins
+                .get(1)
+                .and_then(|k| k.as_ref())
+                .and_then(|k| k.constant)
+                .map(|t| t.to_i64_vec())
+                .transpose()?;
             let sizes = sizes.clone().or(runtime_sizes);
             let shapes: Vec<Option<Shape>> = match x.shape {
                 Some(xs) => {
                     let ax = normalize_axis(*axis, xs.len())?;
                     match (&xs[ax], sizes) {
-                        (_, Some(sz)) => sz.iter().map(|&s| {
-                            let mut o = xs.to_vec();
-                            o[ax] = Dim::Fixed(s as usize);
-                            Some(o)
-                        }).collect(),
-                        (Dim::Fixed(d), None) => split_even(*d, *num_outputs).into_iter().map(|s| {
-                            let mut o = xs.to_vec();
-                            o[ax] = Dim::Fixed(s);
-                            Some(o)
-                        }).collect(),
+                        (_, Some(sz)) => sz
+                            .iter()
+                            .map(|&s| {
+                                let mut o = xs.to_vec();
+                                o[ax] = Dim::Fixed(s as usize);
+                                Some(o)
+                            })
+                            .collect(),
+                        (Dim::Fixed(d), None) => split_even(*d, *num_outputs)
+                            .into_iter()
+                            .map(|s| {
+                                let mut o = xs.to_vec();
+                                o[ax] = Dim::Fixed(s);
+                                Some(o)
+                            })
+                            .collect(),
                         _ => vec![None; n_out],
                     }
                 }
                 None => vec![None; n_out],
             };
             if shapes.len() != n_out {
-                return crate::invalid!("split gives {} parts but the node has {n_out} outputs", shapes.len());
+                return crate::invalid!(
+                    "split gives {} parts but the node has {n_out} outputs",
+                    shapes.len()
+                );
             }
             shapes.into_iter().map(|s| (x.dtype, s)).collect()
         }
-        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
-            if x.dtype == DType::Bool && matches!(op, crate::ReduceOp::Sum | crate::ReduceOp::Mean) {
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            if x.dtype == DType::Bool && matches!(op, crate::ReduceOp::Sum | crate::ReduceOp::Mean)
+            {
                 return crate::unsupported!("{op:?} reduction on BOOL tensors");
             }
             let runtime_axes = ins.get(1).and_then(|k| k.as_ref());
@@ -292,7 +344,9 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                 (None, None) => Some(vec![]),
             };
             let shape = match (x.shape, axes) {
-                (Some(xs), Some(axes)) => Some(reduce_dims(xs, &axes, *keepdims, *noop_with_empty_axes)?),
+                (Some(xs), Some(axes)) => {
+                    Some(reduce_dims(xs, &axes, *keepdims, *noop_with_empty_axes)?)
+                }
                 _ => None,
             };
             vec![(x.dtype, shape)]
@@ -310,11 +364,19 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             vec![(x.dtype, shape.transpose()?)]
         }
         Op::Squeeze { axes } => {
-            let axes = axes.clone().or(ins.get(1).and_then(|k| k.as_ref()).and_then(|k| k.constant).map(|t| t.to_i64_vec()).transpose()?);
+            let axes = axes.clone().or(ins
+                .get(1)
+                .and_then(|k| k.as_ref())
+                .and_then(|k| k.constant)
+                .map(|t| t.to_i64_vec())
+                .transpose()?);
             let has_axes_input = ins.get(1).map(|k| k.is_some()).unwrap_or(false);
             let shape = match (x.shape, axes) {
                 (Some(xs), Some(axes)) => {
-                    let axes = axes.iter().map(|&a| normalize_axis(a, xs.len())).collect::<Result<Vec<_>>>()?;
+                    let axes = axes
+                        .iter()
+                        .map(|&a| normalize_axis(a, xs.len()))
+                        .collect::<Result<Vec<_>>>()?;
                     for &a in &axes {
                         if let Dim::Fixed(d) = xs[a] {
                             if d != 1 {
@@ -322,11 +384,22 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                             }
                         }
                     }
-                    Some(xs.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect())
+                    Some(
+                        xs.iter()
+                            .enumerate()
+                            .filter(|(i, _)| !axes.contains(i))
+                            .map(|(_, d)| d.clone())
+                            .collect(),
+                    )
                 }
                 (Some(xs), None) if !has_axes_input => {
                     if xs.iter().all(|d| d.fixed().is_some()) {
-                        Some(xs.iter().filter(|d| **d != Dim::Fixed(1)).cloned().collect())
+                        Some(
+                            xs.iter()
+                                .filter(|d| **d != Dim::Fixed(1))
+                                .cloned()
+                                .collect(),
+                        )
                     } else {
                         None
                     }
@@ -336,7 +409,12 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             vec![(x.dtype, shape)]
         }
         Op::Unsqueeze { axes } => {
-            let axes = axes.clone().or(ins.get(1).and_then(|k| k.as_ref()).and_then(|k| k.constant).map(|t| t.to_i64_vec()).transpose()?);
+            let axes = axes.clone().or(ins
+                .get(1)
+                .and_then(|k| k.as_ref())
+                .and_then(|k| k.constant)
+                .map(|t| t.to_i64_vec())
+                .transpose()?);
             let shape = match (x.shape, axes) {
                 (Some(xs), Some(axes)) => Some(unsqueeze_dims(xs, &axes)?),
                 _ => None,
@@ -375,7 +453,11 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                         .map(|(i, d)| match d {
                             Dim::Fixed(d) => {
                                 let v = *d as i64 + pads[i] + pads[i + xs.len()];
-                                if v < 0 { Dim::Unknown } else { Dim::Fixed(v as usize) }
+                                if v < 0 {
+                                    Dim::Unknown
+                                } else {
+                                    Dim::Fixed(v as usize)
+                                }
                             }
                             _ => Dim::Unknown,
                         })
@@ -391,16 +473,23 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
 /// Pads known before running (attribute, or constant input with optional axes),
 /// expanded to `2 * rank`.
 fn node_pads(node: &Node, ins: &[Option<Known>]) -> Result<Option<Vec<i64>>> {
-    let Op::Pad { pads, .. } = &node.op else { return Ok(None) };
+    let Op::Pad { pads, .. } = &node.op else {
+        return Ok(None);
+    };
     if let Some(p) = pads {
         return Ok(Some(p.clone()));
     }
-    let Some(p) = ins.get(1).and_then(|k| k.as_ref()).and_then(|k| k.constant) else { return Ok(None) };
+    let Some(p) = ins.get(1).and_then(|k| k.as_ref()).and_then(|k| k.constant) else {
+        return Ok(None);
+    };
     let p = p.to_i64_vec()?;
     match ins.get(3).and_then(|k| k.as_ref()) {
         None => Ok(Some(p)),
         Some(axes) => {
-            let (Some(a), Some(rank)) = (axes.constant, ins[0].as_ref().and_then(|k| k.shape).map(|s| s.len())) else {
+            let (Some(a), Some(rank)) = (
+                axes.constant,
+                ins[0].as_ref().and_then(|k| k.shape).map(|s| s.len()),
+            ) else {
                 return Ok(None);
             };
             Ok(Some(expand_pads(&p, &a.to_i64_vec()?, rank)?))
@@ -456,7 +545,9 @@ pub fn split_even(total: usize, parts: usize) -> Vec<usize> {
         return vec![];
     }
     let chunk = total.div_ceil(parts);
-    (0..parts).map(|i| chunk.min(total.saturating_sub(i * chunk))).collect()
+    (0..parts)
+        .map(|i| chunk.min(total.saturating_sub(i * chunk)))
+        .collect()
 }
 
 /// The `[start, end)` range of Shape-15's slice.
@@ -475,19 +566,33 @@ pub fn resolve_perm(perm: &[usize], rank: usize) -> Result<Vec<usize>> {
         return Ok((0..rank).rev().collect());
     }
     let mut seen = vec![false; rank];
-    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != rank
+        || perm
+            .iter()
+            .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
         return crate::invalid!("perm {perm:?} is not a permutation of {rank} axes");
     }
     Ok(perm.to_vec())
 }
 
 fn matmul_shape(a: Option<&[Dim]>, b: Option<&[Dim]>) -> Result<Option<Shape>> {
-    let (Some(a), Some(b)) = (a, b) else { return Ok(None) };
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(None);
+    };
     if a.is_empty() || b.is_empty() {
         return crate::invalid!("MatMul inputs must have rank 1 or more");
     }
-    let a2: Shape = if a.len() == 1 { vec![Dim::Fixed(1), a[0].clone()] } else { a.to_vec() };
-    let b2: Shape = if b.len() == 1 { vec![b[0].clone(), Dim::Fixed(1)] } else { b.to_vec() };
+    let a2: Shape = if a.len() == 1 {
+        vec![Dim::Fixed(1), a[0].clone()]
+    } else {
+        a.to_vec()
+    };
+    let b2: Shape = if b.len() == 1 {
+        vec![b[0].clone(), Dim::Fixed(1)]
+    } else {
+        b.to_vec()
+    };
     let (ka, kb) = (&a2[a2.len() - 1], &b2[b2.len() - 2]);
     if let (Dim::Fixed(x), Dim::Fixed(y)) = (ka, kb) {
         if x != y {
@@ -524,8 +629,15 @@ fn reshape_dims(input: Option<&[Dim]>, target: &[i64], allowzero: bool) -> Resul
         });
     }
     if let Some(pos) = target.iter().position(|&d| d == -1) {
-        let total = input.and_then(crate::fixed_shape).map(|s| s.iter().product::<usize>());
-        let known: Option<usize> = out.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, d)| d.fixed()).product();
+        let total = input
+            .and_then(crate::fixed_shape)
+            .map(|s| s.iter().product::<usize>());
+        let known: Option<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pos)
+            .map(|(_, d)| d.fixed())
+            .product();
         if let (Some(t), Some(k)) = (total, known) {
             if k == 0 || t % k != 0 {
                 return crate::invalid!("cannot reshape {t} elements into {target:?}");
@@ -543,7 +655,9 @@ fn reduce_dims(xs: &[Dim], axes: &[i64], keepdims: bool, noop: bool) -> Result<S
     let axes: Vec<usize> = if axes.is_empty() {
         (0..xs.len()).collect()
     } else {
-        axes.iter().map(|&a| normalize_axis(a, xs.len())).collect::<Result<_>>()?
+        axes.iter()
+            .map(|&a| normalize_axis(a, xs.len()))
+            .collect::<Result<_>>()?
     };
     Ok(xs
         .iter()
@@ -558,14 +672,21 @@ fn reduce_dims(xs: &[Dim], axes: &[i64], keepdims: bool, noop: bool) -> Result<S
 
 fn unsqueeze_dims(xs: &[Dim], axes: &[i64]) -> Result<Shape> {
     let rank = xs.len() + axes.len();
-    let axes: Vec<usize> = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<_>>()?;
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalize_axis(a, rank))
+        .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(rank);
     let mut it = xs.iter();
     for i in 0..rank {
         if axes.contains(&i) {
             out.push(Dim::Fixed(1));
         } else {
-            out.push(it.next().cloned().ok_or_else(|| Error::Invalid(format!("Unsqueeze axes {axes:?} repeat")))?);
+            out.push(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| Error::Invalid(format!("Unsqueeze axes {axes:?} repeat")))?,
+            );
         }
     }
     Ok(out)

@@ -24,17 +24,28 @@ pub enum UnaryOp {
     Log,
     Neg,
     Abs,
-    LeakyRelu { alpha: f32 },
-    HardSigmoid { alpha: f32, beta: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     /// Clip with constant bounds (Clip with runtime bounds stays [`Op::Clip`]).
-    Clamp { min: f32, max: f32 },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl UnaryOp {
     /// Only these are allowed on integer tensors.
     pub fn supports_integers(&self) -> bool {
-        matches!(self, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Clamp { .. })
+        matches!(
+            self,
+            UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Clamp { .. }
+        )
     }
 
     /// The scalar function, in f32 (the CPU and GPU engines share its meaning).
@@ -104,7 +115,12 @@ pub struct Window {
 
 impl Window {
     /// Output size and begin/end pads of one spatial dim.
-    pub fn output_dim(&self, axis: usize, input: usize, kernel: usize) -> crate::Result<(usize, usize, usize)> {
+    pub fn output_dim(
+        &self,
+        axis: usize,
+        input: usize,
+        kernel: usize,
+    ) -> crate::Result<(usize, usize, usize)> {
         let stride = self.strides.get(axis).copied().unwrap_or(1);
         let dilation = self.dilations.get(axis).copied().unwrap_or(1);
         if stride == 0 || dilation == 0 {
@@ -136,7 +152,11 @@ impl Window {
             );
         }
         let span = padded - effective;
-        let mut out = if self.ceil_mode { span.div_ceil(stride) + 1 } else { span / stride + 1 };
+        let mut out = if self.ceil_mode {
+            span.div_ceil(stride) + 1
+        } else {
+            span / stride + 1
+        };
         // With ceil_mode, the last window must start inside the input or left padding.
         if self.ceil_mode && (out - 1) * stride >= input + begin {
             out -= 1;
@@ -227,9 +247,18 @@ pub enum Op {
     Concat { axis: i64 },
     /// Inputs: data, split? (sizes). `sizes` from the attribute; otherwise `num_outputs`
     /// equal parts (the last smaller) unless the split input is given.
-    Split { axis: i64, sizes: Option<Vec<i64>>, num_outputs: usize },
+    Split {
+        axis: i64,
+        sizes: Option<Vec<i64>>,
+        num_outputs: usize,
+    },
     /// Inputs: data, axes? (runtime axes, opset 13/18 forms).
-    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    Reduce {
+        op: ReduceOp,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     /// Inputs: x.
     Flatten { axis: i64 },
     /// Inputs: data, axes?.

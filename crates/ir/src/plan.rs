@@ -92,7 +92,13 @@ impl Plan {
                 }
             }
         }
-        Plan { order, home, num_slots, release_after, slot_bytes }
+        Plan {
+            order,
+            home,
+            num_slots,
+            release_after,
+            slot_bytes,
+        }
     }
 
     /// Bytes of all slots when every intermediate shape is static.

@@ -48,7 +48,13 @@ pub fn from_fixed(shape: &[usize]) -> Shape {
 pub fn display_shape(shape: Option<&[Dim]>) -> String {
     match shape {
         None => "[?..]".to_string(),
-        Some(s) => format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        Some(s) => format!(
+            "[{}]",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -57,8 +63,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -76,8 +90,16 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Option<Shape> {
     let one = Dim::Fixed(1);
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {
-        let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
-        let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+        let da = if i + a.len() >= rank {
+            &a[i + a.len() - rank]
+        } else {
+            &one
+        };
+        let db = if i + b.len() >= rank {
+            &b[i + b.len() - rank]
+        } else {
+            &one
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x.clone(),
             (Dim::Fixed(1), y) => y.clone(),
@@ -105,5 +127,9 @@ pub fn normalize_axis(axis: i64, rank: usize) -> crate::Result<usize> {
     if axis < -r || axis >= r {
         return crate::invalid!("axis {axis} is out of range for rank {rank}");
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }

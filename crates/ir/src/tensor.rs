@@ -30,7 +30,9 @@ impl Storage {
         if self.words.capacity() == 0 && words > 0 {
             // Probe that the allocation can be made, then take zeroed pages
             // from the allocator (no memset of a large fresh buffer).
-            Vec::<u64>::new().try_reserve_exact(words).map_err(|_| Error::OutOfMemory { bytes: len })?;
+            Vec::<u64>::new()
+                .try_reserve_exact(words)
+                .map_err(|_| Error::OutOfMemory { bytes: len })?;
             self.words = vec![0; words];
         } else if words > self.words.len() {
             self.words
@@ -70,7 +72,11 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::TooLarge(format!("shape {shape:?} has more elements than fit in memory")))
+        .ok_or_else(|| {
+            Error::TooLarge(format!(
+                "shape {shape:?} has more elements than fit in memory"
+            ))
+        })
 }
 
 /// Bytes needed for a tensor of this dtype and shape, or an error when they overflow.
@@ -84,14 +90,22 @@ impl Tensor {
     /// A zero-filled tensor.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let bytes = checked_bytes(dtype, &shape)?;
-        Ok(Tensor { dtype, shape, storage: Storage::zeroed(bytes)? })
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage: Storage::zeroed(bytes)?,
+        })
     }
 
     /// A tensor built in `storage`, whose capacity is reused. Its contents are
     /// unspecified: the caller writes every element.
     pub fn in_storage(dtype: DType, shape: Vec<usize>, mut storage: Storage) -> Result<Tensor> {
         storage.reset(checked_bytes(dtype, &shape)?)?;
-        Ok(Tensor { dtype, shape, storage })
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage,
+        })
     }
 
     /// A tensor holding `data` in row-major order.
@@ -122,7 +136,11 @@ impl Tensor {
         }
         let mut storage = Storage::zeroed(need)?;
         storage.as_bytes_mut().copy_from_slice(bytes);
-        Ok(Tensor { dtype, shape, storage })
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage,
+        })
     }
 
     /// A rank-0 tensor.
@@ -202,21 +220,30 @@ impl Tensor {
             DType::I16 => Ok(self.as_slice::<i16>()?.iter().map(|&v| v as i64).collect()),
             DType::I8 => Ok(self.as_slice::<i8>()?.iter().map(|&v| v as i64).collect()),
             DType::U8 => Ok(self.as_slice::<u8>()?.iter().map(|&v| v as i64).collect()),
-            other => Err(Error::Invalid(format!("expected an integer tensor, got {other}"))),
+            other => Err(Error::Invalid(format!(
+                "expected an integer tensor, got {other}"
+            ))),
         }
     }
 
     /// The values as f64, when the tensor holds one element (scalars like Clip's bounds).
     pub fn scalar_f64(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::Invalid(format!("expected one element, got shape {:?}", self.shape)));
+            return Err(Error::Invalid(format!(
+                "expected one element, got shape {:?}",
+                self.shape
+            )));
         }
         Ok(self.to_f64_vec()[0])
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {
         if T::DTYPE != self.dtype {
-            return Err(Error::Invalid(format!("tensor holds {}, not {}", self.dtype, T::DTYPE)));
+            return Err(Error::Invalid(format!(
+                "tensor holds {}, not {}",
+                self.dtype,
+                T::DTYPE
+            )));
         }
         Ok(())
     }

@@ -57,7 +57,10 @@ fn lifetimes(g: &Graph, plan: &Plan) -> Vec<Option<(usize, usize)>> {
     for (step, &n) in plan.order.iter().enumerate() {
         for &i in g.nodes[n].inputs.iter().flatten() {
             if let Some((def, last)) = &mut life[i] {
-                assert!(*def < step, "value {i} is read at step {step} before it is written at step {def}");
+                assert!(
+                    *def < step,
+                    "value {i} is read at step {step} before it is written at step {def}"
+                );
                 *last = (*last).max(step);
             }
         }
@@ -77,7 +80,11 @@ fn check_plan(g: &Graph, plan: &Plan) {
     assert_eq!(plan.release_after.len(), plan.order.len());
     let mut sorted = plan.order.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (0..g.nodes.len()).collect::<Vec<_>>(), "order is a permutation of the nodes");
+    assert_eq!(
+        sorted,
+        (0..g.nodes.len()).collect::<Vec<_>>(),
+        "order is a permutation of the nodes"
+    );
 
     for &i in &g.inputs {
         assert_eq!(plan.home[i], Home::Input, "input {}", g.values[i].name);
@@ -97,7 +104,11 @@ fn check_plan(g: &Graph, plan: &Plan) {
     let mut slotted: Vec<(ValueId, usize, (usize, usize))> = Vec::new();
     for (v, home) in plan.home.iter().enumerate() {
         if let Home::Slot(s) = *home {
-            assert!(s < plan.num_slots, "slot {s} of value {v} is out of range ({} slots)", plan.num_slots);
+            assert!(
+                s < plan.num_slots,
+                "slot {s} of value {v} is out of range ({} slots)",
+                plan.num_slots
+            );
             let l = life[v].unwrap_or_else(|| panic!("value {v} has a slot but no node writes it"));
             slotted.push((v, s, l));
         }
@@ -106,7 +117,12 @@ fn check_plan(g: &Graph, plan: &Plan) {
     for n in &g.nodes {
         for &o in &n.outputs {
             if !g.outputs.contains(&o) {
-                assert!(matches!(plan.home[o], Home::Slot(_)), "intermediate {} has home {:?}", g.values[o].name, plan.home[o]);
+                assert!(
+                    matches!(plan.home[o], Home::Slot(_)),
+                    "intermediate {} has home {:?}",
+                    g.values[o].name,
+                    plan.home[o]
+                );
             }
         }
     }
@@ -131,19 +147,34 @@ fn check_plan(g: &Graph, plan: &Plan) {
         for &v in vs {
             released[v] += 1;
             let (_, last) = life[v].expect("released values are written");
-            assert_eq!(step, last, "'{}' is released after step {step}, its last use is step {last}", g.values[v].name);
+            assert_eq!(
+                step, last,
+                "'{}' is released after step {step}, its last use is step {last}",
+                g.values[v].name
+            );
         }
     }
     for &(v, _, _) in &slotted {
-        assert_eq!(released[v], 1, "'{}' is released {} times", g.values[v].name, released[v]);
+        assert_eq!(
+            released[v], 1,
+            "'{}' is released {} times",
+            g.values[v].name, released[v]
+        );
     }
     for (v, &count) in released.iter().enumerate() {
         if count > 0 {
-            assert!(matches!(plan.home[v], Home::Slot(_)), "'{}' is released but has no slot", g.values[v].name);
+            assert!(
+                matches!(plan.home[v], Home::Slot(_)),
+                "'{}' is released but has no slot",
+                g.values[v].name
+            );
         }
     }
     if let Some(arena) = plan.arena_bytes() {
-        assert_eq!(arena, plan.slot_bytes.iter().map(|b| b.unwrap()).sum::<usize>());
+        assert_eq!(
+            arena,
+            plan.slot_bytes.iter().map(|b| b.unwrap()).sum::<usize>()
+        );
     }
 }
 
@@ -159,14 +190,26 @@ fn chain_of_ten_relus_needs_at_most_two_slots() {
     type_all(&mut g);
     let plan = Plan::new(&g);
     check_plan(&g, &plan);
-    assert!(plan.num_slots <= 2, "a chain needs 2 slots, the plan has {}", plan.num_slots);
+    assert!(
+        plan.num_slots <= 2,
+        "a chain needs 2 slots, the plan has {}",
+        plan.num_slots
+    );
     // 9 intermediates, the last Relu writes the output.
-    let slots = plan.home.iter().filter(|h| matches!(h, Home::Slot(_))).count();
+    let slots = plan
+        .home
+        .iter()
+        .filter(|h| matches!(h, Home::Slot(_)))
+        .count();
     assert_eq!(slots, 9);
     assert_eq!(plan.home[v], Home::Output);
     assert_eq!(plan.home[x], Home::Input);
     // Static shapes: every slot holds one [2, 3] FLOAT tensor.
-    assert!(plan.slot_bytes.iter().all(|&b| b == Some(24)), "{:?}", plan.slot_bytes);
+    assert!(
+        plan.slot_bytes.iter().all(|&b| b == Some(24)),
+        "{:?}",
+        plan.slot_bytes
+    );
     assert_eq!(plan.arena_bytes(), Some(24 * plan.num_slots));
 }
 
@@ -210,11 +253,23 @@ fn diamond_keeps_a_value_alive_until_its_last_reader() {
     };
     // `a` is read at step 4 (the Add): nothing written in steps 1..=4 may take its slot.
     for v in [b, c, d, e] {
-        assert_ne!(slot(a), slot(v), "'{}' overwrote 'a' before its last reader", g.values[v].name);
+        assert_ne!(
+            slot(a),
+            slot(v),
+            "'{}' overwrote 'a' before its last reader",
+            g.values[v].name
+        );
     }
-    assert!(plan.release_after[4].contains(&a), "'a' is released after the Add: {:?}", plan.release_after);
+    assert!(
+        plan.release_after[4].contains(&a),
+        "'a' is released after the Add: {:?}",
+        plan.release_after
+    );
     for step in 0..4 {
-        assert!(!plan.release_after[step].contains(&a), "'a' released early, after step {step}");
+        assert!(
+            !plan.release_after[step].contains(&a),
+            "'a' released early, after step {step}"
+        );
     }
     // The widest point holds `a` and one chain value, plus the one being written.
     assert!(plan.num_slots <= 3, "{} slots", plan.num_slots);
@@ -235,7 +290,11 @@ fn wide_fan_out_of_one_value() {
     type_all(&mut g);
     let plan = Plan::new(&g);
     check_plan(&g, &plan);
-    let last_reader = plan.order.iter().rposition(|&n| g.nodes[n].inputs.contains(&Some(a))).unwrap();
+    let last_reader = plan
+        .order
+        .iter()
+        .rposition(|&n| g.nodes[n].inputs.contains(&Some(a)))
+        .unwrap();
     assert!(plan.release_after[last_reader].contains(&a));
 }
 
@@ -250,7 +309,16 @@ fn values_never_read_are_released_where_they_are_written() {
     // A two-output node whose second output is never read.
     let s0 = g.add_value("s0");
     let s1 = g.add_value("s1");
-    node(&mut g, Op::Split { axis: 0, sizes: None, num_outputs: 2 }, &[c], &[s0, s1]);
+    node(
+        &mut g,
+        Op::Split {
+            axis: 0,
+            sizes: None,
+            num_outputs: 2,
+        },
+        &[c],
+        &[s0, s1],
+    );
     let out = add(&mut g, s0, s0, "out");
     g.outputs.push(out);
     type_all(&mut g);
@@ -258,21 +326,39 @@ fn values_never_read_are_released_where_they_are_written() {
     check_plan(&g, &plan);
 
     assert!(matches!(plan.home[dead], Home::Slot(_)));
-    assert!(plan.release_after[0].contains(&dead), "{:?}", plan.release_after);
-    assert!(plan.release_after[3].contains(&s1), "{:?}", plan.release_after);
+    assert!(
+        plan.release_after[0].contains(&dead),
+        "{:?}",
+        plan.release_after
+    );
+    assert!(
+        plan.release_after[3].contains(&s1),
+        "{:?}",
+        plan.release_after
+    );
     // The dead value's slot is free again for `b`, so the chain still fits in 2
     // slots; the Split's two outputs are alive with `c` at step 3 (3 slots).
     assert!(plan.num_slots <= 3, "{} slots", plan.num_slots);
-    let Home::Slot(sd) = plan.home[dead] else { unreachable!() };
-    let Home::Slot(sb) = plan.home[b] else { unreachable!() };
-    assert_eq!(sd, sb, "the slot of a dead value is reused by the next step");
+    let Home::Slot(sd) = plan.home[dead] else {
+        unreachable!()
+    };
+    let Home::Slot(sb) = plan.home[b] else {
+        unreachable!()
+    };
+    assert_eq!(
+        sd, sb,
+        "the slot of a dead value is reused by the next step"
+    );
 }
 
 #[test]
 fn inputs_constants_and_outputs_take_no_slots() {
     let mut g = Graph::default();
     let x = input(&mut g, "x");
-    let w = g.add_constant("w", metal_mps_ir::Tensor::from_vec(vec![2, 3], vec![1f32; 6]).unwrap());
+    let w = g.add_constant(
+        "w",
+        metal_mps_ir::Tensor::from_vec(vec![2, 3], vec![1f32; 6]).unwrap(),
+    );
     let y = add(&mut g, x, w, "y");
     g.outputs.push(y);
     // An output that is also read by a later node stays an output.
@@ -324,7 +410,11 @@ fn random_dags_satisfy_the_plan_invariants() {
         let plan = Plan::new(&g);
         check_plan(&g, &plan);
         // Never more slots than intermediates.
-        let intermediates = plan.home.iter().filter(|h| matches!(h, Home::Slot(_))).count();
+        let intermediates = plan
+            .home
+            .iter()
+            .filter(|h| matches!(h, Home::Slot(_)))
+            .count();
         assert!(plan.num_slots <= intermediates);
     }
 }

@@ -11,7 +11,13 @@ pub struct Attrs<'a> {
 
 impl<'a> Attrs<'a> {
     pub fn new(node: &'a NodeProto) -> Attrs<'a> {
-        Attrs { map: node.attribute.iter().map(|a| (a.name.as_deref().unwrap_or(""), a)).collect() }
+        Attrs {
+            map: node
+                .attribute
+                .iter()
+                .map(|a| (a.name.as_deref().unwrap_or(""), a))
+                .collect(),
+        }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -76,12 +82,17 @@ impl<'a> Attrs<'a> {
         self.ints(name)?
             .map(|v| {
                 v.into_iter()
-                    .map(|x| usize::try_from(x).map_err(|_| Error::InvalidModel(format!("attribute '{name}' has negative value {x}"))))
+                    .map(|x| {
+                        usize::try_from(x).map_err(|_| {
+                            Error::InvalidModel(format!(
+                                "attribute '{name}' has negative value {x}"
+                            ))
+                        })
+                    })
                     .collect()
             })
             .transpose()
     }
-
 }
 
 fn wrong(name: &str, what: &str) -> Error {

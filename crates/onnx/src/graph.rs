@@ -2,7 +2,9 @@
 
 use crate::attrs::Attrs;
 use crate::ops::{self, NodeCtx};
-use crate::proto::{tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, ValueInfoProto};
+use crate::proto::{
+    tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, ValueInfoProto,
+};
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use metal_mps_ir::{infer, Dim, Error, Graph, Node, Op, Result, Tensor, ValueId};
 use prost::Message;
@@ -21,20 +23,36 @@ pub struct ImportedModel {
 /// Reads and imports `path`; external data files are looked up beside it.
 pub fn load_model(path: impl AsRef<Path>) -> Result<ImportedModel> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse_model(&bytes, path.parent())
 }
 
 /// Imports a serialized `ModelProto`.
 pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedModel> {
-    let model = ModelProto::decode(bytes)
-        .map_err(|e| Error::InvalidModel(format!("not a valid ONNX model (protobuf decoding failed: {e}); is the file truncated?")))?;
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        Error::InvalidModel(format!(
+            "not a valid ONNX model (protobuf decoding failed: {e}); is the file truncated?"
+        ))
+    })?;
     let opset = default_opset(&model)?;
-    let proto = model.graph.as_ref().ok_or_else(|| Error::InvalidModel("the model has no graph".into()))?;
+    let proto = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::InvalidModel("the model has no graph".into()))?;
     if proto.output.is_empty() {
-        return Err(Error::InvalidModel("the graph declares no outputs (is this an ONNX model?)".into()));
+        return Err(Error::InvalidModel(
+            "the graph declares no outputs (is this an ONNX model?)".into(),
+        ));
     }
-    let mut b = Builder { g: Graph::default(), names: HashMap::new(), opset, base_dir };
+    let mut b = Builder {
+        g: Graph::default(),
+        names: HashMap::new(),
+        opset,
+        base_dir,
+    };
     for init in &proto.initializer {
         let name = init.name.clone().unwrap_or_default();
         let t = tensor_from_proto(init, base_dir)?;
@@ -62,7 +80,9 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
     }
     for vi in &proto.output {
         let name = vi.name.clone().unwrap_or_default();
-        let id = *b.names.get(&name).ok_or_else(|| Error::InvalidModel(format!("graph output '{name}' is not produced by any node")))?;
+        let id = *b.names.get(&name).ok_or_else(|| {
+            Error::InvalidModel(format!("graph output '{name}' is not produced by any node"))
+        })?;
         b.g.outputs.push(id);
         if b.g.values[id].shape.is_none() {
             if let Ok((_, Some(shape))) = value_type(vi) {
@@ -71,7 +91,11 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
         }
     }
     infer::infer_graph(&mut b.g)?;
-    Ok(ImportedModel { graph: b.g, opset, producer: model.producer_name.unwrap_or_default() })
+    Ok(ImportedModel {
+        graph: b.g,
+        opset,
+        producer: model.producer_name.unwrap_or_default(),
+    })
 }
 
 fn default_opset(model: &ModelProto) -> Result<i64> {
@@ -80,7 +104,9 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
         .iter()
         .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
         .and_then(|o| o.version)
-        .ok_or_else(|| Error::InvalidModel("the model imports no opset of the default ONNX domain".into()))?;
+        .ok_or_else(|| {
+            Error::InvalidModel("the model imports no opset of the default ONNX domain".into())
+        })?;
     if !(crate::MIN_OPSET..=crate::MAX_OPSET).contains(&opset) {
         return Err(Error::Unsupported(format!(
             "opset {opset} (supported: {} to {})",
@@ -94,8 +120,11 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
 /// Dtype and shape of a graph input or output.
 fn value_type(vi: &ValueInfoProto) -> Result<(metal_mps_ir::DType, Option<Vec<Dim>>)> {
     let name = vi.name.as_deref().unwrap_or("");
-    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        return Err(Error::Unsupported(format!("value '{name}' is not a tensor (sequences, maps and optionals are not supported)")));
+    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err(Error::Unsupported(format!(
+            "value '{name}' is not a tensor (sequences, maps and optionals are not supported)"
+        )));
     };
     let dtype = dtype_from_onnx(t.elem_type.unwrap_or(0)).map_err(|e| match e {
         Error::Unsupported(m) => Error::Unsupported(format!("value '{name}': {m}")),
@@ -115,7 +144,10 @@ fn value_type(vi: &ValueInfoProto) -> Result<(metal_mps_ir::DType, Option<Vec<Di
 }
 
 /// Nodes in an order where every input is defined before use.
-fn topological<'a>(nodes: &'a [NodeProto], known: &HashMap<String, ValueId>) -> Result<Vec<&'a NodeProto>> {
+fn topological<'a>(
+    nodes: &'a [NodeProto],
+    known: &HashMap<String, ValueId>,
+) -> Result<Vec<&'a NodeProto>> {
     let mut defined: std::collections::HashSet<&str> = known.keys().map(String::as_str).collect();
     let mut pending: Vec<&NodeProto> = nodes.iter().collect();
     let mut order = Vec::with_capacity(nodes.len());
@@ -123,7 +155,10 @@ fn topological<'a>(nodes: &'a [NodeProto], known: &HashMap<String, ValueId>) -> 
         let before = pending.len();
         let mut rest = Vec::new();
         for n in pending {
-            if n.input.iter().all(|i| i.is_empty() || defined.contains(i.as_str())) {
+            if n.input
+                .iter()
+                .all(|i| i.is_empty() || defined.contains(i.as_str()))
+            {
                 defined.extend(n.output.iter().map(String::as_str));
                 order.push(n);
             } else {
@@ -132,7 +167,12 @@ fn topological<'a>(nodes: &'a [NodeProto], known: &HashMap<String, ValueId>) -> 
         }
         if rest.len() == before {
             let n = rest[0];
-            let missing = n.input.iter().find(|i| !i.is_empty() && !defined.contains(i.as_str())).cloned().unwrap_or_default();
+            let missing = n
+                .input
+                .iter()
+                .find(|i| !i.is_empty() && !defined.contains(i.as_str()))
+                .cloned()
+                .unwrap_or_default();
             return Err(Error::InvalidModel(format!(
                 "node '{}' ({}) reads '{missing}', which no node, input or initializer defines (or the graph has a cycle)",
                 n.name.as_deref().unwrap_or(""),
@@ -154,11 +194,24 @@ struct Builder<'p> {
 impl Builder<'_> {
     fn add_node(&mut self, p: &NodeProto) -> Result<()> {
         let op_type = p.op_type.clone().unwrap_or_default();
-        let name = p.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{op_type}_{}", self.g.nodes.len()));
-        let ident = Node { name: name.clone(), op: Op::Identity, onnx_op: op_type.clone(), opset: self.opset, inputs: vec![], outputs: vec![] };
+        let name = p
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{op_type}_{}", self.g.nodes.len()));
+        let ident = Node {
+            name: name.clone(),
+            op: Op::Identity,
+            onnx_op: op_type.clone(),
+            opset: self.opset,
+            inputs: vec![],
+            outputs: vec![],
+        };
         let domain = p.domain.as_deref().unwrap_or("");
         if !matches!(domain, "" | "ai.onnx") {
-            return Err(ident.error(Error::Unsupported(format!("operators of domain '{domain}'"))));
+            return Err(ident.error(Error::Unsupported(format!(
+                "operators of domain '{domain}'"
+            ))));
         }
         if op_type == "Constant" {
             let t = constant_value(p, self.base_dir).map_err(|e| ident.error(e))?;
@@ -167,7 +220,13 @@ impl Builder<'_> {
             self.names.insert(out, id);
             return Ok(());
         }
-        let ctx = NodeCtx { op_type: &op_type, attrs: Attrs::new(p), opset: self.opset, num_inputs: p.input.len(), num_outputs: p.output.len() };
+        let ctx = NodeCtx {
+            op_type: &op_type,
+            attrs: Attrs::new(p),
+            opset: self.opset,
+            num_inputs: p.input.len(),
+            num_outputs: p.output.len(),
+        };
         let op = match ops::build(&ctx) {
             Some(op) => op.map_err(|e| ident.error(e))?,
             None => {
@@ -180,20 +239,37 @@ impl Builder<'_> {
         let inputs = p
             .input
             .iter()
-            .map(|i| if i.is_empty() { None } else { self.names.get(i).copied() })
+            .map(|i| {
+                if i.is_empty() {
+                    None
+                } else {
+                    self.names.get(i).copied()
+                }
+            })
             .collect();
         let outputs = p
             .output
             .iter()
             .map(|o| {
-                let id = self.g.add_value(if o.is_empty() { format!("{name}:unused") } else { o.clone() });
+                let id = self.g.add_value(if o.is_empty() {
+                    format!("{name}:unused")
+                } else {
+                    o.clone()
+                });
                 if !o.is_empty() {
                     self.names.insert(o.clone(), id);
                 }
                 id
             })
             .collect();
-        self.g.nodes.push(Node { name, op, onnx_op: op_type, opset: self.opset, inputs, outputs });
+        self.g.nodes.push(Node {
+            name,
+            op,
+            onnx_op: op_type,
+            opset: self.opset,
+            inputs,
+            outputs,
+        });
         Ok(())
     }
 }
@@ -222,5 +298,7 @@ fn constant_value(p: &NodeProto, base: Option<&Path>) -> Result<Tensor> {
     if a.has("value_string") || a.has("value_strings") {
         return Err(Error::Unsupported("STRING constants".into()));
     }
-    Err(Error::InvalidModel("Constant has no value attribute".into()))
+    Err(Error::InvalidModel(
+        "Constant has no value attribute".into(),
+    ))
 }

@@ -12,7 +12,7 @@ pub mod proto;
 mod tensor;
 
 pub use graph::{load_model, parse_model, ImportedModel};
-pub use tensor::{parse_tensor_proto, tensor_from_proto, dtype_from_onnx};
+pub use tensor::{dtype_from_onnx, parse_tensor_proto, tensor_from_proto};
 
 /// Opsets of the default domain this importer understands (6 for the
 /// pytorch-converted suite; its legacy attributes are read where our ops use them).

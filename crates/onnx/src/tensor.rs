@@ -8,7 +8,8 @@ use std::path::Path;
 /// Maps an ONNX element type to ours; FP64, strings and the rest are refused
 /// with a message saying why.
 pub fn dtype_from_onnx(code: i32) -> Result<DType> {
-    let dt = DataType::try_from(code).map_err(|_| Error::InvalidModel(format!("unknown ONNX data type {code}")))?;
+    let dt = DataType::try_from(code)
+        .map_err(|_| Error::InvalidModel(format!("unknown ONNX data type {code}")))?;
     Ok(match dt {
         DataType::Float => DType::F32,
         DataType::Float16 => DType::F16,
@@ -24,7 +25,9 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType> {
             ))
         }
         DataType::String => {
-            return Err(Error::Unsupported("STRING tensors: only numeric tensors are supported".into()))
+            return Err(Error::Unsupported(
+                "STRING tensors: only numeric tensors are supported".into(),
+            ))
         }
         other => {
             return Err(Error::Unsupported(format!(
@@ -37,7 +40,8 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType> {
 
 /// Parses a serialized `TensorProto` (the `.pb` files of ONNX test cases).
 pub fn parse_tensor_proto(bytes: &[u8]) -> Result<Tensor> {
-    let proto = TensorProto::decode(bytes).map_err(|e| Error::InvalidModel(format!("not a TensorProto: {e}")))?;
+    let proto = TensorProto::decode(bytes)
+        .map_err(|e| Error::InvalidModel(format!("not a TensorProto: {e}")))?;
     tensor_from_proto(&proto, None)
 }
 
@@ -56,7 +60,10 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let mut shape = Vec::with_capacity(p.dims.len());
     for &d in &p.dims {
         if d < 0 {
-            return Err(Error::InvalidModel(format!("negative dimension {d} in {:?}", p.dims)));
+            return Err(Error::InvalidModel(format!(
+                "negative dimension {d} in {:?}",
+                p.dims
+            )));
         }
         shape.push(usize::try_from(d).map_err(|_| Error::TooLarge(format!("dimension {d}")))?);
     }
@@ -82,8 +89,18 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         DType::I32 => Tensor::from_slice(shape, &p.int32_data),
         DType::I16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i16).collect()),
         DType::I8 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i8).collect()),
-        DType::U8 | DType::Bool => Tensor::from_bytes(dtype, shape, &p.int32_data.iter().map(|&v| v as u8).collect::<Vec<_>>()),
-        DType::F16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| metal_mps_ir::f16::from_bits(v as u16)).collect()),
+        DType::U8 | DType::Bool => Tensor::from_bytes(
+            dtype,
+            shape,
+            &p.int32_data.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+        ),
+        DType::F16 => Tensor::from_vec(
+            shape,
+            p.int32_data
+                .iter()
+                .map(|&v| metal_mps_ir::f16::from_bits(v as u16))
+                .collect(),
+        ),
     }
 }
 
@@ -101,23 +118,48 @@ fn available_bytes(p: &TensorProto, dtype: DType) -> usize {
 }
 
 fn read_external(p: &TensorProto, base_dir: Option<&Path>, bytes: usize) -> Result<Vec<u8>> {
-    let field = |k: &str| p.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
-    let location = field("location").ok_or_else(|| Error::InvalidModel("external data without a location".into()))?;
+    let field = |k: &str| {
+        p.external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some(k))
+            .and_then(|e| e.value.clone())
+    };
+    let location = field("location")
+        .ok_or_else(|| Error::InvalidModel("external data without a location".into()))?;
     let rel = Path::new(&location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(Error::InvalidModel(format!("external data location '{location}' must stay beside the model")));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::InvalidModel(format!(
+            "external data location '{location}' must stay beside the model"
+        )));
     }
-    let dir = base_dir.ok_or_else(|| Error::InvalidModel("external data needs the model's directory".into()))?;
+    let dir = base_dir
+        .ok_or_else(|| Error::InvalidModel("external data needs the model's directory".into()))?;
     let path = dir.join(rel);
-    let offset: u64 = field("offset").map(|s| s.parse()).transpose().map_err(|_| Error::InvalidModel("bad external data offset".into()))?.unwrap_or(0);
-    let length: Option<usize> = field("length").map(|s| s.parse()).transpose().map_err(|_| Error::InvalidModel("bad external data length".into()))?;
+    let offset: u64 = field("offset")
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|_| Error::InvalidModel("bad external data offset".into()))?
+        .unwrap_or(0);
+    let length: Option<usize> = field("length")
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|_| Error::InvalidModel("bad external data length".into()))?;
     if let Some(l) = length {
         if l != bytes {
-            return Err(Error::InvalidModel(format!("external data length {l} but the tensor needs {bytes} bytes")));
+            return Err(Error::InvalidModel(format!(
+                "external data length {l} but the tensor needs {bytes} bytes"
+            )));
         }
     }
     use std::io::{Read, Seek, SeekFrom};
-    let io = |source| Error::Io { path: path.display().to_string(), source };
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut f = std::fs::File::open(&path).map_err(io)?;
     let file_len = f.metadata().map_err(io)?.len();
     if offset.saturating_add(bytes as u64) > file_len {

@@ -26,7 +26,12 @@ pub(crate) fn gpu_options(o: &Options) -> GpuOptions {
         Precision::F32 => metal_mps_gpu::Precision::Native,
         Precision::F16 => metal_mps_gpu::Precision::F16,
     };
-    GpuOptions { adapter: o.adapter.clone(), precision, pool, ..GpuOptions::default() }
+    GpuOptions {
+        adapter: o.adapter.clone(),
+        precision,
+        pool,
+        ..GpuOptions::default()
+    }
 }
 
 /// Compiles the optimized graph for the GPU (kernels, weights on the device).

@@ -16,8 +16,8 @@ pub struct Model {
 }
 
 enum Engine {
-    Cpu(CpuPlan),
-    Gpu(metal_mps_gpu::GpuRunner),
+    Cpu(Box<CpuPlan>),
+    Gpu(Box<metal_mps_gpu::GpuRunner>),
 }
 
 /// One node of the compiled graph and the engine that runs it.
@@ -74,7 +74,9 @@ impl Model {
                     let value = &g.values[v];
                     Ok(TensorInfo {
                         name: value.name.clone(),
-                        dtype: value.dtype.ok_or_else(|| Error::InvalidModel(format!("value '{}' has no type", value.name)))?,
+                        dtype: value.dtype.ok_or_else(|| {
+                            Error::InvalidModel(format!("value '{}' has no type", value.name))
+                        })?,
                         shape: value.shape.clone().unwrap_or_default(),
                     })
                 })
@@ -83,7 +85,10 @@ impl Model {
         let inputs = info(&graph.inputs, &graph)?;
         for i in &graph.inputs {
             if graph.values[*i].shape.is_none() {
-                return Err(Error::InvalidModel(format!("input '{}' has no declared shape", graph.values[*i].name)));
+                return Err(Error::InvalidModel(format!(
+                    "input '{}' has no declared shape",
+                    graph.values[*i].name
+                )));
             }
         }
         if options.optimize {
@@ -92,11 +97,17 @@ impl Model {
         }
         let outputs = info(&graph.outputs, &graph)?;
         let engine = match options.device {
-            Device::Cpu => Engine::Cpu(CpuPlan::new(graph)),
-            Device::Gpu => Engine::Gpu(crate::gpu::prepare(&graph, options)?),
+            Device::Cpu => Engine::Cpu(Box::new(CpuPlan::new(graph))),
+            Device::Gpu => Engine::Gpu(Box::new(crate::gpu::prepare(&graph, options)?)),
         };
         tracing::debug!(opset, "model compiled");
-        Ok(Model { engine, inputs, outputs, opset, options: options.clone() })
+        Ok(Model {
+            engine,
+            inputs,
+            outputs,
+            opset,
+            options: options.clone(),
+        })
     }
 
     pub fn inputs(&self) -> &[TensorInfo] {
@@ -139,7 +150,11 @@ impl Model {
                 .graph()
                 .nodes
                 .iter()
-                .map(|n| NodeInfo { name: n.name.clone(), op: n.op.name(), engine: Device::Cpu })
+                .map(|n| NodeInfo {
+                    name: n.name.clone(),
+                    op: n.op.name(),
+                    engine: Device::Cpu,
+                })
                 .collect(),
             Engine::Gpu(r) => r
                 .graph()
@@ -149,7 +164,11 @@ impl Model {
                 .map(|(n, (_, engine))| NodeInfo {
                     name: n.name.clone(),
                     op: n.op.name(),
-                    engine: if engine == "gpu" { Device::Gpu } else { Device::Cpu },
+                    engine: if engine == "gpu" {
+                        Device::Gpu
+                    } else {
+                        Device::Cpu
+                    },
                 })
                 .collect(),
         }
@@ -186,8 +205,18 @@ impl Model {
         match &self.engine {
             Engine::Gpu(r) => crate::gpu::memory_stats(r),
             Engine::Cpu(p) => {
-                let weights: usize = p.graph().values.iter().filter_map(|v| v.constant.as_ref()).map(|t| t.as_bytes().len()).sum();
-                MemoryStats { bytes_weights: weights as u64, bytes_pooled: p.pooled_bytes() as u64, ..Default::default() }
+                let weights: usize = p
+                    .graph()
+                    .values
+                    .iter()
+                    .filter_map(|v| v.constant.as_ref())
+                    .map(|t| t.as_bytes().len())
+                    .sum();
+                MemoryStats {
+                    bytes_weights: weights as u64,
+                    bytes_pooled: p.pooled_bytes() as u64,
+                    ..Default::default()
+                }
             }
         }
     }
@@ -202,6 +231,8 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(Error::Invalid(format!("internal error while running the model: {msg}")))
+        Err(Error::Invalid(format!(
+            "internal error while running the model: {msg}"
+        )))
     })
 }

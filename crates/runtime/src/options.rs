@@ -47,7 +47,9 @@ impl FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Precision::F32),
             "fp16" | "f16" => Ok(Precision::F16),
-            other => Err(format!("unknown precision '{other}' (expected fp32 or fp16)")),
+            other => Err(format!(
+                "unknown precision '{other}' (expected fp32 or fp16)"
+            )),
         }
     }
 }
@@ -75,7 +77,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { device: Device::Cpu, precision: Precision::F32, optimize: true, pool: PoolConfig::default(), adapter: None }
+        Options {
+            device: Device::Cpu,
+            precision: Precision::F32,
+            optimize: true,
+            pool: PoolConfig::default(),
+            adapter: None,
+        }
     }
 }
 

@@ -13,29 +13,49 @@ pub struct TensorInfo {
 
 impl TensorInfo {
     pub fn describe(&self) -> String {
-        format!("'{}' {} {}", self.name, self.dtype, display_shape(Some(&self.shape)))
+        format!(
+            "'{}' {} {}",
+            self.name,
+            self.dtype,
+            display_shape(Some(&self.shape))
+        )
     }
 }
 
 /// Orders named inputs as declared, checking names, dtypes, ranks, fixed dims
 /// and that a symbolic dim has one size across inputs.
-pub fn order_inputs<'a>(declared: &[TensorInfo], given: &[(&str, &'a Tensor)]) -> Result<Vec<&'a Tensor>> {
+pub fn order_inputs<'a>(
+    declared: &[TensorInfo],
+    given: &[(&str, &'a Tensor)],
+) -> Result<Vec<&'a Tensor>> {
     let mut by_name: HashMap<&str, &'a Tensor> = HashMap::new();
     for (name, t) in given {
         if by_name.insert(name, t).is_some() {
-            return Err(Error::InvalidInput(format!("input '{name}' is given twice")));
+            return Err(Error::InvalidInput(format!(
+                "input '{name}' is given twice"
+            )));
         }
         if !declared.iter().any(|d| d.name == *name) {
             let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
-            return Err(Error::InvalidInput(format!("unknown input '{name}' (the model's inputs: {})", names.join(", "))));
+            return Err(Error::InvalidInput(format!(
+                "unknown input '{name}' (the model's inputs: {})",
+                names.join(", ")
+            )));
         }
     }
     let mut symbols: HashMap<&str, (usize, &str)> = HashMap::new();
     let mut ordered = Vec::with_capacity(declared.len());
     for d in declared {
-        let t = *by_name.get(d.name.as_str()).ok_or_else(|| Error::InvalidInput(format!("missing input {}", d.describe())))?;
+        let t = *by_name
+            .get(d.name.as_str())
+            .ok_or_else(|| Error::InvalidInput(format!("missing input {}", d.describe())))?;
         if t.dtype() != d.dtype {
-            return Err(Error::InvalidInput(format!("input '{}' must be {}, got {}", d.name, d.dtype, t.dtype())));
+            return Err(Error::InvalidInput(format!(
+                "input '{}' must be {}, got {}",
+                d.name,
+                d.dtype,
+                t.dtype()
+            )));
         }
         if t.rank() != d.shape.len() {
             return Err(Error::InvalidInput(format!(

@@ -3,8 +3,9 @@
 
 use metal_mps::{Error, Model, Options, Tensor};
 use metal_mps_onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
+    type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -67,7 +68,10 @@ fn float_initializer(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
 fn model(graph: GraphProto) -> Vec<u8> {
     ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
         producer_name: Some("model_api test".into()),
         graph: Some(graph),
         ..Default::default()
@@ -85,7 +89,10 @@ const C: [f32; 4] = [0.5, -1.0, 2.0, -0.25];
 fn relu_add_model() -> Vec<u8> {
     model(GraphProto {
         name: Some("relu_add".into()),
-        node: vec![node("Add", "add", &["x", "c"], &["s"]), node("Relu", "relu", &["s"], &["y"])],
+        node: vec![
+            node("Add", "add", &["x", "c"], &["s"]),
+            node("Relu", "relu", &["s"], &["y"]),
+        ],
         initializer: vec![float_initializer("c", &[4], &C)],
         input: vec![value_info("x", DataType::Float, &[D::S("batch"), D::N(4)])],
         output: vec![value_info("y", DataType::Float, &[D::S("batch"), D::N(4)])],
@@ -95,7 +102,10 @@ fn relu_add_model() -> Vec<u8> {
 
 /// The naive expectation of [`relu_add_model`], in the same f32 arithmetic.
 fn relu_add_expected(x: &[f32]) -> Vec<f32> {
-    x.iter().enumerate().map(|(i, &v)| (v + C[i % 4]).max(0.0)).collect()
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| (v + C[i % 4]).max(0.0))
+        .collect()
 }
 
 /// `y = a + b`, a and b FLOAT [batch, 3].
@@ -114,7 +124,9 @@ fn two_input_model() -> Vec<u8> {
 
 fn f32s(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i as u32 * 7 + seed * 13) % 17) as f32 * 0.5 - 4.0).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as u32 * 7 + seed * 13) % 17) as f32 * 0.5 - 4.0)
+        .collect();
     Tensor::from_vec(shape.to_vec(), v).unwrap()
 }
 
@@ -159,12 +171,21 @@ fn dynamic_batch_runs_at_batch_1_and_5() {
     let model = load(&relu_add_model()).unwrap();
     assert_eq!(model.inputs().len(), 1);
     assert_eq!(model.inputs()[0].name, "x");
-    assert_eq!(model.inputs()[0].shape, vec![metal_mps::Dim::Sym("batch".into()), metal_mps::Dim::Fixed(4)]);
+    assert_eq!(
+        model.inputs()[0].shape,
+        vec![
+            metal_mps::Dim::Sym("batch".into()),
+            metal_mps::Dim::Fixed(4)
+        ]
+    );
     for batch in [1usize, 5, 1] {
         let x = f32s(&[batch, 4], batch as u32);
         let out = model.run(&[("x", &x)]).unwrap();
         assert_eq!(out[0].shape(), &[batch, 4]);
-        assert_eq!(out[0].to_vec::<f32>().unwrap(), relu_add_expected(x.as_slice().unwrap()));
+        assert_eq!(
+            out[0].to_vec::<f32>().unwrap(),
+            relu_add_expected(x.as_slice().unwrap())
+        );
     }
 }
 
@@ -190,7 +211,13 @@ fn valid_inputs_run() {
     let model = load(&two_input_model()).unwrap();
     let (a, b) = (f32s(&[2, 3], 1), f32s(&[2, 3], 2));
     let y = model.run(&[("b", &b), ("a", &a)]).unwrap();
-    let want: Vec<f32> = a.as_slice::<f32>().unwrap().iter().zip(b.as_slice::<f32>().unwrap()).map(|(x, y)| x + y).collect();
+    let want: Vec<f32> = a
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .zip(b.as_slice::<f32>().unwrap())
+        .map(|(x, y)| x + y)
+        .collect();
     assert_eq!(y[0].to_vec::<f32>().unwrap(), want);
 }
 
@@ -199,7 +226,10 @@ fn wrong_dtype_is_invalid_input() {
     let model = load(&two_input_model()).unwrap();
     let a = Tensor::from_vec(vec![2, 3], vec![1i32; 6]).unwrap();
     let b = f32s(&[2, 3], 0);
-    expect_invalid_input(model.run(&[("a", &a), ("b", &b)]), &["'a'", "FLOAT", "INT32"]);
+    expect_invalid_input(
+        model.run(&[("a", &a), ("b", &b)]),
+        &["'a'", "FLOAT", "INT32"],
+    );
 }
 
 #[test]
@@ -232,7 +262,10 @@ fn missing_input_is_invalid_input() {
 fn unknown_input_name_is_invalid_input() {
     let model = load(&two_input_model()).unwrap();
     let (a, b) = (f32s(&[2, 3], 0), f32s(&[2, 3], 0));
-    expect_invalid_input(model.run(&[("a", &a), ("b", &b), ("bogus", &b)]), &["'bogus'"]);
+    expect_invalid_input(
+        model.run(&[("a", &a), ("b", &b), ("bogus", &b)]),
+        &["'bogus'"],
+    );
 }
 
 #[test]
@@ -247,7 +280,10 @@ fn symbolic_dim_must_agree_across_inputs() {
     let model = load(&two_input_model()).unwrap();
     let a = f32s(&[2, 3], 0);
     let b = f32s(&[5, 3], 0);
-    expect_invalid_input(model.run(&[("a", &a), ("b", &b)]), &["batch", "'a'", "'b'", "2", "5"]);
+    expect_invalid_input(
+        model.run(&[("a", &a), ("b", &b)]),
+        &["batch", "'a'", "'b'", "2", "5"],
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -269,7 +305,10 @@ fn truncated_model_is_a_decoding_error() {
     for cut in [bytes.len() / 2, bytes.len() - 1, 1] {
         let e = load_error(&bytes[..cut]);
         let msg = e.to_string().to_lowercase();
-        assert!(msg.contains("protobuf") || msg.contains("decod"), "cut at {cut}: {msg}");
+        assert!(
+            msg.contains("protobuf") || msg.contains("decod"),
+            "cut at {cut}: {msg}"
+        );
         assert!(matches!(e, Error::InvalidModel(_)), "{e:?}");
     }
 }
@@ -277,7 +316,10 @@ fn truncated_model_is_a_decoding_error() {
 #[test]
 fn unknown_op_names_the_op_type_and_the_node() {
     let bytes = model(GraphProto {
-        node: vec![node("Relu", "first", &["x"], &["r"]), node("FrobnicateOp", "the_frobnicator", &["r"], &["y"])],
+        node: vec![
+            node("Relu", "first", &["x"], &["r"]),
+            node("FrobnicateOp", "the_frobnicator", &["r"], &["y"]),
+        ],
         input: vec![value_info("x", DataType::Float, &[D::N(2)])],
         output: vec![value_info("y", DataType::Float, &[D::N(2)])],
         ..Default::default()
@@ -320,7 +362,11 @@ fn fp64_initializer_is_refused() {
 
 #[test]
 fn huge_declared_initializer_without_data_is_refused() {
-    for dims in [vec![1i64 << 40, 1 << 40], vec![1 << 40], vec![1 << 20, 1 << 20, 1 << 20, 1 << 20]] {
+    for dims in [
+        vec![1i64 << 40, 1 << 40],
+        vec![1 << 40],
+        vec![1 << 20, 1 << 20, 1 << 20, 1 << 20],
+    ] {
         let bytes = model(GraphProto {
             node: vec![node("Add", "add", &["x", "big"], &["y"])],
             initializer: vec![TensorProto {

@@ -55,10 +55,18 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Out) -> Result<Ten
         return binary(op, a, &b, out);
     }
     if a.dtype() != b.dtype() {
-        return metal_mps_ir::invalid!("{op:?} inputs have different dtypes: {} and {}", a.dtype(), b.dtype());
+        return metal_mps_ir::invalid!(
+            "{op:?} inputs have different dtypes: {} and {}",
+            a.dtype(),
+            b.dtype()
+        );
     }
     let shape = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
-        Error::Invalid(format!("{op:?}: shapes {:?} and {:?} cannot be broadcast", a.shape(), b.shape()))
+        Error::Invalid(format!(
+            "{op:?}: shapes {:?} and {:?} cannot be broadcast",
+            a.shape(),
+            b.shape()
+        ))
     })?;
     let mut y = out.tensor(0, a.dtype(), shape)?;
     match a.dtype() {
@@ -97,12 +105,18 @@ fn apply<T: Arith>(op: BinaryOp, a: &Tensor, b: &Tensor, y: &mut Tensor) -> Resu
         });
     } else if bv.len() == 1 {
         let s = bv[0];
-        broadcast_rows(&shape, a.shape(), b.shape(), yv, |ai, _, o| *o = f(av[ai], s));
+        broadcast_rows(&shape, a.shape(), b.shape(), yv, |ai, _, o| {
+            *o = f(av[ai], s)
+        });
     } else if av.len() == 1 {
         let s = av[0];
-        broadcast_rows(&shape, a.shape(), b.shape(), yv, |_, bi, o| *o = f(s, bv[bi]));
+        broadcast_rows(&shape, a.shape(), b.shape(), yv, |_, bi, o| {
+            *o = f(s, bv[bi])
+        });
     } else {
-        broadcast_rows(&shape, a.shape(), b.shape(), yv, |ai, bi, o| *o = f(av[ai], bv[bi]));
+        broadcast_rows(&shape, a.shape(), b.shape(), yv, |ai, bi, o| {
+            *o = f(av[ai], bv[bi])
+        });
     }
     Ok(())
 }
@@ -111,7 +125,9 @@ fn for_chunks<T: Send>(y: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     if y.len() < PAR_MIN {
         f(0, y);
     } else {
-        y.par_chunks_mut(PAR_MIN).enumerate().for_each(|(c, chunk)| f(c * PAR_MIN, chunk));
+        y.par_chunks_mut(PAR_MIN)
+            .enumerate()
+            .for_each(|(c, chunk)| f(c * PAR_MIN, chunk));
     }
 }
 
@@ -146,7 +162,10 @@ fn broadcast_rows<T: Send>(
     let sb = broadcast_strides(b_shape, out_shape);
     let rank = out_shape.len();
     let inner = out_shape.last().copied().unwrap_or(1).max(1);
-    let (ia, ib) = (sa.last().copied().unwrap_or(0), sb.last().copied().unwrap_or(0));
+    let (ia, ib) = (
+        sa.last().copied().unwrap_or(0),
+        sb.last().copied().unwrap_or(0),
+    );
     let row = |r: usize, chunk: &mut [T]| {
         // Offsets of row `r` in a and b, from its multi-index over the outer dims.
         let (mut oa, mut ob, mut rem) = (0, 0, r);
@@ -163,6 +182,8 @@ fn broadcast_rows<T: Send>(
     if y.len() < PAR_MIN {
         y.chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
     } else {
-        y.par_chunks_mut(inner).enumerate().for_each(|(r, c)| row(r, c));
+        y.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(r, c)| row(r, c));
     }
 }

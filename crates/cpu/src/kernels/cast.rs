@@ -30,4 +30,3 @@ fn convert<S: Element, D: Element>(v: S) -> D {
         _ => D::from_f64(v.to_f64()),
     }
 }
-

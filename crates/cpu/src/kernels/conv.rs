@@ -22,7 +22,13 @@ struct Geometry {
     pad: [usize; 2],
 }
 
-pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &mut Out) -> Result<Tensor> {
+pub fn conv(
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &mut Out,
+) -> Result<Tensor> {
     if x.dtype() != w.dtype() {
         return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
     }
@@ -36,12 +42,21 @@ pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &
     let bs = bias.map(as_f32).transpose()?;
     if let Some(b) = &bs {
         if b.len() != g.m {
-            return invalid!("Conv bias has {} values for {} output channels", b.len(), g.m);
+            return invalid!(
+                "Conv bias has {} values for {} output channels",
+                b.len(),
+                g.m
+            );
         }
     }
     // The input is the im2col matrix only when the output grid is the input grid
     // (no padding at either end: end pads add output positions too).
-    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == [1, 1] && g.pad == [0, 0] && g.oh == g.h && g.ow == g.w;
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.stride == [1, 1]
+        && g.pad == [0, 0]
+        && g.oh == g.h
+        && g.ow == g.w;
     let mut shape = vec![g.n, g.m];
     if x.rank() == 4 {
         shape.push(g.oh);
@@ -74,16 +89,34 @@ pub fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out: &
             // [t0, t0+tw) only: tasks write disjoint elements of `y`, which
             // outlives them (the tasks finish before f32_output returns).
             unsafe {
-                sgemm_into(mg, tw, k, &ws[gi * mg * k..][..mg * k], k, rhs, rhs_rs, dst.at(offset), ohw, !parallel_tasks);
+                sgemm_into(
+                    mg,
+                    tw,
+                    k,
+                    &ws[gi * mg * k..][..mg * k],
+                    k,
+                    rhs,
+                    rhs_rs,
+                    dst.at(offset),
+                    ohw,
+                    !parallel_tasks,
+                );
             }
             for r in 0..mg {
                 // SAFETY: as above, row r of this task's block.
                 let row = unsafe { dst.row(offset + r * ohw, tw) };
-                finish(row, bs.as_deref().map(|b| &b[gi * mg + r..][..1]), tw, a.activation);
+                finish(
+                    row,
+                    bs.as_deref().map(|b| &b[gi * mg + r..][..1]),
+                    tw,
+                    a.activation,
+                );
             }
         };
         if parallel_tasks {
-            (0..tasks).into_par_iter().for_each_init(Vec::new, |col, t| task(t, col));
+            (0..tasks)
+                .into_par_iter()
+                .for_each_init(Vec::new, |col, t| task(t, col));
         } else {
             let mut col = Vec::new();
             (0..tasks).for_each(|t| task(t, &mut col));
@@ -118,20 +151,37 @@ impl SharedOut {
 fn geometry(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Geometry> {
     let spatial = x.rank().saturating_sub(2);
     if !(1..=2).contains(&spatial) || w.rank() != x.rank() {
-        return unsupported!("Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)", x.rank(), w.rank());
+        return unsupported!(
+            "Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)",
+            x.rank(),
+            w.rank()
+        );
     }
     let (xs, wsh) = (x.shape(), w.shape());
     let group = a.group;
     if xs[1] != wsh[1] * group || wsh[0] % group != 0 {
-        return invalid!("Conv: input has {} channels, weight {:?} with group {group}", xs[1], wsh);
+        return invalid!(
+            "Conv: input has {} channels, weight {:?} with group {group}",
+            xs[1],
+            wsh
+        );
     }
     if !a.window.kernel.is_empty() && a.window.kernel[..] != wsh[2..] {
-        return invalid!("Conv kernel_shape {:?} differs from the weight's {:?}", a.window.kernel, &wsh[2..]);
+        return invalid!(
+            "Conv kernel_shape {:?} differs from the weight's {:?}",
+            a.window.kernel,
+            &wsh[2..]
+        );
     }
     let mut dims = Vec::new();
     for s in 0..spatial {
         let (o, b, _) = a.window.output_dim(s, xs[2 + s], wsh[2 + s])?;
-        dims.push((o, b, a.window.strides.get(s).copied().unwrap_or(1), a.window.dilations.get(s).copied().unwrap_or(1)));
+        dims.push((
+            o,
+            b,
+            a.window.strides.get(s).copied().unwrap_or(1),
+            a.window.dilations.get(s).copied().unwrap_or(1),
+        ));
     }
     if spatial == 1 {
         dims.insert(0, (1, 0, 1, 1));
@@ -158,7 +208,8 @@ fn geometry(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> Result<Geometry> {
 /// output pixels `p = oy·OW + ox` in `[t0, t0 + width)`; 0 in the padding.
 fn im2col(x: &[f32], channels: usize, g: &Geometry, t0: usize, width: usize, col: &mut [f32]) {
     let rows = col.chunks_mut(width);
-    let taps = (0..channels).flat_map(|c| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (c, i, j))));
+    let taps =
+        (0..channels).flat_map(|c| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (c, i, j))));
     for (row, (c, i, j)) in rows.zip(taps) {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
         let x0 = (j * g.dilation[1]) as isize - g.pad[1] as isize;
@@ -188,7 +239,11 @@ fn im2col(x: &[f32], channels: usize, g: &Geometry, t0: usize, width: usize, col
             }
             for (k, d) in dst.iter_mut().enumerate() {
                 let ix = first + (k * g.stride[1]) as isize;
-                *d = if ix >= 0 && (ix as usize) < g.w { src[ix as usize] } else { 0.0 };
+                *d = if ix >= 0 && (ix as usize) < g.w {
+                    src[ix as usize]
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -203,7 +258,9 @@ pub(crate) fn finish(block: &mut [f32], bias: Option<&[f32]>, len: usize, act: A
         let b = bias.map_or(0.0, |b| b[r]);
         match act {
             Activation::None => row.iter_mut().for_each(|v| *v += b),
-            Activation::Unary(metal_mps_ir::UnaryOp::Relu) => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::Unary(metal_mps_ir::UnaryOp::Relu) => {
+                row.iter_mut().for_each(|v| *v = (*v + b).max(0.0))
+            }
             a => row.iter_mut().for_each(|v| *v = a.apply(*v + b)),
         }
     }

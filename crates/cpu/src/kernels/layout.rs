@@ -1,7 +1,9 @@
 //! Ops that move data without arithmetic.
 
 use crate::Out;
-use metal_mps_ir::{infer, invalid, normalize_axis, strides, DType, Element, Error, Result, Tensor};
+use metal_mps_ir::{
+    infer, invalid, normalize_axis, strides, DType, Element, Error, Result, Tensor,
+};
 
 pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Result<Tensor> {
     let target = shape.to_i64_vec()?;
@@ -9,7 +11,12 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Re
     let mut infer_at = None;
     for (i, &d) in target.iter().enumerate() {
         dims.push(match d {
-            0 if !allowzero => *x.shape().get(i).ok_or_else(|| Error::Invalid(format!("Reshape: 0 at position {i} copies a dimension the input (rank {}) lacks", x.rank())))?,
+            0 if !allowzero => *x.shape().get(i).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "Reshape: 0 at position {i} copies a dimension the input (rank {}) lacks",
+                    x.rank()
+                ))
+            })?,
             -1 if infer_at.is_none() => {
                 infer_at = Some(i);
                 1
@@ -20,7 +27,7 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Re
     }
     if let Some(i) = infer_at {
         let known: usize = dims.iter().product();
-        if known == 0 || x.numel() % known != 0 {
+        if known == 0 || !x.numel().is_multiple_of(known) {
             return invalid!("cannot reshape {:?} into {target:?}", x.shape());
         }
         dims[i] = x.numel() / known;
@@ -42,13 +49,21 @@ pub fn squeeze(x: &Tensor, axes: Option<Vec<i64>>, out: &mut Out) -> Result<Tens
     let shape: Vec<usize> = match axes {
         None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
         Some(axes) => {
-            let axes = axes.iter().map(|&a| normalize_axis(a, x.rank())).collect::<Result<Vec<_>>>()?;
+            let axes = axes
+                .iter()
+                .map(|&a| normalize_axis(a, x.rank()))
+                .collect::<Result<Vec<_>>>()?;
             for &a in &axes {
                 if x.shape()[a] != 1 {
                     return invalid!("Squeeze: axis {a} has size {}, not 1", x.shape()[a]);
                 }
             }
-            x.shape().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+            x.shape()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, &d)| d)
+                .collect()
         }
     };
     out.copy_of(0, x, shape)
@@ -56,14 +71,20 @@ pub fn squeeze(x: &Tensor, axes: Option<Vec<i64>>, out: &mut Out) -> Result<Tens
 
 pub fn unsqueeze(x: &Tensor, axes: &[i64], out: &mut Out) -> Result<Tensor> {
     let rank = x.rank() + axes.len();
-    let axes = axes.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<Vec<_>>>()?;
+    let axes = axes
+        .iter()
+        .map(|&a| normalize_axis(a, rank))
+        .collect::<Result<Vec<_>>>()?;
     let mut src = x.shape().iter();
     let mut shape = Vec::with_capacity(rank);
     for i in 0..rank {
         if axes.contains(&i) {
             shape.push(1);
         } else {
-            shape.push(*src.next().ok_or_else(|| Error::Invalid(format!("Unsqueeze axes {axes:?} repeat")))?);
+            shape.push(
+                *src.next()
+                    .ok_or_else(|| Error::Invalid(format!("Unsqueeze axes {axes:?} repeat")))?,
+            );
         }
     }
     out.copy_of(0, x, shape)
@@ -113,11 +134,21 @@ pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Te
     shape[ax] = 0;
     for t in &all {
         if t.rank() != first.rank() || t.dtype() != first.dtype() {
-            return invalid!("Concat inputs differ in rank or dtype: {:?} {} and {:?} {}", first.shape(), first.dtype(), t.shape(), t.dtype());
+            return invalid!(
+                "Concat inputs differ in rank or dtype: {:?} {} and {:?} {}",
+                first.shape(),
+                first.dtype(),
+                t.shape(),
+                t.dtype()
+            );
         }
         for d in 0..t.rank() {
             if d != ax && t.shape()[d] != first.shape()[d] {
-                return invalid!("Concat inputs {:?} and {:?} differ outside axis {ax}", first.shape(), t.shape());
+                return invalid!(
+                    "Concat inputs {:?} and {:?} differ outside axis {ax}",
+                    first.shape(),
+                    t.shape()
+                );
             }
         }
         shape[ax] += t.shape()[ax];
@@ -130,7 +161,8 @@ pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Te
     for o in 0..outer {
         for t in &all {
             let chunk = t.as_bytes().len() / outer.max(1);
-            yb[o * row + pos..o * row + pos + chunk].copy_from_slice(&t.as_bytes()[o * chunk..(o + 1) * chunk]);
+            yb[o * row + pos..o * row + pos + chunk]
+                .copy_from_slice(&t.as_bytes()[o * chunk..(o + 1) * chunk]);
             pos += chunk;
         }
         pos = 0;
@@ -138,7 +170,13 @@ pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Te
     Ok(y)
 }
 
-pub fn split(x: &Tensor, axis: i64, sizes: Option<Vec<i64>>, parts: usize, out: &mut Out) -> Result<Vec<Tensor>> {
+pub fn split(
+    x: &Tensor,
+    axis: i64,
+    sizes: Option<Vec<i64>>,
+    parts: usize,
+    out: &mut Out,
+) -> Result<Vec<Tensor>> {
     let ax = normalize_axis(axis, x.rank())?;
     let dim = x.shape()[ax];
     let sizes: Vec<usize> = match sizes {
@@ -204,7 +242,13 @@ pub fn gather(x: &Tensor, indices: &Tensor, axis: i64, out: &mut Out) -> Result<
 }
 
 /// Constant padding; negative pads crop.
-pub fn pad(x: &Tensor, attr_pads: Option<&[i64]>, attr_value: f32, inputs: &[Option<&Tensor>], out: &mut Out) -> Result<Tensor> {
+pub fn pad(
+    x: &Tensor,
+    attr_pads: Option<&[i64]>,
+    attr_value: f32,
+    inputs: &[Option<&Tensor>],
+    out: &mut Out,
+) -> Result<Tensor> {
     let rank = x.rank();
     let pads = match attr_pads {
         Some(p) => p.to_vec(),

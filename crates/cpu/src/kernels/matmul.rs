@@ -3,7 +3,9 @@
 
 use super::binary::broadcast_strides;
 use crate::Out;
-use metal_mps_ir::{broadcast_shapes, f16, invalid, Activation, DType, Element, GemmAttrs, Result, Tensor};
+use metal_mps_ir::{
+    broadcast_shapes, f16, invalid, Activation, DType, Element, GemmAttrs, Result, Tensor,
+};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -11,7 +13,9 @@ use std::borrow::Cow;
 pub(crate) fn as_f32(t: &Tensor) -> Result<Cow<'_, [f32]>> {
     match t.dtype() {
         DType::F32 => Ok(Cow::Borrowed(t.as_slice::<f32>()?)),
-        DType::F16 => Ok(Cow::Owned(t.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect())),
+        DType::F16 => Ok(Cow::Owned(
+            t.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
+        )),
         other => invalid!("expected a FLOAT or FLOAT16 tensor, got {other}"),
     }
 }
@@ -19,14 +23,22 @@ pub(crate) fn as_f32(t: &Tensor) -> Result<Cow<'_, [f32]>> {
 /// Builds an output of `dtype` (f32 or f16) by letting `fill` write every
 /// element as f32: straight into the output buffer for f32, through a
 /// temporary for f16.
-pub(crate) fn f32_output(out: &mut Out, dtype: DType, shape: Vec<usize>, fill: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<Tensor> {
+pub(crate) fn f32_output(
+    out: &mut Out,
+    dtype: DType,
+    shape: Vec<usize>,
+    fill: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Result<Tensor> {
     let mut y = out.tensor(0, dtype, shape)?;
     match dtype {
         DType::F32 => fill(y.as_slice_mut::<f32>()?)?,
         _ => {
             let mut tmp = vec![0f32; y.numel()];
             fill(&mut tmp)?;
-            y.as_slice_mut::<f16>()?.iter_mut().zip(&tmp).for_each(|(o, &x)| *o = f16::from_f32(x));
+            y.as_slice_mut::<f16>()?
+                .iter_mut()
+                .zip(&tmp)
+                .for_each(|(o, &x)| *o = f16::from_f32(x));
         }
     }
     Ok(y)
@@ -34,8 +46,30 @@ pub(crate) fn f32_output(out: &mut Out, dtype: DType, shape: Vec<usize>, fill: i
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, row-major with the given row strides.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize, dst: &mut [f32], parallel: bool) {
-    strided_gemm(m, n, k, lhs, (lhs_rs as isize, 1), rhs, (rhs_rs as isize, 1), dst, 0.0, 1.0, parallel);
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    dst: &mut [f32],
+    parallel: bool,
+) {
+    strided_gemm(
+        m,
+        n,
+        k,
+        lhs,
+        (lhs_rs as isize, 1),
+        rhs,
+        (rhs_rs as isize, 1),
+        dst,
+        0.0,
+        1.0,
+        parallel,
+    );
 }
 
 /// `dst[m×n] = lhs · rhs` into a raw destination with row stride `dst_rs`.
@@ -44,18 +78,50 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, lhs: &[f32], lhs_rs: usize, rh
 /// `dst` must be valid for writes of rows `0..m`, columns `0..n` at row stride
 /// `dst_rs`, and no one else may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_into(m: usize, n: usize, k: usize, lhs: &[f32], lhs_rs: usize, rhs: &[f32], rhs_rs: usize, dst: *mut f32, dst_rs: usize, parallel: bool) {
+pub(crate) unsafe fn sgemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(k == 0 || (lhs.len() > (m - 1) * lhs_rs + k - 1 && rhs.len() > (k - 1) * rhs_rs + n - 1), "gemm operand too small");
-    let par = if parallel && m * n * k > 1 << 15 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    assert!(
+        k == 0 || (lhs.len() > (m - 1) * lhs_rs + k - 1 && rhs.len() > (k - 1) * rhs_rs + n - 1),
+        "gemm operand too small"
+    );
+    let par = if parallel && m * n * k > 1 << 15 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     gemm::gemm(
-        m, n, k,
-        dst, 1, dst_rs as isize, false,
-        lhs.as_ptr(), 1, lhs_rs as isize,
-        rhs.as_ptr(), 1, rhs_rs as isize,
-        0.0, 1.0, false, false, false, par,
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.as_ptr(),
+        1,
+        lhs_rs as isize,
+        rhs.as_ptr(),
+        1,
+        rhs_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
     );
 }
 
@@ -78,18 +144,41 @@ fn strided_gemm(
         return;
     }
     assert!(dst.len() >= m * n, "gemm destination too small");
-    let reach = |rs: isize, cs: isize, r: usize, c: usize| (r.saturating_sub(1)) * rs as usize + (c.saturating_sub(1)) * cs as usize;
-    assert!(k == 0 || (lhs.len() > reach(lrs, lcs, m, k) && rhs.len() > reach(rrs, rcs, k, n)), "gemm operand too small");
-    let par = if parallel && m * n * k > 1 << 15 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let reach = |rs: isize, cs: isize, r: usize, c: usize| {
+        (r.saturating_sub(1)) * rs as usize + (c.saturating_sub(1)) * cs as usize
+    };
+    assert!(
+        k == 0 || (lhs.len() > reach(lrs, lcs, m, k) && rhs.len() > reach(rrs, rcs, k, n)),
+        "gemm operand too small"
+    );
+    let par = if parallel && m * n * k > 1 << 15 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the asserts above bound every index the strides can reach; the
     // slices do not alias (dst is a unique borrow).
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, keep != 0.0,
-            lhs.as_ptr(), lcs, lrs,
-            rhs.as_ptr(), rcs, rrs,
-            keep, scale, false, false, false, par,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            keep != 0.0,
+            lhs.as_ptr(),
+            lcs,
+            lrs,
+            rhs.as_ptr(),
+            rcs,
+            rrs,
+            keep,
+            scale,
+            false,
+            false,
+            false,
+            par,
         );
     }
 }
@@ -101,16 +190,31 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
     if a.rank() == 0 || b.rank() == 0 {
         return invalid!("MatMul inputs must have rank 1 or more");
     }
-    let ash: Vec<usize> = if a.rank() == 1 { vec![1, a.shape()[0]] } else { a.shape().to_vec() };
-    let bsh: Vec<usize> = if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() };
+    let ash: Vec<usize> = if a.rank() == 1 {
+        vec![1, a.shape()[0]]
+    } else {
+        a.shape().to_vec()
+    };
+    let bsh: Vec<usize> = if b.rank() == 1 {
+        vec![b.shape()[0], 1]
+    } else {
+        b.shape().to_vec()
+    };
     let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
     let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
     if k != k2 {
-        return invalid!("MatMul inner dimensions differ: {:?} × {:?}", a.shape(), b.shape());
+        return invalid!(
+            "MatMul inner dimensions differ: {:?} × {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
     let (abatch, bbatch) = (&ash[..ash.len() - 2], &bsh[..bsh.len() - 2]);
-    let batch = broadcast_shapes(abatch, bbatch)
-        .ok_or_else(|| metal_mps_ir::Error::Invalid(format!("MatMul batch dims {abatch:?} and {bbatch:?} cannot be broadcast")))?;
+    let batch = broadcast_shapes(abatch, bbatch).ok_or_else(|| {
+        metal_mps_ir::Error::Invalid(format!(
+            "MatMul batch dims {abatch:?} and {bbatch:?} cannot be broadcast"
+        ))
+    })?;
     let nb: usize = batch.iter().product();
     let mut shape = batch.clone();
     if a.rank() > 1 {
@@ -119,7 +223,10 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
     if b.rank() > 1 {
         shape.push(n);
     }
-    let (sa, sb) = (broadcast_strides(abatch, &batch), broadcast_strides(bbatch, &batch));
+    let (sa, sb) = (
+        broadcast_strides(abatch, &batch),
+        broadcast_strides(bbatch, &batch),
+    );
     let offsets = |i: usize| {
         let (mut rem, mut oa, mut ob) = (i, 0, 0);
         for d in (0..batch.len()).rev() {
@@ -135,22 +242,24 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
     }
     let (av, bv) = (as_f32(a)?, as_f32(b)?);
     f32_output(out, a.dtype(), shape, |y| {
-    if nb > 1 && sb.iter().all(|&s| s == 0) && sa == metal_mps_ir::strides(&batch) {
-        // A's batches are contiguous and B is shared: one tall product.
-        sgemm(nb * m, n, k, &av, k, &bv, n, y, true);
-    } else if nb >= rayon::current_num_threads() {
-        y.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, dst)| {
-            let (oa, ob) = offsets(i);
-            sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, false);
-        });
-    } else {
-        for (i, dst) in y.chunks_mut((m * n).max(1)).enumerate() {
-            let (oa, ob) = offsets(i);
-            sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, true);
+        if nb > 1 && sb.iter().all(|&s| s == 0) && sa == metal_mps_ir::strides(&batch) {
+            // A's batches are contiguous and B is shared: one tall product.
+            sgemm(nb * m, n, k, &av, k, &bv, n, y, true);
+        } else if nb >= rayon::current_num_threads() {
+            y.par_chunks_mut((m * n).max(1))
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    let (oa, ob) = offsets(i);
+                    sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, false);
+                });
+        } else {
+            for (i, dst) in y.chunks_mut((m * n).max(1)).enumerate() {
+                let (oa, ob) = offsets(i);
+                sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, true);
+            }
         }
-    }
-    super::conv::finish(y, None, n.max(1), act);
-    Ok(())
+        super::conv::finish(y, None, n.max(1), act);
+        Ok(())
     })
 }
 
@@ -187,12 +296,30 @@ fn int_matmul(
 }
 
 /// `Y = alpha · A' · B' + beta · C`, C broadcast to `[M, N]`.
-pub fn gemm(g: &GemmAttrs, a: &Tensor, b: &Tensor, c: Option<&Tensor>, out: &mut Out) -> Result<Tensor> {
+pub fn gemm(
+    g: &GemmAttrs,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    out: &mut Out,
+) -> Result<Tensor> {
     if a.rank() != 2 || b.rank() != 2 {
-        return invalid!("Gemm inputs must be 2-D, got {:?} and {:?}", a.shape(), b.shape());
+        return invalid!(
+            "Gemm inputs must be 2-D, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
-    let (m, k) = if g.trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-    let (k2, n) = if g.trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    let (m, k) = if g.trans_a {
+        (a.shape()[1], a.shape()[0])
+    } else {
+        (a.shape()[0], a.shape()[1])
+    };
+    let (k2, n) = if g.trans_b {
+        (b.shape()[1], b.shape()[0])
+    } else {
+        (b.shape()[0], b.shape()[1])
+    };
     if k != k2 {
         return invalid!("Gemm inner dimensions differ: A' is {m}×{k}, B' is {k2}×{n}");
     }
@@ -200,26 +327,48 @@ pub fn gemm(g: &GemmAttrs, a: &Tensor, b: &Tensor, c: Option<&Tensor>, out: &mut
     let c = c.filter(|_| g.beta != 0.0);
     if let Some(c) = c {
         if broadcast_shapes(c.shape(), &[m, n]).is_none_or(|s| s[..] != [m, n]) {
-            return invalid!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape());
+            return invalid!(
+                "Gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                c.shape()
+            );
         }
     }
     f32_output(out, a.dtype(), vec![m, n], |y| {
-    let mut keep = 0.0;
-    if let Some(c) = c {
-        let cv = as_f32(c)?;
-        let st = broadcast_strides(c.shape(), &[m, n]);
-        for i in 0..m {
-            for j in 0..n {
-                y[i * n + j] = g.beta * cv[i * st[0] + j * st[1]];
+        let mut keep = 0.0;
+        if let Some(c) = c {
+            let cv = as_f32(c)?;
+            let st = broadcast_strides(c.shape(), &[m, n]);
+            for i in 0..m {
+                for j in 0..n {
+                    y[i * n + j] = g.beta * cv[i * st[0] + j * st[1]];
+                }
             }
+            keep = 1.0;
         }
-        keep = 1.0;
-    }
-    let lhs_strides = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let rhs_strides = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
-    strided_gemm(m, n, k, &av, lhs_strides, &bv, rhs_strides, y, keep, g.alpha, true);
-    super::conv::finish(y, None, n.max(1), g.activation);
-    Ok(())
+        let lhs_strides = if g.trans_a {
+            (1, m as isize)
+        } else {
+            (k as isize, 1)
+        };
+        let rhs_strides = if g.trans_b {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
+        };
+        strided_gemm(
+            m,
+            n,
+            k,
+            &av,
+            lhs_strides,
+            &bv,
+            rhs_strides,
+            y,
+            keep,
+            g.alpha,
+            true,
+        );
+        super::conv::finish(y, None, n.max(1), g.activation);
+        Ok(())
     })
 }
-

@@ -28,7 +28,12 @@ pub(crate) fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Ten
 }
 
 /// Runs `op` on concrete inputs; `num_outputs` is the node's output count.
-pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize, out: &mut Out) -> Result<Vec<Tensor>> {
+pub fn eval_op(
+    op: &Op,
+    inputs: &[Option<&Tensor>],
+    num_outputs: usize,
+    out: &mut Out,
+) -> Result<Vec<Tensor>> {
     let x = arg(inputs, 0)?;
     let one = |t: Result<Tensor>| t.map(|t| vec![t]);
     match op {
@@ -55,24 +60,41 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize, out: &mu
         Op::Lrn(a) => one(norm::lrn(x, a, out)),
         Op::MatMul { activation } => one(matmul::matmul(x, arg(inputs, 1)?, *activation, out)),
         Op::Gemm(g) => one(matmul::gemm(g, x, arg(inputs, 1)?, opt(inputs, 2), out)),
-        Op::Reduce { op, axes, keepdims, noop_with_empty_axes } => {
+        Op::Reduce {
+            op,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => {
             let axes = match (axes, opt(inputs, 1)) {
                 (Some(a), _) => a.clone(),
                 (None, Some(t)) => t.to_i64_vec()?,
                 (None, None) => vec![],
             };
-            one(reduce::reduce(*op, x, &axes, *keepdims, *noop_with_empty_axes, out))
+            one(reduce::reduce(
+                *op,
+                x,
+                &axes,
+                *keepdims,
+                *noop_with_empty_axes,
+                out,
+            ))
         }
         Op::Reshape { allowzero } => one(layout::reshape(x, arg(inputs, 1)?, *allowzero, out)),
         Op::Flatten { axis } => one(layout::flatten(x, *axis, out)),
         Op::Squeeze { axes } => one(layout::squeeze(x, axes_arg(axes, inputs)?, out)),
         Op::Unsqueeze { axes } => {
-            let axes = axes_arg(axes, inputs)?.ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
+            let axes = axes_arg(axes, inputs)?
+                .ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
             one(layout::unsqueeze(x, &axes, out))
         }
         Op::Transpose { perm } => one(layout::transpose(x, perm, out)),
         Op::Concat { axis } => one(layout::concat(inputs, *axis, out)),
-        Op::Split { axis, sizes, num_outputs } => {
+        Op::Split {
+            axis,
+            sizes,
+            num_outputs,
+        } => {
             let sizes = match (sizes, opt(inputs, 1)) {
                 (Some(s), _) => Some(s.clone()),
                 (None, Some(t)) => Some(t.to_i64_vec()?),

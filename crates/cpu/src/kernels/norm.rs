@@ -6,8 +6,15 @@ use metal_mps_ir::{invalid, normalize_axis, LrnAttrs, Result, Tensor};
 use rayon::prelude::*;
 
 /// `y = scale · (x − mean) / sqrt(var + ε) + bias`, per channel (axis 1).
-pub fn batch_norm(x: &Tensor, params: &[Option<&Tensor>], eps: f32, out: &mut Out) -> Result<Tensor> {
-    let p: Vec<_> = (0..4).map(|i| super::arg(params, i).and_then(as_f32)).collect::<Result<_>>()?;
+pub fn batch_norm(
+    x: &Tensor,
+    params: &[Option<&Tensor>],
+    eps: f32,
+    out: &mut Out,
+) -> Result<Tensor> {
+    let p: Vec<_> = (0..4)
+        .map(|i| super::arg(params, i).and_then(as_f32))
+        .collect::<Result<_>>()?;
     let c = if x.rank() >= 2 { x.shape()[1] } else { 1 };
     if p.iter().any(|v| v.len() != c) {
         return invalid!("BatchNormalization parameters must have {c} values (the channel count)");
@@ -21,9 +28,15 @@ pub fn batch_norm(x: &Tensor, params: &[Option<&Tensor>], eps: f32, out: &mut Ou
         .unzip();
     let xv = as_f32(x)?;
     f32_output(out, x.dtype(), x.shape().to_vec(), |y| {
-        for (r, (dst, src)) in y.chunks_mut(inner.max(1)).zip(xv.chunks(inner.max(1))).enumerate() {
+        for (r, (dst, src)) in y
+            .chunks_mut(inner.max(1))
+            .zip(xv.chunks(inner.max(1)))
+            .enumerate()
+        {
             let ch = r % c;
-            dst.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a[ch] + b[ch]);
+            dst.iter_mut()
+                .zip(src)
+                .for_each(|(o, &v)| *o = v * a[ch] + b[ch]);
         }
         Ok(())
     })
@@ -34,9 +47,17 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
     let ax = normalize_axis(axis, x.rank())?;
     let shape = x.shape();
     let (outer, len, inner) = if legacy {
-        (shape[..ax].iter().product(), shape[ax..].iter().product(), 1)
+        (
+            shape[..ax].iter().product(),
+            shape[ax..].iter().product(),
+            1,
+        )
     } else {
-        (shape[..ax].iter().product::<usize>(), shape[ax], shape[ax + 1..].iter().product::<usize>())
+        (
+            shape[..ax].iter().product::<usize>(),
+            shape[ax],
+            shape[ax + 1..].iter().product::<usize>(),
+        )
     };
     let xv = as_f32(x)?;
     f32_output(out, x.dtype(), shape.to_vec(), |y| {
@@ -45,7 +66,9 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
             let src = &xv[o * block..][..block];
             for i in 0..inner {
                 let at = |j: usize| j * inner + i;
-                let max = (0..len).map(|j| src[at(j)]).fold(f32::NEG_INFINITY, f32::max);
+                let max = (0..len)
+                    .map(|j| src[at(j)])
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0;
                 for j in 0..len {
                     let e = (src[at(j)] - max).exp();
@@ -58,7 +81,10 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
             }
         };
         if outer * block > 1 << 15 {
-            y.par_chunks_mut(block).enumerate().take(outer).for_each(work);
+            y.par_chunks_mut(block)
+                .enumerate()
+                .take(outer)
+                .for_each(work);
         } else {
             y.chunks_mut(block).enumerate().take(outer).for_each(work);
         }

@@ -2,7 +2,9 @@
 
 use super::matmul::{as_f32, f32_output};
 use crate::Out;
-use metal_mps_ir::{dispatch_dtype, invalid, unsupported, DType, Element, PoolAttrs, PoolKind, Result, Tensor};
+use metal_mps_ir::{
+    dispatch_dtype, invalid, unsupported, DType, Element, PoolAttrs, PoolKind, Result, Tensor,
+};
 use rayon::prelude::*;
 
 /// Per spatial axis: input, output, kernel, stride, dilation, begin pad, end pad.
@@ -23,9 +25,20 @@ pub fn pool(p: &PoolAttrs, x: &Tensor, out: &mut Out) -> Result<Tensor> {
         return unsupported!("pooling over {spatial} spatial dims (1 to 3 supported)");
     }
     if p.window.kernel.len() != spatial {
-        return invalid!("kernel_shape has {} dims for {spatial} spatial dims", p.window.kernel.len());
+        return invalid!(
+            "kernel_shape has {} dims for {spatial} spatial dims",
+            p.window.kernel.len()
+        );
     }
-    let mut axes = [Axis { input: 1, output: 1, kernel: 1, stride: 1, dilation: 1, begin: 0, end: 0 }; 3];
+    let mut axes = [Axis {
+        input: 1,
+        output: 1,
+        kernel: 1,
+        stride: 1,
+        dilation: 1,
+        begin: 0,
+        end: 0,
+    }; 3];
     for s in 0..spatial {
         let input = x.shape()[2 + s];
         let kernel = p.window.kernel[s];
@@ -77,11 +90,19 @@ fn pool_planes(p: &PoolAttrs, ax: &[Axis; 3], planes: usize, x: &[f32], y: &mut 
         return;
     }
     let windows: [Vec<Window>; 3] = [0, 1, 2].map(|i| windows(&ax[i]));
-    let work = |(i, dst): (usize, &mut [f32])| pool_plane(p, ax, &windows, &x[i * in_plane..][..in_plane], dst);
+    let work = |(i, dst): (usize, &mut [f32])| {
+        pool_plane(p, ax, &windows, &x[i * in_plane..][..in_plane], dst)
+    };
     if planes * out_plane > 1 << 14 {
-        y.par_chunks_mut(out_plane).enumerate().take(planes).for_each(work);
+        y.par_chunks_mut(out_plane)
+            .enumerate()
+            .take(planes)
+            .for_each(work);
     } else {
-        y.chunks_mut(out_plane).enumerate().take(planes).for_each(work);
+        y.chunks_mut(out_plane)
+            .enumerate()
+            .take(planes)
+            .for_each(work);
     }
 }
 
@@ -96,7 +117,10 @@ fn windows(a: &Axis) -> Vec<Window> {
     (0..a.output)
         .map(|o| {
             let start = (o * a.stride) as isize - a.begin as isize;
-            let mut w = Window { taps: Vec::with_capacity(a.kernel), in_padded: 0 };
+            let mut w = Window {
+                taps: Vec::with_capacity(a.kernel),
+                in_padded: 0,
+            };
             for k in 0..a.kernel {
                 let i = start + (k * a.dilation) as isize;
                 if i < (a.input + a.end) as isize {
@@ -122,8 +146,16 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
     let ranges: Vec<(usize, usize, isize)> = (0..a.kernel)
         .map(|kx| {
             let off = (kx * a.dilation) as isize - a.begin as isize;
-            let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(a.stride) };
-            let hi = if off >= w as isize { 0 } else { (((w as isize - 1 - off) as usize) / a.stride + 1).min(ow) };
+            let lo = if off >= 0 {
+                0
+            } else {
+                ((-off) as usize).div_ceil(a.stride)
+            };
+            let hi = if off >= w as isize {
+                0
+            } else {
+                (((w as isize - 1 - off) as usize) / a.stride + 1).min(ow)
+            };
             (lo, hi.max(lo), off)
         })
         .collect();
@@ -140,14 +172,21 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
                         if hi == lo {
                             continue;
                         }
-                        let (dst, start) = (&mut acc[lo..hi], ((lo * a.stride) as isize + off) as usize);
+                        let (dst, start) =
+                            (&mut acc[lo..hi], ((lo * a.stride) as isize + off) as usize);
                         let src = &row[start..start + (dst.len() - 1) * a.stride + 1];
                         let s = a.stride;
                         match (max, s) {
                             (true, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = d.max(v)),
-                            (true, _) => dst.iter_mut().zip(src.chunks(s)).for_each(|(d, v)| *d = d.max(v[0])),
+                            (true, _) => dst
+                                .iter_mut()
+                                .zip(src.chunks(s))
+                                .for_each(|(d, v)| *d = d.max(v[0])),
                             (false, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
-                            (false, _) => dst.iter_mut().zip(src.chunks(s)).for_each(|(d, v)| *d += v[0]),
+                            (false, _) => dst
+                                .iter_mut()
+                                .zip(src.chunks(s))
+                                .for_each(|(d, v)| *d += v[0]),
                         }
                     }
                 }
@@ -156,7 +195,11 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
                 let rows_in = wz.taps.len() * wy.taps.len();
                 let padded = wz.in_padded * wy.in_padded;
                 for ((d, wx), &cx) in acc.iter_mut().zip(&win[2]).zip(&x_count) {
-                    let div = if p.count_include_pad { padded * wx.in_padded } else { rows_in * cx };
+                    let div = if p.count_include_pad {
+                        padded * wx.in_padded
+                    } else {
+                        rows_in * cx
+                    };
                     *d /= div.max(1) as f32;
                 }
             }

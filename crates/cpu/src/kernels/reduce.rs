@@ -3,7 +3,14 @@
 use crate::Out;
 use metal_mps_ir::{dispatch_dtype, normalize_axis, Element, ReduceOp, Result, Tensor};
 
-pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[i64], keepdims: bool, noop_empty: bool, out: &mut Out) -> Result<Tensor> {
+pub fn reduce(
+    op: ReduceOp,
+    x: &Tensor,
+    axes: &[i64],
+    keepdims: bool,
+    noop_empty: bool,
+    out: &mut Out,
+) -> Result<Tensor> {
     if axes.is_empty() && noop_empty {
         return out.copy_of(0, x, x.shape().to_vec());
     }
@@ -12,16 +19,26 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[i64], keepdims: bool, noop_empty
     for &a in axes {
         reduced[normalize_axis(a, rank)?] = true;
     }
-    let kept: Vec<usize> = (0..rank).map(|d| if reduced[d] { 1 } else { x.shape()[d] }).collect();
+    let kept: Vec<usize> = (0..rank)
+        .map(|d| if reduced[d] { 1 } else { x.shape()[d] })
+        .collect();
     let out_shape: Vec<usize> = if keepdims {
         kept.clone()
     } else {
-        (0..rank).filter(|&d| !reduced[d]).map(|d| x.shape()[d]).collect()
+        (0..rank)
+            .filter(|&d| !reduced[d])
+            .map(|d| x.shape()[d])
+            .collect()
     };
-    let count: usize = (0..rank).filter(|&d| reduced[d]).map(|d| x.shape()[d]).product();
+    let count: usize = (0..rank)
+        .filter(|&d| reduced[d])
+        .map(|d| x.shape()[d])
+        .product();
     // Output strides seen from the input: 0 along reduced axes.
     let ks = metal_mps_ir::strides(&kept);
-    let os: Vec<usize> = (0..rank).map(|d| if reduced[d] { 0 } else { ks[d] }).collect();
+    let os: Vec<usize> = (0..rank)
+        .map(|d| if reduced[d] { 0 } else { ks[d] })
+        .collect();
     let n_out: usize = kept.iter().product();
     let mut acc: Vec<f64> = vec![
         match op {
@@ -64,4 +81,3 @@ pub fn reduce(op: ReduceOp, x: &Tensor, axes: &[i64], keepdims: bool, noop_empty
     });
     Ok(y)
 }
-

@@ -21,7 +21,9 @@ pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     let mut y = out.tensor(0, x.dtype(), x.shape().to_vec())?;
     match x.dtype() {
         DType::F32 => map_f32(op, x.as_slice::<f32>()?, y.as_slice_mut::<f32>()?),
-        DType::F16 => map(x.as_slice::<f16>()?, y.as_slice_mut::<f16>()?, |v| f16::from_f32(op.apply_f32(v.to_f32()))),
+        DType::F16 => map(x.as_slice::<f16>()?, y.as_slice_mut::<f16>()?, |v| {
+            f16::from_f32(op.apply_f32(v.to_f32()))
+        }),
         DType::I8 => int_unary::<i8>(op, x, &mut y)?,
         DType::I16 => int_unary::<i16>(op, x, &mut y)?,
         DType::I32 => int_unary::<i32>(op, x, &mut y)?,
@@ -51,7 +53,9 @@ fn int_unary<T: Element>(op: UnaryOp, x: &Tensor, y: &mut Tensor) -> Result<()> 
         UnaryOp::Relu => Box::new(move |v: T| if v < zero { zero } else { v }),
         UnaryOp::Neg => Box::new(|v: T| T::from_f64(-v.to_f64())),
         UnaryOp::Abs => Box::new(|v: T| T::from_f64(v.to_f64().abs())),
-        UnaryOp::Clamp { min, max } => Box::new(move |v: T| T::from_f64(v.to_f64().clamp(min as f64, max as f64))),
+        UnaryOp::Clamp { min, max } => {
+            Box::new(move |v: T| T::from_f64(v.to_f64().clamp(min as f64, max as f64)))
+        }
         other => return metal_mps_ir::unsupported!("{other:?} on integer tensors"),
     };
     map(x.as_slice::<T>()?, y.as_slice_mut::<T>()?, f);
@@ -59,11 +63,16 @@ fn int_unary<T: Element>(op: UnaryOp, x: &Tensor, y: &mut Tensor) -> Result<()> 
 }
 
 /// Clip with optional runtime bounds (opset 11+).
-pub fn clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>, out: &mut Out) -> Result<Tensor> {
+pub fn clip(
+    x: &Tensor,
+    min: Option<&Tensor>,
+    max: Option<&Tensor>,
+    out: &mut Out,
+) -> Result<Tensor> {
     let mut y = out.tensor(0, x.dtype(), x.shape().to_vec())?;
     metal_mps_ir::dispatch_dtype!(x.dtype(), T => {
         let bound = |t: Option<&Tensor>| -> Result<Option<T>> {
-            t.map(|t| Ok(t.as_slice::<T>()?.first().copied().ok_or_else(|| metal_mps_ir::Error::Invalid("empty Clip bound".into()))?)).transpose()
+            t.map(|t| t.as_slice::<T>()?.first().copied().ok_or_else(|| metal_mps_ir::Error::Invalid("empty Clip bound".into()))).transpose()
         };
         let (lo, hi) = (bound(min)?, bound(max)?);
         map(x.as_slice::<T>()?, y.as_slice_mut::<T>()?, |v: T| {

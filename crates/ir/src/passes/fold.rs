@@ -44,7 +44,9 @@ fn try_fold(g: &Graph, node: &Node, eval: &dyn Evaluator) -> Result<Option<Vec<T
             Some(v) => g.values[*v].constant.as_deref().map(Some),
         })
         .collect();
-    let Some(inputs) = inputs else { return Ok(None) };
+    let Some(inputs) = inputs else {
+        return Ok(None);
+    };
     if node.inputs.iter().all(Option::is_none) {
         return Ok(None);
     }

@@ -38,15 +38,25 @@ pub fn fold_batch_norm_into_conv(g: &mut Graph) -> Result<()> {
             continue;
         }
         let y = g.nodes[c].outputs[0];
-        let Some(b) = sole_consumer(g, &consumers, y) else { continue };
-        let Op::BatchNorm { epsilon } = g.nodes[b].op else { continue };
+        let Some(b) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
+        let Op::BatchNorm { epsilon } = g.nodes[b].op else {
+            continue;
+        };
         if g.nodes[b].outputs.len() != 1 || g.nodes[b].inputs[0] != Some(y) {
             continue;
         }
-        let params: Option<Vec<Arc<Tensor>>> =
-            g.nodes[b].inputs[1..5].iter().map(|&i| g.constant(i).cloned()).collect();
-        let (Some(params), Some(w)) = (params, g.constant(g.nodes[c].inputs[1]).cloned()) else { continue };
-        let bias = g.constant(g.nodes[c].inputs.get(2).copied().flatten()).cloned();
+        let params: Option<Vec<Arc<Tensor>>> = g.nodes[b].inputs[1..5]
+            .iter()
+            .map(|&i| g.constant(i).cloned())
+            .collect();
+        let (Some(params), Some(w)) = (params, g.constant(g.nodes[c].inputs[1]).cloned()) else {
+            continue;
+        };
+        let bias = g
+            .constant(g.nodes[c].inputs.get(2).copied().flatten())
+            .cloned();
         if g.nodes[c].inputs.get(2).copied().flatten().is_some() && bias.is_none() {
             continue;
         }
@@ -65,7 +75,12 @@ pub fn fold_batch_norm_into_conv(g: &mut Graph) -> Result<()> {
 }
 
 /// Computes folded weights and bias in f32 (then back to the weight's dtype).
-fn fold(w: &Tensor, bias: Option<&Tensor>, p: &[Arc<Tensor>], eps: f32) -> Result<(Tensor, Tensor)> {
+fn fold(
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &[Arc<Tensor>],
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
     let oc = w.shape()[0];
     let [scale, beta, mean, var] = [0, 1, 2, 3].map(|i| p[i].to_f64_vec());
     if [&scale, &beta, &mean, &var].iter().any(|v| v.len() != oc) {
@@ -73,7 +88,9 @@ fn fold(w: &Tensor, bias: Option<&Tensor>, p: &[Arc<Tensor>], eps: f32) -> Resul
     }
     let per = w.numel() / oc.max(1);
     let mut wv = w.to_f64_vec();
-    let bv = bias.map(|b| b.to_f64_vec()).unwrap_or_else(|| vec![0.0; oc]);
+    let bv = bias
+        .map(|b| b.to_f64_vec())
+        .unwrap_or_else(|| vec![0.0; oc]);
     let mut nb = vec![0.0; oc];
     for o in 0..oc {
         let s = scale[o] / (var[o] + eps as f64).sqrt();
@@ -82,12 +99,17 @@ fn fold(w: &Tensor, bias: Option<&Tensor>, p: &[Arc<Tensor>], eps: f32) -> Resul
         }
         nb[o] = (bv[o] - mean[o]) * s + beta[o];
     }
-    Ok((cast_like(w.dtype(), w.shape().to_vec(), &wv)?, cast_like(w.dtype(), vec![oc], &nb)?))
+    Ok((
+        cast_like(w.dtype(), w.shape().to_vec(), &wv)?,
+        cast_like(w.dtype(), vec![oc], &nb)?,
+    ))
 }
 
 fn cast_like(dtype: crate::DType, shape: Vec<usize>, v: &[f64]) -> Result<Tensor> {
     match dtype {
-        crate::DType::F16 => Tensor::from_vec(shape, v.iter().map(|&x| crate::f16::from_f64(x)).collect()),
+        crate::DType::F16 => {
+            Tensor::from_vec(shape, v.iter().map(|&x| crate::f16::from_f64(x)).collect())
+        }
         _ => Tensor::from_vec(shape, v.iter().map(|&x| x as f32).collect()),
     }
 }
@@ -98,19 +120,31 @@ pub fn fuse_bias_add(g: &mut Graph) -> Result<()> {
     let consumers = g.consumers();
     let mut remove = vec![false; g.nodes.len()];
     for c in 0..g.nodes.len() {
-        let Op::Conv(_) = &g.nodes[c].op else { continue };
+        let Op::Conv(_) = &g.nodes[c].op else {
+            continue;
+        };
         if g.nodes[c].inputs.get(2).copied().flatten().is_some() {
             continue;
         }
-        let Some(w) = g.constant(g.nodes[c].inputs[1]) else { continue };
+        let Some(w) = g.constant(g.nodes[c].inputs[1]) else {
+            continue;
+        };
         let (oc, rank) = (w.shape()[0], w.rank());
         let y = g.nodes[c].outputs[0];
-        let Some(a) = sole_consumer(g, &consumers, y) else { continue };
+        let Some(a) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
         if g.nodes[a].op != Op::Binary(BinaryOp::Add) {
             continue;
         }
-        let other = if g.nodes[a].inputs[0] == Some(y) { g.nodes[a].inputs[1] } else { g.nodes[a].inputs[0] };
-        let Some(bias) = g.constant(other) else { continue };
+        let other = if g.nodes[a].inputs[0] == Some(y) {
+            g.nodes[a].inputs[1]
+        } else {
+            g.nodes[a].inputs[0]
+        };
+        let Some(bias) = g.constant(other) else {
+            continue;
+        };
         // Per-channel: [C, 1, .., 1] or [1, C, 1, .., 1] with the conv's rank at most.
         let dims = bias.shape();
         let spatial_ones = |s: &[usize]| s.iter().all(|&d| d == 1);
@@ -151,8 +185,12 @@ pub fn fuse_activations(g: &mut Graph) {
         if !free {
             continue;
         }
-        let Some(a) = sole_consumer(g, &consumers, y) else { continue };
-        let Op::Unary(u) = g.nodes[a].op else { continue };
+        let Some(a) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
+        let Op::Unary(u) = g.nodes[a].op else {
+            continue;
+        };
         let act = Activation::Unary(u);
         let out = g.nodes[a].outputs[0];
         match &mut g.nodes[p].op {

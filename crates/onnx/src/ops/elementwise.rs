@@ -4,7 +4,9 @@ use metal_mps_ir::{BinaryOp, Error, Op, Result, UnaryOp};
 pub fn binary(ctx: &NodeCtx) -> Result<Op> {
     // Opset 6's `broadcast=1` without `axis` aligns trailing dims, as numpy does.
     if ctx.opset < 7 && ctx.attrs.has("axis") {
-        return Err(Error::Unsupported("legacy broadcasting with an 'axis' attribute (opset < 7)".into()));
+        return Err(Error::Unsupported(
+            "legacy broadcasting with an 'axis' attribute (opset < 7)".into(),
+        ));
     }
     Ok(Op::Binary(match ctx.op_type {
         "Add" => BinaryOp::Add,
@@ -26,8 +28,13 @@ pub fn unary(ctx: &NodeCtx) -> Result<Op> {
         "Log" => UnaryOp::Log,
         "Neg" => UnaryOp::Neg,
         "Abs" => UnaryOp::Abs,
-        "LeakyRelu" => UnaryOp::LeakyRelu { alpha: a.float("alpha", 0.01)? },
-        "HardSigmoid" => UnaryOp::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
+        "LeakyRelu" => UnaryOp::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        },
+        "HardSigmoid" => UnaryOp::HardSigmoid {
+            alpha: a.float("alpha", 0.2)?,
+            beta: a.float("beta", 0.5)?,
+        },
         _ => UnaryOp::HardSwish,
     }))
 }
@@ -45,15 +52,24 @@ pub fn clip(ctx: &NodeCtx) -> Result<Op> {
 /// Dropout at inference is the identity; its mask output (if wanted) is all true.
 pub fn dropout(ctx: &NodeCtx) -> Result<Op> {
     if ctx.num_inputs >= 3 {
-        return Err(Error::Unsupported("Dropout with a training_mode input (inference only)".into()));
+        return Err(Error::Unsupported(
+            "Dropout with a training_mode input (inference only)".into(),
+        ));
     }
     Ok(Op::Identity)
 }
 
 pub fn cast(ctx: &NodeCtx) -> Result<Op> {
     if ctx.attrs.int("saturate", 1)? != 1 {
-        return Err(Error::Unsupported("Cast with saturate=0 (float8 only)".into()));
+        return Err(Error::Unsupported(
+            "Cast with saturate=0 (float8 only)".into(),
+        ));
     }
-    let to = ctx.attrs.opt_int("to")?.ok_or_else(|| Error::InvalidModel("Cast needs the 'to' attribute".into()))?;
-    Ok(Op::Cast { to: crate::tensor::dtype_from_onnx(to as i32)? })
+    let to = ctx
+        .attrs
+        .opt_int("to")?
+        .ok_or_else(|| Error::InvalidModel("Cast needs the 'to' attribute".into()))?;
+    Ok(Op::Cast {
+        to: crate::tensor::dtype_from_onnx(to as i32)?,
+    })
 }

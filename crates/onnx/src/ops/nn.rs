@@ -14,7 +14,10 @@ fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window> {
     let fill = |v: Option<Vec<usize>>, n: usize| v.unwrap_or_else(|| vec![1; n]);
     let pads = a.sizes("pads")?.unwrap_or_default();
     if !pads.is_empty() && spatial > 0 && pads.len() != 2 * spatial {
-        return Err(Error::InvalidModel(format!("pads has {} values for {spatial} spatial dims", pads.len())));
+        return Err(Error::InvalidModel(format!(
+            "pads has {} values for {spatial} spatial dims",
+            pads.len()
+        )));
     }
     Ok(Window {
         strides: fill(a.sizes("strides")?, spatial),
@@ -43,7 +46,11 @@ pub fn pool(ctx: &NodeCtx) -> Result<Op> {
     if ctx.attrs.int("storage_order", 0)? != 0 {
         return Err(Error::Unsupported("MaxPool with storage_order=1".into()));
     }
-    let kind = if ctx.op_type == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
+    let kind = if ctx.op_type == "MaxPool" {
+        PoolKind::Max
+    } else {
+        PoolKind::Average
+    };
     if kind == PoolKind::Max && ctx.num_outputs > 1 {
         return Err(Error::Unsupported("MaxPool's Indices output".into()));
     }
@@ -56,12 +63,18 @@ pub fn pool(ctx: &NodeCtx) -> Result<Op> {
 
 pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
     if ctx.attrs.int("spatial", 1)? != 1 {
-        return Err(Error::Unsupported("BatchNormalization with spatial=0 (opset < 9)".into()));
+        return Err(Error::Unsupported(
+            "BatchNormalization with spatial=0 (opset < 9)".into(),
+        ));
     }
     if ctx.attrs.int("training_mode", 0)? != 0 || ctx.num_outputs > 1 {
-        return Err(Error::Unsupported("BatchNormalization in training mode (inference only)".into()));
+        return Err(Error::Unsupported(
+            "BatchNormalization in training mode (inference only)".into(),
+        ));
     }
-    Ok(Op::BatchNorm { epsilon: ctx.attrs.float("epsilon", 1e-5)? })
+    Ok(Op::BatchNorm {
+        epsilon: ctx.attrs.float("epsilon", 1e-5)?,
+    })
 }
 
 /// Softmax before opset 13 normalizes over the input seen as 2-D; from 13 over one axis.
@@ -73,9 +86,13 @@ pub fn softmax(ctx: &NodeCtx) -> Result<Op> {
 
 pub fn lrn(ctx: &NodeCtx) -> Result<Op> {
     let a = &ctx.attrs;
-    let size = a.opt_int("size")?.ok_or_else(|| Error::InvalidModel("LRN needs the 'size' attribute".into()))?;
+    let size = a
+        .opt_int("size")?
+        .ok_or_else(|| Error::InvalidModel("LRN needs the 'size' attribute".into()))?;
     if size <= 0 {
-        return Err(Error::InvalidModel(format!("LRN size must be positive, got {size}")));
+        return Err(Error::InvalidModel(format!(
+            "LRN size must be positive, got {size}"
+        )));
     }
     Ok(Op::Lrn(LrnAttrs {
         alpha: a.float("alpha", 1e-4)?,

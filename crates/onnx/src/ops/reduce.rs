@@ -9,8 +9,16 @@ pub fn reduce(ctx: &NodeCtx) -> Result<Op> {
         "ReduceMax" => ReduceOp::Max,
         _ => ReduceOp::Min,
     };
-    let axes_as_input = if op == ReduceOp::Sum { ctx.opset >= 13 } else { ctx.opset >= 18 };
-    let axes = if axes_as_input { None } else { ctx.attrs.ints("axes")? };
+    let axes_as_input = if op == ReduceOp::Sum {
+        ctx.opset >= 13
+    } else {
+        ctx.opset >= 18
+    };
+    let axes = if axes_as_input {
+        None
+    } else {
+        ctx.attrs.ints("axes")?
+    };
     Ok(Op::Reduce {
         op,
         axes,

@@ -3,9 +3,13 @@ use metal_mps_ir::{Error, Op, Result};
 
 pub fn reshape(ctx: &NodeCtx) -> Result<Op> {
     if ctx.opset < 5 {
-        return Err(Error::Unsupported("Reshape with a 'shape' attribute (opset < 5)".into()));
+        return Err(Error::Unsupported(
+            "Reshape with a 'shape' attribute (opset < 5)".into(),
+        ));
     }
-    Ok(Op::Reshape { allowzero: ctx.attrs.int("allowzero", 0)? != 0 })
+    Ok(Op::Reshape {
+        allowzero: ctx.attrs.int("allowzero", 0)? != 0,
+    })
 }
 
 pub fn transpose(ctx: &NodeCtx) -> Result<Op> {
@@ -14,7 +18,10 @@ pub fn transpose(ctx: &NodeCtx) -> Result<Op> {
 }
 
 pub fn concat(ctx: &NodeCtx) -> Result<Op> {
-    let axis = ctx.attrs.opt_int("axis")?.ok_or_else(|| Error::InvalidModel("Concat needs the 'axis' attribute".into()))?;
+    let axis = ctx
+        .attrs
+        .opt_int("axis")?
+        .ok_or_else(|| Error::InvalidModel("Concat needs the 'axis' attribute".into()))?;
     Ok(Op::Concat { axis })
 }
 
@@ -22,60 +29,105 @@ pub fn concat(ctx: &NodeCtx) -> Result<Op> {
 /// `num_outputs` from 18.
 pub fn split(ctx: &NodeCtx) -> Result<Op> {
     let axis = ctx.attrs.int("axis", 0)?;
-    let sizes = if ctx.opset < 13 { ctx.attrs.ints("split")?.filter(|s| !s.is_empty()) } else { None };
+    let sizes = if ctx.opset < 13 {
+        ctx.attrs.ints("split")?.filter(|s| !s.is_empty())
+    } else {
+        None
+    };
     let num_outputs = match ctx.attrs.opt_int("num_outputs")? {
-        Some(n) if n <= 0 => return Err(Error::InvalidModel(format!("num_outputs must be positive, got {n}"))),
+        Some(n) if n <= 0 => {
+            return Err(Error::InvalidModel(format!(
+                "num_outputs must be positive, got {n}"
+            )))
+        }
         Some(n) => {
             if n as usize != ctx.num_outputs {
-                return Err(Error::InvalidModel(format!("num_outputs is {n} but the node has {} outputs", ctx.num_outputs)));
+                return Err(Error::InvalidModel(format!(
+                    "num_outputs is {n} but the node has {} outputs",
+                    ctx.num_outputs
+                )));
             }
             n as usize
         }
         None => ctx.num_outputs,
     };
-    Ok(Op::Split { axis, sizes, num_outputs })
+    Ok(Op::Split {
+        axis,
+        sizes,
+        num_outputs,
+    })
 }
 
 pub fn flatten(ctx: &NodeCtx) -> Result<Op> {
-    Ok(Op::Flatten { axis: ctx.attrs.int("axis", 1)? })
+    Ok(Op::Flatten {
+        axis: ctx.attrs.int("axis", 1)?,
+    })
 }
 
 /// Squeeze/Unsqueeze take axes as an attribute before opset 13, as an input from 13.
 pub fn squeeze(ctx: &NodeCtx) -> Result<Op> {
-    let axes = if ctx.opset < 13 { ctx.attrs.ints("axes")? } else { None };
+    let axes = if ctx.opset < 13 {
+        ctx.attrs.ints("axes")?
+    } else {
+        None
+    };
     Ok(Op::Squeeze { axes })
 }
 
 pub fn unsqueeze(ctx: &NodeCtx) -> Result<Op> {
-    let axes = if ctx.opset < 13 {
-        Some(ctx.attrs.ints("axes")?.ok_or_else(|| Error::InvalidModel("Unsqueeze needs the 'axes' attribute".into()))?)
-    } else {
-        if ctx.num_inputs < 2 {
-            return Err(Error::InvalidModel("Unsqueeze needs the 'axes' input (opset 13+)".into()));
-        }
-        None
-    };
+    let axes =
+        if ctx.opset < 13 {
+            Some(ctx.attrs.ints("axes")?.ok_or_else(|| {
+                Error::InvalidModel("Unsqueeze needs the 'axes' attribute".into())
+            })?)
+        } else {
+            if ctx.num_inputs < 2 {
+                return Err(Error::InvalidModel(
+                    "Unsqueeze needs the 'axes' input (opset 13+)".into(),
+                ));
+            }
+            None
+        };
     Ok(Op::Unsqueeze { axes })
 }
 
 pub fn shape(ctx: &NodeCtx) -> Result<Op> {
-    Ok(Op::Shape { start: ctx.attrs.int("start", 0)?, end: ctx.attrs.opt_int("end")? })
+    Ok(Op::Shape {
+        start: ctx.attrs.int("start", 0)?,
+        end: ctx.attrs.opt_int("end")?,
+    })
 }
 
 pub fn gather(ctx: &NodeCtx) -> Result<Op> {
-    Ok(Op::Gather { axis: ctx.attrs.int("axis", 0)? })
+    Ok(Op::Gather {
+        axis: ctx.attrs.int("axis", 0)?,
+    })
 }
 
 /// Pad: pads and value are attributes before opset 11, inputs from 11. Only
 /// the constant mode is supported.
 pub fn pad(ctx: &NodeCtx) -> Result<Op> {
-    let mode = ctx.attrs.string("mode")?.unwrap_or_else(|| "constant".into());
+    let mode = ctx
+        .attrs
+        .string("mode")?
+        .unwrap_or_else(|| "constant".into());
     if mode != "constant" {
-        return Err(Error::Unsupported(format!("Pad mode '{mode}' (only 'constant')")));
+        return Err(Error::Unsupported(format!(
+            "Pad mode '{mode}' (only 'constant')"
+        )));
     }
     if ctx.opset < 11 {
-        let pads = ctx.attrs.ints("pads")?.ok_or_else(|| Error::InvalidModel("Pad needs the 'pads' attribute".into()))?;
-        return Ok(Op::Pad { pads: Some(pads), value: ctx.attrs.float("value", 0.0)? });
+        let pads = ctx
+            .attrs
+            .ints("pads")?
+            .ok_or_else(|| Error::InvalidModel("Pad needs the 'pads' attribute".into()))?;
+        return Ok(Op::Pad {
+            pads: Some(pads),
+            value: ctx.attrs.float("value", 0.0)?,
+        });
     }
-    Ok(Op::Pad { pads: None, value: 0.0 })
+    Ok(Op::Pad {
+        pads: None,
+        value: 0.0,
+    })
 }
