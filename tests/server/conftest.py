@@ -36,8 +36,8 @@ MAX_INPUT_SIZE = 8 * 1024 * 1024
 # Models the session server loads at start (explicit mode); the others are
 # loaded by the tests that need them.
 STARTUP_MODELS = [
-    "tiny", "tiny_batched", "tiny_auto", "simple_cnn", "cnn_queue1",
-    "tiny_latest", "tiny_specific", "tiny_unload",
+    "tiny", "tiny_batched", "tiny_auto", "simple_cnn", "tiny_queue1",
+    "tiny_latest", "tiny_specific", "tiny_unload", "cnn_slow",
 ]
 
 TINY_IO = """
@@ -61,7 +61,7 @@ backend: "metal_mps"
 max_batch_size: 8
 {TINY_IO}
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 50000 }}
+dynamic_batching {{ max_queue_delay_microseconds: 100000 }}
 """),
     "tiny_auto": ("tiny", [1], None),
     "simple_cnn": ("simple_cnn", [1], """
@@ -72,11 +72,20 @@ input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, 224,
 output [ { name: "output" data_type: TYPE_FP32 dims: [ 16, 112, 112 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """),
-    "cnn_queue1": ("simple_cnn", [1], """
+    # A queue of one, whose request waits 0.3 s for company: the next ones find it full.
+    "tiny_queue1": ("tiny", [1], f"""
 backend: "metal_mps"
-max_batch_size: 1
+max_batch_size: 8
+{TINY_IO}
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 300000 default_queue_policy {{ max_queue_size: 1 }} }}
+"""),
+    # Requests wait up to 0.4 s in its queue for company: in flight for sure.
+    "cnn_slow": ("simple_cnn", [1], """
+backend: "metal_mps"
+max_batch_size: 4
 instance_group [ { kind: KIND_CPU count: 1 } ]
-dynamic_batching { default_queue_policy { max_queue_size: 1 } }
+dynamic_batching { max_queue_delay_microseconds: 400000 }
 """),
     "tiny_latest": ("tiny", [1, 2, 3], f"""
 backend: "metal_mps"

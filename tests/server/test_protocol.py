@@ -36,17 +36,19 @@ def test_model_metadata(protocol, endpoints):
     assert metadata(c, protocol, "simple_cnn")["inputs"][0]["shape"] == [-1, 3, 224, 224]
 
 
-@pytest.mark.parametrize("binary", [False, True])
-def test_infer_matches_onnxruntime(protocol, endpoints, reference, binary):
-    if protocol == "grpc" and binary:
-        pytest.skip("gRPC always sends raw tensors")
+def test_infer_matches_onnxruntime(protocol, endpoints, reference):
     c = connect(protocol, endpoints)
     x = tiny_input(3)
-    r = infer(c, protocol, "tiny", x, binary=binary)
-    np.testing.assert_allclose(r.as_numpy("output"), reference("tiny", x), rtol=1e-6)
-    response = r.get_response()
-    name = response["model_name"] if protocol == "http" else response.model_name
-    assert name == "tiny"
+    # HTTP: JSON and binary tensor data; gRPC always sends raw tensors.
+    for binary in ([False, True] if protocol == "http" else [True]):
+        r = infer(c, protocol, "tiny", x, binary=binary, request_id=f"req-{binary}")
+        np.testing.assert_allclose(r.as_numpy("output"), reference("tiny", x), rtol=1e-6)
+        response = r.get_response()
+        if protocol == "http":
+            assert (response["model_name"], response["id"]) == ("tiny", f"req-{binary}")
+            assert ("data" in response["outputs"][0]) != binary
+        else:
+            assert (response.model_name, response.id) == ("tiny", f"req-{binary}")
 
 
 def test_simple_cnn_matches_onnxruntime(protocol, endpoints, reference):
@@ -134,24 +136,36 @@ def test_dynamic_batching_visible_under_concurrent_load(protocol, endpoints, ref
 
 
 def test_full_queue_answers_unavailable(protocol, endpoints, reference):
-    """cnn_queue1 has one instance and a queue of one: a burst overflows it."""
-    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
+    """tiny_queue1 queues one request (for 0.3 s): a burst behind it is refused."""
 
-    def one(_):
+    def one(i: int):
+        x = tiny_input(1, seed=i)
         try:
-            infer(connect(protocol, endpoints), protocol, "cnn_queue1", x)
+            out = infer(connect(protocol, endpoints), protocol, "tiny_queue1", x).as_numpy("output")
+            np.testing.assert_allclose(out, reference("tiny", x), rtol=1e-6)
             return "ok"
         except InferenceServerException as e:
             return e.status(), e.message()
 
-    with cf.ThreadPoolExecutor(12) as pool:
-        results = list(pool.map(one, range(12)))
+    with cf.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
     refused = [r for r in results if r != "ok"]
     assert refused, "no request was refused"
     assert "ok" in results
     for status, message in refused:
         assert status in ("503", "StatusCode.UNAVAILABLE"), (status, message)
         assert "queue" in message.lower()
-    # Still serving, and correct.
-    out = infer(connect(protocol, endpoints), protocol, "cnn_queue1", x).as_numpy("output")
+    assert one(99) == "ok"  # still serving
+
+
+def test_request_timeout_expires_in_the_queue(protocol, endpoints, reference):
+    """cnn_slow holds requests up to 0.4 s for a batch; a 50 ms queue timeout expires first."""
+    c = connect(protocol, endpoints)
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    with pytest.raises(InferenceServerException) as e:
+        infer(c, protocol, "cnn_slow", x, timeout=50_000)
+    assert e.value.status() in ("503", "StatusCode.UNAVAILABLE")
+    assert "timeout" in e.value.message().lower()
+    # Without a timeout the request waits out the delay and succeeds.
+    out = infer(c, protocol, "cnn_slow", x, timeout=2_000_000).as_numpy("output")
     np.testing.assert_allclose(out, reference("simple_cnn", x), rtol=1e-4, atol=1e-4)

@@ -96,7 +96,10 @@ mod tests {
         ]);
         let a = cli.serve;
         assert_eq!(a.model_repository, PathBuf::from("/r"));
-        assert_eq!((a.http_port, a.grpc_port, a.allow_grpc), (9000, 8001, false));
+        assert_eq!(
+            (a.http_port, a.grpc_port, a.allow_grpc),
+            (9000, 8001, false)
+        );
         assert_eq!(a.model_control_mode, ControlMode::Explicit);
         assert_eq!(a.load_model, vec!["a", "b"]);
         assert_eq!(a.http_address, "127.0.0.1");

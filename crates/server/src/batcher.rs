@@ -196,7 +196,9 @@ impl Scheduler {
                     until = until.min(d);
                 }
             }
-            let wait = until.saturating_duration_since(now).max(Duration::from_micros(50));
+            let wait = until
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(50));
             state = self
                 .wake
                 .wait_timeout(state, wait)

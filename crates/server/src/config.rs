@@ -10,7 +10,9 @@ use crate::batcher::{BatchPolicy, DynamicBatching};
 use crate::pbtxt;
 use crate::serving_config::{QueueTimeout, ServingConfig, TensorSpec};
 use metal_mps::Device;
-use metal_mps_model_config::{ConfigError, EngineSettings, InstanceKind, ModelConfig, TensorConfig};
+use metal_mps_model_config::{
+    ConfigError, EngineSettings, InstanceKind, ModelConfig, TensorConfig,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -33,7 +35,11 @@ const PLATFORMS: [&str; 2] = ["", "onnxruntime_onnx"];
 /// Reads the configuration of the model in `model_dir` named `name`:
 /// `override_json` (a load request's `config`) if given, else
 /// `config.pbtxt` if present, else an empty config to auto-complete.
-pub fn read_config(model_dir: &Path, name: &str, override_json: Option<&Value>) -> Result<ModelConfig, String> {
+pub fn read_config(
+    model_dir: &Path,
+    name: &str,
+    override_json: Option<&Value>,
+) -> Result<ModelConfig, String> {
     let json = match override_json {
         Some(v) => pbtxt::check_json(v)?,
         None => {
@@ -45,7 +51,8 @@ pub fn read_config(model_dir: &Path, name: &str, override_json: Option<&Value>) 
             }
         }
     };
-    let mut config: ModelConfig = serde_json::from_value(json).map_err(|e| format!("config: {e}"))?;
+    let mut config: ModelConfig =
+        serde_json::from_value(json).map_err(|e| format!("config: {e}"))?;
     if config.name.is_empty() {
         config.name = name.to_string();
     } else if config.name != name {
@@ -74,16 +81,30 @@ fn field_error(field: &str, value: &str, allowed: &[&str]) -> String {
 /// KIND_AUTO when it is empty; `count` 0 or unset is 1). KIND_AUTO and KIND_MODEL follow the
 /// `engine` parameter (GPU when an adapter exists, by default); KIND_GPU
 /// needs a GPU adapter; KIND_CPU runs on the CPU engine.
-pub fn instance_devices(config: &ModelConfig, settings: &EngineSettings, gpu_available: bool) -> Result<Vec<Device>, ConfigError> {
+pub fn instance_devices(
+    config: &ModelConfig,
+    settings: &EngineSettings,
+    gpu_available: bool,
+) -> Result<Vec<Device>, ConfigError> {
     let default = [metal_mps_model_config::InstanceGroup::default()];
-    let groups = if config.instance_group.is_empty() { &default[..] } else { &config.instance_group[..] };
+    let groups = if config.instance_group.is_empty() {
+        &default[..]
+    } else {
+        &config.instance_group[..]
+    };
     let mut devices = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         if let Some(key) = g.extra.keys().find(|k| !g.extra[*k].is_null()) {
-            return Err(ConfigError::new(format!("instance_group[{i}].{key}"), "is not supported by metal-mps serve"));
+            return Err(ConfigError::new(
+                format!("instance_group[{i}].{key}"),
+                "is not supported by metal-mps serve",
+            ));
         }
         if g.count < 0 {
-            return Err(ConfigError::new(format!("instance_group[{i}].count"), format!("is {}; it must be at least 1", g.count)));
+            return Err(ConfigError::new(
+                format!("instance_group[{i}].count"),
+                format!("is {}; it must be at least 1", g.count),
+            ));
         }
         let device = match g.kind {
             InstanceKind::Cpu => Device::Cpu,
@@ -118,8 +139,12 @@ struct QueuePolicy {
 /// Protobuf's JSON writes 64-bit integers as strings; accept both.
 fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Value::deserialize(d)? {
-        Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count"))),
-        Value::String(s) => s.parse().map_err(|_| serde::de::Error::custom(format!("\"{s}\" is not a count"))),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count"))),
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("\"{s}\" is not a count"))),
         other => Err(serde::de::Error::custom(format!("{other} is not a count"))),
     }
 }
@@ -127,8 +152,6 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
 /// Builds what the server applies from a complete, validated config.
 pub fn serving_config(
     config: &ModelConfig,
-    settings: &EngineSettings,
-    instances: Vec<Device>,
     defaults: &ConfigDefaults,
 ) -> Result<ServingConfig, ConfigError> {
     let max_batch_size = usize::try_from(config.max_batch_size)
@@ -137,24 +160,38 @@ pub fn serving_config(
         list.iter()
             .enumerate()
             .map(|(i, t)| {
-                Ok(TensorSpec { name: t.name.clone(), dtype: t.dtype(&format!("{what}[{i}]"))?, dims: t.dims.clone() })
+                Ok(TensorSpec {
+                    name: t.name.clone(),
+                    dtype: t.dtype(&format!("{what}[{i}]"))?,
+                    dims: t.dims.clone(),
+                })
             })
             .collect()
     };
     let mut queue = QueuePolicy::default();
     let mut dynamic = None;
     if let Some(db) = &config.dynamic_batching {
-        if let Some(p) = db.extra.get("default_queue_policy").filter(|p| !p.is_null()) {
-            queue = serde_json::from_value(p.clone())
-                .map_err(|e| ConfigError::new("dynamic_batching.default_queue_policy", e.to_string()))?;
+        if let Some(p) = db
+            .extra
+            .get("default_queue_policy")
+            .filter(|p| !p.is_null())
+        {
+            queue = serde_json::from_value(p.clone()).map_err(|e| {
+                ConfigError::new("dynamic_batching.default_queue_policy", e.to_string())
+            })?;
         }
         if let Some(key) = db
             .extra
             .iter()
-            .find(|(k, v)| !matches!(k.as_str(), "default_queue_policy" | "preserve_ordering") && !v.is_null())
+            .find(|(k, v)| {
+                !matches!(k.as_str(), "default_queue_policy" | "preserve_ordering") && !v.is_null()
+            })
             .map(|(k, _)| k)
         {
-            return Err(ConfigError::new(format!("dynamic_batching.{key}"), "is not supported by metal-mps serve"));
+            return Err(ConfigError::new(
+                format!("dynamic_batching.{key}"),
+                "is not supported by metal-mps serve",
+            ));
         }
         let mut preferred = Vec::new();
         for &p in &db.preferred_batch_size {
@@ -186,14 +223,22 @@ pub fn serving_config(
     };
     Ok(ServingConfig {
         name: config.name.clone(),
-        platform: if config.platform.is_empty() { config.backend.clone() } else { config.platform.clone() },
+        platform: if config.platform.is_empty() {
+            config.backend.clone()
+        } else {
+            config.platform.clone()
+        },
         max_batch_size,
         inputs: specs(&config.input, "input")?,
         outputs: specs(&config.output, "output")?,
         policy: BatchPolicy {
             max_batch_size,
             dynamic,
-            max_queue_size: if queue.max_queue_size == 0 { defaults.max_queue_size } else { queue.max_queue_size as usize },
+            max_queue_size: if queue.max_queue_size == 0 {
+                defaults.max_queue_size
+            } else {
+                queue.max_queue_size as usize
+            },
             delay_on_timeout,
         },
         queue_timeout: QueueTimeout {
@@ -201,9 +246,6 @@ pub fn serving_config(
                 .then(|| Duration::from_micros(queue.default_timeout_microseconds)),
             allow_override: queue.allow_timeout_override,
         },
-        instances,
-        engine: settings.options(Device::Cpu),
-        model_filename: config.model_filename().to_string(),
     })
 }
 
@@ -228,7 +270,10 @@ mod tests {
     }
 
     fn defaults() -> ConfigDefaults {
-        ConfigDefaults { max_queue_size: 100, default_max_batch_size: 4 }
+        ConfigDefaults {
+            max_queue_size: 100,
+            default_max_batch_size: 4,
+        }
     }
 
     #[test]
@@ -239,8 +284,14 @@ mod tests {
 
     #[test]
     fn wrong_name_and_backend_are_refused() {
-        assert!(read_config(&dir_with(Some("name: \"x\"")), "m", None).unwrap_err().contains("does not match"));
-        assert!(read_config(&dir_with(Some("backend: \"tensorrt\"")), "m", None).unwrap_err().contains("'backend'"));
+        assert!(read_config(&dir_with(Some("name: \"x\"")), "m", None)
+            .unwrap_err()
+            .contains("does not match"));
+        assert!(
+            read_config(&dir_with(Some("backend: \"tensorrt\"")), "m", None)
+                .unwrap_err()
+                .contains("'backend'")
+        );
     }
 
     #[test]
@@ -259,10 +310,13 @@ mod tests {
         let settings = EngineSettings::from_sources(&c, |_| None).unwrap();
         let devices = instance_devices(&c, &settings, false).unwrap();
         assert_eq!(devices, vec![Device::Cpu, Device::Cpu]);
-        let s = serving_config(&c, &settings, devices, &defaults()).unwrap();
+        let s = serving_config(&c, &defaults()).unwrap();
         assert_eq!(s.max_batch_size, 8);
         let d = s.policy.dynamic.as_ref().unwrap();
-        assert_eq!((d.preferred.as_slice(), d.max_delay), (&[4, 8][..], Duration::from_micros(500)));
+        assert_eq!(
+            (d.preferred.as_slice(), d.max_delay),
+            (&[4, 8][..], Duration::from_micros(500))
+        );
         assert_eq!(s.policy.max_queue_size, 3);
         assert_eq!(s.queue_timeout.default, Some(Duration::from_millis(1)));
         assert!(s.queue_timeout.allow_override);
@@ -270,19 +324,26 @@ mod tests {
 
     #[test]
     fn kind_gpu_without_adapter_is_refused() {
-        let c = read_config(&dir_with(Some("instance_group [ { kind: KIND_GPU } ]")), "m", None).unwrap();
+        let c = read_config(
+            &dir_with(Some("instance_group [ { kind: KIND_GPU } ]")),
+            "m",
+            None,
+        )
+        .unwrap();
         let settings = EngineSettings::from_sources(&c, |_| None).unwrap();
         let e = instance_devices(&c, &settings, false).unwrap_err();
         assert_eq!(e.field, "instance_group[0].kind");
-        assert_eq!(instance_devices(&c, &settings, true).unwrap(), vec![Device::Gpu]);
+        assert_eq!(
+            instance_devices(&c, &settings, true).unwrap(),
+            vec![Device::Gpu]
+        );
     }
 
     #[test]
     fn preferred_size_above_max_is_refused() {
         let text = "max_batch_size: 2 dynamic_batching { preferred_batch_size: [ 4 ] }";
         let c = read_config(&dir_with(Some(text)), "m", None).unwrap();
-        let settings = EngineSettings::from_sources(&c, |_| None).unwrap();
-        let e = serving_config(&c, &settings, vec![Device::Cpu], &defaults()).unwrap_err();
+        let e = serving_config(&c, &defaults()).unwrap_err();
         assert_eq!(e.field, "dynamic_batching.preferred_batch_size");
     }
 }

@@ -87,6 +87,7 @@ impl std::error::Error for ServerError {}
 
 impl From<ServerError> for tonic::Status {
     fn from(e: ServerError) -> Self {
+        tracing::debug!(code = ?e.grpc_code(), error = %e.message, "gRPC request failed");
         tonic::Status::new(e.grpc_code(), e.message)
     }
 }

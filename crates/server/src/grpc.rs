@@ -8,7 +8,10 @@
 use crate::error::ServerError;
 use crate::http::{load_config_param, parse_version};
 use crate::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
-use crate::pb::{self, infer_parameter::ParameterChoice, model_repository_parameter::ParameterChoice as RepoParam};
+use crate::pb::{
+    self, infer_parameter::ParameterChoice,
+    model_repository_parameter::ParameterChoice as RepoParam,
+};
 use crate::request::{InferRequest, InputData, RawInput};
 use crate::stats_report::model_stats_proto;
 use crate::AppState;
@@ -37,22 +40,36 @@ fn version(v: &str) -> Result<Option<u64>, Status> {
 
 #[tonic::async_trait]
 impl GrpcInferenceService for Grpc {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Answer<pb::ServerLiveResponse> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Answer<pb::ServerLiveResponse> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Answer<pb::ServerReadyResponse> {
-        Ok(Response::new(pb::ServerReadyResponse { ready: self.state.manager.server_ready() }))
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Answer<pb::ServerReadyResponse> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.manager.server_ready(),
+        }))
     }
 
-    async fn model_ready(&self, req: Request<pb::ModelReadyRequest>) -> Answer<pb::ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Answer<pb::ModelReadyResponse> {
         let r = req.into_inner();
         let v = version(&r.version)?;
         let ready = self.state.manager.get(&r.name, v).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: Request<pb::ServerMetadataRequest>) -> Answer<pb::ServerMetadataResponse> {
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Answer<pb::ServerMetadataResponse> {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: crate::SERVER_NAME.into(),
             version: crate::SERVER_VERSION.into(),
@@ -60,7 +77,10 @@ impl GrpcInferenceService for Grpc {
         }))
     }
 
-    async fn model_metadata(&self, req: Request<pb::ModelMetadataRequest>) -> Answer<pb::ModelMetadataResponse> {
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Answer<pb::ModelMetadataResponse> {
         let r = req.into_inner();
         let served = self.state.manager.get(&r.name, version(&r.version)?)?;
         let cfg = &served.config;
@@ -75,16 +95,28 @@ impl GrpcInferenceService for Grpc {
         };
         Ok(Response::new(pb::ModelMetadataResponse {
             name: r.name.clone(),
-            versions: self.state.manager.ready_versions(&r.name).iter().map(u64::to_string).collect(),
+            versions: self
+                .state
+                .manager
+                .ready_versions(&r.name)
+                .iter()
+                .map(u64::to_string)
+                .collect(),
             platform: cfg.platform.clone(),
             inputs: tensors(&cfg.inputs),
             outputs: tensors(&cfg.outputs),
         }))
     }
 
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> Answer<pb::ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Answer<pb::ModelInferResponse> {
         let r = req.into_inner();
-        let served = self.state.manager.get(&r.model_name, version(&r.model_version)?)?;
+        let served = self
+            .state
+            .manager
+            .get(&r.model_name, version(&r.model_version)?)?;
         let request = infer_request(r)?;
         let response = served.infer(request).await?;
         let mut outputs = Vec::with_capacity(response.outputs.len());
@@ -109,26 +141,44 @@ impl GrpcInferenceService for Grpc {
         }))
     }
 
-    async fn model_config(&self, req: Request<pb::ModelConfigRequest>) -> Answer<pb::ModelConfigResponse> {
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Answer<pb::ModelConfigResponse> {
         let r = req.into_inner();
         let served = self.state.manager.get(&r.name, version(&r.version)?)?;
-        let config = crate::pbtxt::json_to_proto(&served.config_json).map_err(ServerError::internal)?;
-        Ok(Response::new(pb::ModelConfigResponse { config: Some(config) }))
+        let config =
+            crate::pbtxt::json_to_proto(&served.config_json).map_err(ServerError::internal)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
     }
 
-    async fn model_statistics(&self, req: Request<pb::ModelStatisticsRequest>) -> Answer<pb::ModelStatisticsResponse> {
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Answer<pb::ModelStatisticsResponse> {
         let r = req.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         let served = self.state.manager.served(name, version(&r.version)?)?;
         Ok(Response::new(pb::ModelStatisticsResponse {
-            model_stats: served.iter().map(|(n, v)| model_stats_proto(n, v)).collect(),
+            model_stats: served
+                .iter()
+                .map(|(n, v)| model_stats_proto(n, v))
+                .collect(),
         }))
     }
 
-    async fn repository_index(&self, req: Request<pb::RepositoryIndexRequest>) -> Answer<pb::RepositoryIndexResponse> {
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Answer<pb::RepositoryIndexResponse> {
         let r = req.into_inner();
         if !r.repository_name.is_empty() {
-            return Err(ServerError::unsupported("'repository_name' specification is not supported").into());
+            return Err(ServerError::unsupported(
+                "'repository_name' specification is not supported",
+            )
+            .into());
         }
         let models = self
             .state
@@ -151,7 +201,10 @@ impl GrpcInferenceService for Grpc {
     ) -> Answer<pb::RepositoryModelLoadResponse> {
         let r = req.into_inner();
         if !r.repository_name.is_empty() {
-            return Err(ServerError::unsupported("'repository_name' specification is not supported").into());
+            return Err(ServerError::unsupported(
+                "'repository_name' specification is not supported",
+            )
+            .into());
         }
         self.state.manager.check_explicit()?;
         let mut config = None;
@@ -180,7 +233,10 @@ impl GrpcInferenceService for Grpc {
     ) -> Answer<pb::RepositoryModelUnloadResponse> {
         let r = req.into_inner();
         if !r.repository_name.is_empty() {
-            return Err(ServerError::unsupported("'repository_name' specification is not supported").into());
+            return Err(ServerError::unsupported(
+                "'repository_name' specification is not supported",
+            )
+            .into());
         }
         self.state.manager.check_explicit()?;
         self.state.manager.unload(&r.model_name).await?;
@@ -217,16 +273,34 @@ fn infer_request(r: pb::ModelInferRequest) -> Result<InferRequest, ServerError> 
             (Some(bytes), None) => InputData::Raw(bytes),
             (None, Some(c)) => InputData::Typed(c),
             (None, None) => {
-                return Err(ServerError::invalid_arg(format!("input '{}' has no contents", i.name)));
+                return Err(ServerError::invalid_arg(format!(
+                    "input '{}' has no contents",
+                    i.name
+                )));
             }
         };
-        inputs.push(RawInput { name: i.name, datatype: i.datatype, shape: i.shape, data });
+        inputs.push(RawInput {
+            name: i.name,
+            datatype: i.datatype,
+            shape: i.shape,
+            data,
+        });
     }
-    let timeout = match r.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref()) {
+    let timeout = match r
+        .parameters
+        .get("timeout")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
         None => None,
-        Some(ParameterChoice::Int64Param(us)) if *us >= 0 => Some(Duration::from_micros(*us as u64)),
+        Some(ParameterChoice::Int64Param(us)) if *us >= 0 => {
+            Some(Duration::from_micros(*us as u64))
+        }
         Some(ParameterChoice::Uint64Param(us)) => Some(Duration::from_micros(*us)),
-        Some(_) => return Err(ServerError::invalid_arg("parameter 'timeout' must be a non-negative integer")),
+        Some(_) => {
+            return Err(ServerError::invalid_arg(
+                "parameter 'timeout' must be a non-negative integer",
+            ))
+        }
     };
     Ok(InferRequest {
         id: r.id,

@@ -5,6 +5,7 @@
 //! [`ServerError::http_status`]); readiness answers 200 or 400 with an empty
 //! body, as Triton does.
 
+use crate::body::read_limited;
 use crate::error::{ServerError, ServerResult};
 use crate::http_infer::infer;
 use crate::manager::IndexEntry;
@@ -27,18 +28,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2", get(server_metadata))
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
         .route("/v2/models/{model}/config", get(model_config))
-        .route("/v2/models/{model}/versions/{version}/config", get(model_config_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(model_config_v),
+        )
         .route("/v2/models/{model}/stats", get(model_stats))
-        .route("/v2/models/{model}/versions/{version}/stats", get(model_stats_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(model_stats_v),
+        )
         .route("/v2/models/{model}/infer", post(infer_latest))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_version),
+        )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
-        .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read with our own limit, so an oversized one gets a JSON error.
@@ -49,7 +68,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// A [`ServerError`] as Triton's HTTP endpoint answers it.
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        tracing::debug!(status = status.as_u16(), error = %self.message, "HTTP request failed");
         (status, Json(json!({ "error": self.message }))).into_response()
     }
 }
@@ -71,7 +92,11 @@ async fn not_found() -> ServerError {
 }
 
 async fn method_not_allowed() -> Response {
-    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "error": "Method Not Allowed" }))).into_response()
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": "Method Not Allowed" })),
+    )
+        .into_response()
 }
 
 async fn live() -> StatusCode {
@@ -104,7 +129,12 @@ pub fn metadata_json(s: &AppState, model: &str, version: Option<u64>) -> ServerR
             .map(|t| json!({"name": t.name, "datatype": t.dtype.kserve_name(), "shape": t.full_shape(cfg.batching())}))
             .collect()
     };
-    let versions: Vec<String> = s.manager.ready_versions(model).iter().map(u64::to_string).collect();
+    let versions: Vec<String> = s
+        .manager
+        .ready_versions(model)
+        .iter()
+        .map(u64::to_string)
+        .collect();
     Ok(json!({
         "name": model,
         "versions": versions,
@@ -114,7 +144,10 @@ pub fn metadata_json(s: &AppState, model: &str, version: Option<u64>) -> ServerR
     }))
 }
 
-async fn model_metadata(State(s): State<Arc<AppState>>, Path(model): Path<String>) -> ServerResult<Json<Value>> {
+async fn model_metadata(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> ServerResult<Json<Value>> {
     metadata_json(&s, &model, None).map(Json)
 }
 
@@ -128,7 +161,10 @@ async fn model_metadata_v(
 fn ready_response(s: &AppState, model: &str, version: Option<&str>) -> Response {
     match parse_version(version).and_then(|v| s.manager.get(model, v)) {
         Ok(_) => StatusCode::OK.into_response(),
-        Err(e) if e.code == crate::error::Code::InvalidArg && version.is_some_and(|v| v.parse::<u64>().is_err()) => {
+        Err(e)
+            if e.code == crate::error::Code::InvalidArg
+                && version.is_some_and(|v| v.parse::<u64>().is_err()) =>
+        {
             e.into_response()
         }
         Err(_) => ServerError::invalid_arg("Model version not ready").into_response(),
@@ -139,11 +175,17 @@ async fn model_ready(State(s): State<Arc<AppState>>, Path(model): Path<String>) 
     ready_response(&s, &model, None)
 }
 
-async fn model_ready_v(State(s): State<Arc<AppState>>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_ready_v(
+    State(s): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     ready_response(&s, &model, Some(&version))
 }
 
-async fn model_config(State(s): State<Arc<AppState>>, Path(model): Path<String>) -> ServerResult<Json<Value>> {
+async fn model_config(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> ServerResult<Json<Value>> {
     Ok(Json((*s.manager.get(&model, None)?.config_json).clone()))
 }
 
@@ -151,12 +193,24 @@ async fn model_config_v(
     State(s): State<Arc<AppState>>,
     Path((model, version)): Path<(String, String)>,
 ) -> ServerResult<Json<Value>> {
-    Ok(Json((*s.manager.get(&model, parse_version(Some(&version))?)?.config_json).clone()))
+    Ok(Json(
+        (*s.manager
+            .get(&model, parse_version(Some(&version))?)?
+            .config_json)
+            .clone(),
+    ))
 }
 
-fn stats_response(s: &AppState, model: Option<&str>, version: Option<&str>) -> ServerResult<Json<Value>> {
+fn stats_response(
+    s: &AppState,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> ServerResult<Json<Value>> {
     let served = s.manager.served(model, parse_version(version)?)?;
-    let stats: Vec<Value> = served.iter().map(|(name, v)| model_stats_json(name, v)).collect();
+    let stats: Vec<Value> = served
+        .iter()
+        .map(|(name, v)| model_stats_json(name, v))
+        .collect();
     Ok(Json(json!({ "model_stats": stats })))
 }
 
@@ -164,7 +218,10 @@ async fn all_stats(State(s): State<Arc<AppState>>) -> ServerResult<Json<Value>> 
     stats_response(&s, None, None)
 }
 
-async fn model_stats(State(s): State<Arc<AppState>>, Path(model): Path<String>) -> ServerResult<Json<Value>> {
+async fn model_stats(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> ServerResult<Json<Value>> {
     stats_response(&s, Some(&model), None)
 }
 
@@ -175,8 +232,14 @@ async fn model_stats_v(
     stats_response(&s, Some(&model), Some(&version))
 }
 
-async fn infer_latest(State(s): State<Arc<AppState>>, Path(model): Path<String>, req: Request<Body>) -> Response {
-    infer(s, model, None, req).await.unwrap_or_else(IntoResponse::into_response)
+async fn infer_latest(
+    State(s): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    infer(s, model, None, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn infer_version(
@@ -185,23 +248,31 @@ async fn infer_version(
     req: Request<Body>,
 ) -> Response {
     match parse_version(Some(&version)) {
-        Ok(v) => infer(s, model, v, req).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(v) => infer(s, model, v, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     }
 }
 
 /// Reads a small JSON control body (`{}` when empty).
 async fn control_body(s: &AppState, req: Request<Body>, what: &str) -> ServerResult<Value> {
-    let bytes = axum::body::to_bytes(req.into_body(), s.max_input_size).await.map_err(|e| {
-        ServerError::invalid_arg(format!("failed to read the {what} request body: {e}"))
+    let bytes = read_limited(req.into_body(), s.max_input_size).await.map_err(|seen| {
+        ServerError::invalid_arg(format!(
+            "the {what} request body ({seen} bytes) exceeds the maximum allowed input size of {} bytes",
+            s.max_input_size
+        ))
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ServerError::invalid_arg(format!("failed to parse the {what} request JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ServerError::invalid_arg(format!("failed to parse the {what} request JSON: {e}"))
+    })?;
     if !v.is_object() {
-        return Err(ServerError::invalid_arg(format!("the {what} request body must be a JSON object")));
+        return Err(ServerError::invalid_arg(format!(
+            "the {what} request body must be a JSON object"
+        )));
     }
     Ok(v)
 }
@@ -220,14 +291,23 @@ fn index_row(e: &IndexEntry) -> Value {
     row
 }
 
-async fn repository_index(State(s): State<Arc<AppState>>, req: Request<Body>) -> ServerResult<Json<Value>> {
+async fn repository_index(
+    State(s): State<Arc<AppState>>,
+    req: Request<Body>,
+) -> ServerResult<Json<Value>> {
     let body = control_body(&s, req, "repository index").await?;
     let ready = match body.get("ready") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ServerError::invalid_arg("Invalid value for 'ready': expected a boolean")),
+        Some(_) => {
+            return Err(ServerError::invalid_arg(
+                "Invalid value for 'ready': expected a boolean",
+            ))
+        }
     };
-    Ok(Json(Value::Array(s.manager.index(ready).iter().map(index_row).collect())))
+    Ok(Json(Value::Array(
+        s.manager.index(ready).iter().map(index_row).collect(),
+    )))
 }
 
 /// The `config` parameter of a load request: a JSON string (as Triton's
@@ -235,11 +315,15 @@ async fn repository_index(State(s): State<Arc<AppState>>, req: Request<Body>) ->
 pub fn load_config_param(v: Option<&Value>) -> ServerResult<Option<Value>> {
     match v {
         None => Ok(None),
-        Some(Value::String(s)) => serde_json::from_str(s)
-            .map(Some)
-            .map_err(|e| ServerError::invalid_arg(format!("failed to parse the 'config' parameter as JSON: {e}"))),
+        Some(Value::String(s)) => serde_json::from_str(s).map(Some).map_err(|e| {
+            ServerError::invalid_arg(format!(
+                "failed to parse the 'config' parameter as JSON: {e}"
+            ))
+        }),
         Some(o @ Value::Object(_)) => Ok(Some(o.clone())),
-        Some(_) => Err(ServerError::invalid_arg("the 'config' parameter must be a JSON string")),
+        Some(_) => Err(ServerError::invalid_arg(
+            "the 'config' parameter must be a JSON string",
+        )),
     }
 }
 

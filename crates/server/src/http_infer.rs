@@ -9,6 +9,7 @@
 //! `binary_data_size` in the output's parameters and the bytes after the
 //! JSON header, whose length the response's header gives.
 
+use crate::body::read_limited;
 use crate::error::{ServerError, ServerResult};
 use crate::json_tensor::tensor_to_json;
 use crate::request::{InferRequest, InputData, RawInput};
@@ -55,22 +56,20 @@ struct HttpOutput {
 }
 
 /// Handles one inference request end to end.
-pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: Request<Body>) -> ServerResult<Response> {
+pub async fn infer(
+    s: Arc<AppState>,
+    model: String,
+    version: Option<u64>,
+    req: Request<Body>,
+) -> ServerResult<Response> {
     let (parts, body) = req.into_parts();
     let limit = s.max_input_size;
-    let too_large = |n: Option<u64>| {
+    let body = read_limited(body, limit).await.map_err(|seen| {
         ServerError::invalid_arg(format!(
-            "request body{} exceeds the maximum allowed input size of {limit} bytes. \
-             Use --http-max-input-size to increase the limit.",
-            n.map(|n| format!(" size of {n} bytes")).unwrap_or_default()
+            "request body size of {seen} bytes exceeds the maximum allowed input size of {limit} bytes. \
+             Use --http-max-input-size to increase the limit."
         ))
-    };
-    if let Some(n) = header_u64(&parts.headers, header::CONTENT_LENGTH.as_str())? {
-        if n > limit as u64 {
-            return Err(too_large(Some(n)));
-        }
-    }
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(None))?;
+    })?;
     let header_len = header_u64(&parts.headers, HEADER_LENGTH)?;
     let (json_part, mut binary) = match header_len {
         None => (body.clone(), Bytes::new()),
@@ -82,8 +81,9 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
             )))
         }
     };
-    let parsed: HttpRequest = serde_json::from_slice(&json_part)
-        .map_err(|e| ServerError::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
+    let parsed: HttpRequest = serde_json::from_slice(&json_part).map_err(|e| {
+        ServerError::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))
+    })?;
     let served = s.manager.get(&model, version)?;
 
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
@@ -92,7 +92,10 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
         let data = match input.parameters.get("binary_data_size") {
             Some(size) => {
                 let size = size.as_u64().ok_or_else(|| {
-                    ServerError::invalid_arg(format!("input '{}': 'binary_data_size' must be a non-negative integer", input.name))
+                    ServerError::invalid_arg(format!(
+                        "input '{}': 'binary_data_size' must be a non-negative integer",
+                        input.name
+                    ))
                 })? as usize;
                 if header_len.is_none() {
                     return Err(ServerError::invalid_arg(
@@ -119,7 +122,12 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
                 }
             },
         };
-        inputs.push(RawInput { name: input.name, datatype: input.datatype, shape: input.shape, data });
+        inputs.push(RawInput {
+            name: input.name,
+            datatype: input.datatype,
+            shape: input.shape,
+            data,
+        });
     }
     if !binary.is_empty() {
         return Err(ServerError::invalid_arg(format!(
@@ -131,7 +139,9 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
     let timeout = match parsed.parameters.get("timeout") {
         None => None,
         Some(v) => Some(Duration::from_micros(v.as_u64().ok_or_else(|| {
-            ServerError::invalid_arg("parameter 'timeout' must be a non-negative integer (microseconds)")
+            ServerError::invalid_arg(
+                "parameter 'timeout' must be a non-negative integer (microseconds)",
+            )
         })?)),
     };
     let mut output_binary = Vec::with_capacity(parsed.outputs.len());
@@ -143,7 +153,10 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
                 o.name
             )));
         }
-        output_binary.push((o.name.clone(), bool_param(&o.parameters, "binary_data")?.unwrap_or(binary_default)));
+        output_binary.push((
+            o.name.clone(),
+            bool_param(&o.parameters, "binary_data")?.unwrap_or(binary_default),
+        ));
     }
     let id = match parsed.id {
         None => String::new(),
@@ -159,7 +172,7 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
     let response = served.infer(request).await?;
 
     let mut outputs = Vec::with_capacity(response.outputs.len());
-    let mut tail: Vec<Bytes> = Vec::new();
+    let mut tail = Vec::new();
     for (i, out) in response.outputs.iter().enumerate() {
         let binary = output_binary.get(i).map_or(binary_default, |(_, b)| *b);
         let mut o = json!({
@@ -168,9 +181,8 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
             "shape": out.tensor.shape(),
         });
         if binary {
-            let bytes = Bytes::copy_from_slice(out.tensor.as_bytes());
-            o["parameters"] = json!({ "binary_data_size": bytes.len() });
-            tail.push(bytes);
+            o["parameters"] = json!({ "binary_data_size": out.tensor.as_bytes().len() });
+            tail.push(out.tensor.as_bytes());
         } else {
             o["data"] = tensor_to_json(&out.tensor);
         }
@@ -184,20 +196,21 @@ pub async fn infer(s: Arc<AppState>, model: String, version: Option<u64>, req: R
     if !response.id.is_empty() {
         head["id"] = json!(response.id);
     }
-    let head = serde_json::to_vec(&head).map_err(|e| ServerError::internal(e.to_string()))?;
+    let mut body = serde_json::to_vec(&head).map_err(|e| ServerError::internal(e.to_string()))?;
     if tail.is_empty() {
-        return Ok((StatusCode::OK, [crate::http::json_content_type()], head).into_response());
+        return Ok((StatusCode::OK, [crate::http::json_content_type()], body).into_response());
     }
-    let head_len = head.len();
-    let mut body = head;
-    for t in &tail {
-        body.extend_from_slice(t);
-    }
+    let head_len = body.len();
+    body.reserve_exact(tail.iter().map(|t| t.len()).sum());
+    tail.iter().for_each(|t| body.extend_from_slice(t));
     Ok((
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::HeaderName::from_static(HEADER_LENGTH), head_len.to_string()),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                head_len.to_string(),
+            ),
         ],
         body,
     )
@@ -212,7 +225,9 @@ fn header_u64(headers: &HeaderMap, name: &str) -> ServerResult<Option<u64>> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or_else(|| ServerError::invalid_arg(format!("header '{name}' must be a non-negative integer"))),
+            .ok_or_else(|| {
+                ServerError::invalid_arg(format!("header '{name}' must be a non-negative integer"))
+            }),
     }
 }
 
@@ -220,7 +235,9 @@ fn bool_param(params: &Map<String, Value>, key: &str) -> ServerResult<Option<boo
     match params.get(key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ServerError::invalid_arg(format!("parameter '{key}' must be a boolean"))),
+        Some(_) => Err(ServerError::invalid_arg(format!(
+            "parameter '{key}' must be a boolean"
+        ))),
     }
 }
 

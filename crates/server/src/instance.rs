@@ -92,7 +92,9 @@ fn execute(runner: &dyn Runner, ctx: &InstanceContext, jobs: Vec<Job>) {
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown panic");
-            Err(ServerError::internal(format!("the engine panicked: {what}")))
+            Err(ServerError::internal(format!(
+                "the engine panicked: {what}"
+            )))
         });
 
     match result {
@@ -229,6 +231,11 @@ mod tests {
             let out = rx.try_recv().unwrap().unwrap();
             assert_eq!(out.outputs[0].to_f64_vec(), vec![2.0 * i as f64, 20.0]);
         }
-        assert_eq!(stats.execution_count.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            stats
+                .execution_count
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -7,7 +7,12 @@ use serde_json::Value;
 /// Builds a tensor of `dtype` and `shape` from JSON `data`: a flat or nested
 /// (row-major) array holding exactly the tensor's element count. `name`
 /// names the input in errors.
-pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Value) -> ServerResult<Tensor> {
+pub fn tensor_from_json(
+    name: &str,
+    dtype: DType,
+    shape: Vec<usize>,
+    data: &Value,
+) -> ServerResult<Tensor> {
     let mut flat = Vec::new();
     flatten(data, &mut flat);
     let numel: usize = shape.iter().product();
@@ -25,40 +30,58 @@ pub fn tensor_from_json(name: &str, dtype: DType, shape: Vec<usize>, data: &Valu
         ))
     };
     let int = |v: &Value, lo: i64, hi: i64| -> ServerResult<i64> {
-        v.as_i64().filter(|x| (lo..=hi).contains(x)).ok_or_else(|| bad(v))
+        v.as_i64()
+            .filter(|x| (lo..=hi).contains(x))
+            .ok_or_else(|| bad(v))
     };
     let t = match dtype {
         DType::F32 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| bad(v))).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::F16 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| v.as_f64().map(f16::from_f64).ok_or_else(|| bad(v))).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| v.as_f64().map(f16::from_f64).ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::I8 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| int(v, i8::MIN.into(), i8::MAX.into()).map(|x| x as i8)).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| int(v, i8::MIN.into(), i8::MAX.into()).map(|x| x as i8))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::I16 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| int(v, i16::MIN.into(), i16::MAX.into()).map(|x| x as i16)).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| int(v, i16::MIN.into(), i16::MAX.into()).map(|x| x as i16))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::I32 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| int(v, i32::MIN.into(), i32::MAX.into()).map(|x| x as i32)).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| int(v, i32::MIN.into(), i32::MAX.into()).map(|x| x as i32))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::I64 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| int(v, i64::MIN, i64::MAX)).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| int(v, i64::MIN, i64::MAX))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::U8 => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| int(v, 0, u8::MAX.into()).map(|x| x as u8)).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| int(v, 0, u8::MAX.into()).map(|x| x as u8))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
         DType::Bool => Tensor::from_vec(
             shape,
-            flat.iter().map(|v| v.as_bool().map(|b| BoolByte(b as u8)).ok_or_else(|| bad(v))).collect::<ServerResult<Vec<_>>>()?,
+            flat.iter()
+                .map(|v| v.as_bool().map(|b| BoolByte(b as u8)).ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
         ),
     };
     Ok(t?)

@@ -14,24 +14,49 @@
 //! | `http`, `http_infer` | HTTP/REST routes; the infer body (JSON + binary extension) |
 //! | `grpc` | `inference.GRPCInferenceService` |
 //! | `metrics` | Prometheus `/metrics` |
-//! | [`manager`] | which models/versions are loaded; load, unload, poll |
+//! | `manager` | which models/versions are loaded; load, unload, poll |
 //! | `loader`, `config`, `pbtxt`, `repository` | reading a model from the repository |
 //! | `served`, `request` | one loaded version; checking and decoding a request |
 //! | `batcher`, `instance`, `batching` | queue, dynamic batcher, instance threads |
 //! | `stats`, `stats_report` | statistics and their JSON/gRPC shapes |
+//! | `typed_tensor`, `json_tensor`, `body` | tensor data in gRPC lists and JSON; bounded bodies |
+//!
+//! # What a model's config.pbtxt may say
+//!
+//! The fields of `proto/model_config.proto`, with Triton's meaning: `name`,
+//! `platform` (`onnxruntime_onnx` or empty), `backend` (`metal_mps`,
+//! `onnxruntime` or empty), `version_policy` (latest / all / specific),
+//! `max_batch_size`, `input`/`output` (`name`, `data_type`, `dims`; inputs
+//! also `format`), `instance_group` (`name`, `kind`, `count`),
+//! `dynamic_batching` (`preferred_batch_size`, `max_queue_delay_microseconds`,
+//! `preserve_ordering`, `default_queue_policy`), `default_model_filename`
+//! and `parameters` (the engine settings of `metal-mps-model-config`:
+//! `engine`, `precision`, `max_pool_size`, `max_buffer_age`, `verbose`).
+//! Any other field (`sequence_batching`, `ensemble_scheduling`, `reshape`,
+//! `optimization`, ...) is refused at load with its name and line. A model
+//! without config.pbtxt is auto-completed from its ONNX signature.
+//!
+//! # Protocol coverage
+//!
+//! Health, server and model metadata, inference (JSON, binary tensor data,
+//! gRPC typed and raw contents), model configuration, statistics, model
+//! repository (index, load with a JSON `config`, unload). Not implemented:
+//! streaming inference, shared memory, classification, request/response
+//! compression, trace and log settings, sequence batching and ensembles.
 
 pub mod args;
 mod batcher;
 mod batching;
+mod body;
 mod config;
-pub mod error;
+mod error;
 mod grpc;
 mod http;
 mod http_infer;
 mod instance;
 mod json_tensor;
 mod loader;
-pub mod manager;
+mod manager;
 mod metrics;
 mod pb;
 mod pbtxt;

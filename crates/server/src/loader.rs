@@ -10,8 +10,8 @@ use crate::served::ServedVersion;
 use crate::serving_config::ServingConfig;
 use metal_mps::{Device, Model};
 use metal_mps_model_config::{
-    auto_complete, unknown_parameters, validate, EngineSettings, InstanceGroup, InstanceKind, LatestVersions, ModelConfig,
-    VersionPolicy,
+    auto_complete, unknown_parameters, validate, EngineSettings, InstanceGroup, InstanceKind,
+    LatestVersions, ModelConfig, VersionPolicy,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -36,9 +36,14 @@ pub fn load_model(
     let mut config = read_config(model_dir, name, override_json)?;
     let settings = EngineSettings::from_config(&config).map_err(|e| e.to_string())?;
     for key in unknown_parameters(&config) {
-        tracing::warn!(model = name, parameter = key, "unknown config parameter (ignored)");
+        tracing::warn!(
+            model = name,
+            parameter = key,
+            "unknown config parameter (ignored)"
+        );
     }
-    let devices = instance_devices(&config, &settings, metal_mps::gpu_available()).map_err(|e| e.to_string())?;
+    let devices = instance_devices(&config, &settings, metal_mps::gpu_available())
+        .map_err(|e| e.to_string())?;
     fill_defaults(&mut config, &devices);
     let available = Repository::versions(model_dir);
     let selected = VersionPolicy::select(config.version_policy.as_ref(), &available);
@@ -51,7 +56,15 @@ pub fn load_model(
     let mut completed: Option<(ServingConfig, Value)> = None;
     let mut versions = Vec::with_capacity(selected.len());
     for &v in selected.iter().rev() {
-        let outcome = load_version(model_dir, v, &mut config, &settings, &devices, defaults, &mut completed);
+        let outcome = load_version(
+            model_dir,
+            v,
+            &mut config,
+            &settings,
+            &devices,
+            defaults,
+            &mut completed,
+        );
         if let Err(e) = &outcome {
             tracing::error!(model = name, version = v, error = %e, "version failed to load");
         }
@@ -108,19 +121,25 @@ fn load_version(
         return Err(format!("model file {} does not exist", path.display()));
     }
     let load = |device: Device| -> Result<Model, String> {
-        Model::load(&path, &settings.options(device)).map_err(|e| format!("failed to load {}: {e}", path.display()))
+        Model::load(&path, &settings.options(device))
+            .map_err(|e| format!("failed to load {}: {e}", path.display()))
     };
     let first = load(devices[0])?;
     if completed.is_none() {
-        for change in auto_complete(config, first.inputs(), first.outputs(), defaults.default_max_batch_size)
-            .map_err(|e| e.to_string())?
+        for change in auto_complete(
+            config,
+            first.inputs(),
+            first.outputs(),
+            defaults.default_max_batch_size,
+        )
+        .map_err(|e| e.to_string())?
         {
             tracing::info!(model = %config.name, "auto-complete: {change}");
         }
     }
     validate(config, first.inputs(), first.outputs()).map_err(|e| e.to_string())?;
     if completed.is_none() {
-        let serving = serving_config(config, settings, devices.to_vec(), defaults).map_err(|e| e.to_string())?;
+        let serving = serving_config(config, defaults).map_err(|e| e.to_string())?;
         let json = serde_json::to_value(&*config).map_err(|e| e.to_string())?;
         let json = pbtxt::normalize_json(&json)?;
         *completed = Some((serving, json));
@@ -129,14 +148,27 @@ fn load_version(
     let output_index = serving
         .outputs
         .iter()
-        .map(|o| first.outputs().iter().position(|m| m.name == o.name).expect("validated"))
+        .map(|o| {
+            first
+                .outputs()
+                .iter()
+                .position(|m| m.name == o.name)
+                .expect("validated")
+        })
         .collect();
     let mut runners: Vec<Arc<dyn Runner>> = vec![Arc::new(first)];
     for &d in &devices[1..] {
         runners.push(Arc::new(load(d)?));
     }
-    let served = ServedVersion::start(version, serving, json, runners, output_index, started.elapsed())
-        .map_err(|e| format!("cannot start instance threads: {e}"))?;
+    let served = ServedVersion::start(
+        version,
+        serving,
+        json,
+        runners,
+        output_index,
+        started.elapsed(),
+    )
+    .map_err(|e| format!("cannot start instance threads: {e}"))?;
     tracing::info!(
         model = %config.name,
         version,

@@ -88,7 +88,12 @@ pub struct ModelManager {
 }
 
 impl ModelManager {
-    pub fn new(repo: Repository, mode: ControlMode, defaults: ConfigDefaults, strict_readiness: bool) -> Self {
+    pub fn new(
+        repo: Repository,
+        mode: ControlMode,
+        defaults: ConfigDefaults,
+        strict_readiness: bool,
+    ) -> Self {
         ModelManager {
             repo,
             mode,
@@ -98,10 +103,6 @@ impl ModelManager {
             ops: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
         }
-    }
-
-    pub fn mode(&self) -> ControlMode {
-        self.mode
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelEntry>> {
@@ -123,7 +124,9 @@ impl ModelManager {
                 e.error.is_none()
                     && !e.loading
                     && !e.versions.is_empty()
-                    && e.versions.values().all(|s| matches!(s, VersionState::Ready(_)))
+                    && e.versions
+                        .values()
+                        .all(|s| matches!(s, VersionState::Ready(_)))
             })
     }
 
@@ -141,7 +144,8 @@ impl ModelManager {
                 "Request for unknown model: '{name}' is not found"
             )));
         };
-        let unknown = |what: String| ServerError::not_found(format!("Request for unknown model: {what}"));
+        let unknown =
+            |what: String| ServerError::not_found(format!("Request for unknown model: {what}"));
         match version {
             Some(v) => match entry.versions.get(&v) {
                 Some(VersionState::Ready(s)) => Ok(s.clone()),
@@ -163,9 +167,18 @@ impl ModelManager {
                     let why = entry
                         .error
                         .clone()
-                        .or_else(|| entry.versions.values().map(|s| s.reason().to_string()).find(|r| !r.is_empty()))
+                        .or_else(|| {
+                            entry
+                                .versions
+                                .values()
+                                .map(|s| s.reason().to_string())
+                                .find(|r| !r.is_empty())
+                        })
                         .unwrap_or_default();
-                    unknown(format!("'{name}' has no available versions{}", reason_suffix(&why)))
+                    unknown(format!(
+                        "'{name}' has no available versions{}",
+                        reason_suffix(&why)
+                    ))
                 }),
         }
     }
@@ -186,7 +199,11 @@ impl ModelManager {
 
     /// Every ready version of every model (`name` given: of that model;
     /// `version` given: only that one), for statistics and metrics.
-    pub fn served(&self, name: Option<&str>, version: Option<u64>) -> ServerResult<Vec<(String, Arc<ServedVersion>)>> {
+    pub fn served(
+        &self,
+        name: Option<&str>,
+        version: Option<u64>,
+    ) -> ServerResult<Vec<(String, Arc<ServedVersion>)>> {
         if let Some(n) = name {
             if let Some(v) = version {
                 return Ok(vec![(n.to_string(), self.get(n, Some(v))?)]);
@@ -213,7 +230,11 @@ impl ModelManager {
     pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
         let on_disk = self.repo.model_names().unwrap_or_default();
         let models = self.read();
-        let names: BTreeSet<&str> = on_disk.iter().map(String::as_str).chain(models.keys().map(String::as_str)).collect();
+        let names: BTreeSet<&str> = on_disk
+            .iter()
+            .map(String::as_str)
+            .chain(models.keys().map(String::as_str))
+            .collect();
         let mut rows = Vec::new();
         for name in names {
             let entry = models.get(name);
@@ -288,9 +309,11 @@ impl ModelManager {
         }
         let defaults = self.defaults.clone();
         let owned_name = name.to_string();
-        let outcome = tokio::task::spawn_blocking(move || load_model(&dir, &owned_name, config.as_ref(), &defaults))
-            .await
-            .unwrap_or_else(|e| Err(format!("the loader panicked: {e}")));
+        let outcome = tokio::task::spawn_blocking(move || {
+            load_model(&dir, &owned_name, config.as_ref(), &defaults)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the loader panicked: {e}")));
         let (old, result) = {
             let mut models = self.write();
             let entry = models.entry(name.to_string()).or_default();
@@ -301,7 +324,12 @@ impl ModelManager {
                     tracing::error!(model = name, error = %e, "model failed to load");
                     entry.error = Some(e.clone());
                     // Versions already serving keep serving.
-                    (Vec::new(), Err(ServerError::invalid_arg(format!("failed to load '{name}': {e}"))))
+                    (
+                        Vec::new(),
+                        Err(ServerError::invalid_arg(format!(
+                            "failed to load '{name}': {e}"
+                        ))),
+                    )
                 }
                 Ok(loaded) => {
                     entry.error = None;
@@ -327,9 +355,15 @@ impl ModelManager {
                             _ => None,
                         })
                         .collect();
-                    let all_failed = entry.versions.values().all(|s| !matches!(s, VersionState::Ready(_)));
+                    let all_failed = entry
+                        .versions
+                        .values()
+                        .all(|s| !matches!(s, VersionState::Ready(_)));
                     let result = if all_failed {
-                        Err(ServerError::invalid_arg(format!("failed to load '{name}': {}", errors.join("; "))))
+                        Err(ServerError::invalid_arg(format!(
+                            "failed to load '{name}': {}",
+                            errors.join("; ")
+                        )))
                     } else {
                         Ok(())
                     };

@@ -9,13 +9,15 @@ tonic::include_proto!("inference");
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use std::sync::OnceLock;
 
-static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+static DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
 
 /// The descriptors of every message in `proto/`.
 pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTOR_SET).expect("the descriptor set built by build.rs decodes")
+        DescriptorPool::decode(DESCRIPTOR_SET)
+            .expect("the descriptor set built by build.rs decodes")
     })
 }
 

@@ -22,14 +22,15 @@ const TRITON_JSON: SerializeOptions = SerializeOptions::new()
 /// The error names the line and the field at fault.
 pub fn parse_pbtxt(text: &str) -> Result<Value, String> {
     let text = &colon_before_lists(text);
-    let msg = DynamicMessage::parse_text_format(pb::model_config_descriptor(), text).map_err(|e| {
-        let line = e
-            .labels()
-            .and_then(|mut l| l.next())
-            .map(|l| format!("line {}: ", line_of(text, l.offset())))
-            .unwrap_or_default();
-        format!("config.pbtxt {line}{}", explain(&e.to_string()))
-    })?;
+    let msg =
+        DynamicMessage::parse_text_format(pb::model_config_descriptor(), text).map_err(|e| {
+            let line = e
+                .labels()
+                .and_then(|mut l| l.next())
+                .map(|l| format!("line {}: ", line_of(text, l.offset())))
+                .unwrap_or_default();
+            format!("config.pbtxt {line}{}", explain(&e.to_string()))
+        })?;
     to_json(&msg)
 }
 
@@ -66,13 +67,21 @@ fn to_json(msg: &DynamicMessage) -> Result<Value, String> {
 
 /// Turns the parser's "field 'x' not found for message 'y'" into advice.
 fn explain(err: &str) -> String {
-    match err.strip_prefix("field '").and_then(|r| r.split_once("' not found for message '")) {
+    match err
+        .strip_prefix("field '")
+        .and_then(|r| r.split_once("' not found for message '"))
+    {
         Some((field, message)) => format!(
             "field '{field}' (in {}) is not supported by metal-mps serve, or is misspelled",
             message.trim_end_matches(['\'', '`'])
         ),
-        None => match err.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
-            Some((field, _)) => format!("field '{field}' is not supported by metal-mps serve, or is misspelled"),
+        None => match err
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split_once('`'))
+        {
+            Some((field, _)) => {
+                format!("field '{field}' is not supported by metal-mps serve, or is misspelled")
+            }
             None => err.to_string(),
         },
     }
@@ -132,7 +141,11 @@ fn colon_before_lists(text: &str) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -160,20 +173,32 @@ parameters { key: "precision" value: { string_value: "fp16" } }
         assert_eq!(v["input"][0]["data_type"], "TYPE_FP32");
         assert_eq!(v["instance_group"][0]["kind"], "KIND_CPU");
         assert_eq!(v["dynamic_batching"]["max_queue_delay_microseconds"], 100);
-        assert_eq!(v["version_policy"]["specific"]["versions"], serde_json::json!([1, 3]));
+        assert_eq!(
+            v["version_policy"]["specific"]["versions"],
+            serde_json::json!([1, 3])
+        );
         assert_eq!(v["parameters"]["precision"]["string_value"], "fp16");
     }
 
     #[test]
     fn lists_without_colon_parse_and_strings_are_untouched() {
-        assert_eq!(colon_before_lists("input [ { name: \"a [b\" } ] # x [y\ndims: [1]"), "input : [ { name: \"a [b\" } ] # x [y\ndims: [1]");
-        assert_eq!(colon_before_lists("kind: KIND_CPU\ncount: 1"), "kind: KIND_CPU\ncount: 1");
+        assert_eq!(
+            colon_before_lists("input [ { name: \"a [b\" } ] # x [y\ndims: [1]"),
+            "input : [ { name: \"a [b\" } ] # x [y\ndims: [1]"
+        );
+        assert_eq!(
+            colon_before_lists("kind: KIND_CPU\ncount: 1"),
+            "kind: KIND_CPU\ncount: 1"
+        );
     }
 
     #[test]
     fn unsupported_field_is_named_with_its_line() {
         let e = parse_pbtxt("name: \"m\"\nsequence_batching { }\n").unwrap_err();
-        assert!(e.contains("line 2") && e.contains("'sequence_batching'"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("'sequence_batching'"),
+            "{e}"
+        );
         let e = parse_pbtxt("input [ { name: \"x\" reshape: { shape: [1] } } ]").unwrap_err();
         assert!(e.contains("'reshape'"), "{e}");
     }
@@ -182,9 +207,13 @@ parameters { key: "precision" value: { string_value: "fp16" } }
     fn json_checks_and_converts() {
         let v = parse_pbtxt(CONFIG).unwrap();
         assert_eq!(check_json(&v).unwrap(), v);
-        let e = check_json(&serde_json::json!({"name": "m", "ensemble_scheduling": {}})).unwrap_err();
+        let e =
+            check_json(&serde_json::json!({"name": "m", "ensemble_scheduling": {}})).unwrap_err();
         assert!(e.contains("ensemble_scheduling"), "{e}");
-        let p = json_to_proto(&serde_json::json!({"name": "m", "optimization": {}, "max_batch_size": "4"})).unwrap();
+        let p = json_to_proto(
+            &serde_json::json!({"name": "m", "optimization": {}, "max_batch_size": "4"}),
+        )
+        .unwrap();
         assert_eq!((p.name.as_str(), p.max_batch_size), ("m", 4));
     }
 }

@@ -112,10 +112,19 @@ pub fn decode_inputs(cfg: &ServingConfig, inputs: Vec<RawInput>) -> ServerResult
                 )));
             }
         }
-        slots[idx] = Some(decode_data(model, spec, &input.datatype, shape, &input.data)?);
+        slots[idx] = Some(decode_data(
+            model,
+            spec,
+            &input.datatype,
+            shape,
+            &input.data,
+        )?);
     }
     Ok(DecodedInputs {
-        tensors: slots.into_iter().map(|t| t.expect("every input was set")).collect(),
+        tensors: slots
+            .into_iter()
+            .map(|t| t.expect("every input was set"))
+            .collect(),
         batch: batch.unwrap_or(1),
     })
 }
@@ -201,12 +210,15 @@ pub fn select_outputs(cfg: &ServingConfig, names: &[String]) -> ServerResult<Vec
     names
         .iter()
         .map(|n| {
-            cfg.outputs.iter().position(|o| &o.name == n).ok_or_else(|| {
-                ServerError::invalid_arg(format!(
-                    "unexpected inference output '{n}' for model '{}'",
-                    cfg.name
-                ))
-            })
+            cfg.outputs
+                .iter()
+                .position(|o| &o.name == n)
+                .ok_or_else(|| {
+                    ServerError::invalid_arg(format!(
+                        "unexpected inference output '{n}' for model '{}'",
+                        cfg.name
+                    ))
+                })
         })
         .collect()
 }
@@ -239,9 +251,6 @@ mod tests {
                 delay_on_timeout: false,
             },
             queue_timeout: QueueTimeout::default(),
-            instances: vec![metal_mps::Device::Cpu],
-            engine: Default::default(),
-            model_filename: "model.onnx".into(),
         }
     }
 
@@ -265,10 +274,20 @@ mod tests {
     fn mistakes_are_invalid_args() {
         let c = cfg();
         let msg = |r: ServerResult<DecodedInputs>| r.unwrap_err().message;
-        assert!(msg(decode_inputs(&c, vec![input("FP64", vec![1, 1, 2], 16)])).contains("data-type"));
-        assert!(msg(decode_inputs(&c, vec![input("FP32", vec![1, 1, 3], 12)])).contains("unexpected shape"));
-        assert!(msg(decode_inputs(&c, vec![input("FP32", vec![5, 1, 2], 40)])).contains("batch-size"));
-        assert!(msg(decode_inputs(&c, vec![input("FP32", vec![1, 1, 2], 7)])).contains("unexpected size"));
+        assert!(
+            msg(decode_inputs(&c, vec![input("FP64", vec![1, 1, 2], 16)])).contains("data-type")
+        );
+        assert!(
+            msg(decode_inputs(&c, vec![input("FP32", vec![1, 1, 3], 12)]))
+                .contains("unexpected shape")
+        );
+        assert!(
+            msg(decode_inputs(&c, vec![input("FP32", vec![5, 1, 2], 40)])).contains("batch-size")
+        );
+        assert!(
+            msg(decode_inputs(&c, vec![input("FP32", vec![1, 1, 2], 7)]))
+                .contains("unexpected size")
+        );
         assert!(msg(decode_inputs(&c, vec![])).contains("expected 1 inputs"));
         assert!(select_outputs(&c, &["z".into()]).is_err());
     }

@@ -53,7 +53,9 @@ impl ServedVersion {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     scheduler.close();
-                    threads.into_iter().for_each(|t: JoinHandle<()>| drop(t.join()));
+                    threads
+                        .into_iter()
+                        .for_each(|t: JoinHandle<()>| drop(t.join()));
                     return Err(e);
                 }
             }
@@ -78,6 +80,8 @@ impl ServedVersion {
         match self.run(req, start).await {
             Ok((outputs, batch, timings)) => {
                 self.stats.record_success(start.elapsed(), batch, &timings);
+                tracing::trace!(model = %self.config.name, version = self.version, id = %id, batch,
+                    us = start.elapsed().as_micros() as u64, "inference done");
                 Ok(InferResponse {
                     model_name: self.config.name.clone(),
                     model_version: self.version.to_string(),
@@ -87,6 +91,8 @@ impl ServedVersion {
             }
             Err((reason, e)) => {
                 self.stats.record_failure(start.elapsed(), reason);
+                tracing::debug!(model = %self.config.name, version = self.version, id = %id,
+                    reason = reason.label(), error = %e, "inference failed");
                 Err(e)
             }
         }
@@ -96,7 +102,8 @@ impl ServedVersion {
         &self,
         req: InferRequest,
         start: Instant,
-    ) -> Result<(Vec<OutputTensor>, usize, crate::batcher::Timings), (FailureReason, ServerError)> {
+    ) -> Result<(Vec<OutputTensor>, usize, crate::batcher::Timings), (FailureReason, ServerError)>
+    {
         let cfg = &self.config;
         let other = |e| (FailureReason::Other, e);
         let wanted = select_outputs(cfg, &req.outputs).map_err(other)?;
@@ -134,7 +141,11 @@ impl ServedVersion {
             .enumerate()
             .map(|(k, &i)| {
                 // A name requested twice gets a copy; its last request takes it.
-                let tensor = if wanted[k + 1..].contains(&i) { all[i].clone() } else { all[i].take() };
+                let tensor = if wanted[k + 1..].contains(&i) {
+                    all[i].clone()
+                } else {
+                    all[i].take()
+                };
                 OutputTensor {
                     name: cfg.outputs[i].name.clone(),
                     tensor: tensor.expect("each output is taken at its last request only"),
@@ -151,7 +162,10 @@ impl ServedVersion {
 
     /// Memory held by each instance, with its kind ("CPU"/"GPU").
     pub fn memory(&self) -> Vec<(&'static str, InstanceMemory)> {
-        self.runners.iter().map(|r| (r.kind(), r.memory())).collect()
+        self.runners
+            .iter()
+            .map(|r| (r.kind(), r.memory()))
+            .collect()
     }
 
     /// Refuses new requests, lets every queued one finish, and joins the

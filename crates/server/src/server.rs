@@ -6,6 +6,7 @@ use crate::manager::{ControlMode, ModelManager};
 use crate::repository::Repository;
 use crate::{grpc, http, metrics, AppState};
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,10 @@ use tokio::task::JoinHandle;
 /// Runs the server until a shutdown signal; see [`crate::serve`].
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.model_repository.is_dir() {
-        bail!("--model-repository {} is not a directory", args.model_repository.display());
+        bail!(
+            "--model-repository {} is not a directory",
+            args.model_repository.display()
+        );
     }
     let manager = ModelManager::new(
         Repository::new(&args.model_repository),
@@ -28,7 +32,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         args.strict_readiness,
     );
-    let state = Arc::new(AppState { manager, max_input_size: args.http_max_input_size });
+    let state = Arc::new(AppState {
+        manager,
+        max_input_size: args.http_max_input_size,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Endpoints first, so liveness answers while models load.
@@ -39,7 +46,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let svc = grpc::service(state.clone());
         let stop = stopped(stop_rx.clone());
         servers.push(tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            // No Nagle delay on small responses.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
@@ -52,17 +61,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.allow_http {
         let listener = bind(&args.http_address, args.http_port, "HTTP").await?;
         tracing::info!("Started HTTPService at {}", listener.local_addr()?);
-        servers.push(spawn_axum(listener, http::router(state.clone()), stopped(stop_rx.clone()), "HTTP"));
+        servers.push(spawn_axum(
+            listener,
+            http::router(state.clone()),
+            stopped(stop_rx.clone()),
+            "HTTP",
+        ));
     }
     if args.allow_metrics {
         let listener = bind(&args.metrics_address, args.metrics_port, "metrics").await?;
         tracing::info!("Started Metrics Service at {}", listener.local_addr()?);
-        servers.push(spawn_axum(listener, metrics::router(state.clone()), stopped(stop_rx.clone()), "metrics"));
+        servers.push(spawn_axum(
+            listener,
+            metrics::router(state.clone()),
+            stopped(stop_rx.clone()),
+            "metrics",
+        ));
     }
 
     match args.model_control_mode {
         ControlMode::None | ControlMode::Poll => state.manager.sync(None).await,
-        ControlMode::Explicit if args.load_model.iter().any(|m| m == "*") => state.manager.sync(None).await,
+        ControlMode::Explicit if args.load_model.iter().any(|m| m == "*") => {
+            state.manager.sync(None).await
+        }
         ControlMode::Explicit => state.manager.sync(Some(&args.load_model)).await,
     }
     for row in state.manager.index(false) {
@@ -83,7 +104,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests (up to {} s)", args.exit_timeout_secs);
+    tracing::info!(
+        "shutting down: finishing in-flight requests (up to {} s)",
+        args.exit_timeout_secs
+    );
     if let Some(p) = poller {
         p.abort();
     }
@@ -119,18 +143,25 @@ fn spawn_axum(
     stop: impl Future<Output = ()> + Send + 'static,
     what: &'static str,
 ) -> JoinHandle<()> {
+    // No Nagle delay on small responses.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "{what} server failed");
         }
     })
 }
 
 /// Resolves once the shutdown flag is raised.
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,9 +1,8 @@
-//! What the server needs of a model's configuration, resolved once at load:
-//! the tensors requests are checked against, the batching and queue policy,
-//! the instances to start and the engine options.
+//! What the server needs of a model's configuration once it is loaded: the
+//! tensors requests are checked against, and the batching and queue policy.
 
 use crate::batcher::BatchPolicy;
-use metal_mps::{DType, Device};
+use metal_mps::DType;
 use std::time::Duration;
 
 /// An input or output as configured (`dims` without the batch dimension when
@@ -64,12 +63,6 @@ pub struct ServingConfig {
     pub outputs: Vec<TensorSpec>,
     pub policy: BatchPolicy,
     pub queue_timeout: QueueTimeout,
-    /// The device of each instance to start.
-    pub instances: Vec<Device>,
-    /// Engine options from `parameters` (the device is set per instance).
-    pub engine: metal_mps::Options,
-    /// The model file inside each version directory.
-    pub model_filename: String,
 }
 
 impl ServingConfig {
