@@ -22,5 +22,5 @@ print(serve.write_example_repository(Path("build/example")))
 PY
 )
 echo "model repository: $repo"
-exec target/release/metal-mps serve --model-repository "$repo" \
-    --http-port 8000 --grpc-port 8001 --metrics-port 8002 "$@"
+# The ports default to 8000 (HTTP), 8001 (gRPC) and 8002 (metrics), as Triton's do.
+exec target/release/metal-mps serve --model-repository "$repo" "$@"

@@ -39,9 +39,12 @@ pub(crate) fn prepare(graph: &Graph, o: &Options) -> Result<GpuRunner> {
     GpuRunner::new(graph, &gpu_options(o))
 }
 
-/// Whether a GPU adapter exists.
+/// Whether a hardware GPU adapter exists. Software adapters (lavapipe,
+/// WARP) are slower than the CPU engine, so the automatic choice skips them
+/// unless `METAL_MPS_ALLOW_SOFTWARE_GPU=1`; `Device::Gpu` still runs on them.
 pub(crate) fn available() -> bool {
-    metal_mps_gpu::adapter_available()
+    let software_ok = std::env::var("METAL_MPS_ALLOW_SOFTWARE_GPU").is_ok_and(|v| v == "1");
+    metal_mps_gpu::list_adapters().iter().any(|a| software_ok || a.device_type != "Cpu")
 }
 
 pub(crate) fn memory_stats(r: &GpuRunner) -> MemoryStats {

@@ -22,7 +22,9 @@ pub use model::{Model, NodeInfo, PendingRun};
 pub use options::{Device, MemoryStats, Options, PoolConfig, Precision};
 pub use validate::TensorInfo;
 
-/// Whether a GPU adapter exists (the GPU engine can be used).
+/// Whether a hardware GPU adapter exists: what `KIND_MODEL` and `engine=auto`
+/// use to choose the GPU engine. Software adapters such as lavapipe count only
+/// with `METAL_MPS_ALLOW_SOFTWARE_GPU=1`; [`Device::Gpu`] runs on them anyway.
 pub fn gpu_available() -> bool {
     model::gpu_available()
 }
