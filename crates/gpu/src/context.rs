@@ -249,7 +249,7 @@ impl GpuContext {
             int64: features.contains(wgpu::Features::SHADER_INT64),
             coop,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_binding: u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size),
+            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
             max_buffer: limits.max_buffer_size,
             workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
@@ -259,7 +259,7 @@ impl GpuContext {
         if pool.config().verbose {
             eprintln!("[metal_mps gpu] adapter {} caps {caps:?}", describe(&info));
         }
-        Ok(GpuContext {
+        let mut ctx = GpuContext {
             pipelines: PipelineCache::new(device.clone()),
             device,
             queue,
@@ -267,7 +267,70 @@ impl GpuContext {
             caps,
             pool,
             device_error,
-        })
+        };
+        if ctx.caps.coop.is_some() {
+            let ok = ctx.coop_self_test();
+            if !matches!(ok, Ok(true)) {
+                eprintln!("[metal_mps gpu] cooperative matrices disabled: the self-test failed ({ok:?})");
+                ctx.caps.coop = None;
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// Runs a small product on cooperative matrices and compares it with the
+    /// exact result: `Ok(true)` when they agree.
+    fn coop_self_test(&self) -> Result<bool> {
+        use crate::ops::{self, matmul::{Gemm, Tiles}, Binding};
+        let Some(c) = self.caps.coop else { return Ok(false) };
+        let (m, n, k) = (8 * c.size as usize + 3, 8 * c.size as usize + 5, 4 * c.size as usize + 1);
+        // Small integers: exact in f16 and in f32 sums.
+        let a: Vec<half::f16> = (0..m * k).map(|i| half::f16::from_f32(((i * 7) % 5) as f32 - 2.0)).collect();
+        let b: Vec<half::f16> = (0..k * n).map(|i| half::f16::from_f32(((i * 3) % 7) as f32 - 3.0)).collect();
+        let mut want = vec![0f32; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    want[i * n + j] += a[i * k + p].to_f32() * b[p * n + j].to_f32();
+                }
+            }
+        }
+        let ba = crate::transfer::upload(self, bytemuck::cast_slice(&a))?;
+        let bb = crate::transfer::upload(self, bytemuck::cast_slice(&b))?;
+        let y = self.pool.acquire(crate::pool::BufferClass::Storage, (m * n * 2) as u64)?;
+        let dummy = self.pool.acquire(crate::pool::BufferClass::Storage, 16)?;
+        let g = Gemm {
+            m,
+            n,
+            k,
+            batch: vec![],
+            a_stride: [k, 1],
+            b_stride: [n, 1],
+            a_batch_stride: vec![],
+            b_batch_stride: vec![],
+            alpha: 1.0,
+            beta: 0.0,
+            c: None,
+            residual: None,
+            activation: None,
+        };
+        let call = ops::matmul::matmul(
+            self,
+            crate::pipeline_cache::Scalar::F16,
+            &g,
+            Tiles::Coop { ct: c.size },
+            Binding::whole(&ba, (m * k * 2) as u64),
+            Binding::whole(&bb, (k * n * 2) as u64),
+            Binding::whole(&y, (m * n * 2) as u64),
+            &Binding::whole(&dummy, 16),
+        )?;
+        ops::run_now(self, &[call])?;
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("coop self-test") });
+        let d = crate::transfer::record_download(self, &mut enc, &y, m * n * 2)?;
+        let index = self.queue.submit([enc.finish()]);
+        let bytes = d.read(self, &index)?;
+        let got: &[half::f16] = bytemuck::cast_slice(&bytes);
+        Ok(got.iter().zip(&want).all(|(g, w)| (g.to_f32() - w).abs() <= 1e-3 * w.abs().max(1.0)))
     }
 
     /// The process-wide context of the adapter `selector` (or [`ADAPTER_ENV`])

@@ -43,17 +43,20 @@ struct GpuSpec {
 }
 
 enum Spec {
-    Gpu(GpuSpec),
+    Gpu(Box<GpuSpec>),
     /// Shapes depend on data: the whole model runs on the CPU for these inputs.
     Cpu(String),
 }
+
+/// Compiled plans by input shapes, least recently used first.
+type Specs = Vec<(Vec<Vec<usize>>, Arc<Spec>)>;
 
 /// A model on the GPU engine. `Send + Sync`.
 pub struct GpuRunner {
     ctx: Arc<GpuContext>,
     graph: Graph,
     opts: GpuOptions,
-    specs: Mutex<Vec<(Vec<Vec<usize>>, Arc<Spec>)>>,
+    specs: Mutex<Specs>,
     weights: Mutex<HashMap<(usize, DType), Arc<Weight>>>,
     dummy: wgpu::Buffer,
     cpu: OnceLock<metal_mps_cpu::CpuPlan>,
@@ -128,6 +131,16 @@ impl GpuRunner {
 
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    /// The graph this runner executes (as given to [`GpuRunner::new`]).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The adapter the model runs on.
+    pub fn adapter(&self) -> &crate::AdapterDescription {
+        &self.ctx.adapter
     }
 
     /// Runs one inference: inputs in `graph.inputs` order, outputs in `graph.outputs` order.
@@ -212,6 +225,17 @@ impl GpuRunner {
             .collect()
     }
 
+    /// For the most recent input shapes: (kernel launches per inference, CPU
+    /// nodes, transfers between engines, bytes of the static memory plan).
+    pub fn plan_stats(&self) -> Option<(usize, usize, usize, u64)> {
+        let spec = lock(&self.specs).last().map(|s| s.1.clone())?;
+        let Spec::Gpu(g) = &*spec else { return None };
+        let launches = lock(&g.free).first().map(|i| i.prepared.iter().map(Vec::len).sum()).unwrap_or(0);
+        let cpu = g.plan.steps.iter().filter(|s| matches!(s, Step::Cpu(_))).count();
+        let transfers = g.plan.steps.iter().filter(|s| matches!(s, Step::Upload(_) | Step::Download(_))).count();
+        Some((launches, cpu, transfers, g.plan.slot_bytes.iter().sum()))
+    }
+
     /// Statistics of the device's buffer pool (shared by the models on it).
     pub fn pool_stats(&self) -> PoolStats {
         self.ctx.pool.stats()
@@ -237,7 +261,7 @@ impl GpuRunner {
             Ok(g) => {
                 let plan = GpuPlan::build(g, &self.ctx, &self.opts)?;
                 let weights = self.upload_weights(&plan)?;
-                Spec::Gpu(GpuSpec { plan, weights, free: Mutex::new(Vec::new()) })
+                Spec::Gpu(Box::new(GpuSpec { plan, weights, free: Mutex::new(Vec::new()) }))
             }
             Err(Error::Unsupported(why)) => Spec::Cpu(why),
             Err(e) => return Err(e),
@@ -307,8 +331,7 @@ impl GpuRunner {
         let plan = &g.plan;
         let slots = plan.slot_bytes.iter().map(|&b| self.ctx.pool.acquire(BufferClass::Storage, b.max(4))).collect::<Result<Vec<_>>>()?;
         let inputs = plan
-            .graph
-            .inputs
+            .input_dev_value
             .iter()
             .zip(&plan.inputs_on_device)
             .map(|(&v, &on)| on.then(|| self.ctx.pool.acquire(BufferClass::Storage, transfer::aligned(plan.dev_bytes(v)))).transpose())
@@ -347,7 +370,7 @@ impl GpuRunner {
     fn start(&self, g: &GpuSpec, inst: &Instance, inputs: &[&Tensor]) -> Result<(wgpu::SubmissionIndex, Vec<(usize, Download, DType, DType, Vec<usize>)>, Vec<Option<Tensor>>)> {
         let plan = &g.plan;
         let ctx = &self.ctx;
-        for (i, (&v, &on)) in plan.graph.inputs.iter().zip(&plan.inputs_on_device).enumerate() {
+        for (i, (&v, &on)) in plan.input_dev_value.iter().zip(&plan.inputs_on_device).enumerate() {
             if on {
                 let dev = plan.dev_dtype[v].ok_or_else(|| Error::Device("input has no device dtype".into()))?;
                 transfer::write(ctx, Self::buffer(g, inst, v)?, &device_bytes(inputs[i], dev)?);

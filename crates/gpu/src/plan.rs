@@ -12,7 +12,7 @@ use crate::lower::GpuOp;
 use crate::ops::conv::ConvGeometry;
 use crate::ops::copy::{mover, Region};
 use crate::ops::elementwise::{int_step_supported, Arith, Step as EwStep, MAX_OPERANDS, MAX_STEPS};
-use crate::ops::matmul::{choose_tiles, Gemm, MAX_BATCH_DIMS};
+use crate::ops::matmul::{choose_tiles, Gemm, Product, MAX_BATCH_DIMS};
 use crate::ops::pool::PoolGeometry;
 use crate::options::{GpuOptions, Precision};
 use crate::pipeline_cache::Scalar;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Kernels recorded into the current command encoder.
-    Gpu(GpuOp),
+    Gpu(Box<GpuOp>),
     /// Device to host: the value is read back before the next CPU step.
     Download(ValueId),
     /// A node the CPU engine runs on host tensors.
@@ -75,6 +75,12 @@ pub fn specialize(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Graph> {
     infer::infer_graph(&mut g)?;
     passes::remove_dead_nodes(&mut g);
     for node in &g.nodes {
+        // Split sizes given as a computed tensor: the parts' shapes depend on data.
+        if let (Op::Split { sizes: None, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) {
+            if g.values[*s].constant.is_none() {
+                return Err(Error::Unsupported(format!("the split sizes of node '{}' are computed at run time", node.name)));
+            }
+        }
         for &o in &node.outputs {
             let v = &g.values[o];
             if v.shape.as_deref().and_then(fixed_shape).is_none() {
@@ -103,6 +109,9 @@ pub struct GpuPlan {
     pub steps: Vec<Step>,
     /// Per graph input: whether it is uploaded.
     pub inputs_on_device: Vec<bool>,
+    /// Per graph input: the value its upload buffer holds: the input itself, or
+    /// (FP16 precision) its FP32 form, converted on the device by a Cast step.
+    pub input_dev_value: Vec<ValueId>,
     pub outputs: Vec<OutSrc>,
     /// Engine of each node of the specialized graph, by node name.
     pub node_engine: HashMap<String, &'static str>,
@@ -143,6 +152,7 @@ struct Builder<'a> {
     host_avail: Vec<bool>,
     root: Vec<ValueId>,
     inputs_on_device: Vec<bool>,
+    input_dev_value: Vec<ValueId>,
     node_engine: HashMap<String, &'static str>,
     /// Fused groups waiting for their last node's position (all their operands
     /// are computed by then): last node -> ops.
@@ -207,6 +217,7 @@ impl<'a> Builder<'a> {
             consumers: g.consumers(),
             absorbed: vec![false; g.nodes.len()],
             inputs_on_device: vec![false; g.inputs.len()],
+            input_dev_value: g.inputs.clone(),
             root: (0..nv).collect(),
             dev_avail: vec![false; nv],
             host_avail,
@@ -313,7 +324,7 @@ impl<'a> Builder<'a> {
                 self.ensure_device(u);
             }
             let out = op.output();
-            self.steps.push(Step::Gpu(op));
+            self.steps.push(Step::Gpu(Box::new(op)));
             self.dev_avail[out] = true;
         }
     }
@@ -324,6 +335,14 @@ impl<'a> Builder<'a> {
         }
         if let Some(&i) = self.input_index.get(&u) {
             self.inputs_on_device[i] = true;
+            let host = self.g.values[u].dtype;
+            if host != self.dev[u] {
+                // FP16 precision: upload the FP32 input as is, convert on the device.
+                let raw = self.add_value(format!("{}.host", self.g.values[u].name), host, u);
+                self.input_dev_value[i] = raw;
+                self.dev_avail[raw] = true;
+                self.push_cast(raw, u);
+            }
         } else if !self.is_const(u) {
             self.steps.push(Step::Upload(u));
         }
@@ -510,9 +529,7 @@ impl<'a> Builder<'a> {
         match &node.op {
             Op::Unary(u) => Some((vec![node.inputs[0]?], vec![EwStep::Unary(*u)])),
             Op::Clip => {
-                if self.float(node.inputs[0]?).is_none() {
-                    return None;
-                }
+                self.float(node.inputs[0]?)?;
                 let bound = |i: usize, default: f32| -> Option<f32> {
                     match node.inputs.get(i).copied().flatten() {
                         None => Some(default),
@@ -602,6 +619,29 @@ impl<'a> Builder<'a> {
         self.is_output.push(false);
         self.consumers.push(Vec::new());
         v
+    }
+
+    /// Adds a value made at plan time, shaped like `like`, stored as `dtype` on the device.
+    fn add_value(&mut self, name: String, dtype: Option<DType>, like: ValueId) -> ValueId {
+        let v = self.g.add_value(name);
+        self.g.values[v].dtype = dtype;
+        self.g.values[v].shape = self.g.values[like].shape.clone();
+        self.shapes.push(self.shapes[like].clone());
+        self.dev.push(dtype);
+        self.root.push(v);
+        self.dev_avail.push(false);
+        self.host_avail.push(false);
+        self.is_output.push(false);
+        self.consumers.push(Vec::new());
+        v
+    }
+
+    /// Appends a device conversion `out = cast(x)` between their device dtypes.
+    fn push_cast(&mut self, x: ValueId, out: ValueId) {
+        let (from, to) = (self.dev[x].and_then(scalar_of), self.dev[out].and_then(scalar_of));
+        let (Some(from), Some(to)) = (from, to) else { unreachable!("casts are made between device dtypes") };
+        self.steps.push(Step::Gpu(Box::new(GpuOp::Cast { x, out, from, to, n: self.numel(x) })));
+        self.dev_avail[out] = true;
     }
 
     /// Whether a chain over values of device dtype `d` can run `steps`.
@@ -779,7 +819,7 @@ impl<'a> Builder<'a> {
             geo.dilation[slot] = c.window.dilations.get(s).copied().unwrap_or(1);
             geo.pad[slot] = begin;
         }
-        if c.group == 0 || geo.ic % c.group != 0 || geo.oc % c.group != 0 || ws[1] * c.group != geo.ic {
+        if c.group == 0 || !geo.ic.is_multiple_of(c.group) || !geo.oc.is_multiple_of(c.group) || ws[1] * c.group != geo.ic {
             return Ok(Lowered::Cpu);
         }
         let out0 = node.outputs[0];
@@ -792,7 +832,7 @@ impl<'a> Builder<'a> {
         }
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
-        let tiles = choose_tiles(self.ctx, dtype, m, nn, c.group, self.opts.cooperative_matrix);
+        let tiles = choose_tiles(self.ctx, Product::Conv, dtype, m, nn, c.group, self.opts.cooperative_matrix);
         Ok(Lowered::Gpu(vec![GpuOp::Conv { x, w, bias, residual, act, out, geometry: geo, dtype, tiles }], absorbed))
     }
 
@@ -916,29 +956,38 @@ impl<'a> Builder<'a> {
         if batch * g.m * g.n != self.numel(out0) {
             return Ok(Lowered::Cpu);
         }
-        let tiles = choose_tiles(self.ctx, dtype, g.m, g.n, batch, self.opts.cooperative_matrix);
+        let tiles = choose_tiles(self.ctx, Product::MatMul, dtype, g.m, g.n, batch, self.opts.cooperative_matrix);
         Ok(Lowered::Gpu(vec![GpuOp::Gemm { a, b, c: c_input, residual, out, gemm: g, dtype, tiles }], absorbed))
     }
 
-    fn finish(self) -> Result<GpuPlan> {
-        let nv = self.g.values.len();
+    fn finish(mut self) -> Result<GpuPlan> {
         let mut outputs = Vec::new();
         for &o in &self.g.outputs.clone() {
             if self.host_avail[o] {
                 outputs.push(OutSrc::Host(o));
             } else if self.dev_avail[o] {
-                outputs.push(OutSrc::Device(o));
+                let host = self.g.values[o].dtype;
+                if host != self.dev[o] {
+                    // FP16 precision: convert on the device, download FP32.
+                    let raw = self.add_value(format!("{}.host", self.g.values[o].name), host, o);
+                    self.push_cast(o, raw);
+                    outputs.push(OutSrc::Device(raw));
+                } else {
+                    outputs.push(OutSrc::Device(o));
+                }
             } else {
                 return Err(Error::InvalidModel(format!("output '{}' is never computed", self.g.values[o].name)));
             }
         }
         // Device homes of roots.
+        let nv = self.g.values.len();
+        let uploaded: HashMap<ValueId, usize> = self.input_dev_value.iter().enumerate().map(|(i, &v)| (v, i)).collect();
         let mut home: Vec<Option<DevHome>> = vec![None; nv];
         for (v, h) in home.iter_mut().enumerate() {
             if self.root[v] != v || !self.dev_avail[v] {
                 continue;
             }
-            *h = if let Some(&i) = self.input_index.get(&v) {
+            *h = if let Some(&i) = uploaded.get(&v) {
                 Some(DevHome::Input(i))
             } else if self.is_const(v) {
                 Some(DevHome::Const)
@@ -1015,7 +1064,7 @@ impl<'a> Builder<'a> {
                 home[v] = Some(DevHome::Slot(slot));
                 release[last[v].min(end)].push(slot);
             }
-            free.extend(release[s].drain(..));
+            free.append(&mut release[s]);
         }
         Ok(GpuPlan {
             graph: self.g,
@@ -1026,6 +1075,7 @@ impl<'a> Builder<'a> {
             slot_bytes,
             steps: self.steps,
             inputs_on_device: self.inputs_on_device,
+            input_dev_value: self.input_dev_value,
             outputs,
             node_engine: self.node_engine,
         })

@@ -21,7 +21,7 @@ pub fn write(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    if bytes.len() as u64 % ALIGN == 0 {
+    if (bytes.len() as u64).is_multiple_of(ALIGN) {
         ctx.queue.write_buffer(buffer, 0, bytes);
     } else {
         let mut padded = bytes.to_vec();

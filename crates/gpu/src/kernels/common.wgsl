@@ -4,7 +4,8 @@
 // Activation codes (see `ops::act_code` on the Rust side):
 // 0 none, 1 relu, 2 sigmoid, 3 tanh, 4 sqrt, 5 exp, 6 log, 7 neg, 8 abs,
 // 9 leaky relu (a = alpha), 10 hard sigmoid (a = alpha, b = beta),
-// 11 hard swish, 12 clamp (a = min, b = max).
+// 11 hard swish, 12 clamp (a = min, b = max), 13 lower bound a only,
+// 14 upper bound b only.
 
 fn stable_tanh(x: f32) -> f32 {
     // tanh from exp of a non-positive argument: no overflow, no NaN for large |x|.
@@ -27,6 +28,8 @@ fn activate(code: u32, x: f32, a: f32, b: f32) -> f32 {
         case 10u: { return clamp(a * x + b, 0.0, 1.0); }
         case 11u: { return x * clamp(x / 6.0 + 0.5, 0.0, 1.0); }
         case 12u: { return min(max(x, a), b); }
+        case 13u: { return max(x, a); }
+        case 14u: { return min(x, b); }
         default: { return x; }
     }
 }

@@ -45,6 +45,8 @@ fn gemm_dims() -> vec3<u32> {
     return vec3<u32>(p.ocg, p.batch * p.oh * p.ow, p.icg * KH * KW);
 }
 
+fn gemm_setup(g: u32) {}
+
 fn a_elem(g: u32, m: u32, k: u32) -> f32 {
     let kk = p.icg * KH * KW;
     if (m >= p.ocg || k >= kk) {

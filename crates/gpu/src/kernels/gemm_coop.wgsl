@@ -76,6 +76,7 @@ fn store_tile(lid: u32, b_n_fixed: u32, b_k_first: u32, b_k_step: u32,
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let dims = gemm_dims();
     let batch = wg.z;
+    gemm_setup(batch);
     let m0 = wg.y * BM;
     let n0 = wg.x * BN;
     let sg = lid / 32u;

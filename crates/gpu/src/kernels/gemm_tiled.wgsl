@@ -2,6 +2,7 @@
 // MatMul, Gemm and convolution (implicit GEMM). Appended after an "io" file
 // that defines how A, B and the output are addressed:
 //   fn gemm_dims() -> vec3<u32>                     // M, N, K
+//   fn gemm_setup(batch: u32)                       // once per workgroup
 //   fn a_elem(batch: u32, m: u32, k: u32) -> f32    // 0 outside the matrix
 //   struct BCol; fn b_col(batch: u32, n: u32) -> BCol
 //   fn b_elem(col: BCol, k: u32) -> f32             // 0 outside the matrix
@@ -40,6 +41,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let bn = 16u * TN;
     let dims = gemm_dims();
     let batch = wg.z;
+    gemm_setup(batch);
     let m0 = wg.y * bm;
     let n0 = wg.x * bn;
     let tx = lid % 16u;

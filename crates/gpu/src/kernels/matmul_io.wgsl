@@ -53,11 +53,20 @@ fn batch_offset(batch: u32, strides: vec4<u32>) -> u32 {
     return off;
 }
 
+// Offsets of this workgroup's batch in A and B, set once by gemm_setup.
+var<private> a_off: u32;
+var<private> b_off: u32;
+
+fn gemm_setup(batch: u32) {
+    a_off = batch_offset(batch, p.a_bstride);
+    b_off = batch_offset(batch, p.b_bstride);
+}
+
 fn a_elem(batch: u32, m: u32, k: u32) -> f32 {
     if (m >= p.m || k >= p.k) {
         return 0.0;
     }
-    return f32(a[batch_offset(batch, p.a_bstride) + m * p.a_sm + k * p.a_sk]);
+    return f32(a[a_off + m * p.a_sm + k * p.a_sk]);
 }
 
 struct BCol {
@@ -66,7 +75,7 @@ struct BCol {
 }
 
 fn b_col(batch: u32, n: u32) -> BCol {
-    return BCol(batch_offset(batch, p.b_bstride) + n * p.b_sn, n < p.n);
+    return BCol(b_off + n * p.b_sn, n < p.n);
 }
 
 fn b_elem(col: BCol, k: u32) -> f32 {

@@ -49,7 +49,7 @@ pub fn conv(
     y: Binding,
     dummy: &Binding,
 ) -> Result<Call> {
-    if g.group == 0 || g.ic % g.group != 0 || g.oc % g.group != 0 {
+    if g.group == 0 || !g.ic.is_multiple_of(g.group) || !g.oc.is_multiple_of(g.group) {
         return Err(Error::Invalid(format!("group {} does not divide channels {} -> {}", g.group, g.ic, g.oc)));
     }
     let (m, n, _) = g.gemm_dims();

@@ -51,18 +51,51 @@ impl Tiles {
     }
 }
 
-/// The tiles for an `m x n` output over `batch` products: cooperative matrices
-/// for f16 where offered; else 128 x 128 tiles when they make enough
-/// workgroups to fill a large GPU, 64 x 64 otherwise.
-pub fn choose_tiles(ctx: &GpuContext, dtype: Scalar, m: usize, n: usize, batch: usize, allow_coop: bool) -> Tiles {
-    if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
-        return Tiles::Coop { ct: c.size };
+/// Which kernel family asks for tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    MatMul,
+    Conv,
+}
+
+/// `METAL_MPS_GPU_TILES` = `64`, `128`, `coop` or `auto` (the default): forces
+/// the tiles of every product, for tuning (`coop` only where the adapter and
+/// dtype allow it).
+pub const TILES_ENV: &str = "METAL_MPS_GPU_TILES";
+
+/// Workgroups that keep a large GPU busy (two per multiprocessor of an H100).
+const FULL_GRID: usize = 264;
+
+/// The tiles for an `m x n` output over `batch` products.
+///
+/// Measured on an H100 (docs/PERFORMANCE-gpu.md): 128 x 128 plain tiles pay
+/// only when both sides are large and the grid has a couple of waves; below
+/// that 64 x 64 tiles win (a 64-row layer in 128-row tiles idles half of every
+/// workgroup). Cooperative-matrix tiles (f16) win for matrix products with a
+/// full grid; for convolutions the gather of the input tile dominates and the
+/// plain f16 tiles are as fast, so convolutions use them only when forced.
+pub fn choose_tiles(ctx: &GpuContext, kind: Product, dtype: Scalar, m: usize, n: usize, batch: usize, allow_coop: bool) -> Tiles {
+    let coop = match (ctx.caps.coop, dtype, allow_coop) {
+        (Some(c), Scalar::F16, true) => Some(Tiles::Coop { ct: c.size }),
+        _ => None,
+    };
+    let (small, large) = (Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 });
+    match std::env::var(TILES_ENV).as_deref() {
+        Ok("64") => return small,
+        Ok("128") => return large,
+        Ok("coop") => return coop.unwrap_or(small),
+        _ => {}
     }
     let big = m.div_ceil(128) * n.div_ceil(128) * batch;
-    if big >= 256 {
-        Tiles::Plain { tm: 8, tn: 8 }
+    if let Some(c) = coop {
+        if kind == Product::MatMul && m >= 128 && n >= 128 && big >= FULL_GRID / 2 {
+            return c;
+        }
+    }
+    if m >= 256 && n >= 256 && big >= FULL_GRID {
+        large
     } else {
-        Tiles::Plain { tm: 4, tn: 4 }
+        small
     }
 }
 
@@ -83,6 +116,7 @@ pub(crate) fn with_activation(key: PipelineKey, activation: Option<UnaryOp>) -> 
 }
 
 /// Records `g` on buffers `a`, `b`, `y` with the given tiles.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(ctx: &GpuContext, dtype: Scalar, g: &Gemm, tiles: Tiles, a: Binding, b: Binding, y: Binding, dummy: &Binding) -> Result<Call> {
     if g.batch.len() > MAX_BATCH_DIMS {
         return Err(Error::Unsupported(format!("MatMul with {} batch dims on the GPU", g.batch.len())));

@@ -92,7 +92,7 @@ impl Params {
 
     /// `values` padded with `fill` to `4 * vec4s` words (an `array<vec4<u32>, vec4s>`).
     pub fn words(mut self, values: &[u32], vec4s: usize, fill: u32) -> Self {
-        debug_assert!(self.0.len() % 16 == 0, "arrays start 16-byte aligned");
+        debug_assert!(self.0.len().is_multiple_of(16), "arrays start 16-byte aligned");
         debug_assert!(values.len() <= vec4s * 4);
         for i in 0..vec4s * 4 {
             self = self.u32(values.get(i).copied().unwrap_or(fill));
@@ -101,7 +101,7 @@ impl Params {
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        while self.0.len() % 16 != 0 {
+        while !self.0.len().is_multiple_of(16) {
             self.0.push(0);
         }
         self.0
@@ -137,7 +137,13 @@ pub fn act_code(u: Option<UnaryOp>) -> (u32, f32, f32) {
         Some(UnaryOp::LeakyRelu { alpha }) => (9, alpha, 0.0),
         Some(UnaryOp::HardSigmoid { alpha, beta }) => (10, alpha, beta),
         Some(UnaryOp::HardSwish) => (11, 0.0, 0.0),
-        Some(UnaryOp::Clamp { min, max }) => (12, min, max),
+        // Pipeline constants must be finite: an open side is its own code.
+        Some(UnaryOp::Clamp { min, max }) => match (min.is_finite(), max.is_finite()) {
+            (true, true) => (12, min, max),
+            (true, false) => (13, min, 0.0),
+            (false, true) => (14, 0.0, max),
+            (false, false) => (0, 0.0, 0.0),
+        },
     }
 }
 
