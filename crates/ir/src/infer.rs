@@ -287,12 +287,15 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             sizes,
             num_outputs,
         } => {
-            let runtime_sizes = ins
-                .get(1)
-                .and_then(|k| k.as_ref())
+            let split_input = ins.get(1).and_then(|k| k.as_ref());
+            let runtime_sizes = split_input
                 .and_then(|k| k.constant)
                 .map(|t| t.to_i64_vec())
                 .transpose()?;
+            // Sizes given at run time are unknown here: no shapes rather than equal parts.
+            if sizes.is_none() && split_input.is_some() && runtime_sizes.is_none() {
+                return Ok(vec![(x.dtype, None); n_out]);
+            }
             let sizes = sizes.clone().or(runtime_sizes);
             let shapes: Vec<Option<Shape>> = match x.shape {
                 Some(xs) => {
