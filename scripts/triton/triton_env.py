@@ -195,8 +195,9 @@ class TritonServer:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         ports: tuple[int, int, int] | None = None,
+        address: str = "127.0.0.1",
     ):
-        self.repo, self.backend_dir, self.args = repo, backend_dir, args
+        self.repo, self.backend_dir, self.args, self.address = repo, backend_dir, args, address
         self.env = dict(env if env is not None else os.environ)
         self.http_port, self.grpc_port, self.metrics_port = ports or tuple(free_ports(3))
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
@@ -204,22 +205,22 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.address}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.address}:{self.grpc_port}"
 
     def command(self) -> list[str]:
         return [
             str(tritonserver_bin()),
             f"--model-repository={self.repo}",
             f"--backend-directory={self.backend_dir}",
-            "--http-address=127.0.0.1",
+            f"--http-address={self.address}",
             f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.grpc_port}",
-            "--metrics-address=127.0.0.1",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             "--pinned-memory-pool-byte-size=0",

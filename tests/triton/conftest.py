@@ -73,6 +73,7 @@ def write_repository(repo: Path, onnx_models: dict[str, Path]) -> None:
         "unsupported_op": (det_model(), 'backend: "metal_mps"\n', {}),
         "bad_dims": (cnn, cfg("bad_dims", [3, 224, 225], CNN_OUT), {}),
         "bad_param": (cnn, cfg("bad_param", CNN_IN, CNN_OUT, parameters={"precision": "int4"}), {}),
+        "kind_gpu": (cnn, cfg("kind_gpu", CNN_IN, CNN_OUT, instance_groups=(("KIND_GPU", 1),)), {}),
         "panic_init": (cnn, cfg("panic_init", CNN_IN, CNN_OUT, parameters={"fault_injection": "panic_in_model_initialize"}), {}),
         "panic_execute": (cnn, cfg("panic_execute", CNN_IN, CNN_OUT, parameters={"fault_injection": "panic_in_execute"}), {}),
     }
@@ -97,11 +98,13 @@ def server(tmp_path_factory, onnx_models, backend_dir):
     """A tritonserver in explicit model-control mode over the test repository."""
     repo = tmp_path_factory.mktemp("repo")
     write_repository(repo, onnx_models)
-    env = dict(os.environ, METAL_MPS_FAULT_INJECTION="1")
+    # Two malloc arenas: glibc's per-thread arenas otherwise let RSS step up by tens of MiB
+    # at random points (it plateaus), which would blur the load/unload leak check.
+    env = dict(os.environ, METAL_MPS_FAULT_INJECTION="1", MALLOC_ARENA_MAX="2")
     srv = te.TritonServer(
         repo,
         backend_dir,
-        args=("--model-control-mode=explicit", f"--backend-config=metal_mps,default-max-batch-size={DEFAULT_MAX_BATCH_SIZE}"),
+        args=("--model-control-mode=explicit", "--exit-timeout-secs=10", f"--backend-config=metal_mps,default-max-batch-size={DEFAULT_MAX_BATCH_SIZE}"),
         env=env,
         log_path=tmp_path_factory.mktemp("logs") / "tritonserver.log",
     )
@@ -115,14 +118,18 @@ def server(tmp_path_factory, onnx_models, backend_dir):
 def http(server):
     import tritonclient.http as httpclient
 
-    return httpclient.InferenceServerClient(server.http_url, concurrency=16, network_timeout=120)
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=16, network_timeout=120)
+    yield client
+    client.close()  # open keep-alive connections would hold the server's shutdown
 
 
 @pytest.fixture(scope="session")
 def grpc(server):
     import tritonclient.grpc as grpcclient
 
-    return grpcclient.InferenceServerClient(server.grpc_url)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,8 @@ def test_batch_statistics_and_memory_usage(server, load, http):
 def test_two_instances_model_and_cpu(server, load, http, reference):
     load("two_instances")
     log = server.log_text()
-    assert re.search(r"instance 'two_instances_0_0' of model 'two_instances' \(Model\): (CPU|GPU) engine", log), log[-3000:]
-    assert "instance 'two_instances_1_0' of model 'two_instances' (Cpu): CPU engine" in log
+    assert re.search(r"instance 'two_instances_0_0' of model 'two_instances' \(Model\): (cpu|gpu) engine", log), log[-3000:]
+    assert "instance 'two_instances_1_0' of model 'two_instances' (Cpu): cpu engine" in log
     xs = [image(seed=300 + i) for i in range(8)]
     for x, y in zip(xs, concurrent_infer(http, "two_instances", xs)):
         assert_close(y, reference("simple_cnn", x))

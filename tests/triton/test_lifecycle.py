@@ -29,6 +29,7 @@ def test_load_unload_cycles_do_not_grow_memory(server, http, reference):
     for i in range(CYCLES):
         cycle(http, reference, WARMUP + i)
     after = server.rss_bytes()
+    print(f"server RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB over {CYCLES} load/infer/unload cycles")
     assert after - before < MAX_GROWTH_BYTES, f"RSS grew {(after - before) / 2**20:.1f} MiB over {CYCLES} cycles"
     log = server.log_text()
     assert log.count("successfully unloaded 'lifecycle_cnn'") >= WARMUP + CYCLES - 1

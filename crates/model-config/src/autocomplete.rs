@@ -20,7 +20,10 @@ use metal_mps::{Dim, TensorInfo};
 
 /// Whether every tensor's first dimension is free to vary (a batch dimension).
 pub fn supports_batching(inputs: &[TensorInfo], outputs: &[TensorInfo]) -> bool {
-    inputs.iter().chain(outputs).all(|t| matches!(t.shape.first(), Some(Dim::Sym(_) | Dim::Unknown)))
+    inputs
+        .iter()
+        .chain(outputs)
+        .all(|t| matches!(t.shape.first(), Some(Dim::Sym(_) | Dim::Unknown)))
 }
 
 /// Completes `config` from the model's `inputs` and `outputs`, following the
@@ -66,12 +69,21 @@ pub fn auto_complete(
         ));
     }
     let batched = config.max_batch_size > 0;
-    for (list, infos, what) in [(&mut config.input, inputs, "input"), (&mut config.output, outputs, "output")] {
+    for (list, infos, what) in [
+        (&mut config.input, inputs, "input"),
+        (&mut config.output, outputs, "output"),
+    ] {
         if list.is_empty() {
-            *list = infos.iter().map(|t| tensor_config(t, batched, what)).collect::<Result<_, _>>()?;
+            *list = infos
+                .iter()
+                .map(|t| tensor_config(t, batched, what))
+                .collect::<Result<_, _>>()?;
             changes.push(format!(
                 "{what} filled from the model: {}",
-                list.iter().map(|t| format!("{} {} {:?}", t.name, t.data_type, t.dims)).collect::<Vec<_>>().join(", ")
+                list.iter()
+                    .map(|t| format!("{} {} {:?}", t.name, t.data_type, t.dims))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -95,7 +107,12 @@ fn tensor_config(t: &TensorInfo, batched: bool, what: &str) -> Result<TensorConf
             ),
         ));
     }
-    Ok(TensorConfig { name: t.name.clone(), data_type: t.dtype.triton_name().to_string(), dims, ..Default::default() })
+    Ok(TensorConfig {
+        name: t.name.clone(),
+        data_type: t.dtype.triton_name().to_string(),
+        dims,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -104,7 +121,11 @@ mod tests {
     use metal_mps::DType;
 
     fn info(name: &str, shape: &[Dim]) -> TensorInfo {
-        TensorInfo { name: name.into(), dtype: DType::F32, shape: shape.to_vec() }
+        TensorInfo {
+            name: name.into(),
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+        }
     }
     fn batch() -> Dim {
         Dim::Sym("batch".into())
@@ -112,7 +133,10 @@ mod tests {
 
     fn cnn() -> (Vec<TensorInfo>, Vec<TensorInfo>) {
         let f = Dim::Fixed;
-        (vec![info("input", &[batch(), f(3), f(224), f(224)])], vec![info("output", &[batch(), f(16), f(112), f(112)])])
+        (
+            vec![info("input", &[batch(), f(3), f(224), f(224)])],
+            vec![info("output", &[batch(), f(16), f(112), f(112)])],
+        )
     }
 
     #[test]
@@ -133,8 +157,12 @@ mod tests {
     #[test]
     fn given_max_batch_size_and_scheduler_are_kept() {
         let (i, o) = cnn();
-        let mut c = ModelConfig { max_batch_size: 8, ..Default::default() };
-        c.extra.insert("sequence_batching".into(), serde_json::json!({}));
+        let mut c = ModelConfig {
+            max_batch_size: 8,
+            ..Default::default()
+        };
+        c.extra
+            .insert("sequence_batching".into(), serde_json::json!({}));
         auto_complete(&mut c, &i, &o, 4).unwrap();
         assert_eq!(c.max_batch_size, 8);
         assert!(c.dynamic_batching.is_none());
@@ -162,8 +190,17 @@ mod tests {
     #[test]
     fn only_missing_outputs_are_filled() {
         let (i, o) = cnn();
-        let given = TensorConfig { name: "input".into(), data_type: "TYPE_FP32".into(), dims: vec![3, -1, -1], ..Default::default() };
-        let mut c = ModelConfig { max_batch_size: 2, input: vec![given.clone()], ..Default::default() };
+        let given = TensorConfig {
+            name: "input".into(),
+            data_type: "TYPE_FP32".into(),
+            dims: vec![3, -1, -1],
+            ..Default::default()
+        };
+        let mut c = ModelConfig {
+            max_batch_size: 2,
+            input: vec![given.clone()],
+            ..Default::default()
+        };
         auto_complete(&mut c, &i, &o, 4).unwrap();
         assert_eq!(c.input, vec![given]);
         assert_eq!(c.output[0].name, "output");
@@ -186,7 +223,10 @@ mod tests {
         let f = Dim::Fixed;
         let i = vec![info("x", &[f(1), f(4)])];
         let o = vec![info("y", &[batch(), f(4)])];
-        let mut c = ModelConfig { max_batch_size: 8, ..Default::default() };
+        let mut c = ModelConfig {
+            max_batch_size: 8,
+            ..Default::default()
+        };
         let e = auto_complete(&mut c, &i, &o, 4).unwrap_err();
         assert_eq!(e.field, "max_batch_size");
         assert!(e.message.contains("'x' has shape [1, 4]"), "{e}");

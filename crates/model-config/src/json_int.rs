@@ -22,7 +22,8 @@ impl Visitor<'_> for IntVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-        i64::try_from(v).map_err(|_| E::custom(format!("{v} does not fit in a 64-bit signed integer")))
+        i64::try_from(v)
+            .map_err(|_| E::custom(format!("{v} does not fit in a 64-bit signed integer")))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
@@ -34,7 +35,9 @@ impl Visitor<'_> for IntVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-        v.trim().parse().map_err(|_| E::custom(format!("\"{v}\" is not an integer")))
+        v.trim()
+            .parse()
+            .map_err(|_| E::custom(format!("\"{v}\" is not an integer")))
     }
 }
 
@@ -93,9 +96,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_the_value() {
-        let err = serde_json::from_str::<T>(r#"{"dims": ["x"], "delay": 1}"#).err().unwrap();
+        let err = serde_json::from_str::<T>(r#"{"dims": ["x"], "delay": 1}"#)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("\"x\" is not an integer"), "{err}");
-        let err = serde_json::from_str::<T>(r#"{"dims": [], "delay": -1}"#).err().unwrap();
+        let err = serde_json::from_str::<T>(r#"{"dims": [], "delay": -1}"#)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("negative"), "{err}");
     }
 }

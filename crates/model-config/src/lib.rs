@@ -37,8 +37,8 @@ pub use autocomplete::{auto_complete, supports_batching};
 pub use error::ConfigError;
 pub use settings::{unknown_parameters, EngineChoice, EngineSettings, PARAMETER_KEYS};
 pub use types::{
-    DynamicBatching, InstanceGroup, InstanceKind, LatestVersions, ModelConfig, Parameter, SpecificVersions,
-    TensorConfig, VersionPolicy,
+    DynamicBatching, InstanceGroup, InstanceKind, LatestVersions, ModelConfig, Parameter,
+    SpecificVersions, TensorConfig, VersionPolicy,
 };
 pub use validate::validate;
 
@@ -47,5 +47,12 @@ pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
 
 /// `[batch, 3, 224, 224]`: a model shape as error messages show it.
 pub fn display_dims(shape: &[metal_mps::Dim]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }

@@ -21,7 +21,13 @@ use metal_mps::{Device, Options, PoolConfig, Precision};
 use std::time::Duration;
 
 /// The parameter keys this crate reads.
-pub const PARAMETER_KEYS: [&str; 5] = ["engine", "precision", "max_pool_size", "max_buffer_age", "verbose"];
+pub const PARAMETER_KEYS: [&str; 5] = [
+    "engine",
+    "precision",
+    "max_pool_size",
+    "max_buffer_age",
+    "verbose",
+];
 
 /// Which engine a model asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,10 +69,16 @@ impl EngineSettings {
     }
 
     /// Settings from `config.parameters`, falling back to `env` (a lookup such as `std::env::var`).
-    pub fn from_sources(config: &ModelConfig, env: impl Fn(&str) -> Option<String>) -> Result<EngineSettings, ConfigError> {
+    pub fn from_sources(
+        config: &ModelConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<EngineSettings, ConfigError> {
         // The parameter if set, else the environment variable if any; with the field name to blame.
         let pick = |key: &str, var: Option<&str>| -> Option<(String, String)> {
-            match (config.parameter(key), var.and_then(|v| env(v).map(|s| (v, s)))) {
+            match (
+                config.parameter(key),
+                var.and_then(|v| env(v).map(|s| (v, s))),
+            ) {
                 (Some(p), _) => Some((format!("parameters.{key}"), p.to_string())),
                 (None, Some((v, s))) => Some((format!("environment variable {v}"), s)),
                 (None, None) => None,
@@ -78,7 +90,12 @@ impl EngineSettings {
                 "auto" | "" => EngineChoice::Auto,
                 "cpu" => EngineChoice::Cpu,
                 "gpu" => EngineChoice::Gpu,
-                _ => return Err(ConfigError::new(field, format!("is '{v}'; use 'auto', 'cpu' or 'gpu'"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("is '{v}'; use 'auto', 'cpu' or 'gpu'"),
+                    ))
+                }
             },
         };
         let precision = match pick("precision", None) {
@@ -86,38 +103,67 @@ impl EngineSettings {
             Some((field, v)) => match v.trim().to_ascii_lowercase().as_str() {
                 "fp32" | "" => Precision::F32,
                 "fp16" => Precision::F16,
-                _ => return Err(ConfigError::new(field, format!("is '{v}'; use 'fp32' or 'fp16'"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("is '{v}'; use 'fp32' or 'fp16'"),
+                    ))
+                }
             },
         };
         let max_pool_bytes = match pick("max_pool_size", None) {
             None => None,
             Some((field, v)) => Some(parse_bytes(&v).ok_or_else(|| {
-                ConfigError::new(field, format!("is '{v}'; give a size in bytes such as 268435456, 256MiB or 1G"))
+                ConfigError::new(
+                    field,
+                    format!("is '{v}'; give a size in bytes such as 268435456, 256MiB or 1G"),
+                )
             })?),
         };
         let max_buffer_age = match pick("max_buffer_age", None) {
             None => None,
             Some((field, v)) => Some(parse_duration(&v).ok_or_else(|| {
-                ConfigError::new(field, format!("is '{v}'; give a duration in seconds such as 30, 2.5 or 500ms"))
+                ConfigError::new(
+                    field,
+                    format!("is '{v}'; give a duration in seconds such as 30, 2.5 or 500ms"),
+                )
             })?),
         };
         let verbose = match pick("verbose", Some("MPS_VERBOSE")) {
             None => false,
             Some((field, v)) => parse_flag(&v).map_err(|m| ConfigError::new(field, m))?,
         };
-        let pool = PoolConfig { max_pool_bytes, max_buffer_age };
-        Ok(EngineSettings { engine, precision, pool, verbose })
+        let pool = PoolConfig {
+            max_pool_bytes,
+            max_buffer_age,
+        };
+        Ok(EngineSettings {
+            engine,
+            precision,
+            pool,
+            verbose,
+        })
     }
 
     /// Engine options for running on `device`.
     pub fn options(&self, device: Device) -> Options {
-        Options { device, precision: self.precision, pool: self.pool.clone(), ..Default::default() }
+        Options {
+            device,
+            precision: self.precision,
+            pool: self.pool.clone(),
+            ..Default::default()
+        }
     }
 }
 
 /// Parameter keys of `config` that no one reads (likely typos), for a warning.
 pub fn unknown_parameters(config: &ModelConfig) -> Vec<&str> {
-    config.parameters.keys().map(String::as_str).filter(|k| !PARAMETER_KEYS.contains(k)).collect()
+    config
+        .parameters
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !PARAMETER_KEYS.contains(k))
+        .collect()
 }
 
 /// `1024`, `64K`, `512M`, `2G`, `512MiB`, `1 GB`: bytes, with binary multiples.
@@ -125,7 +171,12 @@ fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let n: u64 = s[..digits].parse().ok()?;
-    let shift = match s[digits..].trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
+    let shift = match s[digits..]
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches('B')
+        .trim_end_matches('I')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -163,7 +214,12 @@ mod tests {
     fn config(params: &[(&str, &str)]) -> ModelConfig {
         let mut c = ModelConfig::default();
         for (k, v) in params {
-            c.parameters.insert(k.to_string(), Parameter { string_value: v.to_string() });
+            c.parameters.insert(
+                k.to_string(),
+                Parameter {
+                    string_value: v.to_string(),
+                },
+            );
         }
         c
     }
@@ -208,19 +264,29 @@ mod tests {
         assert!(s.verbose);
         // The pool variables are left to the engine: unset fields stay None.
         assert_eq!(s.pool, PoolConfig::default());
-        let s = EngineSettings::from_sources(&config(&[("verbose", "off"), ("max_pool_size", "1G")]), env).unwrap();
+        let s = EngineSettings::from_sources(
+            &config(&[("verbose", "off"), ("max_pool_size", "1G")]),
+            env,
+        )
+        .unwrap();
         assert!(!s.verbose);
         assert_eq!(s.pool.max_pool_bytes, Some(1 << 30));
     }
 
     #[test]
     fn bad_values_name_their_source() {
-        let e = EngineSettings::from_sources(&config(&[("precision", "int4")]), no_env).unwrap_err();
+        let e =
+            EngineSettings::from_sources(&config(&[("precision", "int4")]), no_env).unwrap_err();
         assert_eq!(e.field, "parameters.precision");
         assert!(e.message.contains("'int4'"), "{e}");
         let e = EngineSettings::from_sources(&config(&[]), |_| Some("loud".into())).unwrap_err();
         assert_eq!(e.field, "environment variable MPS_VERBOSE");
-        for (k, bad) in [("max_pool_size", "12X"), ("max_pool_size", "-1"), ("max_buffer_age", "1h"), ("max_buffer_age", "-1")] {
+        for (k, bad) in [
+            ("max_pool_size", "12X"),
+            ("max_pool_size", "-1"),
+            ("max_buffer_age", "1h"),
+            ("max_buffer_age", "-1"),
+        ] {
             let e = EngineSettings::from_sources(&config(&[(k, bad)]), no_env).unwrap_err();
             assert_eq!(e.field, format!("parameters.{k}"), "{e}");
         }
@@ -237,11 +303,17 @@ mod tests {
         assert!(matches!(EngineChoice::Auto.resolve(true), Ok(Device::Gpu)));
         assert!(matches!(EngineChoice::Auto.resolve(false), Ok(Device::Cpu)));
         assert!(matches!(EngineChoice::Cpu.resolve(true), Ok(Device::Cpu)));
-        assert_eq!(EngineChoice::Gpu.resolve(false).unwrap_err().field, "parameters.engine");
+        assert_eq!(
+            EngineChoice::Gpu.resolve(false).unwrap_err().field,
+            "parameters.engine"
+        );
     }
 
     #[test]
     fn unknown_keys_are_reported() {
-        assert_eq!(unknown_parameters(&config(&[("precison", "fp16")])), vec!["precison"]);
+        assert_eq!(
+            unknown_parameters(&config(&[("precison", "fp16")])),
+            vec!["precison"]
+        );
     }
 }

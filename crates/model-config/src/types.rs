@@ -63,7 +63,11 @@ impl TensorConfig {
                 format!("{field}.data_type"),
                 format!(
                     "{} is not supported by metal_mps (use one of {})",
-                    if self.data_type.is_empty() { "an empty data type" } else { &self.data_type },
+                    if self.data_type.is_empty() {
+                        "an empty data type"
+                    } else {
+                        &self.data_type
+                    },
                     DType::ALL.map(|d| d.triton_name()).join(", ")
                 ),
             )
@@ -99,7 +103,12 @@ pub struct InstanceGroup {
 
 impl Default for InstanceGroup {
     fn default() -> Self {
-        InstanceGroup { name: String::new(), kind: InstanceKind::Auto, count: 1, extra: Map::new() }
+        InstanceGroup {
+            name: String::new(),
+            kind: InstanceKind::Auto,
+            count: 1,
+            extra: Map::new(),
+        }
     }
 }
 
@@ -161,10 +170,15 @@ impl VersionPolicy {
         match policy {
             None => latest(1),
             Some(p) if p.all.is_some() => sorted,
-            Some(VersionPolicy { specific: Some(s), .. }) => {
-                sorted.into_iter().filter(|v| s.versions.contains(&(*v as i64))).collect()
-            }
-            Some(VersionPolicy { latest: Some(l), .. }) => latest(l.num_versions),
+            Some(VersionPolicy {
+                specific: Some(s), ..
+            }) => sorted
+                .into_iter()
+                .filter(|v| s.versions.contains(&(*v as i64)))
+                .collect(),
+            Some(VersionPolicy {
+                latest: Some(l), ..
+            }) => latest(l.num_versions),
             Some(_) => latest(1),
         }
     }
@@ -173,8 +187,12 @@ impl VersionPolicy {
 impl ModelConfig {
     /// Parses the JSON form of a configuration (what `TRITONBACKEND_ModelConfig` returns).
     pub fn from_json(json: &str) -> Result<ModelConfig, ConfigError> {
-        serde_json::from_str(json)
-            .map_err(|e| ConfigError::new("model configuration", format!("is not valid JSON for a ModelConfig: {e}")))
+        serde_json::from_str(json).map_err(|e| {
+            ConfigError::new(
+                "model configuration",
+                format!("is not valid JSON for a ModelConfig: {e}"),
+            )
+        })
     }
 
     /// The JSON form, for `TRITONBACKEND_ModelSetConfig` or a server's config endpoint.
@@ -185,7 +203,9 @@ impl ModelConfig {
     /// Whether a scheduler (dynamic or sequence batching, ensemble) is configured.
     pub fn has_scheduler(&self) -> bool {
         self.dynamic_batching.is_some()
-            || ["sequence_batching", "ensemble_scheduling"].iter().any(|k| self.extra.contains_key(*k))
+            || ["sequence_batching", "ensemble_scheduling"]
+                .iter()
+                .any(|k| self.extra.contains_key(*k))
     }
 
     /// The value of parameter `key`, if set.
@@ -205,7 +225,9 @@ impl ModelConfig {
     /// The model file of `version` inside the model's directory `model_dir`:
     /// `<model_dir>/<version>/<default_model_filename or model.onnx>`.
     pub fn model_path(&self, model_dir: &std::path::Path, version: u64) -> std::path::PathBuf {
-        model_dir.join(version.to_string()).join(self.model_filename())
+        model_dir
+            .join(version.to_string())
+            .join(self.model_filename())
     }
 }
 
@@ -245,7 +267,13 @@ mod tests {
         assert_eq!(c.instance_group[0].kind, InstanceKind::Model);
         assert_eq!(c.instance_group[0].count, 2);
         let db = c.dynamic_batching.as_ref().unwrap();
-        assert_eq!((db.preferred_batch_size.as_slice(), db.max_queue_delay_microseconds), (&[4, 8][..], 100));
+        assert_eq!(
+            (
+                db.preferred_batch_size.as_slice(),
+                db.max_queue_delay_microseconds
+            ),
+            (&[4, 8][..], 100)
+        );
         assert_eq!(c.parameter("precision"), Some("fp16"));
         assert_eq!(c.model_filename(), "model.onnx");
         assert!(c.has_scheduler());
@@ -257,7 +285,10 @@ mod tests {
         let again = ModelConfig::from_json(&c.to_json()).unwrap();
         assert_eq!(c, again);
         let v: Value = serde_json::from_str(&c.to_json()).unwrap();
-        assert_eq!(v["optimization"]["input_pinned_memory"]["enable"], Value::Bool(true));
+        assert_eq!(
+            v["optimization"]["input_pinned_memory"]["enable"],
+            Value::Bool(true)
+        );
         assert_eq!(v["input"][0]["format"], "FORMAT_NONE");
         assert_eq!(v["instance_group"][0]["gpus"], serde_json::json!([]));
     }
@@ -271,16 +302,34 @@ mod tests {
 
     #[test]
     fn unsupported_data_type_names_the_field() {
-        let t = TensorConfig { name: "x".into(), data_type: "TYPE_STRING".into(), ..Default::default() };
+        let t = TensorConfig {
+            name: "x".into(),
+            data_type: "TYPE_STRING".into(),
+            ..Default::default()
+        };
         let e = t.dtype("input[1]").unwrap_err().to_string();
-        assert!(e.contains("input[1].data_type") && e.contains("TYPE_STRING"), "{e}");
+        assert!(
+            e.contains("input[1].data_type") && e.contains("TYPE_STRING"),
+            "{e}"
+        );
     }
 
     #[test]
     fn version_policies() {
-        let all = VersionPolicy { all: Some(Map::new()), ..Default::default() };
-        let latest2 = VersionPolicy { latest: Some(LatestVersions { num_versions: 2 }), ..Default::default() };
-        let specific = VersionPolicy { specific: Some(SpecificVersions { versions: vec![1, 7] }), ..Default::default() };
+        let all = VersionPolicy {
+            all: Some(Map::new()),
+            ..Default::default()
+        };
+        let latest2 = VersionPolicy {
+            latest: Some(LatestVersions { num_versions: 2 }),
+            ..Default::default()
+        };
+        let specific = VersionPolicy {
+            specific: Some(SpecificVersions {
+                versions: vec![1, 7],
+            }),
+            ..Default::default()
+        };
         let avail = [3, 1, 2];
         assert_eq!(VersionPolicy::select(None, &avail), vec![3]);
         assert_eq!(VersionPolicy::select(Some(&all), &avail), vec![1, 2, 3]);
@@ -293,8 +342,14 @@ mod tests {
     fn model_path_uses_default_model_filename() {
         let mut c = ModelConfig::default();
         let dir = std::path::Path::new("/repo/m");
-        assert_eq!(c.model_path(dir, 3), std::path::Path::new("/repo/m/3/model.onnx"));
+        assert_eq!(
+            c.model_path(dir, 3),
+            std::path::Path::new("/repo/m/3/model.onnx")
+        );
         c.default_model_filename = "net.onnx".into();
-        assert_eq!(c.model_path(dir, 1), std::path::Path::new("/repo/m/1/net.onnx"));
+        assert_eq!(
+            c.model_path(dir, 1),
+            std::path::Path::new("/repo/m/1/net.onnx")
+        );
     }
 }

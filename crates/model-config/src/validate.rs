@@ -12,13 +12,23 @@ use crate::types::{ModelConfig, TensorConfig};
 use metal_mps::{Dim, TensorInfo};
 
 /// Checks `config` against the model's signature; the error names the first wrong field.
-pub fn validate(config: &ModelConfig, inputs: &[TensorInfo], outputs: &[TensorInfo]) -> Result<(), ConfigError> {
+pub fn validate(
+    config: &ModelConfig,
+    inputs: &[TensorInfo],
+    outputs: &[TensorInfo],
+) -> Result<(), ConfigError> {
     if config.max_batch_size < 0 {
-        return Err(ConfigError::new("max_batch_size", format!("is {}; it must be 0 or more", config.max_batch_size)));
+        return Err(ConfigError::new(
+            "max_batch_size",
+            format!("is {}; it must be 0 or more", config.max_batch_size),
+        ));
     }
     check_list(config, &config.input, inputs, "input")?;
     check_list(config, &config.output, outputs, "output")?;
-    if let Some(missing) = inputs.iter().find(|m| !config.input.iter().any(|c| c.name == m.name)) {
+    if let Some(missing) = inputs
+        .iter()
+        .find(|m| !config.input.iter().any(|c| c.name == m.name))
+    {
         return Err(ConfigError::new(
             "input",
             format!(
@@ -30,16 +40,27 @@ pub fn validate(config: &ModelConfig, inputs: &[TensorInfo], outputs: &[TensorIn
         ));
     }
     if config.output.is_empty() {
-        return Err(ConfigError::new("output", "lists no outputs; list at least one of the model's outputs"));
+        return Err(ConfigError::new(
+            "output",
+            "lists no outputs; list at least one of the model's outputs",
+        ));
     }
     Ok(())
 }
 
-fn check_list(config: &ModelConfig, list: &[TensorConfig], model: &[TensorInfo], what: &str) -> Result<(), ConfigError> {
+fn check_list(
+    config: &ModelConfig,
+    list: &[TensorConfig],
+    model: &[TensorInfo],
+    what: &str,
+) -> Result<(), ConfigError> {
     for (i, t) in list.iter().enumerate() {
         let field = format!("{what}[{i}]");
         if list[..i].iter().any(|u| u.name == t.name) {
-            return Err(ConfigError::new(format!("{field}.name"), format!("'{}' is listed twice", t.name)));
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("'{}' is listed twice", t.name),
+            ));
         }
         let Some(m) = model.iter().find(|m| m.name == t.name) else {
             return Err(ConfigError::new(
@@ -47,7 +68,11 @@ fn check_list(config: &ModelConfig, list: &[TensorConfig], model: &[TensorInfo],
                 format!(
                     "'{}' is not an {what} of the model; its {what}s are: {}",
                     t.name,
-                    model.iter().map(|m| format!("'{}'", m.name)).collect::<Vec<_>>().join(", ")
+                    model
+                        .iter()
+                        .map(|m| format!("'{}'", m.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -55,18 +80,32 @@ fn check_list(config: &ModelConfig, list: &[TensorConfig], model: &[TensorInfo],
         if dtype != m.dtype {
             return Err(ConfigError::new(
                 format!("{field}.data_type"),
-                format!("is {} but the model's {what} '{}' is {}", t.data_type, m.name, m.dtype.triton_name()),
+                format!(
+                    "is {} but the model's {what} '{}' is {}",
+                    t.data_type,
+                    m.name,
+                    m.dtype.triton_name()
+                ),
             ));
         }
         if t.extra.get("reshape").is_some_and(|r| !r.is_null()) {
-            return Err(ConfigError::new(format!("{field}.reshape"), "is not supported by metal_mps; remove it"));
+            return Err(ConfigError::new(
+                format!("{field}.reshape"),
+                "is not supported by metal_mps; remove it",
+            ));
         }
         check_dims(config.max_batch_size, &field, t, m, what)?;
     }
     Ok(())
 }
 
-fn check_dims(max_batch_size: i64, field: &str, t: &TensorConfig, m: &TensorInfo, what: &str) -> Result<(), ConfigError> {
+fn check_dims(
+    max_batch_size: i64,
+    field: &str,
+    t: &TensorConfig,
+    m: &TensorInfo,
+    what: &str,
+) -> Result<(), ConfigError> {
     let model_shape = crate::display_dims(&m.shape);
     let rest = if max_batch_size > 0 {
         match m.shape.first() {
@@ -87,7 +126,10 @@ fn check_dims(max_batch_size: i64, field: &str, t: &TensorConfig, m: &TensorInfo
     };
     let dims_field = format!("{field}.dims");
     if let Some(bad) = t.dims.iter().find(|&&d| d < -1) {
-        return Err(ConfigError::new(dims_field, format!("contains {bad}; a dimension is -1 (any size) or 0 and up")));
+        return Err(ConfigError::new(
+            dims_field,
+            format!("contains {bad}; a dimension is -1 (any size) or 0 and up"),
+        ));
     }
     if t.dims.len() != rest.len() {
         let note = if max_batch_size > 0 {
@@ -132,16 +174,33 @@ mod tests {
         let f = Dim::Fixed;
         let b = Dim::Sym("batch".into());
         (
-            vec![TensorInfo { name: "input".into(), dtype: DType::F32, shape: vec![b.clone(), f(3), f(224), f(224)] }],
+            vec![TensorInfo {
+                name: "input".into(),
+                dtype: DType::F32,
+                shape: vec![b.clone(), f(3), f(224), f(224)],
+            }],
             vec![
-                TensorInfo { name: "output".into(), dtype: DType::F32, shape: vec![b.clone(), f(1000)] },
-                TensorInfo { name: "aux".into(), dtype: DType::I64, shape: vec![b, Dim::Unknown] },
+                TensorInfo {
+                    name: "output".into(),
+                    dtype: DType::F32,
+                    shape: vec![b.clone(), f(1000)],
+                },
+                TensorInfo {
+                    name: "aux".into(),
+                    dtype: DType::I64,
+                    shape: vec![b, Dim::Unknown],
+                },
             ],
         )
     }
 
     fn tc(name: &str, ty: &str, dims: &[i64]) -> TensorConfig {
-        TensorConfig { name: name.into(), data_type: ty.into(), dims: dims.to_vec(), ..Default::default() }
+        TensorConfig {
+            name: name.into(),
+            data_type: ty.into(),
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
     }
 
     /// The spec's example configuration.
@@ -177,7 +236,10 @@ mod tests {
         c.output[0].name = "logits".into();
         let e = err(&c);
         assert_eq!(e.field, "output[0].name");
-        assert!(e.message.contains("'logits'") && e.message.contains("'output', 'aux'"), "{e}");
+        assert!(
+            e.message.contains("'logits'") && e.message.contains("'output', 'aux'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -186,7 +248,10 @@ mod tests {
         c.input[0].data_type = "TYPE_FP16".into();
         let e = err(&c);
         assert_eq!(e.field, "input[0].data_type");
-        assert!(e.message.contains("TYPE_FP16") && e.message.contains("TYPE_FP32"), "{e}");
+        assert!(
+            e.message.contains("TYPE_FP16") && e.message.contains("TYPE_FP32"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -213,7 +278,9 @@ mod tests {
     fn missing_model_input_and_empty_outputs_are_refused() {
         let mut c = spec_config();
         c.input.clear();
-        assert!(err(&c).message.contains("'input' (TYPE_FP32 [batch, 3, 224, 224]) is not configured"));
+        assert!(err(&c)
+            .message
+            .contains("'input' (TYPE_FP32 [batch, 3, 224, 224]) is not configured"));
         let mut c = spec_config();
         c.output.clear();
         assert_eq!(err(&c).field, "output");
@@ -225,7 +292,9 @@ mod tests {
         c.output.push(c.output[0].clone());
         assert!(err(&c).message.contains("listed twice"));
         let mut c = spec_config();
-        c.input[0].extra.insert("reshape".into(), serde_json::json!({"shape": [150528]}));
+        c.input[0]
+            .extra
+            .insert("reshape".into(), serde_json::json!({"shape": [150528]}));
         assert_eq!(err(&c).field, "input[0].reshape");
         let mut c = spec_config();
         c.max_batch_size = -2;
@@ -237,8 +306,17 @@ mod tests {
 
     #[test]
     fn batching_a_model_with_fixed_first_dim_is_refused() {
-        let i = vec![TensorInfo { name: "x".into(), dtype: DType::F32, shape: vec![Dim::Fixed(1), Dim::Fixed(4)] }];
-        let c = ModelConfig { max_batch_size: 4, input: vec![tc("x", "TYPE_FP32", &[4])], output: vec![], ..Default::default() };
+        let i = vec![TensorInfo {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![Dim::Fixed(1), Dim::Fixed(4)],
+        }];
+        let c = ModelConfig {
+            max_batch_size: 4,
+            input: vec![tc("x", "TYPE_FP32", &[4])],
+            output: vec![],
+            ..Default::default()
+        };
         let e = validate(&c, &i, &[]).unwrap_err();
         assert_eq!(e.field, "max_batch_size");
     }

@@ -25,8 +25,8 @@ pub fn triton_dtype(d: DType) -> ffi::TRITONSERVER_DataType {
 /// Triton's name of a data type code, for messages (`FP32`, `BYTES`, ...).
 pub fn triton_dtype_name(code: ffi::TRITONSERVER_DataType) -> &'static str {
     const NAMES: [&str; 15] = [
-        "INVALID", "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
-        "FP64", "BYTES", "BF16",
+        "INVALID", "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+        "INT64", "FP16", "FP32", "FP64", "BYTES", "BF16",
     ];
     NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
@@ -42,7 +42,12 @@ pub struct InputDesc {
 /// Checks a request's input against its configuration entry and returns the
 /// shape to run with. `max_batch_size > 0` means the first dimension is the
 /// request's batch, at most `max_batch_size`.
-pub fn check_input(config: &TensorConfig, dtype: DType, max_batch_size: i64, input: &InputDesc) -> Result<Vec<usize>> {
+pub fn check_input(
+    config: &TensorConfig,
+    dtype: DType,
+    max_batch_size: i64,
+    input: &InputDesc,
+) -> Result<Vec<usize>> {
     let name = &config.name;
     if input.dtype != triton_dtype(dtype) {
         return Err(BackendError::invalid_arg(format!(
@@ -53,18 +58,34 @@ pub fn check_input(config: &TensorConfig, dtype: DType, max_batch_size: i64, inp
     }
     let batched = max_batch_size > 0;
     let expected = || {
-        let dims: Vec<String> = config.dims.iter().map(|d| if *d < 0 { "-1".into() } else { d.to_string() }).collect();
+        let dims: Vec<String> = config
+            .dims
+            .iter()
+            .map(|d| if *d < 0 { "-1".into() } else { d.to_string() })
+            .collect();
         if batched {
             format!("[batch (1..={max_batch_size}), {}]", dims.join(", "))
         } else {
             format!("[{}]", dims.join(", "))
         }
     };
-    let dims = if batched { input.shape.get(1..) } else { Some(&input.shape[..]) };
+    let dims = if batched {
+        input.shape.get(1..)
+    } else {
+        Some(&input.shape[..])
+    };
     let matches = dims.is_some_and(|dims| {
-        dims.len() == config.dims.len() && dims.iter().zip(&config.dims).all(|(&d, &c)| d >= 0 && (c < 0 || c == d))
+        dims.len() == config.dims.len()
+            && dims
+                .iter()
+                .zip(&config.dims)
+                .all(|(&d, &c)| d >= 0 && (c < 0 || c == d))
     });
-    let batch_ok = !batched || input.shape.first().is_some_and(|&b| b >= 1 && b <= max_batch_size);
+    let batch_ok = !batched
+        || input
+            .shape
+            .first()
+            .is_some_and(|&b| b >= 1 && b <= max_batch_size);
     if !matches || !batch_ok {
         return Err(BackendError::invalid_arg(format!(
             "input '{name}' has shape {:?} but the model expects {}",
@@ -73,7 +94,8 @@ pub fn check_input(config: &TensorConfig, dtype: DType, max_batch_size: i64, inp
         )));
     }
     let shape: Vec<usize> = input.shape.iter().map(|&d| d as usize).collect();
-    let need = metal_mps_ir::checked_bytes(dtype, &shape).map_err(|e| BackendError::invalid_arg(format!("input '{name}': {e}")))?;
+    let need = metal_mps_ir::checked_bytes(dtype, &shape)
+        .map_err(|e| BackendError::invalid_arg(format!("input '{name}': {e}")))?;
     if input.byte_size != need as u64 {
         return Err(BackendError::invalid_arg(format!(
             "input '{name}' carries {} bytes but shape {:?} of {} needs {need}",
@@ -95,7 +117,11 @@ pub fn group(shapes: &[Option<&[Vec<usize>]>], batched: bool) -> Vec<Vec<usize>>
         let Some(s) = s else { continue };
         let joins = |g: &Vec<usize>| {
             let first = shapes[g[0]].expect("groups hold only running requests");
-            batched && first.iter().zip(s.iter()).all(|(a, b)| a.get(1..) == b.get(1..))
+            batched
+                && first
+                    .iter()
+                    .zip(s.iter())
+                    .all(|(a, b)| a.get(1..) == b.get(1..))
         };
         match groups.iter_mut().find(|g| joins(g)) {
             Some(g) => g.push(r),
@@ -107,7 +133,12 @@ pub fn group(shapes: &[Option<&[Vec<usize>]>], batched: bool) -> Vec<Vec<usize>>
 
 /// The byte range and shape of each request's rows in a batched output of
 /// `shape` (`shape[0]` is the sum of `batches`) whose elements take `elem` bytes.
-pub fn split_rows(name: &str, shape: &[usize], elem: usize, batches: &[usize]) -> Result<Vec<(Range<usize>, Vec<usize>)>> {
+pub fn split_rows(
+    name: &str,
+    shape: &[usize],
+    elem: usize,
+    batches: &[usize],
+) -> Result<Vec<(Range<usize>, Vec<usize>)>> {
     let total: usize = batches.iter().sum();
     if shape.first() != Some(&total) {
         return Err(BackendError::internal(format!(
@@ -133,19 +164,46 @@ mod tests {
     use super::*;
 
     fn cfg(dims: &[i64]) -> TensorConfig {
-        TensorConfig { name: "input".into(), data_type: "TYPE_FP32".into(), dims: dims.to_vec(), ..Default::default() }
+        TensorConfig {
+            name: "input".into(),
+            data_type: "TYPE_FP32".into(),
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
     }
 
     fn desc(dtype: ffi::TRITONSERVER_DataType, shape: &[i64]) -> InputDesc {
         let n: i64 = shape.iter().product();
-        InputDesc { dtype, shape: shape.to_vec(), byte_size: (n.max(0) * 4) as u64 }
+        InputDesc {
+            dtype,
+            shape: shape.to_vec(),
+            byte_size: (n.max(0) * 4) as u64,
+        }
     }
 
     #[test]
     fn good_inputs_pass() {
         let c = cfg(&[3, -1]);
-        assert_eq!(check_input(&c, DType::F32, 8, &desc(ffi::TRITONSERVER_TYPE_FP32, &[2, 3, 5])).unwrap(), vec![2, 3, 5]);
-        assert_eq!(check_input(&c, DType::F32, 0, &desc(ffi::TRITONSERVER_TYPE_FP32, &[3, 7])).unwrap(), vec![3, 7]);
+        assert_eq!(
+            check_input(
+                &c,
+                DType::F32,
+                8,
+                &desc(ffi::TRITONSERVER_TYPE_FP32, &[2, 3, 5])
+            )
+            .unwrap(),
+            vec![2, 3, 5]
+        );
+        assert_eq!(
+            check_input(
+                &c,
+                DType::F32,
+                0,
+                &desc(ffi::TRITONSERVER_TYPE_FP32, &[3, 7])
+            )
+            .unwrap(),
+            vec![3, 7]
+        );
     }
 
     #[test]
@@ -154,16 +212,37 @@ mod tests {
         let check = |d: InputDesc| check_input(&c, DType::F32, 4, &d).unwrap_err();
         let e = check(desc(ffi::TRITONSERVER_TYPE_INT64, &[1, 3, 4]));
         assert_eq!(e.code, ffi::TRITONSERVER_ERROR_INVALID_ARG);
-        assert_eq!(e.message, "input 'input' has data type INT64 but the model expects FP32");
+        assert_eq!(
+            e.message,
+            "input 'input' has data type INT64 but the model expects FP32"
+        );
         let e = check(desc(ffi::TRITONSERVER_TYPE_FP32, &[1, 3, 5]));
-        assert_eq!(e.message, "input 'input' has shape [1, 3, 5] but the model expects [batch (1..=4), 3, 4]");
-        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[5, 3, 4])).message.contains("batch (1..=4)"));
-        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[0, 3, 4])).message.contains("shape [0, 3, 4]"));
-        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[3, 4])).message.contains("shape [3, 4]"));
+        assert_eq!(
+            e.message,
+            "input 'input' has shape [1, 3, 5] but the model expects [batch (1..=4), 3, 4]"
+        );
+        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[5, 3, 4]))
+            .message
+            .contains("batch (1..=4)"));
+        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[0, 3, 4]))
+            .message
+            .contains("shape [0, 3, 4]"));
+        assert!(check(desc(ffi::TRITONSERVER_TYPE_FP32, &[3, 4]))
+            .message
+            .contains("shape [3, 4]"));
         let mut short = desc(ffi::TRITONSERVER_TYPE_FP32, &[1, 3, 4]);
         short.byte_size -= 4;
-        assert_eq!(check(short).message, "input 'input' carries 44 bytes but shape [1, 3, 4] of FP32 needs 48");
-        let neg = check_input(&cfg(&[-1]), DType::F32, 0, &desc(ffi::TRITONSERVER_TYPE_FP32, &[-3])).unwrap_err();
+        assert_eq!(
+            check(short).message,
+            "input 'input' carries 44 bytes but shape [1, 3, 4] of FP32 needs 48"
+        );
+        let neg = check_input(
+            &cfg(&[-1]),
+            DType::F32,
+            0,
+            &desc(ffi::TRITONSERVER_TYPE_FP32, &[-3]),
+        )
+        .unwrap_err();
         assert!(neg.message.contains("[-3]"));
     }
 
@@ -174,7 +253,10 @@ mod tests {
         let c = vec![vec![1, 3, 5]];
         let shapes: Vec<Option<&[Vec<usize>]>> = vec![Some(&a), None, Some(&b), Some(&c), Some(&a)];
         assert_eq!(group(&shapes, true), vec![vec![0, 2, 4], vec![3]]);
-        assert_eq!(group(&shapes, false), vec![vec![0], vec![2], vec![3], vec![4]]);
+        assert_eq!(
+            group(&shapes, false),
+            vec![vec![0], vec![2], vec![3], vec![4]]
+        );
         assert!(group(&[None, None], true).is_empty());
     }
 

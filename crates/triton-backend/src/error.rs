@@ -20,7 +20,10 @@ pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 impl BackendError {
     pub fn new(code: ffi::TRITONSERVER_Error_Code, message: impl Into<String>) -> BackendError {
-        BackendError { code, message: message.into() }
+        BackendError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// A caller's mistake: a bad request or configuration (HTTP 400).
@@ -39,7 +42,10 @@ impl BackendError {
 
     /// The same error with `context` in front of its message.
     pub fn context(self, context: impl std::fmt::Display) -> BackendError {
-        BackendError { code: self.code, message: format!("{context}: {}", self.message) }
+        BackendError {
+            code: self.code,
+            message: format!("{context}: {}", self.message),
+        }
     }
 
     /// A new `TRITONSERVER_Error` owned by the caller (Triton, when returned
@@ -96,7 +102,11 @@ pub unsafe fn check(err: *mut ffi::TRITONSERVER_Error) -> Result<()> {
     }
     let code = ffi::TRITONSERVER_ErrorCode(err);
     let msg = ffi::TRITONSERVER_ErrorMessage(err);
-    let message = if msg.is_null() { String::new() } else { CStr::from_ptr(msg).to_string_lossy().into_owned() };
+    let message = if msg.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(msg).to_string_lossy().into_owned()
+    };
     ffi::TRITONSERVER_ErrorDelete(err);
     Err(BackendError { code, message })
 }
@@ -129,9 +139,15 @@ mod tests {
     #[test]
     fn engine_errors_map_to_triton_codes() {
         let bad = metal_mps::Error::InvalidInput("input 'x' has shape [2]".into());
-        assert_eq!(BackendError::from(bad).code, ffi::TRITONSERVER_ERROR_INVALID_ARG);
+        assert_eq!(
+            BackendError::from(bad).code,
+            ffi::TRITONSERVER_ERROR_INVALID_ARG
+        );
         let unsup = metal_mps::Error::Unsupported("op 'Foo'".into());
-        assert_eq!(BackendError::from(unsup).code, ffi::TRITONSERVER_ERROR_UNSUPPORTED);
+        assert_eq!(
+            BackendError::from(unsup).code,
+            ffi::TRITONSERVER_ERROR_UNSUPPORTED
+        );
         let nested = metal_mps::Error::Node {
             node: "n".into(),
             op: "Foo".into(),
@@ -142,7 +158,10 @@ mod tests {
         assert_eq!(e.code, ffi::TRITONSERVER_ERROR_UNSUPPORTED);
         assert!(e.message.contains("node 'n' (Foo"), "{e}");
         let dev = metal_mps::Error::Device("lost".into());
-        assert_eq!(BackendError::from(dev).code, ffi::TRITONSERVER_ERROR_INTERNAL);
+        assert_eq!(
+            BackendError::from(dev).code,
+            ffi::TRITONSERVER_ERROR_INTERNAL
+        );
     }
 
     #[test]
@@ -150,7 +169,10 @@ mod tests {
         let e = BackendError::from(ConfigError::new("input[0].dims", "bad"));
         assert_eq!(e.code, ffi::TRITONSERVER_ERROR_INVALID_ARG);
         assert!(e.message.contains("input[0].dims"));
-        assert_eq!(e.context("model 'm'").message, "model 'm': model configuration field 'input[0].dims': bad");
+        assert_eq!(
+            e.context("model 'm'").message,
+            "model 'm': model configuration field 'input[0].dims': bad"
+        );
     }
 
     #[test]

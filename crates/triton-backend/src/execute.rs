@@ -52,7 +52,10 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
             execute(instance, state, requests);
             Ok(())
         }) {
-            log::error(&format!("instance '{}': {e}; some requests may not have been answered", state.name));
+            log::error(&format!(
+                "instance '{}': {e}; some requests may not have been answered",
+                state.name
+            ));
         }
         Ok(())
     })
@@ -72,7 +75,13 @@ fn execute(
                 Ok(r) => (r, None),
                 Err(e) => (std::ptr::null_mut(), Some(e)),
             };
-            Pending { request, response, data: None, error, compute: (0, 0) }
+            Pending {
+                request,
+                response,
+                data: None,
+                error,
+                compute: (0, 0),
+            }
         })
         .collect();
     for p in pending.iter_mut().filter(|p| p.error.is_none()) {
@@ -83,19 +92,30 @@ fn execute(
         }
     }
 
-    let shapes: Vec<Option<&[Vec<usize>]>> = pending.iter().map(|p| p.data.as_ref().map(|d| &d.shapes[..])).collect();
+    let shapes: Vec<Option<&[Vec<usize>]>> = pending
+        .iter()
+        .map(|p| p.data.as_ref().map(|d| &d.shapes[..]))
+        .collect();
     let groups = group(&shapes, model.config.max_batch_size > 0);
-    let mut batch_times = Times { exec_start, ..Times::default() };
+    let mut batch_times = Times {
+        exec_start,
+        ..Times::default()
+    };
     let mut executed = 0u64;
-    for g in &groups {
+    for (k, g) in groups.iter().enumerate() {
         let start = now_ns();
-        let result = guard("running the model", || run_group(state, &model, &pending, g));
+        let result = guard("running the model", || {
+            run_group(state, &model, &pending, g)
+        });
         let end = now_ns();
-        if executed == 0 {
+        if k == 0 {
             batch_times.compute_start = start;
         }
         batch_times.compute_end = end;
-        let batches: Vec<usize> = g.iter().map(|&i| pending[i].data.as_ref().map_or(0, |d| d.batch)).collect();
+        let batches: Vec<usize> = g
+            .iter()
+            .map(|&i| pending[i].data.as_ref().map_or(0, |d| d.batch))
+            .collect();
         executed += batches.iter().sum::<usize>() as u64;
         match result.and_then(|outputs| scatter(&model, &mut pending, g, &batches, &outputs)) {
             Ok(()) => {}
@@ -110,6 +130,13 @@ fn execute(
         }
     }
     batch_times.exec_end = now_ns();
+    // Counted now: the input slices dangle once the requests are released.
+    let failed = pending.iter().filter(|p| p.error.is_some()).count();
+    let buffers: usize = pending
+        .iter_mut()
+        .filter_map(|p| p.data.take())
+        .map(|d| d.buffers.iter().map(Vec::len).sum::<usize>())
+        .sum();
 
     for p in &pending {
         if !p.response.is_null() {
@@ -117,7 +144,12 @@ fn execute(
             unsafe { response::send(p.response, p.error.as_ref()) };
         }
         let (compute_start, compute_end) = p.compute;
-        let times = Times { exec_start, compute_start, compute_end, exec_end: batch_times.exec_end };
+        let times = Times {
+            exec_start,
+            compute_start,
+            compute_end,
+            exec_end: batch_times.exec_end,
+        };
         stats::report_request(instance, p.request, p.error.is_none(), times);
     }
     if executed > 0 {
@@ -133,8 +165,6 @@ fn execute(
     }
     memory::report(instance, state);
     let summary = || {
-        let failed = pending.iter().filter(|p| p.error.is_some()).count();
-        let buffers: usize = pending.iter().filter_map(|p| p.data.as_ref()).flat_map(|d| d.buffers.iter().map(Vec::len)).sum();
         format!(
             "model '{}' instance '{}': {} request(s), {failed} in error, {buffers} input buffer(s), {} group(s), batch {executed}, compute {:.3} ms, total {:.3} ms",
             model.name,
@@ -153,11 +183,24 @@ fn execute(
 }
 
 /// Gathers the group's inputs into one tensor per model input and runs the model once.
-fn run_group(state: &mut InstanceState, model: &ModelState, pending: &[Pending], g: &[usize]) -> Result<Vec<Tensor>> {
+fn run_group(
+    state: &mut InstanceState,
+    model: &ModelState,
+    pending: &[Pending],
+    g: &[usize],
+) -> Result<Vec<Tensor>> {
     if model.fault == FaultInjection::PanicInExecute {
-        panic!("fault injection: panic in TRITONBACKEND_ModelInstanceExecute of '{}'", model.name);
+        panic!(
+            "fault injection: panic in TRITONBACKEND_ModelInstanceExecute of '{}'",
+            model.name
+        );
     }
-    let data = |i: usize| pending[i].data.as_ref().expect("groups hold only requests that were read");
+    let data = |i: usize| {
+        pending[i]
+            .data
+            .as_ref()
+            .expect("groups hold only requests that were read")
+    };
     let batch: usize = g.iter().map(|&i| data(i).batch).sum();
     let mut tensors = Vec::with_capacity(model.inputs.len());
     for (k, info) in model.inputs.iter().enumerate() {
@@ -165,7 +208,8 @@ fn run_group(state: &mut InstanceState, model: &ModelState, pending: &[Pending],
         if model.config.max_batch_size > 0 {
             shape[0] = batch;
         }
-        let mut tensor = Tensor::in_storage(info.dtype, shape, std::mem::take(&mut state.staging[k]))?;
+        let mut tensor =
+            Tensor::in_storage(info.dtype, shape, std::mem::take(&mut state.staging[k]))?;
         let dst = tensor.as_bytes_mut();
         let mut offset = 0;
         for piece in g.iter().flat_map(|&i| data(i).buffers[k].iter()) {
@@ -181,7 +225,12 @@ fn run_group(state: &mut InstanceState, model: &ModelState, pending: &[Pending],
         }
         tensors.push(tensor);
     }
-    let named: Vec<(&str, &Tensor)> = model.inputs.iter().map(|i| i.name.as_str()).zip(&tensors).collect();
+    let named: Vec<(&str, &Tensor)> = model
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .zip(&tensors)
+        .collect();
     let outputs = state.model.run(&named);
     for (k, t) in tensors.into_iter().enumerate() {
         state.staging[k] = t.into_storage();
@@ -190,11 +239,26 @@ fn run_group(state: &mut InstanceState, model: &ModelState, pending: &[Pending],
 }
 
 /// Writes each request's rows of the requested outputs into its response.
-fn scatter(model: &ModelState, pending: &mut [Pending], g: &[usize], batches: &[usize], outputs: &[Tensor]) -> Result<()> {
+fn scatter(
+    model: &ModelState,
+    pending: &mut [Pending],
+    g: &[usize],
+    batches: &[usize],
+    outputs: &[Tensor],
+) -> Result<()> {
     let batched = model.config.max_batch_size > 0;
-    // Per output: each request's byte range and shape (computed once, used by every request).
-    let mut parts = Vec::with_capacity(outputs.len());
-    for (info, t) in model.outputs.iter().zip(outputs) {
+    // Per output some request asked for: each request's byte range and shape.
+    let mut parts = vec![Vec::new(); outputs.len()];
+    for o in 0..outputs.len() {
+        if !g.iter().any(|&i| {
+            pending[i]
+                .data
+                .as_ref()
+                .is_some_and(|d| d.outputs.contains(&o))
+        }) {
+            continue;
+        }
+        let (info, t) = (&model.outputs[o], &outputs[o]);
         if t.dtype() != info.dtype {
             return Err(BackendError::internal(format!(
                 "the engine returned {} for output '{}', which the model declares {}",
@@ -203,21 +267,32 @@ fn scatter(model: &ModelState, pending: &mut [Pending], g: &[usize], batches: &[
                 info.dtype.kserve_name()
             )));
         }
-        parts.push(if batched {
+        parts[o] = if batched {
             split_rows(&info.name, t.shape(), t.dtype().size(), batches)?
         } else {
             vec![(0..t.as_bytes().len(), t.shape().to_vec())]
-        });
+        };
     }
     for (slot, &i) in g.iter().enumerate() {
         let p = &mut pending[i];
-        let requested = p.data.as_ref().map(|d| d.outputs.clone()).unwrap_or_default();
+        let requested = p
+            .data
+            .as_ref()
+            .map(|d| d.outputs.clone())
+            .unwrap_or_default();
         for o in requested {
             let (range, shape) = &parts[o][slot];
             let t = &outputs[o];
             // SAFETY: the response is live and not yet sent.
-            let written =
-                unsafe { response::add_output(p.response, &model.outputs[o].name, t.dtype(), shape, &t.as_bytes()[range.clone()]) };
+            let written = unsafe {
+                response::add_output(
+                    p.response,
+                    &model.outputs[o].name,
+                    t.dtype(),
+                    shape,
+                    &t.as_bytes()[range.clone()],
+                )
+            };
             if let Err(e) = written {
                 p.error.get_or_insert(e);
                 break;

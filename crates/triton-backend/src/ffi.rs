@@ -98,7 +98,10 @@ pub const TRITONBACKEND_ARTIFACT_FILESYSTEM: TRITONBACKEND_ArtifactType = 0;
 
 extern "C" {
     // --- tritonserver.h: errors, messages, logging, buffer attributes ---
-    pub fn TRITONSERVER_ErrorNew(code: TRITONSERVER_Error_Code, msg: *const c_char) -> *mut TRITONSERVER_Error;
+    pub fn TRITONSERVER_ErrorNew(
+        code: TRITONSERVER_Error_Code,
+        msg: *const c_char,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONSERVER_ErrorDelete(error: *mut TRITONSERVER_Error);
     pub fn TRITONSERVER_ErrorCode(error: *mut TRITONSERVER_Error) -> TRITONSERVER_Error_Code;
     pub fn TRITONSERVER_ErrorMessage(error: *mut TRITONSERVER_Error) -> *const c_char;
@@ -108,7 +111,9 @@ extern "C" {
         base: *const c_char,
         byte_size: usize,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONSERVER_MessageDelete(message: *mut TRITONSERVER_Message) -> *mut TRITONSERVER_Error;
+    pub fn TRITONSERVER_MessageDelete(
+        message: *mut TRITONSERVER_Message,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONSERVER_MessageSerializeToJson(
         message: *mut TRITONSERVER_Message,
         base: *mut *const c_char,
@@ -123,8 +128,12 @@ extern "C" {
         msg: *const c_char,
     ) -> *mut TRITONSERVER_Error;
 
-    pub fn TRITONSERVER_BufferAttributesNew(attributes: *mut *mut TRITONSERVER_BufferAttributes) -> *mut TRITONSERVER_Error;
-    pub fn TRITONSERVER_BufferAttributesDelete(attributes: *mut TRITONSERVER_BufferAttributes) -> *mut TRITONSERVER_Error;
+    pub fn TRITONSERVER_BufferAttributesNew(
+        attributes: *mut *mut TRITONSERVER_BufferAttributes,
+    ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONSERVER_BufferAttributesDelete(
+        attributes: *mut TRITONSERVER_BufferAttributes,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONSERVER_BufferAttributesSetMemoryTypeId(
         attributes: *mut TRITONSERVER_BufferAttributes,
         memory_type_id: i64,
@@ -140,21 +149,36 @@ extern "C" {
 
     // --- tritonbackend.h: backend ---
     pub fn TRITONBACKEND_ApiVersion(major: *mut u32, minor: *mut u32) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_BackendName(backend: *mut TRITONBACKEND_Backend, name: *mut *const c_char) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_BackendName(
+        backend: *mut TRITONBACKEND_Backend,
+        name: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_BackendConfig(
         backend: *mut TRITONBACKEND_Backend,
         backend_config: *mut *mut TRITONSERVER_Message,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_BackendState(backend: *mut TRITONBACKEND_Backend, state: *mut *mut c_void) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_BackendSetState(backend: *mut TRITONBACKEND_Backend, state: *mut c_void) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_BackendState(
+        backend: *mut TRITONBACKEND_Backend,
+        state: *mut *mut c_void,
+    ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_BackendSetState(
+        backend: *mut TRITONBACKEND_Backend,
+        state: *mut c_void,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(
         attributes: *mut TRITONBACKEND_BackendAttribute,
         enabled: bool,
     ) -> *mut TRITONSERVER_Error;
 
     // --- model ---
-    pub fn TRITONBACKEND_ModelName(model: *mut TRITONBACKEND_Model, name: *mut *const c_char) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ModelVersion(model: *mut TRITONBACKEND_Model, version: *mut u64) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelName(
+        model: *mut TRITONBACKEND_Model,
+        name: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelVersion(
+        model: *mut TRITONBACKEND_Model,
+        version: *mut u64,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelRepository(
         model: *mut TRITONBACKEND_Model,
         artifact_type: *mut TRITONBACKEND_ArtifactType,
@@ -178,8 +202,14 @@ extern "C" {
         model: *mut TRITONBACKEND_Model,
         backend: *mut *mut TRITONBACKEND_Backend,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ModelState(model: *mut TRITONBACKEND_Model, state: *mut *mut c_void) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ModelSetState(model: *mut TRITONBACKEND_Model, state: *mut c_void) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelState(
+        model: *mut TRITONBACKEND_Model,
+        state: *mut *mut c_void,
+    ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ModelSetState(
+        model: *mut TRITONBACKEND_Model,
+        state: *mut c_void,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ModelReportMemoryUsage(
         model: *mut TRITONBACKEND_Model,
         usage: *mut *mut TRITONSERVER_BufferAttributes,
@@ -235,8 +265,14 @@ extern "C" {
     ) -> *mut TRITONSERVER_Error;
 
     // --- requests and inputs ---
-    pub fn TRITONBACKEND_RequestId(request: *mut TRITONBACKEND_Request, id: *mut *const c_char) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_RequestInputCount(request: *mut TRITONBACKEND_Request, count: *mut u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestId(
+        request: *mut TRITONBACKEND_Request,
+        id: *mut *const c_char,
+    ) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestInputCount(
+        request: *mut TRITONBACKEND_Request,
+        count: *mut u32,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_RequestInputName(
         request: *mut TRITONBACKEND_Request,
         index: u32,
@@ -247,13 +283,19 @@ extern "C" {
         name: *const c_char,
         input: *mut *mut TRITONBACKEND_Input,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_RequestOutputCount(request: *mut TRITONBACKEND_Request, count: *mut u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestOutputCount(
+        request: *mut TRITONBACKEND_Request,
+        count: *mut u32,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_RequestOutputName(
         request: *mut TRITONBACKEND_Request,
         index: u32,
         output_name: *mut *const c_char,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_RequestRelease(request: *mut TRITONBACKEND_Request, release_flags: u32) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_RequestRelease(
+        request: *mut TRITONBACKEND_Request,
+        release_flags: u32,
+    ) -> *mut TRITONSERVER_Error;
 
     pub fn TRITONBACKEND_InputProperties(
         input: *mut TRITONBACKEND_Input,
@@ -278,7 +320,9 @@ extern "C" {
         response: *mut *mut TRITONBACKEND_Response,
         request: *mut TRITONBACKEND_Request,
     ) -> *mut TRITONSERVER_Error;
-    pub fn TRITONBACKEND_ResponseDelete(response: *mut TRITONBACKEND_Response) -> *mut TRITONSERVER_Error;
+    pub fn TRITONBACKEND_ResponseDelete(
+        response: *mut TRITONBACKEND_Response,
+    ) -> *mut TRITONSERVER_Error;
     pub fn TRITONBACKEND_ResponseOutput(
         response: *mut TRITONBACKEND_Response,
         output: *mut *mut TRITONBACKEND_Output,

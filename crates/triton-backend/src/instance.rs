@@ -10,7 +10,7 @@ use crate::error::{owned_str, tri, BackendError, Result};
 use crate::model::ModelState;
 use crate::panic::boundary;
 use crate::{ffi, log, memory};
-use metal_mps::{Device, Model};
+use metal_mps::Model;
 use metal_mps_ir::Storage;
 use metal_mps_model_config::InstanceKind;
 use std::sync::Arc;
@@ -33,9 +33,14 @@ impl InstanceState {
     /// `instance` is live, its state was set by ModelInstanceInitialize, and
     /// the caller is the only user of it for the returned lifetime (Triton never
     /// runs two execute calls of one instance at once).
-    pub unsafe fn of<'a>(instance: *mut ffi::TRITONBACKEND_ModelInstance) -> Result<&'a mut InstanceState> {
+    pub unsafe fn of<'a>(
+        instance: *mut ffi::TRITONBACKEND_ModelInstance,
+    ) -> Result<&'a mut InstanceState> {
         let mut state = std::ptr::null_mut();
-        tri!("reading the instance state", ffi::TRITONBACKEND_ModelInstanceState(instance, &mut state))?;
+        tri!(
+            "reading the instance state",
+            ffi::TRITONBACKEND_ModelInstanceState(instance, &mut state)
+        )?;
         (state as *mut InstanceState)
             .as_mut()
             .ok_or_else(|| BackendError::internal("the metal_mps instance state is missing"))
@@ -51,38 +56,51 @@ fn kind_of(kind: ffi::TRITONSERVER_InstanceGroupKind) -> InstanceKind {
     }
 }
 
-fn device_name(d: Device) -> &'static str {
-    match d {
-        Device::Cpu => "CPU",
-        Device::Gpu => "GPU",
-    }
-}
-
 fn initialize(instance: *mut ffi::TRITONBACKEND_ModelInstance) -> Result<InstanceState> {
     let (mut name, mut raw_kind, mut model) = (std::ptr::null(), 0, std::ptr::null_mut());
-    tri!("reading the instance name", ffi::TRITONBACKEND_ModelInstanceName(instance, &mut name))?;
-    tri!("reading the instance kind", ffi::TRITONBACKEND_ModelInstanceKind(instance, &mut raw_kind))?;
-    tri!("reading the instance's model", ffi::TRITONBACKEND_ModelInstanceModel(instance, &mut model))?;
+    tri!(
+        "reading the instance name",
+        ffi::TRITONBACKEND_ModelInstanceName(instance, &mut name)
+    )?;
+    tri!(
+        "reading the instance kind",
+        ffi::TRITONBACKEND_ModelInstanceKind(instance, &mut raw_kind)
+    )?;
+    tri!(
+        "reading the instance's model",
+        ffi::TRITONBACKEND_ModelInstanceModel(instance, &mut model)
+    )?;
     // SAFETY: Triton returned a valid string living as long as the instance.
     let name = unsafe { owned_str(name) };
     // SAFETY: the model is live and initialized before its instances.
     let model_state = unsafe { ModelState::of(model) }?;
     let kind = kind_of(raw_kind);
-    let device = model_state.device_for(kind).map_err(|e| e.context(format!("instance '{name}'")))?;
+    let device = model_state
+        .device_for(kind)
+        .map_err(|e| e.context(format!("instance '{name}'")))?;
     let compiled = model_state.model_for(device)?;
     let actual = compiled.device();
     log::info(&format!(
-        "instance '{name}' of model '{}' ({kind:?}): {} engine{}",
+        "instance '{name}' of model '{}' ({kind:?}): {actual} engine{}",
         model_state.name,
-        device_name(actual),
-        if device_name(actual) != device_name(device) {
-            format!(" (asked for {}; the engine fell back)", device_name(device))
+        if actual != device {
+            format!(" (asked for {device}; the engine fell back)")
         } else {
             String::new()
         }
     ));
-    let staging = model_state.inputs.iter().map(|_| Storage::default()).collect();
-    let mut state = InstanceState { name, model_state, model: compiled, staging, reported_bytes: 0 };
+    let staging = model_state
+        .inputs
+        .iter()
+        .map(|_| Storage::default())
+        .collect();
+    let mut state = InstanceState {
+        name,
+        model_state,
+        model: compiled,
+        staging,
+        reported_bytes: 0,
+    };
     memory::report(instance, &mut state);
     Ok(state)
 }
@@ -94,7 +112,10 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
 ) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInstanceInitialize", || {
         let raw = Box::into_raw(Box::new(initialize(instance)?));
-        let stored = tri!("storing the instance state", ffi::TRITONBACKEND_ModelInstanceSetState(instance, raw.cast()));
+        let stored = tri!(
+            "storing the instance state",
+            ffi::TRITONBACKEND_ModelInstanceSetState(instance, raw.cast())
+        );
         if stored.is_err() {
             // SAFETY: Triton did not keep the pointer; we still own it.
             drop(unsafe { Box::from_raw(raw) });
@@ -110,9 +131,15 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
 ) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInstanceFinalize", || {
         let mut state = std::ptr::null_mut();
-        tri!("reading the instance state", ffi::TRITONBACKEND_ModelInstanceState(instance, &mut state))?;
+        tri!(
+            "reading the instance state",
+            ffi::TRITONBACKEND_ModelInstanceState(instance, &mut state)
+        )?;
         if !state.is_null() {
-            tri!("clearing the instance state", ffi::TRITONBACKEND_ModelInstanceSetState(instance, std::ptr::null_mut()))?;
+            tri!(
+                "clearing the instance state",
+                ffi::TRITONBACKEND_ModelInstanceSetState(instance, std::ptr::null_mut())
+            )?;
             // SAFETY: the pointer came from Box::into_raw in ModelInstanceInitialize and is freed once, here.
             drop(unsafe { Box::from_raw(state.cast::<InstanceState>()) });
         }

@@ -10,7 +10,10 @@ use crate::ffi;
 pub unsafe fn to_json(message: *mut ffi::TRITONSERVER_Message) -> Result<String> {
     let mut base: *const std::os::raw::c_char = std::ptr::null();
     let mut size = 0usize;
-    tri!("reading a Triton message as JSON", ffi::TRITONSERVER_MessageSerializeToJson(message, &mut base, &mut size))?;
+    tri!(
+        "reading a Triton message as JSON",
+        ffi::TRITONSERVER_MessageSerializeToJson(message, &mut base, &mut size)
+    )?;
     if base.is_null() || size == 0 {
         return Ok(String::new());
     }

@@ -14,7 +14,8 @@ use crate::panic::boundary;
 use crate::{ffi, log};
 use metal_mps::{Device, Model, TensorInfo};
 use metal_mps_model_config::{
-    auto_complete, display_dims, unknown_parameters, validate, EngineSettings, InstanceKind, ModelConfig,
+    auto_complete, display_dims, unknown_parameters, validate, EngineSettings, InstanceKind,
+    ModelConfig,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,30 +43,28 @@ pub struct ModelState {
     pub fault: FaultInjection,
     /// Whether a GPU adapter exists (asked once per backend).
     pub gpu_available: bool,
-    /// The model compiled during ModelInitialize, until an instance on its device takes it.
-    spare: Mutex<Option<Model>>,
+    /// The model compiled during ModelInitialize and the device it was compiled
+    /// for, until an instance for that device takes it.
+    spare: Mutex<Option<(Device, Model)>>,
 }
 
 impl ModelState {
     /// The compiled model for an instance on `device`: the spare when it matches, else a new load.
     pub fn model_for(&self, device: Device) -> Result<Model> {
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take_if(|m| same_device(m.device(), device));
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_if(|(d, _)| *d == device);
         match spare {
-            Some(m) => Ok(m),
+            Some((_, m)) => Ok(m),
             None => load(&self.path, &self.settings, device),
         }
     }
 
     /// The device an instance of `kind` runs on.
     pub fn device_for(&self, kind: InstanceKind) -> Result<Device> {
-        match kind {
-            InstanceKind::Cpu => Ok(Device::Cpu),
-            InstanceKind::Gpu if !self.gpu_available => Err(BackendError::unsupported(
-                "KIND_GPU instance but this machine has no GPU adapter; use KIND_MODEL (GPU when present, else CPU)",
-            )),
-            InstanceKind::Gpu => Ok(Device::Gpu),
-            InstanceKind::Model | InstanceKind::Auto => Ok(self.settings.engine.resolve(self.gpu_available)?),
-        }
+        device_for(kind, &self.settings, self.gpu_available)
     }
 
     /// The state Triton holds for `model`, shared.
@@ -74,9 +73,14 @@ impl ModelState {
     /// `model` is live and `TRITONBACKEND_ModelInitialize` set its state.
     pub unsafe fn of(model: *mut ffi::TRITONBACKEND_Model) -> Result<Arc<ModelState>> {
         let mut state = std::ptr::null_mut();
-        tri!("reading the model state", ffi::TRITONBACKEND_ModelState(model, &mut state))?;
+        tri!(
+            "reading the model state",
+            ffi::TRITONBACKEND_ModelState(model, &mut state)
+        )?;
         if state.is_null() {
-            return Err(BackendError::internal("the metal_mps model state is missing"));
+            return Err(BackendError::internal(
+                "the metal_mps model state is missing",
+            ));
         }
         let raw = state as *const ModelState;
         // The pointer came from Arc::into_raw; take one more reference for the caller.
@@ -85,8 +89,22 @@ impl ModelState {
     }
 }
 
-fn same_device(a: Device, b: Device) -> bool {
-    matches!((a, b), (Device::Cpu, Device::Cpu) | (Device::Gpu, Device::Gpu))
+/// The device an instance of `kind` runs on: `KIND_CPU` on the CPU; `KIND_MODEL`
+/// (and `KIND_AUTO`) as the `engine` parameter says, by default the GPU when an
+/// adapter exists; `KIND_GPU` on the GPU (only a CUDA build of Triton passes it on).
+fn device_for(
+    kind: InstanceKind,
+    settings: &EngineSettings,
+    gpu_available: bool,
+) -> Result<Device> {
+    match kind {
+        InstanceKind::Cpu => Ok(Device::Cpu),
+        InstanceKind::Gpu if !gpu_available => Err(BackendError::unsupported(
+            "KIND_GPU instance but this machine has no GPU adapter; use KIND_MODEL (GPU when present, else CPU)",
+        )),
+        InstanceKind::Gpu => Ok(Device::Gpu),
+        InstanceKind::Model | InstanceKind::Auto => Ok(settings.engine.resolve(gpu_available)?),
+    }
 }
 
 /// Loads and compiles the model file for `device`.
@@ -96,7 +114,9 @@ fn load(path: &Path, settings: &EngineSettings, device: Device) -> Result<Model>
 }
 
 fn parse_fault(config: &ModelConfig, backend: &BackendState) -> Result<FaultInjection> {
-    let Some(value) = config.parameter(FAULT_INJECTION_PARAMETER) else { return Ok(FaultInjection::None) };
+    let Some(value) = config.parameter(FAULT_INJECTION_PARAMETER) else {
+        return Ok(FaultInjection::None);
+    };
     if !backend.fault_injection {
         return Err(BackendError::invalid_arg(format!(
             "parameter '{FAULT_INJECTION_PARAMETER}' is for tests and needs {}=1 in the server's environment",
@@ -115,7 +135,10 @@ fn parse_fault(config: &ModelConfig, backend: &BackendState) -> Result<FaultInje
 /// Reads the configuration Triton currently holds for `model`.
 fn read_config(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelConfig> {
     let mut raw = std::ptr::null_mut();
-    tri!("reading the model configuration", ffi::TRITONBACKEND_ModelConfig(model, 1, &mut raw))?;
+    tri!(
+        "reading the model configuration",
+        ffi::TRITONBACKEND_ModelConfig(model, 1, &mut raw)
+    )?;
     // SAFETY: TRITONBACKEND_ModelConfig gives the caller ownership of the message.
     let owned = unsafe { OwnedMessage::take(raw) };
     Ok(ModelConfig::from_json(&owned.json()?)?)
@@ -123,19 +146,33 @@ fn read_config(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelConfig> {
 
 fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
     let (mut name, mut version) = (std::ptr::null(), 0u64);
-    tri!("reading the model name", ffi::TRITONBACKEND_ModelName(model, &mut name))?;
-    tri!("reading the model version", ffi::TRITONBACKEND_ModelVersion(model, &mut version))?;
+    tri!(
+        "reading the model name",
+        ffi::TRITONBACKEND_ModelName(model, &mut name)
+    )?;
+    tri!(
+        "reading the model version",
+        ffi::TRITONBACKEND_ModelVersion(model, &mut version)
+    )?;
     // SAFETY: Triton returned a valid string living as long as the model.
     let name = unsafe { owned_str(name) };
     let (mut artifact, mut location) = (0, std::ptr::null());
-    tri!("reading the model repository", ffi::TRITONBACKEND_ModelRepository(model, &mut artifact, &mut location))?;
+    tri!(
+        "reading the model repository",
+        ffi::TRITONBACKEND_ModelRepository(model, &mut artifact, &mut location)
+    )?;
     if artifact != ffi::TRITONBACKEND_ARTIFACT_FILESYSTEM {
-        return Err(BackendError::unsupported("model artifacts must be files on a local file system"));
+        return Err(BackendError::unsupported(
+            "model artifacts must be files on a local file system",
+        ));
     }
     // SAFETY: as above.
     let model_dir = PathBuf::from(unsafe { owned_str(location) });
     let mut backend = std::ptr::null_mut();
-    tri!("reading the model's backend", ffi::TRITONBACKEND_ModelBackend(model, &mut backend))?;
+    tri!(
+        "reading the model's backend",
+        ffi::TRITONBACKEND_ModelBackend(model, &mut backend)
+    )?;
     // SAFETY: the backend and its state outlive the model.
     let backend = unsafe { BackendState::of(backend) }?;
 
@@ -147,7 +184,9 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
     }
     for key in unknown_parameters(&config) {
         if key != FAULT_INJECTION_PARAMETER {
-            log::warn(&format!("model '{name}': parameter '{key}' is not used by the metal_mps backend"));
+            log::warn(&format!(
+                "model '{name}': parameter '{key}' is not used by the metal_mps backend"
+            ));
         }
     }
     let path = config.model_path(&model_dir, version);
@@ -164,26 +203,38 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
 
     // Compile once, for the device of the first instance group.
     let gpu_available = backend.gpu_available();
-    let first_kind = config.instance_group.first().map(|g| g.kind).unwrap_or_default();
-    let first_device = match first_kind {
-        InstanceKind::Cpu => Device::Cpu,
-        _ => settings.engine.resolve(gpu_available).unwrap_or(Device::Cpu),
-    };
+    let first_kind = config
+        .instance_group
+        .first()
+        .map(|g| g.kind)
+        .unwrap_or_default();
+    let first_device = device_for(first_kind, &settings, gpu_available)?;
     let started = std::time::Instant::now();
     let compiled = load(&path, &settings, first_device)?;
-    let inputs = copy_infos(compiled.inputs());
-    let outputs = copy_infos(compiled.outputs());
+    let inputs = compiled.inputs().to_vec();
+    let outputs = compiled.outputs().to_vec();
 
     let mut auto = false;
-    tri!("asking whether to auto-complete", ffi::TRITONBACKEND_ModelAutoCompleteConfig(model, &mut auto))?;
+    tri!(
+        "asking whether to auto-complete",
+        ffi::TRITONBACKEND_ModelAutoCompleteConfig(model, &mut auto)
+    )?;
     if auto {
-        let changes = auto_complete(&mut config, &inputs, &outputs, backend.default_max_batch_size)?;
+        let changes = auto_complete(
+            &mut config,
+            &inputs,
+            &outputs,
+            backend.default_max_batch_size,
+        )?;
         if !changes.is_empty() {
             for change in &changes {
                 log::info(&format!("model '{name}': auto-complete: {change}"));
             }
             let message = OwnedMessage::from_json(&config.to_json())?;
-            tri!("setting the auto-completed configuration", ffi::TRITONBACKEND_ModelSetConfig(model, 1, message.as_ptr()))?;
+            tri!(
+                "setting the auto-completed configuration",
+                ffi::TRITONBACKEND_ModelSetConfig(model, 1, message.as_ptr())
+            )?;
             // Triton may add fields of its own: read back the configuration it now holds.
             config = read_config(model)?;
         }
@@ -206,25 +257,37 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
         outputs,
         fault,
         gpu_available,
-        spare: Mutex::new(Some(compiled)),
+        spare: Mutex::new(Some((first_device, compiled))),
     })
 }
 
-fn copy_infos(infos: &[TensorInfo]) -> Vec<TensorInfo> {
-    infos.iter().map(|t| TensorInfo { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect()
-}
-
 fn describe(infos: &[TensorInfo]) -> String {
-    infos.iter().map(|t| format!("{} {} {}", t.name, t.dtype.triton_name(), display_dims(&t.shape))).collect::<Vec<_>>().join(", ")
+    infos
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} {}",
+                t.name,
+                t.dtype.triton_name(),
+                display_dims(&t.shape)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Loads, auto-completes and validates the model and stores its state.
 #[no_mangle]
-pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(
+    model: *mut ffi::TRITONBACKEND_Model,
+) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelInitialize", || {
         let state = Arc::new(initialize(model)?);
         let raw = Arc::into_raw(state);
-        let stored = tri!("storing the model state", ffi::TRITONBACKEND_ModelSetState(model, raw as *mut _));
+        let stored = tri!(
+            "storing the model state",
+            ffi::TRITONBACKEND_ModelSetState(model, raw as *mut _)
+        );
         if stored.is_err() {
             // SAFETY: Triton did not keep the pointer; release our reference.
             drop(unsafe { Arc::from_raw(raw) });
@@ -236,12 +299,20 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut ffi::TRITONBA
 /// Drops Triton's reference to the model state. Instances hold their own
 /// references and are finalized before this is called, so this frees the model.
 #[no_mangle]
-pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut ffi::TRITONBACKEND_Model) -> *mut ffi::TRITONSERVER_Error {
+pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(
+    model: *mut ffi::TRITONBACKEND_Model,
+) -> *mut ffi::TRITONSERVER_Error {
     boundary("TRITONBACKEND_ModelFinalize", || {
         let mut state = std::ptr::null_mut();
-        tri!("reading the model state", ffi::TRITONBACKEND_ModelState(model, &mut state))?;
+        tri!(
+            "reading the model state",
+            ffi::TRITONBACKEND_ModelState(model, &mut state)
+        )?;
         if !state.is_null() {
-            tri!("clearing the model state", ffi::TRITONBACKEND_ModelSetState(model, std::ptr::null_mut()))?;
+            tri!(
+                "clearing the model state",
+                ffi::TRITONBACKEND_ModelSetState(model, std::ptr::null_mut())
+            )?;
             // SAFETY: the pointer came from Arc::into_raw in ModelInitialize and is released once, here.
             drop(unsafe { Arc::from_raw(state as *const ModelState) });
         }
@@ -262,16 +333,27 @@ mod tests {
 
     fn with_fault(value: &str) -> ModelConfig {
         let mut c = ModelConfig::default();
-        c.parameters.insert(FAULT_INJECTION_PARAMETER.into(), Parameter { string_value: value.into() });
+        c.parameters.insert(
+            FAULT_INJECTION_PARAMETER.into(),
+            Parameter {
+                string_value: value.into(),
+            },
+        );
         c
     }
 
     #[test]
     fn fault_injection_needs_the_environment_switch() {
-        assert_eq!(parse_fault(&ModelConfig::default(), &backend(false)).unwrap(), FaultInjection::None);
+        assert_eq!(
+            parse_fault(&ModelConfig::default(), &backend(false)).unwrap(),
+            FaultInjection::None
+        );
         let e = parse_fault(&with_fault("panic_in_execute"), &backend(false)).unwrap_err();
         assert!(e.message.contains("METAL_MPS_FAULT_INJECTION=1"), "{e}");
-        assert_eq!(parse_fault(&with_fault("panic_in_execute"), &backend(true)).unwrap(), FaultInjection::PanicInExecute);
+        assert_eq!(
+            parse_fault(&with_fault("panic_in_execute"), &backend(true)).unwrap(),
+            FaultInjection::PanicInExecute
+        );
         assert!(parse_fault(&with_fault("boom"), &backend(true)).is_err());
     }
 }

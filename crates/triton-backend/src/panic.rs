@@ -50,7 +50,10 @@ mod tests {
     fn panics_become_internal_errors_with_their_message() {
         let e = guard::<()>("execute", || panic!("index {} out of range", 7)).unwrap_err();
         assert_eq!(e.code, ffi::TRITONSERVER_ERROR_INTERNAL);
-        assert_eq!(e.message, "metal_mps backend: execute panicked: index 7 out of range");
+        assert_eq!(
+            e.message,
+            "metal_mps backend: execute panicked: index 7 out of range"
+        );
         let e = guard::<()>("load", || std::panic::panic_any(42u8)).unwrap_err();
         assert!(e.message.ends_with("a panic without a message"), "{e}");
     }

@@ -23,12 +23,21 @@ pub struct RequestData<'r> {
 ///
 /// # Safety
 /// `request` is a live request owned by the backend, and stays unreleased for `'r`.
-pub unsafe fn read<'r>(model: &ModelState, request: *mut ffi::TRITONBACKEND_Request) -> Result<RequestData<'r>> {
+pub unsafe fn read<'r>(
+    model: &ModelState,
+    request: *mut ffi::TRITONBACKEND_Request,
+) -> Result<RequestData<'r>> {
     let mut count = 0u32;
-    tri!("reading the request's input count", ffi::TRITONBACKEND_RequestInputCount(request, &mut count))?;
+    tri!(
+        "reading the request's input count",
+        ffi::TRITONBACKEND_RequestInputCount(request, &mut count)
+    )?;
     for i in 0..count {
         let mut name = std::ptr::null();
-        tri!("reading a request input name", ffi::TRITONBACKEND_RequestInputName(request, i, &mut name))?;
+        tri!(
+            "reading a request input name",
+            ffi::TRITONBACKEND_RequestInputName(request, i, &mut name)
+        )?;
         let name = owned_str(name);
         if !model.inputs.iter().any(|m| m.name == name) {
             return Err(BackendError::invalid_arg(format!(
@@ -38,15 +47,36 @@ pub unsafe fn read<'r>(model: &ModelState, request: *mut ffi::TRITONBACKEND_Requ
         }
     }
     let max_batch_size = model.config.max_batch_size;
-    let mut data = RequestData { batch: 1, shapes: Vec::new(), buffers: Vec::new(), outputs: Vec::new() };
+    let mut data = RequestData {
+        batch: 1,
+        shapes: Vec::new(),
+        buffers: Vec::new(),
+        outputs: Vec::new(),
+    };
     for (k, info) in model.inputs.iter().enumerate() {
-        let config = model.config.input.iter().find(|c| c.name == info.name).expect("validated: every model input is configured");
+        let config = model
+            .config
+            .input
+            .iter()
+            .find(|c| c.name == info.name)
+            .expect("validated: every model input is configured");
         let cname = c_string(&info.name);
         let mut input = std::ptr::null_mut();
-        if crate::error::check(ffi::TRITONBACKEND_RequestInput(request, cname.as_ptr(), &mut input)).is_err() || input.is_null() {
-            return Err(BackendError::invalid_arg(format!("missing input '{}'", info.name)));
+        if crate::error::check(ffi::TRITONBACKEND_RequestInput(
+            request,
+            cname.as_ptr(),
+            &mut input,
+        ))
+        .is_err()
+            || input.is_null()
+        {
+            return Err(BackendError::invalid_arg(format!(
+                "missing input '{}'",
+                info.name
+            )));
         }
-        let (mut dtype, mut shape, mut dims, mut byte_size, mut buffer_count) = (0, std::ptr::null(), 0u32, 0u64, 0u32);
+        let (mut dtype, mut shape, mut dims, mut byte_size, mut buffer_count) =
+            (0, std::ptr::null(), 0u32, 0u64, 0u32);
         tri!(
             "reading input properties",
             ffi::TRITONBACKEND_InputProperties(
@@ -59,8 +89,16 @@ pub unsafe fn read<'r>(model: &ModelState, request: *mut ffi::TRITONBACKEND_Requ
                 &mut buffer_count
             )
         )?;
-        let shape = if dims == 0 { Vec::new() } else { std::slice::from_raw_parts(shape, dims as usize).to_vec() };
-        let desc = InputDesc { dtype, shape, byte_size };
+        let shape = if dims == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(shape, dims as usize).to_vec()
+        };
+        let desc = InputDesc {
+            dtype,
+            shape,
+            byte_size,
+        };
         let shape = check_input(config, info.dtype, max_batch_size, &desc)?;
         if max_batch_size > 0 {
             if k == 0 {
@@ -78,7 +116,14 @@ pub unsafe fn read<'r>(model: &ModelState, request: *mut ffi::TRITONBACKEND_Requ
                 (std::ptr::null(), 0u64, ffi::TRITONSERVER_MEMORY_CPU, 0i64);
             tri!(
                 "reading an input buffer",
-                ffi::TRITONBACKEND_InputBuffer(input, b, &mut ptr, &mut size, &mut memory_type, &mut memory_type_id)
+                ffi::TRITONBACKEND_InputBuffer(
+                    input,
+                    b,
+                    &mut ptr,
+                    &mut size,
+                    &mut memory_type,
+                    &mut memory_type_id
+                )
             )?;
             if memory_type == ffi::TRITONSERVER_MEMORY_GPU {
                 return Err(BackendError::unsupported(format!(
@@ -106,17 +151,31 @@ pub unsafe fn read<'r>(model: &ModelState, request: *mut ffi::TRITONBACKEND_Requ
 
 /// Indices (into the model's outputs) of the outputs the request asks for;
 /// all configured outputs when it names none.
-unsafe fn requested_outputs(model: &ModelState, request: *mut ffi::TRITONBACKEND_Request) -> Result<Vec<usize>> {
+unsafe fn requested_outputs(
+    model: &ModelState,
+    request: *mut ffi::TRITONBACKEND_Request,
+) -> Result<Vec<usize>> {
     let mut count = 0u32;
-    tri!("reading the requested output count", ffi::TRITONBACKEND_RequestOutputCount(request, &mut count))?;
+    tri!(
+        "reading the requested output count",
+        ffi::TRITONBACKEND_RequestOutputCount(request, &mut count)
+    )?;
     let index_of = |name: &str| model.outputs.iter().position(|m| m.name == name);
     if count == 0 {
-        return Ok(model.config.output.iter().filter_map(|c| index_of(&c.name)).collect());
+        return Ok(model
+            .config
+            .output
+            .iter()
+            .filter_map(|c| index_of(&c.name))
+            .collect());
     }
     (0..count)
         .map(|i| {
             let mut name = std::ptr::null();
-            tri!("reading a requested output name", ffi::TRITONBACKEND_RequestOutputName(request, i, &mut name))?;
+            tri!(
+                "reading a requested output name",
+                ffi::TRITONBACKEND_RequestOutputName(request, i, &mut name)
+            )?;
             let name = owned_str(name);
             match index_of(&name) {
                 Some(k) if model.config.output.iter().any(|c| c.name == name) => Ok(k),
@@ -130,5 +189,8 @@ unsafe fn requested_outputs(model: &ModelState, request: *mut ffi::TRITONBACKEND
 }
 
 fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names.map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -6,9 +6,14 @@ use crate::{ffi, log};
 use metal_mps::DType;
 
 /// A new response for `request`.
-pub fn create(request: *mut ffi::TRITONBACKEND_Request) -> Result<*mut ffi::TRITONBACKEND_Response> {
+pub fn create(
+    request: *mut ffi::TRITONBACKEND_Request,
+) -> Result<*mut ffi::TRITONBACKEND_Response> {
     let mut response = std::ptr::null_mut();
-    tri!("creating a response", ffi::TRITONBACKEND_ResponseNew(&mut response, request))?;
+    tri!(
+        "creating a response",
+        ffi::TRITONBACKEND_ResponseNew(&mut response, request)
+    )?;
     Ok(response)
 }
 
@@ -37,10 +42,17 @@ pub unsafe fn add_output(
             dims.len() as u32
         )
     )?;
-    let (mut buffer, mut memory_type, mut memory_type_id) = (std::ptr::null_mut(), ffi::TRITONSERVER_MEMORY_CPU, 0i64);
+    let (mut buffer, mut memory_type, mut memory_type_id) =
+        (std::ptr::null_mut(), ffi::TRITONSERVER_MEMORY_CPU, 0i64);
     tri!(
         format!("allocating output '{name}'"),
-        ffi::TRITONBACKEND_OutputBuffer(output, &mut buffer, bytes.len() as u64, &mut memory_type, &mut memory_type_id)
+        ffi::TRITONBACKEND_OutputBuffer(
+            output,
+            &mut buffer,
+            bytes.len() as u64,
+            &mut memory_type,
+            &mut memory_type_id
+        )
     )?;
     if memory_type == ffi::TRITONSERVER_MEMORY_GPU {
         return Err(BackendError::unsupported(format!(

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""perf_analyzer on the Simple CNN: metal_mps backend next to Triton's Python backend
+running onnxruntime, in one server, in one run, at each concurrency.
+
+Both models get the same configuration (max_batch_size 8, dynamic batching, one
+instance) and both run the requests of one execute call as one batch. Prints
+throughput and p50/p99 latency side by side; perf_analyzer's CSVs stay in --workdir.
+
+Run through scripts/triton/bench.sh, which prepares the virtualenv and builds the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+from pathlib import Path
+
+import triton_env as te
+
+DIMS_IN, DIMS_OUT = [3, 224, 224], [16, 112, 112]
+OURS, THEIRS = "simple_cnn_metal_mps", "simple_cnn_onnxruntime"
+
+
+def write_repository(workdir: Path, engine: str) -> Path:
+    onnx = te.generate_models(workdir / "onnx", ("simple_cnn",))["simple_cnn"]
+    repo = workdir / "model_repository"
+    shutil.rmtree(repo, ignore_errors=True)
+    te.add_model(repo, OURS, onnx, te.config_pbtxt(OURS, DIMS_IN, DIMS_OUT, parameters={"engine": engine}))
+    te.add_model(repo, THEIRS, onnx, te.config_pbtxt(THEIRS, DIMS_IN, DIMS_OUT, backend="python",
+                                                     instance_groups=(("KIND_CPU", 1),)))
+    shutil.copy2(Path(__file__).with_name("onnxruntime_model.py"), repo / THEIRS / "1" / "model.py")
+    return repo
+
+
+def perf(model: str, server: te.TritonServer, concurrency: int, args, out: Path) -> dict | None:
+    """One perf_analyzer measurement, retried once with windows twice as long;
+    None when neither attempt was stable."""
+    binary, env = te.perf_analyzer()
+    for interval_ms in (args.interval_ms, 2 * args.interval_ms):
+        cmd = [
+            str(binary), "-m", model, "-u", server.http_url, "-i", args.protocol, "-b", "1",
+            "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
+            "--stability-percentage", str(args.stability), "--max-trials", "10", "-f", str(out),
+        ]
+        print("$", " ".join(cmd), flush=True)
+        out.unlink(missing_ok=True)
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        with open(out) if out.exists() else open("/dev/null") as f:
+            rows = list(csv.DictReader(f))
+        if run.returncode == 0 and rows:
+            return rows[0]
+        print(f"  no stable measurement: {run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-300:]}",
+              flush=True)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=te.REPO_ROOT / "build" / "triton-bench")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer measurement window")
+    parser.add_argument("--stability", type=int, default=25,
+                        help="perf_analyzer --stability-percentage: how far 3 windows may differ (2 shared cores are noisy)")
+    parser.add_argument("--engine", choices=["auto", "cpu", "gpu"], default="auto",
+                        help="metal_mps engine (parameter 'engine'); auto: GPU when an adapter exists")
+    args = parser.parse_args()
+
+    repo = write_repository(args.workdir, args.engine)
+    backend_dir = args.workdir / "backends"
+    te.install_backend(te.build_backend(), backend_dir)
+    te.install_python_backend(backend_dir)
+    server = te.TritonServer(repo, backend_dir, env=te.python_backend_env(), log_path=args.workdir / "tritonserver.log")
+    server.start(timeout=120, ready=True)
+    results: dict[tuple[str, int], dict | None] = {}
+    try:
+        # Interleaved, so both backends see the same machine conditions.
+        for c in args.concurrency:
+            for m in (OURS, THEIRS):
+                results[m, c] = perf(m, server, c, args, args.workdir / f"{m}-c{c}.csv")
+    finally:
+        server.stop()
+
+    engine = next((line.split(": ")[-1].rstrip('"') for line in server.log_text().splitlines()
+                   if f"of model '{OURS}'" in line and " engine" in line), "?")
+    print(f"\nSimple CNN [1,3,224,224], {args.protocol}, perf_analyzer windows of {args.interval_ms} ms; "
+          f"metal_mps instance: {engine}")
+    print(f"{'concurrency':>11} | {'metal_mps infer/s':>17} {'p50 ms':>8} {'p99 ms':>8} | "
+          f"{'onnxruntime infer/s':>19} {'p50 ms':>8} {'p99 ms':>8}")
+    for c in args.concurrency:
+        cells = []
+        for m in (OURS, THEIRS):
+            r = results[m, c]
+            cells.append("unstable" if r is None else
+                         f"{float(r['Inferences/Second']):.1f} {int(r['p50 latency']) / 1e3:>8.2f} {int(r['p99 latency']) / 1e3:>8.2f}")
+        print(f"{c:>11} | {cells[0]:>35} | {cells[1]:>37}")
+
+
+if __name__ == "__main__":
+    main()
