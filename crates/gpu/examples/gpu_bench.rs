@@ -17,10 +17,14 @@ use metal_mps_ir::{f16, infer, passes, Graph, Tensor};
 use std::time::Instant;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -48,7 +52,10 @@ fn download(ctx: &GpuContext, b: &wgpu::Buffer, n: usize, half: bool) -> Vec<f32
     let idx = ctx.queue.submit([enc.finish()]);
     let bytes = d.read(ctx, &idx).unwrap();
     if half {
-        bytemuck::cast_slice::<u8, f16>(&bytes).iter().map(|x| x.to_f32()).collect()
+        bytemuck::cast_slice::<u8, f16>(&bytes)
+            .iter()
+            .map(|x| x.to_f32())
+            .collect()
     } else {
         bytemuck::cast_slice::<u8, f32>(&bytes).to_vec()
     }
@@ -107,40 +114,138 @@ fn matmul_bench(ctx: &GpuContext) {
         let half = *dt == Scalar::F16;
         let (ba, sa) = upload(ctx, &a, half);
         let (bb, sb) = upload(ctx, &b, half);
-        let y = ctx.pool.acquire(metal_mps_gpu::pool::BufferClass::Storage, (m * n * 4) as u64).unwrap();
-        let g = Gemm { m, n, k, batch: vec![], a_stride: [k, 1], b_stride: [n, 1], a_batch_stride: vec![], b_batch_stride: vec![], alpha: 1.0, beta: 0.0, c: None, residual: None, activation: None };
-        let call = ops::matmul::matmul(ctx, *dt, &g, *tiles, Binding::whole(&ba, sa), Binding::whole(&bb, sb), Binding::whole(&y, (m * n * if half { 2 } else { 4 }) as u64), &Binding::whole(&dummy.0, 16)).unwrap();
+        let y = ctx
+            .pool
+            .acquire(
+                metal_mps_gpu::pool::BufferClass::Storage,
+                (m * n * 4) as u64,
+            )
+            .unwrap();
+        let g = Gemm {
+            m,
+            n,
+            k,
+            batch: vec![],
+            a_stride: [k, 1],
+            b_stride: [n, 1],
+            a_batch_stride: vec![],
+            b_batch_stride: vec![],
+            alpha: 1.0,
+            beta: 0.0,
+            c: None,
+            residual: None,
+            activation: None,
+        };
+        let call = ops::matmul::matmul(
+            ctx,
+            *dt,
+            &g,
+            *tiles,
+            Binding::whole(&ba, sa),
+            Binding::whole(&bb, sb),
+            Binding::whole(&y, (m * n * if half { 2 } else { 4 }) as u64),
+            &Binding::whole(&dummy.0, 16),
+        )
+        .unwrap();
         ops::run_now(ctx, &[call]).unwrap();
         let got = download(ctx, &y, m * n, half);
-        let err = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).powi(2)).sum::<f64>().sqrt() / norm;
-        println!("check matmul {name:12} {m}x{n}x{k}: relative error {err:.2e} {}", if err < 1e-2 { "ok" } else { "WRONG" });
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / norm;
+        println!(
+            "check matmul {name:12} {m}x{n}x{k}: relative error {err:.2e} {}",
+            if err < 1e-2 { "ok" } else { "WRONG" }
+        );
     }
     println!("\n| matmul | size | ms (median, p10-p90) | TFLOP/s |\n|---|---|---|---|");
-    let sizes: Vec<usize> = std::env::var("BENCH_MATMUL_SIZES").map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1024, 2048, 4096]);
+    let sizes: Vec<usize> = std::env::var("BENCH_MATMUL_SIZES")
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or(vec![1024, 2048, 4096]);
     for &s in &sizes {
         let a = rand(s * s, 3);
         for (name, dt, tiles) in &configs {
             let half = *dt == Scalar::F16;
             let (ba, sa) = upload(ctx, &a, half);
             let (bb, sb) = upload(ctx, &a, half);
-            let y = ctx.pool.acquire(metal_mps_gpu::pool::BufferClass::Storage, (s * s * 4) as u64).unwrap();
-            let g = Gemm { m: s, n: s, k: s, batch: vec![], a_stride: [s, 1], b_stride: [s, 1], a_batch_stride: vec![], b_batch_stride: vec![], alpha: 1.0, beta: 0.0, c: None, residual: None, activation: None };
-            let call = ops::matmul::matmul(ctx, *dt, &g, *tiles, Binding::whole(&ba, sa), Binding::whole(&bb, sb), Binding::whole(&y, (s * s * 4) as u64), &Binding::whole(&dummy.0, 16)).unwrap();
+            let y = ctx
+                .pool
+                .acquire(
+                    metal_mps_gpu::pool::BufferClass::Storage,
+                    (s * s * 4) as u64,
+                )
+                .unwrap();
+            let g = Gemm {
+                m: s,
+                n: s,
+                k: s,
+                batch: vec![],
+                a_stride: [s, 1],
+                b_stride: [s, 1],
+                a_batch_stride: vec![],
+                b_batch_stride: vec![],
+                alpha: 1.0,
+                beta: 0.0,
+                c: None,
+                residual: None,
+                activation: None,
+            };
+            let call = ops::matmul::matmul(
+                ctx,
+                *dt,
+                &g,
+                *tiles,
+                Binding::whole(&ba, sa),
+                Binding::whole(&bb, sb),
+                Binding::whole(&y, (s * s * 4) as u64),
+                &Binding::whole(&dummy.0, 16),
+            )
+            .unwrap();
             let reps = if s >= 4096 { 5 } else { 20 };
             let (t, lo, hi) = time_call(ctx, call, reps, 5);
             let tf = 2.0 * (s as f64).powi(3) / t / 1e12;
-            println!("| {name} | {s}^3 | {:.3} ({:.3}-{:.3}) | {tf:.1} |", t * 1e3, lo * 1e3, hi * 1e3);
+            println!(
+                "| {name} | {s}^3 | {:.3} ({:.3}-{:.3}) | {tf:.1} |",
+                t * 1e3,
+                lo * 1e3,
+                hi * 1e3
+            );
         }
     }
 }
 
 fn conv_bench(ctx: &GpuContext) {
-    println!("\n| conv (ResNet-50 layers) | batch | kernel | ms | TFLOP/s |\n|---|---|---|---|---|");
+    println!(
+        "\n| conv (ResNet-50 layers) | batch | kernel | ms | TFLOP/s |\n|---|---|---|---|---|"
+    );
     let dummy = upload(ctx, &[0.0; 4], false);
-    let layers = [(64usize, 56usize, 64usize, 3usize, 1usize), (64, 56, 256, 1, 1), (256, 14, 256, 3, 1), (1024, 14, 256, 1, 1), (256, 14, 1024, 1, 1), (512, 7, 2048, 1, 1)];
+    let layers = [
+        (64usize, 56usize, 64usize, 3usize, 1usize),
+        (64, 56, 256, 1, 1),
+        (256, 14, 256, 3, 1),
+        (1024, 14, 256, 1, 1),
+        (256, 14, 1024, 1, 1),
+        (512, 7, 2048, 1, 1),
+    ];
     for batch in [1usize, 32] {
         for &(ic, hw, oc, k, s) in &layers {
-            let g = ConvGeometry { batch, ic, ih: hw, iw: hw, oc, oh: hw / s, ow: hw / s, group: 1, kernel: [k, k], stride: [s, s], dilation: [1, 1], pad: [k / 2, k / 2] };
+            let g = ConvGeometry {
+                batch,
+                ic,
+                ih: hw,
+                iw: hw,
+                oc,
+                oh: hw / s,
+                ow: hw / s,
+                group: 1,
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                pad: [k / 2, k / 2],
+            };
             let flops = 2.0 * (batch * oc * g.oh * g.ow * ic * k * k) as f64;
             let mut configs: Vec<(&str, Scalar, Tiles)> = vec![
                 ("f32 64", Scalar::F32, Tiles::Plain { tm: 4, tn: 4 }),
@@ -155,10 +260,30 @@ fn conv_bench(ctx: &GpuContext) {
                 let (bx, sx) = upload(ctx, &rand(batch * ic * hw * hw, 5), half);
                 let (bw, sw) = upload(ctx, &rand(oc * ic * k * k, 6), half);
                 let ysize = (batch * oc * g.oh * g.ow * 4) as u64;
-                let y = ctx.pool.acquire(metal_mps_gpu::pool::BufferClass::Storage, ysize).unwrap();
-                let call = ops::conv::conv(ctx, dt, &g, tiles, Binding::whole(&bx, sx), Binding::whole(&bw, sw), None, None, None, Binding::whole(&y, ysize), &Binding::whole(&dummy.0, 16)).unwrap();
+                let y = ctx
+                    .pool
+                    .acquire(metal_mps_gpu::pool::BufferClass::Storage, ysize)
+                    .unwrap();
+                let call = ops::conv::conv(
+                    ctx,
+                    dt,
+                    &g,
+                    tiles,
+                    Binding::whole(&bx, sx),
+                    Binding::whole(&bw, sw),
+                    None,
+                    None,
+                    None,
+                    Binding::whole(&y, ysize),
+                    &Binding::whole(&dummy.0, 16),
+                )
+                .unwrap();
                 let (t, _, _) = time_call(ctx, call, 10, 5);
-                println!("| {ic}->{oc} {hw}x{hw} | {batch} | {k}x{k} {name} | {:.3} | {:.1} |", t * 1e3, flops / t / 1e12);
+                println!(
+                    "| {ic}->{oc} {hw}x{hw} | {batch} | {k}x{k} {name} | {:.3} | {:.1} |",
+                    t * 1e3,
+                    flops / t / 1e12
+                );
             }
         }
     }
@@ -178,12 +303,24 @@ fn load(path: &std::path::Path) -> Option<Graph> {
 
 fn model_bench(dir: &std::path::Path) {
     println!("\n| model | batch | precision | ms (median, p10-p90) | launches | rel. diff vs CPU | load s |\n|---|---|---|---|---|---|---|");
-    for (name, batches) in [("simple_cnn", vec![1usize, 32]), ("resnet_block", vec![1, 32]), ("resnet50", vec![1, 32])] {
-        let Some(g) = load(&dir.join(format!("{name}.onnx"))) else { continue };
+    for (name, batches) in [
+        ("simple_cnn", vec![1usize, 32]),
+        ("resnet_block", vec![1, 32]),
+        ("resnet50", vec![1, 32]),
+    ] {
+        let Some(g) = load(&dir.join(format!("{name}.onnx"))) else {
+            continue;
+        };
         let cpu = CpuPlan::new(g.clone());
         for precision in [Precision::Native, Precision::F16] {
             let t0 = Instant::now();
-            let runner = match GpuRunner::new(&g, &GpuOptions { precision, ..Default::default() }) {
+            let runner = match GpuRunner::new(
+                &g,
+                &GpuOptions {
+                    precision,
+                    ..Default::default()
+                },
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     println!("| {name} | - | {precision:?} | failed: {e} |");
@@ -193,7 +330,14 @@ fn model_bench(dir: &std::path::Path) {
             let load_s = t0.elapsed().as_secs_f64();
             for &batch in &batches {
                 let v = &g.values[g.inputs[0]];
-                let shape: Vec<usize> = v.shape.as_ref().unwrap().iter().enumerate().map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 })).collect();
+                let shape: Vec<usize> = v
+                    .shape
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 }))
+                    .collect();
                 let x = Tensor::from_vec(shape.clone(), rand(shape.iter().product(), 9)).unwrap();
                 let got = match runner.run(&[&x]) {
                     Ok(o) => o,
@@ -206,7 +350,14 @@ fn model_bench(dir: &std::path::Path) {
                     let want = cpu.run(&[&x]).unwrap();
                     let (a, b) = (got[0].to_f64_vec(), want[0].to_f64_vec());
                     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-9);
-                    format!("{:.1e}", a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f64, f64::max) / scale)
+                    format!(
+                        "{:.1e}",
+                        a.iter()
+                            .zip(&b)
+                            .map(|(p, q)| (p - q).abs())
+                            .fold(0f64, f64::max)
+                            / scale
+                    )
                 } else {
                     "-".into()
                 };
@@ -231,7 +382,11 @@ fn main() {
     let ctx = GpuContext::shared(None).expect("a GPU adapter");
     println!("adapter: {}\ncaps: {:?}", ctx.adapter, ctx.caps);
     let args: Vec<String> = std::env::args().collect();
-    let only = |what: &str| std::env::var("BENCH_ONLY").map(|v| v.split(',').any(|x| x == what)).unwrap_or(true);
+    let only = |what: &str| {
+        std::env::var("BENCH_ONLY")
+            .map(|v| v.split(',').any(|x| x == what))
+            .unwrap_or(true)
+    };
     if only("matmul") {
         matmul_bench(&ctx);
     }

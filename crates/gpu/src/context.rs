@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const ADAPTER_ENV: &str = "METAL_MPS_ADAPTER";
 
 /// The backends metal_mps asks wgpu for: the native API of each platform.
-const BACKENDS: wgpu::Backends =
-    wgpu::Backends::METAL.union(wgpu::Backends::VULKAN).union(wgpu::Backends::DX12);
+const BACKENDS: wgpu::Backends = wgpu::Backends::METAL
+    .union(wgpu::Backends::VULKAN)
+    .union(wgpu::Backends::DX12);
 
 /// Cooperative-matrix (tensor core / simdgroup matrix) shape usable by the
 /// matmul and convolution kernels: square `size`×`size`×`size`, f16 inputs and
@@ -100,7 +101,10 @@ pub struct GpuContext {
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuContext").field("adapter", &self.adapter).field("caps", &self.caps).finish()
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter)
+            .field("caps", &self.caps)
+            .finish()
     }
 }
 
@@ -112,7 +116,10 @@ fn instance() -> wgpu::Instance {
 
 /// Every adapter wgpu finds on the native backends.
 pub fn list_adapters() -> Vec<AdapterDescription> {
-    pollster::block_on(instance().enumerate_adapters(BACKENDS)).iter().map(|a| describe(&a.get_info())).collect()
+    pollster::block_on(instance().enumerate_adapters(BACKENDS))
+        .iter()
+        .map(|a| describe(&a.get_info()))
+        .collect()
 }
 
 /// Whether any GPU adapter (a software one such as lavapipe included) exists.
@@ -161,7 +168,9 @@ fn choose_adapter(selector: Option<&str>) -> Result<(wgpu::Adapter, Option<Strin
         Some(w) => {
             let d = describe(&a.get_info());
             let w = w.to_lowercase();
-            [&d.name, &d.backend, &d.driver].iter().any(|s| s.to_lowercase().contains(&w))
+            [&d.name, &d.backend, &d.driver]
+                .iter()
+                .any(|s| s.to_lowercase().contains(&w))
         }
     };
     let best = adapters
@@ -175,7 +184,10 @@ fn choose_adapter(selector: Option<&str>) -> Result<(wgpu::Adapter, Option<Strin
     match best {
         Some(a) => Ok((a, wanted)),
         None => {
-            let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info()).to_string()).collect();
+            let names: Vec<String> = adapters
+                .iter()
+                .map(|a| describe(&a.get_info()).to_string())
+                .collect();
             Err(Error::Device(format!(
                 "no GPU adapter matches '{}' (from the adapter option or {ADAPTER_ENV}); available: {}",
                 wanted.unwrap_or_default(),
@@ -188,20 +200,25 @@ fn choose_adapter(selector: Option<&str>) -> Result<(wgpu::Adapter, Option<Strin
 /// The cooperative-matrix shape to use: square, f16 inputs with f32 accumulation,
 /// the largest offered among 16 and 8.
 fn detect_coop(adapter: &wgpu::Adapter) -> Option<CoopShape> {
-    if !adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16) {
+    if !adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+    {
         return None;
     }
     let props = adapter.cooperative_matrix_properties();
-    [16u32, 8].into_iter().find(|&s| {
-        props.iter().any(|p| {
-            p.m_size == s
-                && p.n_size == s
-                && p.k_size == s
-                && p.ab_type == wgpu::CooperativeScalarType::F16
-                && p.cr_type == wgpu::CooperativeScalarType::F32
+    [16u32, 8]
+        .into_iter()
+        .find(|&s| {
+            props.iter().any(|p| {
+                p.m_size == s
+                    && p.n_size == s
+                    && p.k_size == s
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            })
         })
-    })
-    .map(|size| CoopShape { size })
+        .map(|size| CoopShape { size })
 }
 
 impl GpuContext {
@@ -213,7 +230,11 @@ impl GpuContext {
         let offered = adapter.features();
         let coop = detect_coop(&adapter);
         let mut features = wgpu::Features::empty();
-        for f in [wgpu::Features::SHADER_F16, wgpu::Features::SHADER_INT64, wgpu::Features::TIMESTAMP_QUERY] {
+        for f in [
+            wgpu::Features::SHADER_F16,
+            wgpu::Features::SHADER_INT64,
+            wgpu::Features::TIMESTAMP_QUERY,
+        ] {
             if offered.contains(f) {
                 features |= f;
             }
@@ -249,7 +270,9 @@ impl GpuContext {
             int64: features.contains(wgpu::Features::SHADER_INT64),
             coop,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
             max_buffer: limits.max_buffer_size,
             workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
@@ -271,7 +294,9 @@ impl GpuContext {
         if ctx.caps.coop.is_some() {
             let ok = ctx.coop_self_test();
             if !matches!(ok, Ok(true)) {
-                eprintln!("[metal_mps gpu] cooperative matrices disabled: the self-test failed ({ok:?})");
+                eprintln!(
+                    "[metal_mps gpu] cooperative matrices disabled: the self-test failed ({ok:?})"
+                );
                 ctx.caps.coop = None;
             }
         }
@@ -281,12 +306,26 @@ impl GpuContext {
     /// Runs a small product on cooperative matrices and compares it with the
     /// exact result: `Ok(true)` when they agree.
     fn coop_self_test(&self) -> Result<bool> {
-        use crate::ops::{self, matmul::{Gemm, Tiles}, Binding};
-        let Some(c) = self.caps.coop else { return Ok(false) };
-        let (m, n, k) = (8 * c.size as usize + 3, 8 * c.size as usize + 5, 4 * c.size as usize + 1);
+        use crate::ops::{
+            self,
+            matmul::{Gemm, Tiles},
+            Binding,
+        };
+        let Some(c) = self.caps.coop else {
+            return Ok(false);
+        };
+        let (m, n, k) = (
+            8 * c.size as usize + 3,
+            8 * c.size as usize + 5,
+            4 * c.size as usize + 1,
+        );
         // Small integers: exact in f16 and in f32 sums.
-        let a: Vec<half::f16> = (0..m * k).map(|i| half::f16::from_f32(((i * 7) % 5) as f32 - 2.0)).collect();
-        let b: Vec<half::f16> = (0..k * n).map(|i| half::f16::from_f32(((i * 3) % 7) as f32 - 3.0)).collect();
+        let a: Vec<half::f16> = (0..m * k)
+            .map(|i| half::f16::from_f32(((i * 7) % 5) as f32 - 2.0))
+            .collect();
+        let b: Vec<half::f16> = (0..k * n)
+            .map(|i| half::f16::from_f32(((i * 3) % 7) as f32 - 3.0))
+            .collect();
         let mut want = vec![0f32; m * n];
         for i in 0..m {
             for p in 0..k {
@@ -297,7 +336,9 @@ impl GpuContext {
         }
         let ba = crate::transfer::upload(self, bytemuck::cast_slice(&a))?;
         let bb = crate::transfer::upload(self, bytemuck::cast_slice(&b))?;
-        let y = self.pool.acquire(crate::pool::BufferClass::Storage, (m * n * 2) as u64)?;
+        let y = self
+            .pool
+            .acquire(crate::pool::BufferClass::Storage, (m * n * 2) as u64)?;
         let dummy = self.pool.acquire(crate::pool::BufferClass::Storage, 16)?;
         let g = Gemm {
             m,
@@ -325,18 +366,26 @@ impl GpuContext {
             &Binding::whole(&dummy, 16),
         )?;
         ops::run_now(self, &[call])?;
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("coop self-test") });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("coop self-test"),
+            });
         let d = crate::transfer::record_download(self, &mut enc, &y, m * n * 2)?;
         let index = self.queue.submit([enc.finish()]);
         let bytes = d.read(self, &index)?;
         let got: &[half::f16] = bytemuck::cast_slice(&bytes);
-        Ok(got.iter().zip(&want).all(|(g, w)| (g.to_f32() - w).abs() <= 1e-3 * w.abs().max(1.0)))
+        Ok(got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| (g.to_f32() - w).abs() <= 1e-3 * w.abs().max(1.0)))
     }
 
     /// The process-wide context of the adapter `selector` (or [`ADAPTER_ENV`])
     /// chooses, created on first use.
     pub fn shared(selector: Option<&str>) -> Result<Arc<GpuContext>> {
-        static CONTEXTS: OnceLock<Mutex<HashMap<Option<String>, Arc<GpuContext>>>> = OnceLock::new();
+        static CONTEXTS: OnceLock<Mutex<HashMap<Option<String>, Arc<GpuContext>>>> =
+            OnceLock::new();
         let key = selector_or_env(selector);
         let map = CONTEXTS.get_or_init(Default::default);
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,7 +399,12 @@ impl GpuContext {
 
     /// Fails with the error the device reported asynchronously, if any.
     pub fn check_device(&self) -> Result<()> {
-        match self.device_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        match self
+            .device_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             Some(e) => Err(Error::Device(format!("the GPU reported: {e}"))),
             None => Ok(()),
         }
@@ -367,7 +421,10 @@ impl GpuContext {
     /// Blocks until the given submission finished.
     pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
             .map(|_| ())
             .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))
     }

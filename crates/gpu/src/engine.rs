@@ -73,10 +73,16 @@ fn device_bytes(t: &Tensor, dev: DType) -> Result<std::borrow::Cow<'_, [u8]>> {
     }
     match (t.dtype(), dev) {
         (DType::F32, DType::F16) => {
-            let v: Vec<f16> = t.as_slice::<f32>()?.iter().map(|&x| f16::from_f32(x)).collect();
+            let v: Vec<f16> = t
+                .as_slice::<f32>()?
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect();
             Ok(std::borrow::Cow::Owned(bytemuck::cast_slice(&v).to_vec()))
         }
-        (h, d) => Err(Error::Device(format!("no conversion from {h} on the host to {d} on the device"))),
+        (h, d) => Err(Error::Device(format!(
+            "no conversion from {h} on the host to {d} on the device"
+        ))),
     }
 }
 
@@ -90,7 +96,9 @@ fn host_tensor(bytes: &[u8], dtype: DType, dev: DType, shape: Vec<usize>) -> Res
             let h: &[f16] = bytemuck::cast_slice(bytes);
             Tensor::from_vec(shape, h.iter().map(|x| x.to_f32()).collect())
         }
-        (d, h) => Err(Error::Device(format!("no conversion from {d} on the device to {h} on the host"))),
+        (d, h) => Err(Error::Device(format!(
+            "no conversion from {d} on the device to {h} on the host"
+        ))),
     }
 }
 
@@ -118,8 +126,11 @@ impl GpuRunner {
             dummy,
             cpu: OnceLock::new(),
         };
-        let fixed: Option<Vec<Vec<usize>>> =
-            graph.inputs.iter().map(|&v| graph.values[v].shape.as_deref().and_then(fixed_shape)).collect();
+        let fixed: Option<Vec<Vec<usize>>> = graph
+            .inputs
+            .iter()
+            .map(|&v| graph.values[v].shape.as_deref().and_then(fixed_shape))
+            .collect();
         if let Some(shapes) = fixed {
             if let Spec::Gpu(g) = &*runner.spec(&shapes)? {
                 let inst = runner.instance(g)?;
@@ -152,19 +163,34 @@ impl GpuRunner {
     /// are copied before this returns.
     pub fn submit(&self, inputs: &[&Tensor]) -> Result<Pending> {
         if inputs.len() != self.graph.inputs.len() {
-            return Err(Error::InvalidInput(format!("{} inputs given, the model has {}", inputs.len(), self.graph.inputs.len())));
+            return Err(Error::InvalidInput(format!(
+                "{} inputs given, the model has {}",
+                inputs.len(),
+                self.graph.inputs.len()
+            )));
         }
         for (t, &v) in inputs.iter().zip(&self.graph.inputs) {
             let value = &self.graph.values[v];
             if value.dtype.is_some_and(|d| d != t.dtype()) {
-                return Err(Error::InvalidInput(format!("input '{}' must be {}, got {}", value.name, value.dtype.unwrap_or(t.dtype()), t.dtype())));
+                return Err(Error::InvalidInput(format!(
+                    "input '{}' must be {}, got {}",
+                    value.name,
+                    value.dtype.unwrap_or(t.dtype()),
+                    t.dtype()
+                )));
             }
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.spec(&shapes)?;
         let Spec::Gpu(g) = &*spec else {
-            let outs = self.cpu.get_or_init(|| metal_mps_cpu::CpuPlan::new(self.graph.clone())).run(inputs)?;
-            return Ok(Pending { ready: outs.into_iter().map(Some).collect(), inflight: None });
+            let outs = self
+                .cpu
+                .get_or_init(|| metal_mps_cpu::CpuPlan::new(self.graph.clone()))
+                .run(inputs)?;
+            return Ok(Pending {
+                ready: outs.into_iter().map(Some).collect(),
+                inflight: None,
+            });
         };
         let inst = match lock(&g.free).pop() {
             Some(i) => i,
@@ -173,7 +199,13 @@ impl GpuRunner {
         match self.start(g, &inst, inputs) {
             Ok((index, downloads, ready)) => Ok(Pending {
                 ready,
-                inflight: Some(Inflight { ctx: self.ctx.clone(), spec: spec.clone(), instance: Some(inst), index, downloads }),
+                inflight: Some(Inflight {
+                    ctx: self.ctx.clone(),
+                    spec: spec.clone(),
+                    instance: Some(inst),
+                    index,
+                    downloads,
+                }),
             }),
             Err(e) => {
                 // The instance may hold partial work: let it finish before reuse.
@@ -230,9 +262,22 @@ impl GpuRunner {
     pub fn plan_stats(&self) -> Option<(usize, usize, usize, u64)> {
         let spec = lock(&self.specs).last().map(|s| s.1.clone())?;
         let Spec::Gpu(g) = &*spec else { return None };
-        let launches = lock(&g.free).first().map(|i| i.prepared.iter().map(Vec::len).sum()).unwrap_or(0);
-        let cpu = g.plan.steps.iter().filter(|s| matches!(s, Step::Cpu(_))).count();
-        let transfers = g.plan.steps.iter().filter(|s| matches!(s, Step::Upload(_) | Step::Download(_))).count();
+        let launches = lock(&g.free)
+            .first()
+            .map(|i| i.prepared.iter().map(Vec::len).sum())
+            .unwrap_or(0);
+        let cpu = g
+            .plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Cpu(_)))
+            .count();
+        let transfers = g
+            .plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Upload(_) | Step::Download(_)))
+            .count();
         Some((launches, cpu, transfers, g.plan.slot_bytes.iter().sum()))
     }
 
@@ -261,7 +306,11 @@ impl GpuRunner {
             Ok(g) => {
                 let plan = GpuPlan::build(g, &self.ctx, &self.opts)?;
                 let weights = self.upload_weights(&plan)?;
-                Spec::Gpu(Box::new(GpuSpec { plan, weights, free: Mutex::new(Vec::new()) }))
+                Spec::Gpu(Box::new(GpuSpec {
+                    plan,
+                    weights,
+                    free: Mutex::new(Vec::new()),
+                }))
             }
             Err(Error::Unsupported(why)) => Spec::Cpu(why),
             Err(e) => return Err(e),
@@ -289,8 +338,12 @@ impl GpuRunner {
             if *home != Some(DevHome::Const) {
                 continue;
             }
-            let (Some(t), Some(dev)) = (plan.graph.values[v].constant.clone(), plan.dev_dtype[v]) else {
-                return Err(Error::Device(format!("constant '{}' has no device form", plan.graph.values[v].name)));
+            let (Some(t), Some(dev)) = (plan.graph.values[v].constant.clone(), plan.dev_dtype[v])
+            else {
+                return Err(Error::Device(format!(
+                    "constant '{}' has no device form",
+                    plan.graph.values[v].name
+                )));
             };
             let key = (Arc::as_ptr(&t) as usize, dev);
             let w = match cache.get(&key) {
@@ -301,11 +354,17 @@ impl GpuRunner {
                     let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some(&plan.graph.values[v].name),
                         size,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_DST
+                            | wgpu::BufferUsages::COPY_SRC,
                         mapped_at_creation: false,
                     });
                     transfer::write(&self.ctx, &buffer, &bytes);
-                    let w = Arc::new(Weight { _host: t.clone(), buffer, bytes: size });
+                    let w = Arc::new(Weight {
+                        _host: t.clone(),
+                        buffer,
+                        bytes: size,
+                    });
                     cache.insert(key, w.clone());
                     w
                 }
@@ -320,23 +379,48 @@ impl GpuRunner {
         let r = g.plan.root[v];
         match g.plan.home[r] {
             Some(DevHome::Slot(s)) => Ok(&inst.slots[s]),
-            Some(DevHome::Input(i)) => inst.inputs[i].as_deref().ok_or_else(|| Error::Device("input not on the device".into())),
-            Some(DevHome::Const) => g.weights.get(&r).map(|w| &w.buffer).ok_or_else(|| Error::Device("weight not uploaded".into())),
-            None => Err(Error::Device(format!("value '{}' has no device buffer", g.plan.graph.values[v].name))),
+            Some(DevHome::Input(i)) => inst.inputs[i]
+                .as_deref()
+                .ok_or_else(|| Error::Device("input not on the device".into())),
+            Some(DevHome::Const) => g
+                .weights
+                .get(&r)
+                .map(|w| &w.buffer)
+                .ok_or_else(|| Error::Device("weight not uploaded".into())),
+            None => Err(Error::Device(format!(
+                "value '{}' has no device buffer",
+                g.plan.graph.values[v].name
+            ))),
         }
     }
 
     /// Allocates an instance's buffers and builds its bind groups.
     fn instance(&self, g: &GpuSpec) -> Result<Instance> {
         let plan = &g.plan;
-        let slots = plan.slot_bytes.iter().map(|&b| self.ctx.pool.acquire(BufferClass::Storage, b.max(4))).collect::<Result<Vec<_>>>()?;
+        let slots = plan
+            .slot_bytes
+            .iter()
+            .map(|&b| self.ctx.pool.acquire(BufferClass::Storage, b.max(4)))
+            .collect::<Result<Vec<_>>>()?;
         let inputs = plan
             .input_dev_value
             .iter()
             .zip(&plan.inputs_on_device)
-            .map(|(&v, &on)| on.then(|| self.ctx.pool.acquire(BufferClass::Storage, transfer::aligned(plan.dev_bytes(v)))).transpose())
+            .map(|(&v, &on)| {
+                on.then(|| {
+                    self.ctx
+                        .pool
+                        .acquire(BufferClass::Storage, transfer::aligned(plan.dev_bytes(v)))
+                })
+                .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
-        let mut inst = Instance { slots, inputs, prepared: Vec::new(), _params: None };
+        let mut inst = Instance {
+            slots,
+            inputs,
+            prepared: Vec::new(),
+            _params: None,
+        };
         let dummy = Binding::whole(&self.dummy, 16);
         let mut calls = Vec::new();
         let mut counts = Vec::with_capacity(plan.steps.len());
@@ -345,8 +429,13 @@ impl GpuRunner {
             if let Step::Gpu(op) = step {
                 if plan.dev_bytes(op.output()) > 0 {
                     let bind = |v: ValueId| -> Binding {
-                        let buf = Self::buffer(g, &inst, v).expect("every device value has a buffer");
-                        Binding { buffer: buf.clone(), offset: 0, size: plan.dev_bytes(v) }
+                        let buf =
+                            Self::buffer(g, &inst, v).expect("every device value has a buffer");
+                        Binding {
+                            buffer: buf.clone(),
+                            offset: 0,
+                            size: plan.dev_bytes(v),
+                        }
                     };
                     calls.extend(op.calls(&self.ctx, &bind, &dummy)?);
                 }
@@ -367,18 +456,48 @@ impl GpuRunner {
     /// Uploads, records and submits one inference; returns the last submission,
     /// the downloads of device outputs and the outputs already on the host.
     #[allow(clippy::type_complexity)]
-    fn start(&self, g: &GpuSpec, inst: &Instance, inputs: &[&Tensor]) -> Result<(wgpu::SubmissionIndex, Vec<(usize, Download, DType, DType, Vec<usize>)>, Vec<Option<Tensor>>)> {
+    fn start(
+        &self,
+        g: &GpuSpec,
+        inst: &Instance,
+        inputs: &[&Tensor],
+    ) -> Result<(
+        wgpu::SubmissionIndex,
+        Vec<(usize, Download, DType, DType, Vec<usize>)>,
+        Vec<Option<Tensor>>,
+    )> {
         let plan = &g.plan;
         let ctx = &self.ctx;
-        for (i, (&v, &on)) in plan.input_dev_value.iter().zip(&plan.inputs_on_device).enumerate() {
+        for (i, (&v, &on)) in plan
+            .input_dev_value
+            .iter()
+            .zip(&plan.inputs_on_device)
+            .enumerate()
+        {
             if on {
-                let dev = plan.dev_dtype[v].ok_or_else(|| Error::Device("input has no device dtype".into()))?;
-                transfer::write(ctx, Self::buffer(g, inst, v)?, &device_bytes(inputs[i], dev)?);
+                let dev = plan.dev_dtype[v]
+                    .ok_or_else(|| Error::Device("input has no device dtype".into()))?;
+                transfer::write(
+                    ctx,
+                    Self::buffer(g, inst, v)?,
+                    &device_bytes(inputs[i], dev)?,
+                );
             }
         }
-        let input_pos: HashMap<ValueId, usize> = plan.graph.inputs.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        let input_pos: HashMap<ValueId, usize> = plan
+            .graph
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v, i))
+            .collect();
         let mut host: HashMap<ValueId, Tensor> = HashMap::new();
-        let new_encoder = || ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("metal_mps inference") });
+        let new_encoder = || {
+            ctx.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("metal_mps inference"),
+                })
+        };
         let mut enc = new_encoder();
         let mut recorded = false;
         let mut pending: Vec<(ValueId, Download)> = Vec::new();
@@ -393,7 +512,10 @@ impl GpuRunner {
                     }
                     let batch: Vec<&Prepared> = inst.prepared[s..e].iter().flatten().collect();
                     if !batch.is_empty() {
-                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metal_mps"), timestamp_writes: None });
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("metal_mps"),
+                            timestamp_writes: None,
+                        });
                         for p in batch {
                             pass.set_pipeline(&p.pipeline.pipeline);
                             pass.set_bind_group(0, &p.bind_group, &[]);
@@ -405,20 +527,37 @@ impl GpuRunner {
                     continue;
                 }
                 Step::Download(v) => {
-                    let d = transfer::record_download(ctx, &mut enc, Self::buffer(g, inst, *v)?, plan.dev_bytes(*v) as usize)?;
+                    let d = transfer::record_download(
+                        ctx,
+                        &mut enc,
+                        Self::buffer(g, inst, *v)?,
+                        plan.dev_bytes(*v) as usize,
+                    )?;
                     pending.push((*v, d));
                     recorded = true;
                 }
                 Step::Cpu(n) => {
                     if !pending.is_empty() {
-                        let index = ctx.queue.submit([std::mem::replace(&mut enc, new_encoder()).finish()]);
+                        let index = ctx
+                            .queue
+                            .submit([std::mem::replace(&mut enc, new_encoder()).finish()]);
                         recorded = false;
                         for (v, d) in pending.drain(..) {
                             let bytes = d.read(ctx, &index)?;
                             let value = &plan.graph.values[v];
-                            let dtype = value.dtype.ok_or_else(|| Error::Device("untyped value".into()))?;
+                            let dtype = value
+                                .dtype
+                                .ok_or_else(|| Error::Device("untyped value".into()))?;
                             let dev = plan.dev_dtype[v].unwrap_or(dtype);
-                            host.insert(v, host_tensor(&bytes, dtype, dev, plan.shapes[v].clone().unwrap_or_default())?);
+                            host.insert(
+                                v,
+                                host_tensor(
+                                    &bytes,
+                                    dtype,
+                                    dev,
+                                    plan.shapes[v].clone().unwrap_or_default(),
+                                )?,
+                            );
                         }
                     }
                     let node = &plan.graph.nodes[*n];
@@ -429,7 +568,10 @@ impl GpuRunner {
                             .map(|i| {
                                 i.and_then(|v| match input_pos.get(&v) {
                                     Some(&k) => Some(inputs[k]),
-                                    None => plan.graph.values[v].constant.as_deref().or_else(|| host.get(&v)),
+                                    None => plan.graph.values[v]
+                                        .constant
+                                        .as_deref()
+                                        .or_else(|| host.get(&v)),
                                 })
                             })
                             .collect();
@@ -441,10 +583,13 @@ impl GpuRunner {
                 }
                 Step::Upload(v) => {
                     if recorded {
-                        ctx.queue.submit([std::mem::replace(&mut enc, new_encoder()).finish()]);
+                        ctx.queue
+                            .submit([std::mem::replace(&mut enc, new_encoder()).finish()]);
                         recorded = false;
                     }
-                    let t = host.get(v).ok_or_else(|| Error::Device("uploading a value the CPU did not compute".into()))?;
+                    let t = host.get(v).ok_or_else(|| {
+                        Error::Device("uploading a value the CPU did not compute".into())
+                    })?;
                     let dev = plan.dev_dtype[*v].unwrap_or(t.dtype());
                     transfer::write(ctx, Self::buffer(g, inst, *v)?, &device_bytes(t, dev)?);
                 }
@@ -456,9 +601,22 @@ impl GpuRunner {
         for (k, o) in plan.outputs.iter().enumerate() {
             match *o {
                 OutSrc::Device(v) => {
-                    let d = transfer::record_download(ctx, &mut enc, Self::buffer(g, inst, v)?, plan.dev_bytes(v) as usize)?;
-                    let dtype = plan.graph.values[v].dtype.ok_or_else(|| Error::Device("untyped output".into()))?;
-                    downloads.push((k, d, dtype, plan.dev_dtype[v].unwrap_or(dtype), plan.shapes[v].clone().unwrap_or_default()));
+                    let d = transfer::record_download(
+                        ctx,
+                        &mut enc,
+                        Self::buffer(g, inst, v)?,
+                        plan.dev_bytes(v) as usize,
+                    )?;
+                    let dtype = plan.graph.values[v]
+                        .dtype
+                        .ok_or_else(|| Error::Device("untyped output".into()))?;
+                    downloads.push((
+                        k,
+                        d,
+                        dtype,
+                        plan.dev_dtype[v].unwrap_or(dtype),
+                        plan.shapes[v].clone().unwrap_or_default(),
+                    ));
                     ready.push(None);
                 }
                 OutSrc::Host(v) => {
@@ -466,7 +624,9 @@ impl GpuRunner {
                         Some(&i) => inputs[i].clone(),
                         None => match &plan.graph.values[v].constant {
                             Some(c) => (**c).clone(),
-                            None => host.get(&v).cloned().ok_or_else(|| Error::Device("an output was not computed".into()))?,
+                            None => host.get(&v).cloned().ok_or_else(|| {
+                                Error::Device("an output was not computed".into())
+                            })?,
                         },
                     };
                     ready.push(Some(t));
@@ -522,7 +682,10 @@ impl Pending {
             f.give_back();
             result?;
         }
-        ready.into_iter().map(|t| t.ok_or_else(|| Error::Device("an output is missing".into()))).collect()
+        ready
+            .into_iter()
+            .map(|t| t.ok_or_else(|| Error::Device("an output is missing".into())))
+            .collect()
     }
 }
 

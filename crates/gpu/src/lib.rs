@@ -12,14 +12,16 @@
 pub mod context;
 mod engine;
 mod lower;
-pub mod options;
-mod plan;
 pub mod ops;
+pub mod options;
 pub mod pipeline_cache;
+mod plan;
 pub mod pool;
 pub mod transfer;
 
-pub use context::{adapter_available, adapter_info, list_adapters, AdapterDescription, Capabilities, GpuContext};
+pub use context::{
+    adapter_available, adapter_info, list_adapters, AdapterDescription, Capabilities, GpuContext,
+};
 pub use engine::{GpuRunner, Pending};
 pub use options::{GpuOptions, Precision};
 pub use pool::{PoolConfig, PoolStats};

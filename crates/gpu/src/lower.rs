@@ -18,7 +18,13 @@ use metal_mps_ir::{ReduceOp, Result, UnaryOp, ValueId};
 #[derive(Clone, Debug)]
 pub enum GpuOp {
     /// Fused elementwise chain; `operands[0]` starts it.
-    Chain { out: ValueId, out_shape: Vec<usize>, operands: Vec<(ValueId, Vec<usize>)>, steps: Vec<Step>, dtype: Scalar },
+    Chain {
+        out: ValueId,
+        out_shape: Vec<usize>,
+        operands: Vec<(ValueId, Vec<usize>)>,
+        steps: Vec<Step>,
+        dtype: Scalar,
+    },
     /// Convolution with fused bias, residual and activation.
     Conv {
         x: ValueId,
@@ -32,14 +38,61 @@ pub enum GpuOp {
         tiles: Tiles,
     },
     /// MatMul or Gemm; `gemm.c`/`gemm.residual` are bound from `c`/`residual`.
-    Gemm { a: ValueId, b: ValueId, c: Option<(ValueId, [usize; 2])>, residual: Option<ValueId>, out: ValueId, gemm: Gemm, dtype: Scalar, tiles: Tiles },
-    Pool { x: ValueId, out: ValueId, geometry: PoolGeometry, dtype: Scalar },
-    Reduce { x: ValueId, out: ValueId, op: ReduceOp, shape: Vec<usize>, axes: Vec<usize>, dtype: Scalar },
-    Softmax { x: ValueId, out: ValueId, outer: usize, len: usize, inner: usize, dtype: Scalar },
+    Gemm {
+        a: ValueId,
+        b: ValueId,
+        c: Option<(ValueId, [usize; 2])>,
+        residual: Option<ValueId>,
+        out: ValueId,
+        gemm: Gemm,
+        dtype: Scalar,
+        tiles: Tiles,
+    },
+    Pool {
+        x: ValueId,
+        out: ValueId,
+        geometry: PoolGeometry,
+        dtype: Scalar,
+    },
+    Reduce {
+        x: ValueId,
+        out: ValueId,
+        op: ReduceOp,
+        shape: Vec<usize>,
+        axes: Vec<usize>,
+        dtype: Scalar,
+    },
+    Softmax {
+        x: ValueId,
+        out: ValueId,
+        outer: usize,
+        len: usize,
+        inner: usize,
+        dtype: Scalar,
+    },
     /// Strided copies of pieces into `out` (Transpose, Concat, Split's parts).
-    Copy { out: ValueId, pieces: Vec<(ValueId, Region)>, elem_bytes: usize },
-    Cast { x: ValueId, out: ValueId, from: Scalar, to: Scalar, n: usize },
-    BatchNorm { x: ValueId, params: [ValueId; 4], out: ValueId, n: usize, channels: usize, inner: usize, eps: f32, dtype: Scalar },
+    Copy {
+        out: ValueId,
+        pieces: Vec<(ValueId, Region)>,
+        elem_bytes: usize,
+    },
+    Cast {
+        x: ValueId,
+        out: ValueId,
+        from: Scalar,
+        to: Scalar,
+        n: usize,
+    },
+    BatchNorm {
+        x: ValueId,
+        params: [ValueId; 4],
+        out: ValueId,
+        n: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        dtype: Scalar,
+    },
 }
 
 impl GpuOp {
@@ -47,11 +100,30 @@ impl GpuOp {
     pub fn inputs(&self) -> Vec<ValueId> {
         match self {
             GpuOp::Chain { operands, .. } => operands.iter().map(|o| o.0).collect(),
-            GpuOp::Conv { x, w, bias, residual, .. } => [Some(*x), Some(*w), *bias, *residual].into_iter().flatten().collect(),
-            GpuOp::Gemm { a, b, c, residual, .. } => [Some(*a), Some(*b), c.map(|c| c.0), *residual].into_iter().flatten().collect(),
-            GpuOp::Pool { x, .. } | GpuOp::Reduce { x, .. } | GpuOp::Softmax { x, .. } | GpuOp::Cast { x, .. } => vec![*x],
+            GpuOp::Conv {
+                x,
+                w,
+                bias,
+                residual,
+                ..
+            } => [Some(*x), Some(*w), *bias, *residual]
+                .into_iter()
+                .flatten()
+                .collect(),
+            GpuOp::Gemm {
+                a, b, c, residual, ..
+            } => [Some(*a), Some(*b), c.map(|c| c.0), *residual]
+                .into_iter()
+                .flatten()
+                .collect(),
+            GpuOp::Pool { x, .. }
+            | GpuOp::Reduce { x, .. }
+            | GpuOp::Softmax { x, .. }
+            | GpuOp::Cast { x, .. } => vec![*x],
             GpuOp::Copy { pieces, .. } => pieces.iter().map(|p| p.0).collect(),
-            GpuOp::BatchNorm { x, params, .. } => std::iter::once(*x).chain(params.iter().copied()).collect(),
+            GpuOp::BatchNorm { x, params, .. } => {
+                std::iter::once(*x).chain(params.iter().copied()).collect()
+            }
         }
     }
 
@@ -71,13 +143,45 @@ impl GpuOp {
     }
 
     /// The calls of this op on the buffers `bind` gives each value.
-    pub fn calls(&self, ctx: &GpuContext, bind: &dyn Fn(ValueId) -> Binding, dummy: &Binding) -> Result<Vec<Call>> {
+    pub fn calls(
+        &self,
+        ctx: &GpuContext,
+        bind: &dyn Fn(ValueId) -> Binding,
+        dummy: &Binding,
+    ) -> Result<Vec<Call>> {
         Ok(match self {
-            GpuOp::Chain { out, out_shape, operands, steps, dtype } => {
-                let ops_b: Vec<(Binding, &[usize])> = operands.iter().map(|(v, s)| (bind(*v), s.as_slice())).collect();
-                vec![ops::elementwise::elementwise(ctx, *dtype, out_shape, &ops_b, steps, bind(*out), dummy)?]
+            GpuOp::Chain {
+                out,
+                out_shape,
+                operands,
+                steps,
+                dtype,
+            } => {
+                let ops_b: Vec<(Binding, &[usize])> = operands
+                    .iter()
+                    .map(|(v, s)| (bind(*v), s.as_slice()))
+                    .collect();
+                vec![ops::elementwise::elementwise(
+                    ctx,
+                    *dtype,
+                    out_shape,
+                    &ops_b,
+                    steps,
+                    bind(*out),
+                    dummy,
+                )?]
             }
-            GpuOp::Conv { x, w, bias, residual, act, out, geometry, dtype, tiles } => vec![ops::conv::conv(
+            GpuOp::Conv {
+                x,
+                w,
+                bias,
+                residual,
+                act,
+                out,
+                geometry,
+                dtype,
+                tiles,
+            } => vec![ops::conv::conv(
                 ctx,
                 *dtype,
                 geometry,
@@ -90,26 +194,104 @@ impl GpuOp {
                 bind(*out),
                 dummy,
             )?],
-            GpuOp::Gemm { a, b, c, residual, out, gemm, dtype, tiles } => {
+            GpuOp::Gemm {
+                a,
+                b,
+                c,
+                residual,
+                out,
+                gemm,
+                dtype,
+                tiles,
+            } => {
                 let mut g = gemm.clone();
                 g.c = c.map(|(v, s)| (bind(v), s));
                 g.residual = residual.map(bind);
-                vec![ops::matmul::matmul(ctx, *dtype, &g, *tiles, bind(*a), bind(*b), bind(*out), dummy)?]
+                vec![ops::matmul::matmul(
+                    ctx,
+                    *dtype,
+                    &g,
+                    *tiles,
+                    bind(*a),
+                    bind(*b),
+                    bind(*out),
+                    dummy,
+                )?]
             }
-            GpuOp::Pool { x, out, geometry, dtype } => vec![ops::pool::pool(ctx, *dtype, geometry, bind(*x), bind(*out))?],
-            GpuOp::Reduce { x, out, op, shape, axes, dtype } => {
-                vec![ops::reduce::reduce(ctx, *dtype, *op, shape, axes, bind(*x), bind(*out))?]
+            GpuOp::Pool {
+                x,
+                out,
+                geometry,
+                dtype,
+            } => vec![ops::pool::pool(
+                ctx,
+                *dtype,
+                geometry,
+                bind(*x),
+                bind(*out),
+            )?],
+            GpuOp::Reduce {
+                x,
+                out,
+                op,
+                shape,
+                axes,
+                dtype,
+            } => {
+                vec![ops::reduce::reduce(
+                    ctx,
+                    *dtype,
+                    *op,
+                    shape,
+                    axes,
+                    bind(*x),
+                    bind(*out),
+                )?]
             }
-            GpuOp::Softmax { x, out, outer, len, inner, dtype } => {
-                vec![ops::softmax::softmax(ctx, *dtype, *outer, *len, *inner, bind(*x), bind(*out))?]
+            GpuOp::Softmax {
+                x,
+                out,
+                outer,
+                len,
+                inner,
+                dtype,
+            } => {
+                vec![ops::softmax::softmax(
+                    ctx,
+                    *dtype,
+                    *outer,
+                    *len,
+                    *inner,
+                    bind(*x),
+                    bind(*out),
+                )?]
             }
-            GpuOp::Copy { out, pieces, elem_bytes } => pieces
+            GpuOp::Copy {
+                out,
+                pieces,
+                elem_bytes,
+            } => pieces
                 .iter()
                 .filter(|(_, r)| r.shape.iter().product::<usize>() > 0)
                 .map(|(v, r)| ops::copy::copy(ctx, *elem_bytes, r, bind(*v), bind(*out)))
                 .collect::<Result<_>>()?,
-            GpuOp::Cast { x, out, from, to, n } => vec![ops::cast::cast(ctx, *from, *to, *n, bind(*x), bind(*out))?],
-            GpuOp::BatchNorm { x, params, out, n, channels, inner, eps, dtype } => vec![ops::batchnorm::batchnorm(
+            GpuOp::Cast {
+                x,
+                out,
+                from,
+                to,
+                n,
+            } => vec![ops::cast::cast(ctx, *from, *to, *n, bind(*x), bind(*out))?],
+            GpuOp::BatchNorm {
+                x,
+                params,
+                out,
+                n,
+                channels,
+                inner,
+                eps,
+                dtype,
+            } => vec![ops::batchnorm::batchnorm(
                 ctx,
                 *dtype,
                 *n,

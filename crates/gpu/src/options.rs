@@ -31,6 +31,12 @@ pub struct GpuOptions {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { adapter: None, precision: Precision::Native, pool: None, cooperative_matrix: true, max_specializations: 8 }
+        GpuOptions {
+            adapter: None,
+            precision: Precision::Native,
+            pool: None,
+            cooperative_matrix: true,
+            max_specializations: 8,
+        }
     }
 }

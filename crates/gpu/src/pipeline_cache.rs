@@ -91,9 +91,14 @@ impl Kernel {
         let floats = vec![Variant::of(F32), Variant::of(F16)];
         match self {
             Kernel::ElementwiseInt => vec![Variant::of(I32), Variant::of(I64)],
-            Kernel::MatmulCoop | Kernel::ConvCoop => {
-                [8, 16].into_iter().map(|ct| Variant { t: F16, u: None, coop: Some(ct) }).collect()
-            }
+            Kernel::MatmulCoop | Kernel::ConvCoop => [8, 16]
+                .into_iter()
+                .map(|ct| Variant {
+                    t: F16,
+                    u: None,
+                    coop: Some(ct),
+                })
+                .collect(),
             Kernel::Copy => vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)],
             Kernel::Cast => {
                 let types = [F32, F16, I32, I64];
@@ -101,7 +106,11 @@ impl Kernel {
                 for t in types {
                     for u in types {
                         if t != u {
-                            v.push(Variant { t, u: Some(u), coop: None });
+                            v.push(Variant {
+                                t,
+                                u: Some(u),
+                                coop: None,
+                            });
                         }
                     }
                 }
@@ -154,7 +163,11 @@ pub struct Variant {
 
 impl Variant {
     pub fn of(t: Scalar) -> Variant {
-        Variant { t, u: None, coop: None }
+        Variant {
+            t,
+            u: None,
+            coop: None,
+        }
     }
 }
 
@@ -229,7 +242,12 @@ pub struct PipelineKey {
 
 impl PipelineKey {
     pub fn new(kernel: Kernel, variant: Variant, entry: &'static str) -> Self {
-        PipelineKey { kernel, variant, entry, constants: Vec::new() }
+        PipelineKey {
+            kernel,
+            variant,
+            entry,
+            constants: Vec::new(),
+        }
     }
 
     /// Adds an override constant (builder style).
@@ -239,7 +257,8 @@ impl PipelineKey {
     }
 
     fn hash_key(&self) -> (Kernel, Variant, &'static str, Vec<(&'static str, u64)>) {
-        let mut c: Vec<(&'static str, u64)> = self.constants.iter().map(|(n, v)| (*n, v.key())).collect();
+        let mut c: Vec<(&'static str, u64)> =
+            self.constants.iter().map(|(n, v)| (*n, v.key())).collect();
         c.sort();
         (self.kernel, self.variant, self.entry, c)
     }
@@ -270,12 +289,20 @@ pub const BOUNDS_CHECKS_ENV: &str = "METAL_MPS_GPU_BOUNDS_CHECKS";
 impl PipelineCache {
     pub fn new(device: wgpu::Device) -> Self {
         let checks = std::env::var(BOUNDS_CHECKS_ENV).is_ok_and(|v| v == "1");
-        PipelineCache { device, modules: Mutex::default(), pipelines: Mutex::default(), checks }
+        PipelineCache {
+            device,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            checks,
+        }
     }
 
     /// Number of compiled pipelines.
     pub fn len(&self) -> usize {
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -285,11 +312,19 @@ impl PipelineCache {
     /// The pipeline of `key`, compiled on first use.
     pub fn get(&self, key: &PipelineKey) -> Result<Arc<Pipeline>> {
         let hk = key.hash_key();
-        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&hk) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hk)
+        {
             return Ok(p.clone());
         }
         let p = Arc::new(self.compile(key)?);
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(hk, p.clone());
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hk, p.clone());
         Ok(p)
     }
 
@@ -310,10 +345,15 @@ impl PipelineCache {
             // SAFETY: every kernel guards its indices against the sizes it is
             // given (the kernel tests check them against CPU references), so
             // wgpu's per-access bounds checks and loop guards are redundant.
-            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device(format!("kernel {kernel:?} ({variant:?}) does not compile: {e}")));
+            return Err(Error::Device(format!(
+                "kernel {kernel:?} ({variant:?}) does not compile: {e}"
+            )));
         }
         modules.insert((kernel, variant), module.clone());
         Ok(module)
@@ -321,24 +361,37 @@ impl PipelineCache {
 
     fn compile(&self, key: &PipelineKey) -> Result<Pipeline> {
         let module = self.module(key.kernel, key.variant)?;
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|(n, v)| (*n, v.as_f64())).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|(n, v)| (*n, v.as_f64()))
+            .collect();
         let label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(key.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device(format!("pipeline {label} with {:?} failed: {e}", key.constants)));
+            return Err(Error::Device(format!(
+                "pipeline {label} with {:?} failed: {e}",
+                key.constants
+            )));
         }
         let layout = pipeline.get_bind_group_layout(0);
-        Ok(Pipeline { pipeline, layout, label })
+        Ok(Pipeline {
+            pipeline,
+            layout,
+            label,
+        })
     }
 }

@@ -17,8 +17,8 @@ use crate::ops::pool::PoolGeometry;
 use crate::options::{GpuOptions, Precision};
 use crate::pipeline_cache::Scalar;
 use metal_mps_ir::{
-    broadcast_shapes, fixed_shape, from_fixed, infer, normalize_axis, passes, Activation, BinaryOp, DType, Error, Graph, Op, PoolKind,
-    ReduceOp, Result, Tensor, UnaryOp, ValueId,
+    broadcast_shapes, fixed_shape, from_fixed, infer, normalize_axis, passes, Activation, BinaryOp,
+    DType, Error, Graph, Op, PoolKind, ReduceOp, Result, Tensor, UnaryOp, ValueId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,7 +59,11 @@ pub enum OutSrc {
 pub fn specialize(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Graph> {
     let mut g = graph.clone();
     if input_shapes.len() != g.inputs.len() {
-        return Err(Error::InvalidInput(format!("{} inputs given, the model has {}", input_shapes.len(), g.inputs.len())));
+        return Err(Error::InvalidInput(format!(
+            "{} inputs given, the model has {}",
+            input_shapes.len(),
+            g.inputs.len()
+        )));
     }
     for (&v, s) in g.inputs.clone().iter().zip(input_shapes) {
         g.values[v].shape = Some(from_fixed(s));
@@ -78,7 +82,10 @@ pub fn specialize(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Graph> {
         // Split sizes given as a computed tensor: the parts' shapes depend on data.
         if let (Op::Split { sizes: None, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) {
             if g.values[*s].constant.is_none() {
-                return Err(Error::Unsupported(format!("the split sizes of node '{}' are computed at run time", node.name)));
+                return Err(Error::Unsupported(format!(
+                    "the split sizes of node '{}' are computed at run time",
+                    node.name
+                )));
             }
         }
         for &o in &node.outputs {
@@ -120,7 +127,10 @@ pub struct GpuPlan {
 impl GpuPlan {
     /// Bytes of value `v` on the device.
     pub fn dev_bytes(&self, v: ValueId) -> u64 {
-        let n: usize = self.shapes[v].as_ref().map(|s| s.iter().product()).unwrap_or(0);
+        let n: usize = self.shapes[v]
+            .as_ref()
+            .map(|s| s.iter().product())
+            .unwrap_or(0);
         (n * self.dev_dtype[v].map(DType::size).unwrap_or(0)) as u64
     }
 
@@ -188,7 +198,11 @@ impl<'a> Builder<'a> {
     fn new(g: Graph, ctx: &'a GpuContext, opts: &'a GpuOptions) -> Self {
         let nv = g.values.len();
         let half = opts.precision == Precision::F16 && ctx.caps.f16;
-        let shapes: Vec<Option<Vec<usize>>> = g.values.iter().map(|v| v.shape.as_deref().and_then(fixed_shape)).collect();
+        let shapes: Vec<Option<Vec<usize>>> = g
+            .values
+            .iter()
+            .map(|v| v.shape.as_deref().and_then(fixed_shape))
+            .collect();
         let dev = g
             .values
             .iter()
@@ -254,7 +268,9 @@ impl<'a> Builder<'a> {
     /// the binding limit and 32-bit indexing.
     fn can_dev(&self, v: ValueId) -> bool {
         let Some(d) = self.dev[v] else { return false };
-        let Some(s) = &self.shapes[v] else { return false };
+        let Some(s) = &self.shapes[v] else {
+            return false;
+        };
         let n: usize = s.iter().product();
         n < (1 << 31) && ((n * d.size()) as u64) <= self.ctx.caps.max_binding
     }
@@ -360,30 +376,45 @@ impl<'a> Builder<'a> {
         let node = self.g.nodes[n].clone();
         // Every value the node reads (data inputs) and writes must fit the device.
         let data_inputs: Vec<ValueId> = match &node.op {
-            Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Reduce { .. } | Op::Split { .. } => {
-                node.inputs[0].into_iter().collect()
-            }
+            Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Reduce { .. }
+            | Op::Split { .. } => node.inputs[0].into_iter().collect(),
             Op::Clip => node.inputs[0].into_iter().collect(),
             _ => node.inputs.iter().flatten().copied().collect(),
         };
-        if data_inputs.is_empty() || !data_inputs.iter().chain(&node.outputs).all(|&v| self.can_dev(v)) {
+        if data_inputs.is_empty()
+            || !data_inputs
+                .iter()
+                .chain(&node.outputs)
+                .all(|&v| self.can_dev(v))
+        {
             return Ok(Lowered::Cpu);
         }
         let x = data_inputs[0];
         let out = node.outputs[0];
         let one = |op: GpuOp| Ok(Lowered::Gpu(vec![op], vec![]));
         match &node.op {
-            Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Identity => {
+            Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity => {
                 if node.outputs.len() == 1 && self.dev[x] == self.dev[out] {
                     return Ok(Lowered::Alias);
                 }
                 Ok(Lowered::Cpu)
             }
-            Op::Binary(_) | Op::Unary(_) | Op::Clip | Op::Sum | Op::BatchNorm { .. } => self.lower_chain(n),
+            Op::Binary(_) | Op::Unary(_) | Op::Clip | Op::Sum | Op::BatchNorm { .. } => {
+                self.lower_chain(n)
+            }
             Op::Conv(c) => self.lower_conv(n, c.clone()),
             Op::MatMul { .. } | Op::Gemm(_) => self.lower_gemm(n),
             Op::Pool(p) => {
-                let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+                let Some(dtype) = self.float(x) else {
+                    return Ok(Lowered::Cpu);
+                };
                 if node.outputs.len() != 1 || !(3..=4).contains(&self.shape(x).len()) {
                     return Ok(Lowered::Cpu);
                 }
@@ -392,10 +423,23 @@ impl<'a> Builder<'a> {
                 let spatial = xs.len() - 2;
                 let mut axes = [(1usize, 1usize, 1usize, 1usize, 1usize, 0usize, 0usize); 2];
                 for s in 0..spatial {
-                    let k = *p.window.kernel.get(s).ok_or_else(|| node.error(Error::Invalid("kernel_shape is too short".into())))?;
-                    let (o, begin, end) = p.window.output_dim(s, xs[2 + s], k).map_err(|e| node.error(e))?;
+                    let k = *p.window.kernel.get(s).ok_or_else(|| {
+                        node.error(Error::Invalid("kernel_shape is too short".into()))
+                    })?;
+                    let (o, begin, end) = p
+                        .window
+                        .output_dim(s, xs[2 + s], k)
+                        .map_err(|e| node.error(e))?;
                     let a = &mut axes[2 - spatial + s];
-                    *a = (xs[2 + s], o, k, p.window.strides.get(s).copied().unwrap_or(1), p.window.dilations.get(s).copied().unwrap_or(1), begin, end);
+                    *a = (
+                        xs[2 + s],
+                        o,
+                        k,
+                        p.window.strides.get(s).copied().unwrap_or(1),
+                        p.window.dilations.get(s).copied().unwrap_or(1),
+                        begin,
+                        end,
+                    );
                 }
                 let geometry = PoolGeometry {
                     planes: xs[0] * xs[1],
@@ -414,30 +458,68 @@ impl<'a> Builder<'a> {
                 if geometry.planes * geometry.oh * geometry.ow != os.iter().product::<usize>() {
                     return Ok(Lowered::Cpu);
                 }
-                one(GpuOp::Pool { x, out, geometry, dtype })
+                one(GpuOp::Pool {
+                    x,
+                    out,
+                    geometry,
+                    dtype,
+                })
             }
             Op::GlobalPool(kind) => {
-                let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+                let Some(dtype) = self.float(x) else {
+                    return Ok(Lowered::Cpu);
+                };
                 let shape = self.shape(x).to_vec();
                 if shape.len() < 3 {
                     return Ok(Lowered::Cpu);
                 }
-                let op = if *kind == PoolKind::Max { ReduceOp::Max } else { ReduceOp::Mean };
-                one(GpuOp::Reduce { x, out, op, axes: (2..shape.len()).collect(), shape, dtype })
+                let op = if *kind == PoolKind::Max {
+                    ReduceOp::Max
+                } else {
+                    ReduceOp::Mean
+                };
+                one(GpuOp::Reduce {
+                    x,
+                    out,
+                    op,
+                    axes: (2..shape.len()).collect(),
+                    shape,
+                    dtype,
+                })
             }
             Op::Softmax { axis, legacy } => {
-                let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+                let Some(dtype) = self.float(x) else {
+                    return Ok(Lowered::Cpu);
+                };
                 let s = self.shape(x).to_vec();
                 if s.is_empty() {
                     return Ok(Lowered::Cpu);
                 }
                 let ax = normalize_axis(*axis, s.len()).map_err(|e| node.error(e))?;
                 let outer: usize = s[..ax].iter().product();
-                let (len, inner) = if *legacy { (s[ax..].iter().product(), 1) } else { (s[ax], s[ax + 1..].iter().product()) };
-                one(GpuOp::Softmax { x, out, outer, len, inner, dtype })
+                let (len, inner) = if *legacy {
+                    (s[ax..].iter().product(), 1)
+                } else {
+                    (s[ax], s[ax + 1..].iter().product())
+                };
+                one(GpuOp::Softmax {
+                    x,
+                    out,
+                    outer,
+                    len,
+                    inner,
+                    dtype,
+                })
             }
-            Op::Reduce { op, axes, noop_with_empty_axes, .. } => {
-                let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+            Op::Reduce {
+                op,
+                axes,
+                noop_with_empty_axes,
+                ..
+            } => {
+                let Some(dtype) = self.float(x) else {
+                    return Ok(Lowered::Cpu);
+                };
                 let axes = match (axes, node.inputs.get(1).copied().flatten()) {
                     (Some(a), _) => a.clone(),
                     (None, Some(v)) => match self.constant(Some(v)) {
@@ -448,14 +530,28 @@ impl<'a> Builder<'a> {
                 };
                 let shape = self.shape(x).to_vec();
                 if axes.is_empty() && *noop_with_empty_axes {
-                    return Ok(if self.dev[x] == self.dev[out] { Lowered::Alias } else { Lowered::Cpu });
+                    return Ok(if self.dev[x] == self.dev[out] {
+                        Lowered::Alias
+                    } else {
+                        Lowered::Cpu
+                    });
                 }
                 let axes: Vec<usize> = if axes.is_empty() {
                     (0..shape.len()).collect()
                 } else {
-                    axes.iter().map(|&a| normalize_axis(a, shape.len())).collect::<Result<_>>().map_err(|e| node.error(e))?
+                    axes.iter()
+                        .map(|&a| normalize_axis(a, shape.len()))
+                        .collect::<Result<_>>()
+                        .map_err(|e| node.error(e))?
                 };
-                one(GpuOp::Reduce { x, out, op: *op, shape, axes, dtype })
+                one(GpuOp::Reduce {
+                    x,
+                    out,
+                    op: *op,
+                    shape,
+                    axes,
+                    dtype,
+                })
             }
             Op::Transpose { perm } => {
                 let shape = self.shape(x).to_vec();
@@ -477,7 +573,9 @@ impl<'a> Builder<'a> {
             Op::Split { axis, .. } => {
                 let whole = self.shape(x).to_vec();
                 let ax = normalize_axis(*axis, whole.len()).map_err(|e| node.error(e))?;
-                let Some(bytes) = self.dev[x].map(DType::size) else { return Ok(Lowered::Cpu) };
+                let Some(bytes) = self.dev[x].map(DType::size) else {
+                    return Ok(Lowered::Cpu);
+                };
                 if mover(self.ctx, bytes).is_none() {
                     return Ok(Lowered::Cpu);
                 }
@@ -485,19 +583,31 @@ impl<'a> Builder<'a> {
                 let mut ops = Vec::new();
                 for &o in &node.outputs {
                     let part = self.shape(o).to_vec();
-                    ops.push(GpuOp::Copy { out: o, pieces: vec![(x, Region::from_slice(&whole, &part, ax, start))], elem_bytes: bytes });
+                    ops.push(GpuOp::Copy {
+                        out: o,
+                        pieces: vec![(x, Region::from_slice(&whole, &part, ax, start))],
+                        elem_bytes: bytes,
+                    });
                     start += part[ax];
                 }
                 Ok(Lowered::Gpu(ops, vec![]))
             }
             Op::Cast { .. } => {
-                let (Some(from), Some(to)) = (self.dev[x], self.dev[out]) else { return Ok(Lowered::Cpu) };
+                let (Some(from), Some(to)) = (self.dev[x], self.dev[out]) else {
+                    return Ok(Lowered::Cpu);
+                };
                 if from == to {
                     return Ok(Lowered::Alias);
                 }
                 let needs64 = from == DType::I64 || to == DType::I64;
                 match (scalar_of(from), scalar_of(to)) {
-                    (Some(f), Some(t)) if !needs64 || self.ctx.caps.int64 => one(GpuOp::Cast { x, out, from: f, to: t, n: self.numel(x) }),
+                    (Some(f), Some(t)) if !needs64 || self.ctx.caps.int64 => one(GpuOp::Cast {
+                        x,
+                        out,
+                        from: f,
+                        to: t,
+                        n: self.numel(x),
+                    }),
                     _ => Ok(Lowered::Cpu),
                 }
             }
@@ -506,15 +616,30 @@ impl<'a> Builder<'a> {
     }
 
     fn copy_op(&self, x: ValueId, pieces: Vec<(ValueId, Region)>, out: ValueId) -> Result<Lowered> {
-        let Some(bytes) = self.dev[x].map(DType::size) else { return Ok(Lowered::Cpu) };
-        if mover(self.ctx, bytes).is_none() || pieces.iter().any(|(v, _)| self.dev[*v] != self.dev[x]) {
+        let Some(bytes) = self.dev[x].map(DType::size) else {
+            return Ok(Lowered::Cpu);
+        };
+        if mover(self.ctx, bytes).is_none()
+            || pieces.iter().any(|(v, _)| self.dev[*v] != self.dev[x])
+        {
             return Ok(Lowered::Cpu);
         }
-        Ok(Lowered::Gpu(vec![GpuOp::Copy { out, pieces, elem_bytes: bytes }], vec![]))
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Copy {
+                out,
+                pieces,
+                elem_bytes: bytes,
+            }],
+            vec![],
+        ))
     }
 
     /// The node as the start of an elementwise chain: operands and steps.
-    fn chain_form(&mut self, n: usize, chained: Option<ValueId>) -> Option<(Vec<ValueId>, Vec<EwStep>)> {
+    fn chain_form(
+        &mut self,
+        n: usize,
+        chained: Option<ValueId>,
+    ) -> Option<(Vec<ValueId>, Vec<EwStep>)> {
         let node = self.g.nodes[n].clone();
         let out_shape = self.shape(node.outputs[0]).to_vec();
         let arith = |b: BinaryOp| match b {
@@ -533,46 +658,81 @@ impl<'a> Builder<'a> {
                 let bound = |i: usize, default: f32| -> Option<f32> {
                     match node.inputs.get(i).copied().flatten() {
                         None => Some(default),
-                        Some(v) => self.constant(Some(v)).and_then(|t| t.scalar_f64().ok()).map(|x| x as f32),
+                        Some(v) => self
+                            .constant(Some(v))
+                            .and_then(|t| t.scalar_f64().ok())
+                            .map(|x| x as f32),
                     }
                 };
                 let (min, max) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
-                Some((vec![node.inputs[0]?], vec![EwStep::Unary(UnaryOp::Clamp { min, max })]))
+                Some((
+                    vec![node.inputs[0]?],
+                    vec![EwStep::Unary(UnaryOp::Clamp { min, max })],
+                ))
             }
             Op::Binary(b) => {
                 let (a, c) = (node.inputs[0]?, node.inputs[1]?);
                 let op = arith(*b);
                 let swap_start = match chained {
                     Some(v) => v == c && v != a,
-                    None => self.shape(a) != out_shape.as_slice() && self.shape(c) == out_shape.as_slice(),
+                    None => {
+                        self.shape(a) != out_shape.as_slice()
+                            && self.shape(c) == out_shape.as_slice()
+                    }
                 };
                 if chained.is_some_and(|v| a == v && c == v) {
                     return None;
                 }
                 if swap_start {
-                    Some((vec![c, a], vec![EwStep::Binary { op, operand: 1, swap: true }]))
+                    Some((
+                        vec![c, a],
+                        vec![EwStep::Binary {
+                            op,
+                            operand: 1,
+                            swap: true,
+                        }],
+                    ))
                 } else {
-                    Some((vec![a, c], vec![EwStep::Binary { op, operand: 1, swap: false }]))
+                    Some((
+                        vec![a, c],
+                        vec![EwStep::Binary {
+                            op,
+                            operand: 1,
+                            swap: false,
+                        }],
+                    ))
                 }
             }
             Op::Sum => {
                 let mut ins: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
                 let first = match chained {
                     Some(v) => ins.iter().position(|&i| i == v)?,
-                    None => ins.iter().position(|&i| self.shape(i) == out_shape.as_slice()).unwrap_or(0),
+                    None => ins
+                        .iter()
+                        .position(|&i| self.shape(i) == out_shape.as_slice())
+                        .unwrap_or(0),
                 };
                 let f = ins.remove(first);
                 if chained.is_some() && ins.contains(&f) {
                     return None;
                 }
-                let steps = (1..=ins.len()).map(|k| EwStep::Binary { op: Arith::Add, operand: k, swap: false }).collect();
+                let steps = (1..=ins.len())
+                    .map(|k| EwStep::Binary {
+                        op: Arith::Add,
+                        operand: k,
+                        swap: false,
+                    })
+                    .collect();
                 ins.insert(0, f);
                 Some((ins, steps))
             }
             Op::BatchNorm { epsilon } => {
                 let x = node.inputs[0]?;
                 self.float(x)?;
-                let params: Option<Vec<Arc<Tensor>>> = node.inputs[1..5].iter().map(|&i| self.constant(i)).collect();
+                let params: Option<Vec<Arc<Tensor>>> = node.inputs[1..5]
+                    .iter()
+                    .map(|&i| self.constant(i))
+                    .collect();
                 let params = params?;
                 let xs = self.shape(x).to_vec();
                 if xs.len() < 2 {
@@ -583,15 +743,22 @@ impl<'a> Builder<'a> {
                 if [&scale, &bias, &mean, &var].iter().any(|v| v.len() != c) {
                     return None;
                 }
-                let mul: Vec<f64> = (0..c).map(|i| scale[i] / (var[i] + f64::from(*epsilon)).sqrt()).collect();
+                let mul: Vec<f64> = (0..c)
+                    .map(|i| scale[i] / (var[i] + f64::from(*epsilon)).sqrt())
+                    .collect();
                 let add: Vec<f64> = (0..c).map(|i| bias[i] - mean[i] * mul[i]).collect();
                 let mut shape = vec![c];
                 shape.extend(std::iter::repeat_n(1, xs.len() - 2));
                 let dtype = self.g.values[x].dtype?;
                 let make = |v: &[f64]| -> Option<Tensor> {
                     match dtype {
-                        DType::F16 => Tensor::from_vec(shape.clone(), v.iter().map(|&x| metal_mps_ir::f16::from_f64(x)).collect()).ok(),
-                        _ => Tensor::from_vec(shape.clone(), v.iter().map(|&x| x as f32).collect()).ok(),
+                        DType::F16 => Tensor::from_vec(
+                            shape.clone(),
+                            v.iter().map(|&x| metal_mps_ir::f16::from_f64(x)).collect(),
+                        )
+                        .ok(),
+                        _ => Tensor::from_vec(shape.clone(), v.iter().map(|&x| x as f32).collect())
+                            .ok(),
                     }
                 };
                 let (tm, ta) = (make(&mul)?, make(&add)?);
@@ -600,7 +767,18 @@ impl<'a> Builder<'a> {
                 let va = self.add_const(format!("{name}.gpu_shift"), ta, x);
                 Some((
                     vec![x, vm, va],
-                    vec![EwStep::Binary { op: Arith::Mul, operand: 1, swap: false }, EwStep::Binary { op: Arith::Add, operand: 2, swap: false }],
+                    vec![
+                        EwStep::Binary {
+                            op: Arith::Mul,
+                            operand: 1,
+                            swap: false,
+                        },
+                        EwStep::Binary {
+                            op: Arith::Add,
+                            operand: 2,
+                            swap: false,
+                        },
+                    ],
                 ))
             }
             _ => None,
@@ -638,9 +816,20 @@ impl<'a> Builder<'a> {
 
     /// Appends a device conversion `out = cast(x)` between their device dtypes.
     fn push_cast(&mut self, x: ValueId, out: ValueId) {
-        let (from, to) = (self.dev[x].and_then(scalar_of), self.dev[out].and_then(scalar_of));
-        let (Some(from), Some(to)) = (from, to) else { unreachable!("casts are made between device dtypes") };
-        self.steps.push(Step::Gpu(Box::new(GpuOp::Cast { x, out, from, to, n: self.numel(x) })));
+        let (from, to) = (
+            self.dev[x].and_then(scalar_of),
+            self.dev[out].and_then(scalar_of),
+        );
+        let (Some(from), Some(to)) = (from, to) else {
+            unreachable!("casts are made between device dtypes")
+        };
+        self.steps.push(Step::Gpu(Box::new(GpuOp::Cast {
+            x,
+            out,
+            from,
+            to,
+            n: self.numel(x),
+        })));
         self.dev_avail[out] = true;
     }
 
@@ -656,11 +845,18 @@ impl<'a> Builder<'a> {
 
     fn lower_chain(&mut self, n: usize) -> Result<Lowered> {
         let out0 = self.g.nodes[n].outputs[0];
-        let Some(d) = self.dev[out0] else { return Ok(Lowered::Cpu) };
-        let Some((mut operands, mut steps)) = self.chain_form(n, None) else { return self.lower_batchnorm(n) };
+        let Some(d) = self.dev[out0] else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some((mut operands, mut steps)) = self.chain_form(n, None) else {
+            return self.lower_batchnorm(n);
+        };
         let chain_shape = self.shape(out0).to_vec();
-        if operands.iter().any(|&v| self.dev[v] != Some(d) || broadcast_shapes(self.shape(v), &chain_shape).as_deref() != Some(&chain_shape[..]))
-            || !self.chain_supported(d, &steps)
+        if operands.iter().any(|&v| {
+            self.dev[v] != Some(d)
+                || broadcast_shapes(self.shape(v), &chain_shape).as_deref()
+                    != Some(&chain_shape[..])
+        }) || !self.chain_supported(d, &steps)
         {
             return Ok(Lowered::Cpu);
         }
@@ -669,13 +865,22 @@ impl<'a> Builder<'a> {
         // Extend through single consumers of the same shape and dtype.
         while let Some(j) = self.sole_consumer(out) {
             let jo = self.g.nodes[j].outputs[0];
-            if self.g.nodes[j].outputs.len() != 1 || self.shape(jo) != chain_shape.as_slice() || self.dev[jo] != Some(d) || !self.can_dev(jo) {
+            if self.g.nodes[j].outputs.len() != 1
+                || self.shape(jo) != chain_shape.as_slice()
+                || self.dev[jo] != Some(d)
+                || !self.can_dev(jo)
+            {
                 break;
             }
-            if !matches!(self.g.nodes[j].op, Op::Binary(_) | Op::Unary(_) | Op::Clip | Op::Sum | Op::BatchNorm { .. }) {
+            if !matches!(
+                self.g.nodes[j].op,
+                Op::Binary(_) | Op::Unary(_) | Op::Clip | Op::Sum | Op::BatchNorm { .. }
+            ) {
                 break;
             }
-            let Some((others, more)) = self.chain_form(j, Some(out)) else { break };
+            let Some((others, more)) = self.chain_form(j, Some(out)) else {
+                break;
+            };
             // `others[0]` is the chained value; the rest become operands.
             let mut map = vec![0usize];
             let mut new_operands = operands.clone();
@@ -693,12 +898,20 @@ impl<'a> Builder<'a> {
                 };
                 map.push(idx);
             }
-            if map.is_empty() || new_operands.len() > MAX_OPERANDS || steps.len() + more.len() > MAX_STEPS || !self.chain_supported(d, &more) {
+            if map.is_empty()
+                || new_operands.len() > MAX_OPERANDS
+                || steps.len() + more.len() > MAX_STEPS
+                || !self.chain_supported(d, &more)
+            {
                 break;
             }
             for s in more {
                 steps.push(match s {
-                    EwStep::Binary { op, operand, swap } => EwStep::Binary { op, operand: map[operand], swap },
+                    EwStep::Binary { op, operand, swap } => EwStep::Binary {
+                        op,
+                        operand: map[operand],
+                        swap,
+                    },
                     u => u,
                 });
             }
@@ -709,21 +922,45 @@ impl<'a> Builder<'a> {
         if operands.len() > MAX_OPERANDS || steps.len() > MAX_STEPS {
             return Ok(Lowered::Cpu);
         }
-        let Some(dtype) = scalar_of(d) else { return Ok(Lowered::Cpu) };
-        let operands = operands.into_iter().map(|v| (v, self.shape(v).to_vec())).collect();
-        Ok(Lowered::Gpu(vec![GpuOp::Chain { out, out_shape: chain_shape, operands, steps, dtype }], absorbed))
+        let Some(dtype) = scalar_of(d) else {
+            return Ok(Lowered::Cpu);
+        };
+        let operands = operands
+            .into_iter()
+            .map(|v| (v, self.shape(v).to_vec()))
+            .collect();
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Chain {
+                out,
+                out_shape: chain_shape,
+                operands,
+                steps,
+                dtype,
+            }],
+            absorbed,
+        ))
     }
 
     /// BatchNormalization whose parameters are computed at run time.
     fn lower_batchnorm(&self, n: usize) -> Result<Lowered> {
         let node = &self.g.nodes[n];
-        let Op::BatchNorm { epsilon } = node.op else { return Ok(Lowered::Cpu) };
+        let Op::BatchNorm { epsilon } = node.op else {
+            return Ok(Lowered::Cpu);
+        };
         let ins: Option<Vec<ValueId>> = node.inputs.iter().take(5).copied().collect();
-        let Some(ins) = ins.filter(|i| i.len() == 5) else { return Ok(Lowered::Cpu) };
+        let Some(ins) = ins.filter(|i| i.len() == 5) else {
+            return Ok(Lowered::Cpu);
+        };
         let (x, out) = (ins[0], node.outputs[0]);
-        let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+        let Some(dtype) = self.float(x) else {
+            return Ok(Lowered::Cpu);
+        };
         let xs = self.shape(x);
-        if xs.len() < 2 || ins[1..].iter().any(|&p| self.dev[p] != self.dev[x] || self.numel(p) != xs[1]) {
+        if xs.len() < 2
+            || ins[1..]
+                .iter()
+                .any(|&p| self.dev[p] != self.dev[x] || self.numel(p) != xs[1])
+        {
             return Ok(Lowered::Cpu);
         }
         let op = GpuOp::BatchNorm {
@@ -743,7 +980,18 @@ impl<'a> Builder<'a> {
     /// broadcast along rows), then an activation, when they are the only readers.
     /// Returns (residual, bias with its n-stride, activation, final output, absorbed).
     #[allow(clippy::type_complexity)]
-    fn epilogue(&self, out: ValueId, act: Option<UnaryOp>, c_ok: Option<usize>) -> (Option<ValueId>, Option<ValueId>, Option<UnaryOp>, ValueId, Vec<usize>) {
+    fn epilogue(
+        &self,
+        out: ValueId,
+        act: Option<UnaryOp>,
+        c_ok: Option<usize>,
+    ) -> (
+        Option<ValueId>,
+        Option<ValueId>,
+        Option<UnaryOp>,
+        ValueId,
+        Vec<usize>,
+    ) {
         let mut absorbed = Vec::new();
         let (mut res, mut bias, mut act, mut y) = (None, None, act, out);
         if act.is_none() {
@@ -752,13 +1000,18 @@ impl<'a> Builder<'a> {
                 if node.op == Op::Binary(BinaryOp::Add) && node.inputs.len() == 2 {
                     let (a, b) = (node.inputs[0], node.inputs[1]);
                     let other = if a == Some(y) { b } else { a };
-                    if let Some(o) = other.filter(|&o| o != y && self.dev[o] == self.dev[y] && self.can_dev(o)) {
+                    if let Some(o) =
+                        other.filter(|&o| o != y && self.dev[o] == self.dev[y] && self.can_dev(o))
+                    {
                         let jo = node.outputs[0];
                         if self.shape(o) == self.shape(y) && self.shape(jo) == self.shape(y) {
                             res = Some(o);
                         } else if let Some(nn) = c_ok {
                             let s = self.shape(o);
-                            if s.last() == Some(&nn) && s.iter().rev().skip(1).all(|&d| d == 1) && self.shape(jo) == self.shape(y) {
+                            if s.last() == Some(&nn)
+                                && s.iter().rev().skip(1).all(|&d| d == 1)
+                                && self.shape(jo) == self.shape(y)
+                            {
                                 bias = Some(o);
                             }
                         }
@@ -784,8 +1037,12 @@ impl<'a> Builder<'a> {
 
     fn lower_conv(&mut self, n: usize, c: metal_mps_ir::ConvAttrs) -> Result<Lowered> {
         let node = self.g.nodes[n].clone();
-        let (Some(x), Some(w)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else { return Ok(Lowered::Cpu) };
-        let Some(dtype) = self.float(x) else { return Ok(Lowered::Cpu) };
+        let (Some(x), Some(w)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some(dtype) = self.float(x) else {
+            return Ok(Lowered::Cpu);
+        };
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         if !(3..=4).contains(&xs.len()) || ws.len() != xs.len() || self.dev[w] != self.dev[x] {
             return Ok(Lowered::Cpu);
@@ -808,7 +1065,10 @@ impl<'a> Builder<'a> {
         for s in 0..spatial {
             let slot = 2 - spatial + s;
             let k = ws[2 + s];
-            let (o, begin, _) = c.window.output_dim(s, xs[2 + s], k).map_err(|e| node.error(e))?;
+            let (o, begin, _) = c
+                .window
+                .output_dim(s, xs[2 + s], k)
+                .map_err(|e| node.error(e))?;
             if slot == 0 {
                 (geo.ih, geo.oh) = (xs[2 + s], o);
             } else {
@@ -819,7 +1079,11 @@ impl<'a> Builder<'a> {
             geo.dilation[slot] = c.window.dilations.get(s).copied().unwrap_or(1);
             geo.pad[slot] = begin;
         }
-        if c.group == 0 || !geo.ic.is_multiple_of(c.group) || !geo.oc.is_multiple_of(c.group) || ws[1] * c.group != geo.ic {
+        if c.group == 0
+            || !geo.ic.is_multiple_of(c.group)
+            || !geo.oc.is_multiple_of(c.group)
+            || ws[1] * c.group != geo.ic
+        {
             return Ok(Lowered::Cpu);
         }
         let out0 = node.outputs[0];
@@ -832,14 +1096,39 @@ impl<'a> Builder<'a> {
         }
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
-        let tiles = choose_tiles(self.ctx, Product::Conv, dtype, m, nn, c.group, self.opts.cooperative_matrix);
-        Ok(Lowered::Gpu(vec![GpuOp::Conv { x, w, bias, residual, act, out, geometry: geo, dtype, tiles }], absorbed))
+        let tiles = choose_tiles(
+            self.ctx,
+            Product::Conv,
+            dtype,
+            m,
+            nn,
+            c.group,
+            self.opts.cooperative_matrix,
+        );
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Conv {
+                x,
+                w,
+                bias,
+                residual,
+                act,
+                out,
+                geometry: geo,
+                dtype,
+                tiles,
+            }],
+            absorbed,
+        ))
     }
 
     fn lower_gemm(&mut self, n: usize) -> Result<Lowered> {
         let node = self.g.nodes[n].clone();
-        let (Some(a), Some(b)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else { return Ok(Lowered::Cpu) };
-        let Some(dtype) = self.float(a) else { return Ok(Lowered::Cpu) };
+        let (Some(a), Some(b)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some(dtype) = self.float(a) else {
+            return Ok(Lowered::Cpu);
+        };
         if self.dev[b] != self.dev[a] {
             return Ok(Lowered::Cpu);
         }
@@ -867,7 +1156,11 @@ impl<'a> Builder<'a> {
                 if sa.len() != 2 || sb.len() != 2 {
                     return Ok(Lowered::Cpu);
                 }
-                let (m, k) = if attrs.trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+                let (m, k) = if attrs.trans_a {
+                    (sa[1], sa[0])
+                } else {
+                    (sa[0], sa[1])
+                };
                 let nn = if attrs.trans_b { sb[0] } else { sb[1] };
                 g.m = m;
                 g.n = nn;
@@ -877,7 +1170,13 @@ impl<'a> Builder<'a> {
                 g.alpha = attrs.alpha;
                 g.beta = attrs.beta;
                 act = unary_of(attrs.activation);
-                if let Some(cv) = node.inputs.get(2).copied().flatten().filter(|_| attrs.beta != 0.0) {
+                if let Some(cv) = node
+                    .inputs
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .filter(|_| attrs.beta != 0.0)
+                {
                     if self.dev[cv] != self.dev[a] {
                         return Ok(Lowered::Cpu);
                     }
@@ -897,8 +1196,16 @@ impl<'a> Builder<'a> {
                 if sa.is_empty() || sb.is_empty() {
                     return Ok(Lowered::Cpu);
                 }
-                let a2 = if sa.len() == 1 { vec![1, sa[0]] } else { sa.clone() };
-                let b2 = if sb.len() == 1 { vec![sb[0], 1] } else { sb.clone() };
+                let a2 = if sa.len() == 1 {
+                    vec![1, sa[0]]
+                } else {
+                    sa.clone()
+                };
+                let b2 = if sb.len() == 1 {
+                    vec![sb[0], 1]
+                } else {
+                    sb.clone()
+                };
                 let (ra, rb) = (a2.len(), b2.len());
                 g.m = a2[ra - 2];
                 g.k = a2[ra - 1];
@@ -907,7 +1214,9 @@ impl<'a> Builder<'a> {
                     return Ok(Lowered::Cpu);
                 }
                 let (ab, bb) = (&a2[..ra - 2], &b2[..rb - 2]);
-                let Some(batch) = broadcast_shapes(ab, bb) else { return Ok(Lowered::Cpu) };
+                let Some(batch) = broadcast_shapes(ab, bb) else {
+                    return Ok(Lowered::Cpu);
+                };
                 let bstrides = |own: &[usize], inner: usize| -> Vec<usize> {
                     let st = metal_mps_ir::strides(own);
                     (0..batch.len())
@@ -942,22 +1251,48 @@ impl<'a> Builder<'a> {
             }
             ok
         };
-        if !g.batch.is_empty() && g.b_batch_stride.iter().all(|&s| s == 0) && a_contiguous && c_input.is_none_or(|c| c.1[0] == 0) {
+        if !g.batch.is_empty()
+            && g.b_batch_stride.iter().all(|&s| s == 0)
+            && a_contiguous
+            && c_input.is_none_or(|c| c.1[0] == 0)
+        {
             g.m *= g.batch.iter().product::<usize>();
             g.batch.clear();
             g.a_batch_stride.clear();
             g.b_batch_stride.clear();
         }
         // Coalesce leading batch dims beyond what the kernel takes.
-        if g.batch.len() > MAX_BATCH_DIMS || g.batch.iter().product::<usize>() > crate::ops::MAX_GROUPS as usize {
+        if g.batch.len() > MAX_BATCH_DIMS
+            || g.batch.iter().product::<usize>() > crate::ops::MAX_GROUPS as usize
+        {
             return Ok(Lowered::Cpu);
         }
         let batch = g.batch.iter().product::<usize>().max(1);
         if batch * g.m * g.n != self.numel(out0) {
             return Ok(Lowered::Cpu);
         }
-        let tiles = choose_tiles(self.ctx, Product::MatMul, dtype, g.m, g.n, batch, self.opts.cooperative_matrix);
-        Ok(Lowered::Gpu(vec![GpuOp::Gemm { a, b, c: c_input, residual, out, gemm: g, dtype, tiles }], absorbed))
+        let tiles = choose_tiles(
+            self.ctx,
+            Product::MatMul,
+            dtype,
+            g.m,
+            g.n,
+            batch,
+            self.opts.cooperative_matrix,
+        );
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Gemm {
+                a,
+                b,
+                c: c_input,
+                residual,
+                out,
+                gemm: g,
+                dtype,
+                tiles,
+            }],
+            absorbed,
+        ))
     }
 
     fn finish(mut self) -> Result<GpuPlan> {
@@ -976,12 +1311,20 @@ impl<'a> Builder<'a> {
                     outputs.push(OutSrc::Device(o));
                 }
             } else {
-                return Err(Error::InvalidModel(format!("output '{}' is never computed", self.g.values[o].name)));
+                return Err(Error::InvalidModel(format!(
+                    "output '{}' is never computed",
+                    self.g.values[o].name
+                )));
             }
         }
         // Device homes of roots.
         let nv = self.g.values.len();
-        let uploaded: HashMap<ValueId, usize> = self.input_dev_value.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+        let uploaded: HashMap<ValueId, usize> = self
+            .input_dev_value
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v, i))
+            .collect();
         let mut home: Vec<Option<DevHome>> = vec![None; nv];
         for (v, h) in home.iter_mut().enumerate() {
             if self.root[v] != v || !self.dev_avail[v] {
@@ -1028,7 +1371,10 @@ impl<'a> Builder<'a> {
             }
         }
         let bytes = |v: ValueId, this: &Builder| -> u64 {
-            let n: usize = this.shapes[v].as_ref().map(|s| s.iter().product()).unwrap_or(0);
+            let n: usize = this.shapes[v]
+                .as_ref()
+                .map(|s| s.iter().product())
+                .unwrap_or(0);
             crate::transfer::aligned((n * this.dev[v].map(DType::size).unwrap_or(0)) as u64)
         };
         let mut by_step: Vec<Vec<ValueId>> = vec![Vec::new(); end + 1];
@@ -1052,7 +1398,12 @@ impl<'a> Builder<'a> {
                     .filter(|(_, &sl)| slot_bytes[sl] >= need)
                     .min_by_key(|(_, &sl)| slot_bytes[sl])
                     .map(|(i, _)| i)
-                    .or_else(|| free.iter().enumerate().max_by_key(|(_, &sl)| slot_bytes[sl]).map(|(i, _)| i));
+                    .or_else(|| {
+                        free.iter()
+                            .enumerate()
+                            .max_by_key(|(_, &sl)| slot_bytes[sl])
+                            .map(|(i, _)| i)
+                    });
                 let slot = match pick {
                     Some(i) => free.swap_remove(i),
                     None => {

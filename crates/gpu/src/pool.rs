@@ -50,7 +50,11 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { max_pool_bytes: 1 << 30, max_age: Duration::from_secs(60), verbose: false }
+        PoolConfig {
+            max_pool_bytes: 1 << 30,
+            max_age: Duration::from_secs(60),
+            verbose: false,
+        }
     }
 }
 
@@ -71,7 +75,8 @@ impl PoolConfig {
                 None => eprintln!("[metal_mps gpu] ignoring {MAX_BUFFER_AGE_ENV}={v:?}: expected seconds like 30, 0.5 or 250ms"),
             }
         }
-        c.verbose = std::env::var(VERBOSE_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        c.verbose =
+            std::env::var(VERBOSE_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         c
     }
 }
@@ -160,7 +165,9 @@ pub struct Pool<A: Allocator> {
 
 impl<A: Allocator> Clone for Pool<A> {
     fn clone(&self) -> Self {
-        Pool { shared: self.shared.clone() }
+        Pool {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -186,7 +193,9 @@ impl<A: Allocator> Pooled<A> {
 impl<A: Allocator> std::ops::Deref for Pooled<A> {
     type Target = A::Buffer;
     fn deref(&self) -> &A::Buffer {
-        self.buffer.as_ref().expect("a pooled buffer is present until dropped")
+        self.buffer
+            .as_ref()
+            .expect("a pooled buffer is present until dropped")
     }
 }
 
@@ -204,7 +213,10 @@ fn lock<B>(m: &Mutex<State<B>>) -> MutexGuard<'_, State<B>> {
 
 /// The bucket a request of `size` bytes is served from.
 pub fn bucket_size(size: u64, max: u64) -> u64 {
-    let b = size.max(MIN_BUCKET).checked_next_power_of_two().unwrap_or(u64::MAX);
+    let b = size
+        .max(MIN_BUCKET)
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX);
     if b <= max {
         b
     } else {
@@ -213,18 +225,30 @@ pub fn bucket_size(size: u64, max: u64) -> u64 {
     }
 }
 
-fn release<A: Allocator>(shared: &Shared<A>, class: BufferClass, size: u64, buffer: A::Buffer, now: Instant) {
+fn release<A: Allocator>(
+    shared: &Shared<A>,
+    class: BufferClass,
+    size: u64,
+    buffer: A::Buffer,
+    now: Instant,
+) {
     let mut st = lock(&shared.state);
     st.stats.bytes_in_use -= size;
     if size > st.config.max_pool_bytes {
         // Keeping it would push out everything else: free it at once.
         st.stats.evictions += 1;
         if st.config.verbose {
-            eprintln!("[metal_mps gpu] pool: freed a {size} byte buffer (larger than the pool cap)");
+            eprintln!(
+                "[metal_mps gpu] pool: freed a {size} byte buffer (larger than the pool cap)"
+            );
         }
         return;
     }
-    st.free.entry((class, size)).or_default().push(Entry { buffer, size, released: now });
+    st.free.entry((class, size)).or_default().push(Entry {
+        buffer,
+        size,
+        released: now,
+    });
     st.stats.bytes_pooled += size;
     st.stats.buffers_pooled += 1;
     enforce_cap(&mut st);
@@ -255,7 +279,10 @@ fn evicted<B>(st: &mut State<B>, e: &Entry<B>, why: &str) {
     st.stats.buffers_pooled -= 1;
     st.stats.evictions += 1;
     if st.config.verbose {
-        eprintln!("[metal_mps gpu] pool: freed a {} byte buffer ({why})", e.size);
+        eprintln!(
+            "[metal_mps gpu] pool: freed a {} byte buffer ({why})",
+            e.size
+        );
     }
 }
 
@@ -272,7 +299,10 @@ fn trim_locked<B>(st: &mut State<B>, now: Instant) {
     let mut gone = Vec::new();
     for list in st.free.values_mut() {
         // Lists are ordered by release time: aged entries are at the front.
-        let n = list.iter().take_while(|e| now.saturating_duration_since(e.released) > max_age).count();
+        let n = list
+            .iter()
+            .take_while(|e| now.saturating_duration_since(e.released) > max_age)
+            .count();
         gone.extend(list.drain(..n));
     }
     st.free.retain(|_, v| !v.is_empty());
@@ -283,8 +313,18 @@ fn trim_locked<B>(st: &mut State<B>, now: Instant) {
 
 impl<A: Allocator> Pool<A> {
     pub fn with_allocator(allocator: A, config: PoolConfig) -> Self {
-        let state = State { config, free: HashMap::new(), stats: PoolStats::default(), last_trim: Instant::now() };
-        Pool { shared: Arc::new(Shared { allocator, state: Mutex::new(state) }) }
+        let state = State {
+            config,
+            free: HashMap::new(),
+            stats: PoolStats::default(),
+            last_trim: Instant::now(),
+        };
+        Pool {
+            shared: Arc::new(Shared {
+                allocator,
+                state: Mutex::new(state),
+            }),
+        }
     }
 
     /// A buffer of at least `size` bytes: the most recently released one of its
@@ -292,7 +332,9 @@ impl<A: Allocator> Pool<A> {
     pub fn acquire(&self, class: BufferClass, size: u64) -> Result<Pooled<A>> {
         let max = self.shared.allocator.max_size();
         if size > max {
-            return Err(Error::OutOfMemory { bytes: size as usize });
+            return Err(Error::OutOfMemory {
+                bytes: size as usize,
+            });
         }
         let bucket = bucket_size(size, max);
         let reused = {
@@ -331,7 +373,12 @@ impl<A: Allocator> Pool<A> {
                 }
             }
         };
-        Ok(Pooled { buffer: Some(buffer), class, size: bucket, pool: self.shared.clone() })
+        Ok(Pooled {
+            buffer: Some(buffer),
+            class,
+            size: bucket,
+            pool: self.shared.clone(),
+        })
     }
 
     /// Frees every pooled buffer released longer ago than the configured age.
@@ -393,7 +440,9 @@ impl Allocator for WgpuAllocator {
         });
         match pollster::block_on(scope.pop()) {
             None => Ok(buffer),
-            Some(_) => Err(Error::OutOfMemory { bytes: size as usize }),
+            Some(_) => Err(Error::OutOfMemory {
+                bytes: size as usize,
+            }),
         }
     }
 
@@ -435,7 +484,14 @@ mod tests {
     }
 
     fn pool(cap: u64, age: Duration) -> Pool<Fake> {
-        Pool::with_allocator(Fake::default(), PoolConfig { max_pool_bytes: cap, max_age: age, verbose: false })
+        Pool::with_allocator(
+            Fake::default(),
+            PoolConfig {
+                max_pool_bytes: cap,
+                max_age: age,
+                verbose: false,
+            },
+        )
     }
 
     #[test]
@@ -462,7 +518,10 @@ mod tests {
             b.0
         };
         let s = p.stats();
-        assert_eq!((s.bytes_in_use, s.bytes_pooled, s.buffers_pooled), (0, 1024, 1));
+        assert_eq!(
+            (s.bytes_in_use, s.bytes_pooled, s.buffers_pooled),
+            (0, 1024, 1)
+        );
         // Same bucket: the same buffer.
         let again = p.acquire(BufferClass::Storage, 600).unwrap();
         assert_eq!(again.0, id);
@@ -514,7 +573,10 @@ mod tests {
         drop(p.acquire(BufferClass::Storage, 8192).unwrap());
         assert_eq!(p.stats().bytes_pooled, 1024);
         // Lowering the cap applies at once.
-        p.set_config(PoolConfig { max_pool_bytes: 0, ..p.config() });
+        p.set_config(PoolConfig {
+            max_pool_bytes: 0,
+            ..p.config()
+        });
         assert_eq!(p.stats().bytes_pooled, 0);
     }
 

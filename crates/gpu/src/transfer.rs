@@ -32,7 +32,9 @@ pub fn write(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: &[u8]) {
 
 /// A pooled storage buffer holding `bytes`.
 pub fn upload(ctx: &GpuContext, bytes: &[u8]) -> Result<PooledBuffer> {
-    let b = ctx.pool.acquire(BufferClass::Storage, aligned(bytes.len() as u64))?;
+    let b = ctx
+        .pool
+        .acquire(BufferClass::Storage, aligned(bytes.len() as u64))?;
     write(ctx, &b, bytes);
     Ok(b)
 }
@@ -45,7 +47,12 @@ pub struct Download {
 
 /// Records the copy of the first `len` bytes of `src` into a staging buffer.
 /// `src` must hold at least `len` rounded up to [`ALIGN`] bytes.
-pub fn record_download(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, len: usize) -> Result<Download> {
+pub fn record_download(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    src: &wgpu::Buffer,
+    len: usize,
+) -> Result<Download> {
     let size = aligned(len as u64);
     let staging = ctx.pool.acquire(BufferClass::Readback, size)?;
     if len > 0 {
@@ -64,12 +71,21 @@ impl Download {
     }
 
     /// Waits for `submission` and copies the bytes into `dst` (`len` bytes).
-    pub fn read_into(self, ctx: &GpuContext, submission: &wgpu::SubmissionIndex, dst: &mut [u8]) -> Result<()> {
+    pub fn read_into(
+        self,
+        ctx: &GpuContext,
+        submission: &wgpu::SubmissionIndex,
+        dst: &mut [u8],
+    ) -> Result<()> {
         if self.len == 0 {
             return Ok(());
         }
         if dst.len() != self.len {
-            return Err(Error::Device(format!("download of {} bytes into {} bytes", self.len, dst.len())));
+            return Err(Error::Device(format!(
+                "download of {} bytes into {} bytes",
+                self.len,
+                dst.len()
+            )));
         }
         let size = aligned(self.len as u64);
         let slice = self.staging.slice(..size);
@@ -83,12 +99,15 @@ impl Download {
             // The callback runs inside a poll; another thread's poll may hold it.
             Err(_) => {
                 ctx.wait_idle()?;
-                rx.recv().map_err(|_| Error::Device("the download was dropped".into()))?
+                rx.recv()
+                    .map_err(|_| Error::Device("the download was dropped".into()))?
             }
         };
         mapped.map_err(|e| Error::Device(format!("mapping a download failed: {e}")))?;
         {
-            let view = slice.get_mapped_range().map_err(|e| Error::Device(format!("reading a download failed: {e}")))?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Device(format!("reading a download failed: {e}")))?;
             dst.copy_from_slice(&view[..self.len]);
         }
         self.staging.unmap();

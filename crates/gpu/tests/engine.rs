@@ -16,7 +16,9 @@ struct B {
 
 impl B {
     fn new() -> B {
-        B { g: Graph::default() }
+        B {
+            g: Graph::default(),
+        }
     }
 
     fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> ValueId {
@@ -39,8 +41,17 @@ impl B {
 
     fn node(&mut self, op: Op, inputs: &[Option<ValueId>], outputs: usize) -> Vec<ValueId> {
         let name = format!("n{}_{}", self.g.nodes.len(), op.name());
-        let outs: Vec<ValueId> = (0..outputs).map(|i| self.g.add_value(format!("{name}.out{i}"))).collect();
-        self.g.nodes.push(Node { name, onnx_op: op.name(), op, opset: 17, inputs: inputs.to_vec(), outputs: outs.clone() });
+        let outs: Vec<ValueId> = (0..outputs)
+            .map(|i| self.g.add_value(format!("{name}.out{i}")))
+            .collect();
+        self.g.nodes.push(Node {
+            name,
+            onnx_op: op.name(),
+            op,
+            opset: 17,
+            inputs: inputs.to_vec(),
+            outputs: outs.clone(),
+        });
         outs
     }
 
@@ -57,7 +68,14 @@ impl B {
 }
 
 fn window(kernel: &[usize], strides: &[usize], pads: &[usize]) -> Window {
-    Window { kernel: kernel.to_vec(), strides: strides.to_vec(), dilations: vec![], pads: pads.to_vec(), auto_pad: AutoPad::NotSet, ceil_mode: false }
+    Window {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        dilations: vec![],
+        pads: pads.to_vec(),
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    }
 }
 
 fn input(shape: &[usize], seed: u64) -> Tensor {
@@ -86,17 +104,55 @@ fn spec_ops_run_on_the_gpu_and_match_the_cpu() {
         return;
     }
     let mut b = B::new();
-    let x = b.input("x", DType::F32, vec![Dim::Sym("batch".into()), Dim::Fixed(4), Dim::Fixed(10), Dim::Fixed(10)]);
+    let x = b.input(
+        "x",
+        DType::F32,
+        vec![
+            Dim::Sym("batch".into()),
+            Dim::Fixed(4),
+            Dim::Fixed(10),
+            Dim::Fixed(10),
+        ],
+    );
     let w = b.weights(&[8, 4, 3, 3], 1);
-    let conv = b.one(Op::Conv(ConvAttrs { window: window(&[], &[1, 1], &[1, 1, 1, 1]), group: 1, activation: Activation::None }), &[x, w]);
-    let bn_params: Vec<ValueId> = (0..4).map(|i| {
-        let v: Vec<f32> = rand(8, 10 + i).iter().map(|x| if i == 3 { x.abs() + 0.5 } else { *x }).collect();
-        b.constant(Tensor::from_vec(vec![8], v).unwrap())
-    }).collect();
-    let bn = b.one(Op::BatchNorm { epsilon: 1e-5 }, &[conv, bn_params[0], bn_params[1], bn_params[2], bn_params[3]]);
+    let conv = b.one(
+        Op::Conv(ConvAttrs {
+            window: window(&[], &[1, 1], &[1, 1, 1, 1]),
+            group: 1,
+            activation: Activation::None,
+        }),
+        &[x, w],
+    );
+    let bn_params: Vec<ValueId> = (0..4)
+        .map(|i| {
+            let v: Vec<f32> = rand(8, 10 + i)
+                .iter()
+                .map(|x| if i == 3 { x.abs() + 0.5 } else { *x })
+                .collect();
+            b.constant(Tensor::from_vec(vec![8], v).unwrap())
+        })
+        .collect();
+    let bn = b.one(
+        Op::BatchNorm { epsilon: 1e-5 },
+        &[conv, bn_params[0], bn_params[1], bn_params[2], bn_params[3]],
+    );
     let relu = b.one(Op::Unary(UnaryOp::Relu), &[bn]);
-    let mp = b.one(Op::Pool(PoolAttrs { kind: PoolKind::Max, window: window(&[2, 2], &[2, 2], &[0, 0, 0, 0]), count_include_pad: false }), &[relu]);
-    let ap = b.one(Op::Pool(PoolAttrs { kind: PoolKind::Average, window: window(&[3, 3], &[1, 1], &[1, 1, 1, 1]), count_include_pad: true }), &[mp]);
+    let mp = b.one(
+        Op::Pool(PoolAttrs {
+            kind: PoolKind::Max,
+            window: window(&[2, 2], &[2, 2], &[0, 0, 0, 0]),
+            count_include_pad: false,
+        }),
+        &[relu],
+    );
+    let ap = b.one(
+        Op::Pool(PoolAttrs {
+            kind: PoolKind::Average,
+            window: window(&[3, 3], &[1, 1], &[1, 1, 1, 1]),
+            count_include_pad: true,
+        }),
+        &[mp],
+    );
     let sig = b.one(Op::Unary(UnaryOp::Sigmoid), &[ap]);
     let th = b.one(Op::Unary(UnaryOp::Tanh), &[mp]);
     let two = b.constant(Tensor::scalar(2.0f32));
@@ -105,20 +161,63 @@ fn spec_ops_run_on_the_gpu_and_match_the_cpu() {
     let div = b.one(Op::Binary(BinaryOp::Div), &[mul, two]);
     let add = b.one(Op::Binary(BinaryOp::Add), &[div, ap]);
     // [N, 8, 5, 5] -> Transpose -> [N, 5, 5, 8]; Concat with itself on axis 3; Split back.
-    let tr = b.one(Op::Transpose { perm: vec![0, 2, 3, 1] }, &[add]);
+    let tr = b.one(
+        Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        },
+        &[add],
+    );
     let cat = b.one(Op::Concat { axis: 3 }, &[tr, tr]);
-    let parts = b.node(Op::Split { axis: 3, sizes: Some(vec![5, 11]), num_outputs: 2 }, &[Some(cat)], 2);
+    let parts = b.node(
+        Op::Split {
+            axis: 3,
+            sizes: Some(vec![5, 11]),
+            num_outputs: 2,
+        },
+        &[Some(cat)],
+        2,
+    );
     let shape = b.constant(Tensor::from_vec(vec![2], vec![-1i64, 200]).unwrap());
     let flat = b.one(Op::Reshape { allowzero: false }, &[tr, shape]);
     let wm = b.weights(&[200, 30], 2);
-    let mm = b.one(Op::MatMul { activation: Activation::None }, &[flat, wm]);
+    let mm = b.one(
+        Op::MatMul {
+            activation: Activation::None,
+        },
+        &[flat, wm],
+    );
     let wg = b.weights(&[7, 30], 3);
     let cg = b.weights(&[7], 4);
-    let gemm = b.one(Op::Gemm(GemmAttrs { alpha: 0.5, beta: 1.5, trans_a: false, trans_b: true, activation: Activation::None }), &[mm, wg, cg]);
-    let sm = b.one(Op::Softmax { axis: -1, legacy: false }, &[gemm]);
+    let gemm = b.one(
+        Op::Gemm(GemmAttrs {
+            alpha: 0.5,
+            beta: 1.5,
+            trans_a: false,
+            trans_b: true,
+            activation: Activation::None,
+        }),
+        &[mm, wg, cg],
+    );
+    let sm = b.one(
+        Op::Softmax {
+            axis: -1,
+            legacy: false,
+        },
+        &[gemm],
+    );
     let reds: Vec<ValueId> = [ReduceOp::Mean, ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min]
         .into_iter()
-        .map(|op| b.one(Op::Reduce { op, axes: Some(vec![1, 2]), keepdims: true, noop_with_empty_axes: false }, &[parts[1]]))
+        .map(|op| {
+            b.one(
+                Op::Reduce {
+                    op,
+                    axes: Some(vec![1, 2]),
+                    keepdims: true,
+                    noop_with_empty_axes: false,
+                },
+                &[parts[1]],
+            )
+        })
         .collect();
     let g = b.finish(&[sm, parts[0], reds[0], reds[1], reds[2], reds[3]]);
     let runner = GpuRunner::new(&g, &GpuOptions::default()).unwrap();
@@ -126,7 +225,10 @@ fn spec_ops_run_on_the_gpu_and_match_the_cpu() {
         let x = input(&[batch, 4, 10, 10], 20 + batch as u64);
         check(&g, &[&x], &runner, 1e-4);
     }
-    let on_cpu: Vec<_> = engines(&runner).into_iter().filter(|e| e.1 != "gpu").collect();
+    let on_cpu: Vec<_> = engines(&runner)
+        .into_iter()
+        .filter(|e| e.1 != "gpu")
+        .collect();
     assert!(on_cpu.is_empty(), "on the CPU: {on_cpu:?}");
 }
 
@@ -137,12 +239,38 @@ fn unsupported_ops_fall_back_to_the_cpu() {
         return;
     }
     let mut b = B::new();
-    let x = b.input("x", DType::F32, vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(6)]);
+    let x = b.input(
+        "x",
+        DType::F32,
+        vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(6)],
+    );
     let w = b.weights(&[5, 3, 3, 3], 5);
-    let conv = b.one(Op::Conv(ConvAttrs { window: window(&[], &[1, 1], &[1, 1, 1, 1]), group: 1, activation: Activation::Unary(UnaryOp::Relu) }), &[x, w]);
-    let lrn = b.one(Op::Lrn(LrnAttrs { alpha: 1e-3, beta: 0.75, bias: 1.0, size: 3 }), &[conv]);
+    let conv = b.one(
+        Op::Conv(ConvAttrs {
+            window: window(&[], &[1, 1], &[1, 1, 1, 1]),
+            group: 1,
+            activation: Activation::Unary(UnaryOp::Relu),
+        }),
+        &[x, w],
+    );
+    let lrn = b.one(
+        Op::Lrn(LrnAttrs {
+            alpha: 1e-3,
+            beta: 0.75,
+            bias: 1.0,
+            size: 3,
+        }),
+        &[conv],
+    );
     let pads = b.constant(Tensor::from_vec(vec![8], vec![0i64, 0, 1, 1, 0, 0, 1, 1]).unwrap());
-    let pad = b.node(Op::Pad { pads: None, value: 0.5 }, &[Some(lrn), Some(pads)], 1)[0];
+    let pad = b.node(
+        Op::Pad {
+            pads: None,
+            value: 0.5,
+        },
+        &[Some(lrn), Some(pads)],
+        1,
+    )[0];
     let neg = b.one(Op::Unary(UnaryOp::Neg), &[pad]);
     let idx = b.constant(Tensor::from_vec(vec![2], vec![0i64, 2]).unwrap());
     let gat = b.one(Op::Gather { axis: 1 }, &[neg, idx]);
@@ -177,7 +305,11 @@ fn int64_is_never_truncated() {
     let xt = Tensor::from_vec(vec![4], xv.clone()).unwrap();
     let got = runner.run(&[&xt]).unwrap();
     let cv = [1i64 << 40, 3, -(1i64 << 35), 7];
-    let want: Vec<i64> = xv.iter().zip(cv).map(|(x, c)| x.wrapping_mul(c).wrapping_add(c)).collect();
+    let want: Vec<i64> = xv
+        .iter()
+        .zip(cv)
+        .map(|(x, c)| x.wrapping_mul(c).wrapping_add(c))
+        .collect();
     assert_eq!(got[0].to_vec::<i64>().unwrap(), want);
     let int64 = runner.context().caps.int64;
     for (name, engine) in engines(&runner) {
@@ -194,7 +326,12 @@ fn concurrent_submissions_from_several_threads() {
     let mut b = B::new();
     let x = b.input("x", DType::F32, vec![Dim::Fixed(2), Dim::Fixed(64)]);
     let w = b.weights(&[64, 32], 9);
-    let mm = b.one(Op::MatMul { activation: Activation::Unary(UnaryOp::Tanh) }, &[x, w]);
+    let mm = b.one(
+        Op::MatMul {
+            activation: Activation::Unary(UnaryOp::Tanh),
+        },
+        &[x, w],
+    );
     let g = b.finish(&[mm]);
     let runner = GpuRunner::new(&g, &GpuOptions::default()).unwrap();
     let cpu = CpuPlan::new(g.clone());

@@ -2,7 +2,15 @@
 //! (lavapipe in CI). Without an adapter the tests are skipped, unless
 //! `METAL_MPS_REQUIRE_GPU=1` makes that a failure.
 
-use metal_mps_gpu::ops::{self, conv::ConvGeometry, copy::Region, elementwise::{Arith, Step}, matmul::{Gemm, Tiles}, pool::PoolGeometry, Binding, Call};
+use metal_mps_gpu::ops::{
+    self,
+    conv::ConvGeometry,
+    copy::Region,
+    elementwise::{Arith, Step},
+    matmul::{Gemm, Tiles},
+    pool::PoolGeometry,
+    Binding, Call,
+};
 use metal_mps_gpu::pipeline_cache::Scalar;
 use metal_mps_gpu::pool::PooledBuffer;
 use metal_mps_gpu::{transfer, GpuContext};
@@ -11,7 +19,10 @@ use std::sync::Arc;
 
 fn ctx() -> Option<Arc<GpuContext>> {
     if !metal_mps_gpu::adapter_available() {
-        assert!(std::env::var("METAL_MPS_REQUIRE_GPU").is_err(), "no GPU adapter, and METAL_MPS_REQUIRE_GPU is set");
+        assert!(
+            std::env::var("METAL_MPS_REQUIRE_GPU").is_err(),
+            "no GPU adapter, and METAL_MPS_REQUIRE_GPU is set"
+        );
         eprintln!("no GPU adapter: skipped");
         return None;
     }
@@ -20,10 +31,14 @@ fn ctx() -> Option<Arc<GpuContext>> {
 
 /// Deterministic values in [-1, 1).
 fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -42,7 +57,10 @@ impl Buf {
 
 fn up<T: bytemuck::Pod>(ctx: &GpuContext, v: &[T]) -> Buf {
     let bytes: &[u8] = bytemuck::cast_slice(v);
-    Buf { buf: transfer::upload(ctx, bytes).unwrap(), bytes: bytes.len() }
+    Buf {
+        buf: transfer::upload(ctx, bytes).unwrap(),
+        bytes: bytes.len(),
+    }
 }
 
 fn out(ctx: &GpuContext, bytes: usize) -> Buf {
@@ -111,36 +129,101 @@ fn elementwise_chains_with_broadcasting() {
     type Case = (Vec<usize>, Vec<Vec<usize>>, Vec<Step>);
     let cases: Vec<Case> = vec![
         // Conv bias + relu style: per-channel operand.
-        (vec![2, 3, 4, 5], vec![vec![1, 3, 1, 1]], vec![Step::Binary { op: Arith::Add, operand: 1, swap: false }, Step::Unary(UnaryOp::Relu)]),
+        (
+            vec![2, 3, 4, 5],
+            vec![vec![1, 3, 1, 1]],
+            vec![
+                Step::Binary {
+                    op: Arith::Add,
+                    operand: 1,
+                    swap: false,
+                },
+                Step::Unary(UnaryOp::Relu),
+            ],
+        ),
         // Scalar, swapped subtraction, general broadcast, then sigmoid.
         (
             vec![2, 3, 4, 5],
             vec![vec![1], vec![4, 1]],
             vec![
-                Step::Binary { op: Arith::Sub, operand: 1, swap: true },
-                Step::Binary { op: Arith::Mul, operand: 2, swap: false },
+                Step::Binary {
+                    op: Arith::Sub,
+                    operand: 1,
+                    swap: true,
+                },
+                Step::Binary {
+                    op: Arith::Mul,
+                    operand: 2,
+                    swap: false,
+                },
                 Step::Unary(UnaryOp::Sigmoid),
             ],
         ),
         // The chain's start is broadcast too.
-        (vec![3, 1, 1], vec![vec![2, 3, 4, 5]], vec![Step::Binary { op: Arith::Div, operand: 1, swap: false }, Step::Unary(UnaryOp::Tanh)]),
-        (vec![2, 3, 4, 5], vec![vec![5]], vec![Step::Binary { op: Arith::Pow, operand: 1, swap: false }, Step::Unary(UnaryOp::LeakyRelu { alpha: 0.1 })]),
-        (vec![2, 3, 4, 5], vec![], vec![Step::Unary(UnaryOp::Clamp { min: -0.3, max: 0.4 }), Step::Unary(UnaryOp::HardSwish), Step::Unary(UnaryOp::Abs)]),
+        (
+            vec![3, 1, 1],
+            vec![vec![2, 3, 4, 5]],
+            vec![
+                Step::Binary {
+                    op: Arith::Div,
+                    operand: 1,
+                    swap: false,
+                },
+                Step::Unary(UnaryOp::Tanh),
+            ],
+        ),
+        (
+            vec![2, 3, 4, 5],
+            vec![vec![5]],
+            vec![
+                Step::Binary {
+                    op: Arith::Pow,
+                    operand: 1,
+                    swap: false,
+                },
+                Step::Unary(UnaryOp::LeakyRelu { alpha: 0.1 }),
+            ],
+        ),
+        (
+            vec![2, 3, 4, 5],
+            vec![],
+            vec![
+                Step::Unary(UnaryOp::Clamp {
+                    min: -0.3,
+                    max: 0.4,
+                }),
+                Step::Unary(UnaryOp::HardSwish),
+                Step::Unary(UnaryOp::Abs),
+            ],
+        ),
         // Clip with open bounds (infinite bounds cannot be pipeline constants).
         (
             vec![2, 3, 4, 5],
             vec![],
             vec![
-                Step::Unary(UnaryOp::Clamp { min: -0.2, max: f32::INFINITY }),
-                Step::Unary(UnaryOp::Clamp { min: f32::NEG_INFINITY, max: 0.1 }),
-                Step::Unary(UnaryOp::Clamp { min: f32::NEG_INFINITY, max: f32::INFINITY }),
+                Step::Unary(UnaryOp::Clamp {
+                    min: -0.2,
+                    max: f32::INFINITY,
+                }),
+                Step::Unary(UnaryOp::Clamp {
+                    min: f32::NEG_INFINITY,
+                    max: 0.1,
+                }),
+                Step::Unary(UnaryOp::Clamp {
+                    min: f32::NEG_INFINITY,
+                    max: f32::INFINITY,
+                }),
             ],
         ),
     ];
     for (ci, (x0_shape, others, steps)) in cases.into_iter().enumerate() {
         let mut shapes = vec![x0_shape];
         shapes.extend(others);
-        let mut data: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, s)| rand(s.iter().product(), ci as u64 * 10 + k as u64)).collect();
+        let mut data: Vec<Vec<f32>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| rand(s.iter().product(), ci as u64 * 10 + k as u64))
+            .collect();
         if ci == 3 {
             data[1] = vec![2.0, 3.0, 0.5, 0.0, 1.0];
         }
@@ -174,13 +257,39 @@ fn elementwise_chains_with_broadcasting() {
             }
             let bufs: Vec<Buf> = data
                 .iter()
-                .map(|v| if dt == Scalar::F16 { up(&ctx, &to_f16(v)) } else { up(&ctx, v) })
+                .map(|v| {
+                    if dt == Scalar::F16 {
+                        up(&ctx, &to_f16(v))
+                    } else {
+                        up(&ctx, v)
+                    }
+                })
                 .collect();
             let esize = if dt == Scalar::F16 { 2 } else { 4 };
             let y = out(&ctx, n * esize);
-            let operands: Vec<(Binding, &[usize])> = bufs.iter().zip(&shapes).map(|(b, s)| (b.b(), s.as_slice())).collect();
-            run(&ctx, vec![ops::elementwise::elementwise(&ctx, dt, &out_shape, &operands, &steps, y.b(), &d.b()).unwrap()]);
-            let got = if dt == Scalar::F16 { from_f16(&down::<f16>(&ctx, &y, n)) } else { down::<f32>(&ctx, &y, n) };
+            let operands: Vec<(Binding, &[usize])> = bufs
+                .iter()
+                .zip(&shapes)
+                .map(|(b, s)| (b.b(), s.as_slice()))
+                .collect();
+            run(
+                &ctx,
+                vec![ops::elementwise::elementwise(
+                    &ctx,
+                    dt,
+                    &out_shape,
+                    &operands,
+                    &steps,
+                    y.b(),
+                    &d.b(),
+                )
+                .unwrap()],
+            );
+            let got = if dt == Scalar::F16 {
+                from_f16(&down::<f16>(&ctx, &y, n))
+            } else {
+                down::<f32>(&ctx, &y, n)
+            };
             let tol = if dt == Scalar::F16 { 2e-2 } else { 1e-5 };
             assert_close(&got, &want, tol, &format!("case {ci} {dt:?}"));
         }
@@ -193,21 +302,78 @@ fn integer_elementwise_matches_cpu_semantics() {
     let d = dummy(&ctx);
     let a: Vec<i32> = vec![7, -7, 5, i32::MIN, 9, i32::MAX, -3, 0];
     let b: Vec<i32> = vec![2, 2, 0, -1, -4, 1, 3, 5];
-    let steps = [Step::Binary { op: Arith::Div, operand: 1, swap: false }];
+    let steps = [Step::Binary {
+        op: Arith::Div,
+        operand: 1,
+        swap: false,
+    }];
     let (ba, bb) = (up(&ctx, &a), up(&ctx, &b));
     let y = out(&ctx, 32);
-    run(&ctx, vec![ops::elementwise::elementwise(&ctx, Scalar::I32, &[8], &[(ba.b(), &[8]), (bb.b(), &[8])], &steps, y.b(), &d.b()).unwrap()]);
-    assert_eq!(down::<i32>(&ctx, &y, 8), vec![3, -3, 0, 0, -2, i32::MAX, -1, 0]);
-    let steps = [Step::Binary { op: Arith::Add, operand: 1, swap: false }, Step::Unary(UnaryOp::Relu)];
-    run(&ctx, vec![ops::elementwise::elementwise(&ctx, Scalar::I32, &[8], &[(ba.b(), &[8]), (bb.b(), &[8])], &steps, y.b(), &d.b()).unwrap()]);
-    assert_eq!(down::<i32>(&ctx, &y, 8), vec![9, 0, 5, i32::MAX, 5, 0, 0, 5]);
+    run(
+        &ctx,
+        vec![ops::elementwise::elementwise(
+            &ctx,
+            Scalar::I32,
+            &[8],
+            &[(ba.b(), &[8]), (bb.b(), &[8])],
+            &steps,
+            y.b(),
+            &d.b(),
+        )
+        .unwrap()],
+    );
+    assert_eq!(
+        down::<i32>(&ctx, &y, 8),
+        vec![3, -3, 0, 0, -2, i32::MAX, -1, 0]
+    );
+    let steps = [
+        Step::Binary {
+            op: Arith::Add,
+            operand: 1,
+            swap: false,
+        },
+        Step::Unary(UnaryOp::Relu),
+    ];
+    run(
+        &ctx,
+        vec![ops::elementwise::elementwise(
+            &ctx,
+            Scalar::I32,
+            &[8],
+            &[(ba.b(), &[8]), (bb.b(), &[8])],
+            &steps,
+            y.b(),
+            &d.b(),
+        )
+        .unwrap()],
+    );
+    assert_eq!(
+        down::<i32>(&ctx, &y, 8),
+        vec![9, 0, 5, i32::MAX, 5, 0, 0, 5]
+    );
     if ctx.caps.int64 {
         let a: Vec<i64> = vec![1 << 40, -(1 << 41), 3, 4];
         let b: Vec<i64> = vec![3, 1 << 33, 0, -2];
         let (ba, bb) = (up(&ctx, &a), up(&ctx, &b));
         let y = out(&ctx, 32);
-        let steps = [Step::Binary { op: Arith::Mul, operand: 1, swap: false }];
-        run(&ctx, vec![ops::elementwise::elementwise(&ctx, Scalar::I64, &[4], &[(ba.b(), &[4]), (bb.b(), &[4])], &steps, y.b(), &d.b()).unwrap()]);
+        let steps = [Step::Binary {
+            op: Arith::Mul,
+            operand: 1,
+            swap: false,
+        }];
+        run(
+            &ctx,
+            vec![ops::elementwise::elementwise(
+                &ctx,
+                Scalar::I64,
+                &[4],
+                &[(ba.b(), &[4]), (bb.b(), &[4])],
+                &steps,
+                y.b(),
+                &d.b(),
+            )
+            .unwrap()],
+        );
         let want: Vec<i64> = a.iter().zip(&b).map(|(x, y)| x.wrapping_mul(*y)).collect();
         assert_eq!(down::<i64>(&ctx, &y, 4), want);
     }
@@ -229,7 +395,8 @@ fn matmul_ref(g: &Gemm, a: &[f32], b: &[f32], c: Option<&[f32]>, r: Option<&[f32
             for n in 0..g.n {
                 let mut acc = 0f32;
                 for k in 0..g.k {
-                    acc += a[ao + m * g.a_stride[0] + k * g.a_stride[1]] * b[bo + k * g.b_stride[0] + n * g.b_stride[1]];
+                    acc += a[ao + m * g.a_stride[0] + k * g.a_stride[1]]
+                        * b[bo + k * g.b_stride[0] + n * g.b_stride[1]];
                 }
                 let i = (bi * g.m + m) * g.n + n;
                 let mut v = g.alpha * acc;
@@ -263,10 +430,54 @@ fn matmul_and_gemm_match_the_reference() {
         act: Option<UnaryOp>,
     }
     let cases = [
-        Case { m: 37, n: 53, k: 29, batch: vec![], a_bcast: false, trans_a: false, trans_b: false, c: None, residual: false, act: None },
-        Case { m: 130, n: 140, k: 70, batch: vec![], a_bcast: false, trans_a: false, trans_b: true, c: Some([0, 1]), residual: false, act: Some(UnaryOp::Relu) },
-        Case { m: 17, n: 9, k: 33, batch: vec![2, 3], a_bcast: true, trans_a: false, trans_b: false, c: None, residual: true, act: None },
-        Case { m: 1, n: 100, k: 64, batch: vec![], a_bcast: false, trans_a: true, trans_b: true, c: Some([1, 0]), residual: false, act: Some(UnaryOp::Sigmoid) },
+        Case {
+            m: 37,
+            n: 53,
+            k: 29,
+            batch: vec![],
+            a_bcast: false,
+            trans_a: false,
+            trans_b: false,
+            c: None,
+            residual: false,
+            act: None,
+        },
+        Case {
+            m: 130,
+            n: 140,
+            k: 70,
+            batch: vec![],
+            a_bcast: false,
+            trans_a: false,
+            trans_b: true,
+            c: Some([0, 1]),
+            residual: false,
+            act: Some(UnaryOp::Relu),
+        },
+        Case {
+            m: 17,
+            n: 9,
+            k: 33,
+            batch: vec![2, 3],
+            a_bcast: true,
+            trans_a: false,
+            trans_b: false,
+            c: None,
+            residual: true,
+            act: None,
+        },
+        Case {
+            m: 1,
+            n: 100,
+            k: 64,
+            batch: vec![],
+            a_bcast: false,
+            trans_a: true,
+            trans_b: true,
+            c: Some([1, 0]),
+            residual: false,
+            act: Some(UnaryOp::Sigmoid),
+        },
     ];
     for (ci, cs) in cases.iter().enumerate() {
         let batch: usize = cs.batch.iter().product();
@@ -282,8 +493,11 @@ fn matmul_and_gemm_match_the_reference() {
             }
             s
         };
-        let c_data = cs.c.map(|s| rand(if s[0] == 0 { cs.n } else { cs.m }, 300 + ci as u64));
-        let r_data = cs.residual.then(|| rand(batch * cs.m * cs.n, 400 + ci as u64));
+        let c_data =
+            cs.c.map(|s| rand(if s[0] == 0 { cs.n } else { cs.m }, 300 + ci as u64));
+        let r_data = cs
+            .residual
+            .then(|| rand(batch * cs.m * cs.n, 400 + ci as u64));
         let mut g = Gemm {
             m: cs.m,
             n: cs.n,
@@ -308,10 +522,18 @@ fn matmul_and_gemm_match_the_reference() {
         }
         for t in tiles {
             for dt in [Scalar::F32, Scalar::F16] {
-                if (dt == Scalar::F16 && !ctx.caps.f16) || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16) {
+                if (dt == Scalar::F16 && !ctx.caps.f16)
+                    || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16)
+                {
                     continue;
                 }
-                let up_t = |v: &[f32]| if dt == Scalar::F16 { up(&ctx, &to_f16(v)) } else { up(&ctx, v) };
+                let up_t = |v: &[f32]| {
+                    if dt == Scalar::F16 {
+                        up(&ctx, &to_f16(v))
+                    } else {
+                        up(&ctx, v)
+                    }
+                };
                 let (ba, bb) = (up_t(&a), up_t(&b));
                 let bc = c_data.as_ref().map(|v| up_t(v));
                 let br = r_data.as_ref().map(|v| up_t(v));
@@ -320,8 +542,18 @@ fn matmul_and_gemm_match_the_reference() {
                 let esize = if dt == Scalar::F16 { 2 } else { 4 };
                 let total = batch * cs.m * cs.n;
                 let y = out(&ctx, total * esize);
-                run(&ctx, vec![ops::matmul::matmul(&ctx, dt, &g, t, ba.b(), bb.b(), y.b(), &d.b()).unwrap()]);
-                let got = if dt == Scalar::F16 { from_f16(&down::<f16>(&ctx, &y, total)) } else { down::<f32>(&ctx, &y, total) };
+                run(
+                    &ctx,
+                    vec![
+                        ops::matmul::matmul(&ctx, dt, &g, t, ba.b(), bb.b(), y.b(), &d.b())
+                            .unwrap(),
+                    ],
+                );
+                let got = if dt == Scalar::F16 {
+                    from_f16(&down::<f16>(&ctx, &y, total))
+                } else {
+                    down::<f32>(&ctx, &y, total)
+                };
                 let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
                 assert_close(&got, &want, tol, &format!("matmul case {ci} {t:?} {dt:?}"));
             }
@@ -329,7 +561,14 @@ fn matmul_and_gemm_match_the_reference() {
     }
 }
 
-fn conv_ref(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, res: Option<&[f32]>, act: Option<UnaryOp>) -> Vec<f32> {
+fn conv_ref(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    act: Option<UnaryOp>,
+) -> Vec<f32> {
     let (icg, ocg) = (g.ic / g.group, g.oc / g.group);
     let mut y = vec![0f32; g.batch * g.oc * g.oh * g.ow];
     for b in 0..g.batch {
@@ -341,12 +580,16 @@ fn conv_ref(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, res: O
                     for ic in 0..icg {
                         for kh in 0..g.kernel[0] {
                             for kw in 0..g.kernel[1] {
-                                let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize - g.pad[0] as isize;
-                                let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize - g.pad[1] as isize;
+                                let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize
+                                    - g.pad[0] as isize;
+                                let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize
+                                    - g.pad[1] as isize;
                                 if ih < 0 || iw < 0 || ih >= g.ih as isize || iw >= g.iw as isize {
                                     continue;
                                 }
-                                let xv = x[((b * g.ic + grp * icg + ic) * g.ih + ih as usize) * g.iw + iw as usize];
+                                let xv = x[((b * g.ic + grp * icg + ic) * g.ih + ih as usize)
+                                    * g.iw
+                                    + iw as usize];
                                 let wv = w[((oc * icg + ic) * g.kernel[0] + kh) * g.kernel[1] + kw];
                                 acc += xv * wv;
                             }
@@ -368,21 +611,71 @@ fn conv_ref(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, res: O
 fn convolution_matches_the_reference() {
     let Some(ctx) = ctx() else { return };
     let d = dummy(&ctx);
-    let geo = |batch, ic, ih, iw, oc, group, k: [usize; 2], s: [usize; 2], dl: [usize; 2], p: [usize; 2]| {
+    let geo = |batch,
+               ic,
+               ih,
+               iw,
+               oc,
+               group,
+               k: [usize; 2],
+               s: [usize; 2],
+               dl: [usize; 2],
+               p: [usize; 2]| {
         let oh = (ih + 2 * p[0] - (k[0] - 1) * dl[0] - 1) / s[0] + 1;
         let ow = (iw + 2 * p[1] - (k[1] - 1) * dl[1] - 1) / s[1] + 1;
-        ConvGeometry { batch, ic, ih, iw, oc, oh, ow, group, kernel: k, stride: s, dilation: dl, pad: p }
+        ConvGeometry {
+            batch,
+            ic,
+            ih,
+            iw,
+            oc,
+            oh,
+            ow,
+            group,
+            kernel: k,
+            stride: s,
+            dilation: dl,
+            pad: p,
+        }
     };
     let cases = vec![
-        (geo(2, 3, 11, 13, 8, 1, [3, 3], [1, 1], [1, 1], [1, 1]), true, false, Some(UnaryOp::Relu)),
-        (geo(1, 16, 9, 9, 20, 1, [1, 1], [2, 2], [1, 1], [0, 0]), false, true, None),
-        (geo(1, 8, 10, 7, 12, 4, [3, 2], [2, 1], [2, 1], [2, 1]), true, true, Some(UnaryOp::Relu)),
-        (geo(3, 4, 1, 20, 6, 2, [1, 5], [1, 2], [1, 1], [0, 2]), true, false, None),
-        (geo(1, 3, 20, 20, 70, 1, [7, 7], [2, 2], [1, 1], [3, 3]), true, false, Some(UnaryOp::Relu)),
+        (
+            geo(2, 3, 11, 13, 8, 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+            true,
+            false,
+            Some(UnaryOp::Relu),
+        ),
+        (
+            geo(1, 16, 9, 9, 20, 1, [1, 1], [2, 2], [1, 1], [0, 0]),
+            false,
+            true,
+            None,
+        ),
+        (
+            geo(1, 8, 10, 7, 12, 4, [3, 2], [2, 1], [2, 1], [2, 1]),
+            true,
+            true,
+            Some(UnaryOp::Relu),
+        ),
+        (
+            geo(3, 4, 1, 20, 6, 2, [1, 5], [1, 2], [1, 1], [0, 2]),
+            true,
+            false,
+            None,
+        ),
+        (
+            geo(1, 3, 20, 20, 70, 1, [7, 7], [2, 2], [1, 1], [3, 3]),
+            true,
+            false,
+            Some(UnaryOp::Relu),
+        ),
     ];
     for (ci, (g, has_bias, has_res, act)) in cases.into_iter().enumerate() {
         let x = rand(g.batch * g.ic * g.ih * g.iw, 500 + ci as u64);
-        let w = rand(g.oc * g.ic / g.group * g.kernel[0] * g.kernel[1], 600 + ci as u64);
+        let w = rand(
+            g.oc * g.ic / g.group * g.kernel[0] * g.kernel[1],
+            600 + ci as u64,
+        );
         let bias = has_bias.then(|| rand(g.oc, 700 + ci as u64));
         let total = g.batch * g.oc * g.oh * g.ow;
         let res = has_res.then(|| rand(total, 800 + ci as u64));
@@ -393,18 +686,43 @@ fn convolution_matches_the_reference() {
         }
         for t in tiles {
             for dt in [Scalar::F32, Scalar::F16] {
-                if (dt == Scalar::F16 && !ctx.caps.f16) || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16) {
+                if (dt == Scalar::F16 && !ctx.caps.f16)
+                    || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16)
+                {
                     continue;
                 }
-                let up_t = |v: &[f32]| if dt == Scalar::F16 { up(&ctx, &to_f16(v)) } else { up(&ctx, v) };
+                let up_t = |v: &[f32]| {
+                    if dt == Scalar::F16 {
+                        up(&ctx, &to_f16(v))
+                    } else {
+                        up(&ctx, v)
+                    }
+                };
                 let (bx, bw) = (up_t(&x), up_t(&w));
                 let bb = bias.as_ref().map(|v| up_t(v));
                 let br = res.as_ref().map(|v| up_t(v));
                 let esize = if dt == Scalar::F16 { 2 } else { 4 };
                 let y = out(&ctx, total * esize);
-                let call = ops::conv::conv(&ctx, dt, &g, t, bx.b(), bw.b(), bb.as_ref().map(Buf::b), br.as_ref().map(Buf::b), act, y.b(), &d.b()).unwrap();
+                let call = ops::conv::conv(
+                    &ctx,
+                    dt,
+                    &g,
+                    t,
+                    bx.b(),
+                    bw.b(),
+                    bb.as_ref().map(Buf::b),
+                    br.as_ref().map(Buf::b),
+                    act,
+                    y.b(),
+                    &d.b(),
+                )
+                .unwrap();
                 run(&ctx, vec![call]);
-                let got = if dt == Scalar::F16 { from_f16(&down::<f16>(&ctx, &y, total)) } else { down::<f32>(&ctx, &y, total) };
+                let got = if dt == Scalar::F16 {
+                    from_f16(&down::<f16>(&ctx, &y, total))
+                } else {
+                    down::<f32>(&ctx, &y, total)
+                };
                 let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
                 assert_close(&got, &want, tol, &format!("conv case {ci} {t:?} {dt:?}"));
             }
@@ -421,7 +739,20 @@ fn pools_match_the_reference() {
         let (k, s, p, e) = ([3, 2], [2, 2], [1, 0], [1, 1]);
         let oh = (ih + p[0] + e[0] - k[0]) / s[0] + 1;
         let ow = (iw + p[1] + e[1] - k[1]) / s[1] + 1;
-        let g = PoolGeometry { planes, ih, iw, oh, ow, kernel: k, stride: s, dilation: [1, 1], pad_begin: p, pad_end: e, max, count_include_pad: include_pad };
+        let g = PoolGeometry {
+            planes,
+            ih,
+            iw,
+            oh,
+            ow,
+            kernel: k,
+            stride: s,
+            dilation: [1, 1],
+            pad_begin: p,
+            pad_end: e,
+            max,
+            count_include_pad: include_pad,
+        };
         let mut want = vec![0f32; planes * oh * ow];
         for pl in 0..planes {
             for y in 0..oh {
@@ -441,20 +772,34 @@ fn pools_match_the_reference() {
                     }
                     let taps = |o: usize, i: usize| {
                         let st = (o * s[i]) as isize - p[i] as isize;
-                        (0..k[i]).filter(|&t| st + (t as isize) < ([ih, iw][i] + e[i]) as isize).count()
+                        (0..k[i])
+                            .filter(|&t| st + (t as isize) < ([ih, iw][i] + e[i]) as isize)
+                            .count()
                     };
                     want[(pl * oh + y) * ow + xx] = if max {
                         acc
                     } else {
-                        acc / (if include_pad { taps(y, 0) * taps(xx, 1) } else { cnt }) as f32
+                        acc / (if include_pad {
+                            taps(y, 0) * taps(xx, 1)
+                        } else {
+                            cnt
+                        }) as f32
                     };
                 }
             }
         }
         let bx = up(&ctx, &x);
         let y = out(&ctx, want.len() * 4);
-        run(&ctx, vec![ops::pool::pool(&ctx, Scalar::F32, &g, bx.b(), y.b()).unwrap()]);
-        assert_close(&down::<f32>(&ctx, &y, want.len()), &want, 1e-5, &format!("pool max={max} pad={include_pad}"));
+        run(
+            &ctx,
+            vec![ops::pool::pool(&ctx, Scalar::F32, &g, bx.b(), y.b()).unwrap()],
+        );
+        assert_close(
+            &down::<f32>(&ctx, &y, want.len()),
+            &want,
+            1e-5,
+            &format!("pool max={max} pad={include_pad}"),
+        );
     }
 }
 
@@ -463,12 +808,17 @@ fn softmax_reduce_copy_cast_batchnorm() {
     let Some(ctx) = ctx() else { return };
     // Softmax along the last axis and along a middle axis.
     for (outer, len, inner) in [(5usize, 300usize, 1usize), (3, 7, 4)] {
-        let x: Vec<f32> = rand(outer * len * inner, 1000).iter().map(|v| v * 10.0).collect();
+        let x: Vec<f32> = rand(outer * len * inner, 1000)
+            .iter()
+            .map(|v| v * 10.0)
+            .collect();
         let mut want = x.clone();
         for o in 0..outer {
             for r in 0..inner {
                 let idx = |j: usize| (o * len + j) * inner + r;
-                let m = (0..len).map(|j| x[idx(j)]).fold(f32::NEG_INFINITY, f32::max);
+                let m = (0..len)
+                    .map(|j| x[idx(j)])
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let s: f32 = (0..len).map(|j| (x[idx(j)] - m).exp()).sum();
                 for j in 0..len {
                     want[idx(j)] = (x[idx(j)] - m).exp() / s;
@@ -476,7 +826,12 @@ fn softmax_reduce_copy_cast_batchnorm() {
             }
         }
         let (bx, y) = (up(&ctx, &x), out(&ctx, x.len() * 4));
-        run(&ctx, vec![ops::softmax::softmax(&ctx, Scalar::F32, outer, len, inner, bx.b(), y.b()).unwrap()]);
+        run(
+            &ctx,
+            vec![
+                ops::softmax::softmax(&ctx, Scalar::F32, outer, len, inner, bx.b(), y.b()).unwrap(),
+            ],
+        );
         assert_close(&down::<f32>(&ctx, &y, x.len()), &want, 1e-5, "softmax");
     }
     // Reductions over several axis sets, both kernels (short and long rows).
@@ -486,22 +841,44 @@ fn softmax_reduce_copy_cast_batchnorm() {
         for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min] {
             let kept: Vec<usize> = (0..4).filter(|d| !axes.contains(d)).collect();
             let n_out: usize = kept.iter().map(|&d| shape[d]).product();
-            let mut acc = vec![match op { ReduceOp::Max => f32::NEG_INFINITY, ReduceOp::Min => f32::INFINITY, _ => 0.0 }; n_out];
+            let mut acc = vec![
+                match op {
+                    ReduceOp::Max => f32::NEG_INFINITY,
+                    ReduceOp::Min => f32::INFINITY,
+                    _ => 0.0,
+                };
+                n_out
+            ];
             let st = metal_mps_ir::strides(&shape);
             for (i, &v) in x.iter().enumerate() {
                 let mut o = 0;
                 for &d in &kept {
                     o = o * shape[d] + (i / st[d]) % shape[d];
                 }
-                acc[o] = match op { ReduceOp::Max => acc[o].max(v), ReduceOp::Min => acc[o].min(v), _ => acc[o] + v };
+                acc[o] = match op {
+                    ReduceOp::Max => acc[o].max(v),
+                    ReduceOp::Min => acc[o].min(v),
+                    _ => acc[o] + v,
+                };
             }
             let count = x.len() / n_out;
             if op == ReduceOp::Mean {
                 acc.iter_mut().for_each(|a| *a /= count as f32);
             }
             let (bx, y) = (up(&ctx, &x), out(&ctx, n_out * 4));
-            run(&ctx, vec![ops::reduce::reduce(&ctx, Scalar::F32, op, &shape, &axes, bx.b(), y.b()).unwrap()]);
-            assert_close(&down::<f32>(&ctx, &y, n_out), &acc, 1e-4, &format!("reduce {op:?} {axes:?}"));
+            run(
+                &ctx,
+                vec![
+                    ops::reduce::reduce(&ctx, Scalar::F32, op, &shape, &axes, bx.b(), y.b())
+                        .unwrap(),
+                ],
+            );
+            assert_close(
+                &down::<f32>(&ctx, &y, n_out),
+                &acc,
+                1e-4,
+                &format!("reduce {op:?} {axes:?}"),
+            );
         }
     }
     // Transpose, and concat of two parts along axis 1, for 4- and 8-byte elements.
@@ -509,13 +886,18 @@ fn softmax_reduce_copy_cast_batchnorm() {
     let perm = [0usize, 3, 1, 2];
     let x: Vec<f32> = (0..120).map(|v| v as f32).collect();
     let (bx, y) = (up(&ctx, &x), out(&ctx, 480));
-    run(&ctx, vec![ops::copy::copy(&ctx, 4, &Region::transpose(&shape, &perm), bx.b(), y.b()).unwrap()]);
+    run(
+        &ctx,
+        vec![ops::copy::copy(&ctx, 4, &Region::transpose(&shape, &perm), bx.b(), y.b()).unwrap()],
+    );
     let st = metal_mps_ir::strides(&shape);
     let mut want = vec![0f32; 120];
     let oshape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let ost = metal_mps_ir::strides(&oshape);
     for (i, w) in want.iter_mut().enumerate() {
-        let src: usize = (0..4).map(|d| ((i / ost[d]) % oshape[d]) * st[perm[d]]).sum();
+        let src: usize = (0..4)
+            .map(|d| ((i / ost[d]) % oshape[d]) * st[perm[d]])
+            .sum();
         *w = x[src];
     }
     assert_close(&down::<f32>(&ctx, &y, 120), &want, 0.0, "transpose");
@@ -525,8 +907,22 @@ fn softmax_reduce_copy_cast_batchnorm() {
     run(
         &ctx,
         vec![
-            ops::copy::copy(&ctx, 8, &Region::into_slice(&[2, 2, 3], &[2, 5, 3], 1, 0), ba.b(), y.b()).unwrap(),
-            ops::copy::copy(&ctx, 8, &Region::into_slice(&[2, 3, 3], &[2, 5, 3], 1, 2), bb.b(), y.b()).unwrap(),
+            ops::copy::copy(
+                &ctx,
+                8,
+                &Region::into_slice(&[2, 2, 3], &[2, 5, 3], 1, 0),
+                ba.b(),
+                y.b(),
+            )
+            .unwrap(),
+            ops::copy::copy(
+                &ctx,
+                8,
+                &Region::into_slice(&[2, 3, 3], &[2, 5, 3], 1, 2),
+                bb.b(),
+                y.b(),
+            )
+            .unwrap(),
         ],
     );
     let got = down::<i64>(&ctx, &y, 30);
@@ -538,16 +934,32 @@ fn softmax_reduce_copy_cast_batchnorm() {
     assert_eq!(got, want, "concat");
     // Split back out the second part.
     let z = out(&ctx, 2 * 3 * 3 * 8);
-    run(&ctx, vec![ops::copy::copy(&ctx, 8, &Region::from_slice(&[2, 5, 3], &[2, 3, 3], 1, 2), y.b(), z.b()).unwrap()]);
+    run(
+        &ctx,
+        vec![ops::copy::copy(
+            &ctx,
+            8,
+            &Region::from_slice(&[2, 5, 3], &[2, 3, 3], 1, 2),
+            y.b(),
+            z.b(),
+        )
+        .unwrap()],
+    );
     assert_eq!(down::<i64>(&ctx, &z, 18), b, "split");
     // Casts.
     let x = vec![1.5f32, -2.7, 1e10, -0.4];
     let (bx, y) = (up(&ctx, &x), out(&ctx, 16));
-    run(&ctx, vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::I32, 4, bx.b(), y.b()).unwrap()]);
+    run(
+        &ctx,
+        vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::I32, 4, bx.b(), y.b()).unwrap()],
+    );
     assert_eq!(down::<i32>(&ctx, &y, 4), vec![1, -2, i32::MAX, 0]);
     if ctx.caps.f16 {
         let y = out(&ctx, 8);
-        run(&ctx, vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::F16, 4, bx.b(), y.b()).unwrap()]);
+        run(
+            &ctx,
+            vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::F16, 4, bx.b(), y.b()).unwrap()],
+        );
         let got = down::<f16>(&ctx, &y, 4);
         assert_eq!(got[0], f16::from_f32(1.5));
         assert_eq!(got[1], f16::from_f32(-2.7));
@@ -555,7 +967,14 @@ fn softmax_reduce_copy_cast_batchnorm() {
     // BatchNormalization with run-time parameters.
     let (n, c, inner) = (2usize, 3usize, 5usize);
     let x = rand(n * c * inner, 1200);
-    let p: Vec<Vec<f32>> = (0..4).map(|i| rand(c, 1300 + i).iter().map(|v| if i == 3 { v.abs() + 0.5 } else { *v }).collect()).collect();
+    let p: Vec<Vec<f32>> = (0..4)
+        .map(|i| {
+            rand(c, 1300 + i)
+                .iter()
+                .map(|v| if i == 3 { v.abs() + 0.5 } else { *v })
+                .collect()
+        })
+        .collect();
     let want: Vec<f32> = x
         .iter()
         .enumerate()
@@ -567,7 +986,18 @@ fn softmax_reduce_copy_cast_batchnorm() {
     let bx = up(&ctx, &x);
     let bp: Vec<Buf> = p.iter().map(|v| up(&ctx, v)).collect();
     let y = out(&ctx, x.len() * 4);
-    let call = ops::batchnorm::batchnorm(&ctx, Scalar::F32, x.len(), c, inner, 1e-5, bx.b(), [bp[0].b(), bp[1].b(), bp[2].b(), bp[3].b()], y.b()).unwrap();
+    let call = ops::batchnorm::batchnorm(
+        &ctx,
+        Scalar::F32,
+        x.len(),
+        c,
+        inner,
+        1e-5,
+        bx.b(),
+        [bp[0].b(), bp[1].b(), bp[2].b(), bp[3].b()],
+        y.b(),
+    )
+    .unwrap();
     run(&ctx, vec![call]);
     assert_close(&down::<f32>(&ctx, &y, x.len()), &want, 1e-5, "batchnorm");
 }

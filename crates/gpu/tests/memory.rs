@@ -18,13 +18,41 @@ fn memory_stays_flat_over_thousands_of_inferences() {
     g.values[x].dtype = Some(DType::F32);
     g.values[x].shape = Some(from_fixed(&[1, 2, 8, 8]));
     g.inputs.push(x);
-    let w = g.add_constant("w", Tensor::from_vec(vec![4, 2, 3, 3], rand(72, 11)).unwrap());
+    let w = g.add_constant(
+        "w",
+        Tensor::from_vec(vec![4, 2, 3, 3], rand(72, 11)).unwrap(),
+    );
     let (conv, pooled) = (g.add_value("conv"), g.add_value("pooled"));
-    let window = Window { kernel: vec![], strides: vec![1, 1], dilations: vec![], pads: vec![1, 1, 1, 1], auto_pad: AutoPad::NotSet, ceil_mode: false };
-    let op = Op::Conv(ConvAttrs { window, group: 1, activation: Activation::Unary(UnaryOp::Relu) });
-    g.nodes.push(Node { name: "conv".into(), onnx_op: "Conv".into(), op, opset: 17, inputs: vec![Some(x), Some(w)], outputs: vec![conv] });
+    let window = Window {
+        kernel: vec![],
+        strides: vec![1, 1],
+        dilations: vec![],
+        pads: vec![1, 1, 1, 1],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+    };
+    let op = Op::Conv(ConvAttrs {
+        window,
+        group: 1,
+        activation: Activation::Unary(UnaryOp::Relu),
+    });
+    g.nodes.push(Node {
+        name: "conv".into(),
+        onnx_op: "Conv".into(),
+        op,
+        opset: 17,
+        inputs: vec![Some(x), Some(w)],
+        outputs: vec![conv],
+    });
     let op = Op::GlobalPool(PoolKind::Average);
-    g.nodes.push(Node { name: "pool".into(), onnx_op: "GlobalAveragePool".into(), op, opset: 17, inputs: vec![Some(conv)], outputs: vec![pooled] });
+    g.nodes.push(Node {
+        name: "pool".into(),
+        onnx_op: "GlobalAveragePool".into(),
+        op,
+        opset: 17,
+        inputs: vec![Some(conv)],
+        outputs: vec![pooled],
+    });
     g.outputs.push(pooled);
     optimize(&mut g);
     let runner = GpuRunner::new(&g, &GpuOptions::default()).unwrap();
@@ -41,8 +69,14 @@ fn memory_stays_flat_over_thousands_of_inferences() {
         drop(runner.submit(&[&xt]).unwrap());
     }
     let after = runner.pool_stats();
-    assert_eq!(after.allocations, before.allocations, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.allocations, before.allocations,
+        "{before:?} -> {after:?}"
+    );
     assert_eq!(after.bytes_in_use, before.bytes_in_use);
     assert_eq!(after.bytes_pooled, before.bytes_pooled);
-    assert!(after.hits >= before.hits + 3100, "every inference reuses its staging buffer");
+    assert!(
+        after.hits >= before.hits + 3100,
+        "every inference reuses its staging buffer"
+    );
 }

@@ -10,10 +10,19 @@ use metal_mps_ir::{f16, DType, Graph, Tensor};
 
 fn input(g: &Graph, batch: usize, seed: u64) -> Tensor {
     let v = &g.values[g.inputs[0]];
-    let shape: Vec<usize> = v.shape.as_ref().unwrap().iter().enumerate().map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 })).collect();
+    let shape: Vec<usize> = v
+        .shape
+        .as_ref()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 }))
+        .collect();
     let data = rand(shape.iter().product(), seed);
     match v.dtype {
-        Some(DType::F16) => Tensor::from_vec(shape, data.iter().map(|&x| f16::from_f32(x)).collect()).unwrap(),
+        Some(DType::F16) => {
+            Tensor::from_vec(shape, data.iter().map(|&x| f16::from_f32(x)).collect()).unwrap()
+        }
         _ => Tensor::from_vec(shape, data).unwrap(),
     }
 }
@@ -27,20 +36,39 @@ fn compare(name: &str, g: &Graph, batch: usize, opts: &GpuOptions, tol: f64) {
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
         assert_eq!(a.dtype(), b.dtype(), "{name}: output {k} dtype");
         let d = rel_diff(a, b);
-        eprintln!("{name} b{batch} {:?}: output {k} relative difference {d:.2e}", opts.precision);
-        assert!(d <= tol, "{name}: output {k} differs by {d:e} (tolerance {tol:e})");
+        eprintln!(
+            "{name} b{batch} {:?}: output {k} relative difference {d:.2e}",
+            opts.precision
+        );
+        assert!(
+            d <= tol,
+            "{name}: output {k} differs by {d:e} (tolerance {tol:e})"
+        );
     }
     let engines = runner.node_engines();
-    let cpu: Vec<&String> = engines.iter().filter(|e| e.1 == "cpu").map(|e| &e.0).collect();
+    let cpu: Vec<&String> = engines
+        .iter()
+        .filter(|e| e.1 == "cpu")
+        .map(|e| &e.0)
+        .collect();
     assert!(cpu.is_empty(), "{name}: nodes on the CPU: {cpu:?}");
 }
 
 fn each_precision(name: &str, g: &Graph, batch: usize) {
     compare(name, g, batch, &GpuOptions::default(), 1e-3);
-    let half = GpuOptions { precision: Precision::F16, ..Default::default() };
+    let half = GpuOptions {
+        precision: Precision::F16,
+        ..Default::default()
+    };
     compare(name, g, batch, &half, 3e-2);
     let g16 = to_f16(g);
-    compare(&format!("{name} (fp16 model)"), &g16, batch, &GpuOptions::default(), 3e-2);
+    compare(
+        &format!("{name} (fp16 model)"),
+        &g16,
+        batch,
+        &GpuOptions::default(),
+        3e-2,
+    );
 }
 
 #[test]
@@ -57,7 +85,9 @@ fn resnet_block_matches_cpu() {
     if !gpu() {
         return;
     }
-    let Some(g) = load("resnet_block") else { return };
+    let Some(g) = load("resnet_block") else {
+        return;
+    };
     each_precision("resnet_block", &g, 1);
 }
 

@@ -14,7 +14,9 @@ fn entry_points(kernel: Kernel) -> &'static [&'static str] {
 
 #[test]
 fn every_kernel_translates_to_msl_and_spirv() {
-    let caps = Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_INT64 | Capabilities::COOPERATIVE_MATRIX;
+    let caps = Capabilities::SHADER_FLOAT16
+        | Capabilities::SHADER_INT64
+        | Capabilities::COOPERATIVE_MATRIX;
     let mut count = 0;
     for kernel in Kernel::ALL {
         for variant in kernel.variants() {
@@ -24,7 +26,9 @@ fn every_kernel_translates_to_msl_and_spirv() {
                 .unwrap_or_else(|e| panic!("{what} does not parse:\n{}", e.emit_to_string(&src)));
             let info = Validator::new(ValidationFlags::all(), caps)
                 .validate(&module)
-                .unwrap_or_else(|e| panic!("{what} does not validate:\n{}", e.emit_to_string(&src)));
+                .unwrap_or_else(|e| {
+                    panic!("{what} does not validate:\n{}", e.emit_to_string(&src))
+                });
             for &entry in entry_points(kernel) {
                 let constants = naga::back::PipelineConstants::default();
                 let (module, info) = naga::back::pipeline_constants::process_overrides(
@@ -35,26 +39,36 @@ fn every_kernel_translates_to_msl_and_spirv() {
                 )
                 .unwrap_or_else(|e| panic!("{what} {entry}: overrides: {e:?}"));
 
-                let msl_options = naga::back::msl::Options { lang_version: (3, 0), ..Default::default() };
+                let msl_options = naga::back::msl::Options {
+                    lang_version: (3, 0),
+                    ..Default::default()
+                };
                 let pipeline = naga::back::msl::PipelineOptions {
                     entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
                     ..Default::default()
                 };
-                let (msl, _) = naga::back::msl::write_string(&module, &info, &msl_options, &pipeline)
-                    .unwrap_or_else(|e| panic!("{what} {entry}: MSL: {e:?}"));
+                let (msl, _) =
+                    naga::back::msl::write_string(&module, &info, &msl_options, &pipeline)
+                        .unwrap_or_else(|e| panic!("{what} {entry}: MSL: {e:?}"));
                 assert!(msl.contains("kernel void"), "{what}: no kernel in the MSL");
                 if kernel.uses_coop() {
-                    assert!(msl.contains("simdgroup"), "{what}: cooperative matrices missing in the MSL");
+                    assert!(
+                        msl.contains("simdgroup"),
+                        "{what}: cooperative matrices missing in the MSL"
+                    );
                 }
 
                 let spv_options = naga::back::spv::Options {
                     lang_version: (1, 3),
                     ..Default::default()
                 };
-                let spv_pipeline =
-                    naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: entry.into() };
-                let words = naga::back::spv::write_vec(&module, &info, &spv_options, Some(&spv_pipeline))
-                    .unwrap_or_else(|e| panic!("{what} {entry}: SPIR-V: {e:?}"));
+                let spv_pipeline = naga::back::spv::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: entry.into(),
+                };
+                let words =
+                    naga::back::spv::write_vec(&module, &info, &spv_options, Some(&spv_pipeline))
+                        .unwrap_or_else(|e| panic!("{what} {entry}: SPIR-V: {e:?}"));
                 assert_eq!(words[0], 0x0723_0203, "{what}: not SPIR-V");
                 count += 1;
             }

@@ -44,7 +44,9 @@ pub(crate) fn prepare(graph: &Graph, o: &Options) -> Result<GpuRunner> {
 /// unless `METAL_MPS_ALLOW_SOFTWARE_GPU=1`; `Device::Gpu` still runs on them.
 pub(crate) fn available() -> bool {
     let software_ok = std::env::var("METAL_MPS_ALLOW_SOFTWARE_GPU").is_ok_and(|v| v == "1");
-    metal_mps_gpu::list_adapters().iter().any(|a| software_ok || a.device_type != "Cpu")
+    metal_mps_gpu::list_adapters()
+        .iter()
+        .any(|a| software_ok || a.device_type != "Cpu")
 }
 
 pub(crate) fn memory_stats(r: &GpuRunner) -> MemoryStats {

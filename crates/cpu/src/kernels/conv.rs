@@ -66,7 +66,15 @@ pub fn conv(
     let tile = (COL_TILE_FLOATS / k.max(1)).max(64).min(ohw.max(1));
     let tiles = ohw.div_ceil(tile);
     let tasks = g.n * group * tiles;
-    let parallel_tasks = tasks >= 2 * rayon::current_num_threads();
+    // Too few (image, group, tile) tasks to busy every thread: split the output
+    // channels too, so each GEMM stays single-threaded and packs only its rows.
+    let threads = rayon::current_num_threads();
+    let mblocks = if tasks >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(tasks).min(mg.div_ceil(16)).max(1)
+    };
+    let mb = mg.div_ceil(mblocks);
     f32_output(out, x.dtype(), shape, |y| {
         if mg * ohw == 0 {
             return Ok(());
@@ -84,49 +92,58 @@ pub fn conv(
                 im2col(src, cg, &g, t0, tw, col);
                 (col, tw)
             };
-            let offset = (n * g.m + gi * mg) * ohw + t0;
-            // SAFETY: task t writes rows [gi*mg, (gi+1)*mg) of image n, columns
-            // [t0, t0+tw) only: tasks write disjoint elements of `y`, which
-            // outlives them (the tasks finish before f32_output returns).
-            unsafe {
-                sgemm_into(
-                    mg,
-                    tw,
-                    k,
-                    &ws[gi * mg * k..][..mg * k],
-                    k,
-                    rhs,
-                    rhs_rs,
-                    dst.at(offset),
-                    ohw,
-                    !parallel_tasks,
-                );
-            }
-            for r in 0..mg {
-                // SAFETY: as above, row r of this task's block.
-                let row = unsafe { dst.row(offset + r * ohw, tw) };
-                finish(
-                    row,
-                    bs.as_deref().map(|b| &b[gi * mg + r..][..1]),
-                    tw,
-                    a.activation,
-                );
+            let rows = |mi: usize| {
+                let (r0, r1) = (mi * mb, ((mi + 1) * mb).min(mg));
+                let offset = (n * g.m + gi * mg + r0) * ohw + t0;
+                let weights = &ws[(gi * mg + r0) * k..][..(r1 - r0) * k];
+                // SAFETY: this block writes rows [r0, r1) of group gi of image n,
+                // columns [t0, t0+tw) only: blocks write disjoint elements of `y`,
+                // which outlives them (they finish before f32_output returns).
+                unsafe {
+                    sgemm_into(
+                        r1 - r0,
+                        tw,
+                        k,
+                        weights,
+                        k,
+                        rhs,
+                        rhs_rs,
+                        dst.at(offset),
+                        ohw,
+                        false,
+                    )
+                };
+                for r in r0..r1 {
+                    // SAFETY: as above, one row of this block.
+                    let row = unsafe { dst.row(offset + (r - r0) * ohw, tw) };
+                    finish(
+                        row,
+                        bs.as_deref().map(|b| &b[gi * mg + r..][..1]),
+                        tw,
+                        a.activation,
+                    );
+                }
+            };
+            if mblocks > 1 {
+                (0..mblocks).into_par_iter().for_each(rows);
+            } else {
+                rows(0);
             }
         };
-        if parallel_tasks {
+        if tasks > 1 {
             (0..tasks)
                 .into_par_iter()
                 .for_each_init(Vec::new, |col, t| task(t, col));
         } else {
-            let mut col = Vec::new();
-            (0..tasks).for_each(|t| task(t, &mut col));
+            task(0, &mut Vec::new());
         }
         Ok(())
     })
 }
 
-/// Floats of one im2col tile (256 KiB): sized for the L2 cache.
-const COL_TILE_FLOATS: usize = 64 * 1024;
+/// Floats of one im2col tile (512 KiB): within the L2 cache, and wide enough that
+/// the GEMM packs each weight panel for many columns.
+const COL_TILE_FLOATS: usize = 128 * 1024;
 
 /// The output buffer shared by conv tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]

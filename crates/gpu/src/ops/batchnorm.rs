@@ -27,5 +27,10 @@ pub fn batchnorm(
         .finish();
     let key = PipelineKey::new(Kernel::BatchNorm, Variant::of(dtype), "main");
     let [s, b, m, v] = params;
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params: p, bindings: vec![x, s, b, m, v, y], groups: grid(n as u64)? })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params: p,
+        bindings: vec![x, s, b, m, v, y],
+        groups: grid(n as u64)?,
+    })
 }

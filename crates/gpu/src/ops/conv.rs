@@ -29,7 +29,11 @@ pub struct ConvGeometry {
 impl ConvGeometry {
     /// The GEMM's M, N, K per group.
     pub fn gemm_dims(&self) -> (usize, usize, usize) {
-        (self.oc / self.group, self.batch * self.oh * self.ow, self.ic / self.group * self.kernel[0] * self.kernel[1])
+        (
+            self.oc / self.group,
+            self.batch * self.oh * self.ow,
+            self.ic / self.group * self.kernel[0] * self.kernel[1],
+        )
     }
 }
 
@@ -50,7 +54,10 @@ pub fn conv(
     dummy: &Binding,
 ) -> Result<Call> {
     if g.group == 0 || !g.ic.is_multiple_of(g.group) || !g.oc.is_multiple_of(g.group) {
-        return Err(Error::Invalid(format!("group {} does not divide channels {} -> {}", g.group, g.ic, g.oc)));
+        return Err(Error::Invalid(format!(
+            "group {} does not divide channels {} -> {}",
+            g.group, g.ic, g.oc
+        )));
     }
     let (m, n, _) = g.gemm_dims();
     let params = Params::default()
@@ -78,11 +85,22 @@ pub fn conv(
         .with("HAS_RES", Const::Bool(residual.is_some()));
     let key = with_activation(key, activation);
     let (bm, bn) = tiles.block();
-    let groups = [u32_of(n.div_ceil(bn).max(1), "tiles")?, u32_of(m.div_ceil(bm).max(1), "tiles")?, u32_of(g.group, "groups")?];
+    let groups = [
+        u32_of(n.div_ceil(bn).max(1), "tiles")?,
+        u32_of(m.div_ceil(bm).max(1), "tiles")?,
+        u32_of(g.group, "groups")?,
+    ];
     if groups.iter().any(|&v| v > super::MAX_GROUPS) {
-        return Err(Error::Unsupported(format!("a convolution with grid {groups:?} on the GPU")));
+        return Err(Error::Unsupported(format!(
+            "a convolution with grid {groups:?} on the GPU"
+        )));
     }
     let bias = bias.unwrap_or_else(|| dummy.clone());
     let residual = residual.unwrap_or_else(|| dummy.clone());
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![w, x, bias, residual, y], groups })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![w, x, bias, residual, y],
+        groups,
+    })
 }

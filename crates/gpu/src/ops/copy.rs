@@ -22,13 +22,23 @@ pub struct Region {
 impl Region {
     /// Merges dims contiguous in both source and destination; drops size-1 dims.
     pub fn coalesced(&self) -> Region {
-        let mut r = Region { shape: vec![], src_offset: self.src_offset, src_strides: vec![], dst_offset: self.dst_offset, dst_strides: vec![] };
+        let mut r = Region {
+            shape: vec![],
+            src_offset: self.src_offset,
+            src_strides: vec![],
+            dst_offset: self.dst_offset,
+            dst_strides: vec![],
+        };
         for d in 0..self.shape.len() {
             let (n, s, t) = (self.shape[d], self.src_strides[d], self.dst_strides[d]);
             if n == 1 {
                 continue;
             }
-            match (r.shape.last_mut(), r.src_strides.last_mut(), r.dst_strides.last_mut()) {
+            match (
+                r.shape.last_mut(),
+                r.src_strides.last_mut(),
+                r.dst_strides.last_mut(),
+            ) {
                 (Some(ln), Some(ls), Some(lt)) if *ls == n * s && *lt == n * t => {
                     *ln *= n;
                     *ls = s;
@@ -93,14 +103,28 @@ pub fn mover(ctx: &GpuContext, bytes: usize) -> Option<Scalar> {
 }
 
 /// Records the copy of `region` for elements of `elem_bytes` bytes.
-pub fn copy(ctx: &GpuContext, elem_bytes: usize, region: &Region, src: Binding, dst: Binding) -> Result<Call> {
-    let t = mover(ctx, elem_bytes).ok_or_else(|| Error::Unsupported(format!("copies of {elem_bytes}-byte elements on this adapter")))?;
+pub fn copy(
+    ctx: &GpuContext,
+    elem_bytes: usize,
+    region: &Region,
+    src: Binding,
+    dst: Binding,
+) -> Result<Call> {
+    let t = mover(ctx, elem_bytes).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "copies of {elem_bytes}-byte elements on this adapter"
+        ))
+    })?;
     let r = region.coalesced();
     if r.shape.len() > MAX_RANK {
-        return Err(Error::Unsupported(format!("a copy of rank {} on the GPU", r.shape.len())));
+        return Err(Error::Unsupported(format!(
+            "a copy of rank {} on the GPU",
+            r.shape.len()
+        )));
     }
     let n: usize = r.shape.iter().product();
-    let w = |v: &[usize]| -> Result<Vec<u32>> { v.iter().map(|&x| u32_of(x, "copy stride")).collect() };
+    let w =
+        |v: &[usize]| -> Result<Vec<u32>> { v.iter().map(|&x| u32_of(x, "copy stride")).collect() };
     let params = Params::default()
         .u32(u32_of(n, "elements")?)
         .u32(r.shape.len() as u32)
@@ -111,5 +135,10 @@ pub fn copy(ctx: &GpuContext, elem_bytes: usize, region: &Region, src: Binding, 
         .words(&w(&r.dst_strides)?, 2, 0)
         .finish();
     let key = PipelineKey::new(Kernel::Copy, Variant::of(t), "main");
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![src, dst], groups: grid(n as u64)? })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![src, dst],
+        groups: grid(n as u64)?,
+    })
 }

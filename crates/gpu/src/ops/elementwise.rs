@@ -44,7 +44,11 @@ impl Arith {
 pub enum Step {
     Unary(UnaryOp),
     /// `acc op x[operand]`, or `x[operand] op acc` when `swap`.
-    Binary { op: Arith, operand: usize, swap: bool },
+    Binary {
+        op: Arith,
+        operand: usize,
+        swap: bool,
+    },
 }
 
 /// How an operand is indexed from the output's linear index.
@@ -64,14 +68,21 @@ fn mode(shape: &[usize], out: &[usize]) -> Result<Mode> {
         return Ok(Mode::Scalar);
     }
     if shape.len() > out.len() {
-        return Err(Error::Invalid(format!("operand {shape:?} does not broadcast to {out:?}")));
+        return Err(Error::Invalid(format!(
+            "operand {shape:?} does not broadcast to {out:?}"
+        )));
     }
     let pad = out.len() - shape.len();
-    let full: Vec<usize> = std::iter::repeat_n(1, pad).chain(shape.iter().copied()).collect();
+    let full: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(shape.iter().copied())
+        .collect();
     let non_one: Vec<usize> = (0..full.len()).filter(|&d| full[d] != 1).collect();
     if let [d] = non_one[..] {
         if full[d] == out[d] {
-            return Ok(Mode::Channel { inner: out[d + 1..].iter().product(), count: out[d] });
+            return Ok(Mode::Channel {
+                inner: out[d + 1..].iter().product(),
+                count: out[d],
+            });
         }
     }
     let own = metal_mps_ir::strides(&full);
@@ -82,7 +93,9 @@ fn mode(shape: &[usize], out: &[usize]) -> Result<Mode> {
         } else if full[d] == 1 {
             strides.push(0);
         } else {
-            return Err(Error::Invalid(format!("operand {shape:?} does not broadcast to {out:?}")));
+            return Err(Error::Invalid(format!(
+                "operand {shape:?} does not broadcast to {out:?}"
+            )));
         }
     }
     Ok(Mode::Strided(strides))
@@ -107,7 +120,11 @@ pub fn elementwise(
     y: Binding,
     dummy: &Binding,
 ) -> Result<Call> {
-    if out.len() > MAX_RANK || operands.is_empty() || operands.len() > MAX_OPERANDS || steps.len() > MAX_STEPS {
+    if out.len() > MAX_RANK
+        || operands.is_empty()
+        || operands.len() > MAX_OPERANDS
+        || steps.len() > MAX_STEPS
+    {
         return Err(Error::Unsupported(format!(
             "an elementwise chain of rank {}, {} operands and {} steps",
             out.len(),
@@ -119,7 +136,9 @@ pub fn elementwise(
         Scalar::F32 | Scalar::F16 => Kernel::Elementwise,
         Scalar::I32 | Scalar::I64 => {
             if let Some(s) = steps.iter().find(|s| !int_step_supported(s)) {
-                return Err(Error::Unsupported(format!("{s:?} on integers in the GPU kernel")));
+                return Err(Error::Unsupported(format!(
+                    "{s:?} on integers in the GPU kernel"
+                )));
             }
             Kernel::ElementwiseInt
         }
@@ -150,10 +169,16 @@ pub fn elementwise(
         };
         key = key.with(MODES[k], Const::U32(code));
     }
-    key = key.with("NEED_COORDS", Const::Bool(need_coords)).with("NSTEPS", Const::U32(steps.len() as u32));
+    key = key
+        .with("NEED_COORDS", Const::Bool(need_coords))
+        .with("NSTEPS", Const::U32(steps.len() as u32));
     const OP: [&str; 8] = ["OP0", "OP1", "OP2", "OP3", "OP4", "OP5", "OP6", "OP7"];
-    const ARG: [&str; 8] = ["ARG0", "ARG1", "ARG2", "ARG3", "ARG4", "ARG5", "ARG6", "ARG7"];
-    const SWAP: [&str; 8] = ["SWAP0", "SWAP1", "SWAP2", "SWAP3", "SWAP4", "SWAP5", "SWAP6", "SWAP7"];
+    const ARG: [&str; 8] = [
+        "ARG0", "ARG1", "ARG2", "ARG3", "ARG4", "ARG5", "ARG6", "ARG7",
+    ];
+    const SWAP: [&str; 8] = [
+        "SWAP0", "SWAP1", "SWAP2", "SWAP3", "SWAP4", "SWAP5", "SWAP6", "SWAP7",
+    ];
     const PA: [&str; 8] = ["PA0", "PA1", "PA2", "PA3", "PA4", "PA5", "PA6", "PA7"];
     const PB: [&str; 8] = ["PB0", "PB1", "PB2", "PB3", "PB4", "PB5", "PB6", "PB7"];
     for (s, step) in steps.iter().enumerate() {
@@ -167,7 +192,10 @@ pub fn elementwise(
             }
             Step::Binary { op, operand, swap } => {
                 if operand == 0 || operand >= operands.len() {
-                    return Err(Error::Invalid(format!("step operand {operand} of {} operands", operands.len())));
+                    return Err(Error::Invalid(format!(
+                        "step operand {operand} of {} operands",
+                        operands.len()
+                    )));
                 }
                 key = key
                     .with(OP[s], Const::U32(op.code()))
@@ -190,5 +218,10 @@ pub fn elementwise(
         bindings.push(dummy.clone());
     }
     bindings.push(y);
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings, groups: grid(n as u64)? })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings,
+        groups: grid(n as u64)?,
+    })
 }

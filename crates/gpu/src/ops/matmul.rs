@@ -74,7 +74,15 @@ const FULL_GRID: usize = 264;
 /// workgroup). Cooperative-matrix tiles (f16) win for matrix products with a
 /// full grid; for convolutions the gather of the input tile dominates and the
 /// plain f16 tiles are as fast, so convolutions use them only when forced.
-pub fn choose_tiles(ctx: &GpuContext, kind: Product, dtype: Scalar, m: usize, n: usize, batch: usize, allow_coop: bool) -> Tiles {
+pub fn choose_tiles(
+    ctx: &GpuContext,
+    kind: Product,
+    dtype: Scalar,
+    m: usize,
+    n: usize,
+    batch: usize,
+    allow_coop: bool,
+) -> Tiles {
     let coop = match (ctx.caps.coop, dtype, allow_coop) {
         (Some(c), Scalar::F16, true) => Some(Tiles::Coop { ct: c.size }),
         _ => None,
@@ -100,34 +108,69 @@ pub fn choose_tiles(ctx: &GpuContext, kind: Product, dtype: Scalar, m: usize, n:
 }
 
 /// Pipeline constants shared by MatMul and Conv: tiles and load patterns.
-pub(crate) fn tile_key(kernel_plain: Kernel, kernel_coop: Kernel, dtype: Scalar, tiles: Tiles, a_kfast: bool, b_nfast: bool) -> PipelineKey {
+pub(crate) fn tile_key(
+    kernel_plain: Kernel,
+    kernel_coop: Kernel,
+    dtype: Scalar,
+    tiles: Tiles,
+    a_kfast: bool,
+    b_nfast: bool,
+) -> PipelineKey {
     let key = match tiles {
         Tiles::Plain { tm, tn } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
             .with("TM", Const::U32(tm))
             .with("TN", Const::U32(tn)),
-        Tiles::Coop { ct } => PipelineKey::new(kernel_coop, Variant { t: Scalar::F16, u: None, coop: Some(ct) }, "main"),
+        Tiles::Coop { ct } => PipelineKey::new(
+            kernel_coop,
+            Variant {
+                t: Scalar::F16,
+                u: None,
+                coop: Some(ct),
+            },
+            "main",
+        ),
     };
-    key.with("A_KFAST", Const::Bool(a_kfast)).with("B_NFAST", Const::Bool(b_nfast))
+    key.with("A_KFAST", Const::Bool(a_kfast))
+        .with("B_NFAST", Const::Bool(b_nfast))
 }
 
 pub(crate) fn with_activation(key: PipelineKey, activation: Option<UnaryOp>) -> PipelineKey {
     let (code, a, b) = act_code(activation);
-    key.with("ACT", Const::U32(code)).with("ACT_A", Const::F32(a)).with("ACT_B", Const::F32(b))
+    key.with("ACT", Const::U32(code))
+        .with("ACT_A", Const::F32(a))
+        .with("ACT_B", Const::F32(b))
 }
 
 /// Records `g` on buffers `a`, `b`, `y` with the given tiles.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(ctx: &GpuContext, dtype: Scalar, g: &Gemm, tiles: Tiles, a: Binding, b: Binding, y: Binding, dummy: &Binding) -> Result<Call> {
+pub fn matmul(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    g: &Gemm,
+    tiles: Tiles,
+    a: Binding,
+    b: Binding,
+    y: Binding,
+    dummy: &Binding,
+) -> Result<Call> {
     if g.batch.len() > MAX_BATCH_DIMS {
-        return Err(Error::Unsupported(format!("MatMul with {} batch dims on the GPU", g.batch.len())));
+        return Err(Error::Unsupported(format!(
+            "MatMul with {} batch dims on the GPU",
+            g.batch.len()
+        )));
     }
     let batch: usize = g.batch.iter().product();
     if batch > super::MAX_GROUPS as usize {
-        return Err(Error::Unsupported(format!("MatMul over {batch} batches on the GPU")));
+        return Err(Error::Unsupported(format!(
+            "MatMul over {batch} batches on the GPU"
+        )));
     }
     let pad = MAX_BATCH_DIMS - g.batch.len();
     let padded = |v: &[usize], fill: usize| -> Result<Vec<u32>> {
-        std::iter::repeat_n(fill, pad).chain(v.iter().copied()).map(|x| u32_of(x, "batch stride")).collect()
+        std::iter::repeat_n(fill, pad)
+            .chain(v.iter().copied())
+            .map(|x| u32_of(x, "batch stride"))
+            .collect()
     };
     let (c_sm, c_sn) = g.c.as_ref().map(|(_, s)| (s[0], s[1])).unwrap_or((0, 0));
     let params = Params::default()
@@ -150,9 +193,16 @@ pub fn matmul(ctx: &GpuContext, dtype: Scalar, g: &Gemm, tiles: Tiles, a: Bindin
     // A is loaded along k when k is its contiguous axis, B along n likewise.
     let a_kfast = g.a_stride[1] == 1 || g.a_stride[0] != 1;
     let b_nfast = g.b_stride[1] == 1 || g.b_stride[0] != 1;
-    let key = tile_key(Kernel::Matmul, Kernel::MatmulCoop, dtype, tiles, a_kfast, b_nfast)
-        .with("HAS_C", Const::Bool(g.c.is_some()))
-        .with("HAS_RES", Const::Bool(g.residual.is_some()));
+    let key = tile_key(
+        Kernel::Matmul,
+        Kernel::MatmulCoop,
+        dtype,
+        tiles,
+        a_kfast,
+        b_nfast,
+    )
+    .with("HAS_C", Const::Bool(g.c.is_some()))
+    .with("HAS_RES", Const::Bool(g.residual.is_some()));
     let key = with_activation(key, g.activation);
     let (bm, bn) = tiles.block();
     let groups = [
@@ -161,9 +211,20 @@ pub fn matmul(ctx: &GpuContext, dtype: Scalar, g: &Gemm, tiles: Tiles, a: Bindin
         batch.max(1) as u32,
     ];
     if groups[0] > super::MAX_GROUPS || groups[1] > super::MAX_GROUPS {
-        return Err(Error::Unsupported(format!("a {}x{} product has too many tiles for one dispatch", g.m, g.n)));
+        return Err(Error::Unsupported(format!(
+            "a {}x{} product has too many tiles for one dispatch",
+            g.m, g.n
+        )));
     }
-    let c = g.c.as_ref().map(|(b, _)| b.clone()).unwrap_or_else(|| dummy.clone());
+    let c =
+        g.c.as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_else(|| dummy.clone());
     let r = g.residual.clone().unwrap_or_else(|| dummy.clone());
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![a, b, c, r, y], groups })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![a, b, c, r, y],
+        groups,
+    })
 }

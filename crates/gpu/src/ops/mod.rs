@@ -37,7 +37,11 @@ pub struct Binding {
 
 impl Binding {
     pub fn whole(buffer: &wgpu::Buffer, size: u64) -> Binding {
-        Binding { buffer: buffer.clone(), offset: 0, size }
+        Binding {
+            buffer: buffer.clone(),
+            offset: 0,
+            size,
+        }
     }
 }
 
@@ -70,7 +74,9 @@ pub fn grid_groups(groups: u64) -> Result<[u32; 3]> {
     let x = groups.min(u64::from(MAX_GROUPS));
     let y = groups.div_ceil(x);
     if y > u64::from(MAX_GROUPS) {
-        return Err(Error::TooLarge(format!("{groups} workgroups do not fit one dispatch")));
+        return Err(Error::TooLarge(format!(
+            "{groups} workgroups do not fit one dispatch"
+        )));
     }
     Ok([x as u32, y as u32, 1])
 }
@@ -92,7 +98,10 @@ impl Params {
 
     /// `values` padded with `fill` to `4 * vec4s` words (an `array<vec4<u32>, vec4s>`).
     pub fn words(mut self, values: &[u32], vec4s: usize, fill: u32) -> Self {
-        debug_assert!(self.0.len().is_multiple_of(16), "arrays start 16-byte aligned");
+        debug_assert!(
+            self.0.len().is_multiple_of(16),
+            "arrays start 16-byte aligned"
+        );
         debug_assert!(values.len() <= vec4s * 4);
         for i in 0..vec4s * 4 {
             self = self.u32(values.get(i).copied().unwrap_or(fill));
@@ -110,7 +119,11 @@ impl Params {
 
 /// A value that must fit the kernels' 32-bit indices.
 pub fn u32_of(v: usize, what: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::TooLarge(format!("{what} = {v} passes the GPU kernels' 32-bit indexing")))
+    u32::try_from(v).map_err(|_| {
+        Error::TooLarge(format!(
+            "{what} = {v} passes the GPU kernels' 32-bit indexing"
+        ))
+    })
 }
 
 /// The WGSL storage type of a float dtype.
@@ -159,7 +172,11 @@ pub fn prepare(ctx: &GpuContext, calls: &[Call]) -> Result<(Option<PooledBuffer>
             total = (total + c.params.len() as u64).div_ceil(align) * align;
         }
     }
-    let arena = if total > 0 { Some(ctx.pool.acquire(BufferClass::Uniform, total)?) } else { None };
+    let arena = if total > 0 {
+        Some(ctx.pool.acquire(BufferClass::Uniform, total)?)
+    } else {
+        None
+    };
     if let Some(a) = &arena {
         let mut bytes = vec![0u8; total as usize];
         for (c, &off) in calls.iter().zip(&offsets) {
@@ -205,7 +222,11 @@ pub fn prepare(ctx: &GpuContext, calls: &[Call]) -> Result<(Option<PooledBuffer>
             layout: &c.pipeline.layout,
             entries: &entries,
         });
-        out.push(Prepared { pipeline: c.pipeline.clone(), bind_group, groups: c.groups });
+        out.push(Prepared {
+            pipeline: c.pipeline.clone(),
+            bind_group,
+            groups: c.groups,
+        });
     }
     Ok((arena, out))
 }
@@ -215,7 +236,10 @@ pub fn record(encoder: &mut wgpu::CommandEncoder, prepared: &[Prepared]) {
     if prepared.is_empty() {
         return;
     }
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metal_mps"), timestamp_writes: None });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("metal_mps"),
+        timestamp_writes: None,
+    });
     for p in prepared {
         pass.set_pipeline(&p.pipeline.pipeline);
         pass.set_bind_group(0, &p.bind_group, &[]);
@@ -226,7 +250,11 @@ pub fn record(encoder: &mut wgpu::CommandEncoder, prepared: &[Prepared]) {
 /// Runs `calls` in one submission and waits for them (tests, benchmarks, one-off work).
 pub fn run_now(ctx: &GpuContext, calls: &[Call]) -> Result<()> {
     let (_params, prepared) = prepare(ctx, calls)?;
-    let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("metal_mps run_now") });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("metal_mps run_now"),
+        });
     record(&mut encoder, &prepared);
     let index = ctx.queue.submit([encoder.finish()]);
     ctx.wait_for(index)?;

@@ -22,7 +22,13 @@ pub struct PoolGeometry {
     pub count_include_pad: bool,
 }
 
-pub fn pool(ctx: &GpuContext, dtype: Scalar, g: &PoolGeometry, x: Binding, y: Binding) -> Result<Call> {
+pub fn pool(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    g: &PoolGeometry,
+    x: Binding,
+    y: Binding,
+) -> Result<Call> {
     let n = g.planes * g.oh * g.ow;
     let params = Params::default()
         .u32(u32_of(n, "elements")?)
@@ -44,5 +50,10 @@ pub fn pool(ctx: &GpuContext, dtype: Scalar, g: &PoolGeometry, x: Binding, y: Bi
         .with("DW", Const::U32(u32_of(g.dilation[1], "dilation")?))
         .with("IS_MAX", Const::Bool(g.max))
         .with("INCLUDE_PAD", Const::Bool(g.count_include_pad));
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![x, y], groups: grid(n as u64)? })
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![x, y],
+        groups: grid(n as u64)?,
+    })
 }

@@ -23,15 +23,32 @@ pub fn coalesce(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
 
 /// Reduces `shape` over `axes` (normalized, any order); the output is the kept
 /// dims in order, contiguous.
-pub fn reduce(ctx: &GpuContext, dtype: Scalar, op: ReduceOp, shape: &[usize], axes: &[usize], x: Binding, y: Binding) -> Result<Call> {
+pub fn reduce(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    op: ReduceOp,
+    shape: &[usize],
+    axes: &[usize],
+    x: Binding,
+    y: Binding,
+) -> Result<Call> {
     let strides = metal_mps_ir::strides(shape);
-    let kept: Vec<(usize, usize)> = (0..shape.len()).filter(|d| !axes.contains(d)).map(|d| (shape[d], strides[d])).collect();
-    let red: Vec<(usize, usize)> = (0..shape.len()).filter(|d| axes.contains(d)).map(|d| (shape[d], strides[d])).collect();
+    let kept: Vec<(usize, usize)> = (0..shape.len())
+        .filter(|d| !axes.contains(d))
+        .map(|d| (shape[d], strides[d]))
+        .collect();
+    let red: Vec<(usize, usize)> = (0..shape.len())
+        .filter(|d| axes.contains(d))
+        .map(|d| (shape[d], strides[d]))
+        .collect();
     let n_out: usize = kept.iter().map(|d| d.0).product();
     let count: usize = red.iter().map(|d| d.0).product();
     let (kept, red) = (coalesce(&kept), coalesce(&red));
     if kept.len() > MAX_RANK || red.len() > MAX_RANK {
-        return Err(Error::Unsupported(format!("a reduction of a rank {} tensor on the GPU", shape.len())));
+        return Err(Error::Unsupported(format!(
+            "a reduction of a rank {} tensor on the GPU",
+            shape.len()
+        )));
     }
     let col = |v: &[(usize, usize)], f: fn(&(usize, usize)) -> usize| -> Result<Vec<u32>> {
         v.iter().map(|d| u32_of(f(d), "reduction dim")).collect()
@@ -53,7 +70,17 @@ pub fn reduce(ctx: &GpuContext, dtype: Scalar, op: ReduceOp, shape: &[usize], ax
         ReduceOp::Min => 3,
     };
     let per_wg = count >= 128 && n_out < (1 << 16);
-    let (entry, groups) = if per_wg { ("per_wg", grid_groups(n_out as u64)?) } else { ("per_thread", grid(n_out as u64)?) };
-    let key = PipelineKey::new(Kernel::Reduce, Variant::of(dtype), entry).with("OP", Const::U32(code));
-    Ok(Call { pipeline: ctx.pipelines.get(&key)?, params, bindings: vec![x, y], groups })
+    let (entry, groups) = if per_wg {
+        ("per_wg", grid_groups(n_out as u64)?)
+    } else {
+        ("per_thread", grid(n_out as u64)?)
+    };
+    let key =
+        PipelineKey::new(Kernel::Reduce, Variant::of(dtype), entry).with("OP", Const::U32(code));
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![x, y],
+        groups,
+    })
 }

@@ -11,17 +11,24 @@ pub fn gpu() -> bool {
     if metal_mps_gpu::adapter_available() {
         return true;
     }
-    assert!(std::env::var("METAL_MPS_REQUIRE_GPU").is_err(), "no GPU adapter, and METAL_MPS_REQUIRE_GPU is set");
+    assert!(
+        std::env::var("METAL_MPS_REQUIRE_GPU").is_err(),
+        "no GPU adapter, and METAL_MPS_REQUIRE_GPU is set"
+    );
     eprintln!("no GPU adapter: skipped");
     false
 }
 
 /// Deterministic values in [-1, 1).
 pub fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -43,10 +50,15 @@ pub fn load(name: &str) -> Option<Graph> {
             "{} is missing: run `python models/create_test_model.py build/models`",
             path.display()
         );
-        eprintln!("{} is missing: skipped (python models/create_test_model.py build/models)", path.display());
+        eprintln!(
+            "{} is missing: skipped (python models/create_test_model.py build/models)",
+            path.display()
+        );
         return None;
     }
-    let mut g = metal_mps_onnx::load_model(&path).expect("the model imports").graph;
+    let mut g = metal_mps_onnx::load_model(&path)
+        .expect("the model imports")
+        .graph;
     optimize(&mut g);
     Some(g)
 }
@@ -66,8 +78,15 @@ pub fn to_f16(g: &Graph) -> Graph {
         }
         if let Some(c) = &v.constant {
             if c.dtype() == DType::F32 {
-                let data: Vec<f16> = c.as_slice::<f32>().unwrap().iter().map(|&x| f16::from_f32(x)).collect();
-                v.constant = Some(Arc::new(Tensor::from_vec(c.shape().to_vec(), data).unwrap()));
+                let data: Vec<f16> = c
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| f16::from_f32(x))
+                    .collect();
+                v.constant = Some(Arc::new(
+                    Tensor::from_vec(c.shape().to_vec(), data).unwrap(),
+                ));
             }
         }
     }
@@ -79,5 +98,15 @@ pub fn rel_diff(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.shape(), want.shape(), "shapes differ");
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let scale = w.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
-    g.iter().zip(&w).map(|(a, b)| if a.is_nan() || b.is_nan() { f64::INFINITY } else { (a - b).abs() }).fold(0f64, f64::max) / scale
+    g.iter()
+        .zip(&w)
+        .map(|(a, b)| {
+            if a.is_nan() || b.is_nan() {
+                f64::INFINITY
+            } else {
+                (a - b).abs()
+            }
+        })
+        .fold(0f64, f64::max)
+        / scale
 }
