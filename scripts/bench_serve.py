@@ -95,18 +95,9 @@ class MetalMpsServe:
         return self.log_path.read_text(errors="replace")
 
 
-def perf_analyzer_binary() -> tuple[Path, dict[str, str]]:
-    # Links left dangling by a removed virtualenv would make te.perf_analyzer() fail: drop them.
-    sonames = te.REPO_ROOT / "build" / "perf-analyzer" / "sonames"
-    for link in sonames.glob("*") if sonames.is_dir() else ():
-        if link.is_symlink() and not link.exists():
-            link.unlink()
-    return te.perf_analyzer()
-
-
 def perf(server, model: str, protocol: str, concurrency: int, args, out: Path) -> dict | None:
     """One perf_analyzer measurement (CSV row as a dict), or None when it never stabilized."""
-    binary, env = perf_analyzer_binary()
+    binary, env = te.perf_analyzer()
     url = server.http_url if protocol == "http" else server.grpc_url
     for interval_ms in (args.interval_ms, 2 * args.interval_ms):
         cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "1",

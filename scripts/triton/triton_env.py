@@ -294,8 +294,14 @@ def perf_analyzer(cache_dir: Path | None = None) -> tuple[Path, dict[str, str]]:
     libdir.mkdir(exist_ok=True)
     for soname, pattern in (("libb64.so.0d", "libb64-*.so.0d"), ("libcudart.so.12", "libcudart-*.so.12*")):
         link = libdir / soname
-        if not link.exists():
-            link.symlink_to(next(triton_libs().glob(pattern)))
+        target = next(triton_libs().glob(pattern))
+        # A link left behind by a removed virtualenv dangles (exists() is False but the
+        # name is taken): replace any link that does not lead to this venv's library.
+        if os.path.lexists(link):
+            if link.is_symlink() and link.exists() and link.resolve() == target.resolve():
+                continue
+            link.unlink()
+        link.symlink_to(target)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libdir), env.get("LD_LIBRARY_PATH", "")) if p)
     return binary, env

@@ -1,13 +1,17 @@
-"""Fixtures for the `metal-mps serve` client tests.
+"""Fixtures for the client tests of `metal-mps serve` and of tritonserver with our backend.
 
-The tests talk to a server only through `endpoints` (HTTP and gRPC URLs), so
-the same tests can run against another server speaking Triton's protocols
-(e.g. tritonserver with the metal_mps backend) by overriding that fixture.
-Tests that check things only metal-mps serve has (its metrics port, poll
-mode, shutdown) use the `server` fixture or start their own.
+The protocol tests talk to a server only through `endpoints` (HTTP and gRPC URLs),
+a session fixture parametrized over SERVERS: every such test runs unchanged
+against `metal-mps serve` and against the real tritonserver (PyPI wheel
+nvidia-pytriton==0.7.0) loading libtriton_metal_mps.so, both in explicit
+model-control mode over the same repository (REPOSITORY) with the same models
+loaded at start. Tests that check things only metal-mps serve has (its metrics
+port, poll mode, shutdown, its exact error texts) use the `server` fixture, the
+`serve_endpoints` fixture, or start their own.
 
-The server binary is $METAL_MPS_BIN (default target/release/metal-mps),
-run as `metal-mps serve ...` on loopback with ports chosen by the OS.
+The server binary is $METAL_MPS_BIN (default target/release/metal-mps), run as
+`metal-mps serve ...` on loopback with ports chosen by the OS. The backend is
+$METAL_MPS_TRITON_BACKEND (default target/release/libtriton_metal_mps.so).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("METAL_MPS_BIN", ROOT / "target" / "release" / "metal-mps"))
+BACKEND_LIB = Path(os.environ.get("METAL_MPS_TRITON_BACKEND", ROOT / "target" / "release" / "libtriton_metal_mps.so"))
 MODELS = ROOT / "build" / "models"
 
 # Largest request the test server accepts; test_errors sends a bigger one.
@@ -45,7 +50,11 @@ input [ { name: "input" data_type: TYPE_FP32 dims: [ 4 ] } ]
 output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]
 """
 
-# name -> (source model, versions, config.pbtxt or None for auto-complete)
+# Servers every `endpoints` test runs against.
+SERVERS = ["metal-mps-serve", "tritonserver"]
+
+# name -> (source model, versions, config.pbtxt); every config names the backend
+# (tritonserver would otherwise pick onnxruntime for a model.onnx).
 REPOSITORY = {
     "tiny": ("tiny", [1, 2], f"""
 name: "tiny"
@@ -63,7 +72,8 @@ max_batch_size: 8
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 100000 }}
 """),
-    "tiny_auto": ("tiny", [1], None),
+    # Only the backend: the rest is auto-completed from the ONNX model.
+    "tiny_auto": ("tiny", [1], 'backend: "metal_mps"\n'),
     "simple_cnn": ("simple_cnn", [1], """
 name: "simple_cnn"
 backend: "metal_mps"
@@ -80,12 +90,13 @@ max_batch_size: 8
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 dynamic_batching {{ max_queue_delay_microseconds: 300000 default_queue_policy {{ max_queue_size: 1 }} }}
 """),
-    # Requests wait up to 0.4 s in its queue for company: in flight for sure.
+    # Requests wait up to 0.4 s in its queue for company: in flight for sure. tritonserver
+    # honours a request's own timeout only under a default timeout with allow_timeout_override.
     "cnn_slow": ("simple_cnn", [1], """
 backend: "metal_mps"
 max_batch_size: 4
 instance_group [ { kind: KIND_CPU count: 1 } ]
-dynamic_batching { max_queue_delay_microseconds: 400000 }
+dynamic_batching { max_queue_delay_microseconds: 400000 default_queue_policy { default_timeout_microseconds: 10000000 allow_timeout_override: true } }
 """),
     "tiny_latest": ("tiny", [1, 2, 3], f"""
 backend: "metal_mps"
@@ -112,6 +123,13 @@ max_batch_size: 8
 {TINY_IO}
 instance_group [ {{ kind: KIND_CPU }} ]
 """),
+    # Not an ONNX model: fails to load in either server.
+    "corrupt": (None, [1], f"""
+backend: "metal_mps"
+max_batch_size: 8
+{TINY_IO}
+"""),
+    # sequence_batching: tritonserver implements it, metal-mps serve refuses it.
     "broken": ("tiny", [1], f"""
 backend: "metal_mps"
 max_batch_size: 8
@@ -139,7 +157,10 @@ def make_repository(root: Path, names: list[str] | None = None) -> Path:
         for v in versions:
             d = root / name / str(v)
             d.mkdir(parents=True, exist_ok=True)
-            shutil.copy(models / f"{source}.onnx", d / "model.onnx")
+            if source is None:
+                (d / "model.onnx").write_bytes(b"this is not an ONNX model")
+            else:
+                shutil.copy(models / f"{source}.onnx", d / "model.onnx")
         if config is not None:
             (root / name / "config.pbtxt").write_text(config)
     return root
@@ -237,10 +258,56 @@ def server(tmp_path_factory):
     assert code == 0, f"server exited with {code} after SIGTERM:\n{s.log()}"
 
 
+class Endpoints(tuple):
+    """(http_url, grpc_url), with `.kind`: which of SERVERS answers there."""
+
+    kind: str
+
+    def __new__(cls, http_url: str, grpc_url: str, kind: str) -> "Endpoints":
+        self = super().__new__(cls, (http_url, grpc_url))
+        self.kind = kind
+        return self
+
+
 @pytest.fixture(scope="session")
-def endpoints(server):
-    """(http_url, grpc_url) of the server under test: override to test another server."""
-    return server.http_url, server.grpc_url
+def triton_server(tmp_path_factory):
+    """tritonserver (from the nvidia-pytriton wheel) with the metal_mps backend, set up as `server`."""
+    sys.path.insert(0, str(ROOT / "scripts" / "triton"))
+    import triton_env as te  # noqa: PLC0415
+
+    if not BACKEND_LIB.is_file():
+        pytest.fail(f"backend {BACKEND_LIB} is missing: build it (cargo build --release -p triton-metal-mps) "
+                    "or set METAL_MPS_TRITON_BACKEND")
+    base = tmp_path_factory.mktemp("tritonserver")
+    repo = make_repository(base / "repo")
+    te.install_backend(BACKEND_LIB, base / "backends")
+    # tritonserver 2.51 has no --http-max-input-size (its limit is fixed at 64 MiB).
+    args = ["--model-control-mode=explicit", "--exit-timeout-secs=10"]
+    args += [f"--load-model={m}" for m in STARTUP_MODELS]
+    srv = te.TritonServer(repo, base / "backends", args=tuple(args), env=dict(os.environ, MALLOC_ARENA_MAX="2"),
+                          log_path=base / "tritonserver.log")
+    try:
+        srv.start(ready=True)
+    except (RuntimeError, TimeoutError) as e:
+        pytest.fail(str(e))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def endpoints(request):
+    """(http_url, grpc_url) of the server under test, once per entry of SERVERS."""
+    if request.param == "tritonserver":
+        s = request.getfixturevalue("triton_server")
+    else:
+        s = request.getfixturevalue("server")
+    return Endpoints(s.http_url, s.grpc_url, request.param)
+
+
+@pytest.fixture(scope="session")
+def serve_endpoints(server):
+    """(http_url, grpc_url) of metal-mps serve alone, for tests of what only it does."""
+    return Endpoints(server.http_url, server.grpc_url, "metal-mps-serve")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""Bad requests get a clear 4xx (HTTP) / INVALID_ARGUMENT-like code (gRPC), and the server keeps serving."""
+"""Bad requests get a clear error (HTTP) / INVALID_ARGUMENT-like code (gRPC), and the server keeps serving.
+
+Runs against both servers (`endpoints`). metal-mps serve answers every malformed
+request 400; tritonserver 2.51 answers some 500 or 404 (see TRITON_STATUS), and
+its wording differs: each case lists words of which the error must name one.
+"""
 
 from __future__ import annotations
 
@@ -34,31 +39,41 @@ def still_serving(endpoints):
     assert body["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
 
 
+# Where tritonserver's status differs from ours: the case's first word -> tritonserver's status.
+TRITON_STATUS = {
+    "parse": 500, "elements": 500, "FP32": 500, "unknown model": 404, "version": 404,
+}
+
+
 @pytest.mark.parametrize(
     "path,body,status,words",
     [
-        ("/v2/models/tiny/infer", b'{"inputs": [', 400, "parse"),
-        ("/v2/models/tiny/infer", b'{"inputs": 3}', 400, "parse"),
-        ("/v2/models/tiny/infer", tiny_request(datatype="INT64"), 400, "data-type"),
-        ("/v2/models/tiny/infer", tiny_request(shape=(1, 5), data=[1] * 5), 400, "shape"),
-        ("/v2/models/tiny/infer", tiny_request(shape=(9, 4), data=[1] * 36), 400, "batch-size"),
-        ("/v2/models/tiny/infer", tiny_request(data=[1, 2, 3]), 400, "elements"),
-        ("/v2/models/tiny/infer", tiny_request(data=["a", "b", "c", "d"]), 400, "FP32"),
-        ("/v2/models/no_such_model/infer", tiny_request(), 400, "unknown model"),
-        ("/v2/models/tiny/versions/7/infer", tiny_request(), 404, "version 7"),
-        ("/v2/models/tiny/versions/x/infer", tiny_request(), 400, "version"),
+        ("/v2/models/tiny/infer", b'{"inputs": [', 400, ("parse",)),
+        ("/v2/models/tiny/infer", b'{"inputs": 3}', 400, ("parse",)),
+        ("/v2/models/tiny/infer", tiny_request(datatype="INT64"), 400, ("data-type",)),
+        ("/v2/models/tiny/infer", tiny_request(shape=(1, 5), data=[1] * 5), 400, ("shape",)),
+        ("/v2/models/tiny/infer", tiny_request(shape=(9, 4), data=[1] * 36), 400, ("batch-size",)),
+        ("/v2/models/tiny/infer", tiny_request(data=[1, 2, 3]), 400, ("elements", "shape")),
+        ("/v2/models/tiny/infer", tiny_request(data=["a", "b", "c", "d"]), 400, ("FP32", "number")),
+        ("/v2/models/no_such_model/infer", tiny_request(), 400, ("unknown model",)),
+        ("/v2/models/tiny/versions/7/infer", tiny_request(), 404, ("version 7", "7")),
+        ("/v2/models/tiny/versions/x/infer", tiny_request(), 400, ("version", "not found")),
         ("/v2/models/tiny/infer",
          json.dumps({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(),
-         400, "nope"),
+         400, ("nope",)),
         ("/v2/models/tiny/infer",
          json.dumps({"inputs": json.loads(tiny_request())["inputs"], "outputs": [{"name": "nope"}]}).encode(),
-         400, "nope"),
+         400, ("nope",)),
     ],
+    ids=["json-syntax", "json-shape", "datatype", "shape", "batch-size", "elements", "not-a-number",
+         "unknown-model", "unknown-version", "bad-version", "unknown-input", "unknown-output"],
 )
-def test_http_bad_request_is_a_clear_4xx(endpoints, path, body, status, words):
+def test_http_bad_request_is_a_clear_error(endpoints, path, body, status, words):
     got, answer = post(endpoints, path, body)
+    if endpoints.kind == "tritonserver":
+        status = TRITON_STATUS.get(words[0], status)
     assert got == status, answer
-    assert words in answer["error"], answer
+    assert any(w.lower() in answer["error"].lower() for w in words), answer
     still_serving(endpoints)
 
 
@@ -68,15 +83,17 @@ def test_http_binary_data_mismatch(endpoints):
     # 12 bytes where 16 are declared.
     status, answer = post(endpoints, "/v2/models/tiny/infer", head + b"\0" * 12,
                           {"Inference-Header-Content-Length": str(len(head))})
-    assert status == 400 and "binary" in answer["error"], answer
+    assert status == 400 and ("binary" in answer["error"] or "size" in answer["error"]), answer
     # Extra bytes after the declared input.
     status, answer = post(endpoints, "/v2/models/tiny/infer", head + b"\0" * 20,
                           {"Inference-Header-Content-Length": str(len(head))})
-    assert status == 400 and "additional input data" in answer["error"], answer
+    assert status == 400 and "additional" in answer["error"], answer
     still_serving(endpoints)
 
 
-def test_http_oversized_body_is_refused(endpoints):
+def test_http_oversized_body_is_refused(serve_endpoints):
+    """Serve only: its limit is --http-max-input-size; tritonserver 2.51 has a fixed 64 MiB limit."""
+    endpoints = serve_endpoints
     body = b"{" + b" " * (MAX_INPUT_SIZE + 1024) + b"}"
     status, answer = post(endpoints, "/v2/models/tiny/infer", body)
     assert status == 400, answer
@@ -111,7 +128,8 @@ def test_grpc_bad_requests(endpoints):
     status, msg = code("tiny", np.zeros((1, 5), np.float32))
     assert status == "StatusCode.INVALID_ARGUMENT" and "shape" in msg
     status, msg = code("no_such_model", np.zeros((1, 4), np.float32))
-    assert status == "StatusCode.INVALID_ARGUMENT" and "unknown model" in msg
+    # tritonserver: NOT_FOUND; metal-mps serve: INVALID_ARGUMENT.
+    assert status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND") and "unknown model" in msg.lower()
     status, msg = code("tiny", np.zeros((1, 4), np.float32), version="9")
     assert status == "StatusCode.NOT_FOUND"
     big = np.zeros((1, MAX_INPUT_SIZE // 4 + 16), np.float32)
@@ -138,4 +156,5 @@ def test_grpc_typed_contents(endpoints):
         inp.contents.fp32_contents.pop()
         with pytest.raises(grpc.RpcError) as e:
             stub.ModelInfer(req)
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "elements" in e.value.details()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "elements" in e.value.details() or "size" in e.value.details(), e.value.details()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,18 @@ X = np.arange(8, dtype=np.float32).reshape(2, 4)
 
 def rows(c, protocol, name):
     return [r for r in index(c, protocol) if r["name"] == name]
+
+
+def wait_state(c, protocol, name, state: str, timeout: float = 20.0) -> None:
+    """Waits until the index shows every version of `name` in `state`
+    (tritonserver's unload returns while the model is still UNLOADING)."""
+    deadline = time.time() + timeout
+    while True:
+        states = [r.get("state", "") for r in rows(c, protocol, name)]
+        if states and all(s == state for s in states):
+            return
+        assert time.time() < deadline, f"{name}: {states}, expected {state}"
+        time.sleep(0.05)
 
 
 def test_index_lists_loaded_and_unloaded_models(protocol, endpoints):
@@ -37,7 +50,8 @@ def test_unload_then_load(protocol, endpoints, reference):
     assert not c.is_model_ready("tiny_unload")
     with pytest.raises(InferenceServerException):
         infer(c, protocol, "tiny_unload", X)
-    assert [r["state"] for r in rows(c, protocol, "tiny_unload")] == ["UNAVAILABLE"]
+    wait_state(c, protocol, "tiny_unload", "UNAVAILABLE")
+    assert len(rows(c, protocol, "tiny_unload")) == 1
     c.load_model("tiny_unload")
     assert c.is_model_ready("tiny_unload")
     np.testing.assert_allclose(infer(c, protocol, "tiny_unload", X).as_numpy("output"), reference("tiny", X))
@@ -67,6 +81,25 @@ def test_load_with_config_override(protocol, endpoints):
 def test_model_that_fails_to_load_reports_why_and_others_keep_serving(protocol, endpoints, reference):
     c = connect(protocol, endpoints)
     try:
+        with pytest.raises(InferenceServerException) as e:
+            c.load_model("corrupt")
+        assert "corrupt" in e.value.message() and "load" in e.value.message().lower()
+        assert not c.is_model_ready("corrupt")
+        row = rows(c, protocol, "corrupt")[0]
+        assert row["state"] == "UNAVAILABLE"
+        assert row["reason"]
+        with pytest.raises(InferenceServerException, match="corrupt"):
+            infer(c, protocol, "corrupt", X)
+        np.testing.assert_allclose(infer(c, protocol, "tiny", X).as_numpy("output"), reference("tiny", X))
+    finally:
+        c.unload_model("corrupt")
+
+
+def test_serve_refuses_sequence_batching(protocol, serve_endpoints):
+    """metal-mps serve has no sequence batcher, so it refuses such models and says why
+    (tritonserver implements sequence batching itself and loads them)."""
+    c = connect(protocol, serve_endpoints)
+    try:
         with pytest.raises(InferenceServerException, match="sequence_batching"):
             c.load_model("broken")
         assert not c.is_model_ready("broken")
@@ -75,7 +108,6 @@ def test_model_that_fails_to_load_reports_why_and_others_keep_serving(protocol, 
         assert "sequence_batching" in row["reason"]
         with pytest.raises(InferenceServerException, match="sequence_batching"):
             infer(c, protocol, "broken", X)
-        np.testing.assert_allclose(infer(c, protocol, "tiny", X).as_numpy("output"), reference("tiny", X))
     finally:
         c.unload_model("broken")
 
