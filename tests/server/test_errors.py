@@ -41,7 +41,7 @@ def still_serving(endpoints):
 
 # Where tritonserver's status differs from ours: the case's first word -> tritonserver's status.
 TRITON_STATUS = {
-    "parse": 500, "elements": 500, "FP32": 500, "unknown model": 404, "version": 404,
+    "parse": 500, "elements": 500, "FP32": 500, "version": 404,
 }
 
 
@@ -55,7 +55,7 @@ TRITON_STATUS = {
         ("/v2/models/tiny/infer", tiny_request(shape=(9, 4), data=[1] * 36), 400, ("batch-size",)),
         ("/v2/models/tiny/infer", tiny_request(data=[1, 2, 3]), 400, ("elements", "shape")),
         ("/v2/models/tiny/infer", tiny_request(data=["a", "b", "c", "d"]), 400, ("FP32", "number")),
-        ("/v2/models/no_such_model/infer", tiny_request(), 400, ("unknown model",)),
+        ("/v2/models/no_such_model/infer", tiny_request(), 404, ("unknown model",)),
         ("/v2/models/tiny/versions/7/infer", tiny_request(), 404, ("version 7", "7")),
         ("/v2/models/tiny/versions/x/infer", tiny_request(), 400, ("version", "not found")),
         ("/v2/models/tiny/infer",
@@ -128,8 +128,7 @@ def test_grpc_bad_requests(endpoints):
     status, msg = code("tiny", np.zeros((1, 5), np.float32))
     assert status == "StatusCode.INVALID_ARGUMENT" and "shape" in msg
     status, msg = code("no_such_model", np.zeros((1, 4), np.float32))
-    # tritonserver: NOT_FOUND; metal-mps serve: INVALID_ARGUMENT.
-    assert status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND") and "unknown model" in msg.lower()
+    assert status == "StatusCode.NOT_FOUND" and "unknown model" in msg.lower()
     status, msg = code("tiny", np.zeros((1, 4), np.float32), version="9")
     assert status == "StatusCode.NOT_FOUND"
     big = np.zeros((1, MAX_INPUT_SIZE // 4 + 16), np.float32)

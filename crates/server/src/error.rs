@@ -8,10 +8,11 @@ use std::fmt;
 /// Triton's `TRITONSERVER_Error_Code`, as far as this server produces them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
-    /// The request is wrong (bad JSON, wrong dtype or shape, unknown model
-    /// name): HTTP 400, gRPC INVALID_ARGUMENT.
+    /// The request is wrong (bad JSON, wrong dtype or shape): HTTP 400, gRPC
+    /// INVALID_ARGUMENT.
     InvalidArg,
-    /// A known model or version is not loaded: HTTP 404, gRPC NOT_FOUND.
+    /// An unknown model, or a version the model does not have: HTTP 404, gRPC
+    /// NOT_FOUND (as Triton answers).
     NotFound,
     /// Try again later (queue full, queue timeout, model loading or failed,
     /// server shutting down): HTTP 503, gRPC UNAVAILABLE.

@@ -140,7 +140,7 @@ impl ModelManager {
     pub fn get(&self, name: &str, version: Option<u64>) -> ServerResult<Arc<ServedVersion>> {
         let models = self.read();
         let Some(entry) = models.get(name) else {
-            return Err(ServerError::invalid_arg(format!(
+            return Err(ServerError::not_found(format!(
                 "Request for unknown model: '{name}' is not found"
             )));
         };
