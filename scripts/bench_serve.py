@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "triton"))
@@ -68,19 +67,8 @@ class MetalMpsServe:
         print("$", " ".join(cmd), flush=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"metal-mps serve exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"metal-mps serve not ready in {timeout} s:\n{self.log_text()[-4000:]}")
+        te.wait_for_health(self, "metal-mps serve", "ready", timeout)
+        return self
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -183,6 +183,25 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def wait_for_health(server, what: str, state: str, timeout: float) -> None:
+    """Polls `server`'s `/v2/health/<state>` until it answers 200; stops the server and raises
+    with the end of its log when its process exits or `timeout` seconds pass first.
+    `server` has `proc`, `http_url`, `stop()` and `log_text()`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/health/{state}", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise TimeoutError(f"{what} did not become {state} in {timeout} s:\n{server.log_text()[-4000:]}")
+
+
 class TritonServer:
     """A tritonserver process on loopback; `start()` waits until it is live."""
 
@@ -232,20 +251,8 @@ class TritonServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process's lifetime)
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
-        path = "/v2/health/ready" if ready else "/v2/health/live"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"tritonserver did not become {'ready' if ready else 'live'} in {timeout} s:\n{self.log_text()[-4000:]}")
+        wait_for_health(self, "tritonserver", "ready" if ready else "live", timeout)
+        return self
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""

@@ -2,6 +2,9 @@
 //! (lavapipe in CI). Without an adapter the tests are skipped, unless
 //! `METAL_MPS_REQUIRE_GPU=1` makes that a failure.
 
+mod common;
+
+use common::rand;
 use metal_mps_gpu::ops::{
     self,
     conv::ConvGeometry,
@@ -18,30 +21,7 @@ use metal_mps_ir::{f16, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
 fn ctx() -> Option<Arc<GpuContext>> {
-    if !metal_mps_gpu::adapter_available() {
-        assert!(
-            std::env::var("METAL_MPS_REQUIRE_GPU").is_err(),
-            "no GPU adapter, and METAL_MPS_REQUIRE_GPU is set"
-        );
-        eprintln!("no GPU adapter: skipped");
-        return None;
-    }
-    Some(GpuContext::shared(None).expect("the adapter opens"))
-}
-
-/// Deterministic values in [-1, 1).
-fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    common::gpu().then(|| GpuContext::shared(None).expect("the adapter opens"))
 }
 
 struct Buf {
