@@ -3,14 +3,13 @@ shutdown, and a perf_analyzer smoke load."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,22 +111,13 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, reference):
     assert http_status(f"http://{s.http_url}/v2/health/live") == 0  # gone
 
 
-def perf_analyzer() -> tuple[Path, dict] | None:
-    """perf_analyzer from the tritonclient==2.51.0 wheel and its library directory."""
-    binary = Path(os.environ.get("PERF_ANALYZER", ROOT / "build" / "perf-analyzer" / "bin" / "perf_analyzer"))
-    libs = Path(os.environ.get("PERF_ANALYZER_LIBS", ROOT / "build" / "perf-analyzer" / "sonames"))
-    if not binary.is_file():
-        return None
-    env = {**os.environ, "LD_LIBRARY_PATH": f"{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-    return binary, env
-
-
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_perf_analyzer_smoke(server, protocol):
-    found = perf_analyzer()
-    if found is None:
-        pytest.skip("perf_analyzer not found (set PERF_ANALYZER, or unpack the tritonclient==2.51.0 wheel into build/perf-analyzer)")
-    binary, env = found
+    # perf_analyzer from the tritonclient==2.51.0 wheel, unpacked into build/perf-analyzer on first use.
+    sys.path.insert(0, str(ROOT / "scripts" / "triton"))
+    import triton_env  # noqa: PLC0415
+
+    binary, env = triton_env.perf_analyzer()
     url = server.http_url if protocol == "http" else server.grpc_url
     # Count windows with a wide stability band: a smoke load, not a benchmark.
     cmd = [str(binary), "-m", "tiny", "-u", url, "-i", protocol, "--concurrency-range", "2",
