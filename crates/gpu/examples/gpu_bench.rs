@@ -13,22 +13,13 @@ use metal_mps_gpu::ops::matmul::{Gemm, Tiles};
 use metal_mps_gpu::ops::{self, Binding};
 use metal_mps_gpu::pipeline_cache::Scalar;
 use metal_mps_gpu::{transfer, GpuContext, GpuOptions, GpuRunner, Precision};
-use metal_mps_ir::{f16, infer, passes, Graph, Tensor};
+use metal_mps_ir::{f16, Graph};
 use std::time::Instant;
 
-fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+// The engine tests' helpers: random data, model inputs, optimization, comparison.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{model_input, optimize, rand, rel_diff};
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -121,21 +112,7 @@ fn matmul_bench(ctx: &GpuContext) {
                 (m * n * 4) as u64,
             )
             .unwrap();
-        let g = Gemm {
-            m,
-            n,
-            k,
-            batch: vec![],
-            a_stride: [k, 1],
-            b_stride: [n, 1],
-            a_batch_stride: vec![],
-            b_batch_stride: vec![],
-            alpha: 1.0,
-            beta: 0.0,
-            c: None,
-            residual: None,
-            activation: None,
-        };
+        let g = Gemm::row_major(m, n, k);
         let call = ops::matmul::matmul(
             ctx,
             *dt,
@@ -178,21 +155,7 @@ fn matmul_bench(ctx: &GpuContext) {
                     (s * s * 4) as u64,
                 )
                 .unwrap();
-            let g = Gemm {
-                m: s,
-                n: s,
-                k: s,
-                batch: vec![],
-                a_stride: [s, 1],
-                b_stride: [s, 1],
-                a_batch_stride: vec![],
-                b_batch_stride: vec![],
-                alpha: 1.0,
-                beta: 0.0,
-                c: None,
-                residual: None,
-                activation: None,
-            };
+            let g = Gemm::row_major(s, s, s);
             let call = ops::matmul::matmul(
                 ctx,
                 *dt,
@@ -295,9 +258,7 @@ fn load(path: &std::path::Path) -> Option<Graph> {
         return None;
     }
     let mut g = metal_mps_onnx::load_model(path).ok()?.graph;
-    infer::infer_graph(&mut g).ok()?;
-    passes::optimize(&mut g, &metal_mps_cpu::CpuEvaluator).ok()?;
-    infer::infer_graph(&mut g).ok()?;
+    optimize(&mut g);
     Some(g)
 }
 
@@ -329,16 +290,7 @@ fn model_bench(dir: &std::path::Path) {
             };
             let load_s = t0.elapsed().as_secs_f64();
             for &batch in &batches {
-                let v = &g.values[g.inputs[0]];
-                let shape: Vec<usize> = v
-                    .shape
-                    .as_ref()
-                    .unwrap()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 }))
-                    .collect();
-                let x = Tensor::from_vec(shape.clone(), rand(shape.iter().product(), 9)).unwrap();
+                let x = model_input(&g, batch, 9);
                 let got = match runner.run(&[&x]) {
                     Ok(o) => o,
                     Err(e) => {
@@ -348,16 +300,7 @@ fn model_bench(dir: &std::path::Path) {
                 };
                 let diff = if batch == 1 {
                     let want = cpu.run(&[&x]).unwrap();
-                    let (a, b) = (got[0].to_f64_vec(), want[0].to_f64_vec());
-                    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-9);
-                    format!(
-                        "{:.1e}",
-                        a.iter()
-                            .zip(&b)
-                            .map(|(p, q)| (p - q).abs())
-                            .fold(0f64, f64::max)
-                            / scale
-                    )
+                    format!("{:.1e}", rel_diff(&got[0], &want[0]))
                 } else {
                     "-".into()
                 };

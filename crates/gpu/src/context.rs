@@ -340,21 +340,7 @@ impl GpuContext {
             .pool
             .acquire(crate::pool::BufferClass::Storage, (m * n * 2) as u64)?;
         let dummy = self.pool.acquire(crate::pool::BufferClass::Storage, 16)?;
-        let g = Gemm {
-            m,
-            n,
-            k,
-            batch: vec![],
-            a_stride: [k, 1],
-            b_stride: [n, 1],
-            a_batch_stride: vec![],
-            b_batch_stride: vec![],
-            alpha: 1.0,
-            beta: 0.0,
-            c: None,
-            residual: None,
-            activation: None,
-        };
+        let g = Gemm::row_major(m, n, k);
         let call = ops::matmul::matmul(
             self,
             crate::pipeline_cache::Scalar::F16,

@@ -43,6 +43,36 @@ fn up<T: bytemuck::Pod>(ctx: &GpuContext, v: &[T]) -> Buf {
     }
 }
 
+/// `v` uploaded as `dt` (f32, or converted to f16).
+fn up_as(ctx: &GpuContext, dt: Scalar, v: &[f32]) -> Buf {
+    if dt == Scalar::F16 {
+        up(ctx, &to_f16(v))
+    } else {
+        up(ctx, v)
+    }
+}
+
+/// Every tile shape and element type the product kernels can run with on this
+/// adapter: plain 4x4 and 8x8 tiles in f32 (and f16 with SHADER_F16), and
+/// cooperative matrices (f16 only) where the adapter has them.
+fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
+    let mut tiles = vec![Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 }];
+    if let Some(c) = ctx.caps.coop {
+        tiles.push(Tiles::Coop { ct: c.size });
+    }
+    let mut variants = Vec::new();
+    for t in tiles {
+        for dt in [Scalar::F32, Scalar::F16] {
+            let coop = matches!(t, Tiles::Coop { .. });
+            if (dt == Scalar::F16 && !ctx.caps.f16) || (coop && dt != Scalar::F16) {
+                continue;
+            }
+            variants.push((t, dt));
+        }
+    }
+    variants
+}
+
 fn out(ctx: &GpuContext, bytes: usize) -> Buf {
     up(ctx, &vec![0u8; bytes.max(4)])
 }
@@ -496,47 +526,27 @@ fn matmul_and_gemm_match_the_reference() {
         let mut want_g = g.clone();
         want_g.c = cs.c.map(|s| (d.b(), s));
         let want = matmul_ref(&want_g, &a, &b, c_data.as_deref(), r_data.as_deref());
-        let mut tiles = vec![Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 }];
-        if let Some(c) = ctx.caps.coop {
-            tiles.push(Tiles::Coop { ct: c.size });
-        }
-        for t in tiles {
-            for dt in [Scalar::F32, Scalar::F16] {
-                if (dt == Scalar::F16 && !ctx.caps.f16)
-                    || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16)
-                {
-                    continue;
-                }
-                let up_t = |v: &[f32]| {
-                    if dt == Scalar::F16 {
-                        up(&ctx, &to_f16(v))
-                    } else {
-                        up(&ctx, v)
-                    }
-                };
-                let (ba, bb) = (up_t(&a), up_t(&b));
-                let bc = c_data.as_ref().map(|v| up_t(v));
-                let br = r_data.as_ref().map(|v| up_t(v));
-                g.c = bc.as_ref().map(|b| (b.b(), cs.c.unwrap()));
-                g.residual = br.as_ref().map(|b| b.b());
-                let esize = if dt == Scalar::F16 { 2 } else { 4 };
-                let total = batch * cs.m * cs.n;
-                let y = out(&ctx, total * esize);
-                run(
-                    &ctx,
-                    vec![
-                        ops::matmul::matmul(&ctx, dt, &g, t, ba.b(), bb.b(), y.b(), &d.b())
-                            .unwrap(),
-                    ],
-                );
-                let got = if dt == Scalar::F16 {
-                    from_f16(&down::<f16>(&ctx, &y, total))
-                } else {
-                    down::<f32>(&ctx, &y, total)
-                };
-                let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
-                assert_close(&got, &want, tol, &format!("matmul case {ci} {t:?} {dt:?}"));
-            }
+        for (t, dt) in product_variants(&ctx) {
+            let up_t = |v: &[f32]| up_as(&ctx, dt, v);
+            let (ba, bb) = (up_t(&a), up_t(&b));
+            let bc = c_data.as_ref().map(|v| up_t(v));
+            let br = r_data.as_ref().map(|v| up_t(v));
+            g.c = bc.as_ref().map(|b| (b.b(), cs.c.unwrap()));
+            g.residual = br.as_ref().map(|b| b.b());
+            let esize = if dt == Scalar::F16 { 2 } else { 4 };
+            let total = batch * cs.m * cs.n;
+            let y = out(&ctx, total * esize);
+            run(
+                &ctx,
+                vec![ops::matmul::matmul(&ctx, dt, &g, t, ba.b(), bb.b(), y.b(), &d.b()).unwrap()],
+            );
+            let got = if dt == Scalar::F16 {
+                from_f16(&down::<f16>(&ctx, &y, total))
+            } else {
+                down::<f32>(&ctx, &y, total)
+            };
+            let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
+            assert_close(&got, &want, tol, &format!("matmul case {ci} {t:?} {dt:?}"));
         }
     }
 }
@@ -660,52 +670,35 @@ fn convolution_matches_the_reference() {
         let total = g.batch * g.oc * g.oh * g.ow;
         let res = has_res.then(|| rand(total, 800 + ci as u64));
         let want = conv_ref(&g, &x, &w, bias.as_deref(), res.as_deref(), act);
-        let mut tiles = vec![Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 }];
-        if let Some(c) = ctx.caps.coop {
-            tiles.push(Tiles::Coop { ct: c.size });
-        }
-        for t in tiles {
-            for dt in [Scalar::F32, Scalar::F16] {
-                if (dt == Scalar::F16 && !ctx.caps.f16)
-                    || (matches!(t, Tiles::Coop { .. }) && dt != Scalar::F16)
-                {
-                    continue;
-                }
-                let up_t = |v: &[f32]| {
-                    if dt == Scalar::F16 {
-                        up(&ctx, &to_f16(v))
-                    } else {
-                        up(&ctx, v)
-                    }
-                };
-                let (bx, bw) = (up_t(&x), up_t(&w));
-                let bb = bias.as_ref().map(|v| up_t(v));
-                let br = res.as_ref().map(|v| up_t(v));
-                let esize = if dt == Scalar::F16 { 2 } else { 4 };
-                let y = out(&ctx, total * esize);
-                let call = ops::conv::conv(
-                    &ctx,
-                    dt,
-                    &g,
-                    t,
-                    bx.b(),
-                    bw.b(),
-                    bb.as_ref().map(Buf::b),
-                    br.as_ref().map(Buf::b),
-                    act,
-                    y.b(),
-                    &d.b(),
-                )
-                .unwrap();
-                run(&ctx, vec![call]);
-                let got = if dt == Scalar::F16 {
-                    from_f16(&down::<f16>(&ctx, &y, total))
-                } else {
-                    down::<f32>(&ctx, &y, total)
-                };
-                let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
-                assert_close(&got, &want, tol, &format!("conv case {ci} {t:?} {dt:?}"));
-            }
+        for (t, dt) in product_variants(&ctx) {
+            let up_t = |v: &[f32]| up_as(&ctx, dt, v);
+            let (bx, bw) = (up_t(&x), up_t(&w));
+            let bb = bias.as_ref().map(|v| up_t(v));
+            let br = res.as_ref().map(|v| up_t(v));
+            let esize = if dt == Scalar::F16 { 2 } else { 4 };
+            let y = out(&ctx, total * esize);
+            let call = ops::conv::conv(
+                &ctx,
+                dt,
+                &g,
+                t,
+                bx.b(),
+                bw.b(),
+                bb.as_ref().map(Buf::b),
+                br.as_ref().map(Buf::b),
+                act,
+                y.b(),
+                &d.b(),
+            )
+            .unwrap();
+            run(&ctx, vec![call]);
+            let got = if dt == Scalar::F16 {
+                from_f16(&down::<f16>(&ctx, &y, total))
+            } else {
+                down::<f32>(&ctx, &y, total)
+            };
+            let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
+            assert_close(&got, &want, tol, &format!("conv case {ci} {t:?} {dt:?}"));
         }
     }
 }

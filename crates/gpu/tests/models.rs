@@ -3,33 +3,14 @@
 
 mod common;
 
-use common::{gpu, load, rand, rel_diff, to_f16};
+use common::{gpu, load, model_input, rel_diff, to_f16};
 use metal_mps_cpu::CpuPlan;
 use metal_mps_gpu::{GpuOptions, GpuRunner, Precision};
-use metal_mps_ir::{f16, DType, Graph, Tensor};
-
-fn input(g: &Graph, batch: usize, seed: u64) -> Tensor {
-    let v = &g.values[g.inputs[0]];
-    let shape: Vec<usize> = v
-        .shape
-        .as_ref()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 }))
-        .collect();
-    let data = rand(shape.iter().product(), seed);
-    match v.dtype {
-        Some(DType::F16) => {
-            Tensor::from_vec(shape, data.iter().map(|&x| f16::from_f32(x)).collect()).unwrap()
-        }
-        _ => Tensor::from_vec(shape, data).unwrap(),
-    }
-}
+use metal_mps_ir::Graph;
 
 /// Runs `g` on both engines and checks the outputs agree within `tol`.
 fn compare(name: &str, g: &Graph, batch: usize, opts: &GpuOptions, tol: f64) {
-    let x = input(g, batch, 7);
+    let x = model_input(g, batch, 7);
     let want = CpuPlan::new(g.clone()).run(&[&x]).expect("the CPU runs");
     let runner = GpuRunner::new(g, opts).expect("the GPU prepares");
     let got = runner.run(&[&x]).expect("the GPU runs");

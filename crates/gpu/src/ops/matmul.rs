@@ -33,6 +33,27 @@ pub struct Gemm {
     pub activation: Option<UnaryOp>,
 }
 
+impl Gemm {
+    /// `y[m×n] = A[m×k] · B[k×n]`, both row-major and unbatched: no C, residual or activation.
+    pub fn row_major(m: usize, n: usize, k: usize) -> Gemm {
+        Gemm {
+            m,
+            n,
+            k,
+            batch: vec![],
+            a_stride: [k, 1],
+            b_stride: [n, 1],
+            a_batch_stride: vec![],
+            b_batch_stride: vec![],
+            alpha: 1.0,
+            beta: 0.0,
+            c: None,
+            residual: None,
+            activation: None,
+        }
+    }
+}
+
 /// Tile shape chosen for a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiles {

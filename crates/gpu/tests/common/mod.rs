@@ -34,6 +34,27 @@ pub fn rand(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A random input for `g`'s first input: fixed dims as declared, a dynamic first
+/// dim set to `batch`, other dynamic dims 1; FP16 when the input is FP16.
+pub fn model_input(g: &Graph, batch: usize, seed: u64) -> Tensor {
+    let v = &g.values[g.inputs[0]];
+    let shape: Vec<usize> = v
+        .shape
+        .as_ref()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { batch } else { 1 }))
+        .collect();
+    let data = rand(shape.iter().product(), seed);
+    match v.dtype {
+        Some(DType::F16) => {
+            Tensor::from_vec(shape, data.iter().map(|&x| f16::from_f32(x)).collect()).unwrap()
+        }
+        _ => Tensor::from_vec(shape, data).unwrap(),
+    }
+}
+
 /// Where the test models are (`METAL_MPS_MODELS`, else `build/models` of the workspace).
 pub fn model_dir() -> PathBuf {
     std::env::var_os("METAL_MPS_MODELS")
