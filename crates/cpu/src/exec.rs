@@ -1,27 +1,53 @@
 //! Runs a planned graph on the CPU.
 
+use crate::kernels::{conv_packed, ConvWeights};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
-use metal_mps_ir::{Error, Graph, Result, Storage, Tensor};
+use metal_mps_ir::{passes, DType, Error, Graph, Op, Result, Storage, Tensor};
 use std::sync::Mutex;
 
-/// A graph compiled for the CPU: its plan plus a pool of slot buffers, so that
-/// repeated runs reuse their intermediate memory. Shareable across threads:
-/// concurrent runs each take their own set of slots.
+/// A graph compiled for the CPU: residual additions fused into the
+/// convolutions that feed them, its plan, the convolution weights packed once, and a pool of slot buffers, so that repeated runs reuse their
+/// intermediate memory. Shareable across threads: concurrent runs each take
+/// their own set of slots.
 pub struct CpuPlan {
     graph: Graph,
     plan: Plan,
+    /// Per node: the packed weights of a Conv whose weights are constant.
+    packed: Vec<Option<ConvWeights>>,
     slot_sets: Mutex<Vec<Vec<Storage>>>,
 }
 
 impl CpuPlan {
-    pub fn new(graph: Graph) -> CpuPlan {
+    pub fn new(mut graph: Graph) -> CpuPlan {
+        passes::fuse_residual_add(&mut graph);
         let plan = Plan::new(&graph);
+        let packed = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                let Op::Conv(attrs) = &node.op else {
+                    return None;
+                };
+                let w = node.inputs.get(1).copied().flatten()?;
+                let w = graph.values[w].constant.as_deref()?;
+                // Weights that do not pack are left to the kernel, which reports why.
+                (w.dtype() == DType::F32)
+                    .then(|| ConvWeights::new(w, attrs.group).ok())
+                    .flatten()
+            })
+            .collect();
         CpuPlan {
             graph,
             plan,
+            packed,
             slot_sets: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Bytes of the packed convolution weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.iter().flatten().map(ConvWeights::bytes).sum()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -88,23 +114,36 @@ impl CpuPlan {
                 })
                 .collect();
             let outs = {
-                let inputs: Vec<Option<&Tensor>> = node
+                let inputs = node
                     .inputs
                     .iter()
-                    .map(|i| {
-                        i.and_then(|v| {
-                            fed[v]
-                                .or(owned[v].as_ref())
-                                .or(g.values[v].constant.as_deref())
-                        })
+                    .map(|i| match i {
+                        None => Ok(None),
+                        Some(v) => fed[*v]
+                            .or(owned[*v].as_ref())
+                            .or(g.values[*v].constant.as_deref())
+                            .map(Some)
+                            .ok_or_else(|| {
+                                node.error(Error::Invalid(format!(
+                                    "input '{}' is read before it is computed",
+                                    g.values[*v].name
+                                )))
+                            }),
                     })
-                    .collect();
-                eval_op(
-                    &node.op,
-                    &inputs,
-                    node.outputs.len(),
-                    &mut Out::reusing(storages),
-                )
+                    .collect::<Result<Vec<_>>>()?;
+                let mut out = Out::reusing(storages);
+                match (&node.op, &self.packed[n]) {
+                    (Op::Conv(attrs), Some(w)) => conv_packed(
+                        attrs,
+                        crate::kernels::arg(&inputs, 0)?,
+                        w,
+                        crate::kernels::opt(&inputs, 2),
+                        crate::kernels::opt(&inputs, 3),
+                        &mut out,
+                    )
+                    .map(|t| vec![t]),
+                    (op, _) => eval_op(op, &inputs, node.outputs.len(), &mut out),
+                }
                 .map_err(|e| node.error(e))?
             };
             for (&o, t) in node.outputs.iter().zip(outs) {

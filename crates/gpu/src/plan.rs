@@ -1040,6 +1040,10 @@ impl<'a> Builder<'a> {
         let (Some(x), Some(w)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
             return Ok(Lowered::Cpu);
         };
+        if node.inputs.get(3).copied().flatten().is_some() {
+            // A fused residual (a CPU-only rewrite): the GPU kernels do not read one.
+            return Ok(Lowered::Cpu);
+        }
         let Some(dtype) = self.float(x) else {
             return Ok(Lowered::Cpu);
         };

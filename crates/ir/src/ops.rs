@@ -225,7 +225,8 @@ pub enum Op {
     Clip,
     /// Inputs: one or more, broadcast together.
     Sum,
-    /// Inputs: x, w, bias?. NCHW, 1-D or 2-D spatial.
+    /// Inputs: x, w, bias?, residual?. NCHW, 1-D or 2-D spatial. The residual
+    /// (output-shaped, from `passes::fuse_residual_add`) is added before the activation.
     Conv(ConvAttrs),
     /// Inputs: x.
     Pool(PoolAttrs),

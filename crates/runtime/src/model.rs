@@ -211,7 +211,8 @@ impl Model {
                     .iter()
                     .filter_map(|v| v.constant.as_ref())
                     .map(|t| t.as_bytes().len())
-                    .sum();
+                    .sum::<usize>()
+                    + p.packed_bytes();
                 MemoryStats {
                     bytes_weights: weights as u64,
                     bytes_pooled: p.pooled_bytes() as u64,

@@ -93,14 +93,30 @@ pub fn sum(inputs: &[Option<&Tensor>], out: &mut Out) -> Result<Tensor> {
 }
 
 fn apply<T: Arith>(op: BinaryOp, a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    // One instance per op, so that the element loops carry no dispatch.
+    match op {
+        BinaryOp::Add => apply_fn(a, b, y, |x: T, z| T::apply(BinaryOp::Add, x, z)),
+        BinaryOp::Sub => apply_fn(a, b, y, |x: T, z| T::apply(BinaryOp::Sub, x, z)),
+        BinaryOp::Mul => apply_fn(a, b, y, |x: T, z| T::apply(BinaryOp::Mul, x, z)),
+        BinaryOp::Div => apply_fn(a, b, y, |x: T, z| T::apply(BinaryOp::Div, x, z)),
+        BinaryOp::Pow => apply_fn(a, b, y, |x: T, z| T::apply(BinaryOp::Pow, x, z)),
+    }
+}
+
+fn apply_fn<T: Element>(
+    a: &Tensor,
+    b: &Tensor,
+    y: &mut Tensor,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Result<()> {
     let shape = y.shape().to_vec();
     let (av, bv) = (a.as_slice::<T>()?, b.as_slice::<T>()?);
     let yv = y.as_slice_mut::<T>()?;
-    let f = |x: T, z: T| T::apply(op, x, z);
     if a.shape() == b.shape() {
         for_chunks(yv, |start, chunk| {
-            for (i, o) in chunk.iter_mut().enumerate() {
-                *o = f(av[start + i], bv[start + i]);
+            let (ac, bc) = (&av[start..][..chunk.len()], &bv[start..][..chunk.len()]);
+            for ((o, &x), &z) in chunk.iter_mut().zip(ac).zip(bc) {
+                *o = f(x, z);
             }
         });
     } else if bv.len() == 1 {

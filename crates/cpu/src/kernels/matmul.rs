@@ -72,59 +72,6 @@ pub(crate) fn sgemm(
     );
 }
 
-/// `dst[m×n] = lhs · rhs` into a raw destination with row stride `dst_rs`.
-///
-/// # Safety
-/// `dst` must be valid for writes of rows `0..m`, columns `0..n` at row stride
-/// `dst_rs`, and no one else may access those elements during the call.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    parallel: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        k == 0 || (lhs.len() > (m - 1) * lhs_rs + k - 1 && rhs.len() > (k - 1) * rhs_rs + n - 1),
-        "gemm operand too small"
-    );
-    let par = if parallel && m * n * k > 1 << 15 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs.as_ptr(),
-        1,
-        lhs_rs as isize,
-        rhs.as_ptr(),
-        1,
-        rhs_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
-    );
-}
-
 /// `dst = keep·dst + scale·lhs·rhs` where lhs/rhs have (row, column) strides.
 #[allow(clippy::too_many_arguments)]
 fn strided_gemm(
@@ -258,7 +205,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
                 sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, true);
             }
         }
-        super::conv::finish(y, None, n.max(1), act);
+        finish(y, None, n.max(1), act);
         Ok(())
     })
 }
@@ -368,7 +315,24 @@ pub fn gemm(
             g.alpha,
             true,
         );
-        super::conv::finish(y, None, n.max(1), g.activation);
+        finish(y, None, n.max(1), g.activation);
         Ok(())
     })
+}
+
+/// Adds the per-row bias and applies the activation to a `[rows, len]` block.
+fn finish(block: &mut [f32], bias: Option<&[f32]>, len: usize, act: Activation) {
+    if bias.is_none() && act == Activation::None {
+        return;
+    }
+    for (r, row) in block.chunks_mut(len).enumerate() {
+        let b = bias.map_or(0.0, |b| b[r]);
+        match act {
+            Activation::None => row.iter_mut().for_each(|v| *v += b),
+            Activation::Unary(metal_mps_ir::UnaryOp::Relu) => {
+                row.iter_mut().for_each(|v| *v = (*v + b).max(0.0))
+            }
+            a => row.iter_mut().for_each(|v| *v = a.apply(*v + b)),
+        }
+    }
 }

@@ -6,9 +6,12 @@ mod conv;
 mod layout;
 mod matmul;
 mod norm;
+mod packed;
 mod pool;
 mod reduce;
 mod unary;
+
+pub(crate) use conv::{conv_packed, ConvWeights};
 
 use crate::Out;
 use metal_mps_ir::{Error, Op, Result, Tensor};
@@ -52,7 +55,10 @@ pub fn eval_op(
             }
             Ok(outs)
         }
-        Op::Conv(c) => one(conv::conv(c, x, arg(inputs, 1)?, opt(inputs, 2), out)),
+        Op::Conv(c) => {
+            let (w, bias, residual) = (arg(inputs, 1)?, opt(inputs, 2), opt(inputs, 3));
+            one(conv::conv(c, x, w, bias, residual, out))
+        }
         Op::Pool(p) => one(pool::pool(p, x, out)),
         Op::GlobalPool(kind) => one(pool::global_pool(*kind, x, out)),
         Op::BatchNorm { epsilon } => one(norm::batch_norm(x, &inputs[1..], *epsilon, out)),

@@ -135,75 +135,102 @@ fn windows(a: &Axis) -> Vec<Window> {
         .collect()
 }
 
-/// One `[z, y, x]` plane, row by row: for each output row, every tap row is
-/// folded into a row of accumulators over the valid output range of each
-/// horizontal tap, so the inner loop has no bounds checks.
+/// One `[z, y, x]` plane, row by row: the window's input rows are first
+/// folded into one row (contiguous, so vectorized), then each output reads its
+/// horizontal taps from that row. Max pooling propagates NaN.
 fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], y: &mut [f32]) {
     let max = p.kind == PoolKind::Max;
     let (h, w, ow) = (ax[1].input, ax[2].input, ax[2].output);
     let a = &ax[2];
-    // For each horizontal tap kx: the output range [lo, hi) whose tap lands inside the row.
-    let ranges: Vec<(usize, usize, isize)> = (0..a.kernel)
-        .map(|kx| {
-            let off = (kx * a.dilation) as isize - a.begin as isize;
-            let lo = if off >= 0 {
-                0
-            } else {
-                ((-off) as usize).div_ceil(a.stride)
-            };
-            let hi = if off >= w as isize {
-                0
-            } else {
-                (((w as isize - 1 - off) as usize) / a.stride + 1).min(ow)
-            };
-            (lo, hi.max(lo), off)
-        })
-        .collect();
-    let x_count: Vec<usize> = win[2].iter().map(|wx| wx.taps.len()).collect();
+    let mut folded = vec![0f32; w];
+    let (lo, hi) = interior(a, &win[2]);
     let mut rows = y.chunks_mut(ow.max(1));
     for wz in &win[0] {
         for wy in &win[1] {
-            let acc = rows.next().expect("one row per output row");
-            acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-            for &iz in &wz.taps {
-                for &iy in &wy.taps {
-                    let row = &x[(iz * h + iy) * w..][..w];
-                    for &(lo, hi, off) in &ranges {
-                        if hi == lo {
-                            continue;
-                        }
-                        let (dst, start) =
-                            (&mut acc[lo..hi], ((lo * a.stride) as isize + off) as usize);
-                        let src = &row[start..start + (dst.len() - 1) * a.stride + 1];
-                        let s = a.stride;
-                        match (max, s) {
-                            (true, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = d.max(v)),
-                            (true, _) => dst
-                                .iter_mut()
-                                .zip(src.chunks(s))
-                                .for_each(|(d, v)| *d = d.max(v[0])),
-                            (false, 1) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
-                            (false, _) => dst
-                                .iter_mut()
-                                .zip(src.chunks(s))
-                                .for_each(|(d, v)| *d += v[0]),
-                        }
-                    }
+            let out = rows.next().expect("one row per output row");
+            let mut taps = wz
+                .taps
+                .iter()
+                .flat_map(|&iz| wy.taps.iter().map(move |&iy| &x[(iz * h + iy) * w..][..w]));
+            let Some(first) = taps.next() else {
+                // Every tap of the window is padding.
+                out.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                continue;
+            };
+            folded.copy_from_slice(first);
+            for row in taps {
+                if max {
+                    folded
+                        .iter_mut()
+                        .zip(row)
+                        .for_each(|(f, &v)| *f = max_nan(*f, v));
+                } else {
+                    folded.iter_mut().zip(row).for_each(|(f, &v)| *f += v);
+                }
+            }
+            let init = if max { f32::NEG_INFINITY } else { 0.0 };
+            out.fill(init);
+            // Interior outputs (every horizontal tap inside the row) take one
+            // strided pass per tap; the few at the edges walk their tap lists.
+            if max && a.kernel == 2 && a.stride == 2 && a.dilation == 1 && hi > lo {
+                // The common 2×2/2 window: pairs, which vectorize.
+                let pairs = folded[lo * 2 - a.begin..].chunks_exact(2);
+                for (o, pair) in out[lo..hi].iter_mut().zip(pairs) {
+                    *o = max_nan(pair[0], pair[1]);
+                }
+            } else {
+                horizontal(a, max, lo, hi, &folded, out);
+            }
+            let edges = (0..lo).chain(hi..ow);
+            for (o, wx) in edges.map(|ox| (ox, &win[2][ox])) {
+                for &ix in &wx.taps {
+                    let v = folded[ix];
+                    out[o] = if max { max_nan(out[o], v) } else { out[o] + v };
                 }
             }
             if !max {
-                let rows_in = wz.taps.len() * wy.taps.len();
-                let padded = wz.in_padded * wy.in_padded;
-                for ((d, wx), &cx) in acc.iter_mut().zip(&win[2]).zip(&x_count) {
+                for (o, wx) in out.iter_mut().zip(&win[2]) {
                     let div = if p.count_include_pad {
-                        padded * wx.in_padded
+                        wz.in_padded * wy.in_padded * wx.in_padded
                     } else {
-                        rows_in * cx
+                        wz.taps.len() * wy.taps.len() * wx.taps.len()
                     };
-                    *d /= div.max(1) as f32;
+                    *o /= div.max(1) as f32;
                 }
             }
         }
+    }
+}
+
+/// The interior outputs `[lo, hi)` of one row: one strided pass per tap.
+fn horizontal(a: &Axis, max: bool, lo: usize, hi: usize, folded: &[f32], out: &mut [f32]) {
+    for kx in 0..a.kernel {
+        let first = (lo * a.stride + kx * a.dilation).saturating_sub(a.begin);
+        let src = folded[first.min(folded.len())..].iter().step_by(a.stride);
+        let dst = out[lo..hi].iter_mut().zip(src);
+        if max {
+            dst.for_each(|(o, &v)| *o = max_nan(*o, v));
+        } else {
+            dst.for_each(|(o, &v)| *o += v);
+        }
+    }
+}
+
+/// The outputs `[lo, hi)` whose every horizontal tap lies inside the row.
+fn interior(a: &Axis, win: &[Window]) -> (usize, usize) {
+    let full = |ox: &usize| ox * a.stride >= a.begin && win[*ox].taps.len() == a.kernel;
+    let lo = (0..a.output).find(full).unwrap_or(a.output);
+    let hi = (lo..a.output).find(|ox| !full(ox)).unwrap_or(a.output);
+    (lo, hi)
+}
+
+/// The larger of two values, NaN when either is NaN (as ONNX's max).
+#[inline(always)]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || a >= b {
+        a
+    } else {
+        b
     }
 }
 
@@ -221,7 +248,7 @@ pub fn global_pool(kind: PoolKind, x: &Tensor, out: &mut Out) -> Result<Tensor> 
             let plane = &xv[i * size..][..size];
             *o = match kind {
                 PoolKind::Average => plane.iter().sum::<f32>() / size as f32,
-                PoolKind::Max => plane.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                PoolKind::Max => plane.iter().copied().fold(f32::NEG_INFINITY, max_nan),
             };
         }
         Ok(())

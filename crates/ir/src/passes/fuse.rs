@@ -1,4 +1,4 @@
-use crate::{Activation, BinaryOp, Graph, Op, Result, Tensor, ValueId};
+use crate::{Activation, BinaryOp, Dim, Graph, Op, Result, Tensor, UnaryOp, ValueId};
 use std::sync::Arc;
 
 /// The single node reading `v`, when `v` is not also a graph output.
@@ -201,6 +201,67 @@ pub fn fuse_activations(g: &mut Graph) {
         }
         g.nodes[p].outputs[0] = out;
         remove[a] = true;
+    }
+    g.remove_nodes(&remove);
+}
+
+/// `Add(Conv(x, w, b), r)`, optionally followed by `Relu`, becomes one Conv
+/// with `r` as its residual input (input 3), added before the activation: the
+/// output of a residual block is written once instead of three times.
+///
+/// Only for engines whose Conv kernel reads a residual (the CPU's); the
+/// default pipeline does not run it. `r` must have exactly the Conv output's
+/// shape (no broadcasting).
+pub fn fuse_residual_add(g: &mut Graph) {
+    let consumers = g.consumers();
+    let mut remove = vec![false; g.nodes.len()];
+    for c in 0..g.nodes.len() {
+        let node = &g.nodes[c];
+        let Op::Conv(attrs) = &node.op else {
+            continue;
+        };
+        if attrs.activation != Activation::None || node.inputs.len() > 3 {
+            continue;
+        }
+        let y = node.outputs[0];
+        let Some(a) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
+        if remove[a] || g.nodes[a].op != Op::Binary(BinaryOp::Add) {
+            continue;
+        }
+        let residual = match g.nodes[a].inputs[..] {
+            [Some(l), Some(r)] if l == y && r != y => r,
+            [Some(l), Some(r)] if r == y && l != y => l,
+            _ => continue,
+        };
+        let (ys, rs) = (&g.values[y], &g.values[residual]);
+        let same_shape = ys.shape.is_some() && ys.shape == rs.shape && ys.dtype == rs.dtype;
+        if !same_shape || ys.shape.iter().flatten().any(|d| *d == Dim::Unknown) {
+            continue;
+        }
+        let mut out = g.nodes[a].outputs[0];
+        remove[a] = true;
+        let mut activation = Activation::None;
+        if let Some(r) = sole_consumer(g, &consumers, out) {
+            if g.nodes[r].op == Op::Unary(UnaryOp::Relu) {
+                activation = Activation::Unary(UnaryOp::Relu);
+                out = g.nodes[r].outputs[0];
+                remove[r] = true;
+            }
+        }
+        // The fused Conv takes the Add's place: the residual may be computed
+        // after the Conv, never after the Add.
+        let mut conv = g.nodes[c].clone();
+        conv.inputs.resize(3, None);
+        conv.inputs.push(Some(residual));
+        conv.outputs = vec![out];
+        if let Op::Conv(attrs) = &mut conv.op {
+            attrs.activation = activation;
+        }
+        g.nodes[a] = conv;
+        remove[a] = false;
+        remove[c] = true;
     }
     g.remove_nodes(&remove);
 }

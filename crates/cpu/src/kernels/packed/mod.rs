@@ -1,0 +1,255 @@
+//! Packed single-precision matrix products `C = A·B` for convolutions, with the
+//! weights (`A`) packed once and the epilogue (accumulate, bias, residual,
+//! activation) applied while each output tile is in registers.
+//!
+//! `A` is `M×K` (output channels × taps), packed into panels of [`MR`] rows;
+//! `B` is `K×N` (taps × output pixels), packed by the caller into panels of
+//! [`NR`] columns (im2col writes them directly). One micro-kernel call computes
+//! an `MR×NR` tile over a block of `K`.
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use metal_mps_ir::{Activation, UnaryOp};
+
+/// Rows of an `A` panel (output channels per tile).
+pub const MR: usize = 6;
+/// Columns of a `B` panel (output pixels per tile).
+pub const NR: usize = 16;
+/// Taps per block: one `B` panel block (`KC·NR` floats) stays in L1.
+pub const KC: usize = 256;
+
+/// An `M×K` matrix in panels of [`MR`] rows: panel `i` holds rows
+/// `i·MR..i·MR+MR` (zero past `M`), element `(row r, tap p)` at `p·MR + r`.
+#[derive(Debug)]
+pub struct PackedLhs {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedLhs {
+    /// Packs the row-major `m×k` matrix `a`.
+    pub fn pack(a: &[f32], m: usize, k: usize) -> PackedLhs {
+        assert!(a.len() >= m * k, "matrix smaller than {m}×{k}");
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0.0; panels * MR * k];
+        for (i, panel) in data.chunks_mut((MR * k).max(1)).enumerate().take(panels) {
+            for r in 0..MR.min(m - i * MR) {
+                let row = &a[(i * MR + r) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * MR + r] = v;
+                }
+            }
+        }
+        PackedLhs { m, k, data }
+    }
+
+    /// Panel `i` from tap `k0`.
+    fn panel(&self, i: usize, k0: usize) -> &[f32] {
+        &self.data[i * MR * self.k + k0 * MR..]
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// What happens to a tile of `C` after its product over one block of taps.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Bias per row of `C` (per output channel).
+    pub bias: Option<&'a [f32]>,
+    /// Added before the activation; indexed like `C` (same offset and row stride).
+    pub residual: Option<*const f32>,
+    pub activation: Activation,
+}
+
+/// The parts of an epilogue that one tile applies, resolved for the tile's rows.
+#[derive(Clone, Copy)]
+pub(crate) struct TileOps {
+    /// Add the product to what `C` holds (every block of taps after the first).
+    pub accumulate: bool,
+    /// The last block of taps: bias, residual and clamp follow.
+    pub last: bool,
+    /// `MR` biases (zeros where there is no bias).
+    pub bias: [f32; MR],
+    pub residual: *const f32,
+    /// Clamp bounds: Relu and Clip-like activations fold into them.
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// The micro-kernel: `C[0..rows, 0..cols] (+)= A-panel · B-panel` over `kc`
+/// taps, then the epilogue.
+///
+/// # Safety
+/// `a` holds `kc·MR` floats, `b` holds `kc·NR`; `c` (and `ops.residual` when
+/// not null) are valid for `rows` rows of `cols` elements at row stride `ldc`,
+/// and nothing else touches those elements of `c` during the call.
+type TileFn = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, &TileOps);
+
+/// The fastest micro-kernel this CPU runs.
+fn tile_fn() -> TileFn {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = x86::tile_fn() {
+        return f;
+    }
+    portable::tile
+}
+
+/// `C[rows of panel range, cols] = epilogue(A · B)` for one block of columns.
+///
+/// `b` holds `B` (`K×cols`) in blocks of [`KC`] taps, each in panels of [`NR`]
+/// columns (see [`rhs_len`] and [`rhs_offset`]); what it holds past `cols`
+/// is computed but never stored. `c` points at element (row 0, first column)
+/// of `C`, rows `ldc` apart.
+///
+/// # Safety
+/// `c` is valid for rows `panels.start·MR..min(panels.end·MR, M)` and `cols`
+/// columns at row stride `ldc` and no one else accesses those elements during
+/// the call; `ep.residual`, when set, is valid for reads at the same offsets.
+pub unsafe fn multiply(
+    a: &PackedLhs,
+    panels: std::ops::Range<usize>,
+    cols: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    multiply_with(tile_fn(), a, panels, cols, b, c, ldc, ep)
+}
+
+/// [`multiply`] with the given micro-kernel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_with(
+    tile: TileFn,
+    a: &PackedLhs,
+    panels: std::ops::Range<usize>,
+    cols: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    ep: &Epilogue,
+) {
+    assert!(b.len() >= rhs_len(a.k, cols), "B panels too small");
+    let npanels = cols.div_ceil(NR);
+    let (lo, hi, rest) = clamp_bounds(ep.activation);
+    let mut k0 = 0;
+    loop {
+        let kc = KC.min(a.k - k0);
+        let last = k0 + kc == a.k;
+        let block = &b[rhs_offset(k0, 0, kc, cols)..];
+        // What each row panel's tiles apply, set once per block of taps.
+        let ops: Vec<TileOps> = panels
+            .clone()
+            .map(|i| {
+                let rows = MR.min(a.m - i * MR);
+                let mut bias = [0.0; MR];
+                if let (true, Some(bv)) = (last, ep.bias) {
+                    bias[..rows].copy_from_slice(&bv[i * MR..][..rows]);
+                }
+                TileOps {
+                    accumulate: k0 > 0,
+                    last,
+                    bias,
+                    residual: std::ptr::null(),
+                    lo,
+                    hi,
+                }
+            })
+            .collect();
+        for j in 0..npanels {
+            let bp = block[j * kc * NR..].as_ptr();
+            let ncols = NR.min(cols - j * NR);
+            for (i, ops) in panels.clone().zip(&ops) {
+                let rows = MR.min(a.m - i * MR);
+                let offset = i * MR * ldc + j * NR;
+                let cp = c.add(offset);
+                let residual = match (last, ep.residual) {
+                    (true, Some(r)) => r.add(offset),
+                    _ => std::ptr::null(),
+                };
+                let ops = &TileOps { residual, ..*ops };
+                tile(kc, a.panel(i, k0).as_ptr(), bp, cp, ldc, rows, ncols, ops);
+                if let (true, Some(act)) = (last, rest) {
+                    for r in 0..rows {
+                        let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), ncols);
+                        row.iter_mut().for_each(|v| *v = act.apply(*v));
+                    }
+                }
+            }
+        }
+        k0 += kc;
+        if k0 >= a.k {
+            break;
+        }
+    }
+}
+
+/// Floats of a packed `B` of `k` taps and `cols` columns.
+pub fn rhs_len(k: usize, cols: usize) -> usize {
+    k * cols.div_ceil(NR) * NR
+}
+
+/// Where tap `tap` of panel `j` starts in a packed `B` of `cols` columns, whose
+/// block of taps containing `tap` is `kc` wide.
+pub fn rhs_offset(tap: usize, j: usize, kc: usize, cols: usize) -> usize {
+    let k0 = tap / KC * KC;
+    k0 * cols.div_ceil(NR) * NR + j * kc * NR + (tap - k0) * NR
+}
+
+/// Clamp bounds that implement `act`, and the activation left to apply after
+/// the clamp (for those that are not a clamp).
+fn clamp_bounds(act: Activation) -> (f32, f32, Option<Activation>) {
+    match act {
+        Activation::None => (f32::NEG_INFINITY, f32::INFINITY, None),
+        Activation::Unary(UnaryOp::Relu) => (0.0, f32::INFINITY, None),
+        other => (f32::NEG_INFINITY, f32::INFINITY, Some(other)),
+    }
+}
+
+/// The epilogue on a product tile held in `acc` (row-major `MR×NR`), for the
+/// tiles the vector paths do not store themselves.
+///
+/// # Safety
+/// As [`TileFn`].
+pub(crate) unsafe fn store_tile(
+    acc: &[f32; MR * NR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    ops: &TileOps,
+) {
+    for r in 0..rows {
+        let dst = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+        let src = &acc[r * NR..][..cols];
+        for (j, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+            let mut v = s;
+            if ops.accumulate {
+                v += *d;
+            }
+            if ops.last {
+                v += ops.bias[r];
+                if !ops.residual.is_null() {
+                    v += *ops.residual.add(r * ldc + j);
+                }
+                // NaN passes through as the unfused ops would pass it.
+                v = if v < ops.lo {
+                    ops.lo
+                } else if v > ops.hi {
+                    ops.hi
+                } else {
+                    v
+                };
+            }
+            *d = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
