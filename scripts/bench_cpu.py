@@ -3,10 +3,12 @@
 
 Both run in this one process's turn, one after the other (never concurrently), with the same
 input shapes and random non-zero inputs: onnxruntime on CPU with intra_op_num_threads=2,
-warm-up runs, then the median of --iterations timed runs. Models are taken from --models
-(built there with models/create_test_model.py when missing).
+warm-up runs, then the median of --iterations timed runs. The two alternate for --rounds
+rounds, so that both see the same phases of a shared machine; the table gives the median over
+rounds of each one's median and of the per-round ratio, and the range of the ratios. Models are
+taken from --models (built there with models/create_test_model.py when missing).
 
-  python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--device cpu|gpu]
+  python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--rounds 5] [--device cpu|gpu]
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def ensure_models(models: Path, names: list[str]) -> None:
                         "--no-validate", "--only", *missing], check=True, stdout=subprocess.DEVNULL)
 
 
-def bench_ort(model: Path, batch: int, iterations: int, warmup: int) -> float:
-    """Median milliseconds of onnxruntime CPU (2 intra-op threads)."""
+def ort_session(model: Path, batch: int):
+    """An onnxruntime CPU session (2 intra-op threads) and its random non-zero feeds."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.inter_op_num_threads = 1
@@ -45,6 +47,11 @@ def bench_ort(model: Path, batch: int, iterations: int, warmup: int) -> float:
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else batch for d in i.shape]
         feeds[i.name] = (rng.uniform(0.1, 1.0, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
+    return sess, feeds
+
+
+def bench_ort(sess, feeds, iterations: int, warmup: int) -> float:
+    """Median milliseconds of `sess` on `feeds`."""
     for _ in range(warmup):
         sess.run(None, feeds)
     times = []
@@ -72,6 +79,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of both")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device for metal-mps")
     ap.add_argument("--models", type=Path, default=ROOT / "build" / "models")
     ap.add_argument("--bin", default=os.environ.get("METAL_MPS_BIN", str(ROOT / "target" / "release" / "metal-mps")))
@@ -83,18 +91,24 @@ def main() -> int:
     rows = []
     for name, batch in cases:
         model = args.models / f"{name}.onnx"
-        ort_ms = bench_ort(model, batch, args.iterations, args.warmup)
-        ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device)
-        rows.append((name, batch, ort_ms, ours["median_ms"], ours.get("p90_ms", float("nan"))))
-        print(f"{name} b{batch}: ORT {ort_ms:.2f} ms, metal-mps ({args.device}) {ours['median_ms']:.2f} ms",
-              file=sys.stderr)
+        sess, feeds = ort_session(model, batch)
+        ort_ms, ours_ms, ratios = [], [], []
+        for r in range(args.rounds):
+            ort_ms.append(bench_ort(sess, feeds, args.iterations, args.warmup))
+            ours_ms.append(bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device)["median_ms"])
+            ratios.append(ours_ms[-1] / ort_ms[-1])
+            print(f"{name} b{batch} round {r + 1}: ORT {ort_ms[-1]:.2f} ms, metal-mps ({args.device}) "
+                  f"{ours_ms[-1]:.2f} ms, ratio {ratios[-1]:.2f}", file=sys.stderr)
+        med = statistics.median
+        rows.append((name, batch, med(ort_ms), med(ours_ms), med(ratios), min(ratios), max(ratios)))
 
     print(f"\nonnxruntime {ort.__version__} CPU (2 threads) vs metal-mps --device {args.device}; "
-          f"median of {args.iterations} runs after {args.warmup} warm-up\n")
-    print("| model | batch | ORT median (ms) | metal-mps median (ms) | metal-mps p90 (ms) | ratio (ours/ORT) |")
+          f"{args.rounds} alternating rounds, each the median of {args.iterations} runs after "
+          f"{args.warmup} warm-up\n")
+    print("| model | batch | ORT median (ms) | metal-mps median (ms) | ratio (ours/ORT), median of rounds | ratio range |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, batch, ort_ms, ours_ms, p90 in rows:
-        print(f"| {name} | {batch} | {ort_ms:.2f} | {ours_ms:.2f} | {p90:.2f} | {ours_ms / ort_ms:.2f} |")
+    for name, batch, o, m, ratio, lo, hi in rows:
+        print(f"| {name} | {batch} | {o:.2f} | {m:.2f} | {ratio:.2f} | {lo:.2f}–{hi:.2f} |")
     return 0
 
 

@@ -33,7 +33,7 @@ impl CpuPlan {
                 let w = graph.values[w].constant.as_deref()?;
                 // Weights that do not pack are left to the kernel, which reports why.
                 (w.dtype() == DType::F32)
-                    .then(|| ConvWeights::new(w, attrs.group).ok())
+                    .then(|| ConvWeights::new(w, attrs).ok())
                     .flatten()
             })
             .collect();

@@ -386,7 +386,7 @@ fn auto_pad() -> impl Strategy<Value = AutoPad> {
 fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
         (1usize..=2, 1usize..=3, 1usize..=2, 1usize..=2),
-        (1usize..=9, 1usize..=9),
+        (1usize..=9, 1usize..=24),
         (
             [1usize..=3, 1usize..=3],
             [1usize..=3, 1usize..=3],
@@ -942,5 +942,33 @@ fn large_pools_take_the_parallel_path() {
                 panic!("{p:?}: {e}");
             }
         }
+    }
+}
+
+/// 3×3 stride-1 convolutions with tens of channels (several row panels of
+/// the packed product, partial ones), odd and even sizes, every padding.
+fn mid_size_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=2, 16usize..=40, 16usize..=40),
+        (1usize..=17, 1usize..=17),
+        [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        (auto_pad(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, cg, mg), (h, w), pads, (auto_pad, bias, seed))| ConvCase {
+                auto_pad,
+                bias,
+                seed,
+                ..big_conv([n, 1, cg, mg], [h, w], [3, 3], [1, 1], pads)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 24, ..config() })]
+
+    #[test]
+    fn mid_size_conv_matches_direct_convolution(c in mid_size_case()) {
+        check_conv(&c)?;
     }
 }

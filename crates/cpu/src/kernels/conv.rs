@@ -4,9 +4,9 @@
 //! activation are applied as each output tile is stored.
 
 use super::matmul::{as_f32, f32_output};
-use super::packed::{self, Epilogue, PackedLhs, KC, NR};
+use super::packed::{self, Columns, Epilogue, PackedLhs, NR};
 use crate::Out;
-use metal_mps_ir::{invalid, unsupported, ConvAttrs, Result, Tensor};
+use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
 use rayon::prelude::*;
 
 /// 2-D geometry after 1-D inputs are seen as height 1.
@@ -33,10 +33,12 @@ pub struct ConvWeights {
 }
 
 impl ConvWeights {
-    /// Packs `w` (`[M, C/group, kH, kW]` or `[M, C/group, kW]`) for `group` groups.
-    pub fn new(w: &Tensor, group: usize) -> Result<ConvWeights> {
+    /// Packs `w` (`[M, C/group, kH, kW]` or `[M, C/group, kW]`) for the
+    /// convolution `a`.
+    pub fn new(w: &Tensor, a: &ConvAttrs) -> Result<ConvWeights> {
+        let group = a.group;
         let shape = w.shape().to_vec();
-        if shape.len() < 3 || group == 0 || shape[0] % group != 0 {
+        if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) {
             return invalid!("Conv weight {shape:?} does not split into {group} groups");
         }
         let ws = as_f32(w)?;
@@ -66,7 +68,7 @@ pub fn conv(
     if x.dtype() != w.dtype() {
         return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
     }
-    conv_packed(a, x, &ConvWeights::new(w, a.group)?, bias, residual, out)
+    conv_packed(a, x, &ConvWeights::new(w, a)?, bias, residual, out)
 }
 
 /// Conv with packed weights; `residual`, when given, has the output's shape
@@ -111,67 +113,248 @@ pub fn conv_packed(
         Some(r) => Some(as_f32(r)?),
         None => None,
     };
-    let jobs = Jobs::new(g.n * group, ohw, k, mg.div_ceil(packed::MR));
+    if g.h * g.w >= PADDING as usize {
+        return unsupported!("Conv input planes of {}×{} elements", g.h, g.w);
+    }
+    let conv = Product {
+        g: &g,
+        group,
+        k,
+        x: &xs,
+        weights: w,
+        bias: bs.as_deref(),
+        residual: rs.as_deref(),
+        activation: a.activation,
+    };
     f32_output(out, x.dtype(), shape, |y| {
-        if mg * ohw == 0 {
-            return Ok(());
+        if mg * ohw > 0 {
+            let dst = SharedOut(y.as_mut_ptr());
+            if direct_fits(&g, mg) {
+                conv.direct(dst);
+            } else {
+                conv.packed(dst);
+            }
         }
-        let dst = SharedOut(y.as_mut_ptr());
+        Ok(())
+    })
+}
+
+/// Whether the stride-1 path that reads `B` straight from the zero-padded
+/// input applies: a window of several taps, output rows that fill most of
+/// their tiles (each tile stays within one output row), and few output
+/// channels per group, over which packing would not pay (with many, the
+/// packed panels' cache locality wins).
+fn direct_fits(g: &Geometry, channels_per_group: usize) -> bool {
+    g.stride == [1, 1]
+        && g.kh * g.kw > 1
+        && 4 * g.ow.div_ceil(NR) * NR <= 5 * g.ow
+        && channels_per_group < DIRECT_MAX_CHANNELS
+}
+
+/// See [`direct_fits`].
+const DIRECT_MAX_CHANNELS: usize = 48;
+
+/// One convolution as products of packed weights and column tiles.
+struct Product<'a> {
+    g: &'a Geometry,
+    group: usize,
+    /// Taps per output channel: `C/group · kH · kW`.
+    k: usize,
+    x: &'a [f32],
+    weights: &'a ConvWeights,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+impl Product<'_> {
+    fn mg(&self) -> usize {
+        self.g.m / self.group
+    }
+
+    fn panels(&self) -> usize {
+        self.mg().div_ceil(packed::MR)
+    }
+
+    /// Input channels of image `n`, group `gi`.
+    fn input(&self, n: usize, gi: usize) -> &[f32] {
+        let (g, cg) = (self.g, self.g.c / self.group);
+        &self.x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w]
+    }
+
+    /// Output rows `panels` of image `n`, group `gi`, for the column tiles.
+    ///
+    /// Calls that run at the same time must write disjoint rows or tiles.
+    fn multiply(
+        &self,
+        n: usize,
+        gi: usize,
+        panels: std::ops::Range<usize>,
+        tiles: &[Columns],
+        offsets: Option<&[usize]>,
+        dst: SharedOut,
+    ) {
+        let (mg, ohw) = (self.mg(), self.g.oh * self.g.ow);
+        let plane = (n * self.g.m + gi * mg) * ohw;
+        let ep = Epilogue {
+            bias: self.bias.map(|b| &b[gi * mg..][..mg]),
+            residual: self.residual.map(|r| r[plane..].as_ptr()),
+            activation: self.activation,
+        };
+        // SAFETY: the tiles lie in output plane `plane` (rows of `mg`
+        // channels, `ohw` apart) and their `B` reads in the caller's
+        // buffers; concurrent calls write disjoint elements of the output,
+        // which outlives them; the residual has the output's shape.
+        unsafe {
+            packed::multiply(
+                &self.weights.groups[gi],
+                panels,
+                tiles,
+                offsets,
+                dst.at(plane),
+                ohw,
+                &ep,
+            )
+        };
+    }
+
+    /// im2col into packed panels, then the product; see [`Jobs`].
+    fn packed(&self, dst: SharedOut) {
+        let (g, k) = (self.g, self.k);
+        let ohw = g.oh * g.ow;
+        let jobs = Jobs::new(g.n * self.group, ohw, k, self.panels());
         // Job j: image n, group gi, output pixels [t0, t0 + tw).
         let job = |j: usize| {
             let (image, ci) = (j / jobs.chunks, j % jobs.chunks);
-            let (n, gi) = (image / group, image % group);
             let (t0, tw) = (ci * jobs.chunk, jobs.chunk.min(ohw - ci * jobs.chunk));
-            let src = &xs[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-            (n, gi, t0, tw, src)
+            (image / self.group, image % self.group, t0, tw)
         };
-        let multiply = |j: usize, panels: std::ops::Range<usize>, b: &[f32]| {
-            let (n, gi, t0, tw, _) = job(j);
-            let offset = (n * g.m + gi * mg) * ohw + t0;
-            let ep = Epilogue {
-                bias: bs.as_deref().map(|b| &b[gi * mg..][..mg]),
-                residual: rs.as_deref().map(|r| r[offset..].as_ptr()),
-                activation: a.activation,
-            };
-            // SAFETY: a call writes rows `panels` of group gi of image n,
-            // columns [t0, t0+tw): calls write disjoint elements of `y`, which
-            // outlives them (they finish before f32_output returns); the
-            // residual has the output's shape, so it is readable at the same offsets.
-            unsafe { packed::multiply(&w.groups[gi], panels, tw, b, dst.at(offset), ohw, &ep) };
+        let tiles = |t0: usize, tw: usize, panels: &[f32]| -> Vec<Columns> {
+            (0..tw.div_ceil(NR))
+                .map(|jp| Columns {
+                    c: t0 + jp * NR,
+                    len: NR.min(tw - jp * NR),
+                    b: panels[jp * k * NR..].as_ptr(),
+                })
+                .collect()
         };
         if jobs.splits == 1 {
             (0..jobs.count())
                 .into_par_iter()
                 .for_each_init(Buffers::default, |buf, j| {
-                    let (_, _, t0, tw, src) = job(j);
-                    buf.panels.resize(packed::rhs_len(k, tw), 0.0);
-                    for (kb, block) in buf.panels.chunks_mut(KC * tw.div_ceil(NR) * NR).enumerate()
-                    {
-                        pack_taps(src, &g, t0, tw, kb * KC, &mut buf.row, block);
+                    let (n, gi, t0, tw) = job(j);
+                    tap_offsets(g, t0, tw, &mut buf.taps);
+                    buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
+                    for (jp, panel) in buf.panels.chunks_exact_mut(k * NR).enumerate() {
+                        pack_panel(self.input(n, gi), g, &buf.taps, jp, panel);
                     }
-                    multiply(j, 0..jobs.panels, &buf.panels);
+                    let tiles = tiles(t0, tw, &buf.panels);
+                    self.multiply(n, gi, 0..jobs.panels, &tiles, None, dst);
                 });
-            return Ok(());
+            return;
         }
         // Few jobs: each is packed once, in parallel, then its output
         // channels are split across the threads.
-        let mut panels = Vec::new();
+        let mut buf = Buffers::default();
         for j in 0..jobs.count() {
-            let (_, _, t0, tw, src) = job(j);
-            panels.resize(packed::rhs_len(k, tw), 0.0);
-            panels
-                .par_chunks_mut(KC * tw.div_ceil(NR) * NR)
+            let (n, gi, t0, tw) = job(j);
+            tap_offsets(g, t0, tw, &mut buf.taps);
+            buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
+            let taps = &buf.taps;
+            buf.panels
+                .par_chunks_exact_mut(k * NR)
                 .enumerate()
-                .for_each_init(Vec::new, |row, (kb, block)| {
-                    pack_taps(src, &g, t0, tw, kb * KC, row, block)
-                });
+                .for_each(|(jp, panel)| pack_panel(self.input(n, gi), g, taps, jp, panel));
+            let tiles = tiles(t0, tw, &buf.panels);
             (0..jobs.splits).into_par_iter().for_each(|si| {
                 let p0 = si * jobs.per_split;
-                multiply(j, p0..(p0 + jobs.per_split).min(jobs.panels), &panels);
+                let panels = p0..(p0 + jobs.per_split).min(jobs.panels);
+                self.multiply(n, gi, panels, &tiles, None, dst);
             });
         }
-        Ok(())
-    })
+    }
+
+    /// Stride 1: the input is copied once with its zero padding, and each tile
+    /// of `NR` pixels of an output row reads tap `(c, i, j)` as `NR`
+    /// consecutive floats of it; no im2col.
+    fn direct(&self, dst: SharedOut) {
+        let g = self.g;
+        let cg = g.c / self.group;
+        let (hp, wp) = (
+            g.oh + (g.kh - 1) * g.dilation[0],
+            g.ow + (g.kw - 1) * g.dilation[1],
+        );
+        let plane = hp * wp;
+        let images = g.n * self.group;
+        // The last tile of a row reads up to NR − 1 floats past the padded image.
+        let mut padded = vec![0f32; images * cg * plane + NR];
+        padded[..images * cg * plane]
+            .par_chunks_exact_mut(plane)
+            .enumerate()
+            .for_each(|(ic, dst)| {
+                let (image, c) = (ic / cg, ic % cg);
+                let src = &self.input(image / self.group, image % self.group)[c * g.h * g.w..];
+                for (r, row) in dst.chunks_exact_mut(wp).enumerate() {
+                    let Some(iy) = (r as isize - g.pad[0] as isize)
+                        .try_into()
+                        .ok()
+                        .filter(|&iy: &usize| iy < g.h)
+                    else {
+                        continue;
+                    };
+                    let from = g.pad[1].min(wp);
+                    let n = g.w.min(wp - from);
+                    row[from..from + n].copy_from_slice(&src[iy * g.w..][..n]);
+                }
+            });
+        let offsets: Vec<usize> = (0..cg)
+            .flat_map(|c| {
+                (0..g.kh).flat_map(move |i| {
+                    (0..g.kw).map(move |j| c * plane + i * g.dilation[0] * wp + j * g.dilation[1])
+                })
+            })
+            .collect();
+        // Jobs: runs of output rows of one image; then splits of the channels.
+        let threads = rayon::current_num_threads();
+        let per_job = (MAX_CHUNK / g.ow).clamp(1, g.oh);
+        let per_job = per_job.min((images * g.oh).div_ceil(2 * threads).max(1));
+        let runs = g.oh.div_ceil(per_job);
+        let jobs = images * runs;
+        let panels = self.panels();
+        let splits = if jobs >= 2 * threads {
+            1
+        } else {
+            (4 * threads).div_ceil(jobs).min(panels)
+        };
+        let per_split = panels.div_ceil(splits);
+        let splits = panels.div_ceil(per_split);
+        (0..jobs * splits).into_par_iter().for_each(|t| {
+            let (j, si) = (t / splits, t % splits);
+            let (image, run) = (j / runs, j % runs);
+            let base = padded[image * cg * plane..].as_ptr();
+            let rows = run * per_job..((run + 1) * per_job).min(g.oh);
+            let tiles: Vec<Columns> = rows
+                .flat_map(|oy| {
+                    (0..g.ow).step_by(NR).map(move |ox| Columns {
+                        c: oy * g.ow + ox,
+                        len: NR.min(g.ow - ox),
+                        // SAFETY: inside `padded` (see its slack).
+                        b: unsafe { base.add(oy * wp + ox) },
+                    })
+                })
+                .collect();
+            let p0 = si * per_split;
+            let panels = p0..(p0 + per_split).min(panels);
+            self.multiply(
+                image / self.group,
+                image % self.group,
+                panels,
+                &tiles,
+                Some(&offsets),
+                dst,
+            );
+        });
+    }
 }
 
 /// How a convolution's output is divided among the threads: per image and
@@ -189,7 +372,7 @@ struct Jobs {
 impl Jobs {
     fn new(images: usize, pixels: usize, taps: usize, panels: usize) -> Jobs {
         let threads = rayon::current_num_threads();
-        let widest = (PACKED_FLOATS / taps.max(1) / NR * NR).clamp(4 * NR, MAX_CHUNK);
+        let widest = (BLOCK_FLOATS / taps.clamp(1, packed::KC) / NR * NR).clamp(4 * NR, MAX_CHUNK);
         let mut chunks = pixels.div_ceil(widest).max(1);
         if images == 1 && chunks > 1 {
             chunks = chunks.next_multiple_of(threads);
@@ -218,8 +401,8 @@ impl Jobs {
     }
 }
 
-/// Floats of one chunk's packed taps (1 MiB).
-const PACKED_FLOATS: usize = 256 * 1024;
+/// Floats of one block of a chunk's packed taps (256 KiB, within the L2 cache).
+const BLOCK_FLOATS: usize = 64 * 1024;
 /// At most this many output pixels per chunk, so that large images still
 /// split into several tasks.
 const MAX_CHUNK: usize = 1024;
@@ -229,8 +412,8 @@ const MAX_CHUNK: usize = 1024;
 struct Buffers {
     /// The product's `B` operand: the chunk's taps in column panels.
     panels: Vec<f32>,
-    /// One im2col row before it is cut into panels.
-    row: Vec<f32>,
+    /// The chunk's input offsets per kernel tap (see [`tap_offsets`]).
+    taps: Vec<u32>,
 }
 
 /// The output buffer shared by conv tasks that write disjoint parts of it.
@@ -259,7 +442,7 @@ fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
     }
     let xs = x.shape();
     let group = a.group;
-    if xs[1] != wsh[1] * group || wsh[0] % group != 0 {
+    if xs[1] != wsh[1] * group || !wsh[0].is_multiple_of(group) {
         return invalid!(
             "Conv: input has {} channels, weight {:?} with group {group}",
             xs[1],
@@ -304,78 +487,56 @@ fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
     })
 }
 
-/// Writes the block of taps from `k0` of the im2col matrix of output pixels
-/// `[t0, t0 + width)` into `block` as the product's `B` panels (see
-/// [`packed::multiply`]): tap `(c, i, j)`, pixel `p = oy·OW + ox` is
-/// `x[c, oy·sh − ph + i·dh, ox·sw − pw + j·dw]`, 0 in the padding.
-fn pack_taps(
-    x: &[f32],
-    g: &Geometry,
-    t0: usize,
-    width: usize,
-    k0: usize,
-    row: &mut Vec<f32>,
-    block: &mut [f32],
-) {
-    let kc = block.len() / (width.div_ceil(NR) * NR);
-    row.resize(width.div_ceil(NR) * NR, 0.0);
-    let pointwise = g.kh == 1
-        && g.kw == 1
-        && g.stride == [1, 1]
-        && g.pad == [0, 0]
-        && g.oh == g.h
-        && g.ow == g.w;
-    let taps = g.kh * g.kw;
-    for p in 0..kc {
-        let (c, ij) = ((k0 + p) / taps, (k0 + p) % taps);
-        let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        if pointwise {
-            row[..width].copy_from_slice(&plane[t0..][..width]);
-        } else {
-            im2col_row(plane, g, ij / g.kw, ij % g.kw, t0, &mut row[..width]);
-        }
-        for (jp, src) in row.chunks_exact(NR).enumerate() {
-            block[jp * kc * NR + p * NR..][..NR].copy_from_slice(src);
+/// Marks a padding position in [`tap_offsets`].
+const PADDING: u32 = u32::MAX;
+
+/// For output pixels `[t0, t0 + width)` and each tap `(i, j)` of the kernel
+/// window: the offset in an input plane that the pixel reads through the tap,
+/// or [`PADDING`]. The same for every channel, so im2col becomes a gather.
+/// Tap `t` starts at `t · ⌈width/NR⌉·NR`; positions past `width` are padding.
+fn tap_offsets(g: &Geometry, t0: usize, width: usize, offsets: &mut Vec<u32>) {
+    let padded = width.div_ceil(NR) * NR;
+    offsets.clear();
+    offsets.resize(g.kh * g.kw * padded, PADDING);
+    for (t, offs) in offsets.chunks_exact_mut(padded.max(1)).enumerate() {
+        let dy = (t / g.kw * g.dilation[0]) as isize - g.pad[0] as isize;
+        let dx = (t % g.kw * g.dilation[1]) as isize - g.pad[1] as isize;
+        // One output row at a time: the input row is fixed along it.
+        let mut p = 0;
+        while p < width {
+            let (oy, ox0) = ((t0 + p) / g.ow, (t0 + p) % g.ow);
+            let n = (g.ow - ox0).min(width - p);
+            let segment = &mut offs[p..p + n];
+            p += n;
+            let iy = (oy * g.stride[0]) as isize + dy;
+            if !(0..g.h as isize).contains(&iy) {
+                continue;
+            }
+            let row = iy as usize * g.w;
+            for (e, o) in segment.iter_mut().enumerate() {
+                let ix = ((ox0 + e) * g.stride[1]) as isize + dx;
+                if (0..g.w as isize).contains(&ix) {
+                    *o = (row + ix as usize) as u32;
+                }
+            }
         }
     }
 }
 
-/// One im2col row: tap `(i, j)` of one input plane for output pixels
-/// `[t0, t0 + dst.len())`.
-fn im2col_row(plane: &[f32], g: &Geometry, i: usize, j: usize, t0: usize, row: &mut [f32]) {
-    let width = row.len();
-    let x0 = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-    let mut p = t0;
-    while p < t0 + width {
-        let (oy, ox0) = (p / g.ow, p % g.ow);
-        let n = (g.ow - ox0).min(t0 + width - p);
-        let dst = &mut row[p - t0..][..n];
-        p += n;
-        let iy = (oy * g.stride[0] + i * g.dilation[0]) as isize - g.pad[0] as isize;
-        if iy < 0 || iy >= g.h as isize {
-            dst.fill(0.0);
-            continue;
-        }
-        let src = &plane[iy as usize * g.w..][..g.w];
-        let first = x0 + (ox0 * g.stride[1]) as isize;
-        if g.stride[1] == 1 {
-            // Zeros left and right of the input row, a copy in between.
-            let lo = (-first).clamp(0, n as isize) as usize;
-            let hi = (g.w as isize - first).clamp(lo as isize, n as isize) as usize;
-            dst[..lo].fill(0.0);
-            if hi > lo {
-                dst[lo..hi].copy_from_slice(&src[(first + lo as isize) as usize..][..hi - lo]);
-            }
-            dst[hi..].fill(0.0);
-            continue;
-        }
-        for (k, d) in dst.iter_mut().enumerate() {
-            let ix = first + (k * g.stride[1]) as isize;
-            *d = if ix >= 0 && (ix as usize) < g.w {
-                src[ix as usize]
-            } else {
-                0.0
-            };
+/// Packs panel `jp` (`NR` output pixels, all taps) of the im2col matrix of
+/// a chunk: tap `(c, i, j)` of pixel `p` is input plane `c` at
+/// `taps[(i, j), p]` (see [`tap_offsets`]), 0 in the padding; tap `t` of the
+/// panel is at `t·NR`.
+fn pack_panel(x: &[f32], g: &Geometry, taps: &[u32], jp: usize, panel: &mut [f32]) {
+    let window = g.kh * g.kw;
+    let padded = taps.len() / window;
+    let plane_len = g.h * g.w;
+    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+        let (c, t) = (p / window, p % window);
+        let plane = &x[c * plane_len..][..plane_len];
+        let idx = &taps[t * padded + jp * NR..][..NR];
+        for (d, &i) in dst.iter_mut().zip(idx) {
+            *d = plane.get(i as usize).copied().unwrap_or(0.0);
         }
     }
 }

@@ -2,10 +2,13 @@
 //! weights (`A`) packed once and the epilogue (accumulate, bias, residual,
 //! activation) applied while each output tile is in registers.
 //!
-//! `A` is `M×K` (output channels × taps), packed into panels of [`MR`] rows;
-//! `B` is `K×N` (taps × output pixels), packed by the caller into panels of
-//! [`NR`] columns (im2col writes them directly). One micro-kernel call computes
-//! an `MR×NR` tile over a block of `K`.
+//! `A` is `M×K` (output channels × taps), packed into panels of [`MR`] rows.
+//! `B` is `K×N` (taps × output pixels), read in tiles of [`NR`] columns: tap
+//! `p` of a tile is the `NR` floats at `tile.b + offsets[p]`. Packed panels
+//! (im2col writes them) have `offsets[p] = p·NR`; a stride-1 convolution can
+//! instead point straight into its zero-padded input, where the offsets are
+//! those of the kernel taps. One micro-kernel call computes an `MR×NR` tile
+//! over a block of `K`.
 
 mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -81,14 +84,25 @@ pub(crate) struct TileOps {
     pub hi: f32,
 }
 
-/// The micro-kernel: `C[0..rows, 0..cols] (+)= A-panel · B-panel` over `kc`
-/// taps, then the epilogue.
+/// Where a tile of `C` goes: `rows × cols` elements from `c`, rows `ldc` apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Dest {
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The micro-kernel: `C[0..rows, 0..cols] (+)= A-panel · B-tile` over `kc`
+/// taps, then the epilogue. Tap `p` of the `B` tile is the `NR` floats at
+/// `b + offsets[p]`, or at `b + p·NR` (a packed panel) when `offsets` is null.
 ///
 /// # Safety
-/// `a` holds `kc·MR` floats, `b` holds `kc·NR`; `c` (and `ops.residual` when
-/// not null) are valid for `rows` rows of `cols` elements at row stride `ldc`,
-/// and nothing else touches those elements of `c` during the call.
-type TileFn = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, &TileOps);
+/// `a` holds `kc·MR` floats, `offsets` is null or holds `kc` offsets, and
+/// each tap of `b` is readable for `NR` floats; `dest` (and `ops.residual` when not null, at
+/// the same offsets) are valid for `rows` rows of `cols` elements, and
+/// nothing else touches those elements of `C` during the call.
+type TileFn = unsafe fn(usize, *const f32, *const f32, *const usize, &Dest, &TileOps);
 
 /// The fastest micro-kernel this CPU runs.
 fn tile_fn() -> TileFn {
@@ -99,27 +113,42 @@ fn tile_fn() -> TileFn {
     portable::tile
 }
 
-/// `C[rows of panel range, cols] = epilogue(A · B)` for one block of columns.
-///
-/// `b` holds `B` (`K×cols`) in blocks of [`KC`] taps, each in panels of [`NR`]
-/// columns (see [`rhs_len`] and [`rhs_offset`]); what it holds past `cols`
-/// is computed but never stored. `c` points at element (row 0, first column)
-/// of `C`, rows `ldc` apart.
+/// `NR` columns of `B` and where they go in `C`.
+#[derive(Clone, Copy)]
+pub struct Columns {
+    /// Offset of the first column in `C` (row 0).
+    pub c: usize,
+    /// Columns stored (at most [`NR`]); the others are computed, never stored.
+    pub len: usize,
+    /// The columns' first tap (see [`multiply`]).
+    pub b: *const f32,
+}
+
+// SAFETY: `b` is only read, from a buffer that outlives every product using it.
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+/// `C = epilogue(A · B)` for row panels `panels` and the column tiles `tiles`.
+/// Tap `p` of a tile is at `tile.b + offsets[p]`, or at `tile.b + p·NR` (a
+/// packed panel of `K·NR` floats) when `offsets` is `None`. `c` points at
+/// element (row 0, column 0) of `C`, rows `ldc` apart.
 ///
 /// # Safety
-/// `c` is valid for rows `panels.start·MR..min(panels.end·MR, M)` and `cols`
-/// columns at row stride `ldc` and no one else accesses those elements during
-/// the call; `ep.residual`, when set, is valid for reads at the same offsets.
+/// `offsets`, when given, has `K` entries; every tap of every tile is
+/// readable for `NR` floats; `c` is valid for rows `panels.start·MR..min(panels.end·MR, M)`
+/// and every tile's columns at row stride `ldc`, and no one else accesses
+/// those elements during the call; `ep.residual`, when set, is valid for
+/// reads at the same offsets.
 pub unsafe fn multiply(
     a: &PackedLhs,
     panels: std::ops::Range<usize>,
-    cols: usize,
-    b: &[f32],
+    tiles: &[Columns],
+    offsets: Option<&[usize]>,
     c: *mut f32,
     ldc: usize,
     ep: &Epilogue,
 ) {
-    multiply_with(tile_fn(), a, panels, cols, b, c, ldc, ep)
+    multiply_with(tile_fn(), a, panels, tiles, offsets, c, ldc, ep)
 }
 
 /// [`multiply`] with the given micro-kernel.
@@ -128,20 +157,18 @@ unsafe fn multiply_with(
     tile: TileFn,
     a: &PackedLhs,
     panels: std::ops::Range<usize>,
-    cols: usize,
-    b: &[f32],
+    tiles: &[Columns],
+    offsets: Option<&[usize]>,
     c: *mut f32,
     ldc: usize,
     ep: &Epilogue,
 ) {
-    assert!(b.len() >= rhs_len(a.k, cols), "B panels too small");
-    let npanels = cols.div_ceil(NR);
+    assert!(offsets.is_none_or(|o| o.len() >= a.k), "B offsets too few");
     let (lo, hi, rest) = clamp_bounds(ep.activation);
     let mut k0 = 0;
     loop {
         let kc = KC.min(a.k - k0);
         let last = k0 + kc == a.k;
-        let block = &b[rhs_offset(k0, 0, kc, cols)..];
         // What each row panel's tiles apply, set once per block of taps.
         let ops: Vec<TileOps> = panels
             .clone()
@@ -161,22 +188,33 @@ unsafe fn multiply_with(
                 }
             })
             .collect();
-        for j in 0..npanels {
-            let bp = block[j * kc * NR..].as_ptr();
-            let ncols = NR.min(cols - j * NR);
+        let block_offsets = offsets.map_or(std::ptr::null(), |o| o[k0..].as_ptr());
+        for t in tiles {
+            // A packed panel's block of taps starts k0 taps in.
+            let b = if offsets.is_some() {
+                t.b
+            } else {
+                t.b.add(k0 * NR)
+            };
             for (i, ops) in panels.clone().zip(&ops) {
                 let rows = MR.min(a.m - i * MR);
-                let offset = i * MR * ldc + j * NR;
+                let offset = i * MR * ldc + t.c;
                 let cp = c.add(offset);
                 let residual = match (last, ep.residual) {
                     (true, Some(r)) => r.add(offset),
                     _ => std::ptr::null(),
                 };
                 let ops = &TileOps { residual, ..*ops };
-                tile(kc, a.panel(i, k0).as_ptr(), bp, cp, ldc, rows, ncols, ops);
+                let dest = Dest {
+                    c: cp,
+                    ldc,
+                    rows,
+                    cols: t.len,
+                };
+                tile(kc, a.panel(i, k0).as_ptr(), b, block_offsets, &dest, ops);
                 if let (true, Some(act)) = (last, rest) {
                     for r in 0..rows {
-                        let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), ncols);
+                        let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
                         row.iter_mut().for_each(|v| *v = act.apply(*v));
                     }
                 }
@@ -187,18 +225,6 @@ unsafe fn multiply_with(
             break;
         }
     }
-}
-
-/// Floats of a packed `B` of `k` taps and `cols` columns.
-pub fn rhs_len(k: usize, cols: usize) -> usize {
-    k * cols.div_ceil(NR) * NR
-}
-
-/// Where tap `tap` of panel `j` starts in a packed `B` of `cols` columns, whose
-/// block of taps containing `tap` is `kc` wide.
-pub fn rhs_offset(tap: usize, j: usize, kc: usize, cols: usize) -> usize {
-    let k0 = tap / KC * KC;
-    k0 * cols.div_ceil(NR) * NR + j * kc * NR + (tap - k0) * NR
 }
 
 /// Clamp bounds that implement `act`, and the activation left to apply after
@@ -216,14 +242,8 @@ fn clamp_bounds(act: Activation) -> (f32, f32, Option<Activation>) {
 ///
 /// # Safety
 /// As [`TileFn`].
-pub(crate) unsafe fn store_tile(
-    acc: &[f32; MR * NR],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    ops: &TileOps,
-) {
+pub(crate) unsafe fn store_tile(acc: &[f32; MR * NR], dest: &Dest, ops: &TileOps) {
+    let Dest { c, ldc, rows, cols } = *dest;
     for r in 0..rows {
         let dst = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
         let src = &acc[r * NR..][..cols];

@@ -18,18 +18,28 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Packs `b` (`k×cols`, row-major) the way [`multiply`] reads it.
+/// Packs `b` (`k×cols`, row-major) into panels of `NR` columns, `k·NR` floats each.
 fn pack_rhs(b: &[f32], k: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; rhs_len(k, cols)];
+    let mut out = vec![0.0; cols.div_ceil(NR) * NR * k];
     for p in 0..k {
-        let kc = KC.min(k - p / KC * KC);
         for j in 0..cols.div_ceil(NR) {
             for l in 0..NR.min(cols - j * NR) {
-                out[rhs_offset(p, j, kc, cols) + l] = b[p * cols + j * NR + l];
+                out[j * k * NR + p * NR + l] = b[p * cols + j * NR + l];
             }
         }
     }
     out
+}
+
+/// The column tiles of packed panels.
+fn tiles(rhs: &[f32], k: usize, cols: usize) -> Vec<Columns> {
+    (0..cols.div_ceil(NR))
+        .map(|j| Columns {
+            c: j * NR,
+            len: NR.min(cols - j * NR),
+            b: rhs[j * k * NR..].as_ptr(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -102,10 +112,16 @@ proptest! {
         let packed = PackedLhs::pack(&a, m, k);
         let panels = c.first_panel..m.div_ceil(MR);
         let rhs = pack_rhs(&b, k, cols);
-        for tile in [tile_fn(), portable::tile as TileFn] {
+        let tiles = tiles(&rhs, k, cols);
+        // The same panels through explicit offsets: the indirect addressing.
+        let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
+        for (tile, offsets) in [tile_fn(), portable::tile as TileFn]
+            .into_iter()
+            .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
+        {
             got.fill(sentinel);
             // SAFETY: `got` and `residual` hold m rows of ldc ≥ cols elements.
-            unsafe { multiply_with(tile, &packed, panels.clone(), cols, &rhs, got.as_mut_ptr(), ldc, &ep) };
+            unsafe { multiply_with(tile, &packed, panels.clone(), &tiles, offsets, got.as_mut_ptr(), ldc, &ep) };
             check(&c, &got, &a, &b, &bias, &residual, sentinel)?;
         }
     }
