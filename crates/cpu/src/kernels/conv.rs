@@ -243,10 +243,10 @@ impl Product<'_> {
                 .into_par_iter()
                 .for_each_init(Buffers::default, |buf, j| {
                     let (n, gi, t0, tw) = job(j);
-                    tap_offsets(g, t0, tw, &mut buf.taps);
+                    buf.taps.fill(g, t0, tw);
                     buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
                     for (jp, panel) in buf.panels.chunks_exact_mut(k * NR).enumerate() {
-                        pack_panel(self.input(n, gi), g, &buf.taps, jp, panel);
+                        buf.taps.pack_panel(self.input(n, gi), g, jp, panel);
                     }
                     let tiles = tiles(t0, tw, &buf.panels);
                     self.multiply(n, gi, 0..jobs.panels, &tiles, None, dst);
@@ -258,13 +258,13 @@ impl Product<'_> {
         let mut buf = Buffers::default();
         for j in 0..jobs.count() {
             let (n, gi, t0, tw) = job(j);
-            tap_offsets(g, t0, tw, &mut buf.taps);
+            buf.taps.fill(g, t0, tw);
             buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
             let taps = &buf.taps;
             buf.panels
                 .par_chunks_exact_mut(k * NR)
                 .enumerate()
-                .for_each(|(jp, panel)| pack_panel(self.input(n, gi), g, taps, jp, panel));
+                .for_each(|(jp, panel)| taps.pack_panel(self.input(n, gi), g, jp, panel));
             let tiles = tiles(t0, tw, &buf.panels);
             (0..jobs.splits).into_par_iter().for_each(|si| {
                 let p0 = si * jobs.per_split;
@@ -412,8 +412,8 @@ const MAX_CHUNK: usize = 1024;
 struct Buffers {
     /// The product's `B` operand: the chunk's taps in column panels.
     panels: Vec<f32>,
-    /// The chunk's input offsets per kernel tap (see [`tap_offsets`]).
-    taps: Vec<u32>,
+    /// The chunk's input offsets per kernel tap.
+    taps: TapOffsets,
 }
 
 /// The output buffer shared by conv tasks that write disjoint parts of it.
@@ -487,56 +487,87 @@ fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
     })
 }
 
-/// Marks a padding position in [`tap_offsets`].
+/// Marks a padding position in [`TapOffsets`].
 const PADDING: u32 = u32::MAX;
 
-/// For output pixels `[t0, t0 + width)` and each tap `(i, j)` of the kernel
-/// window: the offset in an input plane that the pixel reads through the tap,
-/// or [`PADDING`]. The same for every channel, so im2col becomes a gather.
-/// Tap `t` starts at `t · ⌈width/NR⌉·NR`; positions past `width` are padding.
-fn tap_offsets(g: &Geometry, t0: usize, width: usize, offsets: &mut Vec<u32>) {
-    let padded = width.div_ceil(NR) * NR;
-    offsets.clear();
-    offsets.resize(g.kh * g.kw * padded, PADDING);
-    for (t, offs) in offsets.chunks_exact_mut(padded.max(1)).enumerate() {
-        let dy = (t / g.kw * g.dilation[0]) as isize - g.pad[0] as isize;
-        let dx = (t % g.kw * g.dilation[1]) as isize - g.pad[1] as isize;
-        // One output row at a time: the input row is fixed along it.
-        let mut p = 0;
-        while p < width {
-            let (oy, ox0) = ((t0 + p) / g.ow, (t0 + p) % g.ow);
-            let n = (g.ow - ox0).min(width - p);
-            let segment = &mut offs[p..p + n];
-            p += n;
-            let iy = (oy * g.stride[0]) as isize + dy;
-            if !(0..g.h as isize).contains(&iy) {
-                continue;
-            }
-            let row = iy as usize * g.w;
-            for (e, o) in segment.iter_mut().enumerate() {
-                let ix = ((ox0 + e) * g.stride[1]) as isize + dx;
-                if (0..g.w as isize).contains(&ix) {
-                    *o = (row + ix as usize) as u32;
+/// For a chunk of output pixels and each tap `(i, j)` of the kernel window:
+/// the offset in an input plane that each pixel reads through the tap, or
+/// [`PADDING`]. The same for every channel, so im2col becomes a gather.
+#[derive(Default)]
+struct TapOffsets {
+    /// Tap `t`, pixel `p` (from the chunk's first) at `t·padded + p`;
+    /// positions past the chunk are padding.
+    offsets: Vec<u32>,
+    /// Tap `t`, panel `j` at `t·panels + j`: the first offset when the panel's
+    /// [`NR`] offsets are consecutive (a plain copy), else [`PADDING`].
+    runs: Vec<u32>,
+    /// Pixels per tap, whole panels.
+    padded: usize,
+}
+
+impl TapOffsets {
+    /// The offsets of output pixels `[t0, t0 + width)`.
+    fn fill(&mut self, g: &Geometry, t0: usize, width: usize) {
+        let padded = width.div_ceil(NR) * NR;
+        self.padded = padded;
+        self.offsets.clear();
+        self.offsets.resize(g.kh * g.kw * padded, PADDING);
+        for (t, offs) in self.offsets.chunks_exact_mut(padded.max(1)).enumerate() {
+            let dy = (t / g.kw * g.dilation[0]) as isize - g.pad[0] as isize;
+            let dx = (t % g.kw * g.dilation[1]) as isize - g.pad[1] as isize;
+            // One output row at a time: the input row is fixed along it.
+            let mut p = 0;
+            while p < width {
+                let (oy, ox0) = ((t0 + p) / g.ow, (t0 + p) % g.ow);
+                let n = (g.ow - ox0).min(width - p);
+                let segment = &mut offs[p..p + n];
+                p += n;
+                let iy = (oy * g.stride[0]) as isize + dy;
+                if !(0..g.h as isize).contains(&iy) {
+                    continue;
+                }
+                let row = iy as usize * g.w;
+                for (e, o) in segment.iter_mut().enumerate() {
+                    let ix = ((ox0 + e) * g.stride[1]) as isize + dx;
+                    if (0..g.w as isize).contains(&ix) {
+                        *o = (row + ix as usize) as u32;
+                    }
                 }
             }
         }
+        self.runs.clear();
+        self.runs.extend(self.offsets.chunks_exact(NR).map(|idx| {
+            let first = idx[0];
+            let run = first != PADDING && idx.iter().zip(first..).all(|(&i, want)| i == want);
+            if run {
+                first
+            } else {
+                PADDING
+            }
+        }));
     }
-}
 
-/// Packs panel `jp` (`NR` output pixels, all taps) of the im2col matrix of
-/// a chunk: tap `(c, i, j)` of pixel `p` is input plane `c` at
-/// `taps[(i, j), p]` (see [`tap_offsets`]), 0 in the padding; tap `t` of the
-/// panel is at `t·NR`.
-fn pack_panel(x: &[f32], g: &Geometry, taps: &[u32], jp: usize, panel: &mut [f32]) {
-    let window = g.kh * g.kw;
-    let padded = taps.len() / window;
-    let plane_len = g.h * g.w;
-    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-        let (c, t) = (p / window, p % window);
-        let plane = &x[c * plane_len..][..plane_len];
-        let idx = &taps[t * padded + jp * NR..][..NR];
-        for (d, &i) in dst.iter_mut().zip(idx) {
-            *d = plane.get(i as usize).copied().unwrap_or(0.0);
+    /// Packs panel `jp` (`NR` output pixels, all taps) of the chunk's im2col
+    /// matrix from `x` (the group's input planes): tap `(c, i, j)` of pixel
+    /// `p` is plane `c` at offset `(i, j), p`, 0 in the padding; tap `k` of
+    /// the panel is at `k·NR`.
+    fn pack_panel(&self, x: &[f32], g: &Geometry, jp: usize, panel: &mut [f32]) {
+        let window = g.kh * g.kw;
+        let panels = self.padded / NR;
+        let plane_len = g.h * g.w;
+        for (k, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            let (c, t) = (k / window, k % window);
+            let plane = &x[c * plane_len..][..plane_len];
+            let dst: &mut [f32; NR] = dst.try_into().expect("NR floats");
+            match self.runs[t * panels + jp] {
+                PADDING => {
+                    let idx = &self.offsets[t * self.padded + jp * NR..][..NR];
+                    for (d, &i) in dst.iter_mut().zip(idx) {
+                        *d = plane.get(i as usize).copied().unwrap_or(0.0);
+                    }
+                }
+                first => *dst = plane[first as usize..][..NR].try_into().expect("NR floats"),
+            }
         }
     }
 }
