@@ -20,6 +20,7 @@ from pathlib import Path
 import triton_env as te
 
 DIMS_IN, DIMS_OUT = [3, 224, 224], [16, 112, 112]
+OUTPUT_ELEMENTS = 16 * 112 * 112
 OURS, THEIRS = "simple_cnn_metal_mps", "simple_cnn_onnxruntime"
 
 
@@ -44,6 +45,10 @@ def perf(model: str, server: te.TritonServer, concurrency: int, args, out: Path)
             "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
             "--stability-percentage", str(args.stability), "--max-trials", "10", "-f", str(out),
         ]
+        if args.shared_memory == "system":
+            # Tensors travel through system shared memory instead of the HTTP/gRPC body.
+            cmd += ["--shared-memory", "system",
+                    "--output-shared-memory-size", str(4 * OUTPUT_ELEMENTS)]
         print("$", " ".join(cmd), flush=True)
         out.unlink(missing_ok=True)
         run = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -64,6 +69,8 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=int, default=5000, help="perf_analyzer measurement window")
     parser.add_argument("--stability", type=int, default=25,
                         help="perf_analyzer --stability-percentage: how far 3 windows may differ (2 shared cores are noisy)")
+    parser.add_argument("--shared-memory", choices=["none", "system"], default="none",
+                        help="how perf_analyzer passes tensors: in the request body, or through system shared memory")
     parser.add_argument("--engine", choices=["auto", "cpu", "gpu"], default="auto",
                         help="metal_mps engine (parameter 'engine'); auto: GPU when an adapter exists")
     args = parser.parse_args()
@@ -85,7 +92,8 @@ def main() -> None:
 
     engine = next((line.split(": ")[-1].rstrip('"') for line in server.log_text().splitlines()
                    if f"of model '{OURS}'" in line and " engine" in line), "?")
-    print(f"\nSimple CNN [1,3,224,224], {args.protocol}, perf_analyzer windows of {args.interval_ms} ms; "
+    print(f"\nSimple CNN [1,3,224,224], {args.protocol}, shared memory: {args.shared_memory}, "
+          f"perf_analyzer windows of {args.interval_ms} ms; "
           f"metal_mps instance: {engine}")
     print(f"{'concurrency':>11} | {'metal_mps infer/s':>17} {'p50 ms':>8} {'p99 ms':>8} | "
           f"{'onnxruntime infer/s':>19} {'p50 ms':>8} {'p99 ms':>8}")

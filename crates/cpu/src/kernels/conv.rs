@@ -218,38 +218,75 @@ impl Product<'_> {
         };
     }
 
-    /// im2col into packed panels, then the product; see [`Jobs`].
+    /// im2col into packed panels, then the product; see [`Jobs`]. A
+    /// pointwise convolution (1×1, stride 1, no padding) reads its full tiles
+    /// straight from the input, whose planes are the taps; only a partial
+    /// last tile is packed.
     fn packed(&self, dst: SharedOut) {
         let (g, k) = (self.g, self.k);
         let ohw = g.oh * g.ow;
         let jobs = Jobs::new(g.n * self.group, ohw, k, self.panels());
-        // Job j: image n, group gi, output pixels [t0, t0 + tw).
+        let pointwise = g.kh == 1
+            && g.kw == 1
+            && g.stride == [1, 1]
+            && g.pad == [0, 0]
+            && g.oh == g.h
+            && g.ow == g.w;
+        let planes: Vec<usize> = (0..k).map(|c| c * g.h * g.w).collect();
+        // Job j: image n, group gi, output pixels [t0, t0 + tw); its column
+        // tiles read from the input (pointwise) and from `panels`.
         let job = |j: usize| {
             let (image, ci) = (j / jobs.chunks, j % jobs.chunks);
             let (t0, tw) = (ci * jobs.chunk, jobs.chunk.min(ohw - ci * jobs.chunk));
-            (image / self.group, image % self.group, t0, tw)
+            let direct = if pointwise { tw / NR } else { 0 };
+            (image / self.group, image % self.group, t0, tw, direct)
         };
-        let tiles = |t0: usize, tw: usize, panels: &[f32]| -> Vec<Columns> {
-            (0..tw.div_ceil(NR))
+        let tiles = |j: usize, panels: &[f32]| -> [Vec<Columns>; 2] {
+            let (n, gi, t0, tw, direct) = job(j);
+            let input = self.input(n, gi);
+            let from_input = (0..direct)
+                .map(|jp| Columns {
+                    c: t0 + jp * NR,
+                    len: NR,
+                    b: input[t0 + jp * NR..].as_ptr(),
+                })
+                .collect();
+            let packed = (direct..tw.div_ceil(NR))
                 .map(|jp| Columns {
                     c: t0 + jp * NR,
                     len: NR.min(tw - jp * NR),
-                    b: panels[jp * k * NR..].as_ptr(),
+                    b: panels[(jp - direct) * k * NR..].as_ptr(),
                 })
-                .collect()
+                .collect();
+            [from_input, packed]
+        };
+        let run =
+            |j: usize, rows: std::ops::Range<usize>, [from_input, packed]: &[Vec<Columns>; 2]| {
+                let (n, gi, ..) = job(j);
+                if !from_input.is_empty() {
+                    self.multiply(n, gi, rows.clone(), from_input, Some(&planes), dst);
+                }
+                if !packed.is_empty() {
+                    self.multiply(n, gi, rows, packed, None, dst);
+                }
+            };
+        let prepare = |j: usize, buf: &mut Buffers| {
+            let (.., t0, tw, direct) = job(j);
+            buf.panels.resize((tw.div_ceil(NR) - direct) * k * NR, 0.0);
+            if !buf.panels.is_empty() {
+                buf.taps.fill(g, t0, tw);
+            }
         };
         if jobs.splits == 1 {
             (0..jobs.count())
                 .into_par_iter()
                 .for_each_init(Buffers::default, |buf, j| {
-                    let (n, gi, t0, tw) = job(j);
-                    buf.taps.fill(g, t0, tw);
-                    buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
-                    for (jp, panel) in buf.panels.chunks_exact_mut(k * NR).enumerate() {
-                        buf.taps.pack_panel(self.input(n, gi), g, jp, panel);
+                    let (n, gi, .., direct) = job(j);
+                    prepare(j, buf);
+                    for (q, panel) in buf.panels.chunks_exact_mut(k * NR).enumerate() {
+                        buf.taps.pack_panel(self.input(n, gi), g, direct + q, panel);
                     }
-                    let tiles = tiles(t0, tw, &buf.panels);
-                    self.multiply(n, gi, 0..jobs.panels, &tiles, None, dst);
+                    run(j, 0..jobs.panels, &tiles(j, &buf.panels));
                 });
             return;
         }
@@ -257,19 +294,17 @@ impl Product<'_> {
         // channels are split across the threads.
         let mut buf = Buffers::default();
         for j in 0..jobs.count() {
-            let (n, gi, t0, tw) = job(j);
-            buf.taps.fill(g, t0, tw);
-            buf.panels.resize(tw.div_ceil(NR) * NR * k, 0.0);
+            let (n, gi, .., direct) = job(j);
+            prepare(j, &mut buf);
             let taps = &buf.taps;
             buf.panels
                 .par_chunks_exact_mut(k * NR)
                 .enumerate()
-                .for_each(|(jp, panel)| taps.pack_panel(self.input(n, gi), g, jp, panel));
-            let tiles = tiles(t0, tw, &buf.panels);
+                .for_each(|(q, panel)| taps.pack_panel(self.input(n, gi), g, direct + q, panel));
+            let tiles = tiles(j, &buf.panels);
             (0..jobs.splits).into_par_iter().for_each(|si| {
                 let p0 = si * jobs.per_split;
-                let panels = p0..(p0 + jobs.per_split).min(jobs.panels);
-                self.multiply(n, gi, panels, &tiles, None, dst);
+                run(j, p0..(p0 + jobs.per_split).min(jobs.panels), &tiles);
             });
         }
     }

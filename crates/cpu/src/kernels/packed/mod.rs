@@ -22,6 +22,9 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Taps per block: one `B` panel block (`KC·NR` floats) stays in L1.
 pub const KC: usize = 256;
+/// Row panels per group: a group's block of `A` (`MC_PANELS·MR·KC` floats,
+/// 96 KiB) stays in L2 while the column tiles pass over it.
+const MC_PANELS: usize = 16;
 
 /// An `M×K` matrix in panels of [`MR`] rows: panel `i` holds rows
 /// `i·MR..i·MR+MR` (zero past `M`), element `(row r, tap p)` at `p·MR + r`.
@@ -189,33 +192,38 @@ unsafe fn multiply_with(
             })
             .collect();
         let block_offsets = offsets.map_or(std::ptr::null(), |o| o[k0..].as_ptr());
-        for t in tiles {
-            // A packed panel's block of taps starts k0 taps in.
-            let b = if offsets.is_some() {
-                t.b
-            } else {
-                t.b.add(k0 * NR)
-            };
-            for (i, ops) in panels.clone().zip(&ops) {
-                let rows = MR.min(a.m - i * MR);
-                let offset = i * MR * ldc + t.c;
-                let cp = c.add(offset);
-                let residual = match (last, ep.residual) {
-                    (true, Some(r)) => r.add(offset),
-                    _ => std::ptr::null(),
+        // Row panels in groups whose block of A stays in the L2 cache while
+        // every column tile passes over it.
+        let all: Vec<(usize, &TileOps)> = panels.clone().zip(&ops).collect();
+        for group in all.chunks(MC_PANELS) {
+            for t in tiles {
+                // A packed panel's block of taps starts k0 taps in.
+                let b = if offsets.is_some() {
+                    t.b
+                } else {
+                    t.b.add(k0 * NR)
                 };
-                let ops = &TileOps { residual, ..*ops };
-                let dest = Dest {
-                    c: cp,
-                    ldc,
-                    rows,
-                    cols: t.len,
-                };
-                tile(kc, a.panel(i, k0).as_ptr(), b, block_offsets, &dest, ops);
-                if let (true, Some(act)) = (last, rest) {
-                    for r in 0..rows {
-                        let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
-                        row.iter_mut().for_each(|v| *v = act.apply(*v));
+                for &(i, ops) in group {
+                    let rows = MR.min(a.m - i * MR);
+                    let offset = i * MR * ldc + t.c;
+                    let cp = c.add(offset);
+                    let residual = match (last, ep.residual) {
+                        (true, Some(r)) => r.add(offset),
+                        _ => std::ptr::null(),
+                    };
+                    let ops = &TileOps { residual, ..*ops };
+                    let dest = Dest {
+                        c: cp,
+                        ldc,
+                        rows,
+                        cols: t.len,
+                    };
+                    tile(kc, a.panel(i, k0).as_ptr(), b, block_offsets, &dest, ops);
+                    if let (true, Some(act)) = (last, rest) {
+                        for r in 0..rows {
+                            let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
+                            row.iter_mut().for_each(|v| *v = act.apply(*v));
+                        }
                     }
                 }
             }
