@@ -81,7 +81,9 @@ impl CpuPlan {
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             fed[v] = Some(t);
         }
-        let result = self.execute(&mut slots, &mut owned, &fed);
+        // On a worker of the thread pool: each kernel's parallel work then
+        // starts from inside the pool instead of waking it from outside.
+        let result = rayon::scope(|_| self.execute(&mut slots, &mut owned, &fed));
         self.return_slots(slots);
         result?;
         g.outputs
