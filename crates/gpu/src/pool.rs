@@ -81,36 +81,7 @@ impl PoolConfig {
     }
 }
 
-/// Parses `1024`, `64K`, `512M`, `2G` (also `KB`, `MiB`, ...) into bytes.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let unit = s[digits..].trim().to_ascii_uppercase();
-    let mult: u64 = match unit.trim_end_matches('B').trim_end_matches('I') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// Parses `30`, `0.5`, `30s`, `250ms` into a duration.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v * scale))
-}
+pub use metal_mps_ir::units::{parse_bytes, parse_duration};
 
 /// Counters of one pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub mod passes;
 pub mod plan;
 mod shape;
 mod tensor;
+pub mod units;
 
 pub use dtype::{BoolByte, DType, Element};
 pub use error::{Error, Result};

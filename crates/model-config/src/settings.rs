@@ -12,13 +12,13 @@
 //! A parameter wins over the environment variable, which applies to every model.
 //! The pool variables are read by the GPU engine itself when the parameter is
 //! absent (its `PoolConfig` fields stay `None`); the parameters parse as the
-//! engine parses those variables (`metal_mps_gpu::pool::{parse_bytes, parse_duration}`),
+//! engine parses those variables (`metal_mps_ir::units::{parse_bytes, parse_duration}`),
 //! repeated here so this crate does not depend on the GPU engine.
 
 use crate::error::ConfigError;
 use crate::types::ModelConfig;
 use metal_mps::{Device, Options, PoolConfig, Precision};
-use std::time::Duration;
+use metal_mps_ir::units::{parse_bytes, parse_duration};
 
 /// The parameter keys this crate reads.
 pub const PARAMETER_KEYS: [&str; 5] = [
@@ -166,38 +166,6 @@ pub fn unknown_parameters(config: &ModelConfig) -> Vec<&str> {
         .collect()
 }
 
-/// `1024`, `64K`, `512M`, `2G`, `512MiB`, `1 GB`: bytes, with binary multiples.
-fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..digits].parse().ok()?;
-    let shift = match s[digits..]
-        .trim()
-        .to_ascii_uppercase()
-        .trim_end_matches('B')
-        .trim_end_matches('I')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
-}
-
-/// `30`, `0.5`, `30s`, `250ms`: a duration, in seconds unless marked.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, scale) = match s.strip_suffix("ms") {
-        Some(n) => (n, 1e-3),
-        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    Duration::try_from_secs_f64(v * scale).ok()
-}
-
 fn parse_flag(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -210,6 +178,7 @@ fn parse_flag(s: &str) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::types::Parameter;
+    use std::time::Duration;
 
     fn config(params: &[(&str, &str)]) -> ModelConfig {
         let mut c = ModelConfig::default();
@@ -290,12 +259,6 @@ mod tests {
             let e = EngineSettings::from_sources(&config(&[(k, bad)]), no_env).unwrap_err();
             assert_eq!(e.field, format!("parameters.{k}"), "{e}");
         }
-        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
-        assert_eq!(parse_bytes("1 GB"), Some(1 << 30));
-        assert_eq!(parse_bytes("99999999999T"), None);
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2.5"), Some(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("1e300"), None);
     }
 
     #[test]
