@@ -42,14 +42,20 @@ fn conv() -> Op {
     })
 }
 
-/// x → Conv → Add(·, x) → [Relu] → output; returns the graph.
-fn block(with_relu: bool) -> Graph {
+/// A graph with input `x` (`[batch, 4, 5, 5]` FLOAT) and a weight value `w`.
+fn graph_with_input() -> (Graph, ValueId, ValueId) {
     let mut g = Graph::default();
     let x = g.add_value("x");
     g.values[x].dtype = Some(DType::F32);
     g.values[x].shape = Some(shape(&["batch", "4", "5", "5"]));
     g.inputs.push(x);
     let w = g.add_value("w");
+    (g, x, w)
+}
+
+/// x → Conv → Add(·, x) → [Relu] → output; returns the graph.
+fn block(with_relu: bool) -> Graph {
+    let (mut g, x, w) = graph_with_input();
     let y = node(&mut g, conv(), &[x, w], "y");
     let mut out = node(&mut g, Op::Binary(BinaryOp::Add), &[x, y], "sum");
     if with_relu {
@@ -121,12 +127,7 @@ fn residual_computed_after_the_conv_moves_the_fused_conv_after_it() {
     // x → Conv a ─┐
     // x → Conv b ─┴→ Add → Relu: Conv a is fused with b's output as residual,
     // so the fused node must come after Conv b.
-    let mut g = Graph::default();
-    let x = g.add_value("x");
-    g.values[x].dtype = Some(DType::F32);
-    g.values[x].shape = Some(shape(&["batch", "4", "5", "5"]));
-    g.inputs.push(x);
-    let w = g.add_value("w");
+    let (mut g, x, w) = graph_with_input();
     let ya = node(&mut g, conv(), &[x, w], "ya");
     let yb = node(&mut g, conv(), &[x, w], "yb");
     let sum = node(&mut g, Op::Binary(BinaryOp::Add), &[ya, yb], "sum");

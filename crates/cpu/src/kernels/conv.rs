@@ -232,7 +232,11 @@ impl Product<'_> {
             && g.pad == [0, 0]
             && g.oh == g.h
             && g.ow == g.w;
-        let planes: Vec<usize> = (0..k).map(|c| c * g.h * g.w).collect();
+        // The taps of a pointwise convolution are its input planes.
+        let planes: Vec<usize> = match pointwise {
+            true => (0..k).map(|c| c * g.h * g.w).collect(),
+            false => Vec::new(),
+        };
         // Job j: image n, group gi, output pixels [t0, t0 + tw); its column
         // tiles read from the input (pointwise) and from `panels`.
         let job = |j: usize| {
@@ -356,13 +360,7 @@ impl Product<'_> {
         let runs = g.oh.div_ceil(per_job);
         let jobs = images * runs;
         let panels = self.panels();
-        let splits = if jobs >= 2 * threads {
-            1
-        } else {
-            (4 * threads).div_ceil(jobs).min(panels)
-        };
-        let per_split = panels.div_ceil(splits);
-        let splits = panels.div_ceil(per_split);
+        let (splits, per_split) = channel_splits(jobs, panels);
         (0..jobs * splits).into_par_iter().for_each(|t| {
             let (j, si) = (t / splits, t % splits);
             let (image, run) = (j / runs, j % runs);
@@ -414,19 +412,13 @@ impl Jobs {
         }
         let chunk = pixels.div_ceil(chunks).div_ceil(NR).max(1) * NR;
         let chunks = pixels.div_ceil(chunk).max(1);
-        let jobs = images * chunks;
-        let splits = if jobs >= 2 * threads {
-            1
-        } else {
-            (4 * threads).div_ceil(jobs).min(panels).max(1)
-        };
-        let per_split = panels.div_ceil(splits).max(1);
+        let (splits, per_split) = channel_splits(images * chunks, panels);
         Jobs {
             images,
             chunk,
             chunks,
             panels,
-            splits: panels.div_ceil(per_split).max(1),
+            splits,
             per_split,
         }
     }
@@ -434,6 +426,19 @@ impl Jobs {
     fn count(&self) -> usize {
         self.images * self.chunks
     }
+}
+
+/// Splits of `panels` row panels, and panels per split, so that `jobs` jobs
+/// times the splits keep every thread busy (one split when the jobs do).
+fn channel_splits(jobs: usize, panels: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    let splits = if jobs >= 2 * threads {
+        1
+    } else {
+        (4 * threads).div_ceil(jobs.max(1)).min(panels).max(1)
+    };
+    let per_split = panels.div_ceil(splits).max(1);
+    (panels.div_ceil(per_split).max(1), per_split)
 }
 
 /// Floats of one block of a chunk's packed taps (256 KiB, within the L2 cache).

@@ -72,11 +72,7 @@ pub fn eval_op(
             keepdims,
             noop_with_empty_axes,
         } => {
-            let axes = match (axes, opt(inputs, 1)) {
-                (Some(a), _) => a.clone(),
-                (None, Some(t)) => t.to_i64_vec()?,
-                (None, None) => vec![],
-            };
+            let axes = ints_arg(axes, inputs)?.unwrap_or_default();
             one(reduce::reduce(
                 *op,
                 x,
@@ -88,9 +84,9 @@ pub fn eval_op(
         }
         Op::Reshape { allowzero } => one(layout::reshape(x, arg(inputs, 1)?, *allowzero, out)),
         Op::Flatten { axis } => one(layout::flatten(x, *axis, out)),
-        Op::Squeeze { axes } => one(layout::squeeze(x, axes_arg(axes, inputs)?, out)),
+        Op::Squeeze { axes } => one(layout::squeeze(x, ints_arg(axes, inputs)?, out)),
         Op::Unsqueeze { axes } => {
-            let axes = axes_arg(axes, inputs)?
+            let axes = ints_arg(axes, inputs)?
                 .ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
             one(layout::unsqueeze(x, &axes, out))
         }
@@ -100,22 +96,17 @@ pub fn eval_op(
             axis,
             sizes,
             num_outputs,
-        } => {
-            let sizes = match (sizes, opt(inputs, 1)) {
-                (Some(s), _) => Some(s.clone()),
-                (None, Some(t)) => Some(t.to_i64_vec()?),
-                (None, None) => None,
-            };
-            layout::split(x, *axis, sizes, *num_outputs, out)
-        }
+        } => layout::split(x, *axis, ints_arg(sizes, inputs)?, *num_outputs, out),
         Op::Shape { start, end } => one(layout::shape(x, *start, *end, out)),
         Op::Gather { axis } => one(layout::gather(x, arg(inputs, 1)?, *axis, out)),
         Op::Pad { pads, value } => one(layout::pad(x, pads.as_deref(), *value, inputs, out)),
     }
 }
 
-fn axes_arg(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<i64>>> {
-    match (axes, opt(inputs, 1)) {
+/// Integers an op takes as an attribute (older opsets) or as input 1 (newer):
+/// Reduce and Squeeze/Unsqueeze axes, Split sizes.
+fn ints_arg(attr: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<i64>>> {
+    match (attr, opt(inputs, 1)) {
         (Some(a), _) => Ok(Some(a.clone())),
         (None, Some(t)) => Ok(Some(t.to_i64_vec()?)),
         (None, None) => Ok(None),

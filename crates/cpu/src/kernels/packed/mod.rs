@@ -194,8 +194,10 @@ unsafe fn multiply_with(
         let block_offsets = offsets.map_or(std::ptr::null(), |o| o[k0..].as_ptr());
         // Row panels in groups whose block of A stays in the L2 cache while
         // every column tile passes over it.
-        let all: Vec<(usize, &TileOps)> = panels.clone().zip(&ops).collect();
-        for group in all.chunks(MC_PANELS) {
+        for (first, group) in (panels.start..)
+            .step_by(MC_PANELS)
+            .zip(ops.chunks(MC_PANELS))
+        {
             for t in tiles {
                 // A packed panel's block of taps starts k0 taps in.
                 let b = if offsets.is_some() {
@@ -203,7 +205,7 @@ unsafe fn multiply_with(
                 } else {
                     t.b.add(k0 * NR)
                 };
-                for &(i, ops) in group {
+                for (i, ops) in (first..).zip(group) {
                     let rows = MR.min(a.m - i * MR);
                     let offset = i * MR * ldc + t.c;
                     let cp = c.add(offset);
