@@ -138,11 +138,9 @@ fn execute(
         .map(|d| d.buffers.iter().map(Vec::len).sum::<usize>())
         .sum();
 
+    // Statistics go in before the responses: a client that reads the statistics as soon as its
+    // response arrives must find its request counted.
     for p in &pending {
-        if !p.response.is_null() {
-            // SAFETY: the response is live and sent once.
-            unsafe { response::send(p.response, p.error.as_ref()) };
-        }
         let (compute_start, compute_end) = p.compute;
         let times = Times {
             exec_start,
@@ -154,6 +152,10 @@ fn execute(
     }
     if executed > 0 {
         stats::report_batch(instance, executed, batch_times);
+    }
+    for p in pending.iter().filter(|p| !p.response.is_null()) {
+        // SAFETY: the response is live and sent once.
+        unsafe { response::send(p.response, p.error.as_ref()) };
     }
     for p in &pending {
         if let Err(e) = crate::error::tri!(
