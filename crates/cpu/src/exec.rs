@@ -4,10 +4,14 @@ use crate::kernels::{conv_packed, ConvWeights};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
 use metal_mps_ir::{passes, DType, Error, Graph, Op, Result, Storage, Tensor};
+use rayon::Yield;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// A graph compiled for the CPU: residual additions fused into the
-/// convolutions that feed them, its plan, the convolution weights packed once, and a pool of slot buffers, so that repeated runs reuse their
+/// A graph compiled for the CPU: residual additions and 2×2 max pools fused
+/// into the convolutions that feed them, its plan, the convolution weights
+/// packed once, and a pool of slot buffers, so that repeated runs reuse their
 /// intermediate memory. Shareable across threads: concurrent runs each take
 /// their own set of slots.
 pub struct CpuPlan {
@@ -21,6 +25,7 @@ pub struct CpuPlan {
 impl CpuPlan {
     pub fn new(mut graph: Graph) -> CpuPlan {
         passes::fuse_residual_add(&mut graph);
+        passes::fuse_max_pool(&mut graph);
         let plan = Plan::new(&graph);
         let packed = graph
             .nodes
@@ -82,8 +87,20 @@ impl CpuPlan {
             fed[v] = Some(t);
         }
         // On a worker of the thread pool: each kernel's parallel work then
-        // starts from inside the pool instead of waking it from outside.
-        let result = rayon::scope(|_| self.execute(&mut slots, &mut owned, &fed));
+        // starts from inside the pool instead of waking it from outside. The
+        // other workers poll for that work while the plan runs instead of
+        // sleeping between kernels: waking a sleeping worker takes 50–300 µs
+        // on a virtual machine, a large share of a small kernel.
+        let done = AtomicBool::new(false);
+        let result = rayon::scope(|scope| {
+            let (owner, done) = (rayon::current_thread_index(), &done);
+            for _ in 1..rayon::current_num_threads() {
+                scope.spawn(move |_| poll_for_work(owner, done));
+            }
+            let result = self.execute(&mut slots, &mut owned, &fed);
+            done.store(true, Ordering::Release);
+            result
+        });
         self.return_slots(slots);
         result?;
         g.outputs
@@ -173,3 +190,26 @@ impl CpuPlan {
             .push(slots);
     }
 }
+
+/// Runs the pool's pending work on this worker until `done`, or until none
+/// has come for [`POLL_IDLE`]. Never on `owner`, the worker running the plan
+/// (which would then wait on itself).
+fn poll_for_work(owner: Option<usize>, done: &AtomicBool) {
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    let mut idle_since = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(Yield::Executed) {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > POLL_IDLE {
+            return;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// How long a worker polls without finding work before it goes back to
+/// rayon's own idling (longer than any gap between two kernels' parallel parts).
+const POLL_IDLE: Duration = Duration::from_millis(1);

@@ -6,7 +6,8 @@
 
 use metal_mps_cpu::{eval_op, Out};
 use metal_mps_ir::{
-    AutoPad, BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, Storage, Tensor, Window,
+    Activation, AutoPad, BinaryOp, ConvAttrs, DType, Op, PoolAttrs, PoolKind, Storage, Tensor,
+    UnaryOp, Window,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngAlgorithm, RngSeed};
@@ -369,6 +370,12 @@ struct ConvCase {
     pads: [usize; 4],
     auto_pad: AutoPad,
     bias: bool,
+    /// A residual input added before the activation (as the fusion pass builds it).
+    residual: bool,
+    /// A fused ReLU.
+    relu: bool,
+    /// A fused 2×2, stride-2 max pool.
+    pool: bool,
     /// Whether `kernel_shape` is given (it may be left for the weight to define).
     explicit_kernel: bool,
     seed: u64,
@@ -395,6 +402,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
         auto_pad(),
         (any::<bool>(), any::<bool>(), any::<u64>()),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -404,6 +412,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
                 pads,
                 auto_pad,
                 (bias, explicit_kernel, seed),
+                (residual, relu, pool),
             )| {
                 ConvCase {
                     n,
@@ -418,6 +427,9 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
                     pads,
                     auto_pad,
                     bias,
+                    residual,
+                    relu,
+                    pool,
                     explicit_kernel,
                     seed,
                 }
@@ -518,6 +530,22 @@ fn ref_conv(
     Some((vec![c.n, m, oh, ow], y))
 }
 
+/// Max over 2×2 windows with stride 2 of `[n, c, h, w]`, rounding down.
+fn ref_max_pool_2x2(shape: &[usize], y: &[f64]) -> (Vec<usize>, Vec<f64>) {
+    let (h, w) = (shape[2], shape[3]);
+    let (ph, pw) = (h / 2, w / 2);
+    let mut out = Vec::new();
+    for plane in y.chunks(h * w).take(shape[0] * shape[1]) {
+        for py in 0..ph {
+            for px in 0..pw {
+                let at = |dy: usize, dx: usize| plane[(2 * py + dy) * w + 2 * px + dx];
+                out.push(at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)));
+            }
+        }
+    }
+    (vec![shape[0], shape[1], ph, pw], out)
+}
+
 fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     let mut rng = Rng(c.seed);
     let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
@@ -547,10 +575,35 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
             ceil_mode: false,
         },
         group: c.groups,
-        activation: Default::default(),
+        activation: if c.relu {
+            Activation::Unary(UnaryOp::Relu)
+        } else {
+            Activation::None
+        },
+        max_pool_2x2: c.pool,
     });
-    let inputs = [Some(&x), Some(&w), if c.bias { Some(&b) } else { None }];
-    let want = ref_conv(c, &xv, &wv, c.bias.then_some(&bv[..]));
+    let mut want = ref_conv(c, &xv, &wv, c.bias.then_some(&bv[..]));
+    // The residual has the output's shape (none when the convolution fails).
+    let residual = match (&mut want, c.residual) {
+        (Some((shape, y)), true) => {
+            let r = rng.f32s(numel(shape), 1.0);
+            y.iter_mut().zip(&r).for_each(|(y, &r)| *y += r as f64);
+            Some(Tensor::from_vec(shape.clone(), r).unwrap())
+        }
+        _ => None,
+    };
+    if let (Some((_, y)), true) = (&mut want, c.relu) {
+        y.iter_mut().for_each(|y| *y = y.max(0.0));
+    }
+    if c.pool {
+        want = want.map(|(shape, y)| ref_max_pool_2x2(&shape, &y));
+    }
+    let inputs = [
+        Some(&x),
+        Some(&w),
+        if c.bias { Some(&b) } else { None },
+        residual.as_ref(),
+    ];
     let bytes = want.as_ref().map_or(64, |(shape, _)| 4 * numel(shape));
     let got = run1(&op, &inputs, bytes);
     match want {
@@ -826,6 +879,7 @@ fn pointwise_conv_with_end_pads() {
         },
         group: 1,
         activation: Default::default(),
+        max_pool_2x2: false,
     });
     let y = eval_op(&op, &[Some(&x), Some(&w), Some(&b)], 1, &mut Out::fresh())
         .unwrap()
@@ -887,6 +941,9 @@ fn big_conv(
         pads,
         auto_pad: AutoPad::NotSet,
         bias: true,
+        residual: false,
+        relu: false,
+        pool: false,
         explicit_kernel: true,
         seed: 11,
     }
@@ -906,6 +963,38 @@ fn large_convolutions_take_the_tiled_paths() {
         big_conv([1, 1, 4, 2], [150, 150], [1, 1], [1, 1], [0, 0, 1, 2]),
         // Many small parallel tasks (n·group ≥ 2·threads).
         big_conv([2, 4, 1, 1], [40, 40], [3, 3], [2, 2], [1, 1, 1, 1]),
+        // Stride 1, no im2col: rows of whole tiles (32 wide) stored straight
+        // to the output, and rows of 30 computed along the padded rows, both
+        // with a residual and ReLU; several row panels and channel splits.
+        ConvCase {
+            residual: true,
+            relu: true,
+            ..big_conv([2, 1, 20, 40], [32, 32], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        ConvCase {
+            residual: true,
+            relu: true,
+            ..big_conv([1, 1, 20, 70], [30, 30], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        big_conv([1, 1, 8, 64], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1]),
+        // Fused 2×2 max pool: the Simple CNN's shape (scaled down), odd
+        // sizes (last row and column dropped), and a strided convolution
+        // (pooled after the whole product).
+        ConvCase {
+            relu: true,
+            pool: true,
+            ..big_conv([2, 1, 3, 16], [64, 64], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        ConvCase {
+            residual: true,
+            relu: true,
+            pool: true,
+            ..big_conv([1, 1, 20, 40], [33, 31], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        ConvCase {
+            pool: true,
+            ..big_conv([1, 2, 3, 5], [45, 50], [3, 3], [2, 2], [1, 1, 1, 1])
+        },
     ];
     for c in &cases {
         if let Err(e) = check_conv(c) {
@@ -953,13 +1042,19 @@ fn mid_size_case() -> impl Strategy<Value = ConvCase> {
         (1usize..=17, 1usize..=17),
         [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
         (auto_pad(), any::<bool>(), any::<u64>()),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |((n, cg, mg), (h, w), pads, (auto_pad, bias, seed))| ConvCase {
-                auto_pad,
-                bias,
-                seed,
-                ..big_conv([n, 1, cg, mg], [h, w], [3, 3], [1, 1], pads)
+            |((n, cg, mg), (h, w), pads, (auto_pad, bias, seed), (residual, relu, pool))| {
+                ConvCase {
+                    auto_pad,
+                    bias,
+                    residual,
+                    relu,
+                    pool,
+                    seed,
+                    ..big_conv([n, 1, cg, mg], [h, w], [3, 3], [1, 1], pads)
+                }
             },
         )
 }

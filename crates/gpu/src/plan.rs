@@ -1040,8 +1040,8 @@ impl<'a> Builder<'a> {
         let (Some(x), Some(w)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
             return Ok(Lowered::Cpu);
         };
-        if node.inputs.get(3).copied().flatten().is_some() {
-            // A fused residual (a CPU-only rewrite): the GPU kernels do not read one.
+        if node.inputs.get(3).copied().flatten().is_some() || c.max_pool_2x2 {
+            // A fused residual or pool (CPU-only rewrites): the GPU kernels do neither.
             return Ok(Lowered::Cpu);
         }
         let Some(dtype) = self.float(x) else {

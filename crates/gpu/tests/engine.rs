@@ -120,6 +120,7 @@ fn spec_ops_run_on_the_gpu_and_match_the_cpu() {
             window: window(&[], &[1, 1], &[1, 1, 1, 1]),
             group: 1,
             activation: Activation::None,
+            max_pool_2x2: false,
         }),
         &[x, w],
     );
@@ -250,6 +251,7 @@ fn unsupported_ops_fall_back_to_the_cpu() {
             window: window(&[], &[1, 1], &[1, 1, 1, 1]),
             group: 1,
             activation: Activation::Unary(UnaryOp::Relu),
+            max_pool_2x2: false,
         }),
         &[x, w],
     );

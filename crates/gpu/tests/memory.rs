@@ -35,6 +35,7 @@ fn memory_stays_flat_over_thousands_of_inferences() {
         window,
         group: 1,
         activation: Activation::Unary(UnaryOp::Relu),
+        max_pool_2x2: false,
     });
     g.nodes.push(Node {
         name: "conv".into(),

@@ -152,6 +152,18 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
                             _ => Dim::Unknown,
                         });
                     }
+                    if c.max_pool_2x2 {
+                        if out.len() != 4 {
+                            return crate::invalid!("a fused 2×2 max pool needs a 2-D convolution");
+                        }
+                        for d in &mut out[2..] {
+                            if let Dim::Fixed(n) = d {
+                                *n /= 2;
+                            } else {
+                                *d = Dim::Unknown;
+                            }
+                        }
+                    }
                     Some(out)
                 }
                 (Some(xs), Some(ws)) => {

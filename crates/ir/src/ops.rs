@@ -188,6 +188,9 @@ pub struct ConvAttrs {
     pub group: usize,
     /// Applied after the bias (fusion pass).
     pub activation: Activation,
+    /// The activated output is max-pooled over 2×2 windows with stride 2,
+    /// rounding down (2-D only; `passes::fuse_max_pool`).
+    pub max_pool_2x2: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,9 +5,12 @@
 
 use super::matmul::{as_f32, f32_output};
 use super::packed::{self, Columns, Epilogue, PackedLhs, NR};
+use super::pool::max_nan;
 use crate::Out;
 use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// 2-D geometry after 1-D inputs are seen as height 1.
 struct Geometry {
@@ -102,6 +105,11 @@ pub fn conv_packed(
         shape.push(g.oh);
     }
     shape.push(g.ow);
+    let pooled = match (a.max_pool_2x2, x.rank()) {
+        (false, _) => None,
+        (true, 4) => Some(vec![g.n, g.m, g.oh / 2, g.ow / 2]),
+        (true, _) => return unsupported!("a 2×2 max pool fused into a 1-D Conv"),
+    };
     let rs = match residual {
         Some(r) if r.shape() != shape => {
             return invalid!(
@@ -125,34 +133,43 @@ pub fn conv_packed(
         bias: bs.as_deref(),
         residual: rs.as_deref(),
         activation: a.activation,
+        pool: pooled.is_some(),
     };
-    f32_output(out, x.dtype(), shape, |y| {
-        if mg * ohw > 0 {
-            let dst = SharedOut(y.as_mut_ptr());
-            if direct_fits(&g, mg) {
-                conv.direct(dst);
-            } else {
-                conv.packed(dst);
+    let out_shape = pooled.unwrap_or_else(|| shape.clone());
+    f32_output(out, x.dtype(), out_shape, |y| {
+        if y.is_empty() || mg * ohw == 0 {
+            return Ok(());
+        }
+        let dst = SharedOut(y.as_mut_ptr());
+        if direct_fits(&g) {
+            conv.direct(dst);
+        } else if conv.pool {
+            // Strided or pointwise convolutions with a fused pool: the
+            // whole output first, then the pool.
+            let mut full = vec![0f32; shape.iter().product()];
+            conv.packed(SharedOut(full.as_mut_ptr()));
+            let (pw, ph) = (g.ow / 2, g.oh / 2);
+            for (plane, out) in full.chunks_exact(ohw).zip(y.chunks_exact_mut(ph * pw)) {
+                for (py, out) in out.chunks_exact_mut(pw).enumerate() {
+                    let rows = &plane[2 * py * g.ow..][..2 * g.ow];
+                    pool_pairs(&rows[..g.ow], &rows[g.ow..], out);
+                }
             }
+        } else {
+            conv.packed(dst);
         }
         Ok(())
     })
 }
 
 /// Whether the stride-1 path that reads `B` straight from the zero-padded
-/// input applies: a window of several taps, output rows that fill most of
-/// their tiles (each tile stays within one output row), and few output
-/// channels per group, over which packing would not pay (with many, the
-/// packed panels' cache locality wins).
-fn direct_fits(g: &Geometry, channels_per_group: usize) -> bool {
-    g.stride == [1, 1]
-        && g.kh * g.kw > 1
-        && 4 * g.ow.div_ceil(NR) * NR <= 5 * g.ow
-        && channels_per_group < DIRECT_MAX_CHANNELS
+/// input applies ([`Product::direct`]): a window of several taps, and padded
+/// rows whose extra positions (computed, then dropped) are at most a quarter
+/// of them.
+fn direct_fits(g: &Geometry) -> bool {
+    let wp = g.ow + (g.kw - 1) * g.dilation[1];
+    g.stride == [1, 1] && g.kh * g.kw > 1 && 3 * wp <= 4 * g.ow
 }
-
-/// See [`direct_fits`].
-const DIRECT_MAX_CHANNELS: usize = 48;
 
 /// One convolution as products of packed weights and column tiles.
 struct Product<'a> {
@@ -165,6 +182,9 @@ struct Product<'a> {
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
     activation: Activation,
+    /// A fused 2×2, stride-2 max pool (see [`ConvAttrs::max_pool_2x2`]): only
+    /// [`Product::direct`] applies it.
+    pool: bool,
 }
 
 impl Product<'_> {
@@ -282,40 +302,48 @@ impl Product<'_> {
             }
         };
         if jobs.splits == 1 {
-            (0..jobs.count())
-                .into_par_iter()
-                .for_each_init(Buffers::default, |buf, j| {
+            (0..jobs.count()).into_par_iter().for_each(|j| {
+                with_local(&SCRATCH, |buf| {
                     let (n, gi, .., direct) = job(j);
                     prepare(j, buf);
                     for (q, panel) in buf.panels.chunks_exact_mut(k * NR).enumerate() {
                         buf.taps.pack_panel(self.input(n, gi), g, direct + q, panel);
                     }
                     run(j, 0..jobs.panels, &tiles(j, &buf.panels));
-                });
+                })
+            });
             return;
         }
         // Few jobs: each is packed once, in parallel, then its output
         // channels are split across the threads.
-        let mut buf = Buffers::default();
-        for j in 0..jobs.count() {
-            let (n, gi, .., direct) = job(j);
-            prepare(j, &mut buf);
-            let taps = &buf.taps;
-            buf.panels
-                .par_chunks_exact_mut(k * NR)
-                .enumerate()
-                .for_each(|(q, panel)| taps.pack_panel(self.input(n, gi), g, direct + q, panel));
-            let tiles = tiles(j, &buf.panels);
-            (0..jobs.splits).into_par_iter().for_each(|si| {
-                let p0 = si * jobs.per_split;
-                run(j, p0..(p0 + jobs.per_split).min(jobs.panels), &tiles);
-            });
-        }
+        with_local(&SCRATCH, |buf| {
+            for j in 0..jobs.count() {
+                let (n, gi, .., direct) = job(j);
+                prepare(j, buf);
+                let taps = &buf.taps;
+                buf.panels
+                    .par_chunks_exact_mut(k * NR)
+                    .enumerate()
+                    .for_each(|(q, panel)| {
+                        taps.pack_panel(self.input(n, gi), g, direct + q, panel)
+                    });
+                let tiles = tiles(j, &buf.panels);
+                (0..jobs.splits).into_par_iter().for_each(|si| {
+                    let p0 = si * jobs.per_split;
+                    run(j, p0..(p0 + jobs.per_split).min(jobs.panels), &tiles);
+                });
+            }
+        })
     }
 
-    /// Stride 1: the input is copied once with its zero padding, and each tile
-    /// of `NR` pixels of an output row reads tap `(c, i, j)` as `NR`
-    /// consecutive floats of it; no im2col.
+    /// Stride 1, no im2col: the input is copied once with its zero padding
+    /// into planes of `hp×wp`, where output pixel `(oy, ox)` is computed at
+    /// position `q = oy·wp + ox` and tap `(c, i, j)` of `NR` consecutive
+    /// positions is `NR` consecutive floats, at `q + c·hp·wp + i·wp + j`.
+    /// Where output rows fill whole tiles, each tile goes straight to the
+    /// output; otherwise tiles run along whole padded rows, so the `wp − ow`
+    /// positions past each row's end are computed too, into a block of
+    /// scratch memory, and [`Product::store_rows`] drops them.
     fn direct(&self, dst: SharedOut) {
         let g = self.g;
         let cg = g.c / self.group;
@@ -325,27 +353,49 @@ impl Product<'_> {
         );
         let plane = hp * wp;
         let images = g.n * self.group;
-        // The last tile of a row reads up to NR − 1 floats past the padded image.
-        let mut padded = vec![0f32; images * cg * plane + NR];
-        padded[..images * cg * plane]
-            .par_chunks_exact_mut(plane)
-            .enumerate()
-            .for_each(|(ic, dst)| {
-                let (image, c) = (ic / cg, ic % cg);
-                let src = &self.input(image / self.group, image % self.group)[c * g.h * g.w..];
-                for (r, row) in dst.chunks_exact_mut(wp).enumerate() {
-                    let Some(iy) = (r as isize - g.pad[0] as isize)
-                        .try_into()
-                        .ok()
-                        .filter(|&iy: &usize| iy < g.h)
-                    else {
-                        continue;
-                    };
-                    let from = g.pad[1].min(wp);
-                    let n = g.w.min(wp - from);
-                    row[from..from + n].copy_from_slice(&src[iy * g.w..][..n]);
-                }
-            });
+        with_local(&PADDED, |padded| {
+            // The last tile reads up to NR − 1 positions past the last row,
+            // plus the taps' horizontal reach (less than wp).
+            let len = images * cg * plane + NR + wp;
+            if padded.len() < len {
+                padded.resize(len, 0.0);
+            }
+            let (planes, slack) = padded[..len].split_at_mut(images * cg * plane);
+            slack.fill(0.0);
+            // Every element is written: the buffer holds an earlier call's data.
+            planes
+                .par_chunks_exact_mut(plane)
+                .enumerate()
+                .for_each(|(ic, dst)| {
+                    let (image, c) = (ic / cg, ic % cg);
+                    let src = &self.input(image / self.group, image % self.group)[c * g.h * g.w..];
+                    for (r, row) in dst.chunks_exact_mut(wp).enumerate() {
+                        let Some(iy) = (r as isize - g.pad[0] as isize)
+                            .try_into()
+                            .ok()
+                            .filter(|&iy: &usize| iy < g.h)
+                        else {
+                            row.fill(0.0);
+                            continue;
+                        };
+                        let from = g.pad[1].min(wp);
+                        let n = g.w.min(wp - from);
+                        row[..from].fill(0.0);
+                        row[from..from + n].copy_from_slice(&src[iy * g.w..][..n]);
+                        row[from + n..].fill(0.0);
+                    }
+                });
+            self.direct_product(&padded[..len], plane, wp, dst);
+        });
+    }
+
+    /// The products of [`Product::direct`] on the zero-padded input: jobs are
+    /// runs of output rows of one image (and splits of the channels when
+    /// they are few); each computes into a block of scratch memory, then
+    /// stores the block's rows.
+    fn direct_product(&self, padded: &[f32], plane: usize, wp: usize, dst: SharedOut) {
+        let g = self.g;
+        let (cg, mg) = (g.c / self.group, self.mg());
         let offsets: Vec<usize> = (0..cg)
             .flat_map(|c| {
                 (0..g.kh).flat_map(move |i| {
@@ -353,42 +403,190 @@ impl Product<'_> {
                 })
             })
             .collect();
-        // Jobs: runs of output rows of one image; then splits of the channels.
-        let threads = rayon::current_num_threads();
-        let per_job = (MAX_CHUNK / g.ow).clamp(1, g.oh);
-        let per_job = per_job.min((images * g.oh).div_ceil(2 * threads).max(1));
-        let runs = g.oh.div_ceil(per_job);
+        let images = g.n * self.group;
+        // Rows a fused pool reads: pairs (its last row is dropped when odd).
+        let (oh, step) = match self.pool {
+            true => (g.oh / 2 * 2, 2),
+            false => (g.oh, 1),
+        };
+        // Rows per job: a block of output of about DIRECT_BLOCK_FLOATS, at
+        // least DIRECT_MIN_POSITIONS positions (the weights read for one
+        // tile serve the job's other tiles from the cache), and as many runs
+        // as the threads can share evenly; too few jobs split their output
+        // channels instead.
+        let positions = (DIRECT_BLOCK_FLOATS / mg.max(1)).max(DIRECT_MIN_POSITIONS);
+        let mut runs = oh.div_ceil((positions / wp).max(1));
+        if images == 1 && runs > 1 {
+            runs = runs.next_multiple_of(rayon::current_num_threads());
+        }
+        let rows = oh.div_ceil(runs.max(1)).next_multiple_of(step).max(step);
+        let runs = oh.div_ceil(rows);
         let jobs = images * runs;
         let panels = self.panels();
         let (splits, per_split) = channel_splits(jobs, panels);
         (0..jobs * splits).into_par_iter().for_each(|t| {
             let (j, si) = (t / splits, t % splits);
             let (image, run) = (j / runs, j % runs);
+            let oy = run * rows..((run + 1) * rows).min(oh);
+            let panels = si * per_split..((si + 1) * per_split).min(panels);
+            let (n, gi) = (image / self.group, image % self.group);
             let base = padded[image * cg * plane..].as_ptr();
-            let rows = run * per_job..((run + 1) * per_job).min(g.oh);
-            let tiles: Vec<Columns> = rows
-                .flat_map(|oy| {
-                    (0..g.ow).step_by(NR).map(move |ox| Columns {
-                        c: oy * g.ow + ox,
-                        len: NR.min(g.ow - ox),
-                        // SAFETY: inside `padded` (see its slack).
-                        b: unsafe { base.add(oy * wp + ox) },
+            if g.ow.is_multiple_of(NR) && !self.pool {
+                // Rows fill their tiles: each tile goes straight to the output.
+                let tiles: Vec<Columns> = oy
+                    .flat_map(|y| {
+                        (0..g.ow).step_by(NR).map(move |x| Columns {
+                            c: y * g.ow + x,
+                            len: NR,
+                            // SAFETY: inside `padded`.
+                            b: unsafe { base.add(y * wp + x) },
+                        })
                     })
+                    .collect();
+                self.multiply(n, gi, panels, &tiles, Some(&offsets), dst);
+                return;
+            }
+            let ldc = oy.len() * wp;
+            let tiles: Vec<Columns> = (0..ldc)
+                .step_by(NR)
+                .map(|q| Columns {
+                    c: q,
+                    len: NR.min(ldc - q),
+                    // SAFETY: inside `padded` (see its slack).
+                    b: unsafe { base.add(oy.start * wp + q) },
                 })
                 .collect();
-            let p0 = si * per_split;
-            let panels = p0..(p0 + per_split).min(panels);
-            self.multiply(
-                image / self.group,
-                image % self.group,
-                panels,
-                &tiles,
-                Some(&offsets),
-                dst,
-            );
+            let channels = panels.start * packed::MR..(panels.end * packed::MR).min(mg);
+            with_local(&SCRATCH, |buf| {
+                let block = &mut buf.block;
+                if block.len() < channels.end * ldc {
+                    block.resize(channels.end * ldc, 0.0);
+                }
+                let raw = Epilogue {
+                    bias: None,
+                    residual: None,
+                    activation: Activation::None,
+                };
+                // SAFETY: the tiles' taps lie in `padded`; the block holds
+                // rows `..channels.end` of `ldc` columns, this task's alone.
+                unsafe {
+                    packed::multiply(
+                        &self.weights.groups[gi],
+                        panels,
+                        &tiles,
+                        Some(&offsets),
+                        block.as_mut_ptr(),
+                        ldc,
+                        &raw,
+                    )
+                };
+                if self.pool {
+                    self.pool_rows(image, channels, oy, &block[..], wp, dst);
+                } else {
+                    self.store_rows(image, channels, oy, &block[..], wp, dst);
+                }
+            });
         });
     }
+
+    /// Stores output rows `oy` of channels `channels` of image·group `image`
+    /// from a [`Product::direct`] block (rows `wp` wide, channel `ch` at
+    /// `ch·ldc`), adding the bias and residual and applying the activation.
+    fn store_rows(
+        &self,
+        image: usize,
+        channels: std::ops::Range<usize>,
+        oy: std::ops::Range<usize>,
+        block: &[f32],
+        wp: usize,
+        dst: SharedOut,
+    ) {
+        let ldc = oy.len() * wp;
+        for ch in channels {
+            let plane = self.output_plane(image, ch);
+            for (r, y) in oy.clone().enumerate() {
+                let at = plane + y * self.g.ow;
+                // SAFETY: this task alone writes these channels of these rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), self.g.ow) };
+                self.finish_row(image, ch, at, &block[ch * ldc + r * wp..], out);
+            }
+        }
+    }
+
+    /// As [`Product::store_rows`] for a fused pool: each pair of rows, once
+    /// finished, is max-pooled into one output row (of the pooled planes).
+    fn pool_rows(
+        &self,
+        image: usize,
+        channels: std::ops::Range<usize>,
+        oy: std::ops::Range<usize>,
+        block: &[f32],
+        wp: usize,
+        dst: SharedOut,
+    ) {
+        let g = self.g;
+        let (ldc, pw, ph) = (oy.len() * wp, g.ow / 2, g.oh / 2);
+        let mut rows = vec![0f32; 2 * g.ow];
+        for ch in channels {
+            let plane = self.output_plane(image, ch);
+            for r in (0..oy.len()).step_by(2) {
+                let y = oy.start + r;
+                let (top, bottom) = rows.split_at_mut(g.ow);
+                for (k, row) in [top, bottom].into_iter().enumerate() {
+                    let at = plane + (y + k) * g.ow;
+                    self.finish_row(image, ch, at, &block[ch * ldc + (r + k) * wp..], row);
+                }
+                let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
+                // SAFETY: this task alone writes these channels of these rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
+                pool_pairs(&rows[..g.ow], &rows[g.ow..], out);
+            }
+        }
+    }
+
+    /// Offset of output channel `ch` of image·group `image` in the unpooled output.
+    fn output_plane(&self, image: usize, ch: usize) -> usize {
+        let (g, mg) = (self.g, self.mg());
+        let (n, gi) = (image / self.group, image % self.group);
+        (n * g.m + gi * mg + ch) * g.oh * g.ow
+    }
+
+    /// `out = activation(src + bias + residual)` for one output row of
+    /// channel `ch` at offset `at` of the unpooled output.
+    fn finish_row(&self, image: usize, ch: usize, at: usize, src: &[f32], out: &mut [f32]) {
+        let bias = self
+            .bias
+            .map_or(0.0, |b| b[image % self.group * self.mg() + ch]);
+        let src = &src[..out.len()];
+        match self.residual {
+            Some(res) => {
+                for ((o, &s), &r) in out.iter_mut().zip(src).zip(&res[at..]) {
+                    *o = s + bias + r;
+                }
+            }
+            None => {
+                for (o, &s) in out.iter_mut().zip(src) {
+                    *o = s + bias;
+                }
+            }
+        }
+        packed::Finish::new(self.activation).apply(out);
+    }
 }
+
+/// `out[i] = max(top[2i], top[2i+1], bottom[2i], bottom[2i+1])`, NaN when any is.
+fn pool_pairs(top: &[f32], bottom: &[f32], out: &mut [f32]) {
+    let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+    for (o, (t, b)) in out.iter_mut().zip(pairs) {
+        *o = max_nan(max_nan(t[0], t[1]), max_nan(b[0], b[1]));
+    }
+}
+
+/// Floats of a [`Product::direct`] job's block of output (128 KiB, within
+/// the L2 cache with the weights and inputs it reads).
+const DIRECT_BLOCK_FLOATS: usize = 32 * 1024;
+/// Padded positions per [`Product::direct`] job, at least: 32 column tiles.
+const DIRECT_MIN_POSITIONS: usize = 32 * NR;
 
 /// How a convolution's output is divided among the threads: per image and
 /// group, chunks of output pixels, and when those are too few, splits of the
@@ -447,9 +645,27 @@ const BLOCK_FLOATS: usize = 64 * 1024;
 /// split into several tasks.
 const MAX_CHUNK: usize = 1024;
 
-/// A task's scratch memory, reused across the tasks one thread runs.
+thread_local! {
+    /// The zero-padded input of [`Product::direct`].
+    static PADDED: RefCell<Vec<f32>> = RefCell::default();
+    static SCRATCH: RefCell<Buffers> = RefCell::default();
+}
+
+/// Runs `f` with this thread's scratch memory `key`, kept from call to call
+/// so that convolutions neither allocate nor zero their working buffers each
+/// time (a fresh one when `f` is re-entered on the same thread).
+fn with_local<T: Default, R>(key: &'static LocalKey<RefCell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut value) => f(&mut value),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
+/// A thread's scratch memory for convolutions (see [`with_local`]).
 #[derive(Default)]
 struct Buffers {
+    /// A [`Product::direct`] job's block of output.
+    block: Vec<f32>,
     /// The product's `B` operand: the chunk's taps in column panels.
     panels: Vec<f32>,
     /// The chunk's input offsets per kernel tap.
@@ -595,18 +811,24 @@ impl TapOffsets {
         let window = g.kh * g.kw;
         let panels = self.padded / NR;
         let plane_len = g.h * g.w;
-        for (k, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            let (c, t) = (k / window, k % window);
-            let plane = &x[c * plane_len..][..plane_len];
-            let dst: &mut [f32; NR] = dst.try_into().expect("NR floats");
-            match self.runs[t * panels + jp] {
-                PADDING => {
-                    let idx = &self.offsets[t * self.padded + jp * NR..][..NR];
-                    for (d, &i) in dst.iter_mut().zip(idx) {
-                        *d = plane.get(i as usize).copied().unwrap_or(0.0);
+        if plane_len == 0 {
+            // Empty input planes: every tap is padding.
+            panel.fill(0.0);
+            return;
+        }
+        let mut dst = panel.chunks_exact_mut(NR);
+        for plane in x.chunks_exact(plane_len) {
+            for (t, dst) in (0..window).zip(&mut dst) {
+                let dst: &mut [f32; NR] = dst.try_into().expect("NR floats");
+                match self.runs[t * panels + jp] {
+                    PADDING => {
+                        let idx = &self.offsets[t * self.padded + jp * NR..][..NR];
+                        for (d, &i) in dst.iter_mut().zip(idx) {
+                            *d = plane.get(i as usize).copied().unwrap_or(0.0);
+                        }
                     }
+                    first => *dst = plane[first as usize..][..NR].try_into().expect("NR floats"),
                 }
-                first => *dst = plane[first as usize..][..NR].try_into().expect("NR floats"),
             }
         }
     }

@@ -226,7 +226,7 @@ fn interior(a: &Axis, win: &[Window]) -> (usize, usize) {
 
 /// The larger of two values, NaN when either is NaN (as ONNX's max).
 #[inline(always)]
-fn max_nan(a: f32, b: f32) -> f32 {
+pub(crate) fn max_nan(a: f32, b: f32) -> f32 {
     if a.is_nan() || a >= b {
         a
     } else {

@@ -1,4 +1,7 @@
-use crate::{Activation, BinaryOp, Dim, Graph, Op, Result, Tensor, UnaryOp, ValueId};
+use crate::{
+    Activation, AutoPad, BinaryOp, Dim, Graph, Op, PoolAttrs, PoolKind, Result, Tensor, UnaryOp,
+    ValueId,
+};
 use std::sync::Arc;
 
 /// The single node reading `v`, when `v` is not also a graph output.
@@ -264,4 +267,52 @@ pub fn fuse_residual_add(g: &mut Graph) {
         remove[c] = true;
     }
     g.remove_nodes(&remove);
+}
+
+/// Folds a 2×2, stride-2 MaxPool (no padding, rounding down) into the 2-D
+/// Conv that feeds it alone (the Simple CNN's Conv → Relu → MaxPool): the
+/// kernel pools each block of output rows while it is in the cache, and the
+/// unpooled output is never written.
+///
+/// Only for engines whose Conv kernel pools (the CPU's); the default
+/// pipeline does not run it. Run after [`fuse_residual_add`].
+pub fn fuse_max_pool(g: &mut Graph) {
+    let consumers = g.consumers();
+    let mut remove = vec![false; g.nodes.len()];
+    for c in 0..g.nodes.len() {
+        let Op::Conv(attrs) = &g.nodes[c].op else {
+            continue;
+        };
+        let y = g.nodes[c].outputs[0];
+        if attrs.max_pool_2x2 || g.values[y].shape.as_ref().is_none_or(|s| s.len() != 4) {
+            continue;
+        }
+        let Some(p) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
+        let pool = &g.nodes[p];
+        match &pool.op {
+            Op::Pool(pa) if !remove[p] && pool.outputs.len() == 1 && is_max_pool_2x2(pa) => {}
+            _ => continue,
+        }
+        let out = pool.outputs[0];
+        let conv = &mut g.nodes[c];
+        if let Op::Conv(attrs) = &mut conv.op {
+            attrs.max_pool_2x2 = true;
+        }
+        conv.outputs = vec![out];
+        remove[p] = true;
+    }
+    g.remove_nodes(&remove);
+}
+
+fn is_max_pool_2x2(p: &PoolAttrs) -> bool {
+    let w = &p.window;
+    p.kind == PoolKind::Max
+        && w.kernel == [2, 2]
+        && w.strides == [2, 2]
+        && w.dilations.iter().all(|&d| d == 1)
+        && w.pads.iter().all(|&p| p == 0)
+        && matches!(w.auto_pad, AutoPad::NotSet | AutoPad::Valid)
+        && !w.ceil_mode
 }

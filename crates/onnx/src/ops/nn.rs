@@ -35,6 +35,7 @@ pub fn conv(ctx: &NodeCtx) -> Result<Op> {
         window: window(ctx, kernel)?,
         group: ctx.attrs.int("group", 1)?.max(1) as usize,
         activation: Default::default(),
+        max_pool_2x2: false,
     }))
 }
 

@@ -20,7 +20,7 @@ use metal_mps_ir::{Activation, UnaryOp};
 pub const MR: usize = 6;
 /// Columns of a `B` panel (output pixels per tile).
 pub const NR: usize = 16;
-/// Taps per block: one `B` panel block (`KC·NR` floats) stays in L1.
+/// Taps per block, at most: one `B` panel block (`KC·NR` floats) stays in L1.
 pub const KC: usize = 256;
 /// Row panels per group: a group's block of `A` (`MC_PANELS·MR·KC` floats,
 /// 96 KiB) stays in L2 while the column tiles pass over it.
@@ -168,9 +168,11 @@ unsafe fn multiply_with(
 ) {
     assert!(offsets.is_none_or(|o| o.len() >= a.k), "B offsets too few");
     let (lo, hi, rest) = clamp_bounds(ep.activation);
+    // Blocks of equal size: fewer passes over C than KC-sized blocks and a short last one.
+    let block = a.k.div_ceil(a.k.div_ceil(KC).max(1)).max(1);
     let mut k0 = 0;
     loop {
-        let kc = KC.min(a.k - k0);
+        let kc = block.min(a.k - k0);
         let last = k0 + kc == a.k;
         // What each row panel's tiles apply, set once per block of taps.
         let ops: Vec<TileOps> = panels
@@ -233,6 +235,39 @@ unsafe fn multiply_with(
         k0 += kc;
         if k0 >= a.k {
             break;
+        }
+    }
+}
+
+/// An epilogue's activation on values already stored, as the micro-kernels
+/// apply it (its clamp lets NaN through).
+pub struct Finish {
+    lo: f32,
+    hi: f32,
+    rest: Option<Activation>,
+}
+
+impl Finish {
+    pub fn new(act: Activation) -> Finish {
+        let (lo, hi, rest) = clamp_bounds(act);
+        Finish { lo, hi, rest }
+    }
+
+    pub fn apply(&self, values: &mut [f32]) {
+        let (lo, hi) = (self.lo, self.hi);
+        if lo > f32::NEG_INFINITY || hi < f32::INFINITY {
+            for v in values.iter_mut() {
+                *v = if *v < lo {
+                    lo
+                } else if *v > hi {
+                    hi
+                } else {
+                    *v
+                };
+            }
+        }
+        if let Some(act) = self.rest {
+            values.iter_mut().for_each(|v| *v = act.apply(*v));
         }
     }
 }

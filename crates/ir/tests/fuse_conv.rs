@@ -1,9 +1,12 @@
-//! `passes::fuse_residual_add`: which Conv → Add (→ Relu) chains become one
-//! Conv with a residual input, and which must stay as they are.
+//! The CPU plan's Conv fusions: `passes::fuse_residual_add` (which Conv →
+//! Add (→ Relu) chains become one Conv with a residual input) and
+//! `passes::fuse_max_pool` (which Conv → MaxPool pairs become one pooling
+//! Conv), and what must stay as it is.
 
-use metal_mps_ir::passes::fuse_residual_add;
+use metal_mps_ir::passes::{fuse_max_pool, fuse_residual_add};
 use metal_mps_ir::{
-    Activation, AutoPad, BinaryOp, ConvAttrs, DType, Dim, Graph, Node, Op, UnaryOp, ValueId, Window,
+    Activation, AutoPad, BinaryOp, ConvAttrs, DType, Dim, Graph, Node, Op, PoolAttrs, PoolKind,
+    UnaryOp, ValueId, Window,
 };
 
 fn node(g: &mut Graph, op: Op, inputs: &[ValueId], name: &str) -> ValueId {
@@ -39,6 +42,7 @@ fn conv() -> Op {
         },
         group: 1,
         activation: Activation::None,
+        max_pool_2x2: false,
     })
 }
 
@@ -138,4 +142,76 @@ fn residual_computed_after_the_conv_moves_the_fused_conv_after_it() {
     assert_eq!(g.nodes[0].outputs, vec![yb], "Conv b first");
     assert_eq!(g.nodes[1].inputs[3], Some(yb), "then Conv a reading it");
     assert_eq!(g.nodes[1].outputs, vec![out]);
+}
+
+fn max_pool(kernel: usize, stride: usize, pads: usize, ceil_mode: bool) -> Op {
+    Op::Pool(PoolAttrs {
+        kind: PoolKind::Max,
+        window: Window {
+            kernel: vec![kernel; 2],
+            strides: vec![stride; 2],
+            dilations: vec![],
+            pads: vec![pads; 4],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode,
+        },
+        count_include_pad: false,
+    })
+}
+
+/// x → Conv → `pool` → output.
+fn conv_pool(pool: Op) -> Graph {
+    let (mut g, x, w) = graph_with_input();
+    let y = node(&mut g, conv(), &[x, w], "y");
+    let out = node(&mut g, pool, &[y], "pooled");
+    g.outputs.push(out);
+    g
+}
+
+#[test]
+fn conv_then_2x2_max_pool_becomes_one_pooling_conv() {
+    let mut g = conv_pool(max_pool(2, 2, 0, false));
+    let out = g.outputs[0];
+    fuse_max_pool(&mut g);
+    assert_eq!(g.nodes.len(), 1, "{:?}", g.nodes);
+    assert_eq!(g.nodes[0].outputs, vec![out]);
+    let Op::Conv(attrs) = &g.nodes[0].op else {
+        panic!("{:?}", g.nodes[0].op)
+    };
+    assert!(attrs.max_pool_2x2);
+}
+
+#[test]
+fn other_pools_are_not_fused() {
+    let average = Op::Pool(PoolAttrs {
+        kind: PoolKind::Average,
+        ..match max_pool(2, 2, 0, false) {
+            Op::Pool(p) => p,
+            _ => unreachable!(),
+        }
+    });
+    for pool in [
+        max_pool(3, 2, 1, false),
+        max_pool(2, 1, 0, false),
+        max_pool(2, 2, 1, false),
+        max_pool(2, 2, 0, true),
+        average,
+    ] {
+        let mut g = conv_pool(pool.clone());
+        fuse_max_pool(&mut g);
+        assert_eq!(g.nodes.len(), 2, "{pool:?} stays");
+    }
+}
+
+#[test]
+fn conv_output_read_elsewhere_is_not_pooled() {
+    let mut g = conv_pool(max_pool(2, 2, 0, false));
+    let y = g.nodes[0].outputs[0];
+    g.outputs.push(y);
+    fuse_max_pool(&mut g);
+    assert_eq!(
+        g.nodes.len(),
+        2,
+        "the unpooled output is also a graph output"
+    );
 }
