@@ -1,0 +1,271 @@
+//! The stride-1 path: no im2col, the product reads its taps from a
+//! zero-padded copy of the input; a fused 2×2 max pool is applied as each
+//! block of output rows is stored.
+
+use super::{channel_splits, with_local, Geometry, Product, SharedOut, PADDED, SCRATCH};
+use crate::kernels::packed::{self, Columns, Epilogue, NR};
+use crate::kernels::pool::max_nan;
+use metal_mps_ir::Activation;
+use rayon::prelude::*;
+
+/// Whether the stride-1 path that reads `B` straight from the zero-padded
+/// input applies ([`Product::direct`]): a window of several taps, and padded
+/// rows whose extra positions (computed, then dropped) are at most a quarter
+/// of them.
+pub(super) fn direct_fits(g: &Geometry) -> bool {
+    let wp = g.ow + (g.kw - 1) * g.dilation[1];
+    g.stride == [1, 1] && g.kh * g.kw > 1 && 3 * wp <= 4 * g.ow
+}
+
+impl Product<'_> {
+    /// Stride 1, no im2col: the input is copied once with its zero padding
+    /// into planes of `hp×wp`, where output pixel `(oy, ox)` is computed at
+    /// position `q = oy·wp + ox` and tap `(c, i, j)` of `NR` consecutive
+    /// positions is `NR` consecutive floats, at `q + c·hp·wp + i·wp + j`.
+    /// Where output rows fill whole tiles, each tile goes straight to the
+    /// output; otherwise tiles run along whole padded rows, so the `wp − ow`
+    /// positions past each row's end are computed too, into a block of
+    /// scratch memory, and [`Product::store_rows`] drops them.
+    pub(super) fn direct(&self, dst: SharedOut) {
+        let g = self.g;
+        let cg = g.c / self.group;
+        let (hp, wp) = (
+            g.oh + (g.kh - 1) * g.dilation[0],
+            g.ow + (g.kw - 1) * g.dilation[1],
+        );
+        let plane = hp * wp;
+        let images = g.n * self.group;
+        with_local(&PADDED, |padded| {
+            // The last tile reads up to NR − 1 positions past the last row,
+            // plus the taps' horizontal reach (less than wp).
+            let len = images * cg * plane + NR + wp;
+            if padded.len() < len {
+                padded.resize(len, 0.0);
+            }
+            let (planes, slack) = padded[..len].split_at_mut(images * cg * plane);
+            slack.fill(0.0);
+            // Every element is written: the buffer holds an earlier call's data.
+            planes
+                .par_chunks_exact_mut(plane)
+                .enumerate()
+                .for_each(|(ic, dst)| {
+                    let (image, c) = (ic / cg, ic % cg);
+                    let src = &self.input(image / self.group, image % self.group)[c * g.h * g.w..];
+                    for (r, row) in dst.chunks_exact_mut(wp).enumerate() {
+                        let Some(iy) = (r as isize - g.pad[0] as isize)
+                            .try_into()
+                            .ok()
+                            .filter(|&iy: &usize| iy < g.h)
+                        else {
+                            row.fill(0.0);
+                            continue;
+                        };
+                        let from = g.pad[1].min(wp);
+                        let n = g.w.min(wp - from);
+                        row[..from].fill(0.0);
+                        row[from..from + n].copy_from_slice(&src[iy * g.w..][..n]);
+                        row[from + n..].fill(0.0);
+                    }
+                });
+            self.direct_product(&padded[..len], plane, wp, dst);
+        });
+    }
+
+    /// The products of [`Product::direct`] on the zero-padded input: jobs are
+    /// runs of output rows of one image (and splits of the channels when
+    /// they are few); each computes into a block of scratch memory, then
+    /// stores the block's rows.
+    fn direct_product(&self, padded: &[f32], plane: usize, wp: usize, dst: SharedOut) {
+        let g = self.g;
+        let (cg, mg) = (g.c / self.group, self.mg());
+        let offsets: Vec<usize> = (0..cg)
+            .flat_map(|c| {
+                (0..g.kh).flat_map(move |i| {
+                    (0..g.kw).map(move |j| c * plane + i * g.dilation[0] * wp + j * g.dilation[1])
+                })
+            })
+            .collect();
+        let images = g.n * self.group;
+        // Rows a fused pool reads: pairs (its last row is dropped when odd).
+        let (oh, step) = match self.pool {
+            true => (g.oh / 2 * 2, 2),
+            false => (g.oh, 1),
+        };
+        // Rows per job: a block of output of about DIRECT_BLOCK_FLOATS, at
+        // least DIRECT_MIN_POSITIONS positions (the weights read for one
+        // tile serve the job's other tiles from the cache), and as many runs
+        // as the threads can share evenly; too few jobs split their output
+        // channels instead.
+        let positions = (DIRECT_BLOCK_FLOATS / mg.max(1)).max(DIRECT_MIN_POSITIONS);
+        let mut runs = oh.div_ceil((positions / wp).max(1));
+        if images == 1 && runs > 1 {
+            runs = runs.next_multiple_of(rayon::current_num_threads());
+        }
+        let rows = oh.div_ceil(runs.max(1)).next_multiple_of(step).max(step);
+        let runs = oh.div_ceil(rows);
+        let jobs = images * runs;
+        let panels = self.panels();
+        let (splits, per_split) = channel_splits(jobs, panels);
+        (0..jobs * splits).into_par_iter().for_each(|t| {
+            let (j, si) = (t / splits, t % splits);
+            let (image, run) = (j / runs, j % runs);
+            let oy = run * rows..((run + 1) * rows).min(oh);
+            let panels = si * per_split..((si + 1) * per_split).min(panels);
+            let (n, gi) = (image / self.group, image % self.group);
+            let base = padded[image * cg * plane..].as_ptr();
+            if g.ow.is_multiple_of(NR) && !self.pool {
+                // Rows fill their tiles: each tile goes straight to the output.
+                let tiles: Vec<Columns> = oy
+                    .flat_map(|y| {
+                        (0..g.ow).step_by(NR).map(move |x| Columns {
+                            c: y * g.ow + x,
+                            len: NR,
+                            // SAFETY: inside `padded`.
+                            b: unsafe { base.add(y * wp + x) },
+                        })
+                    })
+                    .collect();
+                self.multiply(n, gi, panels, &tiles, Some(&offsets), dst);
+                return;
+            }
+            let ldc = oy.len() * wp;
+            let tiles: Vec<Columns> = (0..ldc)
+                .step_by(NR)
+                .map(|q| Columns {
+                    c: q,
+                    len: NR.min(ldc - q),
+                    // SAFETY: inside `padded` (see its slack).
+                    b: unsafe { base.add(oy.start * wp + q) },
+                })
+                .collect();
+            let channels = panels.start * packed::MR..(panels.end * packed::MR).min(mg);
+            with_local(&SCRATCH, |buf| {
+                let block = &mut buf.block;
+                if block.len() < channels.end * ldc {
+                    block.resize(channels.end * ldc, 0.0);
+                }
+                let raw = Epilogue {
+                    bias: None,
+                    residual: None,
+                    activation: Activation::None,
+                };
+                // SAFETY: the tiles' taps lie in `padded`; the block holds
+                // rows `..channels.end` of `ldc` columns, this task's alone.
+                unsafe {
+                    packed::multiply(
+                        &self.weights.groups[gi],
+                        panels,
+                        &tiles,
+                        Some(&offsets),
+                        block.as_mut_ptr(),
+                        ldc,
+                        &raw,
+                    )
+                };
+                if self.pool {
+                    self.pool_rows(image, channels, oy, &block[..], wp, dst);
+                } else {
+                    self.store_rows(image, channels, oy, &block[..], wp, dst);
+                }
+            });
+        });
+    }
+
+    /// Stores output rows `oy` of channels `channels` of image·group `image`
+    /// from a [`Product::direct`] block (rows `wp` wide, channel `ch` at
+    /// `ch·ldc`), adding the bias and residual and applying the activation.
+    fn store_rows(
+        &self,
+        image: usize,
+        channels: std::ops::Range<usize>,
+        oy: std::ops::Range<usize>,
+        block: &[f32],
+        wp: usize,
+        dst: SharedOut,
+    ) {
+        let ldc = oy.len() * wp;
+        for ch in channels {
+            let plane = self.output_plane(image, ch);
+            for (r, y) in oy.clone().enumerate() {
+                let at = plane + y * self.g.ow;
+                // SAFETY: this task alone writes these channels of these rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), self.g.ow) };
+                self.finish_row(image, ch, at, &block[ch * ldc + r * wp..], out);
+            }
+        }
+    }
+
+    /// As [`Product::store_rows`] for a fused pool: each pair of rows, once
+    /// finished, is max-pooled into one output row (of the pooled planes).
+    fn pool_rows(
+        &self,
+        image: usize,
+        channels: std::ops::Range<usize>,
+        oy: std::ops::Range<usize>,
+        block: &[f32],
+        wp: usize,
+        dst: SharedOut,
+    ) {
+        let g = self.g;
+        let (ldc, pw, ph) = (oy.len() * wp, g.ow / 2, g.oh / 2);
+        let mut rows = vec![0f32; 2 * g.ow];
+        for ch in channels {
+            let plane = self.output_plane(image, ch);
+            for r in (0..oy.len()).step_by(2) {
+                let y = oy.start + r;
+                let (top, bottom) = rows.split_at_mut(g.ow);
+                for (k, row) in [top, bottom].into_iter().enumerate() {
+                    let at = plane + (y + k) * g.ow;
+                    self.finish_row(image, ch, at, &block[ch * ldc + (r + k) * wp..], row);
+                }
+                let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
+                // SAFETY: this task alone writes these channels of these rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
+                pool_pairs(&rows[..g.ow], &rows[g.ow..], out);
+            }
+        }
+    }
+
+    /// Offset of output channel `ch` of image·group `image` in the unpooled output.
+    fn output_plane(&self, image: usize, ch: usize) -> usize {
+        let (g, mg) = (self.g, self.mg());
+        let (n, gi) = (image / self.group, image % self.group);
+        (n * g.m + gi * mg + ch) * g.oh * g.ow
+    }
+
+    /// `out = activation(src + bias + residual)` for one output row of
+    /// channel `ch` at offset `at` of the unpooled output.
+    fn finish_row(&self, image: usize, ch: usize, at: usize, src: &[f32], out: &mut [f32]) {
+        let bias = self
+            .bias
+            .map_or(0.0, |b| b[image % self.group * self.mg() + ch]);
+        let src = &src[..out.len()];
+        match self.residual {
+            Some(res) => {
+                for ((o, &s), &r) in out.iter_mut().zip(src).zip(&res[at..]) {
+                    *o = s + bias + r;
+                }
+            }
+            None => {
+                for (o, &s) in out.iter_mut().zip(src) {
+                    *o = s + bias;
+                }
+            }
+        }
+        packed::Finish::new(self.activation).apply(out);
+    }
+}
+
+/// `out[i] = max(top[2i], top[2i+1], bottom[2i], bottom[2i+1])`, NaN when any is.
+pub(super) fn pool_pairs(top: &[f32], bottom: &[f32], out: &mut [f32]) {
+    let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+    for (o, (t, b)) in out.iter_mut().zip(pairs) {
+        *o = max_nan(max_nan(t[0], t[1]), max_nan(b[0], b[1]));
+    }
+}
+
+/// Floats of a [`Product::direct`] job's block of output (128 KiB, within
+/// the L2 cache with the weights and inputs it reads).
+const DIRECT_BLOCK_FLOATS: usize = 32 * 1024;
+/// Padded positions per [`Product::direct`] job, at least: 32 column tiles.
+const DIRECT_MIN_POSITIONS: usize = 32 * NR;

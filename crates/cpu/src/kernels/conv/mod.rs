@@ -1,0 +1,347 @@
+//! Convolution as a packed matrix product, 1-D and 2-D: the weights are packed
+//! once ([`ConvWeights`]); the input taps reach the product through im2col
+//! ([`im2col`]: strided, pointwise and small convolutions) or straight from a
+//! zero-padded copy of the input ([`direct`]: stride 1); the bias, an optional
+//! residual, the fused activation and a fused 2×2 max pool are applied as the
+//! output is stored.
+
+mod direct;
+mod im2col;
+
+use super::matmul::{as_f32, f32_output};
+use super::packed::{self, Columns, Epilogue, PackedLhs};
+use crate::Out;
+use direct::{direct_fits, pool_pairs};
+use im2col::{TapOffsets, PADDING};
+use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// 2-D geometry after 1-D inputs are seen as height 1.
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+}
+
+/// A convolution's weights packed for the matrix product, one matrix per group.
+#[derive(Debug)]
+pub struct ConvWeights {
+    shape: Vec<usize>,
+    groups: Vec<PackedLhs>,
+}
+
+impl ConvWeights {
+    /// Packs `w` (`[M, C/group, kH, kW]` or `[M, C/group, kW]`) for the
+    /// convolution `a`.
+    pub fn new(w: &Tensor, a: &ConvAttrs) -> Result<ConvWeights> {
+        let group = a.group;
+        let shape = w.shape().to_vec();
+        if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) {
+            return invalid!("Conv weight {shape:?} does not split into {group} groups");
+        }
+        let ws = as_f32(w)?;
+        let mg = shape[0] / group;
+        let k: usize = shape[1..].iter().product();
+        let groups = (0..group)
+            .map(|gi| PackedLhs::pack(&ws[gi * mg * k..][..mg * k], mg, k))
+            .collect();
+        Ok(ConvWeights { shape, groups })
+    }
+
+    /// Bytes of the packed panels.
+    pub fn bytes(&self) -> usize {
+        self.groups.iter().map(PackedLhs::bytes).sum()
+    }
+}
+
+/// Conv with weights packed for this call (the evaluator's path).
+pub fn conv(
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out: &mut Out,
+) -> Result<Tensor> {
+    if x.dtype() != w.dtype() {
+        return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
+    }
+    conv_packed(a, x, &ConvWeights::new(w, a)?, bias, residual, out)
+}
+
+/// Conv with packed weights; `residual`, when given, has the output's shape
+/// and is added before the activation.
+pub fn conv_packed(
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &ConvWeights,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out: &mut Out,
+) -> Result<Tensor> {
+    let g = geometry(a, x, &w.shape)?;
+    let group = a.group;
+    let (cg, mg) = (g.c / group, g.m / group);
+    let k = cg * g.kh * g.kw;
+    let ohw = g.oh * g.ow;
+    let xs = as_f32(x)?;
+    let bs = bias.map(as_f32).transpose()?;
+    if let Some(b) = &bs {
+        if b.len() != g.m {
+            return invalid!(
+                "Conv bias has {} values for {} output channels",
+                b.len(),
+                g.m
+            );
+        }
+    }
+    let mut shape = vec![g.n, g.m];
+    if x.rank() == 4 {
+        shape.push(g.oh);
+    }
+    shape.push(g.ow);
+    let pooled = match (a.max_pool_2x2, x.rank()) {
+        (false, _) => None,
+        (true, 4) => Some(vec![g.n, g.m, g.oh / 2, g.ow / 2]),
+        (true, _) => return unsupported!("a 2×2 max pool fused into a 1-D Conv"),
+    };
+    let rs = match residual {
+        Some(r) if r.shape() != shape => {
+            return invalid!(
+                "Conv residual {:?} differs from the output {:?}",
+                r.shape(),
+                shape
+            )
+        }
+        Some(r) => Some(as_f32(r)?),
+        None => None,
+    };
+    if g.h * g.w >= PADDING as usize {
+        return unsupported!("Conv input planes of {}×{} elements", g.h, g.w);
+    }
+    let conv = Product {
+        g: &g,
+        group,
+        k,
+        x: &xs,
+        weights: w,
+        bias: bs.as_deref(),
+        residual: rs.as_deref(),
+        activation: a.activation,
+        pool: pooled.is_some(),
+    };
+    let out_shape = pooled.unwrap_or_else(|| shape.clone());
+    f32_output(out, x.dtype(), out_shape, |y| {
+        if y.is_empty() || mg * ohw == 0 {
+            return Ok(());
+        }
+        let dst = SharedOut(y.as_mut_ptr());
+        if direct_fits(&g) {
+            conv.direct(dst);
+        } else if conv.pool {
+            // Strided or pointwise convolutions with a fused pool: the
+            // whole output first, then the pool.
+            let mut full = vec![0f32; shape.iter().product()];
+            conv.packed(SharedOut(full.as_mut_ptr()));
+            let (pw, ph) = (g.ow / 2, g.oh / 2);
+            for (plane, out) in full.chunks_exact(ohw).zip(y.chunks_exact_mut(ph * pw)) {
+                for (py, out) in out.chunks_exact_mut(pw).enumerate() {
+                    let rows = &plane[2 * py * g.ow..][..2 * g.ow];
+                    pool_pairs(&rows[..g.ow], &rows[g.ow..], out);
+                }
+            }
+        } else {
+            conv.packed(dst);
+        }
+        Ok(())
+    })
+}
+
+/// One convolution as products of packed weights and column tiles.
+struct Product<'a> {
+    g: &'a Geometry,
+    group: usize,
+    /// Taps per output channel: `C/group · kH · kW`.
+    k: usize,
+    x: &'a [f32],
+    weights: &'a ConvWeights,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    activation: Activation,
+    /// A fused 2×2, stride-2 max pool (see [`ConvAttrs::max_pool_2x2`]): only
+    /// [`Product::direct`] applies it.
+    pool: bool,
+}
+
+impl Product<'_> {
+    fn mg(&self) -> usize {
+        self.g.m / self.group
+    }
+
+    fn panels(&self) -> usize {
+        self.mg().div_ceil(packed::MR)
+    }
+
+    /// Input channels of image `n`, group `gi`.
+    fn input(&self, n: usize, gi: usize) -> &[f32] {
+        let (g, cg) = (self.g, self.g.c / self.group);
+        &self.x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w]
+    }
+
+    /// Output rows `panels` of image `n`, group `gi`, for the column tiles.
+    ///
+    /// Calls that run at the same time must write disjoint rows or tiles.
+    fn multiply(
+        &self,
+        n: usize,
+        gi: usize,
+        panels: std::ops::Range<usize>,
+        tiles: &[Columns],
+        offsets: Option<&[usize]>,
+        dst: SharedOut,
+    ) {
+        let (mg, ohw) = (self.mg(), self.g.oh * self.g.ow);
+        let plane = (n * self.g.m + gi * mg) * ohw;
+        let ep = Epilogue {
+            bias: self.bias.map(|b| &b[gi * mg..][..mg]),
+            residual: self.residual.map(|r| r[plane..].as_ptr()),
+            activation: self.activation,
+        };
+        // SAFETY: the tiles lie in output plane `plane` (rows of `mg`
+        // channels, `ohw` apart) and their `B` reads in the caller's
+        // buffers; concurrent calls write disjoint elements of the output,
+        // which outlives them; the residual has the output's shape.
+        unsafe {
+            packed::multiply(
+                &self.weights.groups[gi],
+                panels,
+                tiles,
+                offsets,
+                dst.at(plane),
+                ohw,
+                &ep,
+            )
+        };
+    }
+}
+
+/// Splits of `panels` row panels, and panels per split, so that `jobs` jobs
+/// times the splits keep every thread busy (one split when the jobs do).
+fn channel_splits(jobs: usize, panels: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    let splits = if jobs >= 2 * threads {
+        1
+    } else {
+        (4 * threads).div_ceil(jobs.max(1)).min(panels).max(1)
+    };
+    let per_split = panels.div_ceil(splits).max(1);
+    (panels.div_ceil(per_split).max(1), per_split)
+}
+
+thread_local! {
+    /// The zero-padded input of [`Product::direct`].
+    static PADDED: RefCell<Vec<f32>> = RefCell::default();
+    static SCRATCH: RefCell<Buffers> = RefCell::default();
+}
+
+/// Runs `f` with this thread's scratch memory `key`, kept from call to call
+/// so that convolutions neither allocate nor zero their working buffers each
+/// time (a fresh one when `f` is re-entered on the same thread).
+fn with_local<T: Default, R>(key: &'static LocalKey<RefCell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut value) => f(&mut value),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
+/// A thread's scratch memory for convolutions (see [`with_local`]).
+#[derive(Default)]
+struct Buffers {
+    /// A [`Product::direct`] job's block of output.
+    block: Vec<f32>,
+    /// The product's `B` operand: the chunk's taps in column panels.
+    panels: Vec<f32>,
+    /// The chunk's input offsets per kernel tap.
+    taps: TapOffsets,
+}
+
+/// The output buffer shared by conv tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks only write disjoint elements (see `conv_packed`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// A pointer into the buffer; the caller guarantees that the elements it
+    /// writes through it are touched by no other task.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
+    let spatial = x.rank().saturating_sub(2);
+    if !(1..=2).contains(&spatial) || wsh.len() != x.rank() {
+        return unsupported!(
+            "Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)",
+            x.rank(),
+            wsh.len()
+        );
+    }
+    let xs = x.shape();
+    let group = a.group;
+    if xs[1] != wsh[1] * group || !wsh[0].is_multiple_of(group) {
+        return invalid!(
+            "Conv: input has {} channels, weight {:?} with group {group}",
+            xs[1],
+            wsh
+        );
+    }
+    if !a.window.kernel.is_empty() && a.window.kernel[..] != wsh[2..] {
+        return invalid!(
+            "Conv kernel_shape {:?} differs from the weight's {:?}",
+            a.window.kernel,
+            &wsh[2..]
+        );
+    }
+    let mut dims = Vec::new();
+    for s in 0..spatial {
+        let (o, b, _) = a.window.output_dim(s, xs[2 + s], wsh[2 + s])?;
+        dims.push((
+            o,
+            b,
+            a.window.strides.get(s).copied().unwrap_or(1),
+            a.window.dilations.get(s).copied().unwrap_or(1),
+        ));
+    }
+    if spatial == 1 {
+        dims.insert(0, (1, 0, 1, 1));
+    }
+    let h = if spatial == 2 { xs[2] } else { 1 };
+    let kh = if spatial == 2 { wsh[2] } else { 1 };
+    Ok(Geometry {
+        n: xs[0],
+        c: xs[1],
+        h,
+        w: *xs.last().expect("rank checked"),
+        m: wsh[0],
+        kh,
+        kw: *wsh.last().expect("rank checked"),
+        oh: dims[0].0,
+        ow: dims[1].0,
+        stride: [dims[0].2, dims[1].2],
+        dilation: [dims[0].3, dims[1].3],
+        pad: [dims[0].1, dims[1].1],
+    })
+}
