@@ -2,7 +2,7 @@
 //! zero-padded copy of the input; a fused 2×2 max pool is applied as each
 //! block of output rows is stored.
 
-use super::{channel_splits, with_local, Geometry, Product, SharedOut, PADDED, SCRATCH};
+use super::{with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH};
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
 use crate::kernels::pool::max_nan;
 use metal_mps_ir::Activation;
@@ -105,12 +105,12 @@ impl Product<'_> {
         let runs = oh.div_ceil(rows);
         let jobs = images * runs;
         let panels = self.panels();
-        let (splits, per_split) = channel_splits(jobs, panels);
-        (0..jobs * splits).into_par_iter().for_each(|t| {
-            let (j, si) = (t / splits, t % splits);
+        let splits = ChannelSplits::new(jobs, panels);
+        (0..jobs * splits.count).into_par_iter().for_each(|t| {
+            let (j, si) = (t / splits.count, t % splits.count);
             let (image, run) = (j / runs, j % runs);
             let oy = run * rows..((run + 1) * rows).min(oh);
-            let panels = si * per_split..((si + 1) * per_split).min(panels);
+            let panels = splits.range(si);
             let (n, gi) = (image / self.group, image % self.group);
             let base = padded[image * cg * plane..].as_ptr();
             if g.ow.is_multiple_of(NR) && !self.pool {

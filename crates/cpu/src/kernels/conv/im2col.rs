@@ -2,7 +2,7 @@
 //! the product's column panels (pointwise convolutions read their full tiles
 //! straight from the input).
 
-use super::{channel_splits, with_local, Buffers, Geometry, Product, SharedOut, SCRATCH};
+use super::{with_local, ChannelSplits, Buffers, Geometry, Product, SharedOut, SCRATCH};
 use crate::kernels::packed::{self, Columns, NR};
 use rayon::prelude::*;
 
@@ -70,7 +70,7 @@ impl Product<'_> {
                 buf.taps.fill(g, t0, tw);
             }
         };
-        if jobs.splits == 1 {
+        if jobs.splits.count == 1 {
             (0..jobs.count()).into_par_iter().for_each(|j| {
                 with_local(&SCRATCH, |buf| {
                     let (n, gi, .., direct) = job(j);
@@ -97,9 +97,8 @@ impl Product<'_> {
                         taps.pack_panel(self.input(n, gi), g, direct + q, panel)
                     });
                 let tiles = tiles(j, &buf.panels);
-                (0..jobs.splits).into_par_iter().for_each(|si| {
-                    let p0 = si * jobs.per_split;
-                    run(j, p0..(p0 + jobs.per_split).min(jobs.panels), &tiles);
+                (0..jobs.splits.count).into_par_iter().for_each(|si| {
+                    run(j, jobs.splits.range(si), &tiles);
                 });
             }
         })
@@ -114,8 +113,7 @@ struct Jobs {
     chunk: usize,
     chunks: usize,
     panels: usize,
-    splits: usize,
-    per_split: usize,
+    splits: ChannelSplits,
 }
 
 impl Jobs {
@@ -128,14 +126,12 @@ impl Jobs {
         }
         let chunk = pixels.div_ceil(chunks).div_ceil(NR).max(1) * NR;
         let chunks = pixels.div_ceil(chunk).max(1);
-        let (splits, per_split) = channel_splits(images * chunks, panels);
         Jobs {
             images,
             chunk,
             chunks,
             panels,
-            splits,
-            per_split,
+            splits: ChannelSplits::new(images * chunks, panels),
         }
     }
 

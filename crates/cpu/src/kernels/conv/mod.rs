@@ -235,17 +235,31 @@ impl Product<'_> {
     }
 }
 
-/// Splits of `panels` row panels, and panels per split, so that `jobs` jobs
-/// times the splits keep every thread busy (one split when the jobs do).
-fn channel_splits(jobs: usize, panels: usize) -> (usize, usize) {
-    let threads = rayon::current_num_threads();
-    let splits = if jobs >= 2 * threads {
-        1
-    } else {
-        (4 * threads).div_ceil(jobs.max(1)).min(panels).max(1)
-    };
-    let per_split = panels.div_ceil(splits).max(1);
-    (panels.div_ceil(per_split).max(1), per_split)
+/// The output channels of a job divided among tasks: `count` splits of
+/// `panels` row panels, as even as panels allow.
+#[derive(Clone, Copy)]
+struct ChannelSplits {
+    count: usize,
+    panels: usize,
+}
+
+impl ChannelSplits {
+    /// Splits so that `jobs` jobs times the splits keep every thread busy
+    /// (one split when the jobs do).
+    fn new(jobs: usize, panels: usize) -> ChannelSplits {
+        let threads = rayon::current_num_threads();
+        let count = if jobs >= 2 * threads {
+            1
+        } else {
+            (4 * threads).div_ceil(jobs.max(1)).min(panels).max(1)
+        };
+        ChannelSplits { count, panels }
+    }
+
+    /// The row panels of split `si`.
+    fn range(self, si: usize) -> std::ops::Range<usize> {
+        si * self.panels / self.count..(si + 1) * self.panels / self.count
+    }
 }
 
 thread_local! {
