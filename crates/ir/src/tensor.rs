@@ -7,11 +7,22 @@ use std::fmt;
 ///
 /// Storage is reused by the executors' memory plans: [`Storage::reset`] keeps the
 /// capacity and changes the length, so a buffer that once held a large
-/// intermediate can hold a smaller one without reallocating.
-#[derive(Clone, Default)]
+/// intermediate can hold a smaller one, and then a large one again, without
+/// reallocating or clearing.
+#[derive(Default)]
 pub struct Storage {
+    /// Initialized up to the largest length this storage has held.
     words: Vec<u64>,
     len: usize,
+}
+
+impl Clone for Storage {
+    fn clone(&self) -> Storage {
+        Storage {
+            words: self.words[..self.len.div_ceil(8)].to_vec(),
+            len: self.len,
+        }
+    }
 }
 
 impl Storage {
@@ -23,8 +34,8 @@ impl Storage {
         Ok(s)
     }
 
-    /// Resizes to `len` bytes. Bytes already present are kept (callers overwrite
-    /// them); new bytes are zero.
+    /// Resizes to `len` bytes. Bytes within the largest length held so far
+    /// keep what they held (callers overwrite them); bytes beyond it are zero.
     pub fn reset(&mut self, len: usize) -> Result<()> {
         let words = len.div_ceil(8);
         if self.words.capacity() == 0 && words > 0 {
@@ -39,8 +50,6 @@ impl Storage {
                 .try_reserve(words - self.words.len())
                 .map_err(|_| Error::OutOfMemory { bytes: len })?;
             self.words.resize(words, 0);
-        } else {
-            self.words.truncate(words);
         }
         self.len = len;
         Ok(())
