@@ -52,19 +52,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             random_tensor(i.dtype, shape, &mut rng)
         })
         .collect::<Result<_>>()?;
-    let named: Vec<(&str, &Tensor)> = model
-        .inputs()
-        .iter()
-        .map(|i| i.name.as_str())
-        .zip(&inputs)
-        .collect();
     for _ in 0..args.warmup {
-        model.run(&named)?;
+        model.run_in_order(&inputs)?;
     }
     let mut times = Vec::with_capacity(args.iterations);
     for _ in 0..args.iterations {
         let t = Instant::now();
-        let out = model.run(&named)?;
+        let out = model.run_in_order(&inputs)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         drop(out);
     }

@@ -163,13 +163,7 @@ fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
             model.inputs().len()
         );
     }
-    let named: Vec<(&str, &Tensor)> = model
-        .inputs()
-        .iter()
-        .map(|i| i.name.as_str())
-        .zip(&inputs)
-        .collect();
-    let outputs = model.run(&named)?;
+    let outputs = model.run_in_order(&inputs)?;
     if outputs.len() != expected.len() {
         bail!(
             "the model gives {} outputs, the data set expects {}",

@@ -188,6 +188,24 @@ impl Model {
         })
     }
 
+    /// [`Model::run`] with one tensor per input, in the order of [`Model::inputs`].
+    pub fn run_in_order(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} inputs given, the model has {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        let named: Vec<(&str, &Tensor)> = self
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .zip(inputs)
+            .collect();
+        self.run(&named)
+    }
+
     /// Starts an inference and returns at once on the GPU engine (inputs are
     /// uploaded and the work queued), so the caller can prepare the next
     /// request while this one computes; several may be in flight from several

@@ -206,19 +206,27 @@ fn expect_invalid_input(r: metal_mps::Result<Vec<Tensor>>, needles: &[&str]) {
     }
 }
 
+/// `a + b`, element by element.
+fn sum(a: &Tensor, b: &Tensor) -> Vec<f32> {
+    let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
 #[test]
 fn valid_inputs_run() {
     let model = load(&two_input_model()).unwrap();
     let (a, b) = (f32s(&[2, 3], 1), f32s(&[2, 3], 2));
     let y = model.run(&[("b", &b), ("a", &a)]).unwrap();
-    let want: Vec<f32> = a
-        .as_slice::<f32>()
-        .unwrap()
-        .iter()
-        .zip(b.as_slice::<f32>().unwrap())
-        .map(|(x, y)| x + y)
-        .collect();
-    assert_eq!(y[0].to_vec::<f32>().unwrap(), want);
+    assert_eq!(y[0].to_vec::<f32>().unwrap(), sum(&a, &b));
+}
+
+#[test]
+fn inputs_in_declared_order_run() {
+    let model = load(&two_input_model()).unwrap();
+    let (a, b) = (f32s(&[2, 3], 1), f32s(&[2, 3], 2));
+    let y = model.run_in_order(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(y[0].to_vec::<f32>().unwrap(), sum(&a, &b));
+    expect_invalid_input(model.run_in_order(&[a]), &["1 inputs given", "has 2"]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the product's column panels (pointwise convolutions read their full tiles
 //! straight from the input).
 
-use super::{with_local, ChannelSplits, Buffers, Geometry, Product, SharedOut, SCRATCH};
+use super::{with_local, Buffers, ChannelSplits, Geometry, Product, SharedOut, SCRATCH};
 use crate::kernels::packed::{self, Columns, NR};
 use rayon::prelude::*;
 
