@@ -81,7 +81,7 @@ impl PoolConfig {
     }
 }
 
-pub use metal_mps_ir::units::{parse_bytes, parse_duration};
+use metal_mps_ir::units::{parse_bytes, parse_duration};
 
 /// Counters of one pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -575,18 +575,5 @@ mod tests {
         // At most one buffer per thread and bucket was ever needed.
         assert!(s.allocations <= 8 * 6, "{s:?}");
         assert_eq!(s.buffers_pooled, s.allocations - s.evictions);
-    }
-
-    #[test]
-    fn settings_parse() {
-        assert_eq!(parse_bytes("1024"), Some(1024));
-        assert_eq!(parse_bytes("512M"), Some(512 << 20));
-        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
-        assert_eq!(parse_bytes("64kb"), Some(64 << 10));
-        assert_eq!(parse_bytes("lots"), None);
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("-1"), None);
     }
 }

@@ -48,6 +48,10 @@ mod tests {
         assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
         assert_eq!(parse_bytes("1 GB"), Some(1 << 30));
         assert_eq!(parse_bytes("2g"), Some(2 << 30));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("64kb"), Some(64 << 10));
+        assert_eq!(parse_bytes("lots"), None);
         assert_eq!(parse_bytes("99999999999T"), None);
         assert_eq!(parse_bytes("12X"), None);
         assert_eq!(parse_bytes(""), None);
@@ -57,6 +61,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("1e300"), None);

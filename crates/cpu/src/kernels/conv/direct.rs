@@ -25,7 +25,7 @@ impl Product<'_> {
     /// Where output rows fill whole tiles, each tile goes straight to the
     /// output; otherwise tiles run along whole padded rows, so the `wp − ow`
     /// positions past each row's end are computed too, into a block of
-    /// scratch memory, and [`Product::store_rows`] drops them.
+    /// scratch memory, and [`Product::store_block`] drops them.
     pub(super) fn direct(&self, dst: SharedOut) {
         let g = self.g;
         let cg = g.c / self.group;
@@ -162,42 +162,17 @@ impl Product<'_> {
                         &raw,
                     )
                 };
-                if self.pool {
-                    self.pool_rows(image, channels, oy, &block[..], wp, dst);
-                } else {
-                    self.store_rows(image, channels, oy, &block[..], wp, dst);
-                }
+                self.store_block(image, channels, oy, &block[..], wp, dst);
             });
         });
     }
 
     /// Stores output rows `oy` of channels `channels` of image·group `image`
     /// from a [`Product::direct`] block (rows `wp` wide, channel `ch` at
-    /// `ch·ldc`), adding the bias and residual and applying the activation.
-    fn store_rows(
-        &self,
-        image: usize,
-        channels: std::ops::Range<usize>,
-        oy: std::ops::Range<usize>,
-        block: &[f32],
-        wp: usize,
-        dst: SharedOut,
-    ) {
-        let ldc = oy.len() * wp;
-        for ch in channels {
-            let plane = self.output_plane(image, ch);
-            for (r, y) in oy.clone().enumerate() {
-                let at = plane + y * self.g.ow;
-                // SAFETY: this task alone writes these channels of these rows.
-                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), self.g.ow) };
-                self.finish_row(image, ch, at, &block[ch * ldc + r * wp..], out);
-            }
-        }
-    }
-
-    /// As [`Product::store_rows`] for a fused pool: each pair of rows, once
-    /// finished, is max-pooled into one output row (of the pooled planes).
-    fn pool_rows(
+    /// `ch·ldc`), adding the bias and residual and applying the activation;
+    /// with a fused pool, each pair of rows, once finished, is max-pooled
+    /// into one row of the pooled planes.
+    fn store_block(
         &self,
         image: usize,
         channels: std::ops::Range<usize>,
@@ -208,20 +183,36 @@ impl Product<'_> {
     ) {
         let g = self.g;
         let (ldc, pw, ph) = (oy.len() * wp, g.ow / 2, g.oh / 2);
-        let mut rows = vec![0f32; 2 * g.ow];
+        let finish = packed::Finish::new(self.activation);
+        let mut pair = vec![0f32; if self.pool { 2 * g.ow } else { 0 }];
         for ch in channels {
             let plane = self.output_plane(image, ch);
+            let src = |r: usize| &block[ch * ldc + r * wp..];
+            if !self.pool {
+                for (r, y) in oy.clone().enumerate() {
+                    let at = plane + y * g.ow;
+                    // SAFETY: this task alone writes these channels of these rows.
+                    let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), g.ow) };
+                    self.finish_row(image, ch, at, src(r), &finish, out);
+                }
+                continue;
+            }
             for r in (0..oy.len()).step_by(2) {
                 let y = oy.start + r;
-                let (top, bottom) = rows.split_at_mut(g.ow);
-                for (k, row) in [top, bottom].into_iter().enumerate() {
-                    let at = plane + (y + k) * g.ow;
-                    self.finish_row(image, ch, at, &block[ch * ldc + (r + k) * wp..], row);
-                }
+                let (top, bottom) = pair.split_at_mut(g.ow);
+                self.finish_row(image, ch, plane + y * g.ow, src(r), &finish, top);
+                self.finish_row(
+                    image,
+                    ch,
+                    plane + (y + 1) * g.ow,
+                    src(r + 1),
+                    &finish,
+                    bottom,
+                );
                 let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
                 // SAFETY: this task alone writes these channels of these rows.
                 let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
-                pool_pairs(&rows[..g.ow], &rows[g.ow..], out);
+                pool_pairs(top, bottom, out);
             }
         }
     }
@@ -235,7 +226,15 @@ impl Product<'_> {
 
     /// `out = activation(src + bias + residual)` for one output row of
     /// channel `ch` at offset `at` of the unpooled output.
-    fn finish_row(&self, image: usize, ch: usize, at: usize, src: &[f32], out: &mut [f32]) {
+    fn finish_row(
+        &self,
+        image: usize,
+        ch: usize,
+        at: usize,
+        src: &[f32],
+        finish: &packed::Finish,
+        out: &mut [f32],
+    ) {
         let bias = self
             .bias
             .map_or(0.0, |b| b[image % self.group * self.mg() + ch]);
@@ -252,7 +251,7 @@ impl Product<'_> {
                 }
             }
         }
-        packed::Finish::new(self.activation).apply(out);
+        finish.apply(out);
     }
 }
 

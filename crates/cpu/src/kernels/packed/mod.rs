@@ -256,19 +256,23 @@ impl Finish {
     pub fn apply(&self, values: &mut [f32]) {
         let (lo, hi) = (self.lo, self.hi);
         if lo > f32::NEG_INFINITY || hi < f32::INFINITY {
-            for v in values.iter_mut() {
-                *v = if *v < lo {
-                    lo
-                } else if *v > hi {
-                    hi
-                } else {
-                    *v
-                };
-            }
+            values.iter_mut().for_each(|v| *v = clamp(*v, lo, hi));
         }
         if let Some(act) = self.rest {
             values.iter_mut().for_each(|v| *v = act.apply(*v));
         }
+    }
+}
+
+/// `v` within `[lo, hi]`; NaN passes through, as the unfused ops would pass it.
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
     }
 }
 
@@ -302,14 +306,7 @@ pub(crate) unsafe fn store_tile(acc: &[f32; MR * NR], dest: &Dest, ops: &TileOps
                 if !ops.residual.is_null() {
                     v += *ops.residual.add(r * ldc + j);
                 }
-                // NaN passes through as the unfused ops would pass it.
-                v = if v < ops.lo {
-                    ops.lo
-                } else if v > ops.hi {
-                    ops.hi
-                } else {
-                    v
-                };
+                v = clamp(v, ops.lo, ops.hi);
             }
             *d = v;
         }
