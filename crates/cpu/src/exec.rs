@@ -3,7 +3,7 @@
 use crate::kernels::{conv_packed, ConvWeights};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
-use metal_mps_ir::{passes, DType, Error, Graph, Op, Result, Storage, Tensor};
+use metal_mps_ir::{passes, DType, Dim, Error, Graph, Node, Op, Result, Storage, Tensor};
 use rayon::Yield;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -38,7 +38,7 @@ impl CpuPlan {
                 let w = graph.values[w].constant.as_deref()?;
                 // Weights that do not pack are left to the kernel, which reports why.
                 (w.dtype() == DType::F32)
-                    .then(|| ConvWeights::new(w, attrs).ok())
+                    .then(|| ConvWeights::new(w, attrs, output_pixels(&graph, node)).ok())
                     .flatten()
             })
             .collect();
@@ -189,6 +189,13 @@ impl CpuPlan {
             .unwrap_or_else(|e| e.into_inner())
             .push(slots);
     }
+}
+
+/// Pixels per output plane of a Conv node, when its spatial dims are known
+/// before running.
+fn output_pixels(graph: &Graph, node: &Node) -> Option<usize> {
+    let shape = graph.values[*node.outputs.first()?].shape.as_ref()?;
+    shape.get(2..)?.iter().map(Dim::fixed).product()
 }
 
 /// Runs the pool's pending work on this worker until `done`, or until none

@@ -995,6 +995,36 @@ fn large_convolutions_take_the_tiled_paths() {
             pool: true,
             ..big_conv([1, 2, 3, 5], [45, 50], [3, 3], [2, 2], [1, 1, 1, 1])
         },
+        // Strided, read from phase planes: a ResNet stem (7×7, stride 2),
+        // a 3×3 stride-2 convolution to a 7×7 output, a 1×1 stride-2
+        // projection, stride 3 by 2 with uneven pads, a residual and ReLU,
+        // and stride 2 with dilation 2 (every tap in one phase).
+        big_conv([1, 1, 3, 20], [64, 61], [7, 7], [2, 2], [3, 3, 3, 3]),
+        big_conv([1, 1, 16, 30], [14, 14], [3, 3], [2, 2], [1, 1, 1, 1]),
+        big_conv([1, 1, 24, 20], [28, 28], [1, 1], [2, 2], [0, 0, 0, 0]),
+        ConvCase {
+            residual: true,
+            relu: true,
+            ..big_conv([2, 1, 5, 13], [50, 47], [5, 3], [3, 2], [2, 1, 0, 2])
+        },
+        // Outputs of few pixels and many channels: the pixel-major product
+        // (pointwise, 3×3 with a residual and ReLU over two images, strided
+        // and grouped with 2 row panels' worth of pixels, a partial last
+        // column tile).
+        big_conv([1, 1, 40, 64], [7, 7], [1, 1], [1, 1], [0, 0, 0, 0]),
+        ConvCase {
+            residual: true,
+            relu: true,
+            ..big_conv([2, 1, 24, 80], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        big_conv([1, 2, 6, 70], [8, 7], [3, 3], [2, 2], [1, 1, 0, 1]),
+        big_conv([1, 1, 3, 64], [5, 5], [5, 5], [1, 1], [0, 0, 0, 0]),
+        // Strided with many output channels: im2col panels.
+        big_conv([1, 1, 8, 70], [30, 30], [3, 3], [2, 2], [1, 1, 1, 1]),
+        ConvCase {
+            dilations: [2, 2],
+            ..big_conv([1, 1, 4, 9], [40, 41], [3, 3], [2, 2], [2, 2, 2, 2])
+        },
     ];
     for c in &cases {
         if let Err(e) = check_conv(c) {

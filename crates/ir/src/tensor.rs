@@ -3,7 +3,8 @@
 use crate::{DType, Element, Error, Result};
 use std::fmt;
 
-/// Bytes of one tensor, 8-byte aligned so that every [`Element`] can view it.
+/// Bytes of one tensor, aligned to a cache line: every [`Element`] can view
+/// them, and kernels that read 64-byte rows of floats touch one line per row.
 ///
 /// Storage is reused by the executors' memory plans: [`Storage::reset`] keeps the
 /// capacity and changes the length, so a buffer that once held a large
@@ -12,14 +13,21 @@ use std::fmt;
 #[derive(Default)]
 pub struct Storage {
     /// Initialized up to the largest length this storage has held.
-    words: Vec<u64>,
+    lines: Vec<Line>,
     len: usize,
 }
+
+/// One cache line of storage.
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+const LINE: usize = std::mem::size_of::<Line>();
 
 impl Clone for Storage {
     fn clone(&self) -> Storage {
         Storage {
-            words: self.words[..self.len.div_ceil(8)].to_vec(),
+            lines: self.lines[..self.len.div_ceil(LINE)].to_vec(),
             len: self.len,
         }
     }
@@ -37,34 +45,34 @@ impl Storage {
     /// Resizes to `len` bytes. Bytes within the largest length held so far
     /// keep what they held (callers overwrite them); bytes beyond it are zero.
     pub fn reset(&mut self, len: usize) -> Result<()> {
-        let words = len.div_ceil(8);
-        if self.words.capacity() == 0 && words > 0 {
+        let lines = len.div_ceil(LINE);
+        if self.lines.capacity() == 0 && lines > 0 {
             // Probe that the allocation can be made, then take zeroed pages
             // from the allocator (no memset of a large fresh buffer).
-            Vec::<u64>::new()
-                .try_reserve_exact(words)
+            Vec::<Line>::new()
+                .try_reserve_exact(lines)
                 .map_err(|_| Error::OutOfMemory { bytes: len })?;
-            self.words = vec![0; words];
-        } else if words > self.words.len() {
-            self.words
-                .try_reserve(words - self.words.len())
+            self.lines = bytemuck::zeroed_vec(lines);
+        } else if lines > self.lines.len() {
+            self.lines
+                .try_reserve(lines - self.lines.len())
                 .map_err(|_| Error::OutOfMemory { bytes: len })?;
-            self.words.resize(words, 0);
+            self.lines.resize(lines, bytemuck::Zeroable::zeroed());
         }
         self.len = len;
         Ok(())
     }
 
     pub fn capacity_bytes(&self) -> usize {
-        self.words.capacity() * 8
+        self.lines.capacity() * LINE
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
+        &bytemuck::cast_slice(&self.lines)[..self.len]
     }
 
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
     }
 }
 

@@ -143,6 +143,7 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
     let (h, w, ow) = (ax[1].input, ax[2].input, ax[2].output);
     let a = &ax[2];
     let mut folded = vec![0f32; w];
+    let mut phases = Vec::new();
     let (lo, hi) = interior(a, &win[2]);
     let mut rows = y.chunks_mut(ow.max(1));
     for wz in &win[0] {
@@ -179,7 +180,7 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
                     *o = max_nan(pair[0], pair[1]);
                 }
             } else {
-                horizontal(a, max, lo, hi, &folded, out);
+                horizontal(a, max, (lo, hi), &folded, &mut phases, out);
             }
             let edges = (0..lo).chain(hi..ow);
             for (o, wx) in edges.map(|ox| (ox, &win[2][ox])) {
@@ -202,11 +203,38 @@ fn pool_plane(p: &PoolAttrs, ax: &[Axis; 3], win: &[Vec<Window>; 3], x: &[f32], 
     }
 }
 
-/// The interior outputs `[lo, hi)` of one row: one strided pass per tap.
-fn horizontal(a: &Axis, max: bool, lo: usize, hi: usize, folded: &[f32], out: &mut [f32]) {
+/// The interior outputs `[lo, hi)` of one row: one pass per tap. With a
+/// stride `s > 1` the folded row is first split into its `s` phases
+/// (elements `r, r + s, r + 2s, …`), so that each tap's pass reads
+/// consecutive elements, which vectorizes.
+fn horizontal(
+    a: &Axis,
+    max: bool,
+    (lo, hi): (usize, usize),
+    folded: &[f32],
+    phases: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    if hi <= lo {
+        return;
+    }
+    let s = a.stride;
+    let len = folded.len().div_ceil(s);
+    let row = if s == 1 {
+        folded
+    } else {
+        phases.resize(s * len, 0.0);
+        for (r, phase) in phases.chunks_exact_mut(len).enumerate() {
+            for (p, &v) in phase.iter_mut().zip(folded[r..].iter().step_by(s)) {
+                *p = v;
+            }
+        }
+        &phases[..]
+    };
     for kx in 0..a.kernel {
-        let first = (lo * a.stride + kx * a.dilation).saturating_sub(a.begin);
-        let src = folded[first.min(folded.len())..].iter().step_by(a.stride);
+        // Interior outputs read inside the row: `first` is a valid index.
+        let first = lo * s + kx * a.dilation - a.begin;
+        let src = &row[first % s * len + first / s..][..hi - lo];
         let dst = out[lo..hi].iter_mut().zip(src);
         if max {
             dst.for_each(|(o, &v)| *o = max_nan(*o, v));

@@ -1,6 +1,6 @@
-//! The stride-1 path: no im2col, the product reads its taps from a
-//! zero-padded copy of the input; a fused 2×2 max pool is applied as each
-//! block of output rows is stored.
+//! The direct path: no im2col, the product reads its taps from a zero-padded
+//! copy of the input (split into phase planes when strided); a fused 2×2 max
+//! pool is applied as each block of output rows is stored.
 
 use super::{with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH};
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
@@ -8,20 +8,96 @@ use crate::kernels::pool::max_nan;
 use metal_mps_ir::Activation;
 use rayon::prelude::*;
 
-/// Whether the stride-1 path that reads `B` straight from the zero-padded
-/// input applies ([`Product::direct`]): a window of several taps, and padded
-/// rows whose extra positions (computed, then dropped) are at most a quarter
-/// of them.
-pub(super) fn direct_fits(g: &Geometry) -> bool {
-    let wp = g.ow + (g.kw - 1) * g.dilation[1];
-    g.stride == [1, 1] && g.kh * g.kw > 1 && 3 * wp <= 4 * g.ow
+/// Whether the direct path applies ([`Product::direct`]): padded rows whose
+/// extra positions (computed, then dropped) are at most a quarter of them,
+/// and either stride 1 with a window of several taps (im2col reads pointwise
+/// convolutions straight from the input) or a strided convolution with few
+/// output channels per group, whose im2col panels would serve few products
+/// each (the ResNet stem). With many output channels, the packed panels'
+/// contiguous taps make up for gathering them.
+pub(super) fn direct_fits(g: &Geometry, group: usize) -> bool {
+    let wp = PhasePlanes::new(g).wp;
+    let taps_fit = match g.stride {
+        [1, 1] => g.kh * g.kw > 1,
+        _ => g.m / group <= STRIDED_MAX_CHANNELS,
+    };
+    taps_fit && 3 * wp <= 4 * g.ow
+}
+
+/// Output channels per group up to which a strided convolution takes the
+/// direct path (see [`direct_fits`]).
+const STRIDED_MAX_CHANNELS: usize = 64;
+
+/// The zero-padded input as the direct path lays it out. With stride `s`,
+/// each channel's padded plane is split into `s×s` phase planes, phase
+/// `(ry, rx)` holding padded positions `(s·i + ry, s·j + rx)`: tap `(y, x)`
+/// of output pixel `(oy, ox)` is then element `(oy + y / s, ox + x / s)` of
+/// phase `(y % s, x % s)`, so the taps of consecutive output pixels are
+/// consecutive floats, as with stride 1 (one phase).
+struct PhasePlanes {
+    /// Rows and columns of a phase plane.
+    hp: usize,
+    wp: usize,
+}
+
+impl PhasePlanes {
+    fn new(g: &Geometry) -> PhasePlanes {
+        PhasePlanes {
+            hp: g.oh + (g.kh - 1) * g.dilation[0] / g.stride[0],
+            wp: g.ow + (g.kw - 1) * g.dilation[1] / g.stride[1],
+        }
+    }
+
+    /// Phase planes per input channel.
+    fn phases(g: &Geometry) -> usize {
+        g.stride[0] * g.stride[1]
+    }
+
+    /// Offset of tap `(c, i, j)` from its output position, for phase planes
+    /// of `plane` floats.
+    fn tap(&self, g: &Geometry, plane: usize, c: usize, i: usize, j: usize) -> usize {
+        let ([sy, sx], (y, x)) = (g.stride, (i * g.dilation[0], j * g.dilation[1]));
+        let phase = c * sy * sx + y % sy * sx + x % sx;
+        phase * plane + y / sy * self.wp + x / sx
+    }
+
+    /// Writes phase `(ry, rx)` of input plane `src` (`h×w`) into `dst`.
+    fn fill(&self, g: &Geometry, src: &[f32], (ry, rx): (usize, usize), dst: &mut [f32]) {
+        let ([sy, sx], [py, px]) = (g.stride, g.pad);
+        // Columns j whose input column sx·j + rx − px lies in 0..w.
+        let first = px.saturating_sub(rx).div_ceil(sx).min(self.wp);
+        let end = (g.w + px)
+            .saturating_sub(rx)
+            .div_ceil(sx)
+            .clamp(first, self.wp);
+        for (i, row) in dst.chunks_exact_mut(self.wp).enumerate() {
+            let Some(iy) = (sy * i + ry).checked_sub(py).filter(|&iy| iy < g.h) else {
+                row.fill(0.0);
+                continue;
+            };
+            let src = &src[iy * g.w..][..g.w];
+            row[..first].fill(0.0);
+            row[end..].fill(0.0);
+            let row = &mut row[first..end];
+            if row.is_empty() {
+                continue;
+            }
+            if sx == 1 {
+                row.copy_from_slice(&src[first + rx - px..][..row.len()]);
+            } else {
+                for (j, v) in (first..).zip(row) {
+                    *v = src[sx * j + rx - px];
+                }
+            }
+        }
+    }
 }
 
 impl Product<'_> {
-    /// Stride 1, no im2col: the input is copied once with its zero padding
-    /// into planes of `hp×wp`, where output pixel `(oy, ox)` is computed at
-    /// position `q = oy·wp + ox` and tap `(c, i, j)` of `NR` consecutive
-    /// positions is `NR` consecutive floats, at `q + c·hp·wp + i·wp + j`.
+    /// No im2col: the input is copied once with its zero padding into
+    /// [`PhasePlanes`] of `hp×wp`, where output pixel `(oy, ox)` is computed
+    /// at position `q = oy·wp + ox` and each tap of `NR` consecutive positions
+    /// is `NR` consecutive floats at `q` plus the tap's offset.
     /// Where output rows fill whole tiles, each tile goes straight to the
     /// output; otherwise tiles run along whole padded rows, so the `wp − ow`
     /// positions past each row's end are computed too, into a block of
@@ -29,45 +105,31 @@ impl Product<'_> {
     pub(super) fn direct(&self, dst: SharedOut) {
         let g = self.g;
         let cg = g.c / self.group;
-        let (hp, wp) = (
-            g.oh + (g.kh - 1) * g.dilation[0],
-            g.ow + (g.kw - 1) * g.dilation[1],
-        );
-        let plane = hp * wp;
+        let layout = PhasePlanes::new(g);
+        let (phases, wp) = (PhasePlanes::phases(g), layout.wp);
+        let plane = layout.hp * wp;
         let images = g.n * self.group;
         with_local(&PADDED, |padded| {
             // The last tile reads up to NR − 1 positions past the last row,
             // plus the taps' horizontal reach (less than wp).
-            let len = images * cg * plane + NR + wp;
+            let len = images * cg * phases * plane + NR + wp;
             if padded.len() < len {
                 padded.resize(len, 0.0);
             }
-            let (planes, slack) = padded[..len].split_at_mut(images * cg * plane);
+            let (planes, slack) = padded[..len].split_at_mut(images * cg * phases * plane);
             slack.fill(0.0);
             // Every element is written: the buffer holds an earlier call's data.
             planes
                 .par_chunks_exact_mut(plane)
                 .enumerate()
-                .for_each(|(ic, dst)| {
+                .for_each(|(p, dst)| {
+                    let (ic, phase) = (p / phases, p % phases);
                     let (image, c) = (ic / cg, ic % cg);
                     let src = &self.input(image / self.group, image % self.group)[c * g.h * g.w..];
-                    for (r, row) in dst.chunks_exact_mut(wp).enumerate() {
-                        let Some(iy) = (r as isize - g.pad[0] as isize)
-                            .try_into()
-                            .ok()
-                            .filter(|&iy: &usize| iy < g.h)
-                        else {
-                            row.fill(0.0);
-                            continue;
-                        };
-                        let from = g.pad[1].min(wp);
-                        let n = g.w.min(wp - from);
-                        row[..from].fill(0.0);
-                        row[from..from + n].copy_from_slice(&src[iy * g.w..][..n]);
-                        row[from + n..].fill(0.0);
-                    }
+                    let phase = (phase / g.stride[1], phase % g.stride[1]);
+                    layout.fill(g, &src[..g.h * g.w], phase, dst);
                 });
-            self.direct_product(&padded[..len], plane, wp, dst);
+            self.direct_product(&padded[..len], &layout, dst);
         });
     }
 
@@ -75,14 +137,13 @@ impl Product<'_> {
     /// runs of output rows of one image (and splits of the channels when
     /// they are few); each computes into a block of scratch memory, then
     /// stores the block's rows.
-    fn direct_product(&self, padded: &[f32], plane: usize, wp: usize, dst: SharedOut) {
+    fn direct_product(&self, padded: &[f32], layout: &PhasePlanes, dst: SharedOut) {
         let g = self.g;
         let (cg, mg) = (g.c / self.group, self.mg());
+        let (wp, plane) = (layout.wp, layout.hp * layout.wp);
         let offsets: Vec<usize> = (0..cg)
             .flat_map(|c| {
-                (0..g.kh).flat_map(move |i| {
-                    (0..g.kw).map(move |j| c * plane + i * g.dilation[0] * wp + j * g.dilation[1])
-                })
+                (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| layout.tap(g, plane, c, i, j)))
             })
             .collect();
         let images = g.n * self.group;
@@ -112,7 +173,7 @@ impl Product<'_> {
             let oy = run * rows..((run + 1) * rows).min(oh);
             let panels = splits.range(si);
             let (n, gi) = (image / self.group, image % self.group);
-            let base = padded[image * cg * plane..].as_ptr();
+            let base = padded[image * cg * PhasePlanes::phases(g) * plane..].as_ptr();
             if g.ow.is_multiple_of(NR) && !self.pool {
                 // Rows fill their tiles: each tile goes straight to the output.
                 let tiles: Vec<Columns> = oy
@@ -153,7 +214,7 @@ impl Product<'_> {
                 // rows `..channels.end` of `ldc` columns, this task's alone.
                 unsafe {
                     packed::multiply(
-                        &self.weights.groups[gi],
+                        &self.rows[gi],
                         panels,
                         &tiles,
                         Some(&offsets),

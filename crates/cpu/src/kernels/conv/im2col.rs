@@ -166,7 +166,7 @@ pub(super) struct TapOffsets {
 
 impl TapOffsets {
     /// The offsets of output pixels `[t0, t0 + width)`.
-    fn fill(&mut self, g: &Geometry, t0: usize, width: usize) {
+    pub(super) fn fill(&mut self, g: &Geometry, t0: usize, width: usize) {
         let padded = width.div_ceil(NR) * NR;
         self.padded = padded;
         self.offsets.clear();
@@ -204,6 +204,11 @@ impl TapOffsets {
                 PADDING
             }
         }));
+    }
+
+    /// Where tap `t` of the chunk's pixel `p` reads in an input plane, or [`PADDING`].
+    pub(super) fn offset(&self, t: usize, p: usize) -> u32 {
+        self.offsets[t * self.padded + p]
     }
 
     /// Packs panel `jp` (`NR` output pixels, all taps) of the chunk's im2col

@@ -1,19 +1,22 @@
 //! Convolution as a packed matrix product, 1-D and 2-D: the weights are packed
 //! once ([`ConvWeights`]); the input taps reach the product through im2col
 //! ([`im2col`]: strided, pointwise and small convolutions) or straight from a
-//! zero-padded copy of the input ([`direct`]: stride 1); the bias, an optional
+//! zero-padded copy of the input ([`direct`]: stride 1, and strided
+//! convolutions with few output channels); the bias, an optional
 //! residual, the fused activation and a fused 2×2 max pool are applied as the
 //! output is stored.
 
 mod direct;
 mod im2col;
+mod pixel_major;
 
 use super::matmul::{as_f32, f32_output};
-use super::packed::{self, Columns, Epilogue, PackedLhs};
+use super::packed::{self, Columns, Epilogue, PackedLhs, PackedRhs};
 use crate::Out;
 use direct::{direct_fits, pool_pairs};
 use im2col::{TapOffsets, PADDING};
 use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
+use pixel_major::pixel_major_fits;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
@@ -37,13 +40,24 @@ struct Geometry {
 #[derive(Debug)]
 pub struct ConvWeights {
     shape: Vec<usize>,
-    groups: Vec<PackedLhs>,
+    packing: Packing,
+}
+
+/// How the weights are packed, which sets the product's orientation.
+#[derive(Debug)]
+enum Packing {
+    /// Output channels as the rows of `A`, output pixels in column tiles.
+    Rows(Vec<PackedLhs>),
+    /// Output channels as the column tiles of `B`, for outputs of few pixels
+    /// ([`pixel_major`]).
+    Columns(Vec<PackedRhs>),
 }
 
 impl ConvWeights {
     /// Packs `w` (`[M, C/group, kH, kW]` or `[M, C/group, kW]`) for the
-    /// convolution `a`.
-    pub fn new(w: &Tensor, a: &ConvAttrs) -> Result<ConvWeights> {
+    /// convolution `a`, whose output planes have `pixels` pixels when that is
+    /// known before running (it chooses the packing).
+    pub fn new(w: &Tensor, a: &ConvAttrs, pixels: Option<usize>) -> Result<ConvWeights> {
         let group = a.group;
         let shape = w.shape().to_vec();
         if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) {
@@ -52,15 +66,29 @@ impl ConvWeights {
         let ws = as_f32(w)?;
         let mg = shape[0] / group;
         let k: usize = shape[1..].iter().product();
-        let groups = (0..group)
-            .map(|gi| PackedLhs::pack(&ws[gi * mg * k..][..mg * k], mg, k))
-            .collect();
-        Ok(ConvWeights { shape, groups })
+        let matrix = |gi: usize| &ws[gi * mg * k..][..mg * k];
+        let packing = if pixel_major_fits(pixels, mg, a.max_pool_2x2) {
+            Packing::Columns(
+                (0..group)
+                    .map(|gi| PackedRhs::pack_transposed(matrix(gi), mg, k))
+                    .collect(),
+            )
+        } else {
+            Packing::Rows(
+                (0..group)
+                    .map(|gi| PackedLhs::pack(matrix(gi), mg, k))
+                    .collect(),
+            )
+        };
+        Ok(ConvWeights { shape, packing })
     }
 
     /// Bytes of the packed panels.
     pub fn bytes(&self) -> usize {
-        self.groups.iter().map(PackedLhs::bytes).sum()
+        match &self.packing {
+            Packing::Rows(groups) => groups.iter().map(PackedLhs::bytes).sum(),
+            Packing::Columns(groups) => groups.iter().map(PackedRhs::bytes).sum(),
+        }
     }
 }
 
@@ -76,7 +104,9 @@ pub fn conv(
     if x.dtype() != w.dtype() {
         return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
     }
-    conv_packed(a, x, &ConvWeights::new(w, a)?, bias, residual, out)
+    let g = geometry(a, x, w.shape())?;
+    let weights = ConvWeights::new(w, a, Some(g.oh * g.ow))?;
+    conv_packed(a, x, &weights, bias, residual, out)
 }
 
 /// Conv with packed weights; `residual`, when given, has the output's shape
@@ -134,7 +164,10 @@ pub fn conv_packed(
         group,
         k,
         x: &xs,
-        weights: w,
+        rows: match &w.packing {
+            Packing::Rows(groups) => groups,
+            Packing::Columns(_) => &[],
+        },
         bias: bs.as_deref(),
         residual: rs.as_deref(),
         activation: a.activation,
@@ -145,14 +178,17 @@ pub fn conv_packed(
         if y.is_empty() || mg * ohw == 0 {
             return Ok(());
         }
-        let dst = SharedOut(y.as_mut_ptr());
-        if direct_fits(&g) {
-            conv.direct(dst);
-        } else if conv.pool {
-            // Strided or pointwise convolutions with a fused pool: the
-            // whole output first, then the pool.
+        let direct = matches!(w.packing, Packing::Rows(_)) && direct_fits(&g, group);
+        let product = |dst| match &w.packing {
+            Packing::Columns(groups) => conv.pixel_major(groups, dst),
+            Packing::Rows(_) if direct => conv.direct(dst),
+            Packing::Rows(_) => conv.packed(dst),
+        };
+        if conv.pool && !direct {
+            // Only the direct path pools as it stores: the whole output
+            // first, then the pool.
             let mut full = vec![0f32; shape.iter().product()];
-            conv.packed(SharedOut(full.as_mut_ptr()));
+            product(SharedOut(full.as_mut_ptr()));
             let (pw, ph) = (g.ow / 2, g.oh / 2);
             for (plane, out) in full.chunks_exact(ohw).zip(y.chunks_exact_mut(ph * pw)) {
                 for (py, out) in out.chunks_exact_mut(pw).enumerate() {
@@ -161,7 +197,7 @@ pub fn conv_packed(
                 }
             }
         } else {
-            conv.packed(dst);
+            product(SharedOut(y.as_mut_ptr()));
         }
         Ok(())
     })
@@ -174,7 +210,8 @@ struct Product<'a> {
     /// Taps per output channel: `C/group · kH · kW`.
     k: usize,
     x: &'a [f32],
-    weights: &'a ConvWeights,
+    /// Each group's weights as the rows of `A` (empty for the pixel-major product).
+    rows: &'a [PackedLhs],
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
     activation: Activation,
@@ -223,7 +260,7 @@ impl Product<'_> {
         // which outlives them; the residual has the output's shape.
         unsafe {
             packed::multiply(
-                &self.weights.groups[gi],
+                &self.rows[gi],
                 panels,
                 tiles,
                 offsets,

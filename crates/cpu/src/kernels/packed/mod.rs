@@ -15,6 +15,7 @@ mod portable;
 mod x86;
 
 use metal_mps_ir::{Activation, UnaryOp};
+use rayon::prelude::*;
 
 /// Rows of an `A` panel (output channels per tile).
 pub const MR: usize = 6;
@@ -28,7 +29,7 @@ const MC_PANELS: usize = 16;
 
 /// An `M×K` matrix in panels of [`MR`] rows: panel `i` holds rows
 /// `i·MR..i·MR+MR` (zero past `M`), element `(row r, tap p)` at `p·MR + r`.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PackedLhs {
     m: usize,
     k: usize,
@@ -52,9 +53,76 @@ impl PackedLhs {
         PackedLhs { m, k, data }
     }
 
+    /// Repacks this matrix as `m×k`, reusing its memory: `fill(i, panel)`
+    /// writes every element of panel `i` (`MR·k` floats, element `(row r, tap
+    /// p)` at `p·MR + r`, rows past `m` zero). Panels are filled in parallel.
+    pub fn fill_with(&mut self, m: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+        let panels = m.div_ceil(MR);
+        self.data.resize(panels * MR * k, 0.0);
+        (self.m, self.k) = (m, k);
+        self.data
+            .par_chunks_exact_mut((MR * k).max(1))
+            .enumerate()
+            .for_each(|(i, panel)| fill(i, panel));
+    }
+
     /// Panel `i` from tap `k0`.
     fn panel(&self, i: usize, k0: usize) -> &[f32] {
         &self.data[i * MR * self.k + k0 * MR..]
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// A `K×N` matrix in the layout of packed `B` panels: panel `j` holds
+/// columns `j·NR..j·NR+NR` (zero past `N`), element `(tap p, column c)` at
+/// `p·NR + c`.
+#[derive(Debug)]
+pub struct PackedRhs {
+    n: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedRhs {
+    /// Packs the transpose of the row-major `n×k` matrix `a`: row `c` of `a`
+    /// becomes column `c`.
+    pub fn pack_transposed(a: &[f32], n: usize, k: usize) -> PackedRhs {
+        assert!(a.len() >= n * k, "matrix smaller than {n}×{k}");
+        let mut data = vec![0.0; n.div_ceil(NR) * NR * k];
+        for (j, panel) in data.chunks_mut((NR * k).max(1)).enumerate() {
+            for c in 0..NR.min(n - j * NR) {
+                let row = &a[(j * NR + c) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * NR + c] = v;
+                }
+            }
+        }
+        PackedRhs { n, k, data }
+    }
+
+    /// Taps per column.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Column tiles `tiles` (of [`NR`] columns; the last may be partial),
+    /// stored at their column offsets in `C`.
+    pub fn tiles(&self, tiles: std::ops::Range<usize>) -> Vec<Columns> {
+        tiles
+            .map(|j| Columns {
+                c: j * NR,
+                len: NR.min(self.n - j * NR),
+                b: self.data[j * NR * self.k..].as_ptr(),
+            })
+            .collect()
+    }
+
+    /// Column tiles in all.
+    pub fn tile_count(&self) -> usize {
+        self.n.div_ceil(NR)
     }
 
     pub fn bytes(&self) -> usize {
