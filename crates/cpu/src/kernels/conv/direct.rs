@@ -245,7 +245,16 @@ impl Product<'_> {
         let g = self.g;
         let (ldc, pw, ph) = (oy.len() * wp, g.ow / 2, g.oh / 2);
         let finish = packed::Finish::new(self.activation);
-        let mut pair = vec![0f32; if self.pool { 2 * g.ow } else { 0 }];
+        // Without a residual, max(a + bias, b + bias) = max(a, b) + bias.
+        let pool_first = self.pool && self.residual.is_none() && finish.is_clamp();
+        let mut pair = vec![
+            0f32;
+            if self.pool && !pool_first {
+                2 * g.ow
+            } else {
+                0
+            }
+        ];
         for ch in channels {
             let plane = self.output_plane(image, ch);
             let src = |r: usize| &block[ch * ldc + r * wp..];
@@ -260,6 +269,18 @@ impl Product<'_> {
             }
             for r in (0..oy.len()).step_by(2) {
                 let y = oy.start + r;
+                let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
+                // SAFETY: this task alone writes these channels of these rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
+                if pool_first {
+                    // A clamp is monotonic and the bias the same for all four:
+                    // pool the raw sums, then finish a quarter of the values.
+                    let bias = self.channel_bias(image, ch);
+                    pool_pairs(&src(r)[..g.ow], &src(r + 1)[..g.ow], out);
+                    out.iter_mut().for_each(|v| *v += bias);
+                    finish.apply(out);
+                    continue;
+                }
                 let (top, bottom) = pair.split_at_mut(g.ow);
                 self.finish_row(image, ch, plane + y * g.ow, src(r), &finish, top);
                 self.finish_row(
@@ -270,9 +291,6 @@ impl Product<'_> {
                     &finish,
                     bottom,
                 );
-                let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
-                // SAFETY: this task alone writes these channels of these rows.
-                let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
                 pool_pairs(top, bottom, out);
             }
         }
@@ -283,6 +301,12 @@ impl Product<'_> {
         let (g, mg) = (self.g, self.mg());
         let (n, gi) = (image / self.group, image % self.group);
         (n * g.m + gi * mg + ch) * g.oh * g.ow
+    }
+
+    /// The bias of output channel `ch` of image·group `image` (0 without one).
+    fn channel_bias(&self, image: usize, ch: usize) -> f32 {
+        self.bias
+            .map_or(0.0, |b| b[image % self.group * self.mg() + ch])
     }
 
     /// `out = activation(src + bias + residual)` for one output row of
@@ -296,9 +320,7 @@ impl Product<'_> {
         finish: &packed::Finish,
         out: &mut [f32],
     ) {
-        let bias = self
-            .bias
-            .map_or(0.0, |b| b[image % self.group * self.mg() + ch]);
+        let bias = self.channel_bias(image, ch);
         let src = &src[..out.len()];
         match self.residual {
             Some(res) => {

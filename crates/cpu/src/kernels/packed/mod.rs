@@ -321,6 +321,12 @@ impl Finish {
         Finish { lo, hi, rest }
     }
 
+    /// Whether the activation is a clamp (or none): monotonic, so that it
+    /// commutes with taking a maximum.
+    pub fn is_clamp(&self) -> bool {
+        self.rest.is_none()
+    }
+
     pub fn apply(&self, values: &mut [f32]) {
         let (lo, hi) = (self.lo, self.hi);
         if lo > f32::NEG_INFINITY || hi < f32::INFINITY {
