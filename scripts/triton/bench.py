@@ -3,8 +3,11 @@
 running onnxruntime, in one server, in one run, at each concurrency.
 
 Both models get the same configuration (max_batch_size 8, dynamic batching, one
-instance) and both run the requests of one execute call as one batch. Prints
-throughput and p50/p99 latency side by side; perf_analyzer's CSVs stay in --workdir.
+instance) and both run the requests of one execute call as one batch. The two are
+measured alternately for --rounds rounds (the order swapped each round); prints, per
+concurrency, each one's median throughput and p50/p99 latency over the rounds, the
+median of the per-round throughput ratios and their range; perf_analyzer's CSVs stay in
+--workdir.
 
 Run through scripts/triton/bench.sh, which prepares the virtualenv and builds the backend.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -73,6 +77,7 @@ def main() -> None:
                         help="how perf_analyzer passes tensors: in the request body, or through system shared memory")
     parser.add_argument("--engine", choices=["auto", "cpu", "gpu"], default="auto",
                         help="metal_mps engine (parameter 'engine'); auto: GPU when an adapter exists")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurements of the two models")
     args = parser.parse_args()
 
     repo = write_repository(args.workdir, args.engine)
@@ -81,29 +86,38 @@ def main() -> None:
     te.install_python_backend(backend_dir)
     server = te.TritonServer(repo, backend_dir, env=te.python_backend_env(), log_path=args.workdir / "tritonserver.log")
     server.start(timeout=120, ready=True)
-    results: dict[tuple[str, int], dict | None] = {}
+    # Per (model, concurrency): one perf_analyzer row per round (None when unstable).
+    results: dict[tuple[str, int], list[dict | None]] = {(m, c): [] for m in (OURS, THEIRS) for c in args.concurrency}
     try:
         # Interleaved, so both backends see the same machine conditions.
-        for c in args.concurrency:
-            for m in (OURS, THEIRS):
-                results[m, c] = perf(m, server, c, args, args.workdir / f"{m}-c{c}.csv")
+        for r in range(args.rounds):
+            for c in args.concurrency:
+                for m in (OURS, THEIRS) if r % 2 == 0 else (THEIRS, OURS):
+                    results[m, c].append(perf(m, server, c, args, args.workdir / f"{m}-c{c}-r{r + 1}.csv"))
     finally:
         server.stop()
 
     engine = next((line.split(": ")[-1].rstrip('"') for line in server.log_text().splitlines()
                    if f"of model '{OURS}'" in line and " engine" in line), "?")
     print(f"\nSimple CNN [1,3,224,224], {args.protocol}, shared memory: {args.shared_memory}, "
-          f"perf_analyzer windows of {args.interval_ms} ms; "
+          f"perf_analyzer windows of {args.interval_ms} ms, {args.rounds} alternating rounds; "
           f"metal_mps instance: {engine}")
     print(f"{'concurrency':>11} | {'metal_mps infer/s':>17} {'p50 ms':>8} {'p99 ms':>8} | "
-          f"{'onnxruntime infer/s':>19} {'p50 ms':>8} {'p99 ms':>8}")
+          f"{'onnxruntime infer/s':>19} {'p50 ms':>8} {'p99 ms':>8} | {'ratio (median of rounds, range)':>31}")
     for c in args.concurrency:
         cells = []
         for m in (OURS, THEIRS):
-            r = results[m, c]
-            cells.append("unstable" if r is None else
-                         f"{float(r['Inferences/Second']):.1f} {int(r['p50 latency']) / 1e3:>8.2f} {int(r['p99 latency']) / 1e3:>8.2f}")
-        print(f"{c:>11} | {cells[0]:>35} | {cells[1]:>37}")
+            rows = [row for row in results[m, c] if row is not None]
+            if not rows:
+                cells.append("unstable")
+                continue
+            throughput, p50, p99 = (statistics.median(float(row[key]) for row in rows)
+                                    for key in ("Inferences/Second", "p50 latency", "p99 latency"))
+            cells.append(f"{throughput:.1f} {p50 / 1e3:>8.2f} {p99 / 1e3:>8.2f}")
+        ratios = [float(a["Inferences/Second"]) / float(b["Inferences/Second"])
+                  for a, b in zip(results[OURS, c], results[THEIRS, c]) if a is not None and b is not None]
+        ratio = (f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else "n/a")
+        print(f"{c:>11} | {cells[0]:>35} | {cells[1]:>37} | {ratio:>31}")
 
 
 if __name__ == "__main__":

@@ -205,15 +205,18 @@ fn poll_for_work(owner: Option<usize>, done: &AtomicBool) {
     if rayon::current_thread_index() == owner {
         return;
     }
-    let mut idle_since = Instant::now();
+    let (mut idle_since, mut idle_polls) = (Instant::now(), 0u32);
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(Yield::Executed) {
-            idle_since = Instant::now();
-        } else if idle_since.elapsed() > POLL_IDLE {
-            return;
-        } else {
-            std::hint::spin_loop();
+            (idle_since, idle_polls) = (Instant::now(), 0);
+            continue;
         }
+        // The clock is read every few polls only: reading it costs more than a poll.
+        idle_polls += 1;
+        if idle_polls.is_multiple_of(64) && idle_since.elapsed() > POLL_IDLE {
+            return;
+        }
+        std::hint::spin_loop();
     }
 }
 

@@ -2,9 +2,9 @@
 //! copy of the input (split into phase planes when strided); a fused 2×2 max
 //! pool is applied as each block of output rows is stored.
 
+use super::pool2x2::{pool_bias_clamp, pool_pairs};
 use super::{with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH};
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
-use crate::kernels::pool::max_nan;
 use metal_mps_ir::Activation;
 use rayon::prelude::*;
 
@@ -246,15 +246,16 @@ impl Product<'_> {
         let (ldc, pw, ph) = (oy.len() * wp, g.ow / 2, g.oh / 2);
         let finish = packed::Finish::new(self.activation);
         // Without a residual, max(a + bias, b + bias) = max(a, b) + bias.
-        let pool_first = self.pool && self.residual.is_none() && finish.is_clamp();
-        let mut pair = vec![
-            0f32;
-            if self.pool && !pool_first {
-                2 * g.ow
-            } else {
-                0
-            }
-        ];
+        let pool_first = match self.pool && self.residual.is_none() {
+            true => finish.clamp_only(),
+            false => None,
+        };
+        let pair_len = if self.pool && pool_first.is_none() {
+            2 * g.ow
+        } else {
+            0
+        };
+        let mut pair = vec![0f32; pair_len];
         for ch in channels {
             let plane = self.output_plane(image, ch);
             let src = |r: usize| &block[ch * ldc + r * wp..];
@@ -272,13 +273,11 @@ impl Product<'_> {
                 let at = plane / (g.oh * g.ow) * ph * pw + y / 2 * pw;
                 // SAFETY: this task alone writes these channels of these rows.
                 let out = unsafe { std::slice::from_raw_parts_mut(dst.at(at), pw) };
-                if pool_first {
+                if let Some(bounds) = pool_first {
                     // A clamp is monotonic and the bias the same for all four:
                     // pool the raw sums, then finish a quarter of the values.
-                    let bias = self.channel_bias(image, ch);
-                    pool_pairs(&src(r)[..g.ow], &src(r + 1)[..g.ow], out);
-                    out.iter_mut().for_each(|v| *v += bias);
-                    finish.apply(out);
+                    let (top, bottom) = (&src(r)[..g.ow], &src(r + 1)[..g.ow]);
+                    pool_bias_clamp(top, bottom, self.channel_bias(image, ch), bounds, out);
                     continue;
                 }
                 let (top, bottom) = pair.split_at_mut(g.ow);
@@ -335,14 +334,6 @@ impl Product<'_> {
             }
         }
         finish.apply(out);
-    }
-}
-
-/// `out[i] = max(top[2i], top[2i+1], bottom[2i], bottom[2i+1])`, NaN when any is.
-pub(super) fn pool_pairs(top: &[f32], bottom: &[f32], out: &mut [f32]) {
-    let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-    for (o, (t, b)) in out.iter_mut().zip(pairs) {
-        *o = max_nan(max_nan(t[0], t[1]), max_nan(b[0], b[1]));
     }
 }
 

@@ -9,14 +9,16 @@
 mod direct;
 mod im2col;
 mod pixel_major;
+mod pool2x2;
 
 use super::matmul::{as_f32, f32_output};
 use super::packed::{self, Columns, Epilogue, PackedLhs, PackedRhs};
 use crate::Out;
-use direct::{direct_fits, pool_pairs};
+use direct::direct_fits;
 use im2col::{TapOffsets, PADDING};
 use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
 use pixel_major::pixel_major_fits;
+use pool2x2::pool_pairs;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 

@@ -321,10 +321,10 @@ impl Finish {
         Finish { lo, hi, rest }
     }
 
-    /// Whether the activation is a clamp (or none): monotonic, so that it
-    /// commutes with taking a maximum.
-    pub fn is_clamp(&self) -> bool {
-        self.rest.is_none()
+    /// The clamp bounds when the activation is only a clamp (or none):
+    /// monotonic, so that it commutes with taking a maximum.
+    pub fn clamp_only(&self) -> Option<(f32, f32)> {
+        self.rest.is_none().then_some((self.lo, self.hi))
     }
 
     pub fn apply(&self, values: &mut [f32]) {
@@ -340,7 +340,7 @@ impl Finish {
 
 /// `v` within `[lo, hi]`; NaN passes through, as the unfused ops would pass it.
 #[inline(always)]
-fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     if v < lo {
         lo
     } else if v > hi {
