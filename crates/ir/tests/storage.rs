@@ -4,7 +4,7 @@
 use metal_mps_ir::Storage;
 
 fn aligned(s: &Storage) -> bool {
-    s.as_bytes().as_ptr() as usize % 64 == 0
+    (s.as_bytes().as_ptr() as usize).is_multiple_of(64)
 }
 
 #[test]
