@@ -621,6 +621,62 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A 1-D convolution (`[N, C, W]` input) against the 2-D reference of the
+/// same case at height 1; `c` has height 1 and a `1×k` kernel.
+fn check_conv_1d(c: &ConvCase) {
+    assert!(c.h == 1 && c.kernel[0] == 1 && c.pads[0] + c.pads[2] == 0 && !c.pool);
+    let mut rng = Rng(c.seed);
+    let (cin, m) = (c.groups * c.c_per_group, c.groups * c.m_per_group);
+    let xv = rng.f32s(c.n * cin * c.w, 1.0);
+    let wv = rng.f32s(m * c.c_per_group * c.kernel[1], 1.0);
+    let bv = rng.f32s(m, 1.0);
+    let (shape4, mut want) = ref_conv(c, &xv, &wv, Some(&bv)).expect("a valid case");
+    let shape = vec![shape4[0], shape4[1], shape4[3]];
+    let r = rng.f32s(numel(&shape), 1.0);
+    want.iter_mut()
+        .zip(&r)
+        .for_each(|(y, &r)| *y = (*y + r as f64).max(0.0));
+    let op = Op::Conv(ConvAttrs {
+        window: Window {
+            kernel: vec![c.kernel[1]],
+            strides: vec![c.strides[1]],
+            dilations: vec![c.dilations[1]],
+            pads: vec![c.pads[1], c.pads[3]],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        },
+        group: c.groups,
+        activation: Activation::Unary(UnaryOp::Relu),
+        max_pool_2x2: false,
+    });
+    let x = Tensor::from_vec(vec![c.n, cin, c.w], xv).unwrap();
+    let w = Tensor::from_vec(vec![m, c.c_per_group, c.kernel[1]], wv).unwrap();
+    let b = Tensor::from_vec(vec![m], bv).unwrap();
+    let residual = Tensor::from_vec(shape.clone(), r).unwrap();
+    let inputs = [Some(&x), Some(&w), Some(&b), Some(&residual)];
+    let y = run1(&op, &inputs, 4 * numel(&shape)).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert_eq!(y.shape(), &shape[..], "{c:?}");
+    if let Err(e) = assert_all_close(&format!("{c:?}"), &y.to_f64_vec(), &want, 1e-4, 1e-5) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn one_d_convolutions_take_every_path() {
+    for c in [
+        // Few output pixels, many channels: the pixel-major product.
+        big_conv([2, 1, 20, 64], [1, 40], [1, 3], [1, 1], [0, 1, 0, 1]),
+        // Stride 1 with a window: the direct path; strided: phase planes.
+        big_conv([1, 1, 6, 10], [1, 300], [1, 5], [1, 1], [0, 2, 0, 2]),
+        big_conv([1, 2, 3, 8], [1, 257], [1, 7], [1, 2], [0, 3, 0, 3]),
+        // Pointwise, and strided with many channels: im2col.
+        big_conv([1, 1, 16, 8], [1, 100], [1, 1], [1, 1], [0, 0, 0, 0]),
+        big_conv([1, 1, 16, 70], [1, 200], [1, 3], [1, 2], [0, 1, 0, 1]),
+    ] {
+        check_conv_1d(&c);
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
