@@ -38,6 +38,8 @@ struct PhasePlanes {
     /// Rows and columns of a phase plane.
     hp: usize,
     wp: usize,
+    /// Phase planes per input channel.
+    phases: usize,
 }
 
 impl PhasePlanes {
@@ -45,20 +47,20 @@ impl PhasePlanes {
         PhasePlanes {
             hp: g.oh + (g.kh - 1) * g.dilation[0] / g.stride[0],
             wp: g.ow + (g.kw - 1) * g.dilation[1] / g.stride[1],
+            phases: g.stride[0] * g.stride[1],
         }
     }
 
-    /// Phase planes per input channel.
-    fn phases(g: &Geometry) -> usize {
-        g.stride[0] * g.stride[1]
+    /// Floats of one phase plane.
+    fn plane(&self) -> usize {
+        self.hp * self.wp
     }
 
-    /// Offset of tap `(c, i, j)` from its output position, for phase planes
-    /// of `plane` floats.
-    fn tap(&self, g: &Geometry, plane: usize, c: usize, i: usize, j: usize) -> usize {
+    /// Offset of tap `(c, i, j)` from its output position.
+    fn tap(&self, g: &Geometry, c: usize, i: usize, j: usize) -> usize {
         let ([sy, sx], (y, x)) = (g.stride, (i * g.dilation[0], j * g.dilation[1]));
         let phase = c * sy * sx + y % sy * sx + x % sx;
-        phase * plane + y / sy * self.wp + x / sx
+        phase * self.plane() + y / sy * self.wp + x / sx
     }
 
     /// Writes phase `(ry, rx)` of input plane `src` (`h×w`) into `dst`.
@@ -106,8 +108,7 @@ impl Product<'_> {
         let g = self.g;
         let cg = g.c / self.group;
         let layout = PhasePlanes::new(g);
-        let (phases, wp) = (PhasePlanes::phases(g), layout.wp);
-        let plane = layout.hp * wp;
+        let (phases, wp, plane) = (layout.phases, layout.wp, layout.plane());
         let images = g.n * self.group;
         with_local(&PADDED, |padded| {
             // The last tile reads up to NR − 1 positions past the last row,
@@ -140,10 +141,10 @@ impl Product<'_> {
     fn direct_product(&self, padded: &[f32], layout: &PhasePlanes, dst: SharedOut) {
         let g = self.g;
         let (cg, mg) = (g.c / self.group, self.mg());
-        let (wp, plane) = (layout.wp, layout.hp * layout.wp);
+        let (wp, plane) = (layout.wp, layout.plane());
         let offsets: Vec<usize> = (0..cg)
             .flat_map(|c| {
-                (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| layout.tap(g, plane, c, i, j)))
+                (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| layout.tap(g, c, i, j)))
             })
             .collect();
         let images = g.n * self.group;
@@ -173,7 +174,7 @@ impl Product<'_> {
             let oy = run * rows..((run + 1) * rows).min(oh);
             let panels = splits.range(si);
             let (n, gi) = (image / self.group, image % self.group);
-            let base = padded[image * cg * PhasePlanes::phases(g) * plane..].as_ptr();
+            let base = padded[image * cg * layout.phases * plane..].as_ptr();
             if g.ow.is_multiple_of(NR) && !self.pool {
                 // Rows fill their tiles: each tile goes straight to the output.
                 let tiles: Vec<Columns> = oy
@@ -277,7 +278,13 @@ impl Product<'_> {
                     // A clamp is monotonic and the bias the same for all four:
                     // pool the raw sums, then finish a quarter of the values.
                     let (top, bottom) = (&src(r)[..g.ow], &src(r + 1)[..g.ow]);
-                    pool_bias_clamp(top, bottom, self.channel_bias(image, ch), bounds, out);
+                    pool_bias_clamp(
+                        top,
+                        bottom,
+                        self.channel_bias(image % self.group, ch),
+                        bounds,
+                        out,
+                    );
                     continue;
                 }
                 let (top, bottom) = pair.split_at_mut(g.ow);
@@ -302,12 +309,6 @@ impl Product<'_> {
         (n * g.m + gi * mg + ch) * g.oh * g.ow
     }
 
-    /// The bias of output channel `ch` of image·group `image` (0 without one).
-    fn channel_bias(&self, image: usize, ch: usize) -> f32 {
-        self.bias
-            .map_or(0.0, |b| b[image % self.group * self.mg() + ch])
-    }
-
     /// `out = activation(src + bias + residual)` for one output row of
     /// channel `ch` at offset `at` of the unpooled output.
     fn finish_row(
@@ -319,7 +320,7 @@ impl Product<'_> {
         finish: &packed::Finish,
         out: &mut [f32],
     ) {
-        let bias = self.channel_bias(image, ch);
+        let bias = self.channel_bias(image % self.group, ch);
         let src = &src[..out.len()];
         match self.residual {
             Some(res) => {

@@ -231,6 +231,11 @@ impl Product<'_> {
         self.mg().div_ceil(packed::MR)
     }
 
+    /// The bias of output channel `ch` of group `gi` (0 without one).
+    fn channel_bias(&self, gi: usize, ch: usize) -> f32 {
+        self.bias.map_or(0.0, |b| b[gi * self.mg() + ch])
+    }
+
     /// Input channels of image `n`, group `gi`.
     fn input(&self, n: usize, gi: usize) -> &[f32] {
         let (g, cg) = (self.g, self.g.c / self.group);

@@ -46,7 +46,7 @@ impl Product<'_> {
         let g = self.g;
         let (mg, ohw) = (self.mg(), g.oh * g.ow);
         let ldc = product_stride(mg);
-        let (rows, window) = (g.n * ohw, g.kh * g.kw);
+        let (rows, window, plane) = (g.n * ohw, g.kh * g.kw, g.h * g.w);
         let mut taps = TapOffsets::default();
         taps.fill(g, 0, ohw);
         with_local(&SCRATCH, |scratch| {
@@ -56,8 +56,7 @@ impl Product<'_> {
             }
             let out_t = SharedOut(product.as_mut_ptr());
             for (gi, rhs) in columns.iter().enumerate() {
-                let plane = g.h * g.w;
-                lhs.fill_with(rows, rhs.k(), |i, panel| {
+                lhs.fill_with(rows, self.k, |i, panel| {
                     // Per row of the panel: its image's input and, per tap,
                     // where the row's pixel reads (PADDING past the last row).
                     let mut inputs: [&[f32]; MR] = [&[]; MR];
@@ -94,7 +93,7 @@ impl Product<'_> {
                         activation: Activation::None,
                     };
                     let channels = tiles.start * NR..(tiles.end * NR).min(mg);
-                    // SAFETY: the panels hold `rows` rows of `rhs.k()` taps;
+                    // SAFETY: the panels hold `rows` rows of `self.k` taps;
                     // this task alone writes (then reads) these columns of
                     // the product, `ldc` floats per row.
                     unsafe {
@@ -132,7 +131,7 @@ impl Product<'_> {
         let (ohw, ldc) = (g.oh * g.ow, product_stride(mg));
         let finish = Finish::new(self.activation);
         for ch in channels {
-            let bias = self.bias.map_or(0.0, |b| b[gi * mg + ch]);
+            let bias = self.channel_bias(gi, ch);
             for n in 0..g.n {
                 let at = (n * g.m + gi * mg + ch) * ohw;
                 let out = std::slice::from_raw_parts_mut(dst.at(at), ohw);

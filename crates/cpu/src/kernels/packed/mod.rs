@@ -103,11 +103,6 @@ impl PackedRhs {
         PackedRhs { n, k, data }
     }
 
-    /// Taps per column.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// Column tiles `tiles` (of [`NR`] columns; the last may be partial),
     /// stored at their column offsets in `C`.
     pub fn tiles(&self, tiles: std::ops::Range<usize>) -> Vec<Columns> {
