@@ -2,7 +2,7 @@
 
 use crate::EngineArgs;
 use anyhow::{bail, Context, Result};
-use metal_mps::{f16, BoolByte, DType, Dim, Model, Tensor};
+use metal_mps::{bf16, f16, BoolByte, DType, Dim, Model, Tensor};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +107,8 @@ fn random_tensor(dtype: DType, shape: Vec<usize>, rng: &mut impl Rng) -> Result<
     Ok(match dtype {
         DType::F32 => Tensor::from_vec(shape, (0..n).map(|_| float()).collect())?,
         DType::F16 => Tensor::from_vec(shape, (0..n).map(|_| f16::from_f32(float())).collect())?,
+        DType::BF16 => Tensor::from_vec(shape, (0..n).map(|_| bf16::from_f32(float())).collect())?,
+        DType::F64 => Tensor::from_vec(shape, (0..n).map(|_| float() as f64).collect())?,
         DType::Bool => Tensor::from_vec(
             shape,
             (0..n)
@@ -128,6 +130,9 @@ fn cast_int(t: Tensor, to: DType) -> metal_mps::Result<Tensor> {
         DType::I16 => Tensor::from_vec(shape, v.iter().map(|&x| x as i16).collect()),
         DType::I32 => Tensor::from_vec(shape, v.iter().map(|&x| x as i32).collect()),
         DType::U8 => Tensor::from_vec(shape, v.iter().map(|&x| x as u8).collect()),
+        DType::U16 => Tensor::from_vec(shape, v.iter().map(|&x| x as u16).collect()),
+        DType::U32 => Tensor::from_vec(shape, v.iter().map(|&x| x as u32).collect()),
+        DType::U64 => Tensor::from_vec(shape, v.iter().map(|&x| x as u64).collect()),
         _ => Ok(t),
     }
 }

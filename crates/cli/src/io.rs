@@ -31,6 +31,10 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         "i4" => Tensor::from_vec(shape, npy.into_vec::<i32>()?)?,
         "i8" => Tensor::from_vec(shape, npy.into_vec::<i64>()?)?,
         "u1" => Tensor::from_vec(shape, npy.into_vec::<u8>()?)?,
+        "u2" => Tensor::from_vec(shape, npy.into_vec::<u16>()?)?,
+        "u4" => Tensor::from_vec(shape, npy.into_vec::<u32>()?)?,
+        "u8" => Tensor::from_vec(shape, npy.into_vec::<u64>()?)?,
+        "f8" => Tensor::from_vec(shape, npy.into_vec::<f64>()?)?,
         "b1" => Tensor::from_vec(
             shape,
             npy.into_vec::<bool>()?
@@ -39,7 +43,7 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
                 .collect(),
         )?,
         other => bail!(
-            "numpy dtype '{other}' is not supported (float32, float16, int8/16/32/64, uint8, bool)"
+            "numpy dtype '{other}' is not supported (float16/32/64, int8/16/32/64, uint8/16/32/64, bool)"
         ),
     };
     Ok(t)
@@ -70,6 +74,15 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
         DType::I32 => write_as!(i32, t.as_slice::<i32>()?.iter().copied()),
         DType::I64 => write_as!(i64, t.as_slice::<i64>()?.iter().copied()),
         DType::U8 => write_as!(u8, t.as_slice::<u8>()?.iter().copied()),
+        DType::U16 => write_as!(u16, t.as_slice::<u16>()?.iter().copied()),
+        DType::U32 => write_as!(u32, t.as_slice::<u32>()?.iter().copied()),
+        DType::U64 => write_as!(u64, t.as_slice::<u64>()?.iter().copied()),
+        DType::F64 => write_as!(f64, t.as_slice::<f64>()?.iter().copied()),
+        // numpy has no bfloat16: written as float32, which holds every value exactly.
+        DType::BF16 => write_as!(
+            f32,
+            t.as_slice::<metal_mps::bf16>()?.iter().map(|v| v.to_f32())
+        ),
         DType::Bool => write_as!(bool, t.as_slice::<BoolByte>()?.iter().map(|b| b.0 != 0)),
     }
     Ok(())

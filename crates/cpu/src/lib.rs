@@ -7,11 +7,10 @@
 
 mod exec;
 mod kernels;
-mod out;
 
 pub use exec::CpuPlan;
 pub use kernels::eval_op;
-pub use out::Out;
+pub use metal_mps_ir::Out;
 
 use metal_mps_ir::{passes::Evaluator, Node, Result, Tensor};
 

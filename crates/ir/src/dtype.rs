@@ -1,12 +1,14 @@
 //! Element types a tensor can hold.
 
-use half::f16;
+use half::{bf16, f16};
 use std::fmt;
 
 /// The element types metal_mps computes with.
 ///
-/// FP64 and STRING are deliberately absent: Metal has no FP64, and strings are
-/// not numeric tensors. Models using them are refused when they load.
+/// Every numeric type of ONNX that has a native Rust representation. The GPU
+/// engine computes in F32 and F16 (and the integer types it lists); values of
+/// other types stay on the CPU engine. STRING is absent: models using it are
+/// refused when they load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     F32,
@@ -17,10 +19,15 @@ pub enum DType {
     I64,
     U8,
     Bool,
+    F64,
+    BF16,
+    U16,
+    U32,
+    U64,
 }
 
 impl DType {
-    pub const ALL: [DType; 8] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::I8,
@@ -29,20 +36,45 @@ impl DType {
         DType::I64,
         DType::U8,
         DType::Bool,
+        DType::F64,
+        DType::BF16,
+        DType::U16,
+        DType::U32,
+        DType::U64,
     ];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::I16 => 2,
-            DType::I64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::I64 | DType::U64 | DType::F64 => 8,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
 
+    /// Floating-point types (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16)
+        matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16)
+    }
+
+    /// Signed and unsigned integer types (BOOL excluded).
+    pub fn is_int(self) -> bool {
+        matches!(
+            self,
+            DType::I8
+                | DType::I16
+                | DType::I32
+                | DType::I64
+                | DType::U8
+                | DType::U16
+                | DType::U32
+                | DType::U64
+        )
+    }
+
+    pub fn is_signed_int(self) -> bool {
+        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64)
     }
 
     /// The name ONNX's `TensorProto.DataType` uses (`FLOAT`, `INT64`, ...).
@@ -56,6 +88,65 @@ impl DType {
             DType::I64 => "INT64",
             DType::U8 => "UINT8",
             DType::Bool => "BOOL",
+            DType::F64 => "DOUBLE",
+            DType::BF16 => "BFLOAT16",
+            DType::U16 => "UINT16",
+            DType::U32 => "UINT32",
+            DType::U64 => "UINT64",
+        }
+    }
+
+    /// The code of ONNX's `TensorProto.DataType` enum.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+            DType::F16 => 10,
+            DType::F64 => 11,
+            DType::U32 => 12,
+            DType::U64 => 13,
+            DType::BF16 => 16,
+        }
+    }
+
+    /// The dtype of an ONNX `TensorProto.DataType` code; the error names the
+    /// type when it is one metal_mps does not compute with.
+    pub fn from_onnx_code(code: i64) -> crate::Result<DType> {
+        if let Some(d) = DType::ALL
+            .into_iter()
+            .find(|d| d.onnx_code() as i64 == code)
+        {
+            return Ok(d);
+        }
+        const OTHERS: [(i64, &str); 13] = [
+            (8, "STRING"),
+            (14, "COMPLEX64"),
+            (15, "COMPLEX128"),
+            (17, "FLOAT8E4M3FN"),
+            (18, "FLOAT8E4M3FNUZ"),
+            (19, "FLOAT8E5M2"),
+            (20, "FLOAT8E5M2FNUZ"),
+            (21, "UINT4"),
+            (22, "INT4"),
+            (23, "FLOAT4E2M1"),
+            (24, "FLOAT8E8M0"),
+            (25, "UINT2"),
+            (26, "INT2"),
+        ];
+        match OTHERS.iter().find(|(c, _)| *c == code) {
+            Some((_, name)) => crate::unsupported!(
+                "{name} tensors (supported: {})",
+                DType::ALL.map(DType::onnx_name).join(", ")
+            ),
+            None => Err(crate::Error::InvalidModel(format!(
+                "unknown ONNX data type {code}"
+            ))),
         }
     }
 
@@ -70,6 +161,11 @@ impl DType {
             DType::I64 => "TYPE_INT64",
             DType::U8 => "TYPE_UINT8",
             DType::Bool => "TYPE_BOOL",
+            DType::F64 => "TYPE_FP64",
+            DType::BF16 => "TYPE_BF16",
+            DType::U16 => "TYPE_UINT16",
+            DType::U32 => "TYPE_UINT32",
+            DType::U64 => "TYPE_UINT64",
         }
     }
 
@@ -101,6 +197,14 @@ pub trait Element: bytemuck::Pod + Copy + Send + Sync + PartialOrd + fmt::Debug 
     const DTYPE: DType;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
+    /// Exact for integer types (f64 loses 64-bit values); floats truncate toward zero.
+    fn to_i64(self) -> i64 {
+        self.to_f64() as i64
+    }
+    /// Exact for integer types (wrapping like a C cast); floats from the i64 value.
+    fn from_i64(v: i64) -> Self {
+        Self::from_f64(v as f64)
+    }
     fn zero() -> Self;
     fn one() -> Self;
 }
@@ -122,6 +226,12 @@ macro_rules! int_element {
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+            fn from_i64(v: i64) -> Self {
+                v as $t
+            }
             fn zero() -> Self {
                 0
             }
@@ -136,6 +246,41 @@ int_element!(i16, DType::I16);
 int_element!(i32, DType::I32);
 int_element!(i64, DType::I64);
 int_element!(u8, DType::U8);
+int_element!(u16, DType::U16);
+int_element!(u32, DType::U32);
+int_element!(u64, DType::U64);
+
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn zero() -> Self {
+        0.0
+    }
+    fn one() -> Self {
+        1.0
+    }
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn zero() -> Self {
+        bf16::ZERO
+    }
+    fn one() -> Self {
+        bf16::ONE
+    }
+}
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
@@ -220,6 +365,26 @@ macro_rules! dispatch_dtype {
             }
             $crate::DType::Bool => {
                 type $T = $crate::BoolByte;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::bf16;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
                 $body
             }
         }

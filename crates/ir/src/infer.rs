@@ -6,8 +6,8 @@
 //! run time, so inference is for validation, planning and `info`.
 
 use crate::{
-    broadcast_dims, normalize_axis, BinaryOp, DType, Dim, Error, Graph, Node, Op, Result, Shape,
-    Tensor,
+    broadcast_dims, normalize_axis, BinaryOp, DType, Dim, Error, Fact, Graph, Node, Op, Result,
+    Shape, Tensor,
 };
 
 /// What inference knows of one input.
@@ -75,12 +75,21 @@ fn same_dtype(a: DType, b: DType) -> Result<()> {
     Ok(())
 }
 
-type Out = (DType, Option<Shape>);
-
 /// Output dtypes and shapes of one node.
-pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
-    let x = input(ins, 0)?;
+pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
     let n_out = node.outputs.len();
+    if let Op::Dyn(op) = &node.op {
+        let outs = op.infer(ins, n_out)?;
+        if outs.len() != n_out {
+            return crate::invalid!(
+                "the node has {n_out} outputs, {} gives {}",
+                op.name(),
+                outs.len()
+            );
+        }
+        return Ok(outs);
+    }
+    let x = input(ins, 0)?;
     Ok(match &node.op {
         Op::Binary(op) => {
             let b = input(ins, 1)?;
@@ -482,6 +491,7 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Out>> {
             };
             vec![(x.dtype, shape)]
         }
+        Op::Dyn(_) => unreachable!("handled above"),
     })
 }
 
@@ -526,7 +536,8 @@ pub fn expand_pads(pads: &[i64], axes: &[i64], rank: usize) -> Result<Vec<i64>> 
     Ok(full)
 }
 
-fn broadcast_known(all: &[&Known]) -> Result<Option<Shape>> {
+/// The broadcast of the inputs' shapes; `None` when a rank is unknown.
+pub fn broadcast_known(all: &[&Known]) -> Result<Option<Shape>> {
     let mut acc: Option<Shape> = Some(vec![]);
     for k in all {
         acc = match (acc, k.shape) {

@@ -48,6 +48,32 @@ impl UnaryOp {
         )
     }
 
+    /// The scalar function in f64 (DOUBLE tensors); the same formulas as [`UnaryOp::apply_f32`].
+    pub fn apply_f64(&self, x: f64) -> f64 {
+        match *self {
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Neg => -x,
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha as f64 * x
+                } else {
+                    x
+                }
+            }
+            UnaryOp::HardSigmoid { alpha, beta } => {
+                (alpha as f64 * x + beta as f64).clamp(0.0, 1.0)
+            }
+            UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            UnaryOp::Clamp { min, max } => x.max(min as f64).min(max as f64),
+        }
+    }
+
     /// The scalar function, in f32 (the CPU and GPU engines share its meaning).
     pub fn apply_f32(&self, x: f32) -> f32 {
         match *self {
@@ -281,6 +307,8 @@ pub enum Op {
     Lrn(LrnAttrs),
     /// Inputs: x. Inference: the identity.
     Identity,
+    /// An operator defined in its own module (`metal-mps-ops`).
+    Dyn(crate::DynOp),
 }
 
 impl Op {
@@ -321,6 +349,7 @@ impl Op {
             Op::Pad { .. } => "Pad".into(),
             Op::Lrn(_) => "LRN".into(),
             Op::Identity => "Identity".into(),
+            Op::Dyn(d) => d.name().to_string(),
         }
     }
 

@@ -231,16 +231,16 @@ impl Tensor {
 
     /// The values as i64, for shape-like inputs (axes, pads, shapes, indices).
     pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
-        match self.dtype {
-            DType::I64 => self.to_vec::<i64>(),
-            DType::I32 => Ok(self.as_slice::<i32>()?.iter().map(|&v| v as i64).collect()),
-            DType::I16 => Ok(self.as_slice::<i16>()?.iter().map(|&v| v as i64).collect()),
-            DType::I8 => Ok(self.as_slice::<i8>()?.iter().map(|&v| v as i64).collect()),
-            DType::U8 => Ok(self.as_slice::<u8>()?.iter().map(|&v| v as i64).collect()),
-            other => Err(Error::Invalid(format!(
-                "expected an integer tensor, got {other}"
-            ))),
+        if !self.dtype.is_int() {
+            return Err(Error::Invalid(format!(
+                "expected an integer tensor, got {}",
+                self.dtype
+            )));
         }
+        Ok(crate::dispatch_dtype!(self.dtype, T => {
+            let s: &[T] = bytemuck::cast_slice(self.storage.as_bytes());
+            s.iter().map(|v| v.to_i64()).collect()
+        }))
     }
 
     /// The values as f64, when the tensor holds one element (scalars like Clip's bounds).

@@ -1,100 +1,78 @@
-//! Typed access to a node's attributes, with ONNX defaults.
+//! A node's `AttributeProto`s → [`Attributes`].
 
-use crate::proto::{AttributeProto, NodeProto};
-use metal_mps_ir::{Error, Result, Tensor};
+use crate::proto::{attribute_proto::AttributeType, AttributeProto, NodeProto};
+use metal_mps_ir::{Error, Result};
+use metal_mps_ops::{Attribute, Attributes};
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
-/// A node's attributes by name.
-pub struct Attrs<'a> {
-    map: HashMap<&'a str, &'a AttributeProto>,
+/// Decodes every attribute of `node` except subgraphs, which `graph_attr`
+/// turns into graphs; tensors' external data is looked up in `base`.
+pub fn decode(
+    node: &NodeProto,
+    base: Option<&Path>,
+    mut graph_attr: impl FnMut(&AttributeProto) -> Result<Attribute>,
+) -> Result<Attributes> {
+    let mut map = HashMap::new();
+    for a in &node.attribute {
+        let name = a.name.clone().unwrap_or_default();
+        let value = decode_one(a, base, &mut graph_attr)
+            .map_err(|e| Error::InvalidModel(format!("attribute '{name}': {e}")))?;
+        map.insert(name, value);
+    }
+    Ok(Attributes::new(map))
 }
 
-impl<'a> Attrs<'a> {
-    pub fn new(node: &'a NodeProto) -> Attrs<'a> {
-        Attrs {
-            map: node
-                .attribute
-                .iter()
-                .map(|a| (a.name.as_deref().unwrap_or(""), a))
-                .collect(),
+fn decode_one(
+    a: &AttributeProto,
+    base: Option<&Path>,
+    graph_attr: &mut impl FnMut(&AttributeProto) -> Result<Attribute>,
+) -> Result<Attribute> {
+    // Old writers leave `type` unset; the filled field tells the kind then.
+    let kind = a
+        .r#type
+        .and_then(|t| AttributeType::try_from(t).ok())
+        .filter(|t| *t != AttributeType::Undefined)
+        .unwrap_or(if a.f.is_some() {
+            AttributeType::Float
+        } else if a.i.is_some() {
+            AttributeType::Int
+        } else if a.s.is_some() {
+            AttributeType::String
+        } else if a.t.is_some() {
+            AttributeType::Tensor
+        } else if a.g.is_some() {
+            AttributeType::Graph
+        } else if !a.floats.is_empty() {
+            AttributeType::Floats
+        } else if !a.ints.is_empty() {
+            AttributeType::Ints
+        } else if !a.strings.is_empty() {
+            AttributeType::Strings
+        } else if !a.tensors.is_empty() {
+            AttributeType::Tensors
+        } else {
+            AttributeType::Ints
+        });
+    let missing = || Error::InvalidModel("the value its type names is missing".into());
+    Ok(match kind {
+        AttributeType::Int => Attribute::Int(a.i.ok_or_else(missing)?),
+        AttributeType::Float => Attribute::Float(a.f.ok_or_else(missing)?),
+        AttributeType::String => Attribute::String(a.s.clone().ok_or_else(missing)?),
+        AttributeType::Ints => Attribute::Ints(a.ints.clone()),
+        AttributeType::Floats => Attribute::Floats(a.floats.clone()),
+        AttributeType::Strings => Attribute::Strings(a.strings.clone()),
+        AttributeType::Tensor => {
+            let t = a.t.as_ref().ok_or_else(missing)?;
+            Attribute::Tensor(Arc::new(crate::tensor::tensor_from_proto(t, base)?))
         }
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
-    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
-        Ok(self.opt_int(name)?.unwrap_or(default))
-    }
-
-    pub fn opt_int(&self, name: &str) -> Result<Option<i64>> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(a) => a.i.map(Some).ok_or_else(|| wrong(name, "an int")),
+        AttributeType::Graph | AttributeType::Graphs => graph_attr(a)?,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "attributes of type {}",
+                other.as_str_name()
+            )))
         }
-    }
-
-    pub fn float(&self, name: &str, default: f32) -> Result<f32> {
-        match self.map.get(name) {
-            None => Ok(default),
-            Some(a) => a.f.ok_or_else(|| wrong(name, "a float")),
-        }
-    }
-
-    pub fn opt_float(&self, name: &str) -> Result<Option<f32>> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(a) => a.f.map(Some).ok_or_else(|| wrong(name, "a float")),
-        }
-    }
-
-    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
-        Ok(self.map.get(name).map(|a| a.ints.clone()))
-    }
-
-    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>> {
-        Ok(self.map.get(name).map(|a| a.floats.clone()))
-    }
-
-    pub fn string(&self, name: &str) -> Result<Option<String>> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(a) => {
-                let s = a.s.as_ref().ok_or_else(|| wrong(name, "a string"))?;
-                Ok(Some(String::from_utf8_lossy(s).into_owned()))
-            }
-        }
-    }
-
-    pub fn tensor(&self, name: &str, base: Option<&std::path::Path>) -> Result<Option<Tensor>> {
-        match self.map.get(name) {
-            None => Ok(None),
-            Some(a) => {
-                let t = a.t.as_ref().ok_or_else(|| wrong(name, "a tensor"))?;
-                crate::tensor::tensor_from_proto(t, base).map(Some)
-            }
-        }
-    }
-
-    /// Non-negative ints as sizes.
-    pub fn sizes(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        self.ints(name)?
-            .map(|v| {
-                v.into_iter()
-                    .map(|x| {
-                        usize::try_from(x).map_err(|_| {
-                            Error::InvalidModel(format!(
-                                "attribute '{name}' has negative value {x}"
-                            ))
-                        })
-                    })
-                    .collect()
-            })
-            .transpose()
-    }
-}
-
-fn wrong(name: &str, what: &str) -> Error {
-    Error::InvalidModel(format!("attribute '{name}' must be {what}"))
+    })
 }

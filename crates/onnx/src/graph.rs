@@ -1,12 +1,11 @@
 //! ModelProto → Graph: values, constants, nodes, then inference.
 
-use crate::attrs::Attrs;
-use crate::ops::{self, NodeCtx};
 use crate::proto::{
     tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, ValueInfoProto,
 };
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use metal_mps_ir::{infer, Dim, Error, Graph, Node, Op, Result, Tensor, ValueId};
+use metal_mps_ops::{normalize_domain, Attributes, BuildCx};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +14,7 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct ImportedModel {
     pub graph: Graph,
-    /// The default-domain opset the model was written for.
+    /// The default-domain opset the model was written for (0: it imports only other domains).
     pub opset: i64,
     pub producer: String,
 }
@@ -38,6 +37,7 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
         ))
     })?;
     let opset = default_opset(&model)?;
+    let opsets = domain_opsets(&model);
     let proto = model
         .graph
         .as_ref()
@@ -50,7 +50,7 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
     let mut b = Builder {
         g: Graph::default(),
         names: HashMap::new(),
-        opset,
+        opsets,
         base_dir,
     };
     for init in &proto.initializer {
@@ -98,15 +98,22 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
     })
 }
 
+/// The default domain's opset; 0 for a model that imports only other
+/// domains (an `ai.onnx.ml` pipeline, say).
 fn default_opset(model: &ModelProto) -> Result<i64> {
-    let opset = model
+    if model.opset_import.is_empty() {
+        return Err(Error::InvalidModel(
+            "the model imports no opset (is this an ONNX model?)".into(),
+        ));
+    }
+    let Some(opset) = model
         .opset_import
         .iter()
         .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
-        .and_then(|o| o.version)
-        .ok_or_else(|| {
-            Error::InvalidModel("the model imports no opset of the default ONNX domain".into())
-        })?;
+        .map(|o| o.version.unwrap_or(1))
+    else {
+        return Ok(0);
+    };
     if !(crate::MIN_OPSET..=crate::MAX_OPSET).contains(&opset) {
         return Err(Error::Unsupported(format!(
             "opset {opset} (supported: {} to {})",
@@ -115,6 +122,20 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
         )));
     }
     Ok(opset)
+}
+
+/// The opset the model imports for each domain (`""` for the default one).
+fn domain_opsets(model: &ModelProto) -> HashMap<String, i64> {
+    model
+        .opset_import
+        .iter()
+        .map(|o| {
+            (
+                normalize_domain(o.domain.as_deref().unwrap_or("")).to_string(),
+                o.version.unwrap_or(1),
+            )
+        })
+        .collect()
 }
 
 /// Dtype and shape of a graph input or output.
@@ -187,7 +208,8 @@ fn topological<'a>(
 struct Builder<'p> {
     g: Graph,
     names: HashMap<String, ValueId>,
-    opset: i64,
+    /// Opset per domain.
+    opsets: HashMap<String, i64>,
     base_dir: Option<&'p Path>,
 }
 
@@ -199,43 +221,41 @@ impl Builder<'_> {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{op_type}_{}", self.g.nodes.len()));
+        let domain = normalize_domain(p.domain.as_deref().unwrap_or(""));
+        let opset = self.opsets.get(domain).copied();
         let ident = Node {
             name: name.clone(),
             op: Op::Identity,
             onnx_op: op_type.clone(),
-            opset: self.opset,
+            opset: opset.unwrap_or(0),
             inputs: vec![],
             outputs: vec![],
         };
-        let domain = p.domain.as_deref().unwrap_or("");
-        if !matches!(domain, "" | "ai.onnx") {
-            return Err(ident.error(Error::Unsupported(format!(
-                "operators of domain '{domain}'"
+        let Some(opset) = opset else {
+            return Err(ident.error(Error::InvalidModel(format!(
+                "the model imports no opset of domain '{domain}'"
             ))));
-        }
-        if op_type == "Constant" {
-            let t = constant_value(p, self.base_dir).map_err(|e| ident.error(e))?;
+        };
+        let attrs = crate::attrs::decode(p, self.base_dir, |_| {
+            Err(Error::Unsupported("subgraph attributes".into()))
+        })
+        .map_err(|e| ident.error(e))?;
+        if op_type == "Constant" && domain.is_empty() {
+            let t = constant_value(&attrs).map_err(|e| ident.error(e))?;
             let out = p.output.first().cloned().unwrap_or_default();
             let id = self.g.add_constant(out.clone(), t);
             self.names.insert(out, id);
             return Ok(());
         }
-        let ctx = NodeCtx {
+        let cx = BuildCx {
             op_type: &op_type,
-            attrs: Attrs::new(p),
-            opset: self.opset,
+            domain,
+            opset,
+            attrs: &attrs,
             num_inputs: p.input.len(),
             num_outputs: p.output.len(),
         };
-        let op = match ops::build(&ctx) {
-            Some(op) => op.map_err(|e| ident.error(e))?,
-            None => {
-                return Err(ident.error(Error::Unsupported(format!(
-                    "operator '{op_type}' is not implemented (supported: Constant, {})",
-                    ops::SUPPORTED.join(", ")
-                ))))
-            }
-        };
+        let op = metal_mps_ops::build(&cx).map_err(|e| ident.error(e))?;
         let inputs = p
             .input
             .iter()
@@ -266,7 +286,7 @@ impl Builder<'_> {
             name,
             op,
             onnx_op: op_type,
-            opset: self.opset,
+            opset,
             inputs,
             outputs,
         });
@@ -275,10 +295,9 @@ impl Builder<'_> {
 }
 
 /// The tensor of a `Constant` node, from whichever value attribute it carries.
-fn constant_value(p: &NodeProto, base: Option<&Path>) -> Result<Tensor> {
-    let a = Attrs::new(p);
-    if let Some(t) = a.tensor("value", base)? {
-        return Ok(t);
+fn constant_value(a: &Attributes) -> Result<Tensor> {
+    if let Some(t) = a.tensor("value")? {
+        return Ok((*t).clone());
     }
     if let Some(f) = a.opt_float("value_float")? {
         return Ok(Tensor::scalar(f));

@@ -1,13 +1,12 @@
 //! The ONNX importer: `model.onnx` bytes → [`metal_mps_ir::Graph`].
 //!
 //! Parsing uses prost over code generated from `onnx.proto` (checked in under
-//! `proto/`, so no `protoc` is needed). Each ONNX op family has a small builder
-//! module under `ops/` that turns a node's attributes, under the model's opset,
-//! into one IR [`metal_mps_ir::Op`].
+//! `proto/`, so no `protoc` is needed). Each node's attributes are decoded and
+//! handed, with the opset of its domain, to its builder in the operator table
+//! of `metal-mps-ops`.
 
 mod attrs;
 mod graph;
-mod ops;
 pub mod proto;
 mod tensor;
 

@@ -1,41 +1,14 @@
 //! `TensorProto` → [`Tensor`], including external data files.
 
-use crate::proto::{tensor_proto::DataType, TensorProto};
+use crate::proto::TensorProto;
 use metal_mps_ir::{checked_bytes, DType, Error, Result, Tensor};
 use prost::Message;
 use std::path::Path;
 
-/// Maps an ONNX element type to ours; FP64, strings and the rest are refused
-/// with a message saying why.
+/// Maps an ONNX element type to ours; types we do not compute with are
+/// refused with a message naming them.
 pub fn dtype_from_onnx(code: i32) -> Result<DType> {
-    let dt = DataType::try_from(code)
-        .map_err(|_| Error::InvalidModel(format!("unknown ONNX data type {code}")))?;
-    Ok(match dt {
-        DataType::Float => DType::F32,
-        DataType::Float16 => DType::F16,
-        DataType::Int8 => DType::I8,
-        DataType::Int16 => DType::I16,
-        DataType::Int32 => DType::I32,
-        DataType::Int64 => DType::I64,
-        DataType::Uint8 => DType::U8,
-        DataType::Bool => DType::Bool,
-        DataType::Double => {
-            return Err(Error::Unsupported(
-                "DOUBLE (FP64) tensors: Metal GPUs have no FP64; convert the model to FLOAT".into(),
-            ))
-        }
-        DataType::String => {
-            return Err(Error::Unsupported(
-                "STRING tensors: only numeric tensors are supported".into(),
-            ))
-        }
-        other => {
-            return Err(Error::Unsupported(format!(
-                "{} tensors (supported: FLOAT, FLOAT16, INT8, INT16, INT32, INT64, UINT8, BOOL)",
-                other.as_str_name()
-            )))
-        }
-    })
+    DType::from_onnx_code(code.into())
 }
 
 /// Parses a serialized `TensorProto` (the `.pb` files of ONNX test cases).
@@ -85,9 +58,13 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     }
     match dtype {
         DType::F32 => Tensor::from_slice(shape, &p.float_data),
+        DType::F64 => Tensor::from_slice(shape, &p.double_data),
         DType::I64 => Tensor::from_slice(shape, &p.int64_data),
+        DType::U64 => Tensor::from_slice(shape, &p.uint64_data),
+        DType::U32 => Tensor::from_vec(shape, p.uint64_data.iter().map(|&v| v as u32).collect()),
         DType::I32 => Tensor::from_slice(shape, &p.int32_data),
         DType::I16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i16).collect()),
+        DType::U16 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as u16).collect()),
         DType::I8 => Tensor::from_vec(shape, p.int32_data.iter().map(|&v| v as i8).collect()),
         DType::U8 | DType::Bool => Tensor::from_bytes(
             dtype,
@@ -101,6 +78,13 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
                 .map(|&v| metal_mps_ir::f16::from_bits(v as u16))
                 .collect(),
         ),
+        DType::BF16 => Tensor::from_vec(
+            shape,
+            p.int32_data
+                .iter()
+                .map(|&v| metal_mps_ir::bf16::from_bits(v as u16))
+                .collect(),
+        ),
     }
 }
 
@@ -111,7 +95,9 @@ fn available_bytes(p: &TensorProto, dtype: DType) -> usize {
     }
     let n = match dtype {
         DType::F32 => p.float_data.len(),
+        DType::F64 => p.double_data.len(),
         DType::I64 => p.int64_data.len(),
+        DType::U32 | DType::U64 => p.uint64_data.len(),
         _ => p.int32_data.len(),
     };
     n.saturating_mul(dtype.size())

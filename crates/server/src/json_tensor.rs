@@ -1,7 +1,7 @@
 //! Tensor data as JSON numbers and booleans (KServe-v2's `data` field).
 
 use crate::error::{ServerError, ServerResult};
-use metal_mps::{f16, BoolByte, DType, Tensor};
+use metal_mps::{bf16, f16, BoolByte, DType, Tensor};
 use serde_json::Value;
 
 /// Builds a tensor of `dtype` and `shape` from JSON `data`: a flat or nested
@@ -77,6 +77,36 @@ pub fn tensor_from_json(
                 .map(|v| int(v, 0, u8::MAX.into()).map(|x| x as u8))
                 .collect::<ServerResult<Vec<_>>>()?,
         ),
+        DType::U16 => Tensor::from_vec(
+            shape,
+            flat.iter()
+                .map(|v| int(v, 0, u16::MAX.into()).map(|x| x as u16))
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
+        DType::U32 => Tensor::from_vec(
+            shape,
+            flat.iter()
+                .map(|v| int(v, 0, u32::MAX.into()).map(|x| x as u32))
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
+        DType::U64 => Tensor::from_vec(
+            shape,
+            flat.iter()
+                .map(|v| v.as_u64().ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
+        DType::F64 => Tensor::from_vec(
+            shape,
+            flat.iter()
+                .map(|v| v.as_f64().ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
+        DType::BF16 => Tensor::from_vec(
+            shape,
+            flat.iter()
+                .map(|v| v.as_f64().map(bf16::from_f64).ok_or_else(|| bad(v)))
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
         DType::Bool => Tensor::from_vec(
             shape,
             flat.iter()
@@ -106,10 +136,15 @@ pub fn tensor_to_json(t: &Tensor) -> Value {
             .chunks_exact(8)
             .map(|c| Value::from(i64::from_le_bytes(c.try_into().expect("8 bytes"))))
             .collect(),
-        DType::I8 | DType::I16 | DType::I32 | DType::U8 => {
+        DType::U64 => t
+            .as_bytes()
+            .chunks_exact(8)
+            .map(|c| Value::from(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            .collect(),
+        DType::I8 | DType::I16 | DType::I32 | DType::U8 | DType::U16 | DType::U32 => {
             values.iter().map(|&v| Value::from(v as i64)).collect()
         }
-        DType::F32 | DType::F16 => values
+        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => values
             .iter()
             .map(|&v| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
             .collect(),

@@ -74,9 +74,31 @@ pub fn tensor_from_contents(
             let v: Vec<BoolByte> = c.bool_contents.iter().map(|&b| BoolByte(b as u8)).collect();
             Tensor::from_vec(shape, v)
         }
-        DType::F16 => {
+        DType::U16 => {
+            count(c.uint_contents.len(), "uint_contents")?;
+            let v = c
+                .uint_contents
+                .iter()
+                .map(|&x| u16::try_from(x).map_err(|_| range(x.into())))
+                .collect::<ServerResult<Vec<_>>>()?;
+            Tensor::from_vec(shape, v)
+        }
+        DType::U32 => {
+            count(c.uint_contents.len(), "uint_contents")?;
+            Tensor::from_slice(shape, &c.uint_contents)
+        }
+        DType::U64 => {
+            count(c.uint64_contents.len(), "uint64_contents")?;
+            Tensor::from_slice(shape, &c.uint64_contents)
+        }
+        DType::F64 => {
+            count(c.fp64_contents.len(), "fp64_contents")?;
+            Tensor::from_slice(shape, &c.fp64_contents)
+        }
+        DType::F16 | DType::BF16 => {
             return Err(ServerError::invalid_arg(format!(
-                "input '{name}': FP16 has no typed contents; send it in raw_input_contents"
+                "input '{name}': {} has no typed contents; send it in raw_input_contents",
+                dtype.kserve_name()
             )))
         }
     };

@@ -19,6 +19,11 @@ pub fn triton_dtype(d: DType) -> ffi::TRITONSERVER_DataType {
         DType::I64 => ffi::TRITONSERVER_TYPE_INT64,
         DType::U8 => ffi::TRITONSERVER_TYPE_UINT8,
         DType::Bool => ffi::TRITONSERVER_TYPE_BOOL,
+        DType::F64 => ffi::TRITONSERVER_TYPE_FP64,
+        DType::BF16 => ffi::TRITONSERVER_TYPE_BF16,
+        DType::U16 => ffi::TRITONSERVER_TYPE_UINT16,
+        DType::U32 => ffi::TRITONSERVER_TYPE_UINT32,
+        DType::U64 => ffi::TRITONSERVER_TYPE_UINT64,
     }
 }
 

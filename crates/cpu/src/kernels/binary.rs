@@ -1,7 +1,7 @@
 //! Elementwise binary ops with ONNX (numpy) multidirectional broadcasting.
 
 use crate::Out;
-use metal_mps_ir::{broadcast_shapes, f16, BinaryOp, DType, Element, Error, Result, Tensor};
+use metal_mps_ir::{bf16, broadcast_shapes, f16, BinaryOp, DType, Element, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// Arithmetic of one dtype. Integer ops wrap on overflow and give 0 on
@@ -28,6 +28,24 @@ impl Arith for f16 {
     }
 }
 
+impl Arith for bf16 {
+    fn apply(op: BinaryOp, a: bf16, b: bf16) -> bf16 {
+        bf16::from_f32(f32::apply(op, a.to_f32(), b.to_f32()))
+    }
+}
+
+impl Arith for f64 {
+    fn apply(op: BinaryOp, a: f64, b: f64) -> f64 {
+        match op {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
+        }
+    }
+}
+
 macro_rules! int_arith {
     ($($t:ty),*) => {$(
         impl Arith for $t {
@@ -43,7 +61,7 @@ macro_rules! int_arith {
         }
     )*};
 }
-int_arith!(i8, i16, i32, i64, u8);
+int_arith!(i8, i16, i32, i64, u8, u16, u32, u64);
 
 /// Below this many output elements, work stays on the calling thread.
 const PAR_MIN: usize = 1 << 15;
@@ -77,6 +95,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Out) -> Result<Ten
         DType::I32 => apply::<i32>(op, a, b, &mut y)?,
         DType::I64 => apply::<i64>(op, a, b, &mut y)?,
         DType::U8 => apply::<u8>(op, a, b, &mut y)?,
+        DType::U16 => apply::<u16>(op, a, b, &mut y)?,
+        DType::U32 => apply::<u32>(op, a, b, &mut y)?,
+        DType::U64 => apply::<u64>(op, a, b, &mut y)?,
+        DType::F64 => apply::<f64>(op, a, b, &mut y)?,
+        DType::BF16 => apply::<bf16>(op, a, b, &mut y)?,
         DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
     }
     Ok(y)

@@ -22,11 +22,13 @@ pub fn cast(x: &Tensor, to: DType, out: &mut Out) -> Result<Tensor> {
 }
 
 fn convert<S: Element, D: Element>(v: S) -> D {
-    // i64 → i64-like paths go through f64, exact up to 2^53; integer-to-integer
-    // casts of larger magnitudes are rare in CNN graphs (shape arithmetic stays small).
     match D::DTYPE {
         DType::Bool => D::from_f64(if v.to_f64() != 0.0 { 1.0 } else { 0.0 }),
         DType::F16 => D::from_f64(f16::from_f64(v.to_f64()).to_f64()),
+        // Integer to integer wraps like a C cast, exactly for 64-bit values.
+        d if d.is_int() && (S::DTYPE.is_int() || S::DTYPE == DType::Bool) => {
+            D::from_i64(v.to_i64())
+        }
         _ => D::from_f64(v.to_f64()),
     }
 }

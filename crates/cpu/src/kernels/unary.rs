@@ -1,7 +1,7 @@
 //! Elementwise unary ops (activations) and Clip.
 
 use crate::Out;
-use metal_mps_ir::{f16, DType, Element, Result, Tensor, UnaryOp};
+use metal_mps_ir::{bf16, f16, DType, Element, Result, Tensor, UnaryOp};
 use rayon::prelude::*;
 
 const PAR_MIN: usize = 1 << 15;
@@ -29,6 +29,15 @@ pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
         DType::I32 => int_unary::<i32>(op, x, &mut y)?,
         DType::I64 => int_unary::<i64>(op, x, &mut y)?,
         DType::U8 => int_unary::<u8>(op, x, &mut y)?,
+        DType::U16 => int_unary::<u16>(op, x, &mut y)?,
+        DType::U32 => int_unary::<u32>(op, x, &mut y)?,
+        DType::U64 => int_unary::<u64>(op, x, &mut y)?,
+        DType::F64 => map(x.as_slice::<f64>()?, y.as_slice_mut::<f64>()?, |v| {
+            op.apply_f64(v)
+        }),
+        DType::BF16 => map(x.as_slice::<bf16>()?, y.as_slice_mut::<bf16>()?, |v| {
+            bf16::from_f32(op.apply_f32(v.to_f32()))
+        }),
         DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
     }
     Ok(y)

@@ -1,7 +1,7 @@
-use super::NodeCtx;
+use crate::BuildCx;
 use metal_mps_ir::{AutoPad, ConvAttrs, Error, LrnAttrs, Op, PoolAttrs, PoolKind, Result, Window};
 
-fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window> {
+fn window(ctx: &BuildCx, kernel: Vec<usize>) -> Result<Window> {
     let a = &ctx.attrs;
     let auto_pad = match a.string("auto_pad")?.as_deref().unwrap_or("NOTSET") {
         "NOTSET" | "" => AutoPad::NotSet,
@@ -29,7 +29,7 @@ fn window(ctx: &NodeCtx, kernel: Vec<usize>) -> Result<Window> {
     })
 }
 
-pub fn conv(ctx: &NodeCtx) -> Result<Op> {
+pub fn conv(ctx: &BuildCx) -> Result<Op> {
     let kernel = ctx.attrs.sizes("kernel_shape")?.unwrap_or_default();
     Ok(Op::Conv(ConvAttrs {
         window: window(ctx, kernel)?,
@@ -39,7 +39,7 @@ pub fn conv(ctx: &NodeCtx) -> Result<Op> {
     }))
 }
 
-pub fn pool(ctx: &NodeCtx) -> Result<Op> {
+pub fn pool(ctx: &BuildCx) -> Result<Op> {
     let kernel = ctx
         .attrs
         .sizes("kernel_shape")?
@@ -62,7 +62,7 @@ pub fn pool(ctx: &NodeCtx) -> Result<Op> {
     }))
 }
 
-pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
+pub fn batch_norm(ctx: &BuildCx) -> Result<Op> {
     if ctx.attrs.int("spatial", 1)? != 1 {
         return Err(Error::Unsupported(
             "BatchNormalization with spatial=0 (opset < 9)".into(),
@@ -79,13 +79,13 @@ pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
 }
 
 /// Softmax before opset 13 normalizes over the input seen as 2-D; from 13 over one axis.
-pub fn softmax(ctx: &NodeCtx) -> Result<Op> {
+pub fn softmax(ctx: &BuildCx) -> Result<Op> {
     let legacy = ctx.opset < 13;
     let axis = ctx.attrs.int("axis", if legacy { 1 } else { -1 })?;
     Ok(Op::Softmax { axis, legacy })
 }
 
-pub fn lrn(ctx: &NodeCtx) -> Result<Op> {
+pub fn lrn(ctx: &BuildCx) -> Result<Op> {
     let a = &ctx.attrs;
     let size = a
         .opt_int("size")?

@@ -1,7 +1,7 @@
-use super::NodeCtx;
+use crate::BuildCx;
 use metal_mps_ir::{BinaryOp, Error, Op, Result, UnaryOp};
 
-pub fn binary(ctx: &NodeCtx) -> Result<Op> {
+pub fn binary(ctx: &BuildCx) -> Result<Op> {
     // Opset 6's `broadcast=1` without `axis` aligns trailing dims, as numpy does.
     if ctx.opset < 7 && ctx.attrs.has("axis") {
         return Err(Error::Unsupported(
@@ -17,7 +17,7 @@ pub fn binary(ctx: &NodeCtx) -> Result<Op> {
     }))
 }
 
-pub fn unary(ctx: &NodeCtx) -> Result<Op> {
+pub fn unary(ctx: &BuildCx) -> Result<Op> {
     let a = &ctx.attrs;
     Ok(Op::Unary(match ctx.op_type {
         "Relu" => UnaryOp::Relu,
@@ -40,7 +40,7 @@ pub fn unary(ctx: &NodeCtx) -> Result<Op> {
 }
 
 /// Clip: bounds are attributes before opset 11, optional inputs from 11 on.
-pub fn clip(ctx: &NodeCtx) -> Result<Op> {
+pub fn clip(ctx: &BuildCx) -> Result<Op> {
     if ctx.opset < 11 {
         let min = ctx.attrs.float("min", f32::MIN)?;
         let max = ctx.attrs.float("max", f32::MAX)?;
@@ -50,7 +50,7 @@ pub fn clip(ctx: &NodeCtx) -> Result<Op> {
 }
 
 /// Dropout at inference is the identity; its mask output (if wanted) is all true.
-pub fn dropout(ctx: &NodeCtx) -> Result<Op> {
+pub fn dropout(ctx: &BuildCx) -> Result<Op> {
     if ctx.num_inputs >= 3 {
         return Err(Error::Unsupported(
             "Dropout with a training_mode input (inference only)".into(),
@@ -59,7 +59,7 @@ pub fn dropout(ctx: &NodeCtx) -> Result<Op> {
     Ok(Op::Identity)
 }
 
-pub fn cast(ctx: &NodeCtx) -> Result<Op> {
+pub fn cast(ctx: &BuildCx) -> Result<Op> {
     if ctx.attrs.int("saturate", 1)? != 1 {
         return Err(Error::Unsupported(
             "Cast with saturate=0 (float8 only)".into(),
@@ -70,6 +70,6 @@ pub fn cast(ctx: &NodeCtx) -> Result<Op> {
         .opt_int("to")?
         .ok_or_else(|| Error::InvalidModel("Cast needs the 'to' attribute".into()))?;
     Ok(Op::Cast {
-        to: crate::tensor::dtype_from_onnx(to as i32)?,
+        to: metal_mps_ir::DType::from_onnx_code(to)?,
     })
 }

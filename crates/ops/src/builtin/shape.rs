@@ -1,7 +1,7 @@
-use super::NodeCtx;
+use crate::BuildCx;
 use metal_mps_ir::{Error, Op, Result};
 
-pub fn reshape(ctx: &NodeCtx) -> Result<Op> {
+pub fn reshape(ctx: &BuildCx) -> Result<Op> {
     if ctx.opset < 5 {
         return Err(Error::Unsupported(
             "Reshape with a 'shape' attribute (opset < 5)".into(),
@@ -12,12 +12,12 @@ pub fn reshape(ctx: &NodeCtx) -> Result<Op> {
     })
 }
 
-pub fn transpose(ctx: &NodeCtx) -> Result<Op> {
+pub fn transpose(ctx: &BuildCx) -> Result<Op> {
     let perm = ctx.attrs.sizes("perm")?.unwrap_or_default();
     Ok(Op::Transpose { perm })
 }
 
-pub fn concat(ctx: &NodeCtx) -> Result<Op> {
+pub fn concat(ctx: &BuildCx) -> Result<Op> {
     let axis = ctx
         .attrs
         .opt_int("axis")?
@@ -27,7 +27,7 @@ pub fn concat(ctx: &NodeCtx) -> Result<Op> {
 
 /// Split: sizes as an attribute before opset 13, as an input from 13, and
 /// `num_outputs` from 18.
-pub fn split(ctx: &NodeCtx) -> Result<Op> {
+pub fn split(ctx: &BuildCx) -> Result<Op> {
     let axis = ctx.attrs.int("axis", 0)?;
     let sizes = if ctx.opset < 13 {
         ctx.attrs.ints("split")?.filter(|s| !s.is_empty())
@@ -58,14 +58,14 @@ pub fn split(ctx: &NodeCtx) -> Result<Op> {
     })
 }
 
-pub fn flatten(ctx: &NodeCtx) -> Result<Op> {
+pub fn flatten(ctx: &BuildCx) -> Result<Op> {
     Ok(Op::Flatten {
         axis: ctx.attrs.int("axis", 1)?,
     })
 }
 
 /// Squeeze/Unsqueeze take axes as an attribute before opset 13, as an input from 13.
-pub fn squeeze(ctx: &NodeCtx) -> Result<Op> {
+pub fn squeeze(ctx: &BuildCx) -> Result<Op> {
     let axes = if ctx.opset < 13 {
         ctx.attrs.ints("axes")?
     } else {
@@ -74,7 +74,7 @@ pub fn squeeze(ctx: &NodeCtx) -> Result<Op> {
     Ok(Op::Squeeze { axes })
 }
 
-pub fn unsqueeze(ctx: &NodeCtx) -> Result<Op> {
+pub fn unsqueeze(ctx: &BuildCx) -> Result<Op> {
     let axes =
         if ctx.opset < 13 {
             Some(ctx.attrs.ints("axes")?.ok_or_else(|| {
@@ -91,14 +91,14 @@ pub fn unsqueeze(ctx: &NodeCtx) -> Result<Op> {
     Ok(Op::Unsqueeze { axes })
 }
 
-pub fn shape(ctx: &NodeCtx) -> Result<Op> {
+pub fn shape(ctx: &BuildCx) -> Result<Op> {
     Ok(Op::Shape {
         start: ctx.attrs.int("start", 0)?,
         end: ctx.attrs.opt_int("end")?,
     })
 }
 
-pub fn gather(ctx: &NodeCtx) -> Result<Op> {
+pub fn gather(ctx: &BuildCx) -> Result<Op> {
     Ok(Op::Gather {
         axis: ctx.attrs.int("axis", 0)?,
     })
@@ -106,7 +106,7 @@ pub fn gather(ctx: &NodeCtx) -> Result<Op> {
 
 /// Pad: pads and value are attributes before opset 11, inputs from 11. Only
 /// the constant mode is supported.
-pub fn pad(ctx: &NodeCtx) -> Result<Op> {
+pub fn pad(ctx: &BuildCx) -> Result<Op> {
     let mode = ctx
         .attrs
         .string("mode")?

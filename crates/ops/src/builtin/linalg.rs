@@ -1,7 +1,7 @@
-use super::NodeCtx;
+use crate::BuildCx;
 use metal_mps_ir::{GemmAttrs, Op, Result};
 
-pub fn gemm(ctx: &NodeCtx) -> Result<Op> {
+pub fn gemm(ctx: &BuildCx) -> Result<Op> {
     let a = &ctx.attrs;
     Ok(Op::Gemm(GemmAttrs {
         alpha: a.float("alpha", 1.0)?,

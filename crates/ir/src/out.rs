@@ -1,4 +1,4 @@
-use metal_mps_ir::{DType, Result, Storage, Tensor};
+use crate::{DType, Result, Storage, Tensor};
 
 /// Where a kernel gets its output buffers: the storage of the plan's slots
 /// (reused from earlier steps and runs), or fresh allocations.
@@ -33,7 +33,7 @@ impl Out {
     pub fn copy_of(&mut self, i: usize, src: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
         let mut t = self.tensor(i, src.dtype(), shape)?;
         if t.as_bytes().len() != src.as_bytes().len() {
-            return metal_mps_ir::invalid!(
+            return crate::invalid!(
                 "cannot view {:?} as {:?}: element counts differ",
                 src.shape(),
                 t.shape()

@@ -1,8 +1,8 @@
-use super::NodeCtx;
+use crate::BuildCx;
 use metal_mps_ir::{Op, ReduceOp, Result};
 
 /// ReduceSum takes axes as an input from opset 13, the others from opset 18.
-pub fn reduce(ctx: &NodeCtx) -> Result<Op> {
+pub fn reduce(ctx: &BuildCx) -> Result<Op> {
     let op = match ctx.op_type {
         "ReduceMean" => ReduceOp::Mean,
         "ReduceSum" => ReduceOp::Sum,

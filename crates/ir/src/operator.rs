@@ -1,0 +1,72 @@
+//! The contract of an operator that lives in its own module (`metal-mps-ops`).
+//!
+//! Built-in fast paths (Conv, MatMul, the elementwise chains) are variants of
+//! [`crate::Op`]; every other operator implements [`Operator`] and sits in the
+//! graph as [`crate::Op::Dyn`]. An operator knows its output types and shapes
+//! ([`Operator::infer`]) and computes itself on the CPU ([`Operator::eval`]),
+//! which is also how the constant folder and the GPU engine's fallback run it.
+
+use crate::infer::Known;
+use crate::{DType, Graph, Out, Result, Shape, Tensor};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// What inference learns of one output: its dtype and, when known, its shape.
+pub type Fact = (DType, Option<Shape>);
+
+/// One operator with its attributes already parsed for its opset.
+pub trait Operator: Any + fmt::Debug + Send + Sync {
+    /// The ONNX op type (for messages, `info` and op counts).
+    fn name(&self) -> &str;
+
+    /// Output dtypes and shapes from what is known of the inputs (`None`: an
+    /// omitted optional input). `n_out` is the node's output count. A dimension
+    /// that depends on input data is [`crate::Dim::Unknown`].
+    fn infer(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<Fact>>;
+
+    /// Computes the outputs (all `n_out` of them) from concrete inputs, taking
+    /// output buffers from `out`.
+    fn eval(&self, inputs: &[Option<&Tensor>], n_out: usize, out: &mut Out) -> Result<Vec<Tensor>>;
+
+    /// Subgraphs this operator runs (If branches, Loop and Scan bodies).
+    fn subgraphs(&self) -> Vec<&Graph> {
+        Vec::new()
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// An [`Operator`] in the graph: shared, compared by identity.
+#[derive(Clone)]
+pub struct DynOp(pub Arc<dyn Operator>);
+
+impl DynOp {
+    pub fn new(op: impl Operator) -> DynOp {
+        DynOp(Arc::new(op))
+    }
+
+    /// The operator as its concrete type, if it is one.
+    pub fn downcast<T: Operator>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref::<T>()
+    }
+}
+
+impl std::ops::Deref for DynOp {
+    type Target = dyn Operator;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for DynOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for DynOp {
+    fn eq(&self, other: &DynOp) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
