@@ -137,7 +137,31 @@ impl GpuRunner {
                 lock(&g.free).push(inst);
             }
         }
+        if runner.ctx.pool.config().verbose {
+            runner.report_cpu_nodes();
+        }
         Ok(runner)
+    }
+
+    /// `MPS_VERBOSE=1`: names every node the plan leaves to the CPU engine (for
+    /// the declared input shapes, symbolic dims taken as 1).
+    fn report_cpu_nodes(&self) {
+        let engines = self.node_engines();
+        let on_cpu: Vec<&(String, &str)> = engines.iter().filter(|(_, e)| *e == "cpu").collect();
+        eprintln!(
+            "[metal_mps gpu] {} of {} nodes run on the GPU, {} on the CPU",
+            engines.len() - on_cpu.len(),
+            engines.len(),
+            on_cpu.len()
+        );
+        for (node, (name, _)) in self.graph.nodes.iter().zip(&engines) {
+            if on_cpu.iter().any(|(n, _)| n == name) {
+                eprintln!(
+                    "[metal_mps gpu] CPU fallback: node '{name}' ({})",
+                    node.op.name()
+                );
+            }
+        }
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
