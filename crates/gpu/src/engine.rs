@@ -11,12 +11,13 @@
 use crate::context::GpuContext;
 use crate::ops::{self, Binding, Prepared};
 use crate::options::GpuOptions;
-use crate::plan::{specialize, DevHome, GpuPlan, OutSrc, Step};
+use crate::plan::{specialize_prefix, DevHome, GpuPlan, OutSrc, Step};
+use crate::split::Split;
 use crate::pool::{BufferClass, PoolStats, PooledBuffer};
 use crate::transfer::{self, Download};
 use metal_mps_ir::{f16, fixed_shape, DType, Dim, Error, Graph, Result, Tensor, ValueId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// A weight on the device.
 struct Weight {
@@ -44,8 +45,8 @@ struct GpuSpec {
 
 enum Spec {
     Gpu(Box<GpuSpec>),
-    /// Shapes depend on data: the whole model runs on the CPU for these inputs.
-    Cpu(String),
+    /// Shapes depend on data from a node on: cut there (see [`Split`]).
+    Split(Box<Split>),
 }
 
 /// Compiled plans by input shapes, least recently used first.
@@ -59,7 +60,6 @@ pub struct GpuRunner {
     specs: Mutex<Specs>,
     weights: Mutex<HashMap<(usize, DType), Arc<Weight>>>,
     dummy: wgpu::Buffer,
-    cpu: OnceLock<metal_mps_cpu::CpuPlan>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,7 +124,6 @@ impl GpuRunner {
             specs: Mutex::new(Vec::new()),
             weights: Mutex::new(HashMap::new()),
             dummy,
-            cpu: OnceLock::new(),
         };
         let fixed: Option<Vec<Vec<usize>>> = graph
             .inputs
@@ -206,15 +205,15 @@ impl GpuRunner {
         }
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let spec = self.spec(&shapes)?;
-        let Spec::Gpu(g) = &*spec else {
-            let outs = self
-                .cpu
-                .get_or_init(|| metal_mps_cpu::CpuPlan::new(self.graph.clone()))
-                .run(inputs)?;
-            return Ok(Pending {
-                ready: outs.into_iter().map(Some).collect(),
-                inflight: None,
-            });
+        let g = match &*spec {
+            Spec::Gpu(g) => g,
+            Spec::Split(split) => {
+                let outs = split.run(inputs)?;
+                return Ok(Pending {
+                    ready: outs.into_iter().map(Some).collect(),
+                    inflight: None,
+                });
+            }
         };
         let inst = match lock(&g.free).pop() {
             Some(i) => i,
@@ -268,13 +267,18 @@ impl GpuRunner {
                 self.spec(&shapes).ok()
             }
         };
+        let split = match spec.as_deref() {
+            Some(Spec::Split(s)) => s.node_engines().into_iter().collect(),
+            _ => HashMap::new(),
+        };
         self.graph
             .nodes
             .iter()
             .map(|n| {
                 let engine = match spec.as_deref() {
                     Some(Spec::Gpu(g)) => g.plan.node_engine.get(&n.name).copied().unwrap_or("cpu"),
-                    _ => "cpu",
+                    Some(Spec::Split(_)) => split.get(&n.name).copied().unwrap_or("cpu"),
+                    None => "cpu",
                 };
                 (n.name.clone(), engine)
             })
@@ -326,8 +330,8 @@ impl GpuRunner {
                 return Ok(spec);
             }
         }
-        let spec = Arc::new(match specialize(&self.graph, shapes) {
-            Ok(g) => {
+        let spec = Arc::new(match specialize_prefix(&self.graph, shapes)? {
+            (g, None) => {
                 let plan = GpuPlan::build(g, &self.ctx, &self.opts)?;
                 let weights = self.upload_weights(&plan)?;
                 Spec::Gpu(Box::new(GpuSpec {
@@ -336,14 +340,17 @@ impl GpuRunner {
                     free: Mutex::new(Vec::new()),
                 }))
             }
-            Err(Error::Unsupported(why)) => Spec::Cpu(why),
-            Err(e) => return Err(e),
-        });
-        if let Spec::Cpu(why) = &*spec {
-            if self.ctx.pool.config().verbose {
-                eprintln!("[metal_mps gpu] running on the CPU for input shapes {shapes:?}: {why}");
+            (g, Some((at, why))) => {
+                if self.ctx.pool.config().verbose {
+                    eprintln!(
+                        "[metal_mps gpu] input shapes {shapes:?}: node '{}' runs on the CPU and the \
+                         plan continues from the shapes it produces: {why}",
+                        g.nodes[at].name
+                    );
+                }
+                Spec::Split(Box::new(Split::new(g, at, &self.opts)?))
             }
-        }
+        });
         let mut specs = lock(&self.specs);
         if let Some(i) = specs.iter().position(|(s, _)| s.as_slice() == shapes) {
             return Ok(specs[i].1.clone());

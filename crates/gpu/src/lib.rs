@@ -7,7 +7,9 @@
 //!   by source, entry point and override constants;
 //! - [`ops`]: one launcher per kernel;
 //! - [`GpuRunner`]: a model prepared for the GPU; nodes the GPU does not run go to
-//!   the CPU engine through explicit transfers.
+//!   the CPU engine through explicit transfers; a model whose shapes depend on data
+//!   is cut at the node that decides them (`split`), which runs on the CPU, and
+//!   continues on the GPU with the shapes it produced.
 
 pub mod context;
 mod engine;
@@ -16,6 +18,7 @@ pub mod ops;
 pub mod options;
 pub mod pipeline_cache;
 mod plan;
+mod split;
 pub mod pool;
 pub mod transfer;
 

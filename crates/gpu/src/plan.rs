@@ -1,6 +1,6 @@
 //! The GPU plan of a graph whose input shapes are fixed.
 //!
-//! Built once per set of input shapes ([`specialize`] then [`GpuPlan::build`]):
+//! Built once per set of input shapes ([`specialize_prefix`] then [`GpuPlan::build`]):
 //! 1. every node is lowered to GPU ops (fusing epilogues and elementwise
 //!    chains) or kept for the CPU engine;
 //! 2. explicit transfer steps are placed where a value crosses engines;
@@ -55,8 +55,14 @@ pub enum OutSrc {
 }
 
 /// Fixes the input shapes of `graph`, infers every shape and folds what became
-/// constant (shape computations). Fails when a shape depends on data.
-pub fn specialize(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Graph> {
+/// constant (shape computations). When a shape depends on data, the index of
+/// the first node whose outputs' shapes (or whose parts, for Split) are only
+/// known once it has run comes back with the reason; the nodes before it have
+/// fixed shapes.
+pub fn specialize_prefix(
+    graph: &Graph,
+    input_shapes: &[Vec<usize>],
+) -> Result<(Graph, Option<(usize, String)>)> {
     let mut g = graph.clone();
     if input_shapes.len() != g.inputs.len() {
         return Err(Error::InvalidInput(format!(
@@ -78,27 +84,22 @@ pub fn specialize(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Graph> {
     }
     infer::infer_graph(&mut g)?;
     passes::remove_dead_nodes(&mut g);
-    for node in &g.nodes {
+    for (n, node) in g.nodes.iter().enumerate() {
         // Split sizes given as a computed tensor: the parts' shapes depend on data.
         if let (Op::Split { sizes: None, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) {
             if g.values[*s].constant.is_none() {
-                return Err(Error::Unsupported(format!(
-                    "the split sizes of node '{}' are computed at run time",
-                    node.name
-                )));
+                return Ok((g, Some((n, "the split sizes are computed at run time".into()))));
             }
         }
         for &o in &node.outputs {
             let v = &g.values[o];
             if v.shape.as_deref().and_then(fixed_shape).is_none() {
-                return Err(Error::Unsupported(format!(
-                    "the shape of '{}' (node '{}') depends on data; the GPU engine needs shapes known from the input shapes",
-                    v.name, node.name
-                )));
+                let why = format!("the shape of '{}' depends on data", v.name);
+                return Ok((g, Some((n, why))));
             }
         }
     }
-    Ok(g)
+    Ok((g, None))
 }
 
 /// A specialized graph compiled for the GPU.

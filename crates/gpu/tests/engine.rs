@@ -290,6 +290,54 @@ fn unsupported_ops_fall_back_to_the_cpu() {
     assert_eq!(engine_of("_Sqrt"), Some("gpu"));
 }
 
+/// A shape decided by data (Split sizes fed at run time): the split runs on the
+/// CPU and the nodes after it on the GPU, specialized for the sizes of each run.
+#[test]
+fn data_dependent_shapes_cut_the_plan() {
+    if !gpu() {
+        return;
+    }
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, vec![Dim::Fixed(6)]);
+    let sizes = b.input("sizes", DType::I64, vec![Dim::Fixed(2)]);
+    let neg_x = b.one(Op::Unary(UnaryOp::Neg), &[x]);
+    let parts = b.node(
+        Op::Split {
+            axis: 0,
+            sizes: None,
+            num_outputs: 2,
+        },
+        &[Some(neg_x), Some(sizes)],
+        2,
+    );
+    let relu = b.one(Op::Unary(UnaryOp::Relu), &[parts[0]]);
+    let exp = b.one(Op::Unary(UnaryOp::Exp), &[parts[1]]);
+    let g = b.finish(&[relu, exp]);
+    let runner = GpuRunner::new(&g, &GpuOptions::default()).unwrap();
+    let xs: Vec<f32> = vec![-2.0, 1.0, -0.5, 3.0, 0.25, -1.0];
+    let xt = Tensor::from_vec(vec![6], xs.clone()).unwrap();
+    for split in [[2i64, 4], [5, 1], [2, 4]] {
+        let st = Tensor::from_vec(vec![2], split.to_vec()).unwrap();
+        let outs = runner.run(&[&xt, &st]).unwrap();
+        let k = split[0] as usize;
+        let want_relu: Vec<f32> = xs[..k].iter().map(|v| (-v).max(0.0)).collect();
+        let want_exp: Vec<f32> = xs[k..].iter().map(|v| (-v).exp()).collect();
+        assert_eq!(outs[0].shape(), &[k]);
+        assert_eq!(outs[0].to_vec::<f32>().unwrap(), want_relu);
+        let got = outs[1].to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want_exp.len());
+        for (a, b) in got.iter().zip(&want_exp) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+        }
+    }
+    let e = engines(&runner);
+    let engine_of = |op: &str| e.iter().find(|(n, _)| n.ends_with(op)).map(|x| x.1);
+    assert_eq!(engine_of("_Neg"), Some("gpu"));
+    assert_eq!(engine_of("_Split"), Some("cpu"));
+    assert_eq!(engine_of("_Relu"), Some("gpu"));
+    assert_eq!(engine_of("_Exp"), Some("gpu"));
+}
+
 /// INT64 stays 64-bit: on the GPU with SHADER_INT64, else on the CPU.
 #[test]
 fn int64_is_never_truncated() {
