@@ -5,8 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+step() { printf '\n=== %s ===\n' "$*"; }
+
+# The Python test requirements go into .venv, as scripts/serve.sh does: this command works on a
+# fresh clone by itself (system packages: see .ci/run, which installs them on Debian).
+step "python venv (.venv): test requirements"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt \
+    -r tests/server/requirements.txt -r tests/triton/requirements.txt
 PY=.venv/bin/python
-[ -x "$PY" ] || PY=python3
 BIN=${METAL_MPS_BIN:-target/release/metal-mps}
 export METAL_MPS_BIN=$BIN
 # Mesa (lavapipe) wants a private runtime dir; one 0700 temp dir for every step.
@@ -16,7 +23,6 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     export XDG_RUNTIME_DIR
     trap 'rm -rf "$XDG_RUNTIME_DIR"' EXIT
 fi
-step() { printf '\n=== %s ===\n' "$*"; }
 
 step "cargo build --release --workspace"
 cargo build --release --workspace
