@@ -126,3 +126,35 @@ pub fn lookup(domain: &str, name: &str, opset: i64) -> Result<&'static OpDef> {
 pub fn build(cx: &BuildCx) -> Result<Op> {
     (lookup(cx.domain, cx.op_type, cx.opset)?.build)(cx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_do_not_overlap() {
+        let mut seen = std::collections::HashSet::new();
+        for d in all() {
+            assert!(
+                seen.insert((d.domain, d.name, d.since)),
+                "two rows for {}:{} from opset {}",
+                d.domain,
+                d.name,
+                d.since
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_takes_the_newest_row_at_or_below_the_opset() {
+        assert_eq!(lookup("", "Add", 7).unwrap().name, "Add");
+        assert_eq!(lookup("ai.onnx", "HardSwish", 14).unwrap().since, 14);
+        let below = lookup("", "HardSwish", 13).err().unwrap().to_string();
+        assert!(below.contains("opset 13") && below.contains("from opset 14"), "{below}");
+        let unknown = lookup("com.example", "Frobnicate", 1).err().unwrap().to_string();
+        assert!(
+            unknown.contains("'Frobnicate'") && unknown.contains("'com.example'"),
+            "{unknown}"
+        );
+    }
+}
