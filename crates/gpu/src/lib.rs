@@ -18,8 +18,8 @@ pub mod ops;
 pub mod options;
 pub mod pipeline_cache;
 mod plan;
-mod split;
 pub mod pool;
+mod split;
 pub mod transfer;
 
 pub use context::{

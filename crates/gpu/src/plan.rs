@@ -88,7 +88,10 @@ pub fn specialize_prefix(
         // Split sizes given as a computed tensor: the parts' shapes depend on data.
         if let (Op::Split { sizes: None, .. }, Some(Some(s))) = (&node.op, node.inputs.get(1)) {
             if g.values[*s].constant.is_none() {
-                return Ok((g, Some((n, "the split sizes are computed at run time".into()))));
+                return Ok((
+                    g,
+                    Some((n, "the split sizes are computed at run time".into())),
+                ));
             }
         }
         for &o in &node.outputs {

@@ -36,8 +36,10 @@ impl Split {
             .filter(|v| read_later.contains(v))
             .copied()
             .collect();
-        let produced_after: BTreeSet<ValueId> =
-            after.iter().flat_map(|n| n.outputs.iter().copied()).collect();
+        let produced_after: BTreeSet<ValueId> = after
+            .iter()
+            .flat_map(|n| n.outputs.iter().copied())
+            .collect();
         let mut tail_reads: BTreeSet<ValueId> = graph
             .outputs
             .iter()
@@ -68,7 +70,11 @@ impl Split {
         let head = if head_outputs.is_empty() {
             None
         } else {
-            let g = sub(before, graph.inputs.clone(), dedup(head_outputs.into_iter()));
+            let g = sub(
+                before,
+                graph.inputs.clone(),
+                dedup(head_outputs.into_iter()),
+            );
             let outputs = g.outputs.clone();
             Some((GpuRunner::new(&g, opts)?, outputs))
         };
@@ -90,7 +96,12 @@ impl Split {
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         let g = &self.graph;
         let mut env: HashMap<ValueId, Tensor> = HashMap::new();
-        let fed: HashMap<ValueId, &Tensor> = g.inputs.iter().copied().zip(inputs.iter().copied()).collect();
+        let fed: HashMap<ValueId, &Tensor> = g
+            .inputs
+            .iter()
+            .copied()
+            .zip(inputs.iter().copied())
+            .collect();
         if let Some((runner, outputs)) = &self.head {
             for (&v, t) in outputs.iter().zip(runner.run(inputs)?) {
                 env.insert(v, t);
@@ -142,7 +153,12 @@ impl Split {
         self.graph
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), engines.get(&n.name).copied().unwrap_or("cpu")))
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    engines.get(&n.name).copied().unwrap_or("cpu"),
+                )
+            })
             .collect()
     }
 }

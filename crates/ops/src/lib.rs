@@ -17,6 +17,7 @@ pub mod control;
 pub mod elementwise;
 pub mod index;
 pub mod math;
+pub mod nn;
 pub mod quant;
 pub mod spatial;
 pub mod tensor;
@@ -79,6 +80,7 @@ const FAMILIES: &[&[OpDef]] = &[
     tensor::OPS,
     index::OPS,
     math::OPS,
+    nn::OPS,
     spatial::OPS,
     attention::OPS,
     control::OPS,
@@ -150,8 +152,14 @@ mod tests {
         assert_eq!(lookup("", "Add", 7).unwrap().name, "Add");
         assert_eq!(lookup("ai.onnx", "HardSwish", 14).unwrap().since, 14);
         let below = lookup("", "HardSwish", 13).err().unwrap().to_string();
-        assert!(below.contains("opset 13") && below.contains("from opset 14"), "{below}");
-        let unknown = lookup("com.example", "Frobnicate", 1).err().unwrap().to_string();
+        assert!(
+            below.contains("opset 13") && below.contains("from opset 14"),
+            "{below}"
+        );
+        let unknown = lookup("com.example", "Frobnicate", 1)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             unknown.contains("'Frobnicate'") && unknown.contains("'com.example'"),
             "{unknown}"

@@ -49,16 +49,6 @@ pub fn clip(ctx: &BuildCx) -> Result<Op> {
     Ok(Op::Clip)
 }
 
-/// Dropout at inference is the identity; its mask output (if wanted) is all true.
-pub fn dropout(ctx: &BuildCx) -> Result<Op> {
-    if ctx.num_inputs >= 3 {
-        return Err(Error::Unsupported(
-            "Dropout with a training_mode input (inference only)".into(),
-        ));
-    }
-    Ok(Op::Identity)
-}
-
 pub fn cast(ctx: &BuildCx) -> Result<Op> {
     if ctx.attrs.int("saturate", 1)? != 1 {
         return Err(Error::Unsupported(

@@ -31,7 +31,6 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("Clip", 1, elementwise::clip),
     onnx("Sum", 1, |_| Ok(Op::Sum)),
     onnx("Identity", 1, |_| Ok(Op::Identity)),
-    onnx("Dropout", 1, elementwise::dropout),
     onnx("Cast", 1, elementwise::cast),
     onnx("Conv", 1, nn::conv),
     onnx("MaxPool", 1, nn::pool),
@@ -40,7 +39,6 @@ pub(crate) const OPS: &[OpDef] = &[
         Ok(Op::GlobalPool(PoolKind::Average))
     }),
     onnx("GlobalMaxPool", 1, |_| Ok(Op::GlobalPool(PoolKind::Max))),
-    onnx("BatchNormalization", 1, nn::batch_norm),
     onnx("Softmax", 1, nn::softmax),
     onnx("LRN", 1, nn::lrn),
     onnx("MatMul", 1, |_| {

@@ -62,22 +62,6 @@ pub fn pool(ctx: &BuildCx) -> Result<Op> {
     }))
 }
 
-pub fn batch_norm(ctx: &BuildCx) -> Result<Op> {
-    if ctx.attrs.int("spatial", 1)? != 1 {
-        return Err(Error::Unsupported(
-            "BatchNormalization with spatial=0 (opset < 9)".into(),
-        ));
-    }
-    if ctx.attrs.int("training_mode", 0)? != 0 || ctx.num_outputs > 1 {
-        return Err(Error::Unsupported(
-            "BatchNormalization in training mode (inference only)".into(),
-        ));
-    }
-    Ok(Op::BatchNorm {
-        epsilon: ctx.attrs.float("epsilon", 1e-5)?,
-    })
-}
-
 /// Softmax before opset 13 normalizes over the input seen as 2-D; from 13 over one axis.
 pub fn softmax(ctx: &BuildCx) -> Result<Op> {
     let legacy = ctx.opset < 13;

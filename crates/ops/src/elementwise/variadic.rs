@@ -42,8 +42,8 @@ fn fold<T: Element>(kind: Kind, all: &[&Tensor], out: &mut Out) -> Result<Tensor
             } else {
                 match kind {
                     // NaN wins, as in numpy's minimum/maximum.
-                    Kind::Min if v < *o || v != v => v,
-                    Kind::Max if v > *o || v != v => v,
+                    Kind::Min if v < *o || v.to_f64().is_nan() => v,
+                    Kind::Max if v > *o || v.to_f64().is_nan() => v,
                     Kind::Mean => T::from_f64(o.to_f64() + v.to_f64()),
                     _ => *o,
                 }
