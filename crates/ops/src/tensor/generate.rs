@@ -243,7 +243,6 @@ impl Operator for ConstantOfShape {
             ),
             None => match s.shape {
                 Some([Dim::Fixed(n)]) => Some(vec![Dim::Unknown; *n]),
-                Some([]) => Some(vec![Dim::Unknown]),
                 _ => None,
             },
         };

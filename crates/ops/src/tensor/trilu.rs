@@ -89,17 +89,17 @@ impl Operator for Trilu {
     }
 }
 
+/// Indices in [-depth, 0) count from the end at every opset: OneHot-11
+/// defines it, and onnxruntime and the ONNX reference do it for OneHot-9 too.
+/// Non-integer indices and depth are truncated to integers.
 #[derive(Debug)]
 struct OneHot {
     axis: i64,
-    /// Opset 11+: indices in [-depth, 0) count from the end.
-    negative: bool,
 }
 
 pub fn build_one_hot(cx: &BuildCx) -> Result<Op> {
     Ok(Op::Dyn(DynOp::new(OneHot {
         axis: cx.attrs.int("axis", -1)?,
-        negative: cx.opset >= 11,
     })))
 }
 
@@ -190,7 +190,7 @@ impl Operator for OneHot {
             let ys = y.as_slice_mut::<T>()?;
             ys.fill(off);
             for (p, &i) in ids.iter().enumerate() {
-                let i = if i < 0 && self.negative { i + d } else { i };
+                let i = if i < 0 { i + d } else { i };
                 if (0..d).contains(&i) {
                     let (o, n) = (p / inner.max(1), p % inner.max(1));
                     ys[(o * depth + i as usize) * inner + n] = on;
