@@ -60,5 +60,4 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("Unsqueeze", 1, shape::unsqueeze),
     onnx("Shape", 1, shape::shape),
     onnx("Gather", 1, shape::gather),
-    onnx("Pad", 1, shape::pad),
 ];

@@ -103,31 +103,3 @@ pub fn gather(ctx: &BuildCx) -> Result<Op> {
         axis: ctx.attrs.int("axis", 0)?,
     })
 }
-
-/// Pad: pads and value are attributes before opset 11, inputs from 11. Only
-/// the constant mode is supported.
-pub fn pad(ctx: &BuildCx) -> Result<Op> {
-    let mode = ctx
-        .attrs
-        .string("mode")?
-        .unwrap_or_else(|| "constant".into());
-    if mode != "constant" {
-        return Err(Error::Unsupported(format!(
-            "Pad mode '{mode}' (only 'constant')"
-        )));
-    }
-    if ctx.opset < 11 {
-        let pads = ctx
-            .attrs
-            .ints("pads")?
-            .ok_or_else(|| Error::InvalidModel("Pad needs the 'pads' attribute".into()))?;
-        return Ok(Op::Pad {
-            pads: Some(pads),
-            value: ctx.attrs.float("value", 0.0)?,
-        });
-    }
-    Ok(Op::Pad {
-        pads: None,
-        value: 0.0,
-    })
-}
