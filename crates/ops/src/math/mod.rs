@@ -1,5 +1,37 @@
 //! Reductions, cumulative sums and products, Einsum, Det, LogSoftmax and Hardmax, the loss functions, the training optimizers and the signal operators (DFT, STFT, windows, mel filters).
 
-use crate::OpDef;
+mod einsum;
+mod loss;
+mod optim;
+mod reduce;
+mod scan;
 
-pub(crate) const OPS: &[OpDef] = &[];
+use crate::{onnx, OpDef};
+
+const fn training(name: &'static str, build: crate::Builder) -> OpDef {
+    OpDef {
+        domain: "ai.onnx.preview.training",
+        name,
+        since: 1,
+        build,
+    }
+}
+
+pub(crate) const OPS: &[OpDef] = &[
+    onnx("ReduceL1", 1, reduce::build),
+    onnx("ReduceL2", 1, reduce::build),
+    onnx("ReduceLogSum", 1, reduce::build),
+    onnx("ReduceLogSumExp", 1, reduce::build),
+    onnx("ReduceProd", 1, reduce::build),
+    onnx("ReduceSumSquare", 1, reduce::build),
+    onnx("CumSum", 11, scan::build_cum),
+    onnx("CumProd", 26, scan::build_cum),
+    onnx("LogSoftmax", 1, scan::build_axis_op),
+    onnx("Hardmax", 1, scan::build_axis_op),
+    onnx("Einsum", 12, einsum::build),
+    onnx("SoftmaxCrossEntropyLoss", 12, loss::build),
+    onnx("NegativeLogLikelihoodLoss", 12, loss::build),
+    training("Adagrad", optim::build),
+    training("Adam", optim::build),
+    training("Momentum", optim::build),
+];
