@@ -1,10 +1,12 @@
 //! Reductions, cumulative sums and products, Einsum, Det, LogSoftmax and Hardmax, the loss functions, the training optimizers and the signal operators (DFT, STFT, windows, mel filters).
 
+mod det;
 mod einsum;
 mod loss;
 mod optim;
 mod reduce;
 mod scan;
+mod signal;
 
 use crate::{onnx, OpDef};
 
@@ -29,6 +31,13 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("LogSoftmax", 1, scan::build_axis_op),
     onnx("Hardmax", 1, scan::build_axis_op),
     onnx("Einsum", 12, einsum::build),
+    onnx("Det", 11, det::build),
+    onnx("DFT", 17, signal::build_dft),
+    onnx("STFT", 17, signal::build_stft),
+    onnx("HannWindow", 17, signal::build_window),
+    onnx("HammingWindow", 17, signal::build_window),
+    onnx("BlackmanWindow", 17, signal::build_window),
+    onnx("MelWeightMatrix", 17, signal::build_mel),
     onnx("SoftmaxCrossEntropyLoss", 12, loss::build),
     onnx("NegativeLogLikelihoodLoss", 12, loss::build),
     training("Adagrad", optim::build),
