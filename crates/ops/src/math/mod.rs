@@ -4,6 +4,7 @@ mod det;
 mod einsum;
 mod loss;
 mod optim;
+mod random;
 mod reduce;
 mod scan;
 mod signal;
@@ -40,6 +41,11 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("MelWeightMatrix", 17, signal::build_mel),
     onnx("SoftmaxCrossEntropyLoss", 12, loss::build),
     onnx("NegativeLogLikelihoodLoss", 12, loss::build),
+    onnx("Bernoulli", 15, random::build),
+    onnx("RandomUniform", 1, random::build),
+    onnx("RandomNormal", 1, random::build),
+    onnx("RandomUniformLike", 1, random::build),
+    onnx("RandomNormalLike", 1, random::build),
     training("Adagrad", optim::build),
     training("Adam", optim::build),
     training("Momentum", optim::build),

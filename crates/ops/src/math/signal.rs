@@ -336,16 +336,9 @@ impl Operator for Stft {
                 let start = fr * step;
                 for f in 0..bins {
                     let (mut sr, mut si) = (0.0, 0.0);
-                    for k in 0..flen {
+                    for (k, &wk) in window.iter().enumerate() {
                         let at = (b * len + start + k) * comps;
-                        let (r, i) = (
-                            xv[at] * window[k],
-                            if comps == 2 {
-                                xv[at + 1] * window[k]
-                            } else {
-                                0.0
-                            },
-                        );
+                        let (r, i) = (xv[at] * wk, if comps == 2 { xv[at + 1] * wk } else { 0.0 });
                         let t = (k * f) % flen;
                         let (c, sn) = (cos[t], -sin[t]);
                         sr += r * c - i * sn;
