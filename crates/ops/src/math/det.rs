@@ -100,7 +100,7 @@ mod tests {
     fn determinant_by_hand() {
         // det [[0, 2], [3, 4]] = -6 (needs a row swap).
         assert_eq!(super::determinant(&mut [0.0, 2.0, 3.0, 4.0], 2), -6.0);
-        let mut a = [2.0, 0.0, 1.0, 1.0, 3.0, 2.0, 1.0, 1.0, 1.0];
-        assert!((super::determinant(&mut a, 3) - 1.0).abs() < 1e-12);
+        let mut a = [2.0, 0.0, 1.0, 1.0, 3.0, 2.0, 1.0, 1.0, 2.0];
+        assert!((super::determinant(&mut a, 3) - 6.0).abs() < 1e-12);
     }
 }

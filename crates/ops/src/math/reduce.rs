@@ -250,6 +250,7 @@ fn reduce<T: Element>(r: &Reduce, x: &Tensor, reduced: &[bool], out: &mut Out) -
             *a = match r.kind {
                 Kind::Sum | Kind::Mean => a.wrapping_add(v),
                 Kind::Prod => a.wrapping_mul(v),
+                Kind::L1 if unsigned => a.wrapping_add(v),
                 Kind::L1 => a.wrapping_add(v.wrapping_abs()),
                 Kind::SumSquare => a.wrapping_add(v.wrapping_mul(v)),
                 Kind::Max => {
