@@ -29,6 +29,12 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
     /// output buffers from `out`.
     fn eval(&self, inputs: &[Option<&Tensor>], n_out: usize, out: &mut Out) -> Result<Vec<Tensor>>;
 
+    /// Whether the outputs are a function of the inputs alone. Random operators
+    /// say no: the constant folder then leaves them to run, and draw, every time.
+    fn deterministic(&self) -> bool {
+        true
+    }
+
     /// Subgraphs this operator runs (If branches, Loop and Scan bodies).
     fn subgraphs(&self) -> Vec<&Graph> {
         Vec::new()

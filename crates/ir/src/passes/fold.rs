@@ -36,6 +36,11 @@ fn try_fold(g: &Graph, node: &Node, eval: &dyn Evaluator) -> Result<Option<Vec<T
             return Ok(Some(vec![Tensor::from_vec(vec![dims.len()], dims)?]));
         }
     }
+    if let Op::Dyn(op) = &node.op {
+        if !op.deterministic() {
+            return Ok(None);
+        }
+    }
     let inputs: Option<Vec<Option<&Tensor>>> = node
         .inputs
         .iter()

@@ -144,6 +144,10 @@ impl Operator for Random {
         &self.name
     }
 
+    fn deterministic(&self) -> bool {
+        false
+    }
+
     fn infer(&self, ins: &[Option<Known>], _n_out: usize) -> Result<Vec<Fact>> {
         if let Some(s) = &self.shape {
             let d = self.out_dtype(None)?;

@@ -28,6 +28,10 @@ impl Operator for Dropout {
         "Dropout"
     }
 
+    fn deterministic(&self) -> bool {
+        false
+    }
+
     fn infer(&self, ins: &[Option<Known>], n_out: usize) -> Result<Vec<Fact>> {
         let x = known(ins, 0)?;
         let mut out = vec![like(x, x.dtype)];
