@@ -73,11 +73,19 @@ pub fn auto_pad(op: &str, s: Option<String>) -> Result<AutoPad> {
 }
 
 /// A list attribute of `n` values, or `default` repeated.
-pub fn per_axis(op: &str, name: &str, v: Option<Vec<i64>>, n: usize, default: i64) -> Result<Vec<i64>> {
+pub fn per_axis(
+    op: &str,
+    name: &str,
+    v: Option<Vec<i64>>,
+    n: usize,
+    default: i64,
+) -> Result<Vec<i64>> {
     match v {
         None => Ok(vec![default; n]),
         Some(v) if v.len() == n => Ok(v),
-        Some(v) => metal_mps_ir::invalid!("{op}: '{name}' has {} values for {n} spatial axes", v.len()),
+        Some(v) => {
+            metal_mps_ir::invalid!("{op}: '{name}' has {} values for {n} spatial axes", v.len())
+        }
     }
 }
 
@@ -130,7 +138,9 @@ pub fn pool_geometry(
                 p[a + n] = pads[a + n];
                 let span = x + pads[a] + pads[a + n] - ek;
                 if span < 0 {
-                    return metal_mps_ir::invalid!("{op}: the window is larger than the padded input");
+                    return metal_mps_ir::invalid!(
+                        "{op}: the window is larger than the padded input"
+                    );
                 }
                 if ceil_mode {
                     let mut o = (span + s - 1) / s + 1;

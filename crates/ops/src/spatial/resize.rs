@@ -127,7 +127,10 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
             policy: Policy::Stretch,
         })));
     }
-    let ctm = match a.str_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
+    let ctm = match a
+        .str_or("coordinate_transformation_mode", "half_pixel")?
+        .as_str()
+    {
         "half_pixel" => Ctm::HalfPixel,
         "half_pixel_symmetric" => Ctm::HalfPixelSymmetric,
         "pytorch_half_pixel" => Ctm::PytorchHalfPixel,
@@ -136,7 +139,9 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
         "tf_crop_and_resize" => Ctm::TfCropAndResize,
         "tf_half_pixel_for_nn" if cx.opset < 13 => Ctm::TfHalfPixelForNn,
         other => {
-            return metal_mps_ir::invalid!("Resize: unknown coordinate_transformation_mode '{other}'")
+            return metal_mps_ir::invalid!(
+                "Resize: unknown coordinate_transformation_mode '{other}'"
+            )
         }
     };
     let nearest = match a.str_or("nearest_mode", "round_prefer_floor")?.as_str() {
@@ -150,7 +155,9 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
         "stretch" => Policy::Stretch,
         "not_larger" => Policy::NotLarger,
         "not_smaller" => Policy::NotSmaller,
-        other => return metal_mps_ir::invalid!("Resize: unknown keep_aspect_ratio_policy '{other}'"),
+        other => {
+            return metal_mps_ir::invalid!("Resize: unknown keep_aspect_ratio_policy '{other}'")
+        }
     };
     let antialias = a.flag("antialias", false)?;
     Ok(Op::Dyn(DynOp::new(Resize {
@@ -420,7 +427,11 @@ impl Resize {
                 continue;
             }
             let xf = x.floor();
-            let (base, ratio) = if x == xf { (xf - 1.0, 1.0) } else { (xf, x - xf) };
+            let (base, ratio) = if x == xf {
+                (xf - 1.0, 1.0)
+            } else {
+                (xf, x - xf)
+            };
             let base = base as i64;
             match (self.mode, self.antialias) {
                 (Mode::Nearest, _) => {
@@ -488,7 +499,14 @@ impl Resize {
 }
 
 /// Resizes axis `axis` of `data` (shape `shape`) to `out_w` positions.
-fn along_axis(data: &[f64], shape: &[usize], axis: usize, out_w: usize, t: &Taps, extrapolation: f64) -> Result<Vec<f64>> {
+fn along_axis(
+    data: &[f64],
+    shape: &[usize],
+    axis: usize,
+    out_w: usize,
+    t: &Taps,
+    extrapolation: f64,
+) -> Result<Vec<f64>> {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let in_w = shape[axis];
@@ -560,16 +578,26 @@ impl Operator for Resize {
                 return Ok(vec![(x.dtype, Some(from_fixed(&plan.sizes)))]);
             }
             // Sizes for every axis without a policy: the output shape is the sizes.
-            if let (Some(z), None, Policy::Stretch, Some(r)) = (&sizes, &self.axes, self.policy, rank) {
+            if let (Some(z), None, Policy::Stretch, Some(r)) =
+                (&sizes, &self.axes, self.policy, rank)
+            {
                 if z.len() == r && z.iter().all(|&v| v >= 0) {
-                    return Ok(vec![(x.dtype, Some(z.iter().map(|&v| Dim::Fixed(v as usize)).collect()))]);
+                    return Ok(vec![(
+                        x.dtype,
+                        Some(z.iter().map(|&v| Dim::Fixed(v as usize)).collect()),
+                    )]);
                 }
             }
         }
         Ok(vec![(x.dtype, unknown_dims(rank))])
     }
 
-    fn eval(&self, inputs: &[Option<&Tensor>], _n_out: usize, out: &mut Out) -> Result<Vec<Tensor>> {
+    fn eval(
+        &self,
+        inputs: &[Option<&Tensor>],
+        _n_out: usize,
+        out: &mut Out,
+    ) -> Result<Vec<Tensor>> {
         let x = arg(inputs, 0)?;
         let get = |i: usize| opt(inputs, i).map(f64s);
         let (roi, scales, sizes) = self.sources(&get)?;
