@@ -183,7 +183,9 @@ impl Operator for GridSample {
                     if self.mode == Mode::Nearest {
                         xf = xf.round_ties_even();
                     }
-                    if xf < lo[a] || xf > hi[a] {
+                    // Bicubic pads each tap (as PyTorch and onnxruntime do),
+                    // the other modes the sample position.
+                    if self.mode != Mode::Cubic && (xf < lo[a] || xf > hi[a]) {
                         match self.padding {
                             Padding::Border => xf = xf.clamp(0.0, d - 1.0),
                             Padding::Reflection => xf = reflect(xf, lo[a], hi[a]),

@@ -18,6 +18,9 @@ enum Kind {
     Lp(f64),
 }
 
+/// Output sizes, pads (begins then ends), strides and dilations.
+type Geometry = (Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>);
+
 #[derive(Debug)]
 struct Pool {
     name: &'static str,
@@ -32,7 +35,7 @@ struct Pool {
 
 fn lp_p(cx: &BuildCx) -> Result<f64> {
     let p = cx.attrs.float("p", 2.0)? as f64;
-    if !(p > 0.0) {
+    if p.is_nan() || p <= 0.0 {
         return metal_mps_ir::invalid!("{}: p must be positive, got {p}", cx.op_type);
     }
     Ok(p)
@@ -62,7 +65,7 @@ pub(crate) fn build(cx: &BuildCx) -> Result<Op> {
 }
 
 impl Pool {
-    fn geometry(&self, spatial: &[usize]) -> Result<(Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>)> {
+    fn geometry(&self, spatial: &[usize]) -> Result<Geometry> {
         let n = self.kernel.len();
         if spatial.len() != n {
             return metal_mps_ir::invalid!(

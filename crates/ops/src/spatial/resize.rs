@@ -303,10 +303,7 @@ impl Resize {
     }
 
     /// (roi, scales, sizes) read from input tensors or constants.
-    fn sources(
-        &self,
-        get: &dyn Fn(usize) -> Option<Result<Vec<f64>>>,
-    ) -> Result<(Option<Vec<f64>>, Option<Vec<f64>>, Option<Vec<i64>>)> {
+    fn sources(&self, get: &dyn Fn(usize) -> Option<Result<Vec<f64>>>) -> Result<Inputs> {
         let nonempty = |i: usize| -> Result<Option<Vec<f64>>> {
             match get(i) {
                 None => Ok(None),
@@ -326,6 +323,9 @@ impl Resize {
         })
     }
 }
+
+/// The roi, scales and sizes inputs, each when given.
+type Inputs = (Option<Vec<f64>>, Option<Vec<f64>>, Option<Vec<i64>>);
 
 /// The taps of one output position along one axis: input indices (clamped)
 /// and weights, or `None` for an extrapolated position.
