@@ -61,7 +61,11 @@ impl Operator for Col2Im {
         let image = arg(inputs, 1)?.to_i64_vec()?;
         let block = arg(inputs, 2)?.to_i64_vec()?;
         let nd = image.len();
-        if block.len() != nd || x.rank() != 3 || image.iter().chain(&block).any(|&d| d < 1) {
+        if nd == 0
+            || block.len() != nd
+            || x.rank() != 3
+            || image.iter().chain(&block).any(|&d| d < 1)
+        {
             return metal_mps_ir::invalid!(
                 "{OP}: input {:?}, image_shape {image:?}, block_shape {block:?}",
                 x.shape()
@@ -73,7 +77,8 @@ impl Operator for Col2Im {
         if dil.iter().chain(&strides).any(|&v| v < 1) {
             return metal_mps_ir::invalid!("{OP}: strides and dilations must be positive");
         }
-        let kprod: usize = block.iter().map(|&k| k as usize).product();
+        let bl: Vec<usize> = block.iter().map(|&k| k as usize).collect();
+        let kprod = checked_numel(&bl)?;
         let (n, ck, l) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         if ck % kprod != 0 {
             return metal_mps_ir::invalid!(

@@ -164,14 +164,32 @@ impl Operator for ConvTranspose {
             Some(m) => Dim::Fixed(m * self.group as usize),
             None => Dim::Unknown,
         });
-        let ins_fixed: Option<Vec<usize>> = xs[2..].iter().map(Dim::fixed).collect();
+        // Each spatial output size depends on its own axis alone: unknown
+        // input axes stay unknown.
+        let ins: Vec<Option<usize>> = xs[2..].iter().map(Dim::fixed).collect();
         let k_fixed: Option<Vec<usize>> = ws[2..].iter().map(Dim::fixed).collect();
-        match (ins_fixed, k_fixed) {
-            (Some(i), Some(k)) => {
-                let g = self.geometry(&i, &k)?;
-                shape.extend(g.out.iter().map(|&d| Dim::Fixed(d)));
+        match k_fixed {
+            Some(k) if ins.iter().all(Option::is_some) => {
+                let probe: Vec<usize> = ins.iter().flatten().copied().collect();
+                shape.extend(
+                    self.geometry(&probe, &k)?
+                        .out
+                        .iter()
+                        .map(|&o| Dim::Fixed(o)),
+                );
             }
-            _ => shape.extend(vec![Dim::Unknown; xs.len() - 2]),
+            Some(k) => {
+                // A probe size for the unknown axes (whose results are dropped).
+                let probe: Vec<usize> = ins.iter().map(|d| d.unwrap_or(1 << 16)).collect();
+                match self.geometry(&probe, &k) {
+                    Ok(g) => shape.extend(g.out.iter().zip(&ins).map(|(&o, d)| match d {
+                        Some(_) => Dim::Fixed(o),
+                        None => Dim::Unknown,
+                    })),
+                    Err(_) => shape.extend(vec![Dim::Unknown; xs.len() - 2]),
+                }
+            }
+            None => shape.extend(vec![Dim::Unknown; xs.len() - 2]),
         }
         Ok(vec![(x.dtype, Some(shape))])
     }
@@ -273,7 +291,10 @@ impl Operator for ConvTranspose {
         for a in (0..nsp.saturating_sub(1)).rev() {
             ostr[a] = ostr[a + 1] * geo.out[a + 1];
         }
-        let mut y = vec![0f32; total];
+        let mut y: Vec<f32> = Vec::new();
+        y.try_reserve_exact(total)
+            .map_err(|_| metal_mps_ir::Error::OutOfMemory { bytes: total * 4 })?;
+        y.resize(total, 0.0);
         if hw_out > 0 {
             y.par_chunks_mut(hw_out).enumerate().for_each(|(nm, dst)| {
                 let (ni, mi) = (nm / m, nm % m);

@@ -324,6 +324,47 @@ impl Resize {
     }
 }
 
+impl Resize {
+    /// Output dims of a partly known input shape under the stretch policy.
+    fn partial(
+        &self,
+        shape: &[Dim],
+        scales: Option<&[f64]>,
+        sizes: Option<&[i64]>,
+    ) -> Option<Vec<Dim>> {
+        let r = shape.len();
+        let axes: Vec<usize> = match &self.axes {
+            None => (0..r).collect(),
+            Some(ax) => ax
+                .iter()
+                .map(|&a| crate::support::axis(self.name, a, r).ok())
+                .collect::<Option<_>>()?,
+        };
+        let mut out = shape.to_vec();
+        match (scales, sizes) {
+            (Some(s), None) if s.len() == axes.len() => {
+                for (&d, &sc) in axes.iter().zip(s) {
+                    if sc.is_nan() || sc <= 0.0 || sc.is_infinite() {
+                        return None;
+                    }
+                    out[d] = match shape[d].fixed() {
+                        Some(v) => Dim::Fixed((sc * v as f64).floor() as usize),
+                        None if sc == 1.0 => shape[d].clone(),
+                        None => Dim::Unknown,
+                    };
+                }
+            }
+            (None, Some(z)) if z.len() == axes.len() => {
+                for (&d, &v) in axes.iter().zip(z) {
+                    out[d] = Dim::Fixed(usize::try_from(v).ok()?);
+                }
+            }
+            _ => return None,
+        }
+        Some(out)
+    }
+}
+
 /// The roi, scales and sizes inputs, each when given.
 type Inputs = (Option<Vec<f64>>, Option<Vec<f64>>, Option<Vec<i64>>);
 
@@ -577,15 +618,11 @@ impl Operator for Resize {
                 let plan = self.plan(&shape, roi, scales, sizes)?;
                 return Ok(vec![(x.dtype, Some(from_fixed(&plan.sizes)))]);
             }
-            // Sizes for every axis without a policy: the output shape is the sizes.
-            if let (Some(z), None, Policy::Stretch, Some(r)) =
-                (&sizes, &self.axes, self.policy, rank)
-            {
-                if z.len() == r && z.iter().all(|&v| v >= 0) {
-                    return Ok(vec![(
-                        x.dtype,
-                        Some(z.iter().map(|&v| Dim::Fixed(v as usize)).collect()),
-                    )]);
+            // A partly known input: axes left alone keep their dims (a
+            // symbolic batch, say), stretched axes of known size are computed.
+            if let (Some(shape), Policy::Stretch) = (x.shape, self.policy) {
+                if let Some(dims) = self.partial(shape, scales.as_deref(), sizes.as_deref()) {
+                    return Ok(vec![(x.dtype, Some(dims))]);
                 }
             }
         }

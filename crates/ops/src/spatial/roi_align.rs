@@ -176,8 +176,15 @@ impl Operator for RoiAlign {
                 }
             };
             let (gh, gw) = (grid(rh / ph as f64), grid(rw / pw as f64));
+            let nsamples = [ph, pw, gh, gw]
+                .iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .filter(|&v| v <= 1 << 28)
+                .ok_or_else(|| {
+                    metal_mps_ir::Error::Invalid(format!("{OP}: region {r} needs too many samples"))
+                })?;
             let count = (gh * gw).max(1) as f64;
-            let mut samples = Vec::with_capacity(ph * pw * gh * gw);
+            let mut samples = Vec::with_capacity(nsamples);
             for i in 0..ph {
                 for j in 0..pw {
                     for iy in 0..gh {
