@@ -10,6 +10,7 @@ use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
     checked_numel, fixed_shape, from_fixed, Dim, DynOp, Fact, Op, Operator, Out, Result, Tensor,
 };
+use rayon::prelude::*;
 use std::any::Any;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -556,29 +557,33 @@ fn along_axis(
         .and_then(|v| v.checked_mul(inner))
         .ok_or_else(|| metal_mps_ir::Error::Invalid("Resize: output too large".into()))?;
     let mut y = zeros(total)?;
-    if in_w == 0 {
+    if in_w == 0 || total == 0 {
         return Ok(y);
     }
-    for o in 0..outer {
-        let src = &data[o * in_w * inner..(o + 1) * in_w * inner];
-        let dst = &mut y[o * out_w * inner..(o + 1) * out_w * inner];
+    let plane = |(dst, src): (&mut [f64], &[f64])| {
         for p in 0..out_w {
             let row = &mut dst[p * inner..(p + 1) * inner];
             if t.extrapolated[p] {
                 row.iter_mut().for_each(|v| *v = extrapolation);
                 continue;
             }
-            for k in 0..t.n {
-                let w = t.w[p * t.n + k];
+            let (ws, is) = (&t.w[p * t.n..(p + 1) * t.n], &t.idx[p * t.n..(p + 1) * t.n]);
+            if inner == 1 {
+                row[0] = ws.iter().zip(is).map(|(&w, &i)| w * src[i]).sum();
+                continue;
+            }
+            for (&w, &i) in ws.iter().zip(is) {
                 if w == 0.0 {
                     continue;
                 }
-                let i = t.idx[p * t.n + k];
                 let s = &src[i * inner..(i + 1) * inner];
                 row.iter_mut().zip(s).for_each(|(d, &v)| *d += w * v);
             }
         }
-    }
+    };
+    y.par_chunks_mut(out_w * inner)
+        .zip(data.par_chunks(in_w * inner))
+        .for_each(plane);
     Ok(y)
 }
 
