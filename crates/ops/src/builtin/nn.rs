@@ -44,16 +44,14 @@ pub fn pool(ctx: &BuildCx) -> Result<Op> {
         .attrs
         .sizes("kernel_shape")?
         .ok_or_else(|| Error::InvalidModel("pooling needs the 'kernel_shape' attribute".into()))?;
-    if ctx.attrs.int("storage_order", 0)? != 0 {
-        return Err(Error::Unsupported("MaxPool with storage_order=1".into()));
-    }
     let kind = if ctx.op_type == "MaxPool" {
         PoolKind::Max
     } else {
         PoolKind::Average
     };
-    if kind == PoolKind::Max && ctx.num_outputs > 1 {
-        return Err(Error::Unsupported("MaxPool's Indices output".into()));
+    if kind == PoolKind::Max && (ctx.num_outputs > 1 || ctx.attrs.int("storage_order", 0)? != 0) {
+        // The Indices output (and its storage order): the spatial family's MaxPool.
+        return crate::spatial::pool::build(ctx);
     }
     Ok(Op::Pool(PoolAttrs {
         kind,

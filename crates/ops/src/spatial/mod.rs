@@ -1,5 +1,126 @@
 //! Spatial operators on images and volumes: Resize/Upsample, ConvTranspose, GridSample, AffineGrid, LpPool, MaxUnpool, MaxPool with indices, RoiAlign, MaxRoiPool, Col2Im, DeformConv.
 
-use crate::OpDef;
+mod col2im;
+mod common;
+mod conv_transpose;
+mod grid;
+pub(crate) mod pool;
+mod resize;
+mod roi_align;
 
-pub(crate) const OPS: &[OpDef] = &[];
+use crate::{onnx, OpDef};
+
+pub(crate) const OPS: &[OpDef] = &[
+    onnx("Upsample", 7, resize::build_upsample),
+    onnx("Resize", 10, resize::build),
+    onnx("ConvTranspose", 1, conv_transpose::build),
+    onnx("LpPool", 1, pool::build),
+    onnx("GlobalLpPool", 1, pool::build_global_lp),
+    onnx("MaxUnpool", 9, pool::build_max_unpool),
+    onnx("MaxRoiPool", 1, pool::build_max_roi_pool),
+    onnx("RoiAlign", 10, roi_align::build),
+    onnx("GridSample", 16, grid::build_grid_sample),
+    onnx("AffineGrid", 20, grid::build_affine_grid),
+    onnx("Col2Im", 18, col2im::build_col2im),
+    onnx("DeformConv", 19, col2im::build_deform_conv),
+];
+
+#[cfg(test)]
+mod tests {
+    use crate::{Attribute, Attributes, BuildCx};
+    use metal_mps_ir::{Op, Out, Tensor};
+    use std::collections::HashMap;
+
+    /// Builds `op` at `opset` with `attrs` and runs it on `inputs`.
+    fn run(
+        op: &str,
+        opset: i64,
+        attrs: Vec<(&str, Attribute)>,
+        inputs: &[Option<&Tensor>],
+        n_out: usize,
+    ) -> Vec<Tensor> {
+        let map: HashMap<String, Attribute> =
+            attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let attrs = Attributes::new(map);
+        let cx = BuildCx {
+            op_type: op,
+            domain: "",
+            opset,
+            attrs: &attrs,
+            num_inputs: inputs.len(),
+            num_outputs: n_out,
+        };
+        match crate::build(&cx).unwrap() {
+            Op::Dyn(d) => d.eval(inputs, n_out, &mut Out::fresh()).unwrap(),
+            other => panic!("{op} built as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn conv_transpose_1d_stride_overlaps_taps() {
+        // x = [1, 2], w = [1, 1, 1], stride 2: [1, 1, 1+2, 2, 2].
+        let x = Tensor::from_vec(vec![1, 1, 2], vec![1f32, 2.0]).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 3], vec![1f32, 1.0, 1.0]).unwrap();
+        let y = run(
+            "ConvTranspose",
+            11,
+            vec![("strides", Attribute::Ints(vec![2]))],
+            &[Some(&x), Some(&w)],
+            1,
+        );
+        assert_eq!(y[0].shape(), &[1, 1, 5]);
+        assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![1.0, 1.0, 3.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn max_pool_indices_in_both_storage_orders() {
+        // [[1, 5, 2], [4, 3, 6]], 2x2 windows: maxima 5 at (0, 1) and 6 at (1, 2).
+        let x = Tensor::from_vec(vec![1, 1, 2, 3], vec![1f32, 5.0, 2.0, 4.0, 3.0, 6.0]).unwrap();
+        for (order, want) in [(0, vec![1i64, 5]), (1, vec![2, 5])] {
+            let y = run(
+                "MaxPool",
+                12,
+                vec![
+                    ("kernel_shape", Attribute::Ints(vec![2, 2])),
+                    ("storage_order", Attribute::Int(order)),
+                ],
+                &[Some(&x)],
+                2,
+            );
+            assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![5.0, 6.0]);
+            assert_eq!(y[1].to_vec::<i64>().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn resize_10_nearest_rounds_up_when_downsampling() {
+        // Scale 0.75 of [0, 1, 2, 3]: sources 0, 1.33, 2.67 -> ceil 0, 2, 3.
+        let x = Tensor::from_vec(vec![1, 4], vec![0f32, 1.0, 2.0, 3.0]).unwrap();
+        let s = Tensor::from_vec(vec![2], vec![1f32, 0.75]).unwrap();
+        let y = run("Resize", 10, vec![], &[Some(&x), Some(&s)], 1);
+        assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![0.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn max_unpool_rejects_out_of_range_indices() {
+        let x = Tensor::from_vec(vec![1, 1, 1, 1], vec![1f32]).unwrap();
+        let i = Tensor::from_vec(vec![1, 1, 1, 1], vec![9i64]).unwrap();
+        let attrs = Attributes::new(
+            [("kernel_shape".to_string(), Attribute::Ints(vec![2, 2]))]
+                .into_iter()
+                .collect(),
+        );
+        let cx = BuildCx {
+            op_type: "MaxUnpool",
+            domain: "",
+            opset: 11,
+            attrs: &attrs,
+            num_inputs: 2,
+            num_outputs: 1,
+        };
+        let Op::Dyn(d) = crate::build(&cx).unwrap() else {
+            panic!("MaxUnpool is a Dyn op")
+        };
+        assert!(d.eval(&[Some(&x), Some(&i)], 1, &mut Out::fresh()).is_err());
+    }
+}
