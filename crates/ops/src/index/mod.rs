@@ -1,5 +1,16 @@
 //! Indexing and selection: gathers and scatters, NonZero, Compress, Unique, TopK, ArgMax/ArgMin, NonMaxSuppression; and the ai.onnx.ml operators.
 
-use crate::OpDef;
+mod gather;
+mod scatter;
+mod util;
 
-pub(crate) const OPS: &[OpDef] = &[];
+use crate::{onnx, OpDef};
+
+pub(crate) const OPS: &[OpDef] = &[
+    onnx("GatherElements", 11, gather::build_gather_elements),
+    onnx("GatherND", 11, gather::build_gather_nd),
+    onnx("Scatter", 9, scatter::build_scatter_elements),
+    onnx("ScatterElements", 11, scatter::build_scatter_elements),
+    onnx("ScatterND", 11, scatter::build_scatter_nd),
+    onnx("TensorScatter", 24, scatter::build_tensor_scatter),
+];
