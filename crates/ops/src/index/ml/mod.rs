@@ -101,19 +101,19 @@ pub fn logistic(v: f64) -> f64 {
 }
 
 /// onnxruntime's approximation of the inverse error function (the one its
-/// PROBIT transform uses).
-fn erf_inv(x: f64) -> f64 {
+/// PROBIT transform uses), in single precision as there.
+fn erf_inv(x: f32) -> f32 {
     let sgn = if x < 0.0 { -1.0 } else { 1.0 };
     let x = (1.0 - x) * (1.0 + x);
     let log = x.ln();
-    let v = 2.0 / (3.14159 * 0.147) + 0.5 * log;
-    let v2 = 1.0 / 0.147 * log;
+    let v = 2.0 / (3.14159f32 * 0.147) + 0.5 * log;
+    let v2 = 1.0 / 0.147f32 * log;
     let v3 = -v + (v * v - v2).sqrt();
     sgn * v3.sqrt()
 }
 
 pub fn probit(v: f64) -> f64 {
-    std::f64::consts::SQRT_2 * erf_inv(2.0 * v - 1.0)
+    (1.41421356f32 * erf_inv(2.0 * v as f32 - 1.0)) as f64
 }
 
 pub fn softmax(s: &mut [f64]) {
@@ -160,8 +160,8 @@ pub fn write_scores(mut s: Vec<f64>, pt: PostTransform, add_second_class: i32) -
             return vec![probit(v)];
         }
         return match add_second_class {
+            0..=3 if pt == PostTransform::Logistic => vec![logistic(-v), logistic(v)],
             0 | 1 => vec![1.0 - v, v],
-            2 | 3 if pt == PostTransform::Logistic => vec![logistic(-v), logistic(v)],
             2 | 3 => vec![-v, v],
             _ => vec![v],
         };

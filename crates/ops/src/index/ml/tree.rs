@@ -505,9 +505,13 @@ impl Trees {
                     p[0].0 += base[0];
                 }
             } else if base.len() == 1 {
-                p[0].0 += base[0];
-                if !p[1].1 {
-                    p.pop();
+                // As onnxruntime 1.32: when only the second class has votes,
+                // the single base value is not used.
+                if !(p[1].1 && !p[0].1) {
+                    p[0].0 += base[0];
+                    if !p[1].1 {
+                        p.pop();
+                    }
                 }
             } else if base.is_empty() {
                 add = 3;
