@@ -77,7 +77,13 @@ pub struct NdPlan {
 }
 
 /// Resolves every index tuple of `indices` into a data offset.
-pub fn nd_plan(op: &str, data: &[usize], ishape: &[usize], idx: &[i64], b: usize) -> Result<NdPlan> {
+pub fn nd_plan(
+    op: &str,
+    data: &[usize],
+    ishape: &[usize],
+    idx: &[i64],
+    b: usize,
+) -> Result<NdPlan> {
     let q = ishape.len();
     let r = data.len();
     let Some(&m) = ishape.last() else {
@@ -100,7 +106,7 @@ pub fn nd_plan(op: &str, data: &[usize], ishape: &[usize], idx: &[i64], b: usize
     let n_tuples = checked_numel(&ishape[..q - 1])?;
     let mut offsets = Vec::with_capacity(n_tuples);
     for t in 0..n_tuples {
-        let batch = if tuples_per_batch == 0 { 0 } else { t / tuples_per_batch };
+        let batch = t.checked_div(tuples_per_batch).unwrap_or(0);
         let mut o = batch * per_batch_data;
         for k in 0..m {
             o += wrap(op, idx[t * m + k], data[b + k])? * st[k];

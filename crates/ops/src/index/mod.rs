@@ -5,6 +5,8 @@ mod ml;
 mod nms;
 mod scatter;
 mod select;
+#[cfg(test)]
+mod tests;
 mod topk;
 mod util;
 
@@ -34,7 +36,11 @@ pub(crate) const OPS: &[OpDef] = &[
     ml_row("Normalizer", 1, ml::simple::build_normalizer),
     ml_row("Imputer", 1, ml::simple::build_imputer),
     ml_row("OneHotEncoder", 1, ml::simple::build_one_hot),
-    ml_row("ArrayFeatureExtractor", 1, ml::simple::build_array_feature_extractor),
+    ml_row(
+        "ArrayFeatureExtractor",
+        1,
+        ml::simple::build_array_feature_extractor,
+    ),
     ml_row("FeatureVectorizer", 1, ml::simple::build_feature_vectorizer),
     ml_row("LabelEncoder", 2, ml::simple::build_label_encoder),
 ];

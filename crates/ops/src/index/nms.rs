@@ -27,7 +27,12 @@ fn corners(b: &[f64], center: bool) -> [f64; 4] {
         let (xc, yc, w, h) = (b[0], b[1], b[2], b[3]);
         [yc - h / 2.0, xc - w / 2.0, yc + h / 2.0, xc + w / 2.0]
     } else {
-        [b[0].min(b[2]), b[1].min(b[3]), b[0].max(b[2]), b[1].max(b[3])]
+        [
+            b[0].min(b[2]),
+            b[1].min(b[3]),
+            b[0].max(b[2]),
+            b[1].max(b[3]),
+        ]
     }
 }
 

@@ -12,7 +12,9 @@ use std::any::Any;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     /// ScatterElements / Scatter along `axis`.
-    Elements { axis: i64 },
+    Elements {
+        axis: i64,
+    },
     Nd,
 }
 
@@ -172,9 +174,8 @@ impl Operator for TensorScatter {
             return metal_mps_ir::invalid!("TensorScatter: axis must not be the batch axis");
         }
         let (cs, us) = (c.shape(), u.shape());
-        let ok = us.len() == rank
-            && (0..rank).all(|d| d == ax || cs[d] == us[d])
-            && us[ax] <= cs[ax];
+        let ok =
+            us.len() == rank && (0..rank).all(|d| d == ax || cs[d] == us[d]) && us[ax] <= cs[ax];
         if !ok {
             return metal_mps_ir::invalid!(
                 "TensorScatter: update of shape {us:?} does not fit a cache of shape {cs:?} on axis {ax}"
@@ -196,7 +197,7 @@ impl Operator for TensorScatter {
         let seq = us[ax];
         let inner: usize = cs[ax + 1..].iter().product::<usize>() * c.dtype().size();
         let outer: usize = cs[..ax].iter().product();
-        let per_batch = if batch == 0 { 0 } else { outer / batch };
+        let per_batch = outer.checked_div(batch).unwrap_or(0);
         let mut y = out.copy_of(0, c, cs.to_vec())?;
         let dst = y.as_bytes_mut();
         let src = u.as_bytes();

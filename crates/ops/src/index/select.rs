@@ -30,7 +30,9 @@ impl Operator for NonZero {
     fn infer(&self, ins: &[Option<Known>], _n_out: usize) -> Result<Vec<Fact>> {
         let x = known(ins, 0)?;
         // A scalar is treated as a one-element vector.
-        let shape = x.shape.map(|s| vec![Dim::Fixed(s.len().max(1)), Dim::Unknown]);
+        let shape = x
+            .shape
+            .map(|s| vec![Dim::Fixed(s.len().max(1)), Dim::Unknown]);
         Ok(vec![(DType::I64, shape)])
     }
 
@@ -178,7 +180,13 @@ struct Groups {
     inverse: Vec<usize>,
 }
 
-fn group<T: Element>(x: &Tensor, outer: usize, n: usize, inner: usize, sorted: bool) -> Result<Groups> {
+fn group<T: Element>(
+    x: &Tensor,
+    outer: usize,
+    n: usize,
+    inner: usize,
+    sorted: bool,
+) -> Result<Groups> {
     let xs = x.as_slice::<T>()?;
     // Slice `k` of the axis: elements (o, k, i) for every o and i.
     let cmp = |a: usize, b: usize| -> Ordering {
@@ -195,7 +203,7 @@ fn group<T: Element>(x: &Tensor, outer: usize, n: usize, inner: usize, sorted: b
     };
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| cmp(a, b)); // stable: equal slices keep index order
-    // Groups in sorted order.
+                                       // Groups in sorted order.
     let mut firsts = Vec::new();
     let mut counts = Vec::new();
     let mut group_of = vec![0usize; n];

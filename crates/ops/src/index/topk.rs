@@ -21,7 +21,9 @@ struct TopK {
 pub fn build_topk(cx: &BuildCx) -> Result<Op> {
     let k_attr = if cx.opset < 10 {
         Some(cx.attrs.opt_int("k")?.ok_or_else(|| {
-            metal_mps_ir::Error::InvalidModel("TopK: attribute 'k' is required before opset 10".into())
+            metal_mps_ir::Error::InvalidModel(
+                "TopK: attribute 'k' is required before opset 10".into(),
+            )
         })?)
     } else {
         None

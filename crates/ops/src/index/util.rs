@@ -122,7 +122,7 @@ pub fn total_cmp<T: Element>(a: &T, b: &T) -> Ordering {
     match a.partial_cmp(b) {
         Some(o) => o,
         None => {
-            let (an, bn) = (a != a, b != b);
+            let (an, bn) = (a.partial_cmp(a).is_none(), b.partial_cmp(b).is_none());
             an.cmp(&bn)
         }
     }

@@ -1,6 +1,8 @@
 //! LinearRegressor and LinearClassifier (onnxruntime's binary conventions).
 
-use super::{check_numeric, refuse_strings, required, rows_features, values, write_scores, PostTransform};
+use super::{
+    check_numeric, refuse_strings, required, rows_features, values, write_scores, PostTransform,
+};
 use crate::support::{arg, from_f64s, known};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -36,7 +38,10 @@ pub fn build_regressor(cx: &BuildCx) -> Result<Op> {
     }
     let intercepts = floats(cx, "intercepts")?;
     if !intercepts.is_empty() && intercepts.len() != targets as usize {
-        return metal_mps_ir::invalid!("{op}: {} intercepts for {targets} targets", intercepts.len());
+        return metal_mps_ir::invalid!(
+            "{op}: {} intercepts for {targets} targets",
+            intercepts.len()
+        );
     }
     Ok(Op::Dyn(DynOp::new(Linear {
         name: op,
@@ -104,7 +109,10 @@ impl Operator for Linear {
             [n, _] => n.clone(),
             _ => Dim::Unknown,
         });
-        let z = (DType::F32, n.clone().map(|n| vec![n, Dim::Fixed(self.out_classes())]));
+        let z = (
+            DType::F32,
+            n.clone().map(|n| vec![n, Dim::Fixed(self.out_classes())]),
+        );
         Ok(match self.labels {
             Some(_) => vec![(DType::I64, n.map(|n| vec![n])), z],
             None => vec![z],

@@ -102,6 +102,7 @@ pub fn logistic(v: f64) -> f64 {
 
 /// onnxruntime's approximation of the inverse error function (the one its
 /// PROBIT transform uses), in single precision as there.
+#[allow(clippy::approx_constant)] // onnxruntime's own constant
 fn erf_inv(x: f32) -> f32 {
     let sgn = if x < 0.0 { -1.0 } else { 1.0 };
     let x = (1.0 - x) * (1.0 + x);
@@ -112,6 +113,7 @@ fn erf_inv(x: f32) -> f32 {
     sgn * v3.sqrt()
 }
 
+#[allow(clippy::approx_constant, clippy::excessive_precision)] // onnxruntime's own constant
 pub fn probit(v: f64) -> f64 {
     (1.41421356f32 * erf_inv(2.0 * v as f32 - 1.0)) as f64
 }

@@ -12,13 +12,29 @@ use std::collections::HashMap;
 
 #[derive(Debug)]
 enum Kind {
-    Binarizer { threshold: f64 },
-    Scaler { scale: Vec<f64>, offset: Vec<f64> },
-    Normalizer { norm: Norm },
-    Imputer { values: Vec<f64>, replaced: f64 },
-    OneHot { cats: HashMap<i64, usize>, n: usize, zeros: bool },
+    Binarizer {
+        threshold: f64,
+    },
+    Scaler {
+        scale: Vec<f64>,
+        offset: Vec<f64>,
+    },
+    Normalizer {
+        norm: Norm,
+    },
+    Imputer {
+        values: Vec<f64>,
+        replaced: f64,
+    },
+    OneHot {
+        cats: HashMap<i64, usize>,
+        n: usize,
+        zeros: bool,
+    },
     ArrayFeatureExtractor,
-    FeatureVectorizer { dims: Vec<usize> },
+    FeatureVectorizer {
+        dims: Vec<usize>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,16 +105,19 @@ pub fn build_imputer(cx: &BuildCx) -> Result<Op> {
             a.int("replaced_value_int64", 0)? as f64,
         )
     } else {
-        return metal_mps_ir::invalid!("Imputer: imputed_value_floats or imputed_value_int64s is required");
+        return metal_mps_ir::invalid!(
+            "Imputer: imputed_value_floats or imputed_value_int64s is required"
+        );
     };
     simple("Imputer", Kind::Imputer { values, replaced })
 }
 
 pub fn build_one_hot(cx: &BuildCx) -> Result<Op> {
     refuse_strings("OneHotEncoder", cx.attrs, &["cats_strings"])?;
-    let list = cx.attrs.ints("cats_int64s")?.ok_or_else(|| {
-        Error::InvalidModel("OneHotEncoder: cats_int64s is required".into())
-    })?;
+    let list = cx
+        .attrs
+        .ints("cats_int64s")?
+        .ok_or_else(|| Error::InvalidModel("OneHotEncoder: cats_int64s is required".into()))?;
     let mut cats = HashMap::new();
     for (i, &c) in list.iter().enumerate() {
         cats.entry(c).or_insert(i);
@@ -127,9 +146,10 @@ fn per_feature(op: &str, v: &[f64], j: usize, default: f64) -> Result<f64> {
     match v.len() {
         0 => Ok(default),
         1 => Ok(v[0]),
-        _ => v.get(j).copied().ok_or_else(|| {
-            Error::Invalid(format!("{op}: {} values for feature {j}", v.len()))
-        }),
+        _ => v
+            .get(j)
+            .copied()
+            .ok_or_else(|| Error::Invalid(format!("{op}: {} values for feature {j}", v.len()))),
     }
 }
 
@@ -195,7 +215,10 @@ impl Operator for Simple {
     fn eval(&self, ins: &[Option<&Tensor>], _n_out: usize, _out: &mut Out) -> Result<Vec<Tensor>> {
         let x = arg(ins, 0)?;
         let op = self.name;
-        if !matches!(self.kind, Kind::ArrayFeatureExtractor | Kind::FeatureVectorizer { .. }) {
+        if !matches!(
+            self.kind,
+            Kind::ArrayFeatureExtractor | Kind::FeatureVectorizer { .. }
+        ) {
             check_numeric(op, x.dtype())?;
         }
         let shape = x.shape().to_vec();
@@ -244,7 +267,10 @@ impl Operator for Simple {
                 }
                 from_f64s(DType::F32, shape, &v)?
             }
-            Kind::Imputer { values: imp, replaced } => {
+            Kind::Imputer {
+                values: imp,
+                replaced,
+            } => {
                 let mut v = values(x);
                 let nan = replaced.is_nan();
                 for (i, e) in v.iter_mut().enumerate() {
@@ -292,7 +318,11 @@ impl Operator for Simple {
                 }
                 let idx = idx.to_i64_vec()?;
                 let f = shape.last().copied().unwrap_or(1);
-                let rows = if shape.is_empty() { 1 } else { x.numel() / f.max(1) };
+                let rows = if shape.is_empty() {
+                    1
+                } else {
+                    x.numel() / f.max(1)
+                };
                 let mut cols = Vec::with_capacity(idx.len());
                 for &i in &idx {
                     if i < 0 || i as u64 >= f as u64 {
@@ -403,10 +433,14 @@ pub fn build_label_encoder(cx: &BuildCx) -> Result<Op> {
         let d = a
             .tensor("default_tensor")?
             .map(|d| d.to_f64_vec().first().copied().unwrap_or(0.0));
-        (t.dtype(), t.to_f64_vec(), d.unwrap_or(match t.dtype() {
-            DType::F32 | DType::F64 => -0.0,
-            _ => -1.0,
-        }))
+        (
+            t.dtype(),
+            t.to_f64_vec(),
+            d.unwrap_or(match t.dtype() {
+                DType::F32 | DType::F64 => -0.0,
+                _ => -1.0,
+            }),
+        )
     } else if let Some(f) = a.floats("values_floats")? {
         (
             DType::F32,
@@ -420,13 +454,18 @@ pub fn build_label_encoder(cx: &BuildCx) -> Result<Op> {
             a.int("default_int64", -1)? as f64,
         )
     } else {
-        return metal_mps_ir::invalid!("{op}: no values (values_int64s, values_floats or values_tensor)");
+        return metal_mps_ir::invalid!(
+            "{op}: no values (values_int64s, values_floats or values_tensor)"
+        );
     };
     if keys.1.len() != vals.len() {
         return metal_mps_ir::invalid!("{op}: {} keys but {} values", keys.1.len(), vals.len());
     }
     for d in [keys.0, out_dtype] {
-        if !matches!(d, DType::F32 | DType::F64 | DType::I16 | DType::I32 | DType::I64) {
+        if !matches!(
+            d,
+            DType::F32 | DType::F64 | DType::I16 | DType::I32 | DType::I64
+        ) {
             return metal_mps_ir::unsupported!("{op} with {d} keys or values");
         }
     }

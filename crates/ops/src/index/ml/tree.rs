@@ -87,7 +87,12 @@ impl Ensemble {
         if !self.roots.iter().all(ok) || !self.branches.iter().all(|b| ok(&b.t) && ok(&b.f)) {
             return metal_mps_ir::invalid!("{op}: a tree refers to a node that does not exist");
         }
-        if self.leaves.iter().flatten().any(|&(t, _)| t >= self.n_targets) {
+        if self
+            .leaves
+            .iter()
+            .flatten()
+            .any(|&(t, _)| t >= self.n_targets)
+        {
             return metal_mps_ir::invalid!("{op}: a leaf votes for a target >= {}", self.n_targets);
         }
         Ok(())
@@ -138,9 +143,12 @@ impl Ensemble {
     }
 }
 
+/// Branches, leaves and roots of an ensemble.
+type Parts = (Vec<Branch>, Vec<Vec<(usize, f64)>>, Vec<Next>);
+
 /// Builds an ensemble from the `nodes_*` tuples of the deprecated operators,
 /// whose leaves are nodes of mode LEAF; `votes` are `(treeid, nodeid, target, weight)`.
-fn legacy(op: &str, a: &crate::Attributes, votes: Vec<(i64, i64, i64, f64)>) -> Result<(Vec<Branch>, Vec<Vec<(usize, f64)>>, Vec<Next>)> {
+fn legacy(op: &str, a: &crate::Attributes, votes: Vec<(i64, i64, i64, f64)>) -> Result<Parts> {
     let ints = |n: &str| -> Result<Vec<i64>> { Ok(a.ints(n)?.unwrap_or_default()) };
     let tree = ints("nodes_treeids")?;
     let node = ints("nodes_nodeids")?;
@@ -151,7 +159,9 @@ fn legacy(op: &str, a: &crate::Attributes, votes: Vec<(i64, i64, i64, f64)>) -> 
     let modes = a.strings("nodes_modes")?.unwrap_or_default();
     let vals = floats_or_tensor(a, "nodes_values")?.unwrap_or_default();
     let n = tree.len();
-    if [node.len(), feat.len(), modes.len()].iter().any(|&l| l != n)
+    if [node.len(), feat.len(), modes.len()]
+        .iter()
+        .any(|&l| l != n)
         || (!vals.is_empty() && vals.len() != n)
         || (!miss.is_empty() && miss.len() != n)
     {
@@ -227,10 +237,14 @@ fn legacy(op: &str, a: &crate::Attributes, votes: Vec<(i64, i64, i64, f64)>) -> 
     let mut leaves = vec![Vec::new(); nl];
     for (t, nid, target, w) in votes {
         let Some(&j) = index.get(&(t, nid)) else {
-            return metal_mps_ir::invalid!("{op}: a weight refers to node ({t}, {nid}), which does not exist");
+            return metal_mps_ir::invalid!(
+                "{op}: a weight refers to node ({t}, {nid}), which does not exist"
+            );
         };
         let Next::Leaf(l) = slot[j] else {
-            return metal_mps_ir::invalid!("{op}: a weight refers to node ({t}, {nid}), which is not a leaf");
+            return metal_mps_ir::invalid!(
+                "{op}: a weight refers to node ({t}, {nid}), which is not a leaf"
+            );
         };
         let target = usize::try_from(target)
             .map_err(|_| Error::Invalid(format!("{op}: negative target id {target}")))?;
@@ -247,7 +261,12 @@ fn legacy(op: &str, a: &crate::Attributes, votes: Vec<(i64, i64, i64, f64)>) -> 
     Ok((branches, leaves, roots))
 }
 
-fn votes(op: &str, a: &crate::Attributes, prefix: &str, ids: &str) -> Result<Vec<(i64, i64, i64, f64)>> {
+fn votes(
+    op: &str,
+    a: &crate::Attributes,
+    prefix: &str,
+    ids: &str,
+) -> Result<Vec<(i64, i64, i64, f64)>> {
     let ints = |n: &str| -> Result<Vec<i64>> { Ok(a.ints(n)?.unwrap_or_default()) };
     let t = ints(&format!("{prefix}_treeids"))?;
     let n = ints(&format!("{prefix}_nodeids"))?;
@@ -367,17 +386,29 @@ pub fn build_tree_ensemble(cx: &BuildCx) -> Result<Op> {
     let targets = ints("leaf_targetids")?;
     let weights = tensor_f64(a, "leaf_weights")?.unwrap_or_default();
     let n = feat.len();
-    if [tid.len(), fid.len(), tleaf.len(), fleaf.len(), modes.len(), splits.len()]
-        .iter()
-        .any(|&l| l != n)
+    if [
+        tid.len(),
+        fid.len(),
+        tleaf.len(),
+        fleaf.len(),
+        modes.len(),
+        splits.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
         || (!miss.is_empty() && miss.len() != n)
         || targets.len() != weights.len()
     {
         return metal_mps_ir::invalid!("{op}: the nodes_* or leaf_* attributes differ in length");
     }
     let next = |id: i64, leaf: i64| -> Result<Next> {
-        let i = usize::try_from(id).map_err(|_| Error::Invalid(format!("{op}: negative node id {id}")))?;
-        Ok(if leaf != 0 { Next::Leaf(i) } else { Next::Node(i) })
+        let i = usize::try_from(id)
+            .map_err(|_| Error::Invalid(format!("{op}: negative node id {id}")))?;
+        Ok(if leaf != 0 {
+            Next::Leaf(i)
+        } else {
+            Next::Node(i)
+        })
     };
     let mut member_sets = members.split(|v| v.is_nan());
     let mut branches = Vec::with_capacity(n);
@@ -413,12 +444,14 @@ pub fn build_tree_ensemble(cx: &BuildCx) -> Result<Op> {
     }
     let mut leaves = Vec::with_capacity(targets.len());
     for (&t, &w) in targets.iter().zip(&weights) {
-        let t = usize::try_from(t).map_err(|_| Error::Invalid(format!("{op}: negative target id")))?;
+        let t =
+            usize::try_from(t).map_err(|_| Error::Invalid(format!("{op}: negative target id")))?;
         leaves.push(vec![(t, w)]);
     }
     let mut roots = Vec::new();
     for r in ints("tree_roots")? {
-        let i = usize::try_from(r).map_err(|_| Error::Invalid(format!("{op}: negative root {r}")))?;
+        let i =
+            usize::try_from(r).map_err(|_| Error::Invalid(format!("{op}: negative root {r}")))?;
         let Some(b) = branches.get(i) else {
             return metal_mps_ir::invalid!("{op}: tree root {i} does not exist");
         };
@@ -466,10 +499,18 @@ impl Trees {
         if self.binary_case {
             if self.all_positive {
                 *add = if pos > 0.5 { 0 } else { 1 };
-                return if pos > 0.5 { self.labels[1] } else { self.labels[0] };
+                return if pos > 0.5 {
+                    self.labels[1]
+                } else {
+                    self.labels[0]
+                };
             }
             *add = if pos > 0.0 { 2 } else { 3 };
-            return if pos > 0.0 { self.labels[1] } else { self.labels[0] };
+            return if pos > 0.0 {
+                self.labels[1]
+            } else {
+                self.labels[0]
+            };
         }
         if pos > 0.0 {
             1
@@ -486,7 +527,11 @@ impl Trees {
         let label;
         if p.len() > 2 {
             for (k, &b) in base.iter().enumerate().take(p.len()) {
-                p[k] = if p[k].1 { (p[k].0 + b, true) } else { (b, true) };
+                p[k] = if p[k].1 {
+                    (p[k].0 + b, true)
+                } else {
+                    (b, true)
+                };
             }
             let mut best: Option<usize> = None;
             for (k, &(s, has)) in p.iter().enumerate() {
@@ -507,7 +552,7 @@ impl Trees {
             } else if base.len() == 1 {
                 // As onnxruntime 1.32: when only the second class has votes,
                 // the single base value is not used.
-                if !(p[1].1 && !p[0].1) {
+                if !p[1].1 || p[0].1 {
                     p[0].0 += base[0];
                     if !p[1].1 {
                         p.pop();
@@ -519,7 +564,11 @@ impl Trees {
                     p.pop();
                 }
             }
-            let s1 = if p.len() == 2 && p[1].1 { p[1] } else { (0.0, false) };
+            let s1 = if p.len() == 2 && p[1].1 {
+                p[1]
+            } else {
+                (0.0, false)
+            };
             label = self.binary_label(p[0], s1, &mut add);
         }
         let scores = write_scores(p.iter().map(|x| x.0).collect(), self.post, add);
