@@ -3,6 +3,8 @@
 mod attention;
 mod common;
 mod norm;
+mod recurrent;
+mod rotary;
 
 use crate::{onnx, OpDef};
 
@@ -14,4 +16,8 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("InstanceNormalization", 1, norm::build_group_norm),
     onnx("LpNormalization", 1, norm::build_lp_norm),
     onnx("MeanVarianceNormalization", 9, norm::build_mvn),
+    onnx("RotaryEmbedding", 23, rotary::build_rotary),
+    onnx("SwiGLU", 28, rotary::build_swiglu),
+    onnx("CausalConvWithState", 27, recurrent::build_causal_conv),
+    onnx("LinearAttention", 27, recurrent::build_linear_attention),
 ];
