@@ -375,6 +375,7 @@ impl Operator for Attention {
         let t1 = q.dtype();
         let r1 = rounder(t1);
         let rs = rounder(self.softmax_precision.unwrap_or(t1));
+        let seq_sum = self.softmax_precision.unwrap_or(t1) == DType::BF16;
 
         let (qs, ks, vs) = (floats(OP, q)?, floats(OP, k)?, floats(OP, v)?);
         let pk = past_k.map(|t| floats(OP, t)).transpose()?;
@@ -492,7 +493,8 @@ impl Operator for Attention {
                         let mut sum = 0.0;
                         for x in s.iter_mut() {
                             *x = rs(rs(rs(*x) - max).exp());
-                            sum += *x;
+                            // numpy sums bfloat16 sequentially in bfloat16.
+                            sum = if seq_sum { rs(sum + *x) } else { sum + *x };
                         }
                         let sum = rs(sum);
                         for x in s.iter_mut() {
