@@ -2,11 +2,15 @@
 
 mod attention;
 mod common;
+mod flex;
 mod norm;
 mod recurrent;
 mod rotary;
 
 use crate::{onnx, OpDef};
+
+/// FlexAttention lives in the preview domain.
+const PREVIEW: &str = "ai.onnx.preview";
 
 pub(crate) const OPS: &[OpDef] = &[
     onnx("Attention", 23, attention::build),
@@ -20,4 +24,10 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("SwiGLU", 28, rotary::build_swiglu),
     onnx("CausalConvWithState", 27, recurrent::build_causal_conv),
     onnx("LinearAttention", 27, recurrent::build_linear_attention),
+    OpDef {
+        domain: PREVIEW,
+        name: "FlexAttention",
+        since: 1,
+        build: flex::build,
+    },
 ];
