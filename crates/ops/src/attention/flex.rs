@@ -40,10 +40,13 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
 }
 
 /// Runs a one-input, one-output subgraph node by node on the CPU kernels.
-fn run_mod(g: &Graph, input: Tensor, what: &str) -> Result<Tensor> {
-    if g.inputs.len() != 1 || g.outputs.len() != 1 {
+/// `captured` are the outer-scope values the subgraphs read (the node's inputs
+/// after Q, K and V), which follow the subgraph's own input.
+fn run_mod(g: &Graph, input: Tensor, captured: &[Option<&Tensor>], what: &str) -> Result<Tensor> {
+    if g.inputs.len() != 1 + captured.len() || g.outputs.len() != 1 {
         return metal_mps_ir::invalid!(
-            "{OP}: {what} must have one input and one output, has {} and {}",
+            "{OP}: {what} must have one input (and {} captured values) and one output, has {} and {}",
+            captured.len(),
             g.inputs.len(),
             g.outputs.len()
         );
@@ -51,13 +54,22 @@ fn run_mod(g: &Graph, input: Tensor, what: &str) -> Result<Tensor> {
     let shape = input.shape().to_vec();
     let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
     vals[g.inputs[0]] = Some(input);
+    let mut fed: Vec<Option<&Tensor>> = vec![None; g.values.len()];
+    for (&v, &t) in g.inputs[1..].iter().zip(captured) {
+        fed[v] = t;
+    }
     for node in &g.nodes {
         let outs = {
             let ins: Vec<Option<&Tensor>> = node
                 .inputs
                 .iter()
                 .map(|i| {
-                    i.and_then(|v| vals[v].as_ref().or_else(|| g.values[v].constant.as_deref()))
+                    i.and_then(|v| {
+                        vals[v]
+                            .as_ref()
+                            .or(fed[v])
+                            .or_else(|| g.values[v].constant.as_deref())
+                    })
                 })
                 .collect();
             metal_mps_cpu::eval_op(&node.op, &ins, node.outputs.len(), &mut Out::fresh())
@@ -117,6 +129,7 @@ impl Operator for Flex {
 
     fn eval(&self, ins: &[Option<&Tensor>], _n_out: usize, out: &mut Out) -> Result<Vec<Tensor>> {
         let (q, k, v) = (arg(ins, 0)?, arg(ins, 1)?, arg(ins, 2)?);
+        let captured = ins.get(3..).unwrap_or(&[]);
         let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
         if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
             return metal_mps_ir::invalid!("{OP}: Q {qs:?}, K {ks:?} and V {vs:?} must be 4-D");
@@ -162,7 +175,7 @@ impl Operator for Flex {
         let shape = vec![b, hq, l, s];
         if let Some(g) = &self.score_mod {
             let t = write(&mut Out::fresh(), 0, cdt, shape.clone(), &scores)?;
-            scores = run_mod(g, t, "score_mod")?.to_f64_vec();
+            scores = run_mod(g, t, captured, "score_mod")?.to_f64_vec();
         }
         if s > 0 {
             for row in scores.chunks_mut(s) {
@@ -178,7 +191,7 @@ impl Operator for Flex {
         }
         if let Some(g) = &self.prob_mod {
             let t = write(&mut Out::fresh(), 0, cdt, shape, &scores)?;
-            scores = run_mod(g, t, "prob_mod")?.to_f64_vec();
+            scores = run_mod(g, t, captured, "prob_mod")?.to_f64_vec();
         }
         let xv: Vec<f64> = xv.iter().map(|&x| rc(x)).collect();
         let mut y = vec![0.0; b * hq * l * dv];
