@@ -113,7 +113,7 @@ pub fn dim_mul(a: &Dim, b: &Dim) -> Dim {
 /// Dims divided exactly: fixed when both are fixed and `b` divides `a`.
 pub fn dim_div(a: &Dim, b: usize) -> Dim {
     match a.fixed() {
-        Some(x) if b > 0 && x % b == 0 => Dim::Fixed(x / b),
+        Some(x) if b > 0 && x.is_multiple_of(b) => Dim::Fixed(x / b),
         _ => Dim::Unknown,
     }
 }

@@ -139,7 +139,7 @@ impl Operator for Flex {
         if ks[0] != b || vs[0] != b || ks[3] != e || vs[1] != hkv || vs[2] != s {
             return metal_mps_ir::invalid!("{OP}: Q {qs:?}, K {ks:?} and V {vs:?} do not agree");
         }
-        if hkv == 0 || hq % hkv != 0 {
+        if hkv == 0 || !hq.is_multiple_of(hkv) {
             return metal_mps_ir::invalid!(
                 "{OP}: {hq} query heads are not a multiple of {hkv} key/value heads"
             );

@@ -1,11 +1,13 @@
 //! Transformer operators: Attention, RotaryEmbedding and the other attention variants, and the normalizations (Layer, RMS, Group, Instance, Lp, MeanVariance).
 
-mod attention;
 mod common;
 mod flex;
 mod norm;
 mod recurrent;
 mod rotary;
+mod sdpa;
+#[cfg(test)]
+mod tests;
 
 use crate::{onnx, OpDef};
 
@@ -13,7 +15,7 @@ use crate::{onnx, OpDef};
 const PREVIEW: &str = "ai.onnx.preview";
 
 pub(crate) const OPS: &[OpDef] = &[
-    onnx("Attention", 23, attention::build),
+    onnx("Attention", 23, sdpa::build),
     onnx("LayerNormalization", 17, norm::build_layer_norm),
     onnx("RMSNormalization", 23, norm::build_layer_norm),
     onnx("GroupNormalization", 18, norm::build_group_norm),

@@ -73,7 +73,7 @@ fn normalize<T: Element, U: Element>(
     center: bool,
     aff: &Affine,
 ) -> Vec<(f64, f64)> {
-    let rows = if cols == 0 { 0 } else { x.len() / cols };
+    let rows = x.len().checked_div(cols).unwrap_or(0);
     let mut stats = vec![(0.0, 0.0); rows];
     if cols == 0 {
         return stats;
@@ -386,7 +386,7 @@ impl Operator for GroupNorm {
         let (n, c) = (shape[0], shape[1]);
         let spatial: usize = shape[2..].iter().product();
         let g = self.groups.unwrap_or(c);
-        if g == 0 || c % g != 0 {
+        if g == 0 || !c.is_multiple_of(g) {
             return metal_mps_ir::invalid!("{op}: {c} channels do not split into {g} groups");
         }
         let per_group = c / g;
@@ -550,7 +550,7 @@ impl Operator for Mvn {
                 idx[k] = 0;
             }
         }
-        let count = if groups == 0 { 0 } else { xs.len() / groups };
+        let count = xs.len().checked_div(groups).unwrap_or(0);
         let (mut sum, mut sq) = (vec![0.0; groups], vec![0.0; groups]);
         for (&v, &g) in xs.iter().zip(&group_of) {
             sum[g] += v;

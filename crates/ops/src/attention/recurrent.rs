@@ -149,7 +149,7 @@ pub fn build_linear_attention(cx: &BuildCx) -> Result<Op> {
         positive(LIN, name, v)
     };
     let (q_heads, kv_heads) = (need("q_num_heads")?, need("kv_num_heads")?);
-    if q_heads % kv_heads != 0 {
+    if !q_heads.is_multiple_of(kv_heads) {
         return metal_mps_ir::invalid!(
             "{LIN}: q_num_heads {q_heads} is not a multiple of kv_num_heads {kv_heads}"
         );
@@ -229,7 +229,7 @@ impl Operator for LinearAttention {
         }
         let (b, t) = (qs[0], qs[1]);
         let (hq, hk) = (self.q_heads, self.kv_heads);
-        if qs[2] % hq != 0 || vs[2] % hk != 0 {
+        if !qs[2].is_multiple_of(hq) || !vs[2].is_multiple_of(hk) {
             return metal_mps_ir::invalid!("{LIN}: hidden sizes do not split into heads");
         }
         let (dk, dv) = (qs[2] / hq, vs[2] / hk);

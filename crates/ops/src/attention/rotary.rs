@@ -60,7 +60,7 @@ impl Operator for Rotary {
                     metal_mps_ir::Error::Invalid(format!("{ROPE}: 3-D input needs num_heads"))
                 })?;
                 let (b, s, hidden) = (shape[0], shape[1], shape[2]);
-                if hidden % h != 0 {
+                if !hidden.is_multiple_of(h) {
                     return metal_mps_ir::invalid!(
                         "{ROPE}: hidden size {hidden} is not a multiple of {h} heads"
                     );
@@ -75,7 +75,7 @@ impl Operator for Rotary {
         } else {
             self.rotary_dim
         };
-        if rot > d || rot % 2 != 0 {
+        if rot > d || !rot.is_multiple_of(2) {
             return metal_mps_ir::invalid!(
                 "{ROPE}: rotary_embedding_dim {rot} must be even and at most the head size {d}"
             );

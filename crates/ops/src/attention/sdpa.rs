@@ -133,7 +133,7 @@ impl Attention {
         }
         let (qh, kh) = self.heads_for(q.len())?;
         let split = |hidden: usize, heads: usize, what: &str| -> Result<usize> {
-            if hidden % heads != 0 {
+            if !hidden.is_multiple_of(heads) {
                 return metal_mps_ir::invalid!(
                     "{OP}: {what} hidden size {hidden} is not a multiple of {heads} heads"
                 );
@@ -178,7 +178,7 @@ impl Attention {
         if kd != dims.d || kb != dims.b || vb != dims.b || vh != dims.hkv || vs != dims.skv {
             return metal_mps_ir::invalid!("{OP}: Q {q:?}, K {k:?} and V {v:?} do not agree");
         }
-        if dims.hkv == 0 || dims.hq % dims.hkv != 0 {
+        if dims.hkv == 0 || !dims.hq.is_multiple_of(dims.hkv) {
             return metal_mps_ir::invalid!(
                 "{OP}: {} query heads are not a multiple of {} key/value heads",
                 dims.hq,
