@@ -133,3 +133,34 @@ pub fn positive(op: &str, name: &str, v: i64) -> Result<usize> {
     }
     usize::try_from(v).map_err(|_| metal_mps_ir::Error::Invalid(format!("{op}: {name} {v}")))
 }
+
+/// The dot product of two equal-length rows, in four independent partial sums
+/// (so that the compiler can vectorize it).
+#[inline]
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The sum of `f` over a row, in four independent partial sums.
+#[inline]
+pub fn sum_by<T: Copy>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = xs.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..4 {
+            acc[k] += f(c[k]);
+        }
+    }
+    let tail: f64 = rest.iter().map(|&x| f(x)).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}

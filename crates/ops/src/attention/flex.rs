@@ -4,7 +4,7 @@
 //! final product are computed in `softmax_precision` (float32 for 16-bit
 //! inputs by default).
 
-use super::common::{floats, rounder, write};
+use super::common::{dot, floats, rounder, write};
 use crate::support::{arg, check_float, known};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -166,8 +166,7 @@ impl Operator for Flex {
                     let qrow = &xq[((bb * hq + h) * l + i) * e..][..e];
                     for j in 0..s {
                         let krow = &xk[((bb * hkv + kh) * s + j) * e..][..e];
-                        let dot: f64 = qrow.iter().zip(krow).map(|(a, c)| a * c).sum();
-                        scores[((bb * hq + h) * l + i) * s + j] = rc(r1(dot));
+                        scores[((bb * hq + h) * l + i) * s + j] = rc(r1(dot(qrow, krow)));
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! MeanVarianceNormalization. Statistics are computed in f64 over rows of
 //! contiguous memory (rayon over rows for large inputs).
 
-use super::common::{dispatch_float, floats, write};
+use super::common::{dispatch_float, floats, sum_by, write};
 use crate::support::{arg, axis, check_float, known, like, opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -81,18 +81,14 @@ fn normalize<T: Element, U: Element>(
     let row = |r: usize, xr: &[T], yr: &mut [U], st: &mut (f64, f64)| {
         let n = cols as f64;
         let mean = if center {
-            xr.iter().map(|v| v.to_f64()).sum::<f64>() / n
+            sum_by(xr, |v: T| v.to_f64()) / n
         } else {
             0.0
         };
-        let var = xr
-            .iter()
-            .map(|v| {
-                let d = v.to_f64() - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / n;
+        let var = sum_by(xr, |v: T| {
+            let d = v.to_f64() - mean;
+            d * d
+        }) / n;
         let inv = 1.0 / (var + eps).sqrt();
         *st = (mean, inv);
         match (aff.index, aff.bias) {

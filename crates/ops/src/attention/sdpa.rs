@@ -8,7 +8,7 @@
 //! computes it in (the inputs' type, or `softmax_precision` for the softmax), so
 //! that lower precisions reproduce the reference's results.
 
-use super::common::{dim, dim_add, dim_div, dim_mul, floats, positive, rank, rounder, write};
+use super::common::{dim, dim_add, dim_div, dim_mul, dot, floats, positive, rank, rounder, write};
 use crate::support::{arg, check_float, known, known_opt, opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -451,8 +451,7 @@ impl Operator for Attention {
                     let p = i as i64 + off;
                     for j in 0..total {
                         let krow = &k4[(kbase + j) * d..][..d];
-                        let dot: f64 = qrow.iter().zip(krow).map(|(a, c)| a * c).sum();
-                        let mut x = r1(dot);
+                        let mut x = r1(dot(qrow, krow));
                         if want_qk && mode == 0 {
                             qk[i * total + j] = x;
                         }
