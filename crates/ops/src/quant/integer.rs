@@ -654,3 +654,45 @@ impl Operator for QLinearConv {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv_attrs(strides: Option<Vec<i64>>) -> ConvAttrs {
+        ConvAttrs {
+            auto_pad: "NOTSET".into(),
+            dilations: None,
+            group: 1,
+            kernel_shape: None,
+            pads: None,
+            strides,
+        }
+    }
+
+    #[test]
+    fn conv_integer_strided_with_zero_point() {
+        // x - 1 = [0, 1, 2, 3, 4]; w = [1, 2]; stride 2: [0 + 2, 2 + 6].
+        let x = Tensor::from_vec(vec![1, 1, 5], vec![1u8, 2, 3, 4, 5]).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 2], vec![1u8, 2]).unwrap();
+        let xz = Tensor::scalar(1u8);
+        let op = ConvInteger(conv_attrs(Some(vec![2])));
+        let y = op
+            .eval(&[Some(&x), Some(&w), Some(&xz)], 1, &mut Out::fresh())
+            .unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 2]);
+        assert_eq!(y[0].to_vec::<i32>().unwrap(), vec![2, 8]);
+    }
+
+    #[test]
+    fn matmul_integer_per_column_zero_point() {
+        // B - [1, 2] per column = [[2, 2], [4, 4]]; [1, 2] x that = [10, 10].
+        let a = Tensor::from_vec(vec![1, 2], vec![1u8, 2]).unwrap();
+        let b = Tensor::from_vec(vec![2, 2], vec![3u8, 4, 5, 6]).unwrap();
+        let bz = Tensor::from_vec(vec![2], vec![1u8, 2]).unwrap();
+        let y = MatMulInteger
+            .eval(&[Some(&a), Some(&b), None, Some(&bz)], 1, &mut Out::fresh())
+            .unwrap();
+        assert_eq!(y[0].to_vec::<i32>().unwrap(), vec![10, 10]);
+    }
+}

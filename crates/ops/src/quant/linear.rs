@@ -431,3 +431,27 @@ impl Operator for DynamicQuantize {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_quantize_with_a_partial_last_block() {
+        // Blocks of 2 along axis 1: [2, 4] / 2 and [9] / 3.
+        let x = Tensor::from_vec(vec![1, 3], vec![2.0f32, 4.0, 9.0]).unwrap();
+        let s = Tensor::from_vec(vec![1, 2], vec![2.0f32, 3.0]).unwrap();
+        let op = Quantize {
+            axis: 1,
+            saturate: true,
+            block: 2,
+            output_dtype: None,
+            precision: None,
+        };
+        let y = op
+            .eval(&[Some(&x), Some(&s)], 1, &mut Out::fresh())
+            .unwrap();
+        assert_eq!(y[0].dtype(), DType::U8);
+        assert_eq!(y[0].to_vec::<u8>().unwrap(), vec![1, 2, 3]);
+    }
+}
