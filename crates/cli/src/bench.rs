@@ -115,6 +115,8 @@ fn random_tensor(dtype: DType, shape: Vec<usize>, rng: &mut impl Rng) -> Result<
                 .map(|_| BoolByte(rng.random_bool(0.5) as u8))
                 .collect(),
         )?,
+        // 8-, 4- and 2-bit types: zero bytes (a valid value of each).
+        other if !other.has_protocol_type() => Tensor::zeros(other, shape)?,
         other => {
             let v: Vec<i64> = (0..n).map(|_| rng.random_range(1..10)).collect();
             metal_mps::Tensor::from_vec(shape.clone(), v).and_then(|t| cast_int(t, other))?

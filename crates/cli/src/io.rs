@@ -84,6 +84,11 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
             t.as_slice::<metal_mps::bf16>()?.iter().map(|v| v.to_f32())
         ),
         DType::Bool => write_as!(bool, t.as_slice::<BoolByte>()?.iter().map(|b| b.0 != 0)),
+        d => anyhow::bail!(
+            "{}: .npy has no {d} type (write a TensorProto, or Cast the output to FLOAT or an \
+             8-bit integer type first)",
+            path.display()
+        ),
     }
     Ok(())
 }

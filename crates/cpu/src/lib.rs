@@ -9,7 +9,7 @@ mod exec;
 mod kernels;
 
 pub use exec::CpuPlan;
-pub use kernels::eval_op;
+pub use kernels::{cast_with, eval_op};
 pub use metal_mps_ir::Out;
 
 use metal_mps_ir::{passes::Evaluator, Node, Result, Tensor};

@@ -24,10 +24,30 @@ pub enum DType {
     U16,
     U32,
     U64,
+    /// FLOAT8E4M3FN: 4 exponent bits (bias 7), 3 mantissa bits, NaN but no infinity.
+    F8E4M3FN,
+    /// FLOAT8E4M3FNUZ: bias 8, one NaN (0x80), no infinity, no negative zero.
+    F8E4M3FNUZ,
+    /// FLOAT8E5M2: 5 exponent bits (bias 15), 2 mantissa bits, NaN and infinity.
+    F8E5M2,
+    /// FLOAT8E5M2FNUZ: bias 16, one NaN (0x80), no infinity, no negative zero.
+    F8E5M2FNUZ,
+    /// FLOAT8E8M0: an unsigned power of two 2^(e-127); 0xFF is NaN.
+    F8E8M0,
+    /// FLOAT4E2M1: 2 exponent bits (bias 1), 1 mantissa bit, no NaN or infinity.
+    F4E2M1,
+    /// INT4, one element per byte in memory (packed two per byte in TensorProto).
+    I4,
+    /// UINT4, one element per byte in memory.
+    U4,
+    /// INT2, one element per byte in memory (packed four per byte in TensorProto).
+    I2,
+    /// UINT2, one element per byte in memory.
+    U2,
 }
 
 impl DType {
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 23] = [
         DType::F32,
         DType::F16,
         DType::I8,
@@ -41,6 +61,16 @@ impl DType {
         DType::U16,
         DType::U32,
         DType::U64,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::F8E8M0,
+        DType::F4E2M1,
+        DType::I4,
+        DType::U4,
+        DType::I2,
+        DType::U2,
     ];
 
     /// Bytes per element.
@@ -50,15 +80,64 @@ impl DType {
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I64 | DType::U64 | DType::F64 => 8,
             DType::I8 | DType::U8 | DType::Bool => 1,
+            // One byte per element in memory, sub-byte types included.
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::F8E8M0
+            | DType::F4E2M1
+            | DType::I4
+            | DType::U4
+            | DType::I2
+            | DType::U2 => 1,
         }
     }
 
-    /// Floating-point types (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
+    /// Bits per element in a `TensorProto`'s data when fewer than 8: TensorProto
+    /// packs INT4/UINT4/FLOAT4E2M1 two per byte and INT2/UINT2 four per byte,
+    /// low bits first.
+    pub fn packed_bits(self) -> Option<usize> {
+        match self {
+            DType::I4 | DType::U4 | DType::F4E2M1 => Some(4),
+            DType::I2 | DType::U2 => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The 8- and 4-bit float types (FLOAT8*, FLOAT4E2M1): stored values with no
+    /// native arithmetic; kernels convert them (through f64) where ONNX allows them.
+    pub fn is_small_float(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN
+                | DType::F8E4M3FNUZ
+                | DType::F8E5M2
+                | DType::F8E5M2FNUZ
+                | DType::F8E8M0
+                | DType::F4E2M1
+        )
+    }
+
+    /// The 4- and 2-bit integer types (INT4, UINT4, INT2, UINT2).
+    pub fn is_small_int(self) -> bool {
+        matches!(self, DType::I4 | DType::U4 | DType::I2 | DType::U2)
+    }
+
+    /// Types the Triton and KServe-v2 protocols have a name for (the 8-, 4- and
+    /// 2-bit types have none).
+    pub fn has_protocol_type(self) -> bool {
+        !self.is_small_float() && !self.is_small_int()
+    }
+
+    /// Floating-point types with native arithmetic (FLOAT, FLOAT16, DOUBLE,
+    /// BFLOAT16); the 8- and 4-bit floats are [`DType::is_small_float`].
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16)
     }
 
-    /// Signed and unsigned integer types (BOOL excluded).
+    /// Signed and unsigned integer types of 8 bits and more (BOOL and the 4- and
+    /// 2-bit types, [`DType::is_small_int`], excluded).
     pub fn is_int(self) -> bool {
         matches!(
             self,
@@ -93,6 +172,16 @@ impl DType {
             DType::U16 => "UINT16",
             DType::U32 => "UINT32",
             DType::U64 => "UINT64",
+            DType::F8E4M3FN => "FLOAT8E4M3FN",
+            DType::F8E4M3FNUZ => "FLOAT8E4M3FNUZ",
+            DType::F8E5M2 => "FLOAT8E5M2",
+            DType::F8E5M2FNUZ => "FLOAT8E5M2FNUZ",
+            DType::F8E8M0 => "FLOAT8E8M0",
+            DType::F4E2M1 => "FLOAT4E2M1",
+            DType::I4 => "INT4",
+            DType::U4 => "UINT4",
+            DType::I2 => "INT2",
+            DType::U2 => "UINT2",
         }
     }
 
@@ -112,6 +201,16 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::F8E8M0 => 24,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 
@@ -124,21 +223,7 @@ impl DType {
         {
             return Ok(d);
         }
-        const OTHERS: [(i64, &str); 13] = [
-            (8, "STRING"),
-            (14, "COMPLEX64"),
-            (15, "COMPLEX128"),
-            (17, "FLOAT8E4M3FN"),
-            (18, "FLOAT8E4M3FNUZ"),
-            (19, "FLOAT8E5M2"),
-            (20, "FLOAT8E5M2FNUZ"),
-            (21, "UINT4"),
-            (22, "INT4"),
-            (23, "FLOAT4E2M1"),
-            (24, "FLOAT8E8M0"),
-            (25, "UINT2"),
-            (26, "INT2"),
-        ];
+        const OTHERS: [(i64, &str); 3] = [(8, "STRING"), (14, "COMPLEX64"), (15, "COMPLEX128")];
         match OTHERS.iter().find(|(c, _)| *c == code) {
             Some((_, name)) => crate::unsupported!(
                 "{name} tensors (supported: {})",
@@ -150,7 +235,9 @@ impl DType {
         }
     }
 
-    /// The name Triton's model configuration uses (`TYPE_FP32`, ...).
+    /// The name Triton's model configuration uses (`TYPE_FP32`, ...). Types
+    /// Triton lacks ([`DType::has_protocol_type`] false) get `TYPE_` and their
+    /// ONNX name, which no Triton name lookup accepts.
     pub fn triton_name(self) -> &'static str {
         match self {
             DType::F32 => "TYPE_FP32",
@@ -166,6 +253,16 @@ impl DType {
             DType::U16 => "TYPE_UINT16",
             DType::U32 => "TYPE_UINT32",
             DType::U64 => "TYPE_UINT64",
+            DType::F8E4M3FN => "TYPE_FLOAT8E4M3FN",
+            DType::F8E4M3FNUZ => "TYPE_FLOAT8E4M3FNUZ",
+            DType::F8E5M2 => "TYPE_FLOAT8E5M2",
+            DType::F8E5M2FNUZ => "TYPE_FLOAT8E5M2FNUZ",
+            DType::F8E8M0 => "TYPE_FLOAT8E8M0",
+            DType::F4E2M1 => "TYPE_FLOAT4E2M1",
+            DType::I4 => "TYPE_INT4",
+            DType::U4 => "TYPE_UINT4",
+            DType::I2 => "TYPE_INT2",
+            DType::U2 => "TYPE_UINT2",
         }
     }
 
@@ -175,11 +272,15 @@ impl DType {
     }
 
     pub fn from_triton_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.triton_name() == name)
+        DType::ALL
+            .into_iter()
+            .find(|d| d.has_protocol_type() && d.triton_name() == name)
     }
 
     pub fn from_kserve_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.kserve_name() == name)
+        DType::ALL
+            .into_iter()
+            .find(|d| d.has_protocol_type() && d.kserve_name() == name)
     }
 }
 
@@ -385,6 +486,46 @@ macro_rules! dispatch_dtype {
             }
             $crate::DType::U64 => {
                 type $T = u64;
+                $body
+            }
+            $crate::DType::F8E4M3FN => {
+                type $T = $crate::F8E4M3FN;
+                $body
+            }
+            $crate::DType::F8E4M3FNUZ => {
+                type $T = $crate::F8E4M3FNUZ;
+                $body
+            }
+            $crate::DType::F8E5M2 => {
+                type $T = $crate::F8E5M2;
+                $body
+            }
+            $crate::DType::F8E5M2FNUZ => {
+                type $T = $crate::F8E5M2FNUZ;
+                $body
+            }
+            $crate::DType::F8E8M0 => {
+                type $T = $crate::F8E8M0;
+                $body
+            }
+            $crate::DType::F4E2M1 => {
+                type $T = $crate::F4E2M1;
+                $body
+            }
+            $crate::DType::I4 => {
+                type $T = $crate::I4;
+                $body
+            }
+            $crate::DType::U4 => {
+                type $T = $crate::U4;
+                $body
+            }
+            $crate::DType::I2 => {
+                type $T = $crate::I2;
+                $body
+            }
+            $crate::DType::U2 => {
+                type $T = $crate::U2;
                 $body
             }
         }

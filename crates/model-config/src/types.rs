@@ -58,6 +58,17 @@ pub struct TensorConfig {
 impl TensorConfig {
     /// The element type, or an error naming `field` when metal_mps has no such type.
     pub fn dtype(&self, field: &str) -> Result<DType, ConfigError> {
+        if let Some(d) = DType::ALL
+            .into_iter()
+            .find(|d| !d.has_protocol_type() && d.triton_name() == self.data_type)
+        {
+            return Err(ConfigError::new(
+                format!("{field}.data_type"),
+                format!(
+                    "Triton and KServe-v2 have no {d} data type: such a tensor cannot be served"
+                ),
+            ));
+        }
         DType::from_triton_name(&self.data_type).ok_or_else(|| {
             ConfigError::new(
                 format!("{field}.data_type"),
@@ -68,7 +79,12 @@ impl TensorConfig {
                     } else {
                         &self.data_type
                     },
-                    DType::ALL.map(|d| d.triton_name()).join(", ")
+                    DType::ALL
+                        .into_iter()
+                        .filter(|d| d.has_protocol_type())
+                        .map(|d| d.triton_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })

@@ -11,7 +11,7 @@ pub mod proto;
 mod tensor;
 
 pub use graph::{load_model, parse_model, ImportedModel};
-pub use tensor::{dtype_from_onnx, parse_tensor_proto, tensor_from_proto};
+pub use tensor::{dtype_from_onnx, pack, parse_tensor_proto, tensor_from_proto, unpack};
 
 /// Opsets of the default domain this importer understands (6 for the
 /// pytorch-converted suite; its legacy attributes are read where our ops use them).

@@ -41,6 +41,9 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         shape.push(usize::try_from(d).map_err(|_| Error::TooLarge(format!("dimension {d}")))?);
     }
     let bytes = checked_bytes(dtype, &shape)?;
+    if let Some(bits) = dtype.packed_bits() {
+        return convert_packed(p, base_dir, dtype, shape, bytes, bits);
+    }
     // Refuse before allocating: the declared size must be backed by data.
     let available = available_bytes(p, dtype);
     if p.data_location == Some(1) {
@@ -85,7 +88,79 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
                 .map(|&v| metal_mps_ir::bf16::from_bits(v as u16))
                 .collect(),
         ),
+        // FLOAT8 types: one element's bits per int32.
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F8E8M0 => {
+            Tensor::from_bytes(
+                dtype,
+                shape,
+                &p.int32_data.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+            )
+        }
+        // Handled by convert_packed above.
+        DType::F4E2M1 | DType::I4 | DType::U4 | DType::I2 | DType::U2 => Err(Error::InvalidModel(
+            format!("{dtype} data must be unpacked"),
+        )),
     }
+}
+
+/// INT4/UINT4/FLOAT4E2M1 (two per byte) and INT2/UINT2 (four per byte), low
+/// bits first, in `raw_data`, external data or `int32_data` (one packed byte per
+/// int32); unpacked to one byte per element (signed types sign-extended).
+fn convert_packed(
+    p: &TensorProto,
+    base_dir: Option<&Path>,
+    dtype: DType,
+    shape: Vec<usize>,
+    numel: usize,
+    bits: usize,
+) -> Result<Tensor> {
+    let per_byte = 8 / bits;
+    let packed = numel.div_ceil(per_byte);
+    let data = if p.data_location == Some(1) {
+        read_external(p, base_dir, packed)?
+    } else if let Some(raw) = &p.raw_data {
+        raw.clone()
+    } else {
+        p.int32_data.iter().map(|&v| v as u8).collect()
+    };
+    if data.len() != packed {
+        return Err(Error::InvalidModel(format!(
+            "declares {dtype} {:?} ({packed} packed bytes) but holds {} bytes of data",
+            p.dims,
+            data.len()
+        )));
+    }
+    Tensor::from_bytes(dtype, shape, &unpack(&data, dtype, numel, bits))
+}
+
+/// One byte per element from `bits`-bit fields, low bits first; INT4/INT2 are
+/// sign-extended.
+pub fn unpack(data: &[u8], dtype: DType, numel: usize, bits: usize) -> Vec<u8> {
+    let per_byte = 8 / bits;
+    let mask = (1u8 << bits) - 1;
+    let signed = matches!(dtype, DType::I4 | DType::I2);
+    (0..numel)
+        .map(|i| {
+            let v = (data[i / per_byte] >> ((i % per_byte) * bits)) & mask;
+            if signed {
+                (((v << (8 - bits)) as i8) >> (8 - bits)) as u8
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// The packed bytes of one-byte-per-element sub-byte values (the inverse of
+/// [`unpack`]), as a TensorProto's `raw_data` holds them.
+pub fn pack(elems: &[u8], bits: usize) -> Vec<u8> {
+    let per_byte = 8 / bits;
+    let mask = (1u8 << bits) - 1;
+    let mut out = vec![0u8; elems.len().div_ceil(per_byte)];
+    for (i, &v) in elems.iter().enumerate() {
+        out[i / per_byte] |= (v & mask) << ((i % per_byte) * bits);
+    }
+    out
 }
 
 /// Bytes of data the proto carries inline, in our element size.

@@ -113,6 +113,11 @@ pub fn tensor_from_json(
                 .map(|v| v.as_bool().map(|b| BoolByte(b as u8)).ok_or_else(|| bad(v)))
                 .collect::<ServerResult<Vec<_>>>()?,
         ),
+        d => {
+            return Err(ServerError::invalid_arg(format!(
+                "input '{name}': {d} tensors have no KServe-v2 data type"
+            )))
+        }
     };
     Ok(t?)
 }
@@ -141,10 +146,26 @@ pub fn tensor_to_json(t: &Tensor) -> Value {
             .chunks_exact(8)
             .map(|c| Value::from(u64::from_le_bytes(c.try_into().expect("8 bytes"))))
             .collect(),
-        DType::I8 | DType::I16 | DType::I32 | DType::U8 | DType::U16 | DType::U32 => {
-            values.iter().map(|&v| Value::from(v as i64)).collect()
-        }
-        DType::F32 | DType::F16 | DType::F64 | DType::BF16 => values
+        DType::I8
+        | DType::I16
+        | DType::I32
+        | DType::U8
+        | DType::U16
+        | DType::U32
+        | DType::I4
+        | DType::U4
+        | DType::I2
+        | DType::U2 => values.iter().map(|&v| Value::from(v as i64)).collect(),
+        DType::F32
+        | DType::F16
+        | DType::F64
+        | DType::BF16
+        | DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1 => values
             .iter()
             .map(|&v| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
             .collect(),

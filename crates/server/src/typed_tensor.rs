@@ -101,6 +101,11 @@ pub fn tensor_from_contents(
                 dtype.kserve_name()
             )))
         }
+        d => {
+            return Err(ServerError::invalid_arg(format!(
+                "input '{name}': {d} tensors have no KServe-v2 data type"
+            )))
+        }
     };
     Ok(t?)
 }

@@ -24,6 +24,9 @@ pub fn triton_dtype(d: DType) -> ffi::TRITONSERVER_DataType {
         DType::U16 => ffi::TRITONSERVER_TYPE_UINT16,
         DType::U32 => ffi::TRITONSERVER_TYPE_UINT32,
         DType::U64 => ffi::TRITONSERVER_TYPE_UINT64,
+        // The 8-, 4- and 2-bit types have no Triton data type: such model
+        // inputs and outputs are refused when the configuration is validated.
+        _ => ffi::TRITONSERVER_TYPE_INVALID,
     }
 }
 
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn dtype_codes_round_trip_names() {
-        for d in DType::ALL {
+        for d in DType::ALL.into_iter().filter(|d| d.has_protocol_type()) {
             assert_eq!(triton_dtype_name(triton_dtype(d)), d.kserve_name());
         }
         assert_eq!(triton_dtype_name(99), "UNKNOWN");

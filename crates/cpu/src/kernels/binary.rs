@@ -100,7 +100,7 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &mut Out) -> Result<Ten
         DType::U64 => apply::<u64>(op, a, b, &mut y)?,
         DType::F64 => apply::<f64>(op, a, b, &mut y)?,
         DType::BF16 => apply::<bf16>(op, a, b, &mut y)?,
-        DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
+        d => return metal_mps_ir::unsupported!("{op:?} on {d} tensors"),
     }
     Ok(y)
 }

@@ -2,7 +2,10 @@
 
 use super::unary::map;
 use crate::Out;
-use metal_mps_ir::{dispatch_dtype, f16, DType, Element, Result, Tensor};
+use metal_mps_ir::{
+    dispatch_dtype, f16, f8e8m0_from_f32, small_float_from_f64, DType, E8M0Round, Element, Result,
+    Tensor,
+};
 
 /// Float to integer truncates toward zero (saturating at the type's bounds);
 /// anything to BOOL is "not zero".
@@ -17,6 +20,38 @@ pub fn cast(x: &Tensor, to: DType, out: &mut Out) -> Result<Tensor> {
         dispatch_dtype!(to, D => {
             map(src, y.as_slice_mut::<D>()?, convert::<S, D>);
         });
+    });
+    Ok(y)
+}
+
+/// Cast with ONNX's `saturate` (opset 19+: when false, values out of a FLOAT8
+/// type's range become infinity or NaN instead of the largest finite value)
+/// and `round_mode` (opset 25+, for FLOAT8E8M0). `cast` is
+/// `cast_with(x, to, true, E8M0Round::Up, out)`.
+pub fn cast_with(
+    x: &Tensor,
+    to: DType,
+    saturate: bool,
+    round: E8M0Round,
+    out: &mut Out,
+) -> Result<Tensor> {
+    let special = match to {
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => !saturate,
+        DType::F8E8M0 => !saturate || round != E8M0Round::Up,
+        _ => false,
+    };
+    if !special || x.dtype() == to {
+        return cast(x, to, out);
+    }
+    let mut y = out.tensor(0, to, x.shape().to_vec())?;
+    dispatch_dtype!(x.dtype(), S => {
+        let src = x.as_slice::<S>()?;
+        let dst = y.as_bytes_mut();
+        if to == DType::F8E8M0 {
+            map(src, dst, |v: S| f8e8m0_from_f32(v.to_f64() as f32, saturate, round));
+        } else {
+            map(src, dst, |v: S| small_float_from_f64(to, v.to_f64(), saturate));
+        }
     });
     Ok(y)
 }

@@ -2,6 +2,7 @@
 
 mod binary;
 mod cast;
+pub use cast::cast_with;
 mod conv;
 mod layout;
 mod matmul;

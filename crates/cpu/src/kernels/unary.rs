@@ -38,7 +38,7 @@ pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
         DType::BF16 => map(x.as_slice::<bf16>()?, y.as_slice_mut::<bf16>()?, |v| {
             bf16::from_f32(op.apply_f32(v.to_f32()))
         }),
-        DType::Bool => return metal_mps_ir::unsupported!("{op:?} on BOOL tensors"),
+        d => return metal_mps_ir::unsupported!("{op:?} on {d} tensors"),
     }
     Ok(y)
 }

@@ -50,16 +50,13 @@ pub fn clip(ctx: &BuildCx) -> Result<Op> {
 }
 
 pub fn cast(ctx: &BuildCx) -> Result<Op> {
-    if ctx.attrs.int("saturate", 1)? != 1 {
-        return Err(Error::Unsupported(
-            "Cast with saturate=0 (float8 only)".into(),
-        ));
-    }
     let to = ctx
         .attrs
         .opt_int("to")?
         .ok_or_else(|| Error::InvalidModel("Cast needs the 'to' attribute".into()))?;
-    Ok(Op::Cast {
-        to: metal_mps_ir::DType::from_onnx_code(to)?,
-    })
+    let to = metal_mps_ir::DType::from_onnx_code(to)?;
+    // `saturate` from opset 19, `round_mode` from opset 25 (FLOAT8 targets only).
+    let saturate = ctx.attrs.flag("saturate", true)?;
+    let round = crate::quant::cast::round_mode("Cast", &ctx.attrs.str_or("round_mode", "up")?)?;
+    Ok(crate::quant::cast::cast_op(to, saturate, round))
 }
