@@ -3,6 +3,7 @@
 mod body;
 mod if_op;
 mod loop_op;
+mod rnn;
 mod scan;
 
 use crate::{onnx, OpDef};
@@ -11,4 +12,7 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("If", 1, if_op::build),
     onnx("Loop", 1, loop_op::build),
     onnx("Scan", 8, scan::build),
+    onnx("RNN", 1, rnn::build_rnn),
+    onnx("GRU", 1, rnn::build_gru),
+    onnx("LSTM", 1, rnn::build_lstm),
 ];
