@@ -565,6 +565,11 @@ impl Operator for Recurrent {
                     y[yo..yo + h].copy_from_slice(&hnew);
                     hprev = hnew;
                 }
+                if len == 0 {
+                    // As onnxruntime: a sequence of length 0 leaves zero states.
+                    hprev.fill(0.0);
+                    cprev.fill(0.0);
+                }
                 hb.copy_from_slice(&hprev);
                 if self.kind == Kind::Lstm {
                     cs[(di * batch + b) * h..(di * batch + b + 1) * h].copy_from_slice(&cprev);
