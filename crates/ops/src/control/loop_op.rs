@@ -68,7 +68,15 @@ impl Loop {
             None => true,
             Some(k) => k.constant.and_then(|c| truth(c, "").ok()) == Some(true),
         };
-        let out0 = *self.body.outputs.first()?;
+        // The body's condition output, traced back through Identity nodes.
+        let mut out0 = *self.body.outputs.first()?;
+        let producers = self.body.producers();
+        while let Some(node) = producers[out0].map(|n| &self.body.nodes[n]) {
+            match (&node.op, node.inputs.first()) {
+                (Op::Identity, Some(Some(src))) if node.outputs.len() == 1 => out0 = *src,
+                _ => break,
+            }
+        }
         let passes = out0 == *self.body.inputs.get(1)?
             || self.body.values[out0]
                 .constant
