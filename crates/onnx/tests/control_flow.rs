@@ -283,3 +283,82 @@ fn error_inside_a_body_names_outer_and_inner_node() {
         "{err}"
     );
 }
+
+#[test]
+fn local_functions_are_inlined_with_attribute_references() {
+    use metal_mps_onnx::proto::FunctionProto;
+    // AddTwice(a, b) = (a + b) + b; ScaleBy(a) = a * Constant(value_float = @scale).
+    let add_twice = FunctionProto {
+        name: Some("AddTwice".into()),
+        domain: Some("local".into()),
+        input: vec!["a".into(), "b".into()],
+        output: vec!["r".into()],
+        node: vec![
+            node("Add", "first", &["a", "b"], &["tmp"]),
+            node("Add", "second", &["tmp", "b"], &["r"]),
+        ],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        ..Default::default()
+    };
+    let mut constant = node("Constant", "k", &[], &["k"]);
+    constant.attribute = vec![AttributeProto {
+        name: Some("value_float".into()),
+        r#type: Some(AttributeType::Float as i32),
+        ref_attr_name: Some("scale".into()),
+        ..Default::default()
+    }];
+    let scale_by = FunctionProto {
+        name: Some("ScaleBy".into()),
+        domain: Some("local".into()),
+        input: vec!["a".into()],
+        output: vec!["r".into()],
+        attribute: vec!["scale".into()],
+        node: vec![constant, node("Mul", "mul", &["a", "k"], &["r"])],
+        ..Default::default()
+    };
+    let f = DataType::Float;
+    let mut call1 = node("AddTwice", "call1", &["x", "y"], &["t"]);
+    call1.domain = Some("local".into());
+    // A second call: its internal value 'tmp' must not clash with the first's.
+    let mut call2 = node("AddTwice", "call2", &["t", "y"], &["u"]);
+    call2.domain = Some("local".into());
+    let mut call3 = node("ScaleBy", "call3", &["u"], &["z"]);
+    call3.domain = Some("local".into());
+    call3.attribute = vec![AttributeProto {
+        name: Some("scale".into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(0.5),
+        ..Default::default()
+    }];
+    let bytes = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(13),
+            },
+            OperatorSetIdProto {
+                domain: Some("local".into()),
+                version: Some(1),
+            },
+        ],
+        functions: vec![add_twice, scale_by],
+        graph: Some(graph(
+            "main",
+            vec![call1, call2, call3],
+            vec![value("x", f, &[2]), value("y", f, &[2])],
+            vec![value("z", f, &[2])],
+            vec![],
+        )),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let x = Tensor::from_vec(vec![2], vec![1f32, 2.0]).unwrap();
+    let y = Tensor::from_vec(vec![2], vec![10f32, 100.0]).unwrap();
+    // t = x + 2y = [21, 202]; u = t + 2y = [41, 402]; z = u / 2.
+    let out = run(&bytes, &[&x, &y]).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![20.5, 201.0]);
+}
