@@ -1,14 +1,16 @@
 //! ModelProto → Graph: values, constants, nodes, then inference.
 
 use crate::proto::{
-    tensor_shape_proto::dimension, type_proto, ModelProto, NodeProto, ValueInfoProto,
+    tensor_shape_proto::dimension, type_proto, AttributeProto, FunctionProto, GraphProto,
+    ModelProto, NodeProto, ValueInfoProto,
 };
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use metal_mps_ir::{infer, Dim, Error, Graph, Node, Op, Result, Tensor, ValueId};
 use metal_mps_ops::{normalize_domain, Attributes, BuildCx};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A graph and what the model file said about itself.
 #[derive(Clone, Debug)]
@@ -47,12 +49,25 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
             "the graph declares no outputs (is this an ONNX model?)".into(),
         ));
     }
-    let mut b = Builder {
-        g: Graph::default(),
-        names: HashMap::new(),
-        opsets,
+    let functions: HashMap<(String, String), &FunctionProto> = model
+        .functions
+        .iter()
+        .map(|f| {
+            (
+                (
+                    normalize_domain(f.domain.as_deref().unwrap_or("")).to_string(),
+                    f.name.clone().unwrap_or_default(),
+                ),
+                f,
+            )
+        })
+        .collect();
+    let cx = ImportCx {
+        opsets: &opsets,
         base_dir,
+        functions: &functions,
     };
+    let mut b = Builder::new(&cx);
     for init in &proto.initializer {
         let name = init.name.clone().unwrap_or_default();
         let t = tensor_from_proto(init, base_dir)?;
@@ -164,34 +179,101 @@ fn value_type(vi: &ValueInfoProto) -> Result<(metal_mps_ir::DType, Option<Vec<Di
     Ok((dtype, shape))
 }
 
-/// Nodes in an order where every input is defined before use.
+/// The subgraphs among a node's attributes.
+fn subgraph_protos(n: &NodeProto) -> impl Iterator<Item = &GraphProto> {
+    n.attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(a.graphs.iter()))
+}
+
+/// The names a subgraph reads from enclosing scopes (through any depth of
+/// nesting), in order of first use.
+fn free_names(g: &GraphProto) -> Vec<String> {
+    let mut defined: HashSet<&str> = HashSet::new();
+    defined.extend(g.initializer.iter().filter_map(|t| t.name.as_deref()));
+    defined.extend(g.input.iter().filter_map(|v| v.name.as_deref()));
+    for n in &g.node {
+        defined.extend(n.output.iter().map(String::as_str));
+    }
+    let mut seen = HashSet::new();
+    let mut free = Vec::new();
+    let mut add = |name: &str, free: &mut Vec<String>| {
+        if !name.is_empty() && !defined.contains(name) && seen.insert(name.to_string()) {
+            free.push(name.to_string());
+        }
+    };
+    for n in &g.node {
+        for i in &n.input {
+            add(i, &mut free);
+        }
+        for sub in subgraph_protos(n) {
+            for i in free_names(sub) {
+                add(&i, &mut free);
+            }
+        }
+    }
+    for o in &g.output {
+        add(o.name.as_deref().unwrap_or(""), &mut free);
+    }
+    free
+}
+
+/// The outer-scope names the subgraphs of one node read (the union, in order).
+fn node_captures(n: &NodeProto) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for sub in subgraph_protos(n) {
+        for name in free_names(sub) {
+            if seen.insert(name.clone()) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// Nodes in an order where every input (and every outer value their
+/// subgraphs read) is defined before use. Names that no node of this graph
+/// produces are left for the node's import to resolve (outer scopes).
 fn topological<'a>(
     nodes: &'a [NodeProto],
     known: &HashMap<String, ValueId>,
 ) -> Result<Vec<&'a NodeProto>> {
-    let mut defined: std::collections::HashSet<&str> = known.keys().map(String::as_str).collect();
-    let mut pending: Vec<&NodeProto> = nodes.iter().collect();
+    let produced: HashSet<&str> = nodes
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let deps: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            n.input
+                .iter()
+                .cloned()
+                .chain(node_captures(n))
+                .filter(|i| !i.is_empty() && produced.contains(i.as_str()))
+                .collect()
+        })
+        .collect();
+    let mut defined: HashSet<&str> = known.keys().map(String::as_str).collect();
+    let mut pending: Vec<usize> = (0..nodes.len()).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
-        for n in pending {
-            if n.input
-                .iter()
-                .all(|i| i.is_empty() || defined.contains(i.as_str()))
-            {
-                defined.extend(n.output.iter().map(String::as_str));
-                order.push(n);
+        for k in pending {
+            if deps[k].iter().all(|i| defined.contains(i.as_str())) {
+                defined.extend(nodes[k].output.iter().map(String::as_str));
+                order.push(&nodes[k]);
             } else {
-                rest.push(n);
+                rest.push(k);
             }
         }
         if rest.len() == before {
-            let n = rest[0];
-            let missing = n
-                .input
+            let k = rest[0];
+            let n = &nodes[k];
+            let missing = deps[k]
                 .iter()
-                .find(|i| !i.is_empty() && !defined.contains(i.as_str()))
+                .find(|i| !defined.contains(i.as_str()))
                 .cloned()
                 .unwrap_or_default();
             return Err(Error::InvalidModel(format!(
@@ -205,15 +287,94 @@ fn topological<'a>(
     Ok(order)
 }
 
+/// What every scope of one model shares.
+struct ImportCx<'p> {
+    /// Opset per domain.
+    opsets: &'p HashMap<String, i64>,
+    base_dir: Option<&'p Path>,
+    /// Model-local functions by (domain, name).
+    functions: &'p HashMap<(String, String), &'p FunctionProto>,
+}
+
+/// Nesting limit of subgraphs and function calls (a guard against recursion).
+const MAX_DEPTH: usize = 64;
+
 struct Builder<'p> {
     g: Graph,
     names: HashMap<String, ValueId>,
-    /// Opset per domain.
-    opsets: HashMap<String, i64>,
-    base_dir: Option<&'p Path>,
+    cx: &'p ImportCx<'p>,
+    depth: usize,
+    /// Function calls inlined so far (for unique value names).
+    calls: usize,
 }
 
-impl Builder<'_> {
+impl<'p> Builder<'p> {
+    fn new(cx: &'p ImportCx<'p>) -> Builder<'p> {
+        Builder {
+            g: Graph::default(),
+            names: HashMap::new(),
+            cx,
+            depth: 0,
+            calls: 0,
+        }
+    }
+
+    /// Imports a subgraph attribute whose inputs are its own followed by
+    /// `captures` (outer values, bound by name).
+    fn import_body(&self, proto: &GraphProto, captures: &[String]) -> Result<Graph> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::InvalidModel(format!(
+                "subgraphs nest deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let mut b = Builder {
+            g: Graph::default(),
+            names: HashMap::new(),
+            cx: self.cx,
+            depth: self.depth + 1,
+            calls: 0,
+        };
+        for init in &proto.initializer {
+            let name = init.name.clone().unwrap_or_default();
+            let t = tensor_from_proto(init, self.cx.base_dir)?;
+            let id = b.g.add_constant(name.clone(), t);
+            b.names.insert(name, id);
+        }
+        if !proto.sparse_initializer.is_empty() {
+            return Err(Error::Unsupported("sparse initializers".into()));
+        }
+        for vi in &proto.input {
+            let name = vi.name.clone().unwrap_or_default();
+            let id = b.g.add_value(name.clone());
+            // A body input may leave its type to the enclosing op.
+            if vi.r#type.is_some() {
+                let (dtype, shape) = value_type(vi)?;
+                b.g.values[id].dtype = Some(dtype);
+                b.g.values[id].shape = shape;
+            }
+            b.g.inputs.push(id);
+            b.names.insert(name, id);
+        }
+        for name in captures {
+            let id = b.g.add_value(name.clone());
+            b.g.inputs.push(id);
+            b.names.insert(name.clone(), id);
+        }
+        for node in topological(&proto.node, &b.names)? {
+            b.add_node(node)?;
+        }
+        for vi in &proto.output {
+            let name = vi.name.clone().unwrap_or_default();
+            let id = *b.names.get(&name).ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "subgraph output '{name}' is not produced by any node"
+                ))
+            })?;
+            b.g.outputs.push(id);
+        }
+        Ok(b.g)
+    }
+
     fn add_node(&mut self, p: &NodeProto) -> Result<()> {
         let op_type = p.op_type.clone().unwrap_or_default();
         let name = p
@@ -222,7 +383,14 @@ impl Builder<'_> {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{op_type}_{}", self.g.nodes.len()));
         let domain = normalize_domain(p.domain.as_deref().unwrap_or(""));
-        let opset = self.opsets.get(domain).copied();
+        if let Some(f) = self
+            .cx
+            .functions
+            .get(&(domain.to_string(), op_type.clone()))
+        {
+            return self.inline_call(p, f, &name);
+        }
+        let opset = self.cx.opsets.get(domain).copied();
         let ident = Node {
             name: name.clone(),
             op: Op::Identity,
@@ -236,8 +404,25 @@ impl Builder<'_> {
                 "the model imports no opset of domain '{domain}'"
             ))));
         };
-        let attrs = crate::attrs::decode(p, self.base_dir, |_| {
-            Err(Error::Unsupported("subgraph attributes".into()))
+        let captures = node_captures(p);
+        let mut captured_ids = Vec::with_capacity(captures.len());
+        for c in &captures {
+            let id = self.names.get(c).copied().ok_or_else(|| {
+                ident.error(Error::InvalidModel(format!(
+                    "a subgraph reads '{c}', which no enclosing scope defines"
+                )))
+            })?;
+            captured_ids.push(Some(id));
+        }
+        let attrs = crate::attrs::decode(p, self.cx.base_dir, |a: &AttributeProto| {
+            match (&a.g, a.graphs.is_empty()) {
+                (Some(g), true) => Ok(metal_mps_ops::Attribute::Graph(Arc::new(
+                    self.import_body(g, &captures)?,
+                ))),
+                _ => Err(Error::Unsupported(
+                    "attributes holding lists of graphs".into(),
+                )),
+            }
         })
         .map_err(|e| ident.error(e))?;
         if op_type == "Constant" && domain.is_empty() {
@@ -256,17 +441,20 @@ impl Builder<'_> {
             num_outputs: p.output.len(),
         };
         let op = metal_mps_ops::build(&cx).map_err(|e| ident.error(e))?;
-        let inputs = p
-            .input
-            .iter()
-            .map(|i| {
-                if i.is_empty() {
-                    None
-                } else {
-                    self.names.get(i).copied()
-                }
-            })
-            .collect();
+        let mut inputs: Vec<Option<ValueId>> = Vec::with_capacity(p.input.len() + captures.len());
+        for i in &p.input {
+            if i.is_empty() {
+                inputs.push(None);
+            } else {
+                let id = self.names.get(i).copied().ok_or_else(|| {
+                    ident.error(Error::InvalidModel(format!(
+                        "input '{i}' is not defined by any node, input or initializer"
+                    )))
+                })?;
+                inputs.push(Some(id));
+            }
+        }
+        inputs.extend(captured_ids);
         let outputs = p
             .output
             .iter()
@@ -292,6 +480,137 @@ impl Builder<'_> {
         });
         Ok(())
     }
+
+    /// Inlines a call of a model-local function: its nodes are added with
+    /// their values renamed uniquely for this call and attribute references
+    /// bound to the call's attributes (or the function's defaults).
+    fn inline_call(&mut self, call: &NodeProto, f: &FunctionProto, name: &str) -> Result<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::InvalidModel(format!(
+                "function calls nest deeper than {MAX_DEPTH} levels (recursive function '{}'?)",
+                f.name.as_deref().unwrap_or("")
+            )));
+        }
+        self.calls += 1;
+        let prefix = format!("{name}/call{}/", self.calls);
+        let mut rename: HashMap<String, String> = HashMap::new();
+        for (k, formal) in f.input.iter().enumerate() {
+            rename.insert(
+                formal.clone(),
+                call.input.get(k).cloned().unwrap_or_default(),
+            );
+        }
+        for (k, formal) in f.output.iter().enumerate() {
+            // An output the call leaves unnamed still needs a distinct value.
+            let actual = call
+                .output
+                .get(k)
+                .filter(|o| !o.is_empty())
+                .cloned()
+                .unwrap_or_else(|| format!("{prefix}{formal}"));
+            rename.insert(formal.clone(), actual);
+        }
+        let map = |n: &str, rename: &HashMap<String, String>| -> String {
+            if n.is_empty() {
+                return String::new();
+            }
+            rename
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| format!("{prefix}{n}"))
+        };
+        // Attribute values: the call's, else the function's defaults.
+        let mut bound: HashMap<&str, &AttributeProto> = HashMap::new();
+        for a in &f.attribute_proto {
+            bound.insert(a.name.as_deref().unwrap_or(""), a);
+        }
+        for a in &call.attribute {
+            bound.insert(a.name.as_deref().unwrap_or(""), a);
+        }
+        let mut nodes = Vec::with_capacity(f.node.len());
+        for n in &f.node {
+            let mut n = n.clone();
+            n.input = n.input.iter().map(|i| map(i, &rename)).collect();
+            n.output = n.output.iter().map(|o| map(o, &rename)).collect();
+            n.name = Some(format!("{prefix}{}", n.name.as_deref().unwrap_or("")));
+            let mut attrs = Vec::with_capacity(n.attribute.len());
+            for a in n.attribute {
+                match a.ref_attr_name.as_deref().filter(|r| !r.is_empty()) {
+                    None => attrs.push(rename_in_attr(a, &rename, &prefix)),
+                    Some(r) => {
+                        if let Some(v) = bound.get(r) {
+                            let mut v = (*v).clone();
+                            v.name = a.name.clone();
+                            attrs.push(v);
+                        }
+                    }
+                }
+            }
+            n.attribute = attrs;
+            nodes.push(n);
+        }
+        let depth = self.depth;
+        self.depth += 1;
+        let known = self.names.clone();
+        let result = topological(&nodes, &known).and_then(|order| {
+            for n in order {
+                self.add_node(n)?;
+            }
+            Ok(())
+        });
+        self.depth = depth;
+        result.map_err(|e| Error::Node {
+            node: name.to_string(),
+            op: call.op_type.clone().unwrap_or_default(),
+            opset: 0,
+            cause: Box::new(e),
+        })
+    }
+}
+
+/// Renames the outer values a subgraph attribute of an inlined function node reads.
+fn rename_in_attr(
+    mut a: AttributeProto,
+    rename: &HashMap<String, String>,
+    prefix: &str,
+) -> AttributeProto {
+    fn walk(
+        g: &mut GraphProto,
+        outer: Option<&HashSet<String>>,
+        rename: &HashMap<String, String>,
+        prefix: &str,
+    ) {
+        // Only names free here and in every enclosing subgraph belong to the function.
+        let free: HashSet<String> = free_names(g)
+            .into_iter()
+            .filter(|n| outer.is_none_or(|o| o.contains(n)))
+            .collect();
+        let map = |n: &mut String| {
+            if free.contains(n.as_str()) {
+                *n = rename
+                    .get(n.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| format!("{prefix}{n}"));
+            }
+        };
+        for node in &mut g.node {
+            node.input.iter_mut().for_each(map);
+            for a in &mut node.attribute {
+                for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                    walk(sub, Some(&free), rename, prefix);
+                }
+            }
+        }
+        for o in &mut g.output {
+            if let Some(n) = o.name.as_mut() {
+                map(n);
+            }
+        }
+    }
+    for g in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+        walk(g, None, rename, prefix);
+    }
+    a
 }
 
 /// The tensor of a `Constant` node, from whichever value attribute it carries.
