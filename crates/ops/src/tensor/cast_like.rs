@@ -1,37 +1,23 @@
-//! CastLike: Cast to the dtype of a second input (the built-in Cast kernel).
+//! CastLike: Cast to the dtype of a second input, with Cast's `saturate` and
+//! `round_mode` (the built-in Cast kernel).
 
 use crate::support::{arg, known, like};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
-use metal_mps_ir::{unsupported, DType, DynOp, Fact, Op, Operator, Out, Result, Tensor};
+use metal_mps_ir::{DynOp, E8M0Round, Fact, Op, Operator, Out, Result, Tensor};
 use std::any::Any;
 
 #[derive(Debug)]
 struct CastLike {
     saturate: bool,
-    round_mode: String,
+    round: E8M0Round,
 }
 
 pub fn build(cx: &BuildCx) -> Result<Op> {
     Ok(Op::Dyn(DynOp::new(CastLike {
         saturate: cx.attrs.flag("saturate", true)?,
-        round_mode: cx.attrs.str_or("round_mode", "up")?,
+        round: crate::quant::cast::round_mode("CastLike", &cx.attrs.str_or("round_mode", "up")?)?,
     })))
-}
-
-impl CastLike {
-    /// `saturate` only concerns the float8 types and `round_mode` only
-    /// FLOAT8E8M0; the conversion computed here knows neither setting.
-    fn check(&self, to: DType) -> Result<()> {
-        let name = to.onnx_name();
-        if !self.saturate && name.starts_with("FLOAT8") {
-            return unsupported!("CastLike to {name} with saturate=0");
-        }
-        if self.round_mode != "up" && name == "FLOAT8E8M0" {
-            return unsupported!("CastLike to {name} with round_mode '{}'", self.round_mode);
-        }
-        Ok(())
-    }
 }
 
 impl Operator for CastLike {
@@ -41,9 +27,7 @@ impl Operator for CastLike {
 
     fn infer(&self, ins: &[Option<Known>], _n_out: usize) -> Result<Vec<Fact>> {
         let x = known(ins, 0)?;
-        let to = known(ins, 1)?.dtype;
-        self.check(to)?;
-        Ok(vec![like(x, to)])
+        Ok(vec![like(x, known(ins, 1)?.dtype)])
     }
 
     fn eval(
@@ -54,8 +38,7 @@ impl Operator for CastLike {
     ) -> Result<Vec<Tensor>> {
         let x = arg(inputs, 0)?;
         let to = arg(inputs, 1)?.dtype();
-        self.check(to)?;
-        metal_mps_cpu::eval_op(&Op::Cast { to }, &[Some(x)], 1, out)
+        metal_mps_cpu::cast_with(x, to, self.saturate, self.round, out).map(|y| vec![y])
     }
 
     fn as_any(&self) -> &dyn Any {
