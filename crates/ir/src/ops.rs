@@ -206,6 +206,13 @@ impl Activation {
             Activation::Unary(u) => u.apply_f32(x),
         }
     }
+
+    pub fn apply_f64(&self, x: f64) -> f64 {
+        match self {
+            Activation::None => x,
+            Activation::Unary(u) => u.apply_f64(x),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

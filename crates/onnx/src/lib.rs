@@ -13,7 +13,8 @@ mod tensor;
 pub use graph::{load_model, parse_model, ImportedModel};
 pub use tensor::{dtype_from_onnx, pack, parse_tensor_proto, tensor_from_proto, unpack};
 
-/// Opsets of the default domain this importer understands (6 for the
-/// pytorch-converted suite; its legacy attributes are read where our ops use them).
-pub const MIN_OPSET: i64 = 6;
+/// Opsets of the default domain this importer understands (legacy attributes
+/// are read where the builders use them; a node whose operator has no row at
+/// the model's opset is refused naming the first opset that has one).
+pub const MIN_OPSET: i64 = 1;
 pub const MAX_OPSET: i64 = 28;

@@ -4,25 +4,29 @@
 use super::binary::broadcast_strides;
 use crate::Out;
 use metal_mps_ir::{
-    broadcast_shapes, f16, invalid, Activation, DType, Element, GemmAttrs, Result, Tensor,
+    bf16, broadcast_shapes, f16, invalid, Activation, DType, Element, GemmAttrs, Result, Tensor,
 };
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// The tensor's values as f32 (borrowed when already f32).
+/// The tensor's values as f32 (borrowed when already f32; the 16-bit float
+/// types widen exactly).
 pub(crate) fn as_f32(t: &Tensor) -> Result<Cow<'_, [f32]>> {
     match t.dtype() {
         DType::F32 => Ok(Cow::Borrowed(t.as_slice::<f32>()?)),
         DType::F16 => Ok(Cow::Owned(
             t.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
         )),
-        other => invalid!("expected a FLOAT or FLOAT16 tensor, got {other}"),
+        DType::BF16 => Ok(Cow::Owned(
+            t.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
+        )),
+        other => invalid!("expected a FLOAT, FLOAT16 or BFLOAT16 tensor, got {other}"),
     }
 }
 
-/// Builds an output of `dtype` (f32 or f16) by letting `fill` write every
-/// element as f32: straight into the output buffer for f32, through a
-/// temporary for f16.
+/// Builds an output of `dtype` (f32, f16 or bf16) by letting `fill` write
+/// every element as f32: straight into the output buffer for f32, through a
+/// temporary for the 16-bit types.
 pub(crate) fn f32_output(
     out: &mut Out,
     dtype: DType,
@@ -32,6 +36,14 @@ pub(crate) fn f32_output(
     let mut y = out.tensor(0, dtype, shape)?;
     match dtype {
         DType::F32 => fill(y.as_slice_mut::<f32>()?)?,
+        DType::BF16 => {
+            let mut tmp = vec![0f32; y.numel()];
+            fill(&mut tmp)?;
+            y.as_slice_mut::<bf16>()?
+                .iter_mut()
+                .zip(&tmp)
+                .for_each(|(o, &x)| *o = bf16::from_f32(x));
+        }
         _ => {
             let mut tmp = vec![0f32; y.numel()];
             fill(&mut tmp)?;
@@ -184,8 +196,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
         }
         (oa * m * k, ob * k * n)
     };
-    if !a.dtype().is_float() {
-        return int_matmul(a, b, m, k, n, nb, &offsets, shape, out);
+    if !a.dtype().is_float() || a.dtype() == DType::F64 {
+        return exact_matmul(a, b, m, k, n, nb, &offsets, shape, act, out);
     }
     let (av, bv) = (as_f32(a)?, as_f32(b)?);
     f32_output(out, a.dtype(), shape, |y| {
@@ -210,8 +222,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
     })
 }
 
+/// Integer products accumulated exactly in i64 (wrapping), DOUBLE in f64.
 #[allow(clippy::too_many_arguments)]
-fn int_matmul(
+fn exact_matmul(
     a: &Tensor,
     b: &Tensor,
     m: usize,
@@ -220,8 +233,26 @@ fn int_matmul(
     nb: usize,
     offsets: &dyn Fn(usize) -> (usize, usize),
     shape: Vec<usize>,
+    act: Activation,
     out: &mut Out,
 ) -> Result<Tensor> {
+    if a.dtype() == DType::F64 {
+        let mut y = out.tensor(0, DType::F64, shape)?;
+        let (av, bv) = (a.as_slice::<f64>()?, b.as_slice::<f64>()?);
+        let yv = y.as_slice_mut::<f64>()?;
+        for bi in 0..nb {
+            let (oa, ob) = offsets(bi);
+            for i in 0..m {
+                for j in 0..n {
+                    let acc: f64 = (0..k)
+                        .map(|p| av[oa + i * k + p] * bv[ob + p * n + j])
+                        .sum();
+                    yv[bi * m * n + i * n + j] = act.apply_f64(acc);
+                }
+            }
+        }
+        return Ok(y);
+    }
     let mut y = out.tensor(0, a.dtype(), shape)?;
     metal_mps_ir::dispatch_dtype!(a.dtype(), T => {
         let (av, bv) = (a.as_slice::<T>()?, b.as_slice::<T>()?);

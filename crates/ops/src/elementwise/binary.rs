@@ -80,8 +80,8 @@ impl Binary {
             }
             Kind::And | Kind::Or | Kind::Xor => a == DType::Bool,
             Kind::BitwiseAnd | Kind::BitwiseOr | Kind::BitwiseXor => a.is_int(),
-            Kind::ShiftLeft | Kind::ShiftRight => a.is_int() && !a.is_signed_int(),
-            Kind::Mod { fmod } => a.is_int() || (fmod && a.is_float()),
+            Kind::ShiftLeft | Kind::ShiftRight => a.is_int(),
+            Kind::Mod { .. } => a.is_int() || a.is_float(),
             Kind::PRelu => a.is_float() || a.is_int(),
         };
         if !ok {
@@ -133,8 +133,10 @@ fn integer<T: Element>(k: Kind, a: &Tensor, b: &Tensor, out: &mut Out) -> Result
             Kind::BitwiseOr => x | y,
             Kind::BitwiseXor => x ^ y,
             Kind::ShiftLeft if (0..bits).contains(&y) => ((x as u64) << y) as i64,
-            Kind::ShiftRight if (0..bits).contains(&y) => ((x as u64) >> y) as i64,
-            Kind::ShiftLeft | Kind::ShiftRight => 0,
+            // Signed values shift arithmetically (numpy's right_shift).
+            Kind::ShiftRight if unsigned && (0..bits).contains(&y) => ((x as u64) >> y) as i64,
+            Kind::ShiftRight => x >> y.clamp(0, 63),
+            Kind::ShiftLeft => 0,
             Kind::Mod { .. } if y == 0 => 0,
             Kind::Mod { fmod: true } => x.wrapping_rem(y),
             Kind::Mod { fmod: false } => {
@@ -175,7 +177,16 @@ fn float<T: Element>(k: Kind, a: &Tensor, b: &Tensor, out: &mut Out) -> Result<T
     map2(a, b, out, move |x: T, y: T| {
         let (p, q) = (x.to_f64(), y.to_f64());
         T::from_f64(match k {
-            Kind::Mod { .. } => p % q,
+            Kind::Mod { fmod: true } => p % q,
+            // The sign of the divisor (numpy's mod).
+            Kind::Mod { fmod: false } => {
+                let r = p % q;
+                if r != 0.0 && ((r < 0.0) != (q < 0.0)) {
+                    r + q
+                } else {
+                    r
+                }
+            }
             _ => {
                 if p < 0.0 {
                     p * q
