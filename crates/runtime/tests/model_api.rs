@@ -338,19 +338,37 @@ fn unknown_op_names_the_op_type_and_the_node() {
 }
 
 #[test]
-fn fp64_input_is_refused() {
+fn fp64_model_runs_in_fp64() {
     let bytes = model(GraphProto {
         node: vec![node("Relu", "relu", &["x"], &["y"])],
-        input: vec![value_info("x", DataType::Double, &[D::N(2)])],
-        output: vec![value_info("y", DataType::Double, &[D::N(2)])],
+        input: vec![value_info("x", DataType::Double, &[D::N(3)])],
+        output: vec![value_info("y", DataType::Double, &[D::N(3)])],
         ..Default::default()
     });
-    let msg = load_error(&bytes).to_string();
-    assert!(msg.contains("FP64"), "{msg}");
+    let model = load(&bytes).unwrap();
+    // 1 + 2^-40 is not a float32: the value must come back exactly.
+    let x = Tensor::from_vec(vec![3], vec![-1.5f64, 1.0 + 2f64.powi(-40), 0.0]).unwrap();
+    let y = model.run(&[("x", &x)]).unwrap();
+    assert_eq!(
+        y[0].to_vec::<f64>().unwrap(),
+        vec![0.0, 1.0 + 2f64.powi(-40), 0.0]
+    );
 }
 
 #[test]
-fn fp64_initializer_is_refused() {
+fn string_input_is_refused_naming_the_type() {
+    let bytes = model(GraphProto {
+        node: vec![node("Identity", "id", &["x"], &["y"])],
+        input: vec![value_info("x", DataType::String, &[D::N(2)])],
+        output: vec![value_info("y", DataType::String, &[D::N(2)])],
+        ..Default::default()
+    });
+    let msg = load_error(&bytes).to_string();
+    assert!(msg.contains("STRING") && msg.contains("'x'"), "{msg}");
+}
+
+#[test]
+fn mixed_float_widths_are_a_dtype_error() {
     let bytes = model(GraphProto {
         node: vec![node("Add", "add", &["x", "c"], &["y"])],
         initializer: vec![TensorProto {
@@ -365,7 +383,10 @@ fn fp64_initializer_is_refused() {
         ..Default::default()
     });
     let msg = load_error(&bytes).to_string();
-    assert!(msg.contains("FP64"), "{msg}");
+    assert!(
+        msg.contains("'add'") && msg.contains("FLOAT") && msg.contains("DOUBLE"),
+        "{msg}"
+    );
 }
 
 #[test]
