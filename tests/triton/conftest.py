@@ -25,15 +25,16 @@ RES_IN = [64, 56, 56]
 DEFAULT_MAX_BATCH_SIZE = 6  # given to the server as --backend-config=metal_mps,default-max-batch-size=6
 
 
-def det_model() -> bytes:
-    """A valid ONNX model using Det, an operator metal_mps does not implement."""
+def unsupported_op_model() -> bytes:
+    """A well-formed ONNX model whose operator (of a custom domain) metal_mps does not implement."""
     graph = helper.make_graph(
-        [helper.make_node("Det", ["input"], ["output"])],
-        "det",
+        [helper.make_node("Frobnicate", ["input"], ["output"], domain="com.example.custom")],
+        "frobnicate",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2, 2])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch"])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example.custom", 1)]
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
 
 
 def write_repository(repo: Path, onnx_models: dict[str, Path]) -> None:
@@ -70,7 +71,7 @@ def write_repository(repo: Path, onnx_models: dict[str, Path]) -> None:
         "lifecycle_cnn": (cnn, cfg("lifecycle_cnn", CNN_IN, CNN_OUT), {}),
         # Models that must fail to load, each with our message.
         "corrupt": (b"this is not an ONNX model", 'backend: "metal_mps"\n', {}),
-        "unsupported_op": (det_model(), 'backend: "metal_mps"\n', {}),
+        "unsupported_op": (unsupported_op_model(), 'backend: "metal_mps"\n', {}),
         "bad_dims": (cnn, cfg("bad_dims", [3, 224, 225], CNN_OUT), {}),
         "bad_param": (cnn, cfg("bad_param", CNN_IN, CNN_OUT, parameters={"precision": "int4"}), {}),
         "kind_gpu": (cnn, cfg("kind_gpu", CNN_IN, CNN_OUT, instance_groups=(("KIND_GPU", 1),)), {}),

@@ -78,7 +78,7 @@ def test_mixed_batch_answers_good_requests(load, http, reference):
 
 UNLOADABLE = {
     "corrupt": ["failed to load", "corrupt/1/model.onnx", "invalid model"],
-    "unsupported_op": ["failed to load", "unsupported", "Det"],
+    "unsupported_op": ["failed to load", "unsupported", "'Frobnicate'", "'com.example.custom'"],
     "bad_dims": ["model configuration field 'input[0].dims'", "dimension 2 is 225 in the configuration but 224 in the model"],
     "bad_param": ["model configuration field 'parameters.precision'", "'int4'"],
     "panic_init": ["TRITONBACKEND_ModelInitialize panicked", "fault injection"],
