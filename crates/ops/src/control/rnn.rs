@@ -413,26 +413,7 @@ impl Operator for Recurrent {
             }
             None => vec![0.0; dirs * 2 * gh],
         };
-        let lens: Vec<usize> = match opt(inputs, 4) {
-            None => vec![seq; batch],
-            Some(l) => {
-                let v = l.to_i64_vec()?;
-                if v.len() != batch {
-                    return metal_mps_ir::invalid!(
-                        "{name}: sequence_lens has {} entries for batch {batch}",
-                        v.len()
-                    );
-                }
-                v.into_iter()
-                    .map(|s| match usize::try_from(s) {
-                        Ok(s) if s <= seq => Ok(s),
-                        _ => metal_mps_ir::invalid!(
-                            "{name}: sequence length {s} is outside 0..={seq}"
-                        ),
-                    })
-                    .collect::<Result<_>>()?
-            }
-        };
+        let lens = super::sequence_lens(name, opt(inputs, 4), batch, seq)?;
         let mut hs = self.state_in(opt(inputs, 5), "initial_h", batch)?;
         let mut cs = if self.kind == Kind::Lstm {
             self.state_in(opt(inputs, 6), "initial_c", batch)?

@@ -351,26 +351,7 @@ impl Scan {
                 );
             }
         }
-        let lens: Vec<usize> = match lens {
-            None => vec![max_len; batch],
-            Some(l) => {
-                let v = l.to_i64_vec()?;
-                if v.len() != batch {
-                    return metal_mps_ir::invalid!(
-                        "Scan: sequence_lens has {} entries for batch {batch}",
-                        v.len()
-                    );
-                }
-                v.into_iter()
-                    .map(|x| match usize::try_from(x) {
-                        Ok(x) if x <= max_len => Ok(x),
-                        _ => metal_mps_ir::invalid!(
-                            "Scan: sequence length {x} is outside 0..={max_len}"
-                        ),
-                    })
-                    .collect::<Result<_>>()?
-            }
-        };
+        let lens = super::sequence_lens("Scan", lens, batch, max_len)?;
         let mut per_batch: Vec<Vec<Tensor>> = Vec::with_capacity(batch);
         for (bi, &len) in lens.iter().enumerate() {
             let st = states
