@@ -75,20 +75,28 @@ impl Operator for If {
                     self.branch(c),
                 )?
             }
-            None => {
-                let t = run("then_branch", &self.then_branch)?;
-                let e = run("else_branch", &self.else_branch)?;
-                let mut facts = Vec::with_capacity(t.len());
-                for (k, ((dt, st), (de, se))) in t.into_iter().zip(e).enumerate() {
-                    if dt != de {
-                        return metal_mps_ir::invalid!(
-                            "If: output {k} is {dt} in then_branch but {de} in else_branch"
-                        );
+            // With the condition unknown, a branch that cannot be inferred for these shapes
+            // is one that cannot be taken with them (an exporter's rank-dispatching If): the
+            // other decides; running the impossible branch still fails, at run time.
+            None => match (
+                run("then_branch", &self.then_branch),
+                run("else_branch", &self.else_branch),
+            ) {
+                (Err(e), Err(_)) => return Err(e),
+                (Ok(facts), Err(_)) | (Err(_), Ok(facts)) => facts,
+                (Ok(t), Ok(e)) => {
+                    let mut facts = Vec::with_capacity(t.len());
+                    for (k, ((dt, st), (de, se))) in t.into_iter().zip(e).enumerate() {
+                        if dt != de {
+                            return metal_mps_ir::invalid!(
+                                "If: output {k} is {dt} in then_branch but {de} in else_branch"
+                            );
+                        }
+                        facts.push((dt, merge_shapes(&st, &se)));
                     }
-                    facts.push((dt, merge_shapes(&st, &se)));
+                    facts
                 }
-                facts
-            }
+            },
         };
         if facts.len() != n_out {
             return metal_mps_ir::invalid!(
