@@ -1,8 +1,9 @@
-//! BatchNormalization (inference), Softmax and LRN.
+//! BatchNormalization (inference), Softmax (also DOUBLE) and LRN.
 
 use super::matmul::{as_f32, f32_output};
 use crate::Out;
-use metal_mps_ir::{invalid, normalize_axis, LrnAttrs, Result, Tensor};
+use metal_mps_ir::{invalid, normalize_axis, DType, LrnAttrs, Result, Tensor};
+use num_traits::Float;
 use rayon::prelude::*;
 
 /// `y = scale · (x − mean) / sqrt(var + ε) + bias`, per channel (axis 1).
@@ -59,26 +60,19 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
             shape[ax + 1..].iter().product::<usize>(),
         )
     };
+    let block = (len * inner).max(1);
+    if x.dtype() == DType::F64 {
+        let mut y = out.tensor(0, DType::F64, shape.to_vec())?;
+        let xv = x.as_slice::<f64>()?;
+        let rows = y.as_slice_mut::<f64>()?.chunks_mut(block).enumerate();
+        rows.take(outer)
+            .for_each(|(o, dst)| softmax_block(&xv[o * block..][..block], dst, len, inner));
+        return Ok(y);
+    }
     let xv = as_f32(x)?;
     f32_output(out, x.dtype(), shape.to_vec(), |y| {
-        let block = (len * inner).max(1);
         let work = |(o, dst): (usize, &mut [f32])| {
-            let src = &xv[o * block..][..block];
-            for i in 0..inner {
-                let at = |j: usize| j * inner + i;
-                let max = (0..len)
-                    .map(|j| src[at(j)])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for j in 0..len {
-                    let e = (src[at(j)] - max).exp();
-                    dst[at(j)] = e;
-                    sum += e;
-                }
-                for j in 0..len {
-                    dst[at(j)] /= sum;
-                }
-            }
+            softmax_block(&xv[o * block..][..block], dst, len, inner)
         };
         if outer * block > 1 << 15 {
             y.par_chunks_mut(block)
@@ -90,6 +84,23 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
         }
         Ok(())
     })
+}
+
+/// Softmax of one `len × inner` block along `len`.
+fn softmax_block<T: Float>(src: &[T], dst: &mut [T], len: usize, inner: usize) {
+    for i in 0..inner {
+        let at = |j: usize| j * inner + i;
+        let max = (0..len).map(|j| src[at(j)]).fold(T::neg_infinity(), T::max);
+        let mut sum = T::zero();
+        for j in 0..len {
+            let e = (src[at(j)] - max).exp();
+            dst[at(j)] = e;
+            sum = sum + e;
+        }
+        for j in 0..len {
+            dst[at(j)] = dst[at(j)] / sum;
+        }
+    }
 }
 
 /// Local response normalization across channels.

@@ -2,19 +2,14 @@ use crate::BuildCx;
 use metal_mps_ir::{BinaryOp, Error, Op, Result, UnaryOp};
 
 pub fn binary(ctx: &BuildCx) -> Result<Op> {
-    // Opset 6's `broadcast=1` without `axis` aligns trailing dims, as numpy does.
-    if ctx.opset < 7 && ctx.attrs.has("axis") {
-        return Err(Error::Unsupported(
-            "legacy broadcasting with an 'axis' attribute (opset < 7)".into(),
-        ));
-    }
-    Ok(Op::Binary(match ctx.op_type {
+    let op = Op::Binary(match ctx.op_type {
         "Add" => BinaryOp::Add,
         "Sub" => BinaryOp::Sub,
         "Mul" => BinaryOp::Mul,
         "Div" => BinaryOp::Div,
         _ => BinaryOp::Pow,
-    }))
+    });
+    crate::elementwise::legacy::wrap(ctx, op)
 }
 
 pub fn unary(ctx: &BuildCx) -> Result<Op> {

@@ -59,15 +59,11 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
         "PRelu" => Kind::PRelu,
         other => return metal_mps_ir::unsupported!("elementwise operator '{other}'"),
     };
-    if cx.opset < 7 && cx.attrs.has("axis") {
-        return metal_mps_ir::unsupported!(
-            "legacy broadcasting with an 'axis' attribute (opset < 7)"
-        );
-    }
-    Ok(Op::Dyn(DynOp::new(Binary {
+    let op = Op::Dyn(DynOp::new(Binary {
         name: cx.op_type.to_string(),
         kind,
-    })))
+    }));
+    super::legacy::wrap(cx, op)
 }
 
 impl Binary {
@@ -135,7 +131,11 @@ fn integer<T: Element>(k: Kind, a: &Tensor, b: &Tensor, out: &mut Out) -> Result
             Kind::ShiftLeft if (0..bits).contains(&y) => ((x as u64) << y) as i64,
             // Signed values shift arithmetically (numpy's right_shift).
             Kind::ShiftRight if unsigned && (0..bits).contains(&y) => ((x as u64) >> y) as i64,
-            Kind::ShiftRight => x >> y.clamp(0, 63),
+            Kind::ShiftRight if (0..bits).contains(&y) => x >> y,
+            // A shift amount is read as unsigned: a negative one shifts every bit out, leaving
+            // the sign's fill.
+            Kind::ShiftRight if unsigned => 0,
+            Kind::ShiftRight => x >> 63,
             Kind::ShiftLeft => 0,
             Kind::Mod { .. } if y == 0 => 0,
             Kind::Mod { fmod: true } => x.wrapping_rem(y),

@@ -1,8 +1,10 @@
 //! Elementwise operators without a fast path of their own: math functions and
 //! activations, predicates, comparisons, logic, bit operations, Mod, the
-//! variadic Min/Max/Mean, PRelu and Where.
+//! variadic Min/Max/Mean, PRelu and Where; the axis-aligned broadcasting of
+//! opsets before 7 ([`legacy`]).
 
 mod binary;
+pub(crate) mod legacy;
 mod unary;
 mod variadic;
 

@@ -1,4 +1,4 @@
-//! Convolution as a packed matrix product, 1-D and 2-D: the weights are packed
+//! Convolution as a packed matrix product, 1-D and 2-D ([`nd`]: three or more axes): the weights are packed
 //! once ([`ConvWeights`]); the input taps reach the product through im2col
 //! ([`im2col`]: strided, pointwise and small convolutions) or straight from a
 //! zero-padded copy of the input ([`direct`]: stride 1, and strided
@@ -8,6 +8,7 @@
 
 mod direct;
 mod im2col;
+mod nd;
 mod pixel_major;
 mod pool2x2;
 
@@ -62,6 +63,12 @@ impl ConvWeights {
     pub fn new(w: &Tensor, a: &ConvAttrs, pixels: Option<usize>) -> Result<ConvWeights> {
         let group = a.group;
         let shape = w.shape().to_vec();
+        if shape.len() > 4 {
+            return unsupported!(
+                "packed weights of rank {} (1-D and 2-D convolutions)",
+                shape.len()
+            );
+        }
         if shape.len() < 3 || group == 0 || !shape[0].is_multiple_of(group) {
             return invalid!("Conv weight {shape:?} does not split into {group} groups");
         }
@@ -105,6 +112,9 @@ pub fn conv(
 ) -> Result<Tensor> {
     if x.dtype() != w.dtype() {
         return invalid!("Conv input is {} but weight is {}", x.dtype(), w.dtype());
+    }
+    if x.rank() > 4 {
+        return nd::conv_nd(a, x, w, bias, residual, out);
     }
     let g = geometry(a, x, w.shape())?;
     let weights = ConvWeights::new(w, a, Some(g.oh * g.ow))?;
