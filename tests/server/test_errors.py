@@ -41,7 +41,7 @@ def still_serving(endpoints):
 
 # Where tritonserver's status differs from ours: the case's first word -> tritonserver's status.
 TRITON_STATUS = {
-    "parse": 500, "elements": 500, "FP32": 500, "version": 404,
+    "parse": 500, "elements": 500, "FP32": 500,
 }
 
 
@@ -57,7 +57,7 @@ TRITON_STATUS = {
         ("/v2/models/tiny/infer", tiny_request(data=["a", "b", "c", "d"]), 400, ("FP32", "number")),
         ("/v2/models/no_such_model/infer", tiny_request(), 404, ("unknown model",)),
         ("/v2/models/tiny/versions/7/infer", tiny_request(), 404, ("version 7", "7")),
-        ("/v2/models/tiny/versions/x/infer", tiny_request(), 400, ("version", "not found")),
+        ("/v2/models/tiny/versions/x/infer", tiny_request(), 404, ("version", "not found")),
         ("/v2/models/tiny/infer",
          json.dumps({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(),
          400, ("nope",)),

@@ -1,12 +1,14 @@
 //! Start-up, the three listeners, repository polling, and graceful shutdown.
 
 use crate::args::ServeArgs;
+use crate::body::BodyLimits;
+use crate::budget::ByteBudget;
 use crate::config::ConfigDefaults;
+use crate::http_serve::{self, ConnectionLimits};
 use crate::manager::{ControlMode, ModelManager};
 use crate::repository::Repository;
 use crate::{grpc, http, metrics, AppState};
 use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +34,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         args.strict_readiness,
     );
+    if args.max_inflight_bytes < args.http_max_input_size {
+        bail!(
+            "--max-inflight-bytes ({}) must be at least --http-max-input-size ({}): \
+             a request of the largest size would never fit",
+            args.max_inflight_bytes,
+            args.http_max_input_size
+        );
+    }
+    let budget = ByteBudget::new(args.max_inflight_bytes);
     let state = Arc::new(AppState {
         manager,
         max_input_size: args.http_max_input_size,
+        body_limits: BodyLimits {
+            max_bytes: args.http_max_input_size,
+            timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+            budget,
+        },
     });
+    let connections = ConnectionLimits {
+        header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+        max_connections: args.http_max_connections.max(1),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Endpoints first, so liveness answers while models load.
@@ -50,6 +70,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
+                // Notice dead peers; HTTP/2 idle streams cost no body buffers.
+                .http2_keepalive_interval(Some(connections.header_timeout))
+                .http2_keepalive_timeout(Some(connections.header_timeout))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
@@ -64,8 +87,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         servers.push(spawn_axum(
             listener,
             http::router(state.clone()),
+            connections,
             stopped(stop_rx.clone()),
-            "HTTP",
         ));
     }
     if args.allow_metrics {
@@ -74,8 +97,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         servers.push(spawn_axum(
             listener,
             metrics::router(state.clone()),
+            connections,
             stopped(stop_rx.clone()),
-            "metrics",
         ));
     }
 
@@ -140,23 +163,10 @@ async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListene
 fn spawn_axum(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     stop: impl Future<Output = ()> + Send + 'static,
-    what: &'static str,
 ) -> JoinHandle<()> {
-    // No Nagle delay on small responses.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "{what} server failed");
-        }
-    })
+    tokio::spawn(http_serve::serve(listener, router, limits, stop))
 }
 
 /// Resolves once the shutdown flag is raised.
