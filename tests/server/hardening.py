@@ -38,19 +38,30 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """)
 
 
-def serve_with(tmp_path: Path, *args: str, models: tuple[str, ...] = ("tiny", "tiny_batched")) -> Server:
+def serve_with(tmp_path: Path, *args: str, models: tuple[str, ...] = ("tiny", "tiny_batched"),
+               env: dict | None = None) -> Server:
     """A started `metal-mps serve` (explicit mode) with `models`, "big" (1-D) and "big2d" loaded."""
     repo = make_repository(tmp_path / "repo", list(models))
     big_model(repo)
     big_model(repo, "big2d", 2)
     load = [a for m in (*models, "big", "big2d") for a in ("--load-model", m)]
-    return Server(repo, ["--model-control-mode", "explicit", *load, *args]).start()
+    return Server(repo, ["--model-control-mode", "explicit", *load, *args], env=env or {}).start()
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:
     """A memory field of /proc/<pid>/status, in bytes."""
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024
+
+
+def settled_rss(pid: int, samples: int = 5) -> int:
+    """The least VmRSS of a few samples 20 ms apart: the memory held, without what requests in
+    flight hold for a moment."""
+    least = rss(pid)
+    for _ in range(samples - 1):
+        time.sleep(0.02)
+        least = min(least, rss(pid))
+    return least
 
 
 def reset_peak(pid: int) -> None:

@@ -49,6 +49,7 @@ mod batcher;
 mod batching;
 mod body;
 mod budget;
+mod codec;
 mod config;
 mod error;
 mod grpc;
