@@ -223,7 +223,7 @@ mod tests {
         fn poll_frame(
             self: Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<axum::body::Frame<Bytes>, std::io::Error>>> {
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
             std::task::Poll::Pending
         }
     }
