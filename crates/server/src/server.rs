@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 /// Runs the server until a shutdown signal; see [`crate::serve`].
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     if !args.model_repository.is_dir() {
         bail!(
             "--model-repository {} is not a directory",
@@ -126,7 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!(
         "shutting down: finishing in-flight requests (up to {} s)",
         args.exit_timeout_secs
@@ -174,30 +175,46 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for SIGINT and SIGTERM from the call on (a signal that comes
+/// while models load at start is kept, not fatal); the future resolves when
+/// one has come.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &'static str| {
+            let s = signal(kind);
+            if let Err(e) = &s {
+                tracing::error!(error = %e, "cannot listen for {name}");
+            }
+            s.ok()
+        };
+        let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        let mut term = listen(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                _ = received(int.as_mut()) => tracing::info!("SIGINT received"),
+                _ = received(term.as_mut()) => tracing::info!("SIGTERM received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Resolves when `s` delivers a signal; never without a listener.
+#[cfg(unix)]
+async fn received(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+        None => std::future::pending::<()>().await,
     }
 }
