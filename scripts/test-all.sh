@@ -61,8 +61,9 @@ fi
 step "pytest tests/python (CLI: models vs onnxruntime, bad input)"
 "$PY" -m pytest tests/python -q
 
-step "pytest tests/server (metal-mps serve, real Triton clients)"
-"$PY" -m pytest tests/server -q
+step "pytest tests/server (metal-mps serve, real Triton clients, 60 s of request fuzzing)"
+# The request fuzzer runs a bounded slice here; run tests/server/fuzz_requests.py for hours.
+METAL_MPS_FUZZ_SECONDS=${METAL_MPS_FUZZ_SECONDS:-60} "$PY" -m pytest tests/server -q
 
 step "pytest tests/triton (real tritonserver 2.51 loading libtriton_metal_mps.so)"
 "$PY" -m pytest tests/triton -q

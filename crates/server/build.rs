@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Tensor buffers as `bytes::Bytes`: sliced, not copied.
         .bytes(".inference")
+        // Malformed messages are INVALID_ARGUMENT (crate::codec), not INTERNAL.
+        .codec_path("crate::codec::RequestCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

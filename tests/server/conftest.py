@@ -177,6 +177,7 @@ class Server:
     http_port: int = 0
     grpc_port: int = 0
     metrics_port: int = 0
+    env: dict = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -197,7 +198,7 @@ class Server:
         log = open(self.log_path, "w")
         cmd = [str(BIN), "serve", "--model-repository", str(self.repo),
                "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1", **self.env})
         deadline = time.time() + timeout
         ports = {}
         while time.time() < deadline and len(ports) < 3:

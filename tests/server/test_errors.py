@@ -1,8 +1,10 @@
 """Bad requests get a clear error (HTTP) / INVALID_ARGUMENT-like code (gRPC), and the server keeps serving.
 
-Runs against both servers (`endpoints`). metal-mps serve answers every malformed
-request 400; tritonserver 2.51 answers some 500 or 404 (see TRITON_STATUS), and
-its wording differs: each case lists words of which the error must name one.
+Runs against both servers (`endpoints`): the list below is the shared list of bad
+requests, and both must answer each with the same status, except where
+TRITON_STATUS says otherwise (the README's "Limits of metal-mps serve" explains
+each difference). Their wording differs: each case lists words of which the
+error must name one.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def still_serving(endpoints):
 
 # Where tritonserver's status differs from ours: the case's first word -> tritonserver's status.
 TRITON_STATUS = {
-    "parse": 500, "elements": 500, "FP32": 500, "version": 404,
+    "parse": 500, "elements": 500, "FP32": 500, "negative": 500,
 }
 
 
@@ -57,16 +59,20 @@ TRITON_STATUS = {
         ("/v2/models/tiny/infer", tiny_request(data=["a", "b", "c", "d"]), 400, ("FP32", "number")),
         ("/v2/models/no_such_model/infer", tiny_request(), 404, ("unknown model",)),
         ("/v2/models/tiny/versions/7/infer", tiny_request(), 404, ("version 7", "7")),
-        ("/v2/models/tiny/versions/x/infer", tiny_request(), 400, ("version", "not found")),
+        ("/v2/models/tiny/versions/x/infer", tiny_request(), 404, ("version", "not found")),
         ("/v2/models/tiny/infer",
          json.dumps({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}).encode(),
          400, ("nope",)),
         ("/v2/models/tiny/infer",
          json.dumps({"inputs": json.loads(tiny_request())["inputs"], "outputs": [{"name": "nope"}]}).encode(),
          400, ("nope",)),
+        ("/v2/models/tiny/infer", tiny_request(shape=(-1, 4)), 400, ("negative", "shape")),
+        ("/v2/models/tiny/infer", tiny_request(shape=(2 ** 62, 4)), 400, ("batch-size", "size", "more elements")),
+        ("/v2/models/tiny/infer", tiny_request(datatype="FP99"), 400, ("data-type", "datatype", "FP99")),
     ],
     ids=["json-syntax", "json-shape", "datatype", "shape", "batch-size", "elements", "not-a-number",
-         "unknown-model", "unknown-version", "bad-version", "unknown-input", "unknown-output"],
+         "unknown-model", "unknown-version", "bad-version", "unknown-input", "unknown-output",
+         "negative-dim", "huge-batch", "unknown-datatype"],
 )
 def test_http_bad_request_is_a_clear_error(endpoints, path, body, status, words):
     got, answer = post(endpoints, path, body)

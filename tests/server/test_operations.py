@@ -74,6 +74,10 @@ def test_startup_failure_leaves_other_models_serving(tmp_path):
     s = Server(repo, ["--strict-readiness", "false"]).start()
     try:
         c = connect("http", (s.http_url, s.grpc_url))
+        # Without strict readiness the server is ready before its models: wait for "tiny".
+        deadline = time.time() + 30
+        while not c.is_model_ready("tiny") and time.time() < deadline:
+            time.sleep(0.05)
         assert c.is_model_ready("tiny")
         assert not c.is_model_ready("broken")
         broken = [r for r in c.get_model_repository_index() if r["name"] == "broken"][0]

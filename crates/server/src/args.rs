@@ -58,6 +58,22 @@ pub struct ServeArgs {
     /// Largest HTTP request body and gRPC message, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub http_max_input_size: usize,
+    /// Budget of request bytes in flight, server-wide (HTTP bodies and gRPC
+    /// inference messages): a request that does not fit while others hold it
+    /// is answered 429 / RESOURCE_EXHAUSTED. At least --http-max-input-size.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024, value_name = "BYTES")]
+    pub max_inflight_bytes: usize,
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle keep-alive HTTP connection stays open).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub http_header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its handler runs;
+    /// a slower body is answered 408 and its connection closed.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub http_body_timeout_secs: u64,
+    /// Most HTTP connections open at once; more wait to be accepted.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub http_max_connections: usize,
     /// Queue bound per model version when its config sets no max_queue_size;
     /// a full queue answers 503 / UNAVAILABLE.
     #[arg(long, default_value_t = 1024, value_name = "N")]

@@ -21,6 +21,12 @@ pub enum Code {
     Unsupported,
     /// A failure inside the server or the engine: HTTP 500, gRPC INTERNAL.
     Internal,
+    /// The server's budget of request bytes in flight is spent: HTTP 429,
+    /// gRPC RESOURCE_EXHAUSTED. Try again when requests in flight finish.
+    ResourceExhausted,
+    /// The client did not send its request body in time: HTTP 408, gRPC
+    /// DEADLINE_EXCEEDED.
+    RequestTimeout,
 }
 
 /// An error answered to a client, or reported for a model that failed to load.
@@ -63,6 +69,8 @@ impl ServerError {
             Code::Unavailable => 503,
             Code::Unsupported => 501,
             Code::Internal => 500,
+            Code::ResourceExhausted => 429,
+            Code::RequestTimeout => 408,
         }
     }
 
@@ -74,6 +82,8 @@ impl ServerError {
             Code::Unavailable => tonic::Code::Unavailable,
             Code::Unsupported => tonic::Code::Unimplemented,
             Code::Internal => tonic::Code::Internal,
+            Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::RequestTimeout => tonic::Code::DeadlineExceeded,
         }
     }
 }

@@ -117,6 +117,11 @@ impl GrpcInferenceService for Grpc {
             .state
             .manager
             .get(&r.model_name, version(&r.model_version)?)?;
+        let _share = self
+            .state
+            .body_limits
+            .budget
+            .take(prost::Message::encoded_len(&r))?;
         let request = infer_request(r)?;
         let response = served.infer(request).await?;
         let mut outputs = Vec::with_capacity(response.outputs.len());

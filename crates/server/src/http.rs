@@ -5,7 +5,7 @@
 //! [`ServerError::http_status`]); readiness answers 200 or 400 with an empty
 //! body, as Triton does.
 
-use crate::body::read_limited;
+use crate::body::read_body;
 use crate::error::{ServerError, ServerResult};
 use crate::http_infer::infer;
 use crate::manager::IndexEntry;
@@ -87,6 +87,12 @@ pub fn parse_version(v: Option<&str>) -> ServerResult<Option<u64>> {
     }
 }
 
+/// A version segment of a URL path: Triton's routes match only digits there,
+/// so anything else is an unknown route (404), not a bad argument.
+fn path_version(v: Option<&str>) -> ServerResult<Option<u64>> {
+    parse_version(v).map_err(|e| ServerError::not_found(format!("Not Found: {}", e.message)))
+}
+
 async fn not_found() -> ServerError {
     ServerError::not_found("Not Found")
 }
@@ -155,14 +161,14 @@ async fn model_metadata_v(
     State(s): State<Arc<AppState>>,
     Path((model, version)): Path<(String, String)>,
 ) -> ServerResult<Json<Value>> {
-    metadata_json(&s, &model, parse_version(Some(&version))?).map(Json)
+    metadata_json(&s, &model, path_version(Some(&version))?).map(Json)
 }
 
 fn ready_response(s: &AppState, model: &str, version: Option<&str>) -> Response {
-    match parse_version(version).and_then(|v| s.manager.get(model, v)) {
+    match path_version(version).and_then(|v| s.manager.get(model, v)) {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e)
-            if e.code == crate::error::Code::InvalidArg
+            if e.code == crate::error::Code::NotFound
                 && version.is_some_and(|v| v.parse::<u64>().is_err()) =>
         {
             e.into_response()
@@ -195,7 +201,7 @@ async fn model_config_v(
 ) -> ServerResult<Json<Value>> {
     Ok(Json(
         (*s.manager
-            .get(&model, parse_version(Some(&version))?)?
+            .get(&model, path_version(Some(&version))?)?
             .config_json)
             .clone(),
     ))
@@ -206,7 +212,7 @@ fn stats_response(
     model: Option<&str>,
     version: Option<&str>,
 ) -> ServerResult<Json<Value>> {
-    let served = s.manager.served(model, parse_version(version)?)?;
+    let served = s.manager.served(model, path_version(version)?)?;
     let stats: Vec<Value> = served
         .iter()
         .map(|(name, v)| model_stats_json(name, v))
@@ -247,7 +253,7 @@ async fn infer_version(
     Path((model, version)): Path<(String, String)>,
     req: Request<Body>,
 ) -> Response {
-    match parse_version(Some(&version)) {
+    match path_version(Some(&version)) {
         Ok(v) => infer(s, model, v, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
@@ -257,12 +263,8 @@ async fn infer_version(
 
 /// Reads a small JSON control body (`{}` when empty).
 async fn control_body(s: &AppState, req: Request<Body>, what: &str) -> ServerResult<Value> {
-    let bytes = read_limited(req.into_body(), s.max_input_size).await.map_err(|seen| {
-        ServerError::invalid_arg(format!(
-            "the {what} request body ({seen} bytes) exceeds the maximum allowed input size of {} bytes",
-            s.max_input_size
-        ))
-    })?;
+    let (parts, body) = req.into_parts();
+    let (bytes, _share) = read_body(&parts.headers, body, &s.body_limits, what).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }

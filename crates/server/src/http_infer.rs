@@ -9,17 +9,18 @@
 //! `binary_data_size` in the output's parameters and the bytes after the
 //! JSON header, whose length the response's header gives.
 
-use crate::body::read_limited;
+use crate::body::read_body;
 use crate::error::{ServerError, ServerResult};
-use crate::json_tensor::tensor_to_json;
-use crate::request::{InferRequest, InputData, RawInput};
+use crate::json_tensor::{json_size_bound, JsonData};
+use crate::request::{InferRequest, InferResponse, InputData, RawInput};
 use crate::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,25 +28,27 @@ use std::time::Duration;
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 #[derive(Deserialize)]
-struct HttpRequest {
+struct HttpRequest<'a> {
     #[serde(default)]
     id: Option<Value>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    inputs: Vec<HttpInput>,
+    #[serde(borrow)]
+    inputs: Vec<HttpInput<'a>>,
     #[serde(default)]
     outputs: Vec<HttpOutput>,
 }
 
 #[derive(Deserialize)]
-struct HttpInput {
+struct HttpInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    #[serde(default)]
-    data: Option<Value>,
+    /// Kept as text: parsed into the tensor once datatype and shape are checked.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +58,14 @@ struct HttpOutput {
     parameters: Map<String, Value>,
 }
 
+/// What the response needs to know of the request.
+struct ResponseShape {
+    /// Per requested output, in request order: whether it goes back binary.
+    output_binary: Vec<bool>,
+    /// The request's `binary_data_output` (default for unnamed outputs).
+    binary_default: bool,
+}
+
 /// Handles one inference request end to end.
 pub async fn infer(
     s: Arc<AppState>,
@@ -62,18 +73,29 @@ pub async fn infer(
     version: Option<u64>,
     req: Request<Body>,
 ) -> ServerResult<Response> {
+    // The version is taken when the request arrives: an unload that starts
+    // while the body is still coming waits for this request to finish.
+    let served = s.manager.get(&model, version);
     let (parts, body) = req.into_parts();
-    let limit = s.max_input_size;
-    let body = read_limited(body, limit).await.map_err(|seen| {
-        ServerError::invalid_arg(format!(
-            "request body size of {seen} bytes exceeds the maximum allowed input size of {limit} bytes. \
-             Use --http-max-input-size to increase the limit."
-        ))
-    })?;
+    let (body, _share) = read_body(&parts.headers, body, &s.body_limits, "inference").await?;
+    let served = served?;
     let header_len = header_u64(&parts.headers, HEADER_LENGTH)?;
+    let (request, shape) = parse_request(&body, header_len, &model)?;
+    // The inputs keep their slices of the body; the rest of it goes now.
+    drop(body);
+    let response = served.infer(request).await?;
+    build_response(response, &shape)
+}
+
+/// Parses the JSON header and splits the binary part among the inputs.
+fn parse_request(
+    body: &Bytes,
+    header_len: Option<u64>,
+    model: &str,
+) -> ServerResult<(InferRequest, ResponseShape)> {
     let (json_part, mut binary) = match header_len {
         None => (body.clone(), Bytes::new()),
-        Some(n) if n as usize <= body.len() => (body.slice(..n as usize), body.slice(n as usize..)),
+        Some(n) if n <= body.len() as u64 => (body.slice(..n as usize), body.slice(n as usize..)),
         Some(n) => {
             return Err(ServerError::invalid_arg(format!(
                 "Inference-Header-Content-Length is {n} but the body has only {} bytes",
@@ -84,7 +106,6 @@ pub async fn infer(
     let parsed: HttpRequest = serde_json::from_slice(&json_part).map_err(|e| {
         ServerError::invalid_arg(format!("failed to parse the request JSON buffer: {e}"))
     })?;
-    let served = s.manager.get(&model, version)?;
 
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
@@ -96,24 +117,24 @@ pub async fn infer(
                         "input '{}': 'binary_data_size' must be a non-negative integer",
                         input.name
                     ))
-                })? as usize;
+                })?;
                 if header_len.is_none() {
                     return Err(ServerError::invalid_arg(
                         "must specify valid 'Infer-Header-Content-Length' in request header and 'binary_data_size' \
                          when passing inputs in binary data format",
                     ));
                 }
-                if size > binary.len() {
+                if size > binary.len() as u64 {
                     return Err(ServerError::invalid_arg(format!(
                         "unexpected end of binary data for input '{}': it declares {size} bytes, {} remain",
                         input.name,
                         binary.len()
                     )));
                 }
-                InputData::Raw(binary.split_to(size))
+                InputData::Raw(binary.split_to(size as usize))
             }
             None => match input.data {
-                Some(d) => InputData::Json(d),
+                Some(d) => InputData::Json(json_part.slice_ref(d.get().as_bytes())),
                 None => {
                     return Err(ServerError::invalid_arg(format!(
                         "input '{}' has neither 'data' nor a 'binary_data_size' parameter",
@@ -153,10 +174,7 @@ pub async fn infer(
                 o.name
             )));
         }
-        output_binary.push((
-            o.name.clone(),
-            bool_param(&o.parameters, "binary_data")?.unwrap_or(binary_default),
-        ));
+        output_binary.push(bool_param(&o.parameters, "binary_data")?.unwrap_or(binary_default));
     }
     let id = match parsed.id {
         None => String::new(),
@@ -169,39 +187,83 @@ pub async fn infer(
         outputs: parsed.outputs.into_iter().map(|o| o.name).collect(),
         timeout,
     };
-    let response = served.infer(request).await?;
+    Ok((
+        request,
+        ResponseShape {
+            output_binary,
+            binary_default,
+        },
+    ))
+}
 
+#[derive(Serialize)]
+struct HttpResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    outputs: Vec<HttpOutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct HttpOutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// The JSON header, then the bytes of the binary outputs.
+fn build_response(response: InferResponse, shape: &ResponseShape) -> ServerResult<Response> {
     let mut outputs = Vec::with_capacity(response.outputs.len());
     let mut tail = Vec::new();
+    let mut json_bound = 1024usize;
     for (i, out) in response.outputs.iter().enumerate() {
-        let binary = output_binary.get(i).map_or(binary_default, |(_, b)| *b);
-        let mut o = json!({
-            "name": out.name,
-            "datatype": out.tensor.dtype().kserve_name(),
-            "shape": out.tensor.shape(),
-        });
+        let binary = shape
+            .output_binary
+            .get(i)
+            .copied()
+            .unwrap_or(shape.binary_default);
+        let bytes = out.tensor.as_bytes();
         if binary {
-            o["parameters"] = json!({ "binary_data_size": out.tensor.as_bytes().len() });
-            tail.push(out.tensor.as_bytes());
+            tail.push(bytes);
         } else {
-            o["data"] = tensor_to_json(&out.tensor);
+            json_bound = json_bound.saturating_add(json_size_bound(&out.tensor));
         }
-        outputs.push(o);
+        outputs.push(HttpOutputTensor {
+            name: &out.name,
+            datatype: out.tensor.dtype().kserve_name(),
+            shape: out.tensor.shape(),
+            parameters: binary.then_some(BinarySize {
+                binary_data_size: bytes.len(),
+            }),
+            data: (!binary).then_some(JsonData(&out.tensor)),
+        });
     }
-    let mut head = json!({
-        "model_name": response.model_name,
-        "model_version": response.model_version,
-        "outputs": outputs,
-    });
-    if !response.id.is_empty() {
-        head["id"] = json!(response.id);
-    }
-    let mut body = serde_json::to_vec(&head).map_err(|e| ServerError::internal(e.to_string()))?;
+    let head = HttpResponse {
+        model_name: &response.model_name,
+        model_version: &response.model_version,
+        id: &response.id,
+        outputs,
+    };
+    let tail_len: usize = tail.iter().map(|t| t.len()).sum();
+    // One buffer sized for the whole answer: untouched pages of the bound cost nothing.
+    let mut body = Vec::new();
+    body.try_reserve(json_bound.saturating_add(tail_len))
+        .map_err(|_| ServerError::internal("no memory for the response"))?;
+    serde_json::to_writer(&mut body, &head).map_err(|e| ServerError::internal(e.to_string()))?;
     if tail.is_empty() {
         return Ok((StatusCode::OK, [crate::http::json_content_type()], body).into_response());
     }
     let head_len = body.len();
-    body.reserve_exact(tail.iter().map(|t| t.len()).sum());
     tail.iter().for_each(|t| body.extend_from_slice(t));
     Ok((
         StatusCode::OK,

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`args`] | command-line options |
 //! | `server` | listeners, start-up loading, polling, shutdown |
-//! | `http`, `http_infer` | HTTP/REST routes; the infer body (JSON + binary extension) |
+//! | `http_serve`, `http`, `http_infer` | HTTP connections and their time limits; routes; the infer body (JSON + binary extension) |
 //! | `grpc` | `inference.GRPCInferenceService` |
 //! | `metrics` | Prometheus `/metrics` |
 //! | `manager` | which models/versions are loaded; load, unload, poll |
@@ -19,7 +19,7 @@
 //! | `served`, `request` | one loaded version; checking and decoding a request |
 //! | `batcher`, `instance`, `batching` | queue, dynamic batcher, instance threads |
 //! | `stats`, `stats_report` | statistics and their JSON/gRPC shapes |
-//! | `typed_tensor`, `json_tensor`, `body` | tensor data in gRPC lists and JSON; bounded bodies |
+//! | `typed_tensor`, `json_tensor`, `body`, `budget` | tensor data in gRPC lists and JSON; bounded bodies; the bytes-in-flight budget |
 //!
 //! # What a model's config.pbtxt may say
 //!
@@ -48,11 +48,14 @@ pub mod args;
 mod batcher;
 mod batching;
 mod body;
+mod budget;
+mod codec;
 mod config;
 mod error;
 mod grpc;
 mod http;
 mod http_infer;
+mod http_serve;
 mod instance;
 mod json_tensor;
 mod loader;
@@ -91,6 +94,9 @@ pub(crate) struct AppState {
     pub manager: manager::ModelManager,
     /// Largest request body / gRPC message.
     pub max_input_size: usize,
+    /// Size, time and budget limits of HTTP bodies (the budget is shared
+    /// with gRPC).
+    pub body_limits: body::BodyLimits,
 }
 
 /// Runs the server until SIGINT or SIGTERM, then stops accepting requests,

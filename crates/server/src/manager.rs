@@ -3,9 +3,10 @@
 //! request's model and version with Triton's errors.
 //!
 //! Loads and unloads run one at a time; requests keep being served from the
-//! versions already ready while a model (re)loads. Unloading stops new
-//! requests to a version at once, then waits for its queued and executing
-//! requests to finish.
+//! versions already ready while a model (re)loads, and a reload swaps the new
+//! versions in only once they are ready. Unloading (or replacing) a version
+//! takes it out of routing at once, then waits for every request that had
+//! already taken it to finish (see [`drain`]).
 
 use crate::config::ConfigDefaults;
 use crate::error::{ServerError, ServerResult};
@@ -477,10 +478,19 @@ fn reason_suffix(reason: &str) -> String {
     }
 }
 
-/// Lets the versions' queued requests finish and stops their threads.
+/// Lets the versions' requests finish and stops their threads. Call once
+/// the versions are out of routing: the requests that took them before hold
+/// references (while their body arrives, in the queue, executing), and the
+/// queue closes only when the last of them has answered, so no request
+/// accepted before an unload or reload fails because of it.
 async fn drain(versions: Vec<Arc<ServedVersion>>) {
     if versions.is_empty() {
         return;
+    }
+    for v in &versions {
+        while Arc::strong_count(v) > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
     let _ = tokio::task::spawn_blocking(move || versions.iter().for_each(|v| v.drain())).await;
 }

@@ -20,8 +20,9 @@ pub enum InputData {
     /// Little-endian row-major bytes (HTTP binary extension, gRPC
     /// `raw_input_contents`).
     Raw(Bytes),
-    /// JSON `data`, flat or nested.
-    Json(serde_json::Value),
+    /// The JSON text of `data` (a flat or nested array): a slice of the
+    /// request body, parsed once the datatype and shape are checked.
+    Json(Bytes),
     /// gRPC typed contents.
     Typed(InferTensorContents),
 }
@@ -147,10 +148,7 @@ fn decode_data(
     let dtype: DType = spec.dtype;
     match data {
         InputData::Raw(bytes) => {
-            let numel: usize = shape.iter().product();
-            let need = numel.checked_mul(dtype.size()).ok_or_else(|| {
-                ServerError::invalid_arg(format!("input '{}' is too large", spec.name))
-            })?;
+            let need = byte_size(&spec.name, dtype, &shape)?;
             if bytes.len() != need {
                 return Err(ServerError::invalid_arg(format!(
                     "unexpected size for input '{}', expecting {need} bytes for model '{model}' \
@@ -189,6 +187,8 @@ fn check_shape(cfg: &ServingConfig, spec: &TensorSpec, shape: &[i64]) -> ServerR
             spec.name
         )));
     }
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    byte_size(&spec.name, spec.dtype, &dims)?;
     if cfg.batching() {
         let b = shape[0] as usize;
         if b == 0 || b > cfg.max_batch_size {
@@ -198,7 +198,31 @@ fn check_shape(cfg: &ServingConfig, spec: &TensorSpec, shape: &[i64]) -> ServerR
             )));
         }
     }
-    Ok(shape.iter().map(|&d| d as usize).collect())
+    Ok(dims)
+}
+
+/// The element count of input `name`'s `shape`, or INVALID_ARG when it
+/// overflows.
+pub fn element_count(name: &str, shape: &[usize]) -> ServerResult<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| too_large(name, shape))
+}
+
+/// The bytes of input `name` as a `dtype` tensor of `shape`, or INVALID_ARG
+/// when they overflow (or pass `isize::MAX`, the most one allocation holds).
+fn byte_size(name: &str, dtype: DType, shape: &[usize]) -> ServerResult<usize> {
+    element_count(name, shape)?
+        .checked_mul(dtype.size())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| too_large(name, shape))
+}
+
+fn too_large(name: &str, shape: &[usize]) -> ServerError {
+    ServerError::invalid_arg(format!(
+        "input '{name}': shape {shape:?} has more elements than any request can carry"
+    ))
 }
 
 /// Indices into the config outputs of the requested names (all outputs
@@ -289,6 +313,10 @@ mod tests {
                 .contains("unexpected size")
         );
         assert!(msg(decode_inputs(&c, vec![])).contains("expected 1 inputs"));
+        // 4 x 2^62 x 2 wraps to 0 in usize: refused as too large, not passed as empty.
+        let huge = decode_inputs(&c, vec![input("FP32", vec![4, 1 << 62, 2], 0)]).unwrap_err();
+        assert_eq!(huge.http_status(), 400, "{}", huge.message);
+        assert!(huge.message.contains("more elements"), "{}", huge.message);
         assert!(select_outputs(&c, &["z".into()]).is_err());
     }
 }

@@ -1,12 +1,14 @@
 //! Start-up, the three listeners, repository polling, and graceful shutdown.
 
 use crate::args::ServeArgs;
+use crate::body::BodyLimits;
+use crate::budget::ByteBudget;
 use crate::config::ConfigDefaults;
+use crate::http_serve::{self, ConnectionLimits};
 use crate::manager::{ControlMode, ModelManager};
 use crate::repository::Repository;
 use crate::{grpc, http, metrics, AppState};
 use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tokio::task::JoinHandle;
 
 /// Runs the server until a shutdown signal; see [`crate::serve`].
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     if !args.model_repository.is_dir() {
         bail!(
             "--model-repository {} is not a directory",
@@ -32,10 +35,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         args.strict_readiness,
     );
+    if args.max_inflight_bytes < args.http_max_input_size {
+        bail!(
+            "--max-inflight-bytes ({}) must be at least --http-max-input-size ({}): \
+             a request of the largest size would never fit",
+            args.max_inflight_bytes,
+            args.http_max_input_size
+        );
+    }
+    let budget = ByteBudget::new(args.max_inflight_bytes);
     let state = Arc::new(AppState {
         manager,
         max_input_size: args.http_max_input_size,
+        body_limits: BodyLimits {
+            max_bytes: args.http_max_input_size,
+            timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+            budget,
+        },
     });
+    let connections = ConnectionLimits {
+        header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+        max_connections: args.http_max_connections.max(1),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Endpoints first, so liveness answers while models load.
@@ -50,6 +71,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
+                // Notice dead peers; HTTP/2 idle streams cost no body buffers.
+                .http2_keepalive_interval(Some(connections.header_timeout))
+                .http2_keepalive_timeout(Some(connections.header_timeout))
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
@@ -64,8 +88,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         servers.push(spawn_axum(
             listener,
             http::router(state.clone()),
+            connections,
             stopped(stop_rx.clone()),
-            "HTTP",
         ));
     }
     if args.allow_metrics {
@@ -74,8 +98,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         servers.push(spawn_axum(
             listener,
             metrics::router(state.clone()),
+            connections,
             stopped(stop_rx.clone()),
-            "metrics",
         ));
     }
 
@@ -103,7 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     });
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!(
         "shutting down: finishing in-flight requests (up to {} s)",
         args.exit_timeout_secs
@@ -140,23 +164,10 @@ async fn bind(address: &str, port: u16, what: &str) -> anyhow::Result<TcpListene
 fn spawn_axum(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     stop: impl Future<Output = ()> + Send + 'static,
-    what: &'static str,
 ) -> JoinHandle<()> {
-    // No Nagle delay on small responses.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "{what} server failed");
-        }
-    })
+    tokio::spawn(http_serve::serve(listener, router, limits, stop))
 }
 
 /// Resolves once the shutdown flag is raised.
@@ -164,30 +175,46 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for SIGINT and SIGTERM from the call on (a signal that comes
+/// while models load at start is kept, not fatal); the future resolves when
+/// one has come.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &'static str| {
+            let s = signal(kind);
+            if let Err(e) = &s {
+                tracing::error!(error = %e, "cannot listen for {name}");
+            }
+            s.ok()
+        };
+        let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        let mut term = listen(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                _ = received(int.as_mut()) => tracing::info!("SIGINT received"),
+                _ = received(term.as_mut()) => tracing::info!("SIGTERM received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Resolves when `s` delivers a signal; never without a listener.
+#[cfg(unix)]
+async fn received(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+        None => std::future::pending::<()>().await,
     }
 }

@@ -12,7 +12,7 @@ pub fn tensor_from_contents(
     shape: Vec<usize>,
     c: &InferTensorContents,
 ) -> ServerResult<Tensor> {
-    let numel: usize = shape.iter().product();
+    let numel = crate::request::element_count(name, &shape)?;
     let count = |n: usize, list: &str| {
         if n == numel {
             Ok(())
