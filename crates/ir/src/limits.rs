@@ -104,6 +104,20 @@ pub fn check_plan_bytes(bytes: usize) -> Result<()> {
     Ok(())
 }
 
+/// A vector of `len` default values whose size comes from model data:
+/// refused beyond the tensor cap, and an allocation failure is an error, not an abort.
+pub fn try_vec<T: Clone + Default>(len: usize) -> Result<Vec<T>> {
+    let bytes = len
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or_else(|| Error::TooLarge(format!("{len} elements")))?;
+    check_tensor_bytes(bytes)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory { bytes })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

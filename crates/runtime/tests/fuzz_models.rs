@@ -201,6 +201,7 @@ fn fuzz_models() {
     let mut failures = Vec::new();
 
     // Every saved crasher first.
+    std::fs::create_dir_all(crashers_dir()).expect("crashers dir");
     let mut replayed = 0;
     if let Ok(entries) = std::fs::read_dir(crashers_dir()) {
         for e in entries.flatten() {
@@ -247,6 +248,7 @@ fn fuzz_models() {
         }
     });
 
+    let in_flight = crashers_dir().join("aborted-in-flight.onnx");
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut ran = 0u64;
     while ran < count && Instant::now() < deadline {
@@ -254,6 +256,9 @@ fn fuzz_models() {
         let mut rng = StdRng::seed_from_u64(case_seed);
         let (seed_path, seed_bytes) = &seeds[rng.random_range(0..seeds.len())];
         let (bytes, what) = mutate::mutate(seed_bytes, &mut rng);
+        // Kept while the case runs: an abort (which no catch_unwind sees) leaves
+        // it behind as a crasher that the next run replays.
+        std::fs::write(&in_flight, &bytes).expect("write the in-flight case");
         current.1.store(epoch.elapsed().as_secs(), Ordering::SeqCst);
         current.0.store(case_seed, Ordering::SeqCst);
         if let Err(msg) = check(&bytes, &dir, &mut rng) {
@@ -267,6 +272,7 @@ fn fuzz_models() {
         current.0.store(u64::MAX, Ordering::SeqCst);
         ran += 1;
     }
+    let _ = std::fs::remove_file(&in_flight);
     println!(
         "fuzz: {ran} mutated models loaded and run, {} failures",
         failures.len()
