@@ -37,6 +37,9 @@ step "cargo test --release --workspace"
 if [ "${CI:-}" = "true" ]; then
     export METAL_MPS_REQUIRE_MODELS=1 METAL_MPS_REQUIRE_GPU=1
 fi
+# The model fuzzer (crates/runtime/tests/fuzz_models.rs) runs inside it for a bounded slice:
+# METAL_MPS_FUZZ_SECS seconds of mutated models (5 when unset; set it higher to fuzz longer).
+export METAL_MPS_FUZZ_SECS=${METAL_MPS_FUZZ_SECS:-60}
 cargo test --release --workspace
 
 step "conformance: cpu"

@@ -19,6 +19,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest tensor, in bytes, a model may allocate; beyond it loading or running fails
+    /// cleanly [default: half the machine's memory, or $METAL_MPS_MAX_TENSOR_BYTES].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_tensor_bytes: Option<usize>,
+    /// Largest plan (weights plus statically sized intermediates), in bytes, of one model
+    /// [default: the machine's memory, or $METAL_MPS_MAX_PLAN_BYTES].
+    #[arg(long, global = true, value_name = "BYTES")]
+    max_plan_bytes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +54,12 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|_| "warn".into()),
             )
             .init();
+    }
+    if let Some(b) = cli.max_tensor_bytes {
+        metal_mps::limits::set_max_tensor_bytes(b);
+    }
+    if let Some(b) = cli.max_plan_bytes {
+        metal_mps::limits::set_max_plan_bytes(b);
     }
     let result = match cli.command {
         Command::Test(a) => test::main(a),

@@ -261,7 +261,8 @@ pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
                     .shape
                     .and_then(|ss| ss.first())
                     .and_then(Dim::fixed)
-                    .map(|r| vec![Dim::Unknown; r]),
+                    .map(crate::unknown_shape)
+                    .transpose()?,
             };
             vec![(x.dtype, shape)]
         }

@@ -10,10 +10,12 @@ mod dtype;
 mod error;
 mod graph;
 pub mod infer;
+pub mod limits;
 mod operator;
 mod ops;
 mod out;
 pub mod passes;
+mod paths;
 pub mod plan;
 mod shape;
 mod small;
@@ -27,6 +29,7 @@ pub use half::{bf16, f16};
 pub use operator::{DynOp, Fact, Operator};
 pub use ops::*;
 pub use out::Out;
+pub use paths::resolve_within;
 pub use shape::*;
 pub use small::{
     f8e8m0_from_f32, small_float_from_f64, E8M0Round, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2,

@@ -152,7 +152,18 @@ impl Window {
         if stride == 0 || dilation == 0 {
             return crate::invalid!("strides and dilations must be positive");
         }
-        let effective = (kernel - 1) * dilation + 1;
+        let too_large = || {
+            crate::Error::TooLarge(format!(
+                "window of kernel {kernel}, stride {stride}, dilation {dilation} and pads {:?} \
+                 over an input of {input}",
+                self.pads
+            ))
+        };
+        let effective = kernel
+            .saturating_sub(1)
+            .checked_mul(dilation)
+            .and_then(|e| e.checked_add(1))
+            .ok_or_else(too_large)?;
         let spatial = self.kernel.len().max(self.pads.len() / 2);
         let (begin, end) = match self.auto_pad {
             AutoPad::NotSet => (
@@ -162,7 +173,12 @@ impl Window {
             AutoPad::Valid => (0, 0),
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let out = input.div_ceil(stride);
-                let total = ((out - 1) * stride + effective).saturating_sub(input);
+                let total = out
+                    .saturating_sub(1)
+                    .checked_mul(stride)
+                    .and_then(|t| t.checked_add(effective))
+                    .ok_or_else(too_large)?
+                    .saturating_sub(input);
                 let small = total / 2;
                 if self.auto_pad == AutoPad::SameUpper {
                     (small, total - small)
@@ -171,7 +187,10 @@ impl Window {
                 }
             }
         };
-        let padded = input + begin + end;
+        let padded = input
+            .checked_add(begin)
+            .and_then(|p| p.checked_add(end))
+            .ok_or_else(too_large)?;
         if padded < effective {
             return crate::invalid!(
                 "kernel extent {effective} is larger than the padded input {padded}"
@@ -184,7 +203,7 @@ impl Window {
             span / stride + 1
         };
         // With ceil_mode, the last window must start inside the input or left padding.
-        if self.ceil_mode && (out - 1) * stride >= input + begin {
+        if self.ceil_mode && (out - 1).saturating_mul(stride) >= input + begin {
             out -= 1;
         }
         Ok((out, begin, end))

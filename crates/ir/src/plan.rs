@@ -101,14 +101,27 @@ impl Plan {
         }
     }
 
-    /// Bytes of all slots when every intermediate shape is static.
+    /// Bytes of all slots when every intermediate shape is static
+    /// (`usize::MAX` when they overflow).
     pub fn arena_bytes(&self) -> Option<usize> {
-        self.slot_bytes.iter().copied().sum()
+        self.slot_bytes
+            .iter()
+            .try_fold(0usize, |sum, b| Some(sum.saturating_add((*b)?)))
+    }
+
+    /// Bytes of the slots whose size is static (the lower bound of what a run
+    /// needs beside the weights), saturating.
+    pub fn static_bytes(&self) -> usize {
+        self.slot_bytes
+            .iter()
+            .flatten()
+            .fold(0usize, |sum, b| sum.saturating_add(*b))
     }
 }
 
+/// The byte size of a value of static shape; `usize::MAX` when it overflows.
 fn value_bytes(g: &Graph, v: ValueId) -> Option<usize> {
     let value = &g.values[v];
     let shape = fixed_shape(value.shape.as_deref()?)?;
-    checked_bytes(value.dtype?, &shape).ok()
+    Some(checked_bytes(value.dtype?, &shape).unwrap_or(usize::MAX))
 }

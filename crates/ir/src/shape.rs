@@ -44,6 +44,23 @@ pub fn from_fixed(shape: &[usize]) -> Shape {
     shape.iter().map(|&d| Dim::Fixed(d)).collect()
 }
 
+/// The largest rank a value may have. ONNX sets no limit, but a rank read from
+/// a declared size (the length of a shape input) must not size an allocation:
+/// numpy stops at 64 too.
+pub const MAX_RANK: usize = 64;
+
+/// A shape of `rank` unknown dims, where `rank` comes from model data (the
+/// declared length of a shape input); refused beyond [`MAX_RANK`].
+pub fn unknown_shape(rank: usize) -> crate::Result<Shape> {
+    if rank > MAX_RANK {
+        return crate::invalid!(
+            "a shape input of {rank} elements gives an output of rank {rank}; \
+             the largest rank supported is {MAX_RANK}"
+        );
+    }
+    Ok(vec![Dim::Unknown; rank])
+}
+
 /// `[1, batch, 3]` style.
 pub fn display_shape(shape: Option<&[Dim]>) -> String {
     match shape {

@@ -44,8 +44,13 @@ impl Storage {
 
     /// Resizes to `len` bytes. Bytes within the largest length held so far
     /// keep what they held (callers overwrite them); bytes beyond it are zero.
+    /// Fails when `len` exceeds [`crate::limits::max_tensor_bytes`] or the
+    /// allocation cannot be made.
     pub fn reset(&mut self, len: usize) -> Result<()> {
         let lines = len.div_ceil(LINE);
+        if lines > self.lines.len() {
+            crate::limits::check_tensor_bytes(len)?;
+        }
         if self.lines.capacity() == 0 && lines > 0 {
             // Probe that the allocation can be made, then take zeroed pages
             // from the allocator (no memset of a large fresh buffer).

@@ -11,14 +11,16 @@
 //!   that name the wrong field;
 //! - [`EngineSettings`]: engine, precision, memory pool and logging from the
 //!   configuration's `parameters` and the `MPS_*` environment variables;
-//! - [`VersionPolicy::select`] and [`ModelConfig::model_path`]: which versions
-//!   to serve and where their model files are (`<model>/<N>/model.onnx`).
+//! - [`VersionPolicy::select`] and [`ModelConfig::resolve_model_file`]: which
+//!   versions to serve and where their model files are (`<model>/<N>/model.onnx`;
+//!   `default_model_filename` is a file name, and links must stay inside the
+//!   version folder).
 //!
 //! ```no_run
 //! use metal_mps::{Model, Options};
 //! use metal_mps_model_config::{auto_complete, validate, ModelConfig};
 //! let mut config = ModelConfig::from_json(r#"{"name": "simple_cnn", "backend": "metal_mps"}"#)?;
-//! let model = Model::load(config.model_path("models/simple_cnn".as_ref(), 1), &Options::default())?;
+//! let model = Model::load(config.resolve_model_file("models/simple_cnn".as_ref(), 1)?, &Options::default())?;
 //! for change in auto_complete(&mut config, model.inputs(), model.outputs(), 4)? {
 //!     println!("auto-complete: {change}");
 //! }

@@ -239,11 +239,57 @@ impl ModelConfig {
     }
 
     /// The model file of `version` inside the model's directory `model_dir`:
-    /// `<model_dir>/<version>/<default_model_filename or model.onnx>`.
+    /// `<model_dir>/<version>/<default_model_filename or model.onnx>`, unchecked
+    /// (see [`ModelConfig::resolve_model_file`]).
     pub fn model_path(&self, model_dir: &std::path::Path, version: u64) -> std::path::PathBuf {
         model_dir
             .join(version.to_string())
             .join(self.model_filename())
+    }
+
+    /// Checks that `default_model_filename` is a file name, not a path: no
+    /// separator, not `.` or `..`, no NUL.
+    pub fn check_model_filename(&self) -> Result<(), crate::ConfigError> {
+        let name = self.model_filename();
+        let mut parts = std::path::Path::new(name).components();
+        let plain = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) && !name.contains(['/', '\\', '\0']);
+        if !plain {
+            return Err(crate::ConfigError::new(
+                "default_model_filename",
+                format!("'{name}' must be a file name inside the version folder, not a path"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The canonical path of `version`'s model file, which must be a regular
+    /// file inside `<model_dir>/<version>/` once every link is followed. A
+    /// missing file and one outside the folder get the same message, which
+    /// does not tell whether anything exists outside.
+    pub fn resolve_model_file(
+        &self,
+        model_dir: &std::path::Path,
+        version: u64,
+    ) -> Result<std::path::PathBuf, crate::ConfigError> {
+        self.check_model_filename()?;
+        let name = self.model_filename();
+        metal_mps_ir::resolve_within(
+            &model_dir.join(version.to_string()),
+            std::path::Path::new(name),
+        )
+        .ok_or_else(|| {
+            crate::ConfigError::new(
+                "default_model_filename",
+                format!(
+                    "version {version} has no readable model file '{name}' inside its folder \
+                     (links are followed and must stay inside the version folder; set \
+                     default_model_filename to use another name)"
+                ),
+            )
+        })
     }
 }
 
@@ -367,5 +413,49 @@ mod tests {
             c.model_path(dir, 1),
             std::path::Path::new("/repo/m/1/net.onnx")
         );
+    }
+
+    #[test]
+    fn default_model_filename_is_a_file_name() {
+        let mut c = ModelConfig::default();
+        for ok in ["model.onnx", "net.v2.onnx", "..onnx"] {
+            c.default_model_filename = ok.into();
+            assert!(c.check_model_filename().is_ok(), "{ok}");
+        }
+        for bad in [
+            "/etc/shadow",
+            "../model.onnx",
+            "..",
+            ".",
+            "a/b.onnx",
+            "a\\b",
+            "./m.onnx",
+        ] {
+            c.default_model_filename = bad.into();
+            let err = c.check_model_filename().unwrap_err();
+            assert_eq!(err.field, "default_model_filename", "{bad}");
+        }
+    }
+
+    #[test]
+    fn model_file_outside_the_version_folder_is_refused_like_a_missing_one() {
+        let root = std::env::temp_dir().join(format!("mm-cfg-link-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("m/1")).unwrap();
+        std::fs::create_dir_all(root.join("m/2")).unwrap();
+        std::fs::write(root.join("secret.onnx"), b"x").unwrap();
+        std::fs::write(root.join("m/3.onnx"), b"x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("secret.onnx"), root.join("m/1/model.onnx")).unwrap();
+        let c = ModelConfig::default();
+        let outside = c.resolve_model_file(&root.join("m"), 1).unwrap_err();
+        let missing = c.resolve_model_file(&root.join("m"), 2).unwrap_err();
+        assert_eq!(
+            outside.to_string().replace("version 1", "version 2"),
+            missing.to_string()
+        );
+        std::fs::create_dir_all(root.join("m/3")).unwrap();
+        std::fs::write(root.join("m/3/model.onnx"), b"x").unwrap();
+        assert!(c.resolve_model_file(&root.join("m"), 3).is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

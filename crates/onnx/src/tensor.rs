@@ -187,19 +187,15 @@ fn read_external(p: &TensorProto, base_dir: Option<&Path>, bytes: usize) -> Resu
     };
     let location = field("location")
         .ok_or_else(|| Error::InvalidModel("external data without a location".into()))?;
-    let rel = Path::new(&location);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(Error::InvalidModel(format!(
-            "external data location '{location}' must stay beside the model"
-        )));
-    }
     let dir = base_dir
         .ok_or_else(|| Error::InvalidModel("external data needs the model's directory".into()))?;
-    let path = dir.join(rel);
+    // One message for every refusal: it must not tell whether a path outside exists.
+    let path = metal_mps_ir::resolve_within(dir, Path::new(&location)).ok_or_else(|| {
+        Error::InvalidModel(format!(
+            "external data location '{location}' must name a readable file inside the model's \
+             folder (links and '..' included; nothing outside the model's folder is read)"
+        ))
+    })?;
     let offset: u64 = field("offset")
         .map(|s| s.parse())
         .transpose()
@@ -223,13 +219,20 @@ fn read_external(p: &TensorProto, base_dir: Option<&Path>, bytes: usize) -> Resu
     };
     let mut f = std::fs::File::open(&path).map_err(io)?;
     let file_len = f.metadata().map_err(io)?.len();
-    if offset.saturating_add(bytes as u64) > file_len {
+    if offset
+        .checked_add(bytes as u64)
+        .is_none_or(|end| end > file_len)
+    {
         return Err(Error::InvalidModel(format!(
             "external data file '{location}' has {file_len} bytes; the tensor needs {bytes} at offset {offset}"
         )));
     }
     f.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut buf = vec![0u8; bytes];
+    metal_mps_ir::limits::check_tensor_bytes(bytes)?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(bytes)
+        .map_err(|_| Error::OutOfMemory { bytes })?;
+    buf.resize(bytes, 0);
     f.read_exact(&mut buf).map_err(io)?;
     Ok(buf)
 }

@@ -96,6 +96,7 @@ impl Model {
             infer::infer_graph(&mut graph)?;
         }
         let outputs = info(&graph.outputs, &graph)?;
+        check_plan_size(&graph)?;
         let engine = match options.device {
             Device::Cpu => Engine::Cpu(Box::new(CpuPlan::new(graph))),
             Device::Gpu => Engine::Gpu(Box::new(crate::gpu::prepare(&graph, options)?)),
@@ -239,6 +240,18 @@ impl Model {
             }
         }
     }
+}
+
+/// Refuses a model whose weights plus statically sized intermediates exceed
+/// [`metal_mps_ir::limits::max_plan_bytes`], before any intermediate is allocated.
+fn check_plan_size(graph: &Graph) -> Result<()> {
+    let weights = graph
+        .values
+        .iter()
+        .filter_map(|v| v.constant.as_ref())
+        .fold(0usize, |sum, t| sum.saturating_add(t.as_bytes().len()));
+    let plan = metal_mps_ir::plan::Plan::new(graph);
+    metal_mps_ir::limits::check_plan_bytes(weights.saturating_add(plan.static_bytes()))
 }
 
 /// Runs `f`, turning a panic into an error: a bug in a kernel must not take

@@ -116,10 +116,9 @@ fn load_version(
     completed: &mut Option<(ServingConfig, Value)>,
 ) -> Result<Arc<ServedVersion>, String> {
     let started = Instant::now();
-    let path = config.model_path(model_dir, version);
-    if !path.is_file() {
-        return Err(format!("model file {} does not exist", path.display()));
-    }
+    let path = config
+        .resolve_model_file(model_dir, version)
+        .map_err(|e| e.to_string())?;
     let load = |device: Device| -> Result<Model, String> {
         Model::load(&path, &settings.options(device))
             .map_err(|e| format!("failed to load {}: {e}", path.display()))

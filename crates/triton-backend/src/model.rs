@@ -189,17 +189,9 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
             ));
         }
     }
-    let path = config.model_path(&model_dir, version);
-    if !path.is_file() {
-        return Err(BackendError::new(
-            ffi::TRITONSERVER_ERROR_NOT_FOUND,
-            format!(
-                "model file '{}' not found (each version directory holds '{}'; set default_model_filename to use another name)",
-                path.display(),
-                config.model_filename()
-            ),
-        ));
-    }
+    let path = config
+        .resolve_model_file(&model_dir, version)
+        .map_err(|e| BackendError::new(ffi::TRITONSERVER_ERROR_NOT_FOUND, e.to_string()))?;
 
     // Compile once, for the device of the first instance group.
     let gpu_available = backend.gpu_available();

@@ -113,24 +113,22 @@ struct Window {
     in_padded: usize,
 }
 
+/// Counted, not walked: a window may be far larger than the input (huge
+/// pads let a declared kernel of 2⁴⁰ taps read a few elements).
 fn windows(a: &Axis) -> Vec<Window> {
+    // Taps k in 0..kernel at position start + k·dilation; how many lie below `limit`
+    // and at or after 0, in i128 so that no declared size overflows.
+    let (kernel, d) = (a.kernel as i128, a.dilation.max(1) as i128);
+    let below = |start: i128, limit: i128| ((limit - start + d - 1).div_euclid(d)).clamp(0, kernel);
     (0..a.output)
         .map(|o| {
-            let start = (o * a.stride) as isize - a.begin as isize;
-            let mut w = Window {
-                taps: Vec::with_capacity(a.kernel),
-                in_padded: 0,
-            };
-            for k in 0..a.kernel {
-                let i = start + (k * a.dilation) as isize;
-                if i < (a.input + a.end) as isize {
-                    w.in_padded += 1;
-                }
-                if i >= 0 && i < a.input as isize {
-                    w.taps.push(i as usize);
-                }
+            let start = (o as i128) * (a.stride as i128) - a.begin as i128;
+            let first = (-start + d - 1).div_euclid(d).clamp(0, kernel);
+            let end = below(start, a.input as i128).max(first);
+            Window {
+                taps: (first..end).map(|k| (start + k * d) as usize).collect(),
+                in_padded: below(start, (a.input + a.end) as i128) as usize,
             }
-            w
         })
         .collect()
 }
@@ -246,6 +244,11 @@ fn horizontal(
 
 /// The outputs `[lo, hi)` whose every horizontal tap lies inside the row.
 fn interior(a: &Axis, win: &[Window]) -> (usize, usize) {
+    if a.stride > a.input {
+        // Each output reads taps of its own: the edge walk serves them all
+        // (and no phase split of `stride` rows is made).
+        return (a.output, a.output);
+    }
     let full = |ox: &usize| ox * a.stride >= a.begin && win[*ox].taps.len() == a.kernel;
     let lo = (0..a.output).find(full).unwrap_or(a.output);
     let hi = (lo..a.output).find(|ox| !full(ox)).unwrap_or(a.output);

@@ -170,9 +170,9 @@ impl Operator for Dft {
         let total = checked_numel(&oshape)?;
         checked_numel(&[n, out_len])?;
         let xv = x.to_f64_vec();
-        let mut yv = vec![0.0f64; total];
-        let mut re = vec![0.0f64; n];
-        let mut im = vec![0.0f64; n];
+        let mut yv = metal_mps_ir::limits::try_vec::<f64>(total)?;
+        let mut re = metal_mps_ir::limits::try_vec::<f64>(n)?;
+        let mut im = metal_mps_ir::limits::try_vec::<f64>(n)?;
         // Twiddles e^{-2 pi i k / n}.
         let (cos, sin): (Vec<f64>, Vec<f64>) = (0..n)
             .map(|k| {
@@ -186,8 +186,9 @@ impl Operator for Dft {
                 let take = if self.inverse && self.onesided {
                     n_in.min(n / 2 + 1)
                 } else {
-                    n_in.min(n)
-                };
+                    n_in
+                }
+                .min(n);
                 re.fill(0.0);
                 im.fill(0.0);
                 for k in 0..take {
@@ -324,7 +325,7 @@ impl Operator for Stft {
         let oshape = vec![batch, frames, bins, 2];
         let total = checked_numel(&oshape)?;
         let xv = x.to_f64_vec();
-        let mut yv = vec![0.0f64; total];
+        let mut yv = metal_mps_ir::limits::try_vec::<f64>(total)?;
         let (cos, sin): (Vec<f64>, Vec<f64>) = (0..flen)
             .map(|k| {
                 let t = 2.0 * PI * k as f64 / flen as f64;

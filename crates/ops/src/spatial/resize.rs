@@ -646,6 +646,13 @@ impl Operator for Resize {
         let shape = x.shape().to_vec();
         let plan = self.plan(&shape, roi, scales, sizes)?;
         let r = shape.len();
+        // The output bounds every per-axis table; an empty output needs none
+        // (a declared size of 2³¹ beside a 0 must not build a 2³¹-entry table).
+        let out_elems = metal_mps_ir::checked_numel(&plan.sizes)?;
+        if out_elems == 0 {
+            return Ok(vec![store(out, 0, x.dtype(), plan.sizes.clone(), &[])?]);
+        }
+        metal_mps_ir::limits::check_tensor_bytes(out_elems.saturating_mul(8))?;
         let mut data = values(x)?;
         let mut cur = shape.clone();
         let order: Vec<usize> = match &self.axes {

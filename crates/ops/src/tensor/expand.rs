@@ -2,7 +2,7 @@
 //! repeats along one axis given as an input).
 
 use super::remap::{axis_map, remap, AxisMap};
-use crate::support::{arg, const_ints, known, known_opt, unknown_dims};
+use crate::support::{arg, const_ints, known, known_opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
@@ -68,7 +68,7 @@ impl Operator for Expand {
         let shape = match (x.shape, const_ints(Some(s))) {
             (Some(xs), Some(sv)) => Some(expand_dims(xs, &sv)?),
             (xs, None) => match (xs, s.shape.and_then(|d| d.first()).and_then(Dim::fixed)) {
-                (Some(xs), Some(n)) => unknown_dims(Some(xs.len().max(n))),
+                (Some(xs), Some(n)) => Some(metal_mps_ir::unknown_shape(xs.len().max(n))?),
                 _ => None,
             },
             (None, Some(_)) => None,

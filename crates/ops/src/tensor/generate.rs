@@ -242,7 +242,7 @@ impl Operator for ConstantOfShape {
                     .collect(),
             ),
             None => match s.shape {
-                Some([Dim::Fixed(n)]) => Some(vec![Dim::Unknown; *n]),
+                Some([Dim::Fixed(n)]) => Some(metal_mps_ir::unknown_shape(*n)?),
                 _ => None,
             },
         };

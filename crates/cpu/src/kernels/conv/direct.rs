@@ -16,12 +16,20 @@ use rayon::prelude::*;
 /// each (the ResNet stem). With many output channels, the packed panels'
 /// contiguous taps make up for gathering them.
 pub(super) fn direct_fits(g: &Geometry, group: usize) -> bool {
-    let wp = PhasePlanes::new(g).wp;
+    let Some(layout) = PhasePlanes::new(g) else {
+        return false;
+    };
+    // The padded copy must fit the tensor cap (a huge stride makes huge phase counts).
+    let fits_memory = layout
+        .floats(g.n * group, g.c / group)
+        .and_then(|f| f.checked_mul(4))
+        .is_some_and(|b| b <= metal_mps_ir::limits::max_tensor_bytes());
+    let wp = layout.wp;
     let taps_fit = match g.stride {
         [1, 1] => g.kh * g.kw > 1,
         _ => g.m / group <= STRIDED_MAX_CHANNELS,
     };
-    taps_fit && 3 * wp <= 4 * g.ow
+    fits_memory && taps_fit && 3 * wp <= 4 * g.ow
 }
 
 /// Output channels per group up to which a strided convolution takes the
@@ -43,12 +51,24 @@ struct PhasePlanes {
 }
 
 impl PhasePlanes {
-    fn new(g: &Geometry) -> PhasePlanes {
-        PhasePlanes {
-            hp: g.oh + (g.kh - 1) * g.dilation[0] / g.stride[0],
-            wp: g.ow + (g.kw - 1) * g.dilation[1] / g.stride[1],
-            phases: g.stride[0] * g.stride[1],
-        }
+    /// `None` when the layout's sizes overflow.
+    fn new(g: &Geometry) -> Option<PhasePlanes> {
+        let reach = |k: usize, d: usize, s: usize| (k - 1).checked_mul(d).map(|r| r / s);
+        Some(PhasePlanes {
+            hp: g.oh.checked_add(reach(g.kh, g.dilation[0], g.stride[0])?)?,
+            wp: g.ow.checked_add(reach(g.kw, g.dilation[1], g.stride[1])?)?,
+            phases: g.stride[0].checked_mul(g.stride[1])?,
+        })
+    }
+
+    /// Floats of the padded copy of `images` images of `channels` channels
+    /// (with the last tile's slack), `None` on overflow.
+    fn floats(&self, images: usize, channels: usize) -> Option<usize> {
+        images
+            .checked_mul(channels)?
+            .checked_mul(self.phases)?
+            .checked_mul(self.hp.checked_mul(self.wp)?)?
+            .checked_add(NR + self.wp)
     }
 
     /// Floats of one phase plane.
@@ -107,7 +127,7 @@ impl Product<'_> {
     pub(super) fn direct(&self, dst: SharedOut) {
         let g = self.g;
         let cg = g.c / self.group;
-        let layout = PhasePlanes::new(g);
+        let layout = PhasePlanes::new(g).expect("checked by direct_fits");
         let (phases, wp, plane) = (layout.phases, layout.wp, layout.plane());
         let images = g.n * self.group;
         with_local(&PADDED, |padded| {
