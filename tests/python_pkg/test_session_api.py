@@ -167,3 +167,13 @@ def test_contiguous_inputs_are_read_in_place():
     assert float(y) == 7.0
     # A copy of the input would raise the peak by its 256 MiB.
     assert grew < mib // 4, f"peak memory grew by {grew} MiB running on a {mib} MiB input"
+
+
+def test_unaligned_inputs_are_copied_aligned():
+    theirs, ours = both(two_outputs())
+    raw = np.zeros(2 * 2 * 3 * 4 + 1, np.uint8)
+    a = np.frombuffer(raw.data, np.float32, count=12, offset=1).reshape(2, 2, 3)
+    assert not a.flags.aligned
+    feed = {"a": a, "b": np.full((1, 1, 3), 2, np.float32)}
+    for g, w in zip(ours.run(None, feed), theirs.run(None, {"a": a.copy(), "b": feed["b"]})):
+        np.testing.assert_array_equal(g, w)

@@ -54,9 +54,11 @@ pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> 
             let contiguous = numpy.call_method1("ascontiguousarray", (value,))?;
             let contiguous = contiguous.cast_into::<PyUntypedArray>()?;
             if !readable_in_place(&contiguous) {
-                // Non-native byte order survives ascontiguousarray.
+                // A non-native byte order, or unaligned memory (an array over a buffer at an
+                // odd offset), survives ascontiguousarray: a native copy has neither.
                 let native = contiguous.dtype().call_method1("newbyteorder", ("=",))?;
-                let converted = contiguous.call_method1("astype", (native,))?;
+                let converted =
+                    contiguous.call_method1("astype", (native, "C", "unsafe", true, true))?;
                 converted.cast_into::<PyUntypedArray>()?
             } else {
                 contiguous
@@ -72,6 +74,11 @@ pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> 
     })?;
     let shape = array.shape().to_vec();
     let len = array.len() * descr.itemsize();
+    if len == 0 {
+        // Nothing to share, and an empty array's pointer need not be aligned.
+        return Tensor::zeros(dtype, shape)
+            .map_err(|e| InvalidArgument::new_err(format!("input '{name}': {e}")));
+    }
     // SAFETY: a live ndarray's `data` points at its elements.
     let data = unsafe { (*array.as_array_ptr()).fields.data as *const u8 };
     let bytes: SharedBytes = Arc::new(ArrayBytes {
