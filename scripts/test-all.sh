@@ -64,6 +64,17 @@ fi
 step "pytest tests/python (CLI: models vs onnxruntime, bad input)"
 "$PY" -m pytest tests/python -q
 
+step "python package: wheel (maturin) into a fresh venv, pytest tests/python_pkg"
+# The wheel is built with the workspace's target dir and release profile, so only the PyO3
+# crate compiles here; it goes into a fresh venv with the test requirements, nothing else.
+"$PY" -m pip install -q --disable-pip-version-check -r crates/python/requirements.txt
+rm -rf build/wheels build/pyvenv
+"$PY" -m maturin build --release -m crates/python/Cargo.toml --target-dir target -o build/wheels
+python3 -m venv build/pyvenv
+build/pyvenv/bin/pip install -q --disable-pip-version-check -r requirements.txt build/wheels/metal_mps-*.whl
+# The onnx backend test runner through metal_mps.backend prints its count beside the CLI's.
+build/pyvenv/bin/python -m pytest tests/python_pkg -q -s -p no:cacheprovider
+
 step "pytest tests/server (metal-mps serve, real Triton clients, 60 s of request fuzzing)"
 # The request fuzzer runs a bounded slice here; run tests/server/fuzz_requests.py for hours.
 METAL_MPS_FUZZ_SECONDS=${METAL_MPS_FUZZ_SECONDS:-60} "$PY" -m pytest tests/server -q

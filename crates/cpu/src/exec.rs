@@ -20,7 +20,17 @@ pub struct CpuPlan {
     /// Per node: the packed weights of a Conv whose weights are constant.
     packed: Vec<Option<ConvWeights>>,
     slot_sets: Mutex<Vec<Vec<Storage>>>,
+    /// Bytes of the constants the graph reads: with the inputs', the measure
+    /// of a run that [`INLINE_BYTES`] compares.
+    constant_bytes: usize,
 }
+
+/// A run whose inputs and constants together take at most this many bytes
+/// runs on the calling thread: its kernels are too small to spread over the
+/// cores, and handing it to the thread pool (waking a worker, then waking the
+/// caller when it is done) would cost more than the run itself (a one-Add
+/// model: ~60 µs through the pool on a virtual machine, ~2 µs inline).
+const INLINE_BYTES: usize = 64 * 1024;
 
 impl CpuPlan {
     pub fn new(mut graph: Graph) -> CpuPlan {
@@ -42,11 +52,18 @@ impl CpuPlan {
                     .flatten()
             })
             .collect();
+        let constant_bytes = graph
+            .values
+            .iter()
+            .filter_map(|v| v.constant.as_ref())
+            .map(|t| t.as_bytes().len())
+            .sum();
         CpuPlan {
             graph,
             plan,
             packed,
             slot_sets: Mutex::new(Vec::new()),
+            constant_bytes,
         }
     }
 
@@ -86,21 +103,12 @@ impl CpuPlan {
         for (&v, &t) in g.inputs.iter().zip(inputs) {
             fed[v] = Some(t);
         }
-        // On a worker of the thread pool: each kernel's parallel work then
-        // starts from inside the pool instead of waking it from outside. The
-        // other workers poll for that work while the plan runs instead of
-        // sleeping between kernels: waking a sleeping worker takes 50–300 µs
-        // on a virtual machine, a large share of a small kernel.
-        let done = AtomicBool::new(false);
-        let result = rayon::scope(|scope| {
-            let (owner, done) = (rayon::current_thread_index(), &done);
-            for _ in 1..rayon::current_num_threads() {
-                scope.spawn(move |_| poll_for_work(owner, done));
-            }
-            let result = self.execute(&mut slots, &mut owned, &fed);
-            done.store(true, Ordering::Release);
-            result
-        });
+        let input_bytes: usize = inputs.iter().map(|t| t.as_bytes().len()).sum();
+        let result = if self.constant_bytes + input_bytes <= INLINE_BYTES {
+            self.execute(&mut slots, &mut owned, &fed)
+        } else {
+            self.run_on_pool(&mut slots, &mut owned, &fed)
+        };
         self.return_slots(slots);
         result?;
         g.outputs
@@ -113,6 +121,29 @@ impl CpuPlan {
                 }),
             })
             .collect()
+    }
+
+    /// [`CpuPlan::execute`] on a worker of the thread pool: each kernel's
+    /// parallel work then starts from inside the pool instead of waking it
+    /// from outside. The other workers poll for that work while the plan runs
+    /// instead of sleeping between kernels: waking a sleeping worker takes
+    /// 50–300 µs on a virtual machine, a large share of a small kernel.
+    fn run_on_pool(
+        &self,
+        slots: &mut [Storage],
+        owned: &mut [Option<Tensor>],
+        fed: &[Option<&Tensor>],
+    ) -> Result<()> {
+        let done = AtomicBool::new(false);
+        rayon::scope(|scope| {
+            let (owner, done) = (rayon::current_thread_index(), &done);
+            for _ in 1..rayon::current_num_threads() {
+                scope.spawn(move |_| poll_for_work(owner, done));
+            }
+            let result = self.execute(slots, owned, fed);
+            done.store(true, Ordering::Release);
+            result
+        })
     }
 
     fn execute(

@@ -35,4 +35,4 @@ pub use small::{
     f8e8m0_from_f32, small_float_from_f64, E8M0Round, F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2,
     F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
 };
-pub use tensor::{checked_bytes, checked_numel, Storage, Tensor};
+pub use tensor::{checked_bytes, checked_numel, SharedBytes, Storage, Tensor};

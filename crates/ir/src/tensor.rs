@@ -2,6 +2,12 @@
 
 use crate::{DType, Element, Error, Result};
 use std::fmt;
+use std::sync::Arc;
+
+/// Bytes that live outside metal_mps (a caller's array), read in place by
+/// [`Tensor::from_shared`]. The owner keeps them alive and unchanged for as
+/// long as the value exists.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// Bytes of one tensor, aligned to a cache line: every [`Element`] can view
 /// them, and kernels that read 64-byte rows of floats touch one line per row.
@@ -10,11 +16,16 @@ use std::fmt;
 /// capacity and changes the length, so a buffer that once held a large
 /// intermediate can hold a smaller one, and then a large one again, without
 /// reallocating or clearing.
+///
+/// A storage may instead read bytes owned elsewhere ([`SharedBytes`], from
+/// [`Tensor::from_shared`]): an input handed over without a copy. Writing to
+/// it, resizing it or cloning it first copies them into its own lines.
 #[derive(Default)]
 pub struct Storage {
     /// Initialized up to the largest length this storage has held.
     lines: Vec<Line>,
     len: usize,
+    shared: Option<SharedBytes>,
 }
 
 /// One cache line of storage.
@@ -25,10 +36,17 @@ struct Line([u64; 8]);
 const LINE: usize = std::mem::size_of::<Line>();
 
 impl Clone for Storage {
+    /// An owned copy: a clone never keeps a caller's shared bytes alive.
     fn clone(&self) -> Storage {
+        if self.shared.is_some() {
+            let mut copy = Storage::zeroed(self.len).expect("a copy of live bytes fits in memory");
+            copy.as_bytes_mut().copy_from_slice(self.as_bytes());
+            return copy;
+        }
         Storage {
             lines: self.lines[..self.len.div_ceil(LINE)].to_vec(),
             len: self.len,
+            shared: None,
         }
     }
 }
@@ -47,6 +65,7 @@ impl Storage {
     /// Fails when `len` exceeds [`crate::limits::max_tensor_bytes`] or the
     /// allocation cannot be made.
     pub fn reset(&mut self, len: usize) -> Result<()> {
+        self.shared = None;
         let lines = len.div_ceil(LINE);
         if lines > self.lines.len() {
             crate::limits::check_tensor_bytes(len)?;
@@ -73,10 +92,21 @@ impl Storage {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
+        match &self.shared {
+            Some(bytes) => &(**bytes).as_ref()[..self.len],
+            None => &bytemuck::cast_slice(&self.lines)[..self.len],
+        }
     }
 
+    /// The bytes, writable: shared bytes are copied into owned lines first.
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        if let Some(shared) = self.shared.take() {
+            let len = self.len;
+            self.reset(len)
+                .expect("a copy of live bytes fits in memory");
+            bytemuck::cast_slice_mut(&mut self.lines)[..len]
+                .copy_from_slice(&(*shared).as_ref()[..len]);
+        }
         &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
     }
 }
@@ -162,6 +192,35 @@ impl Tensor {
             dtype,
             shape,
             storage,
+        })
+    }
+
+    /// A tensor reading `bytes` in place, without a copy (a caller's input
+    /// array). The bytes must be `dtype`'s little-endian elements in row-major
+    /// order, aligned to the element size; writing to the tensor copies them.
+    pub fn from_shared(dtype: DType, shape: Vec<usize>, bytes: SharedBytes) -> Result<Tensor> {
+        let need = checked_bytes(dtype, &shape)?;
+        let view = (*bytes).as_ref();
+        if need != view.len() {
+            return Err(Error::Invalid(format!(
+                "a {dtype} tensor of shape {shape:?} needs {need} bytes but {} were given",
+                view.len()
+            )));
+        }
+        if view.as_ptr().align_offset(dtype.size().max(1)) != 0 {
+            return Err(Error::Invalid(format!(
+                "{dtype} data must be aligned to {} bytes",
+                dtype.size()
+            )));
+        }
+        Ok(Tensor {
+            dtype,
+            shape,
+            storage: Storage {
+                lines: Vec::new(),
+                len: need,
+                shared: Some(bytes),
+            },
         })
     }
 
@@ -279,5 +338,46 @@ impl fmt::Debug for Tensor {
             write!(f, " {v:?}")?;
         }
         write!(f, ")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_bytes_are_read_in_place_and_copied_on_write() {
+        let data: Vec<u8> = [1.5f32, -2.0, 3.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let shared: SharedBytes = Arc::new(data);
+        let t = Tensor::from_shared(DType::F32, vec![3], shared.clone()).unwrap();
+        assert_eq!(t.as_bytes().as_ptr(), (*shared).as_ref().as_ptr());
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.5, -2.0, 3.25]);
+
+        let copy = t.clone();
+        assert_ne!(copy.as_bytes().as_ptr(), t.as_bytes().as_ptr());
+        let mut written = t;
+        written.as_slice_mut::<f32>().unwrap()[0] = 9.0;
+        assert_eq!(written.as_slice::<f32>().unwrap(), &[9.0, -2.0, 3.25]);
+        assert_eq!(&(*shared).as_ref()[..4], &1.5f32.to_le_bytes());
+        assert_eq!(copy.as_slice::<f32>().unwrap(), &[1.5, -2.0, 3.25]);
+    }
+
+    #[test]
+    fn shared_bytes_of_the_wrong_length_or_alignment_are_refused() {
+        let short: SharedBytes = Arc::new(vec![0u8; 7]);
+        let err = Tensor::from_shared(DType::F32, vec![2], short).unwrap_err();
+        assert!(err.to_string().contains("needs 8 bytes but 7"), "{err}");
+        struct Offset(Vec<u64>);
+        impl AsRef<[u8]> for Offset {
+            fn as_ref(&self) -> &[u8] {
+                &bytemuck::cast_slice(&self.0)[1..5]
+            }
+        }
+        let odd: SharedBytes = Arc::new(Offset(vec![0; 1]));
+        let err = Tensor::from_shared(DType::F32, vec![1], odd).unwrap_err();
+        assert!(err.to_string().contains("aligned"), "{err}");
     }
 }

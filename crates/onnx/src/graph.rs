@@ -1,5 +1,6 @@
 //! ModelProto → Graph: values, constants, nodes, then inference.
 
+use crate::metadata::ModelMetadata;
 use crate::proto::{
     tensor_shape_proto::dimension, type_proto, AttributeProto, FunctionProto, GraphProto,
     ModelProto, NodeProto, ValueInfoProto,
@@ -18,7 +19,7 @@ pub struct ImportedModel {
     pub graph: Graph,
     /// The default-domain opset the model was written for (0: it imports only other domains).
     pub opset: i64,
-    pub producer: String,
+    pub metadata: ModelMetadata,
 }
 
 /// Reads and imports `path`; external data files are looked up beside it.
@@ -109,7 +110,7 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
     Ok(ImportedModel {
         graph: b.g,
         opset,
-        producer: model.producer_name.unwrap_or_default(),
+        metadata: ModelMetadata::of(&model),
     })
 }
 

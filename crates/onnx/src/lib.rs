@@ -7,10 +7,12 @@
 
 mod attrs;
 mod graph;
+mod metadata;
 pub mod proto;
 mod tensor;
 
 pub use graph::{load_model, parse_model, ImportedModel};
+pub use metadata::ModelMetadata;
 pub use tensor::{dtype_from_onnx, pack, parse_tensor_proto, tensor_from_proto, unpack};
 
 /// Opsets of the default domain this importer understands (legacy attributes

@@ -19,7 +19,10 @@ mod validate;
 
 /// Process-wide caps on one tensor's bytes and on one model's plan.
 pub use metal_mps_ir::limits;
-pub use metal_mps_ir::{bf16, f16, BoolByte, DType, Dim, Element, Error, Result, Tensor};
+pub use metal_mps_ir::{
+    bf16, f16, BoolByte, DType, Dim, Element, Error, Result, SharedBytes, Tensor,
+};
+pub use metal_mps_onnx::ModelMetadata;
 pub use model::{Model, NodeInfo, PendingRun};
 pub use options::{Device, MemoryStats, Options, PoolConfig, Precision};
 pub use validate::TensorInfo;

@@ -4,6 +4,7 @@ use crate::options::{Device, MemoryStats, Options};
 use crate::validate::{order_inputs, TensorInfo};
 use metal_mps_cpu::{CpuEvaluator, CpuPlan};
 use metal_mps_ir::{infer, passes, Error, Graph, Result, Tensor};
+use metal_mps_onnx::{ImportedModel, ModelMetadata};
 use std::path::Path;
 
 /// A loaded, compiled model. `Send + Sync`: run it from many threads.
@@ -12,6 +13,7 @@ pub struct Model {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     opset: i64,
+    metadata: ModelMetadata,
     options: Options,
 }
 
@@ -58,16 +60,21 @@ impl Model {
     /// Loads `path` (external data files beside it), optimizes and compiles it.
     pub fn load(path: impl AsRef<Path>, options: &Options) -> Result<Model> {
         let imported = metal_mps_onnx::load_model(path)?;
-        Model::from_graph(imported.graph, imported.opset, options)
+        Model::from_imported(imported, options)
     }
 
     /// Loads a model from bytes; `base_dir` is where external data is looked up.
     pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, options: &Options) -> Result<Model> {
         let imported = metal_mps_onnx::parse_model(bytes, base_dir)?;
-        Model::from_graph(imported.graph, imported.opset, options)
+        Model::from_imported(imported, options)
     }
 
-    fn from_graph(mut graph: Graph, opset: i64, options: &Options) -> Result<Model> {
+    fn from_imported(imported: ImportedModel, options: &Options) -> Result<Model> {
+        let ImportedModel {
+            mut graph,
+            opset,
+            metadata,
+        } = imported;
         let info = |ids: &[usize], g: &Graph| -> Result<Vec<TensorInfo>> {
             ids.iter()
                 .map(|&v| {
@@ -107,6 +114,7 @@ impl Model {
             inputs,
             outputs,
             opset,
+            metadata,
             options: options.clone(),
         })
     }
@@ -134,6 +142,11 @@ impl Model {
     /// The default-domain opset the model declared.
     pub fn opset(&self) -> i64 {
         self.opset
+    }
+
+    /// What the model file says about itself (producer, names, version, custom properties).
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
     }
 
     /// The compiled (optimized) graph.
