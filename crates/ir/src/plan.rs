@@ -109,6 +109,10 @@ impl Plan {
 
 fn value_bytes(g: &Graph, v: ValueId) -> Option<usize> {
     let value = &g.values[v];
+    if !value.kind.is_tensor() {
+        // Sequences and optionals live outside the slots.
+        return Some(0);
+    }
     let shape = fixed_shape(value.shape.as_deref()?)?;
     checked_bytes(value.dtype?, &shape).ok()
 }

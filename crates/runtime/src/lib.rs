@@ -17,7 +17,9 @@ mod model;
 mod options;
 mod validate;
 
-pub use metal_mps_ir::{bf16, f16, BoolByte, DType, Dim, Element, Error, Result, Tensor};
+pub use metal_mps_ir::{
+    bf16, f16, BoolByte, DType, Datum, Dim, Element, Error, Kind, Result, Tensor,
+};
 pub use model::{Model, NodeInfo, PendingRun};
 pub use options::{Device, MemoryStats, Options, PoolConfig, Precision};
 pub use validate::TensorInfo;
