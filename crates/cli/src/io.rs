@@ -30,8 +30,8 @@ pub fn read_value(path: &Path, kind: &Kind) -> Result<Datum> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(metal_mps_onnx::parse_value_proto(&bytes, kind)
-        .with_context(|| format!("reading {}", path.display()))?)
+    metal_mps_onnx::parse_value_proto(&bytes, kind)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 fn read_npy(bytes: &[u8]) -> Result<Tensor> {

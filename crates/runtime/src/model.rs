@@ -13,6 +13,8 @@ pub struct Model {
     outputs: Vec<TensorInfo>,
     opset: i64,
     options: Options,
+    /// Whether every input and output is a tensor (else [`Model::run_data`] runs it).
+    tensor_io: bool,
 }
 
 enum Engine {
@@ -110,13 +112,16 @@ impl Model {
             Device::Cpu => Engine::Cpu(Box::new(CpuPlan::new(graph))),
         };
         tracing::debug!(opset, "model compiled");
-        Ok(Model {
+        let mut model = Model {
             engine,
             inputs,
             outputs,
             opset,
             options: options.clone(),
-        })
+            tensor_io: true,
+        };
+        model.tensor_io = model.require_tensor_io().is_ok();
+        Ok(model)
     }
 
     pub fn inputs(&self) -> &[TensorInfo] {
@@ -224,6 +229,10 @@ impl Model {
     /// and symbolic dims) before anything runs: a mismatch is
     /// [`Error::InvalidInput`].
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        if !self.tensor_io {
+            self.require_tensor_io()
+                .map_err(|e| Error::InvalidInput(format!("{e}; use Model::run_data")))?;
+        }
         let ordered = order_inputs(&self.inputs, inputs)?;
         // A bug in a kernel must not take the caller (a server) down: a panic
         // becomes an error for this request alone.

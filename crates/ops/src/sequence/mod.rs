@@ -13,6 +13,8 @@ mod length;
 mod map;
 mod optional;
 mod split_to;
+#[cfg(test)]
+mod tests;
 
 use crate::{onnx, OpDef};
 use metal_mps_ir::infer::Known;
