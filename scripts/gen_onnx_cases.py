@@ -4,8 +4,9 @@
 Node cases come from the pinned onnx package's own definitions
 (`onnx.backend.test.case.node.collect_testcases()`; the wheel ships no node data) and are
 written as OUTDIR/node/<name>/model.onnx + test_data_set_N/{input,output}_K.pb. Cases whose
-inputs or outputs are not plain tensors (sequences, optionals, maps) are not written; they are
-listed with the reason in OUTDIR/node-skipped.txt (`<name>: <reason>`), so that the conformance
+inputs or outputs are sequences or optionals are written as the ONNX backend test data does
+(`numpy_helper.from_list` / `from_optional`: SequenceProto / OptionalProto .pb files). Cases
+that cannot be written (maps) are listed with the reason in OUTDIR/node-skipped.txt (`<name>: <reason>`), so that the conformance
 run accounts for every case of the suite.
 The wheel's shipped pytorch-converted, pytorch-operator and simple suites are copied to
 OUTDIR/<suite>/. Re-running is safe: files whose content is unchanged are not rewritten.
@@ -37,9 +38,15 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def tensor_bytes(value, vi: onnx.ValueInfoProto) -> bytes:
-    """Serialize one input/output value as a TensorProto; raise ValueError when not a tensor."""
+def value_bytes(value, vi: onnx.ValueInfoProto) -> bytes:
+    """Serialize one input/output value as its declared type says (a TensorProto, or a
+    SequenceProto / OptionalProto as onnx's backend test data has them); raise ValueError for
+    other types."""
     kind = vi.type.WhichOneof("value")
+    if kind == "sequence_type":
+        return numpy_helper.from_list(value, vi.name).SerializeToString()
+    if kind == "optional_type":
+        return numpy_helper.from_optional(value, vi.name).SerializeToString()
     if kind != "tensor_type":
         raise ValueError(f"{vi.name!r} has {kind.removesuffix('_type')} type, not tensor")
     if isinstance(value, TensorProto):
@@ -57,8 +64,8 @@ def write_case(case, case_dir: Path) -> int:
     for inputs, outputs in case.data_sets:
         if len(inputs) > len(graph.input) or len(outputs) > len(graph.output):
             raise ValueError("more values than graph inputs/outputs")
-        ins = [tensor_bytes(v, graph.input[j]) for j, v in enumerate(inputs)]
-        outs = [tensor_bytes(v, graph.output[j]) for j, v in enumerate(outputs)]
+        ins = [value_bytes(v, graph.input[j]) for j, v in enumerate(inputs)]
+        outs = [value_bytes(v, graph.output[j]) for j, v in enumerate(outputs)]
         sets.append((ins, outs))
 
     written = 0

@@ -1,7 +1,7 @@
 //! Reading and writing tensors: `.npy` (numpy) and `.pb` (ONNX TensorProto).
 
 use anyhow::{bail, Context, Result};
-use metal_mps::{f16, BoolByte, DType, Tensor};
+use metal_mps::{f16, BoolByte, DType, Datum, Kind, Tensor};
 use npyz::WriterBuilder;
 use std::path::Path;
 
@@ -14,6 +14,24 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
             .with_context(|| format!("reading {}", path.display()))?),
         _ => bail!("{}: expected a .npy or .pb file", path.display()),
     }
+}
+
+/// Reads a value of `kind`: a tensor as [`read_tensor`] does, a sequence or
+/// optional from a `SequenceProto` / `OptionalProto` `.pb` file.
+pub fn read_value(path: &Path, kind: &Kind) -> Result<Datum> {
+    if kind.is_tensor() {
+        return Ok(Datum::Tensor(read_tensor(path)?));
+    }
+    if path.extension().and_then(|e| e.to_str()) != Some("pb") {
+        bail!(
+            "{}: a {kind} value is read from a .pb file (SequenceProto / OptionalProto, as \
+             onnx.numpy_helper.from_list / from_optional write them)",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    metal_mps_onnx::parse_value_proto(&bytes, kind)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 fn read_npy(bytes: &[u8]) -> Result<Tensor> {

@@ -24,6 +24,13 @@ pub struct Args {
 pub fn main(args: Args) -> Result<ExitCode> {
     let model = Model::load(&args.model, &args.engine.options())
         .with_context(|| format!("loading {}", args.model.display()))?;
+    // `run` exchanges tensors (.npy / TensorProto); `metal-mps test` runs
+    // models with sequence or optional inputs and outputs from .pb files.
+    model.require_tensor_io().context(
+        "`metal-mps run` reads and writes tensors only; give such a model's inputs as \
+         SequenceProto / OptionalProto .pb files in an ONNX test case directory \
+         (test_data_set_N/input_K.pb) and use `metal-mps test`",
+    )?;
     let mut named = Vec::new();
     for spec in &args.inputs {
         let (name, file) = spec

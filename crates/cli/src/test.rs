@@ -1,10 +1,10 @@
 //! `metal-mps test`: ONNX backend-test cases.
 
 use crate::compare::{compare, tolerances};
-use crate::io::read_tensor;
+use crate::io::{read_tensor, read_value};
 use crate::EngineArgs;
 use anyhow::{bail, Context, Result};
-use metal_mps::{Model, Tensor};
+use metal_mps::{Datum, Model, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -148,6 +148,10 @@ fn run_case(case: &Path, args: &Args) -> Outcome {
 
 /// Runs one data set; `Some(message)` when an output differs.
 fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
+    let (in_kinds, out_kinds) = (model.input_kinds(), model.output_kinds());
+    if !in_kinds.iter().chain(&out_kinds).all(|k| k.is_tensor()) {
+        return run_data_set(model, set, args);
+    }
     let inputs: Vec<Tensor> = numbered(set, "input_")?
         .iter()
         .map(|p| read_tensor(p))
@@ -186,6 +190,81 @@ fn run_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// [`run_set`] for models with sequence or optional inputs or outputs.
+fn run_data_set(model: &Model, set: &Path, args: &Args) -> Result<Option<String>> {
+    let read = |prefix: &str, kinds: &[metal_mps::Kind]| -> Result<Vec<Datum>> {
+        let files = numbered(set, prefix)?;
+        if files.len() != kinds.len() {
+            bail!(
+                "the data set has {} {prefix} files, the model {} values",
+                files.len(),
+                kinds.len()
+            );
+        }
+        files
+            .iter()
+            .zip(kinds)
+            .map(|(p, k)| read_value(p, k))
+            .collect()
+    };
+    let inputs = read("input_", &model.input_kinds())?;
+    let expected = read("output_", &model.output_kinds())?;
+    let outputs = model.run_data(&inputs)?;
+    let set_name = set.file_name().unwrap_or_default().to_string_lossy();
+    for (k, (a, e)) in outputs.iter().zip(&expected).enumerate() {
+        if let Some(m) = compare_data(a, e, args) {
+            return Ok(Some(format!("{set_name} output {k}: {m}")));
+        }
+    }
+    Ok(None)
+}
+
+/// How `actual` differs from `expected`: sequences element by element,
+/// optionals by presence and then their value.
+fn compare_data(actual: &Datum, expected: &Datum, args: &Args) -> Option<String> {
+    match (actual, expected) {
+        (Datum::Tensor(a), Datum::Tensor(e)) => {
+            let (rtol, atol) = tolerances(e.dtype(), args.rtol, args.atol);
+            let c = compare(a, e, rtol, atol);
+            (!c.ok).then(|| {
+                c.message.unwrap_or_else(|| {
+                    format!(
+                        "max abs err {:.3e}, max rel err {:.3e}",
+                        c.max_abs, c.max_rel
+                    )
+                })
+            })
+        }
+        (Datum::Sequence(a), Datum::Sequence(e)) => {
+            if a.len() != e.len() {
+                return Some(format!(
+                    "a sequence of {} tensors, expected {}",
+                    a.len(),
+                    e.len()
+                ));
+            }
+            a.iter().zip(e).enumerate().find_map(|(i, (a, e))| {
+                compare_data(&Datum::Tensor(a.clone()), &Datum::Tensor(e.clone()), args)
+                    .map(|m| format!("sequence element {i}: {m}"))
+            })
+        }
+        (Datum::Optional(a), Datum::Optional(e)) => match (a, e) {
+            (None, None) => None,
+            (Some(a), Some(e)) => compare_data(a, e, args).map(|m| format!("optional: {m}")),
+            _ => Some(format!(
+                "got {}, expected {}",
+                actual.describe(),
+                expected.describe()
+            )),
+        },
+        _ => Some(format!(
+            "got a {}, expected a {}",
+            actual.describe(),
+            expected.describe()
+        )),
+    }
 }
 
 pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

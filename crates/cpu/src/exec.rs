@@ -3,8 +3,9 @@
 use crate::kernels::{conv_packed, ConvWeights};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
-use metal_mps_ir::{passes, DType, Dim, Error, Graph, Node, Op, Result, Storage, Tensor};
+use metal_mps_ir::{passes, DType, Datum, Dim, Error, Graph, Node, Op, Result, Storage, Tensor};
 use rayon::Yield;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ pub struct CpuPlan {
     plan: Plan,
     /// Per node: the packed weights of a Conv whose weights are constant.
     packed: Vec<Option<ConvWeights>>,
+    /// Per node: whether it reads or writes a sequence or optional (run through
+    /// [`metal_mps_ir::Operator::eval_data`]).
+    on_data: Vec<bool>,
     slot_sets: Mutex<Vec<Vec<Storage>>>,
     /// Bytes of the constants the graph reads: with the inputs', the measure
     /// of a run that [`INLINE_BYTES`] compares.
@@ -58,10 +62,19 @@ impl CpuPlan {
             .filter_map(|v| v.constant.as_ref())
             .map(|t| t.as_bytes().len())
             .sum();
+        let on_data = graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let non_tensor = |v: &usize| !graph.values[*v].kind.is_tensor();
+                n.inputs.iter().flatten().any(non_tensor) || n.outputs.iter().any(non_tensor)
+            })
+            .collect();
         CpuPlan {
             graph,
             plan,
             packed,
+            on_data,
             slot_sets: Mutex::new(Vec::new()),
             constant_bytes,
         }
@@ -89,6 +102,35 @@ impl CpuPlan {
     /// Runs with `inputs` in the order of the graph's inputs (already
     /// validated); returns the graph's outputs in order.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let fed: Vec<Fed> = inputs.iter().map(|&t| Fed::Tensor(t)).collect();
+        self.run_fed(&fed)?
+            .into_iter()
+            .zip(&self.graph.outputs)
+            .map(|(d, &o)| {
+                d.into_tensor().map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "output '{}' is a {}, not a tensor",
+                        self.graph.values[o].name, self.graph.values[o].kind
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// [`CpuPlan::run`] for graphs whose inputs or outputs may be sequences or
+    /// optionals.
+    pub fn run_data(&self, inputs: &[&Datum]) -> Result<Vec<Datum>> {
+        let fed: Vec<Fed> = inputs
+            .iter()
+            .map(|&d| match d {
+                Datum::Tensor(t) => Fed::Tensor(t),
+                d => Fed::Data(d),
+            })
+            .collect();
+        self.run_fed(&fed)
+    }
+
+    fn run_fed(&self, inputs: &[Fed]) -> Result<Vec<Datum>> {
         let g = &self.graph;
         if inputs.len() != g.inputs.len() {
             return Err(Error::InvalidInput(format!(
@@ -100,25 +142,37 @@ impl CpuPlan {
         let mut slots = self.take_slots();
         let mut owned: Vec<Option<Tensor>> = vec![None; g.values.len()];
         let mut fed: Vec<Option<&Tensor>> = vec![None; g.values.len()];
-        for (&v, &t) in g.inputs.iter().zip(inputs) {
-            fed[v] = Some(t);
+        let mut data: Vec<Option<Cow<Datum>>> = vec![None; g.values.len()];
+        for (&v, f) in g.inputs.iter().zip(inputs) {
+            match f {
+                Fed::Tensor(t) => fed[v] = Some(t),
+                Fed::Data(d) => data[v] = Some(Cow::Borrowed(d)),
+            }
         }
-        let input_bytes: usize = inputs.iter().map(|t| t.as_bytes().len()).sum();
-        let result = if self.constant_bytes + input_bytes <= INLINE_BYTES {
-            self.execute(&mut slots, &mut owned, &fed)
+        let input_bytes: usize = inputs.iter().map(Fed::bytes).sum();
+        let result = if self.constant_bytes.saturating_add(input_bytes) <= INLINE_BYTES {
+            self.execute(&mut slots, &mut owned, &fed, &mut data)
         } else {
-            self.run_on_pool(&mut slots, &mut owned, &fed)
+            self.run_on_pool(&mut slots, &mut owned, &fed, &mut data)
         };
         self.return_slots(slots);
         result?;
         g.outputs
             .iter()
-            .map(|&o| match self.plan.home[o] {
-                Home::Input => Ok(fed[o].expect("inputs are fed").clone()),
-                Home::Constant => Ok((**g.values[o].constant.as_ref().expect("constant")).clone()),
-                _ => owned[o].take().ok_or_else(|| {
-                    Error::Invalid(format!("output '{}' was not computed", g.values[o].name))
-                }),
+            .map(|&o| {
+                if let Some(d) = data[o].as_ref() {
+                    return Ok(d.clone().into_owned());
+                }
+                match self.plan.home[o] {
+                    Home::Input => Ok(fed[o].expect("inputs are fed").clone()),
+                    Home::Constant => {
+                        Ok((**g.values[o].constant.as_ref().expect("constant")).clone())
+                    }
+                    _ => owned[o].take().ok_or_else(|| {
+                        Error::Invalid(format!("output '{}' was not computed", g.values[o].name))
+                    }),
+                }
+                .map(Datum::Tensor)
             })
             .collect()
     }
@@ -133,6 +187,7 @@ impl CpuPlan {
         slots: &mut [Storage],
         owned: &mut [Option<Tensor>],
         fed: &[Option<&Tensor>],
+        data: &mut [Option<Cow<Datum>>],
     ) -> Result<()> {
         let done = AtomicBool::new(false);
         rayon::scope(|scope| {
@@ -140,7 +195,7 @@ impl CpuPlan {
             for _ in 1..rayon::current_num_threads() {
                 scope.spawn(move |_| poll_for_work(owner, done));
             }
-            let result = self.execute(slots, owned, fed);
+            let result = self.execute(slots, owned, fed, data);
             done.store(true, Ordering::Release);
             result
         })
@@ -151,10 +206,15 @@ impl CpuPlan {
         slots: &mut [Storage],
         owned: &mut [Option<Tensor>],
         fed: &[Option<&Tensor>],
+        data: &mut [Option<Cow<Datum>>],
     ) -> Result<()> {
         let g = &self.graph;
         for (step, &n) in self.plan.order.iter().enumerate() {
             let node = &g.nodes[n];
+            if self.on_data[n] {
+                self.execute_on_data(node, owned, fed, data)?;
+                continue;
+            }
             let storages = node
                 .outputs
                 .iter()
@@ -208,6 +268,48 @@ impl CpuPlan {
         Ok(())
     }
 
+    /// Runs a node that reads or writes sequences or optionals: its tensor
+    /// inputs are copied into [`Datum`]s, its tensor outputs join the others.
+    fn execute_on_data(
+        &self,
+        node: &Node,
+        owned: &mut [Option<Tensor>],
+        fed: &[Option<&Tensor>],
+        data: &mut [Option<Cow<Datum>>],
+    ) -> Result<()> {
+        let g = &self.graph;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|i| match i {
+                None => Ok(None),
+                Some(v) => match data[*v].as_deref() {
+                    Some(d) => Ok(Some(Cow::Borrowed(d))),
+                    None => fed[*v]
+                        .or(owned[*v].as_ref())
+                        .or(g.values[*v].constant.as_deref())
+                        .map(|t| Some(Cow::Owned(Datum::Tensor(t.clone()))))
+                        .ok_or_else(|| {
+                            node.error(Error::Invalid(format!(
+                                "input '{}' is read before it is computed",
+                                g.values[*v].name
+                            )))
+                        }),
+                },
+            })
+            .collect::<Result<Vec<Option<Cow<Datum>>>>>()?;
+        let refs: Vec<Option<&Datum>> = inputs.iter().map(|d| d.as_deref()).collect();
+        let outs = crate::eval_node_data(node, &refs)?;
+        drop(inputs);
+        for (&o, d) in node.outputs.iter().zip(outs) {
+            match d {
+                Datum::Tensor(t) => owned[o] = Some(t),
+                d => data[o] = Some(Cow::Owned(d)),
+            }
+        }
+        Ok(())
+    }
+
     fn take_slots(&self) -> Vec<Storage> {
         let mut sets = self.slot_sets.lock().unwrap_or_else(|e| e.into_inner());
         sets.pop()
@@ -219,6 +321,21 @@ impl CpuPlan {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(slots);
+    }
+}
+
+/// A graph input as given to [`CpuPlan::run_fed`].
+enum Fed<'a> {
+    Tensor(&'a Tensor),
+    Data(&'a Datum),
+}
+
+impl Fed<'_> {
+    fn bytes(&self) -> usize {
+        match self {
+            Fed::Tensor(t) => t.as_bytes().len(),
+            Fed::Data(d) => d.bytes(),
+        }
     }
 }
 

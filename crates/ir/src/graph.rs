@@ -1,6 +1,6 @@
 //! The graph: values (typed edges) and nodes (ops), in topological order.
 
-use crate::{display_shape, DType, Op, Shape, Tensor};
+use crate::{display_shape, DType, Kind, Op, Shape, Tensor};
 use std::sync::Arc;
 
 /// Index of a value in [`Graph::values`].
@@ -16,6 +16,8 @@ pub struct Value {
     pub shape: Option<Shape>,
     /// Known before running: an initializer, a `Constant`, or a folded result.
     pub constant: Option<Arc<Tensor>>,
+    /// A tensor, or a sequence or optional whose tensors `dtype` and `shape` describe.
+    pub kind: Kind,
 }
 
 impl Value {
@@ -24,7 +26,11 @@ impl Value {
             .dtype
             .map(|d| d.to_string())
             .unwrap_or_else(|| "?".into());
-        format!("{} {}", dt, display_shape(self.shape.as_deref()))
+        let tensor = format!("{} {}", dt, display_shape(self.shape.as_deref()));
+        match &self.kind {
+            Kind::Tensor => tensor,
+            kind => format!("{kind} of {tensor}"),
+        }
     }
 }
 
@@ -70,6 +76,7 @@ impl Graph {
             dtype: None,
             shape: None,
             constant: None,
+            kind: Kind::Tensor,
         });
         self.values.len() - 1
     }

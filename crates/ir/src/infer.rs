@@ -6,15 +6,17 @@
 //! run time, so inference is for validation, planning and `info`.
 
 use crate::{
-    broadcast_dims, normalize_axis, BinaryOp, DType, Dim, Error, Fact, Graph, Node, Op, Result,
-    Shape, Tensor,
+    broadcast_dims, normalize_axis, BinaryOp, DType, Dim, Error, Fact, Graph, Kind, Node, Op,
+    Result, Shape, Tensor,
 };
 
 /// What inference knows of one input.
 pub struct Known<'a> {
+    /// Of the tensor, or of the tensors inside a sequence or optional.
     pub dtype: DType,
     pub shape: Option<&'a [Dim]>,
     pub constant: Option<&'a Tensor>,
+    pub kind: &'a Kind,
 }
 
 /// Infers every node's outputs in order; errors name the node.
@@ -37,15 +39,17 @@ pub fn infer_graph(g: &mut Graph) -> Result<()> {
                         dtype,
                         shape: value.shape.as_deref(),
                         constant: value.constant.as_deref(),
+                        kind: &value.kind,
                     })
                 }
             });
         }
-        let outs = infer_node(node, &known).map_err(|e| node.error(e))?;
+        let outs = infer_node_data(node, &known).map_err(|e| node.error(e))?;
         let outputs = node.outputs.clone();
-        for (v, (dtype, shape)) in outputs.into_iter().zip(outs) {
+        for (v, (kind, (dtype, shape))) in outputs.into_iter().zip(outs) {
             let value = &mut g.values[v];
             value.dtype = Some(dtype);
+            value.kind = kind;
             // Keep a declared shape when inference learned less.
             if shape.is_some() || value.shape.is_none() {
                 value.shape = shape;
@@ -73,6 +77,39 @@ fn same_dtype(a: DType, b: DType) -> Result<()> {
         return crate::invalid!("input dtypes differ: {a} and {b}");
     }
     Ok(())
+}
+
+/// Output kinds, dtypes and shapes of one node. Only `Identity` among the
+/// built-in ops passes a sequence or optional through; operator modules say
+/// what they take in [`crate::Operator::infer_data`].
+pub fn infer_node_data(node: &Node, ins: &[Option<Known>]) -> Result<Vec<(Kind, Fact)>> {
+    let n_out = node.outputs.len();
+    if let Op::Dyn(op) = &node.op {
+        let outs = op.infer_data(ins, n_out)?;
+        if outs.len() != n_out {
+            return crate::invalid!(
+                "the node has {n_out} outputs, {} gives {}",
+                op.name(),
+                outs.len()
+            );
+        }
+        return Ok(outs);
+    }
+    if let (Op::Identity, Some(Some(x))) = (&node.op, ins.first()) {
+        if !x.kind.is_tensor() && n_out == 1 {
+            return Ok(vec![(
+                x.kind.clone(),
+                (x.dtype, x.shape.map(<[Dim]>::to_vec)),
+            )]);
+        }
+    }
+    for (i, k) in ins.iter().enumerate() {
+        if let Some(k) = k.as_ref().filter(|k| !k.kind.is_tensor()) {
+            return Err(crate::tensors_only(&node.op.name(), i, k.kind));
+        }
+    }
+    let facts = infer_node(node, ins)?;
+    Ok(facts.into_iter().map(|f| (Kind::Tensor, f)).collect())
 }
 
 /// Output dtypes and shapes of one node.

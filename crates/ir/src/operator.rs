@@ -5,9 +5,12 @@
 //! graph as [`crate::Op::Dyn`]. An operator knows its output types and shapes
 //! ([`Operator::infer`]) and computes itself on the CPU ([`Operator::eval`]),
 //! which is also how the constant folder and the GPU engine's fallback run it.
+//! Operators that take or make sequences and optionals also implement
+//! [`Operator::infer_data`] and [`Operator::eval_data`]; the engines call those
+//! only for nodes that touch such values, so tensor operators never see them.
 
 use crate::infer::Known;
-use crate::{DType, Graph, Out, Result, Shape, Tensor};
+use crate::{tensors_only, DType, Datum, Graph, Kind, Out, Result, Shape, Tensor};
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +31,49 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
     /// Computes the outputs (all `n_out` of them) from concrete inputs, taking
     /// output buffers from `out`.
     fn eval(&self, inputs: &[Option<&Tensor>], n_out: usize, out: &mut Out) -> Result<Vec<Tensor>>;
+
+    /// [`Operator::infer`] for inputs of any [`Kind`] (each [`Known`] says
+    /// its kind): the outputs' kinds and facts (for a sequence or optional,
+    /// of the tensors inside). The default accepts tensors only.
+    fn infer_data(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<(Kind, Fact)>> {
+        for (i, k) in inputs.iter().enumerate() {
+            if let Some(k) = k.as_ref().filter(|k| !k.kind.is_tensor()) {
+                return Err(tensors_only(self.name(), i, k.kind));
+            }
+        }
+        let facts = self.infer(inputs, n_out)?;
+        Ok(facts.into_iter().map(|f| (Kind::Tensor, f)).collect())
+    }
+
+    /// [`Operator::eval`] on values of any [`Kind`]. The engines call it for
+    /// nodes that read or write a sequence or optional; the default accepts
+    /// tensors only.
+    fn eval_data(
+        &self,
+        inputs: &[Option<&Datum>],
+        n_out: usize,
+        out: &mut Out,
+    ) -> Result<Vec<Datum>> {
+        let tensors = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                None => Ok(None),
+                Some(Datum::Tensor(t)) => Ok(Some(t)),
+                Some(d) => Err(tensors_only(self.name(), i, &d.kind())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outs = self.eval(&tensors, n_out, out)?;
+        Ok(outs.into_iter().map(Datum::Tensor).collect())
+    }
+
+    /// Whether this operator may make a sequence or optional out of tensors
+    /// (SequenceEmpty, Optional, an If whose branch builds one...). Subgraph
+    /// interpreters, which do not infer kinds, run such nodes through
+    /// [`Operator::eval_data`].
+    fn makes_data(&self) -> bool {
+        false
+    }
 
     /// Whether the outputs are a function of the inputs alone. Random operators
     /// say no: the constant folder then leaves them to run, and draw, every time.

@@ -122,6 +122,10 @@ impl Plan {
 /// The byte size of a value of static shape; `usize::MAX` when it overflows.
 fn value_bytes(g: &Graph, v: ValueId) -> Option<usize> {
     let value = &g.values[v];
+    if !value.kind.is_tensor() {
+        // Sequences and optionals live outside the slots.
+        return Some(0);
+    }
     let shape = fixed_shape(value.shape.as_deref()?)?;
     Some(checked_bytes(value.dtype?, &shape).unwrap_or(usize::MAX))
 }

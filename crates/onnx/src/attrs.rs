@@ -68,6 +68,10 @@ fn decode_one(
             Attribute::Tensor(Arc::new(crate::tensor::tensor_from_proto(t, base)?))
         }
         AttributeType::Graph | AttributeType::Graphs => graph_attr(a)?,
+        AttributeType::TypeProto => {
+            let t = a.tp.as_ref().ok_or_else(missing)?;
+            Attribute::Type(crate::graph::type_from_proto(t)?)
+        }
         other => {
             return Err(Error::Unsupported(format!(
                 "attributes of type {}",

@@ -3,10 +3,10 @@
 use crate::metadata::ModelMetadata;
 use crate::proto::{
     tensor_shape_proto::dimension, type_proto, AttributeProto, FunctionProto, GraphProto,
-    ModelProto, NodeProto, ValueInfoProto,
+    ModelProto, NodeProto, TypeProto, ValueInfoProto,
 };
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
-use metal_mps_ir::{infer, Dim, Error, Graph, Node, Op, Result, Tensor, ValueId};
+use metal_mps_ir::{infer, Dim, Error, Graph, Kind, Node, Op, Result, Tensor, ValueId, ValueType};
 use metal_mps_ops::{normalize_domain, Attributes, BuildCx};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
@@ -85,9 +85,10 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
             continue;
         }
         let id = b.g.add_value(name.clone());
-        let (dtype, shape) = value_type(vi)?;
-        b.g.values[id].dtype = Some(dtype);
-        b.g.values[id].shape = shape;
+        let ty = value_type(vi)?;
+        b.g.values[id].dtype = Some(ty.dtype);
+        b.g.values[id].shape = ty.shape;
+        b.g.values[id].kind = ty.kind;
         b.g.inputs.push(id);
         b.names.insert(name, id);
     }
@@ -101,7 +102,10 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedMode
         })?;
         b.g.outputs.push(id);
         if b.g.values[id].shape.is_none() {
-            if let Ok((_, Some(shape))) = value_type(vi) {
+            if let Ok(ValueType {
+                shape: Some(shape), ..
+            }) = value_type(vi)
+            {
                 b.g.values[id].shape = Some(shape);
             }
         }
@@ -154,30 +158,76 @@ fn domain_opsets(model: &ModelProto) -> HashMap<String, i64> {
         .collect()
 }
 
-/// Dtype and shape of a graph input or output.
-fn value_type(vi: &ValueInfoProto) -> Result<(metal_mps_ir::DType, Option<Vec<Dim>>)> {
+/// Kind, dtype and shape of a graph input or output.
+fn value_type(vi: &ValueInfoProto) -> Result<ValueType> {
     let name = vi.name.as_deref().unwrap_or("");
-    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
-        return Err(Error::Unsupported(format!(
-            "value '{name}' is not a tensor (sequences, maps and optionals are not supported)"
-        )));
-    };
-    let dtype = dtype_from_onnx(t.elem_type.unwrap_or(0)).map_err(|e| match e {
+    let t = vi
+        .r#type
+        .as_ref()
+        .ok_or_else(|| Error::InvalidModel(format!("value '{name}' has no type")))?;
+    type_from_proto(t).map_err(|e| match e {
         Error::Unsupported(m) => Error::Unsupported(format!("value '{name}': {m}")),
         other => other,
-    })?;
-    let shape = t.shape.as_ref().map(|s| {
-        s.dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
-                Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
-                _ => Dim::Unknown,
+    })
+}
+
+/// A `TypeProto`: a tensor, a sequence of tensors, or an optional of either.
+pub(crate) fn type_from_proto(t: &TypeProto) -> Result<ValueType> {
+    let inner = |elem: Option<&TypeProto>, what: &str| {
+        elem.ok_or_else(|| Error::InvalidModel(format!("a {what} type without an element type")))
+            .and_then(type_from_proto)
+    };
+    match t.value.as_ref() {
+        Some(type_proto::Value::TensorType(t)) => {
+            let dtype = dtype_from_onnx(t.elem_type.unwrap_or(0))?;
+            let shape = t.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                        Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                        _ => Dim::Unknown,
+                    })
+                    .collect()
+            });
+            Ok(ValueType {
+                kind: Kind::Tensor,
+                dtype,
+                shape,
             })
-            .collect()
-    });
-    Ok((dtype, shape))
+        }
+        Some(type_proto::Value::SequenceType(s)) => {
+            let elem = inner(s.elem_type.as_deref(), "sequence")?;
+            if !elem.kind.is_tensor() {
+                return Err(Error::Unsupported(format!(
+                    "sequences of {} values (only sequences of tensors)",
+                    elem.kind
+                )));
+            }
+            Ok(ValueType {
+                kind: Kind::Sequence,
+                ..elem
+            })
+        }
+        Some(type_proto::Value::OptionalType(o)) => {
+            let elem = inner(o.elem_type.as_deref(), "optional")?;
+            if matches!(elem.kind, Kind::Optional(_)) {
+                return Err(Error::InvalidModel(
+                    "an optional of an optional is not an ONNX type".into(),
+                ));
+            }
+            Ok(ValueType {
+                kind: Kind::optional(elem.kind),
+                ..elem
+            })
+        }
+        Some(type_proto::Value::MapType(_)) => Err(Error::Unsupported(
+            "map values (tensors, sequences of tensors and optionals are supported)".into(),
+        )),
+        _ => Err(Error::Unsupported(
+            "this value type (tensors, sequences of tensors and optionals are supported)".into(),
+        )),
+    }
 }
 
 /// The subgraphs among a node's attributes.
@@ -349,9 +399,10 @@ impl<'p> Builder<'p> {
             let id = b.g.add_value(name.clone());
             // A body input may leave its type to the enclosing op.
             if vi.r#type.is_some() {
-                let (dtype, shape) = value_type(vi)?;
-                b.g.values[id].dtype = Some(dtype);
-                b.g.values[id].shape = shape;
+                let ty = value_type(vi)?;
+                b.g.values[id].dtype = Some(ty.dtype);
+                b.g.values[id].shape = ty.shape;
+                b.g.values[id].kind = ty.kind;
             }
             b.g.inputs.push(id);
             b.names.insert(name, id);

@@ -6,11 +6,13 @@
 //! of `metal-mps-ops`.
 
 mod attrs;
+mod data;
 mod graph;
 mod metadata;
 pub mod proto;
 mod tensor;
 
+pub use data::parse_value_proto;
 pub use graph::{load_model, parse_model, ImportedModel};
 pub use metadata::ModelMetadata;
 pub use tensor::{dtype_from_onnx, pack, parse_tensor_proto, tensor_from_proto, unpack};

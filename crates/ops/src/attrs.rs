@@ -1,6 +1,6 @@
 //! A node's attributes, decoded from the model file, with typed access and ONNX defaults.
 
-use metal_mps_ir::{Error, Graph, Result, Tensor};
+use metal_mps_ir::{Error, Graph, Result, Tensor, ValueType};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ pub enum Attribute {
     /// body's own inputs followed by the outer-scope values it reads, which the
     /// importer appended to the node's inputs in the same order.
     Graph(Arc<Graph>),
+    /// A type (Optional's `type`).
+    Type(ValueType),
 }
 
 impl Attribute {
@@ -32,6 +34,7 @@ impl Attribute {
             Attribute::Strings(_) => "a list of strings",
             Attribute::Tensor(_) => "a tensor",
             Attribute::Graph(_) => "a graph",
+            Attribute::Type(_) => "a type",
         }
     }
 }
@@ -140,6 +143,14 @@ impl Attributes {
             None => Ok(None),
             Some(Attribute::Graph(g)) => Ok(Some(g.clone())),
             Some(other) => Err(wrong(name, "a graph", other)),
+        }
+    }
+
+    pub fn value_type(&self, name: &str) -> Result<Option<ValueType>> {
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(Attribute::Type(t)) => Ok(Some(t.clone())),
+            Some(other) => Err(wrong(name, "a type", other)),
         }
     }
 

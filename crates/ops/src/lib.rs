@@ -19,6 +19,7 @@ pub mod index;
 pub mod math;
 pub mod nn;
 pub mod quant;
+pub mod sequence;
 pub mod spatial;
 pub mod tensor;
 
@@ -85,6 +86,7 @@ const FAMILIES: &[&[OpDef]] = &[
     attention::OPS,
     control::OPS,
     quant::OPS,
+    sequence::OPS,
 ];
 
 /// Every row.

@@ -20,7 +20,7 @@ mod validate;
 /// Process-wide caps on one tensor's bytes and on one model's plan.
 pub use metal_mps_ir::limits;
 pub use metal_mps_ir::{
-    bf16, f16, BoolByte, DType, Dim, Element, Error, Result, SharedBytes, Tensor,
+    bf16, f16, BoolByte, DType, Datum, Dim, Element, Error, Kind, Result, SharedBytes, Tensor,
 };
 pub use metal_mps_onnx::ModelMetadata;
 pub use model::{Model, NodeInfo, PendingRun};

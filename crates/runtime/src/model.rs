@@ -3,7 +3,7 @@
 use crate::options::{Device, MemoryStats, Options};
 use crate::validate::{order_inputs, TensorInfo};
 use metal_mps_cpu::{CpuEvaluator, CpuPlan};
-use metal_mps_ir::{infer, passes, Error, Graph, Result, Tensor};
+use metal_mps_ir::{infer, passes, Datum, Error, Graph, Kind, Result, Tensor};
 use metal_mps_onnx::{ImportedModel, ModelMetadata};
 use std::path::Path;
 
@@ -15,6 +15,8 @@ pub struct Model {
     opset: i64,
     metadata: ModelMetadata,
     options: Options,
+    /// Whether every input and output is a tensor (else [`Model::run_data`] runs it).
+    tensor_io: bool,
 }
 
 enum Engine {
@@ -91,7 +93,7 @@ impl Model {
         };
         let inputs = info(&graph.inputs, &graph)?;
         for i in &graph.inputs {
-            if graph.values[*i].shape.is_none() {
+            if graph.values[*i].shape.is_none() && graph.values[*i].kind.is_tensor() {
                 return Err(Error::InvalidModel(format!(
                     "input '{}' has no declared shape",
                     graph.values[*i].name
@@ -104,19 +106,31 @@ impl Model {
         }
         let outputs = info(&graph.outputs, &graph)?;
         check_plan_size(&graph)?;
+        // Sequences and optionals live on the CPU: a graph that has them at
+        // its top level runs on the CPU engine whatever the device.
+        let data = graph.values.iter().any(|v| !v.kind.is_tensor());
         let engine = match options.device {
+            Device::Gpu if !data => Engine::Gpu(Box::new(crate::gpu::prepare(&graph, options)?)),
+            Device::Gpu => {
+                tracing::info!(
+                    "the graph has sequence or optional values: it runs on the CPU engine"
+                );
+                Engine::Cpu(Box::new(CpuPlan::new(graph)))
+            }
             Device::Cpu => Engine::Cpu(Box::new(CpuPlan::new(graph))),
-            Device::Gpu => Engine::Gpu(Box::new(crate::gpu::prepare(&graph, options)?)),
         };
         tracing::debug!(opset, "model compiled");
-        Ok(Model {
+        let mut model = Model {
             engine,
             inputs,
             outputs,
             opset,
             metadata,
             options: options.clone(),
-        })
+            tensor_io: true,
+        };
+        model.tensor_io = model.require_tensor_io().is_ok();
+        Ok(model)
     }
 
     pub fn inputs(&self) -> &[TensorInfo] {
@@ -125,6 +139,42 @@ impl Model {
 
     pub fn outputs(&self) -> &[TensorInfo] {
         &self.outputs
+    }
+
+    /// The kind of each input (tensor, sequence, optional), in the order of [`Model::inputs`].
+    pub fn input_kinds(&self) -> Vec<Kind> {
+        let g = self.graph();
+        g.inputs.iter().map(|&v| g.values[v].kind.clone()).collect()
+    }
+
+    /// The kind of each output, in the order of [`Model::outputs`].
+    pub fn output_kinds(&self) -> Vec<Kind> {
+        let g = self.graph();
+        g.outputs
+            .iter()
+            .map(|&v| g.values[v].kind.clone())
+            .collect()
+    }
+
+    /// Fails, naming the value, when an input or output is a sequence or an
+    /// optional rather than a tensor (for callers that exchange tensors only,
+    /// such as the servers: KServe has no such types).
+    pub fn require_tensor_io(&self) -> Result<()> {
+        let g = self.graph();
+        for (what, ids) in [("input", &g.inputs), ("output", &g.outputs)] {
+            for &v in ids.iter() {
+                let value = &g.values[v];
+                if !value.kind.is_tensor() {
+                    return Err(Error::Unsupported(format!(
+                        "model {what} '{}' is a {}; only tensor inputs and outputs can be \
+                         served (sequences and optionals may be used inside the graph)",
+                        value.name,
+                        value.describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The engine actually running the model.
@@ -193,12 +243,64 @@ impl Model {
     /// and symbolic dims) before anything runs: a mismatch is
     /// [`Error::InvalidInput`].
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        if !self.tensor_io {
+            self.require_tensor_io()
+                .map_err(|e| Error::InvalidInput(format!("{e}; use Model::run_data")))?;
+        }
         let ordered = order_inputs(&self.inputs, inputs)?;
         // A bug in a kernel must not take the caller (a server) down: a panic
         // becomes an error for this request alone.
         guarded(|| match &self.engine {
             Engine::Cpu(p) => p.run(&ordered),
             Engine::Gpu(r) => r.run(&ordered),
+        })
+    }
+
+    /// [`Model::run`] for models whose inputs or outputs may be sequences or
+    /// optionals: one value per input, in the order of [`Model::inputs`].
+    /// Tensors are validated as [`Model::run`] does; other values must be of
+    /// the declared kind and element dtype.
+    pub fn run_data(&self, inputs: &[Datum]) -> Result<Vec<Datum>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} inputs given, the model has {}",
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        let kinds = self.input_kinds();
+        let mut tensors: Vec<(&str, &Tensor)> = Vec::new();
+        for ((info, kind), d) in self.inputs.iter().zip(&kinds).zip(inputs) {
+            if !d.fits(kind) {
+                return Err(Error::InvalidInput(format!(
+                    "input '{}' must be a {kind}, got a {}",
+                    info.name,
+                    d.describe()
+                )));
+            }
+            match d {
+                Datum::Tensor(t) => tensors.push((&info.name, t)),
+                d => check_elements(&info.name, info.dtype, d)?,
+            }
+        }
+        let declared: Vec<_> = self
+            .inputs
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, k)| k.is_tensor())
+            .map(|(i, _)| i.clone())
+            .collect();
+        order_inputs(&declared, &tensors)?;
+        let refs: Vec<&Datum> = inputs.iter().collect();
+        guarded(|| match &self.engine {
+            Engine::Cpu(p) => p.run_data(&refs),
+            Engine::Gpu(r) => {
+                let ts = inputs
+                    .iter()
+                    .map(Datum::tensor)
+                    .collect::<Result<Vec<&Tensor>>>()?;
+                Ok(r.run(&ts)?.into_iter().map(Datum::Tensor).collect())
+            }
         })
     }
 
@@ -265,6 +367,23 @@ fn check_plan_size(graph: &Graph) -> Result<()> {
         .fold(0usize, |sum, t| sum.saturating_add(t.as_bytes().len()));
     let plan = metal_mps_ir::plan::Plan::new(graph);
     metal_mps_ir::limits::check_plan_bytes(weights.saturating_add(plan.static_bytes()))
+}
+
+/// Fails unless every tensor inside a sequence or optional input is `dtype`.
+fn check_elements(name: &str, dtype: metal_mps_ir::DType, d: &Datum) -> Result<()> {
+    let tensors: Vec<&Tensor> = match d {
+        Datum::Tensor(t) => vec![t],
+        Datum::Sequence(s) => s.iter().collect(),
+        Datum::Optional(None) => vec![],
+        Datum::Optional(Some(v)) => return check_elements(name, dtype, v),
+    };
+    match tensors.iter().find(|t| t.dtype() != dtype) {
+        Some(t) => Err(Error::InvalidInput(format!(
+            "input '{name}' holds {dtype} tensors, got a {} one",
+            t.dtype()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Runs `f`, turning a panic into an error: a bug in a kernel must not take

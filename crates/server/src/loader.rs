@@ -121,6 +121,7 @@ fn load_version(
         .map_err(|e| e.to_string())?;
     let load = |device: Device| -> Result<Model, String> {
         Model::load(&path, &settings.options(device))
+            .and_then(|m| m.require_tensor_io().map(|()| m))
             .map_err(|e| format!("failed to load {}: {e}", path.display()))
     };
     let first = load(devices[0])?;

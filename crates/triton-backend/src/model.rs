@@ -110,6 +110,7 @@ fn device_for(
 /// Loads and compiles the model file for `device`.
 fn load(path: &Path, settings: &EngineSettings, device: Device) -> Result<Model> {
     Model::load(path, &settings.options(device))
+        .and_then(|m| m.require_tensor_io().map(|()| m))
         .map_err(|e| BackendError::from(e).context(format!("failed to load '{}'", path.display())))
 }
 

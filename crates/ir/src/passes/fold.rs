@@ -36,6 +36,11 @@ fn try_fold(g: &Graph, node: &Node, eval: &dyn Evaluator) -> Result<Option<Vec<T
             return Ok(Some(vec![Tensor::from_vec(vec![dims.len()], dims)?]));
         }
     }
+    // Sequences and optionals are not constants: they stay to run.
+    let non_tensor = |v: &usize| !g.values[*v].kind.is_tensor();
+    if node.outputs.iter().any(non_tensor) || node.inputs.iter().flatten().any(non_tensor) {
+        return Ok(None);
+    }
     if let Op::Dyn(op) = &node.op {
         if !op.deterministic() {
             return Ok(None);

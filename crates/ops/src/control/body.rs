@@ -6,7 +6,7 @@
 //! recurses into nested control ops and names the inner node in errors).
 
 use metal_mps_ir::infer::{infer_graph, Known};
-use metal_mps_ir::{DType, Dim, Error, Fact, Graph, Result, Shape, Tensor};
+use metal_mps_ir::{DType, Datum, Dim, Error, Fact, Graph, Kind, Node, Op, Result, Shape, Tensor};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ pub(crate) struct InFact<'a> {
     pub dtype: Option<DType>,
     pub shape: Option<Shape>,
     pub constant: Option<&'a Tensor>,
+    /// `None`: as the body declares (a tensor when it does not say).
+    pub kind: Option<Kind>,
 }
 
 impl<'a> InFact<'a> {
@@ -27,6 +29,17 @@ impl<'a> InFact<'a> {
             dtype: Some(k.dtype),
             shape: k.shape.map(<[Dim]>::to_vec),
             constant: k.constant,
+            kind: Some(k.kind.clone()),
+        }
+    }
+
+    /// Nothing known: the body's declared type.
+    pub fn unknown() -> InFact<'a> {
+        InFact {
+            dtype: None,
+            shape: None,
+            constant: None,
+            kind: None,
         }
     }
 
@@ -35,6 +48,7 @@ impl<'a> InFact<'a> {
             dtype: Some(dtype),
             shape,
             constant: None,
+            kind: Some(Kind::Tensor),
         }
     }
 
@@ -43,6 +57,7 @@ impl<'a> InFact<'a> {
             dtype: Some(t.dtype()),
             shape: Some(metal_mps_ir::from_fixed(t.shape())),
             constant: None,
+            kind: Some(Kind::Tensor),
         }
     }
 }
@@ -50,6 +65,14 @@ impl<'a> InFact<'a> {
 /// Infers `body` with its inputs described by `ins` (a `None` dtype keeps the
 /// body's declared type) and returns its outputs' facts.
 pub(crate) fn infer_body(body: &Graph, ins: &[InFact]) -> Result<Vec<Fact>> {
+    Ok(infer_body_data(body, ins)?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect())
+}
+
+/// [`infer_body`] with the outputs' kinds.
+pub(crate) fn infer_body_data(body: &Graph, ins: &[InFact]) -> Result<Vec<(Kind, Fact)>> {
     if ins.len() != body.inputs.len() {
         return metal_mps_ir::invalid!(
             "the body takes {} inputs but {} are given",
@@ -60,6 +83,9 @@ pub(crate) fn infer_body(body: &Graph, ins: &[InFact]) -> Result<Vec<Fact>> {
     let mut g = body.clone();
     for (&v, f) in g.inputs.clone().iter().zip(ins) {
         let value = &mut g.values[v];
+        if let Some(k) = &f.kind {
+            value.kind = k.clone();
+        }
         if let Some(c) = f.constant.filter(|c| c.numel() <= MAX_CONST_FOR_INFER) {
             g.set_constant(v, Arc::new(c.clone()));
             continue;
@@ -94,9 +120,18 @@ pub(crate) fn infer_body(body: &Graph, ins: &[InFact]) -> Result<Vec<Fact>> {
             let dtype = v.dtype.ok_or_else(|| {
                 Error::Invalid(format!("body output '{}' has no known type", v.name))
             })?;
-            Ok((dtype, v.shape.clone()))
+            Ok((v.kind.clone(), (dtype, v.shape.clone())))
         })
         .collect()
+}
+
+/// Whether running `g` may make a sequence or optional out of tensors (see
+/// [`metal_mps_ir::Operator::makes_data`]).
+pub(crate) fn graph_makes_data(g: &Graph) -> bool {
+    g.values.iter().any(|v| !v.kind.is_tensor())
+        || g.nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::Dyn(op) if op.makes_data()))
 }
 
 /// The more general of two shapes: dims kept where equal, else unknown.
@@ -112,8 +147,65 @@ pub(crate) fn merge_shapes(a: &Option<Shape>, b: &Option<Shape>) -> Option<Shape
     }
 }
 
-/// Runs `body` on `inputs` (formal inputs, then captured outer values).
+/// Runs `body` on tensor `inputs` (formal inputs, then captured outer values)
+/// whose outputs are tensors.
 pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let args: Vec<Arg> = inputs.iter().map(|&t| Arg::Tensor(t)).collect();
+    run_body_data(body, &args)?
+        .into_iter()
+        .map(Datum::into_tensor)
+        .collect()
+}
+
+/// One body input, borrowed from the caller: a tensor, or a value of any kind.
+#[derive(Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Tensor(&'a Tensor),
+    Data(&'a Datum),
+}
+
+/// A value in the body interpreter's environment.
+enum Held<'a> {
+    Arg(Arg<'a>),
+    Owned(Datum),
+}
+
+impl Held<'_> {
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Held::Arg(Arg::Tensor(t)) => Some(t),
+            Held::Arg(Arg::Data(Datum::Tensor(t))) => Some(t),
+            Held::Owned(Datum::Tensor(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// As a [`Datum`]: borrowed where it is one, a copy of a borrowed tensor.
+    fn datum(&self) -> Cow<'_, Datum> {
+        match self {
+            Held::Arg(Arg::Tensor(t)) => Cow::Owned(Datum::Tensor((*t).clone())),
+            Held::Arg(Arg::Data(d)) => Cow::Borrowed(d),
+            Held::Owned(d) => Cow::Borrowed(d),
+        }
+    }
+
+    fn into_datum(self) -> Datum {
+        match self {
+            Held::Owned(d) => d,
+            other => other.datum().into_owned(),
+        }
+    }
+}
+
+/// Whether a node runs through [`metal_mps_ir::Operator::eval_data`]: it reads
+/// a sequence or optional, or its operator may make one.
+fn on_data(node: &Node, args: &[Option<&Held>]) -> bool {
+    args.iter().flatten().any(|h| h.tensor().is_none())
+        || matches!(&node.op, Op::Dyn(op) if op.makes_data())
+}
+
+/// Runs `body` on values of any kind (formal inputs, then captured outer values).
+pub(crate) fn run_body_data(body: &Graph, inputs: &[Arg]) -> Result<Vec<Datum>> {
     if inputs.len() != body.inputs.len() {
         return metal_mps_ir::invalid!(
             "the body takes {} inputs but {} are given",
@@ -122,14 +214,14 @@ pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> 
         );
     }
     let n = body.values.len();
-    let mut env: Vec<Option<Cow<Tensor>>> = vec![None; n];
+    let mut env: Vec<Option<Held>> = (0..n).map(|_| None).collect();
     for (v, value) in body.values.iter().enumerate() {
         if let Some(c) = &value.constant {
-            env[v] = Some(Cow::Borrowed(&**c));
+            env[v] = Some(Held::Arg(Arg::Tensor(c)));
         }
     }
-    for (&v, &t) in body.inputs.iter().zip(inputs) {
-        env[v] = Some(Cow::Borrowed(t));
+    for (&v, &a) in body.inputs.iter().zip(inputs) {
+        env[v] = Some(Held::Arg(a));
     }
     // The last node reading each value (outputs are kept to the end).
     let mut last_use = vec![None; n];
@@ -146,7 +238,7 @@ pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> 
         for (i, input) in node.inputs.iter().enumerate() {
             args.push(match input {
                 None => None,
-                Some(v) => Some(env[*v].as_deref().ok_or_else(|| {
+                Some(v) => Some(env[*v].as_ref().ok_or_else(|| {
                     node.error(Error::Invalid(format!(
                         "input {i} ('{}') has no value",
                         body.values[*v].name
@@ -154,7 +246,18 @@ pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> 
                 })?),
             });
         }
-        let outs = metal_mps_cpu::eval_node(node, &args)?;
+        let outs: Vec<Datum> = if on_data(node, &args) {
+            let data: Vec<Option<Cow<Datum>>> = args.iter().map(|h| h.map(|h| h.datum())).collect();
+            let refs: Vec<Option<&Datum>> = data.iter().map(|d| d.as_deref()).collect();
+            metal_mps_cpu::eval_node_data(node, &refs)?
+        } else {
+            let tensors: Vec<Option<&Tensor>> =
+                args.iter().map(|h| h.and_then(Held::tensor)).collect();
+            metal_mps_cpu::eval_node(node, &tensors)?
+                .into_iter()
+                .map(Datum::Tensor)
+                .collect()
+        };
         drop(args);
         if outs.len() < node.outputs.len() {
             return Err(node.error(Error::Invalid(format!(
@@ -163,8 +266,8 @@ pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> 
                 node.outputs.len()
             ))));
         }
-        for (&v, t) in node.outputs.iter().zip(outs) {
-            env[v] = Some(Cow::Owned(t));
+        for (&v, d) in node.outputs.iter().zip(outs) {
+            env[v] = Some(Held::Owned(d));
         }
         for &i in node.inputs.iter().flatten() {
             if last_use[i] == Some(k) && body.values[i].constant.is_none() {
@@ -175,12 +278,12 @@ pub(crate) fn run_body(body: &Graph, inputs: &[&Tensor]) -> Result<Vec<Tensor>> 
     let mut results = Vec::with_capacity(body.outputs.len());
     for (j, &o) in body.outputs.iter().enumerate() {
         let again = body.outputs[j + 1..].contains(&o);
-        let t = if again {
-            env[o].as_deref().cloned()
+        let d = if again {
+            env[o].as_ref().map(|h| h.datum().into_owned())
         } else {
-            env[o].take().map(Cow::into_owned)
+            env[o].take().map(Held::into_datum)
         };
-        results.push(t.ok_or_else(|| {
+        results.push(d.ok_or_else(|| {
             Error::Invalid(format!(
                 "body output '{}' has no value",
                 body.values[o].name

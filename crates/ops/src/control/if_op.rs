@@ -1,10 +1,13 @@
-//! If: runs one of two subgraphs on a scalar condition.
+//! If: runs one of two subgraphs on a scalar condition. Branches may return
+//! sequences and optionals as well as tensors.
 
-use super::body::{infer_body, merge_shapes, run_body, truth, InFact};
+use super::body::{
+    graph_makes_data, infer_body_data, merge_shapes, run_body_data, truth, Arg, InFact,
+};
 use crate::support::known;
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
-use metal_mps_ir::{DynOp, Error, Fact, Graph, Op, Operator, Out, Result, Tensor};
+use metal_mps_ir::{Datum, DynOp, Error, Fact, Graph, Kind, Op, Operator, Out, Result, Tensor};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -12,6 +15,8 @@ use std::sync::Arc;
 pub struct If {
     then_branch: Arc<Graph>,
     else_branch: Arc<Graph>,
+    /// Whether a branch may build a sequence or optional.
+    makes_data: bool,
 }
 
 pub fn build(cx: &BuildCx) -> Result<Op> {
@@ -30,9 +35,11 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
             );
         }
     }
+    let makes_data = graph_makes_data(&then_branch) || graph_makes_data(&else_branch);
     Ok(Op::Dyn(DynOp::new(If {
         then_branch,
         else_branch,
+        makes_data,
     })))
 }
 
@@ -44,6 +51,23 @@ impl If {
             &self.else_branch
         }
     }
+
+    /// Runs the branch `cond` selects on the captured values.
+    fn run(&self, cond: &Tensor, outer: &[Arg], n_out: usize) -> Result<Vec<Datum>> {
+        let cond = truth(cond, "If's condition")?;
+        let outs = run_body_data(self.branch(cond), outer)?;
+        if outs.len() != n_out {
+            return metal_mps_ir::invalid!(
+                "If: the branch produced {} outputs but the node has {n_out}",
+                outs.len()
+            );
+        }
+        Ok(outs)
+    }
+}
+
+fn captured<T>(v: Option<T>) -> Result<T> {
+    v.ok_or_else(|| Error::Invalid("If: a captured value is missing".into()))
 }
 
 impl Operator for If {
@@ -52,20 +76,21 @@ impl Operator for If {
     }
 
     fn infer(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<Fact>> {
+        Ok(self
+            .infer_data(inputs, n_out)?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect())
+    }
+
+    fn infer_data(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<(Kind, Fact)>> {
         let cond = known(inputs, 0)?;
         let outer: Vec<InFact> = inputs[1..]
             .iter()
-            .map(|k| match k {
-                Some(k) => InFact::of(k),
-                None => InFact {
-                    dtype: None,
-                    shape: None,
-                    constant: None,
-                },
-            })
+            .map(|k| k.as_ref().map(InFact::of).unwrap_or_else(InFact::unknown))
             .collect();
         let run = |name: &str, g: &Graph| {
-            infer_body(g, &outer).map_err(|e| Error::Invalid(format!("If {name}: {e}")))
+            infer_body_data(g, &outer).map_err(|e| Error::Invalid(format!("If {name}: {e}")))
         };
         let facts = match cond.constant.map(|c| truth(c, "If's condition")) {
             Some(c) => {
@@ -86,13 +111,19 @@ impl Operator for If {
                 (Ok(facts), Err(_)) | (Err(_), Ok(facts)) => facts,
                 (Ok(t), Ok(e)) => {
                     let mut facts = Vec::with_capacity(t.len());
-                    for (k, ((dt, st), (de, se))) in t.into_iter().zip(e).enumerate() {
+                    for (k, ((kt, (dt, st)), (ke, (de, se)))) in t.into_iter().zip(e).enumerate()
+                    {
+                        if kt != ke {
+                            return metal_mps_ir::invalid!(
+                                "If: output {k} is a {kt} in then_branch but a {ke} in else_branch"
+                            );
+                        }
                         if dt != de {
                             return metal_mps_ir::invalid!(
                                 "If: output {k} is {dt} in then_branch but {de} in else_branch"
                             );
                         }
-                        facts.push((dt, merge_shapes(&st, &se)));
+                        facts.push((kt, (dt, merge_shapes(&st, &se))));
                     }
                     facts
                 }
@@ -113,19 +144,32 @@ impl Operator for If {
         n_out: usize,
         _out: &mut Out,
     ) -> Result<Vec<Tensor>> {
-        let cond = truth(crate::support::arg(inputs, 0)?, "If's condition")?;
         let outer = inputs[1..]
             .iter()
-            .map(|t| t.ok_or_else(|| Error::Invalid("If: a captured value is missing".into())))
+            .map(|t| captured(t.map(Arg::Tensor)))
             .collect::<Result<Vec<_>>>()?;
-        let outs = run_body(self.branch(cond), &outer)?;
-        if outs.len() != n_out {
-            return metal_mps_ir::invalid!(
-                "If: the branch produced {} outputs but the node has {n_out}",
-                outs.len()
-            );
-        }
-        Ok(outs)
+        self.run(crate::support::arg(inputs, 0)?, &outer, n_out)?
+            .into_iter()
+            .map(Datum::into_tensor)
+            .collect()
+    }
+
+    fn eval_data(
+        &self,
+        inputs: &[Option<&Datum>],
+        n_out: usize,
+        _out: &mut Out,
+    ) -> Result<Vec<Datum>> {
+        let cond = captured(inputs.first().copied().flatten())?.tensor()?;
+        let outer = inputs[1..]
+            .iter()
+            .map(|d| captured(d.map(Arg::Data)))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(cond, &outer, n_out)
+    }
+
+    fn makes_data(&self) -> bool {
+        self.makes_data
     }
 
     fn subgraphs(&self) -> Vec<&Graph> {

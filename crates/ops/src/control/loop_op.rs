@@ -1,13 +1,17 @@
 //! Loop: runs a body while a trip count and a condition allow, threading
-//! loop-carried values and stacking per-iteration scan outputs.
+//! loop-carried values (tensors, sequences or optionals) and stacking
+//! per-iteration scan outputs.
 
-use super::body::{infer_body, merge_shapes, run_body, stack, truth, InFact};
-use crate::support::{known_opt, opt};
+use super::body::{
+    graph_makes_data, infer_body, infer_body_data, merge_shapes, run_body_data, stack, truth, Arg,
+    InFact,
+};
+use crate::support::known_opt;
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
-    fixed_shape, BoolByte, DType, Dim, DynOp, Error, Fact, Graph, Op, Operator, Out, Result, Shape,
-    Tensor,
+    fixed_shape, BoolByte, DType, Datum, Dim, DynOp, Error, Fact, Graph, Kind, Op, Operator, Out,
+    Result, Shape, Tensor,
 };
 use std::any::Any;
 use std::sync::Arc;
@@ -19,6 +23,8 @@ pub struct Loop {
     carried: usize,
     /// Per-iteration outputs stacked along a new first axis.
     scans: usize,
+    /// Whether the body may build a sequence or optional.
+    makes_data: bool,
 }
 
 pub fn build(cx: &BuildCx) -> Result<Op> {
@@ -44,19 +50,17 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
         );
     }
     let scans = body.outputs.len() - 1 - carried;
+    let makes_data = graph_makes_data(&body);
     Ok(Op::Dyn(DynOp::new(Loop {
         body,
         carried,
         scans,
+        makes_data,
     })))
 }
 
 fn no_fact<'a>() -> InFact<'a> {
-    InFact {
-        dtype: None,
-        shape: None,
-        constant: None,
-    }
+    InFact::unknown()
 }
 
 impl Loop {
@@ -96,13 +100,23 @@ impl Operator for Loop {
     }
 
     fn infer(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<Fact>> {
+        Ok(self
+            .infer_data(inputs, n_out)?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect())
+    }
+
+    fn infer_data(&self, inputs: &[Option<Known>], n_out: usize) -> Result<Vec<(Kind, Fact)>> {
         let n = self.carried;
         let mut carried: Vec<(DType, Option<Shape>)> = Vec::with_capacity(n);
+        let mut kinds: Vec<Kind> = Vec::with_capacity(n);
         for i in 0..n {
             let k = known_opt(inputs, 2 + i).ok_or_else(|| {
                 Error::Invalid(format!("Loop: loop-carried input {} is missing", 2 + i))
             })?;
             carried.push((k.dtype, k.shape.map(<[Dim]>::to_vec)));
+            kinds.push(k.kind.clone());
         }
         let mut facts = Vec::new();
         // Carried shapes that change across iterations are generalized until stable.
@@ -111,18 +125,21 @@ impl Operator for Loop {
                 InFact::typed(DType::I64, Some(vec![])),
                 InFact::typed(DType::Bool, Some(vec![])),
             ];
-            ins.extend(carried.iter().map(|(d, s)| InFact::typed(*d, s.clone())));
+            ins.extend(carried.iter().zip(&kinds).map(|((d, s), k)| InFact {
+                kind: Some(k.clone()),
+                ..InFact::typed(*d, s.clone())
+            }));
             ins.extend(
                 inputs
                     .iter()
                     .skip(2 + n)
                     .map(|k| k.as_ref().map(InFact::of).unwrap_or_else(no_fact)),
             );
-            facts = infer_body(&self.body, &ins)
+            facts = infer_body_data(&self.body, &ins)
                 .map_err(|e| Error::Invalid(format!("Loop body: {e}")))?;
             let mut stable = true;
             for (i, c) in carried.iter_mut().enumerate() {
-                let (d, s) = &facts[1 + i];
+                let (_, (d, s)) = &facts[1 + i];
                 if *d != c.0 {
                     return metal_mps_ir::invalid!(
                         "Loop: loop-carried value {i} enters as {} but the body returns {d}",
@@ -147,11 +164,23 @@ impl Operator for Loop {
             .known_trips(inputs)
             .map(Dim::Fixed)
             .unwrap_or(Dim::Unknown);
-        let mut out: Vec<Fact> = carried;
-        for (d, s) in facts.into_iter().skip(1 + n).take(self.scans) {
+        // A carried value's kind is what the body returns (an empty optional
+        // may come back as the sequence it was standing for).
+        let mut out: Vec<(Kind, Fact)> = carried
+            .into_iter()
+            .zip(&facts[1..])
+            .map(|(c, (k, _))| (k.clone(), c))
+            .collect();
+        for (k, (d, s)) in facts.into_iter().skip(1 + n).take(self.scans) {
+            if !k.is_tensor() {
+                return metal_mps_ir::invalid!("Loop: a scan output must be a tensor, not a {k}");
+            }
             out.push((
-                d,
-                s.map(|s| std::iter::once(trips.clone()).chain(s).collect()),
+                k,
+                (
+                    d,
+                    s.map(|s| std::iter::once(trips.clone()).chain(s).collect()),
+                ),
             ));
         }
         out.truncate(n_out);
@@ -164,8 +193,52 @@ impl Operator for Loop {
         n_out: usize,
         _out: &mut Out,
     ) -> Result<Vec<Tensor>> {
+        let args: Vec<Option<Arg>> = inputs.iter().map(|t| t.map(Arg::Tensor)).collect();
+        self.run(&args, n_out)?
+            .into_iter()
+            .map(Datum::into_tensor)
+            .collect()
+    }
+
+    fn eval_data(
+        &self,
+        inputs: &[Option<&Datum>],
+        n_out: usize,
+        _out: &mut Out,
+    ) -> Result<Vec<Datum>> {
+        let args: Vec<Option<Arg>> = inputs.iter().map(|d| d.map(Arg::Data)).collect();
+        self.run(&args, n_out)
+    }
+
+    fn makes_data(&self) -> bool {
+        self.makes_data
+    }
+
+    fn subgraphs(&self) -> Vec<&Graph> {
+        vec![&self.body]
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A tensor argument (M, cond), or an error naming it.
+fn tensor_arg<'a>(inputs: &[Option<Arg<'a>>], i: usize, what: &str) -> Result<Option<&'a Tensor>> {
+    match inputs.get(i).copied().flatten() {
+        None => Ok(None),
+        Some(Arg::Tensor(t)) | Some(Arg::Data(Datum::Tensor(t))) => Ok(Some(t)),
+        Some(Arg::Data(d)) => {
+            metal_mps_ir::invalid!("Loop: {what} must be a tensor, not a {}", d.kind())
+        }
+    }
+}
+
+impl Loop {
+    /// Runs the loop on its inputs (M, cond, the loop-carried values, then the captured ones).
+    fn run(&self, inputs: &[Option<Arg>], n_out: usize) -> Result<Vec<Datum>> {
         let n = self.carried;
-        let max_trips = match opt(inputs, 0) {
+        let max_trips = match tensor_arg(inputs, 0, "M")? {
             None => None,
             Some(m) => {
                 let v = m.to_i64_vec()?;
@@ -178,51 +251,58 @@ impl Operator for Loop {
                 Some(v[0])
             }
         };
-        let mut cond = match opt(inputs, 1) {
+        let mut cond = match tensor_arg(inputs, 1, "cond")? {
             None => true,
             Some(c) => truth(c, "Loop's cond")?,
         };
-        let mut state: Vec<Tensor> = (0..n)
-            .map(|i| {
-                opt(inputs, 2 + i).cloned().ok_or_else(|| {
-                    Error::Invalid(format!("Loop: loop-carried input {} is missing", 2 + i))
-                })
+        let mut state: Vec<Datum> = (0..n)
+            .map(|i| match inputs.get(2 + i).copied().flatten() {
+                Some(Arg::Tensor(t)) => Ok(Datum::Tensor(t.clone())),
+                Some(Arg::Data(d)) => Ok(d.clone()),
+                None => metal_mps_ir::invalid!("Loop: loop-carried input {} is missing", 2 + i),
             })
             .collect::<Result<_>>()?;
         let outer = inputs
             .iter()
             .skip(2 + n)
-            .map(|t| t.ok_or_else(|| Error::Invalid("Loop: a captured value is missing".into())))
+            .map(|a| a.ok_or_else(|| Error::Invalid("Loop: a captured value is missing".into())))
             .collect::<Result<Vec<_>>>()?;
         let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.scans];
         let mut i: i64 = 0;
         while cond && max_trips.is_none_or(|m| i < m) {
             let iter = Tensor::scalar(i);
             let c = Tensor::scalar(BoolByte(1));
-            let mut args: Vec<&Tensor> = vec![&iter, &c];
-            args.extend(state.iter());
+            let mut args: Vec<Arg> = vec![Arg::Tensor(&iter), Arg::Tensor(&c)];
+            args.extend(state.iter().map(Arg::Data));
             args.extend(outer.iter().copied());
-            let mut outs = run_body(&self.body, &args)?.into_iter();
+            let mut outs = run_body_data(&self.body, &args)?.into_iter();
             let c = outs
                 .next()
                 .ok_or_else(|| Error::Invalid("Loop: the body returned nothing".into()))?;
-            cond = truth(&c, "the Loop body's condition")?;
-            for (k, s) in state.iter_mut().enumerate() {
+            cond = truth(c.tensor()?, "the Loop body's condition")?;
+            let mut next = Vec::with_capacity(n);
+            for (k, s) in state.iter().enumerate() {
                 let t = outs.next().ok_or_else(|| {
                     Error::Invalid("Loop: the body returned too few outputs".into())
                 })?;
-                if t.dtype() != s.dtype() {
-                    return metal_mps_ir::invalid!(
-                        "Loop: loop-carried value {k} changed dtype from {} to {}",
-                        s.dtype(),
-                        t.dtype()
-                    );
+                if let (Datum::Tensor(t), Datum::Tensor(s)) = (&t, s) {
+                    if t.dtype() != s.dtype() {
+                        return metal_mps_ir::invalid!(
+                            "Loop: loop-carried value {k} changed dtype from {} to {}",
+                            s.dtype(),
+                            t.dtype()
+                        );
+                    }
                 }
-                *s = t;
+                next.push(t);
             }
+            state = next;
             for acc in scans.iter_mut() {
-                acc.push(outs.next().ok_or_else(|| {
+                let t = outs.next().ok_or_else(|| {
                     Error::Invalid("Loop: the body returned too few outputs".into())
+                })?;
+                acc.push(t.into_tensor().map_err(|e| {
+                    Error::Invalid(format!("Loop: a scan output must be a tensor: {e}"))
                 })?);
             }
             i += 1;
@@ -239,32 +319,26 @@ impl Operator for Loop {
                 }
                 None => self.empty_scan(inputs, k)?,
             };
-            results.push(t);
+            results.push(Datum::Tensor(t));
         }
         Ok(results)
     }
 
-    fn subgraphs(&self) -> Vec<&Graph> {
-        vec![&self.body]
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl Loop {
     /// Scan output `k` after zero iterations: empty, typed and shaped (past
     /// its first axis) as the body's inference says for these inputs.
-    fn empty_scan(&self, inputs: &[Option<&Tensor>], k: usize) -> Result<Tensor> {
+    fn empty_scan(&self, inputs: &[Option<Arg>], k: usize) -> Result<Tensor> {
         let n = self.carried;
         let mut ins = vec![
             InFact::typed(DType::I64, Some(vec![])),
             InFact::typed(DType::Bool, Some(vec![])),
         ];
         for i in 0..n + (inputs.len().saturating_sub(2 + n)) {
-            ins.push(match opt(inputs, 2 + i) {
-                Some(t) => InFact::tensor(t),
+            ins.push(match inputs.get(2 + i).copied().flatten() {
+                Some(Arg::Tensor(t)) | Some(Arg::Data(Datum::Tensor(t))) => InFact::tensor(t),
+                Some(Arg::Data(d)) => InFact {
+                    kind: Some(d.kind()),
+                    ..no_fact()
+                },
                 None => no_fact(),
             });
         }

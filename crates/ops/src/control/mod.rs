@@ -6,6 +6,8 @@ mod loop_op;
 mod rnn;
 mod scan;
 
+pub(crate) use body::{infer_body_data, merge_shapes, run_body_data, Arg, InFact};
+
 use crate::{onnx, OpDef};
 use metal_mps_ir::{Result, Tensor};
 

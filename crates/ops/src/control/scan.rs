@@ -248,11 +248,7 @@ impl Operator for Scan {
         }
         ins.extend(inputs.iter().skip(b + n + m).map(|k| match k {
             Some(k) => InFact::of(k),
-            None => InFact {
-                dtype: None,
-                shape: None,
-                constant: None,
-            },
+            None => InFact::unknown(),
         }));
         let facts =
             infer_body(&self.body, &ins).map_err(|e| Error::Invalid(format!("Scan body: {e}")))?;

@@ -89,11 +89,13 @@ impl Operator for AxisBroadcast {
             dtype: b.dtype,
             shape: Some(&shape),
             constant: constant.as_ref(),
+            kind: b.kind,
         };
         let a = Known {
             dtype: a.dtype,
             shape: a.shape,
             constant: a.constant,
+            kind: a.kind,
         };
         infer_node(&self.inner, &[Some(a), Some(b)])
     }

@@ -102,12 +102,14 @@ mod tests {
             dtype: DType::F32,
             shape: Some(&xs),
             constant: None,
+            kind: &metal_mps_ir::Kind::Tensor,
         };
         fn c(t: &Tensor) -> Known<'_> {
             Known {
                 dtype: DType::I64,
                 shape: None,
                 constant: Some(t),
+                kind: &metal_mps_ir::Kind::Tensor,
             }
         }
         // x[:, ::-3] and x[0:INT_MAX] on the symbolic axis.
@@ -129,11 +131,13 @@ mod tests {
             dtype: DType::F32,
             shape: Some(&xs),
             constant: None,
+            kind: &metal_mps_ir::Kind::Tensor,
         };
         let s_dyn = Known {
             dtype: DType::I64,
             shape: None,
             constant: None,
+            kind: &metal_mps_ir::Kind::Tensor,
         };
         let a1 = ints(&[1]);
         let f = d
@@ -160,11 +164,13 @@ mod tests {
                         dtype: DType::F16,
                         shape: Some(&xs),
                         constant: None,
+                        kind: &metal_mps_ir::Kind::Tensor,
                     }),
                     Some(Known {
                         dtype: DType::I64,
                         shape: None,
                         constant: Some(&s),
+                        kind: &metal_mps_ir::Kind::Tensor,
                     }),
                 ],
                 1,
