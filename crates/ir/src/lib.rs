@@ -17,6 +17,7 @@ pub mod passes;
 pub mod plan;
 mod shape;
 mod small;
+pub mod strings;
 mod tensor;
 pub mod units;
 

@@ -113,6 +113,16 @@ pub fn tensor_from_json(
                 .map(|v| v.as_bool().map(|b| BoolByte(b as u8)).ok_or_else(|| bad(v)))
                 .collect::<ServerResult<Vec<_>>>()?,
         ),
+        DType::String => Tensor::from_strings(
+            shape,
+            flat.iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| s.as_bytes().to_vec())
+                        .ok_or_else(|| bad(v))
+                })
+                .collect::<ServerResult<Vec<_>>>()?,
+        ),
         d => {
             return Err(ServerError::invalid_arg(format!(
                 "input '{name}': {d} tensors have no KServe-v2 data type"
@@ -130,11 +140,18 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 }
 
 /// The elements of `t` as a flat JSON array (booleans for BOOL, integers for
-/// integer types, numbers for floats; a non-finite float becomes null, which
-/// JSON cannot otherwise carry).
+/// integer types, numbers for floats, strings for BYTES (bytes that are not
+/// UTF-8 replaced by U+FFFD); a non-finite float becomes null, which JSON
+/// cannot otherwise carry).
 pub fn tensor_to_json(t: &Tensor) -> Value {
     let values = t.to_f64_vec();
     let items: Vec<Value> = match t.dtype() {
+        DType::String => t
+            .as_strings()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| Value::from(String::from_utf8_lossy(s)))
+            .collect(),
         DType::Bool => values.iter().map(|&v| Value::Bool(v != 0.0)).collect(),
         DType::I64 => t
             .as_bytes()
@@ -192,6 +209,17 @@ mod tests {
         assert!(tensor_from_json("x", DType::I8, vec![1], &json!([300])).is_err());
         assert!(tensor_from_json("x", DType::I32, vec![1], &json!([1.5])).is_err());
         assert!(tensor_from_json("x", DType::Bool, vec![1], &json!([1])).is_err());
+    }
+
+    #[test]
+    fn bytes_are_strings() {
+        let t = tensor_from_json("x", DType::String, vec![2], &json!(["a", "é"])).unwrap();
+        assert_eq!(
+            t.as_strings().unwrap(),
+            [b"a".to_vec(), "é".as_bytes().to_vec()]
+        );
+        assert_eq!(tensor_to_json(&t), json!(["a", "é"]));
+        assert!(tensor_from_json("x", DType::String, vec![1], &json!([1])).is_err());
     }
 
     #[test]

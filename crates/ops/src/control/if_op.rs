@@ -120,6 +120,11 @@ impl Operator for If {
         Ok(outs)
     }
 
+    /// The branch's outputs pass through whatever their dtype.
+    fn takes_strings(&self) -> bool {
+        true
+    }
+
     fn subgraphs(&self) -> Vec<&Graph> {
         vec![&self.then_branch, &self.else_branch]
     }
