@@ -21,6 +21,7 @@ pub mod nn;
 pub mod quant;
 pub mod spatial;
 pub mod tensor;
+pub mod text;
 
 pub use attrs::{Attribute, Attributes};
 
@@ -85,6 +86,7 @@ const FAMILIES: &[&[OpDef]] = &[
     attention::OPS,
     control::OPS,
     quant::OPS,
+    text::OPS,
 ];
 
 /// Every row.
