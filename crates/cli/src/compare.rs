@@ -12,7 +12,8 @@ pub struct Comparison {
 }
 
 /// `|actual − expected| ≤ atol + rtol·|expected|` elementwise (numpy's
-/// `assert_allclose`); NaN equals NaN; dtypes and shapes must match.
+/// `assert_allclose`); NaN equals NaN; STRING elements must be equal; dtypes
+/// and shapes must match.
 pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Comparison {
     if actual.dtype() != expected.dtype() {
         return fail(format!(
@@ -27,6 +28,19 @@ pub fn compare(actual: &Tensor, expected: &Tensor, rtol: f64, atol: f64) -> Comp
             actual.shape(),
             expected.shape()
         ));
+    }
+    if let (Ok(a), Ok(e)) = (actual.as_strings(), expected.as_strings()) {
+        return match a.iter().zip(e).position(|(x, y)| x != y) {
+            None => Comparison {
+                ok: true,
+                ..Default::default()
+            },
+            Some(i) => fail(format!(
+                "element {i} is {:?} but expected {:?}",
+                String::from_utf8_lossy(&a[i]),
+                String::from_utf8_lossy(&e[i])
+            )),
+        };
     }
     let (a, e) = (actual.to_f64_vec(), expected.to_f64_vec());
     let mut c = Comparison {

@@ -53,6 +53,18 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         "u4" => Tensor::from_vec(shape, npy.into_vec::<u32>()?)?,
         "u8" => Tensor::from_vec(shape, npy.into_vec::<u64>()?)?,
         "f8" => Tensor::from_vec(shape, npy.into_vec::<f64>()?)?,
+        // numpy's fixed-width text ('U': UTF-32, 'S': bytes) as STRING.
+        d if d.starts_with('U') || d.starts_with('S') => Tensor::from_strings(
+            shape,
+            npy.into_vec::<String>()?
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
+        )?,
+        "O" => bail!(
+            "numpy object arrays are pickled and cannot be read; save strings with \
+             arr.astype(str) (numpy dtype 'U')"
+        ),
         "b1" => Tensor::from_vec(
             shape,
             npy.into_vec::<bool>()?
@@ -61,7 +73,7 @@ fn read_npy(bytes: &[u8]) -> Result<Tensor> {
                 .collect(),
         )?,
         other => bail!(
-            "numpy dtype '{other}' is not supported (float16/32/64, int8/16/32/64, uint8/16/32/64, bool)"
+            "numpy dtype '{other}' is not supported (float16/32/64, int8/16/32/64, uint8/16/32/64, bool, str)"
         ),
     };
     Ok(t)
@@ -102,6 +114,31 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
             t.as_slice::<metal_mps::bf16>()?.iter().map(|v| v.to_f32())
         ),
         DType::Bool => write_as!(bool, t.as_slice::<BoolByte>()?.iter().map(|b| b.0 != 0)),
+        // numpy's 'U' (UTF-32) of the widest string; bytes that are not UTF-8
+        // become U+FFFD.
+        DType::String => {
+            let text: Vec<String> = t
+                .as_strings()?
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            let width = text
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let dtype = npyz::DType::Plain(format!("<U{width}").parse()?);
+            let mut writer = npyz::WriteOptions::<str>::new()
+                .dtype(dtype)
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
+            for s in &text {
+                writer.push(s.as_str())?;
+            }
+            writer.finish()?;
+        }
         d => anyhow::bail!(
             "{}: .npy has no {d} type (write a TensorProto, or Cast the output to FLOAT or an \
              8-bit integer type first)",

@@ -7,8 +7,9 @@ use std::fmt;
 ///
 /// Every numeric type of ONNX that has a native Rust representation. The GPU
 /// engine computes in F32 and F16 (and the integer types it lists); values of
-/// other types stay on the CPU engine. STRING is absent: models using it are
-/// refused when they load.
+/// other types stay on the CPU engine. STRING tensors hold byte strings
+/// (usually UTF-8) outside the byte storage ([`crate::Tensor::as_strings`]);
+/// they have no numeric element type and live on the CPU engine only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     F32,
@@ -44,10 +45,12 @@ pub enum DType {
     I2,
     /// UINT2, one element per byte in memory.
     U2,
+    /// STRING: byte strings, kept beside the (empty) byte storage.
+    String,
 }
 
 impl DType {
-    pub const ALL: [DType; 23] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::F16,
         DType::I8,
@@ -71,11 +74,14 @@ impl DType {
         DType::U4,
         DType::I2,
         DType::U2,
+        DType::String,
     ];
 
-    /// Bytes per element.
+    /// Bytes per element in the byte storage (0 for STRING, whose elements
+    /// live beside it).
     pub fn size(self) -> usize {
         match self {
+            DType::String => 0,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
             DType::I64 | DType::U64 | DType::F64 => 8,
@@ -182,6 +188,7 @@ impl DType {
             DType::U4 => "UINT4",
             DType::I2 => "INT2",
             DType::U2 => "UINT2",
+            DType::String => "STRING",
         }
     }
 
@@ -211,6 +218,7 @@ impl DType {
             DType::F8E8M0 => 24,
             DType::U2 => 25,
             DType::I2 => 26,
+            DType::String => 8,
         }
     }
 
@@ -223,7 +231,7 @@ impl DType {
         {
             return Ok(d);
         }
-        const OTHERS: [(i64, &str); 3] = [(8, "STRING"), (14, "COMPLEX64"), (15, "COMPLEX128")];
+        const OTHERS: [(i64, &str); 2] = [(14, "COMPLEX64"), (15, "COMPLEX128")];
         match OTHERS.iter().find(|(c, _)| *c == code) {
             Some((_, name)) => crate::unsupported!(
                 "{name} tensors (supported: {})",
@@ -263,12 +271,16 @@ impl DType {
             DType::U4 => "TYPE_UINT4",
             DType::I2 => "TYPE_INT2",
             DType::U2 => "TYPE_UINT2",
+            DType::String => "TYPE_STRING",
         }
     }
 
-    /// The name the KServe-v2 protocol uses (`FP32`, `INT64`, `BOOL`, ...).
+    /// The name the KServe-v2 protocol uses (`FP32`, `INT64`, `BOOL`, `BYTES`, ...).
     pub fn kserve_name(self) -> &'static str {
-        &self.triton_name()[5..]
+        match self {
+            DType::String => "BYTES",
+            d => &d.triton_name()[5..],
+        }
     }
 
     pub fn from_triton_name(name: &str) -> Option<DType> {
@@ -432,6 +444,9 @@ impl Element for BoolByte {
 }
 
 /// Calls `$body` with the type alias `$T` bound to the Rust type of `$dtype`.
+///
+/// STRING has no such type: callers handle it before dispatching (the engines
+/// route STRING values to string-aware code, `metal_mps_cpu::eval_op`); it panics.
 #[macro_export]
 macro_rules! dispatch_dtype {
     ($dtype:expr, $T:ident => $body:expr) => {
@@ -527,6 +542,9 @@ macro_rules! dispatch_dtype {
             $crate::DType::U2 => {
                 type $T = $crate::U2;
                 $body
+            }
+            $crate::DType::String => {
+                panic!("STRING tensors have no numeric element type (string-aware code handles them first)")
             }
         }
     };

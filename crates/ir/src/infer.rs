@@ -114,6 +114,12 @@ pub fn infer_node_data(node: &Node, ins: &[Option<Known>]) -> Result<Vec<(Kind, 
 
 /// Output dtypes and shapes of one node.
 pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
+    let outs = infer_op(node, ins)?;
+    crate::strings::check_node(&node.op, ins, &outs)?;
+    Ok(outs)
+}
+
+fn infer_op(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
     let n_out = node.outputs.len();
     if let Op::Dyn(op) = &node.op {
         let outs = op.infer(ins, n_out)?;

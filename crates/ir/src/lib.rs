@@ -20,6 +20,7 @@ mod paths;
 pub mod plan;
 mod shape;
 mod small;
+pub mod strings;
 mod tensor;
 pub mod units;
 

@@ -81,6 +81,13 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         true
     }
 
+    /// Whether `eval` reads and writes STRING tensors itself (the text
+    /// operators, LabelEncoder, If). Other operators never see STRING values:
+    /// see [`crate::strings`].
+    fn takes_strings(&self) -> bool {
+        false
+    }
+
     /// Subgraphs this operator runs (If branches, Loop and Scan bodies).
     fn subgraphs(&self) -> Vec<&Graph> {
         Vec::new()

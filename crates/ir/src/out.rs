@@ -31,6 +31,9 @@ impl Out {
 
     /// A copy of `src` with a new shape (layout ops).
     pub fn copy_of(&mut self, i: usize, src: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
+        if src.dtype() == DType::String {
+            return Tensor::from_strings(shape, src.as_strings()?.to_vec());
+        }
         let mut t = self.tensor(i, src.dtype(), shape)?;
         if t.as_bytes().len() != src.as_bytes().len() {
             return crate::invalid!(

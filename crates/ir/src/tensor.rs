@@ -112,11 +112,15 @@ impl Storage {
 }
 
 /// A dense row-major tensor: dtype, shape and bytes.
+///
+/// A STRING tensor keeps its elements, byte strings in row-major order, in
+/// `strings`; its byte storage is empty.
 #[derive(Clone)]
 pub struct Tensor {
     dtype: DType,
     shape: Vec<usize>,
     storage: Storage,
+    strings: Vec<Vec<u8>>,
 }
 
 /// Element count of a shape, or an error when it overflows `usize`.
@@ -138,15 +142,73 @@ pub fn checked_bytes(dtype: DType, shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| Error::TooLarge(format!("a {dtype} tensor of shape {shape:?} is too large")))
 }
 
+/// `numel` empty strings for a STRING tensor, nothing for other dtypes.
+fn empty_strings(dtype: DType, shape: &[usize]) -> Result<Vec<Vec<u8>>> {
+    if dtype != DType::String {
+        return Ok(Vec::new());
+    }
+    let n = checked_numel(shape)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory { bytes: n * 24 })?;
+    v.resize(n, Vec::new());
+    Ok(v)
+}
+
 impl Tensor {
-    /// A zero-filled tensor.
+    /// A zero-filled tensor (empty strings for STRING).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let bytes = checked_bytes(dtype, &shape)?;
         Ok(Tensor {
+            strings: empty_strings(dtype, &shape)?,
             dtype,
             shape,
             storage: Storage::zeroed(bytes)?,
         })
+    }
+
+    /// A STRING tensor holding `data` in row-major order.
+    pub fn from_strings(shape: Vec<usize>, data: Vec<Vec<u8>>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            return Err(Error::Invalid(format!(
+                "shape {shape:?} holds {n} elements but {} strings were given",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            dtype: DType::String,
+            shape,
+            storage: Storage::default(),
+            strings: data,
+        })
+    }
+
+    /// The elements of a STRING tensor; fails for other dtypes.
+    pub fn as_strings(&self) -> Result<&[Vec<u8>]> {
+        self.check_string()?;
+        Ok(&self.strings)
+    }
+
+    pub fn as_strings_mut(&mut self) -> Result<&mut [Vec<u8>]> {
+        self.check_string()?;
+        Ok(&mut self.strings)
+    }
+
+    /// The elements of a STRING tensor, taken out of it.
+    pub fn into_strings(self) -> Result<Vec<Vec<u8>>> {
+        self.check_string()?;
+        Ok(self.strings)
+    }
+
+    fn check_string(&self) -> Result<()> {
+        if self.dtype != DType::String {
+            return Err(Error::Invalid(format!(
+                "tensor holds {}, not STRING",
+                self.dtype
+            )));
+        }
+        Ok(())
     }
 
     /// A tensor built in `storage`, whose capacity is reused. Its contents are
@@ -154,6 +216,7 @@ impl Tensor {
     pub fn in_storage(dtype: DType, shape: Vec<usize>, mut storage: Storage) -> Result<Tensor> {
         storage.reset(checked_bytes(dtype, &shape)?)?;
         Ok(Tensor {
+            strings: empty_strings(dtype, &shape)?,
             dtype,
             shape,
             storage,
@@ -186,9 +249,15 @@ impl Tensor {
                 bytes.len()
             )));
         }
+        if dtype == DType::String {
+            return Err(Error::Invalid(
+                "STRING tensors are not built from bytes (see Tensor::from_strings)".into(),
+            ));
+        }
         let mut storage = Storage::zeroed(need)?;
         storage.as_bytes_mut().copy_from_slice(bytes);
         Ok(Tensor {
+            strings: Vec::new(),
             dtype,
             shape,
             storage,
@@ -199,6 +268,11 @@ impl Tensor {
     /// array). The bytes must be `dtype`'s little-endian elements in row-major
     /// order, aligned to the element size; writing to the tensor copies them.
     pub fn from_shared(dtype: DType, shape: Vec<usize>, bytes: SharedBytes) -> Result<Tensor> {
+        if dtype == DType::String {
+            return Err(Error::Invalid(
+                "STRING tensors hold strings, not shared bytes".into(),
+            ));
+        }
         let need = checked_bytes(dtype, &shape)?;
         let view = (*bytes).as_ref();
         if need != view.len() {
@@ -221,6 +295,7 @@ impl Tensor {
                 len: need,
                 shared: Some(bytes),
             },
+            strings: Vec::new(),
         })
     }
 
@@ -285,8 +360,12 @@ impl Tensor {
         Ok(self)
     }
 
-    /// Every element converted to f64, whatever the dtype (for comparisons and reports).
+    /// Every element converted to f64, whatever the dtype (for comparisons and
+    /// reports); STRING elements are NaN.
     pub fn to_f64_vec(&self) -> Vec<f64> {
+        if self.dtype == DType::String {
+            return vec![f64::NAN; self.strings.len()];
+        }
         crate::dispatch_dtype!(self.dtype, T => {
             let s: &[T] = bytemuck::cast_slice(self.storage.as_bytes());
             s.iter().map(|v| v.to_f64()).collect()
@@ -333,6 +412,17 @@ impl Tensor {
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor({} {:?}", self.dtype, self.shape)?;
+        if self.dtype == DType::String {
+            if self.strings.len() <= 8 {
+                let v: Vec<_> = self
+                    .strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect();
+                write!(f, " {v:?}")?;
+            }
+            return write!(f, ")");
+        }
         let v = self.to_f64_vec();
         if v.len() <= 8 {
             write!(f, " {v:?}")?;

@@ -40,6 +40,9 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         }
         shape.push(usize::try_from(d).map_err(|_| Error::TooLarge(format!("dimension {d}")))?);
     }
+    if dtype == DType::String {
+        return convert_strings(p, shape);
+    }
     let bytes = checked_bytes(dtype, &shape)?;
     if let Some(bits) = dtype.packed_bits() {
         return convert_packed(p, base_dir, dtype, shape, bytes, bits);
@@ -96,11 +99,31 @@ fn convert(p: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
                 &p.int32_data.iter().map(|&v| v as u8).collect::<Vec<_>>(),
             )
         }
-        // Handled by convert_packed above.
+        // Handled by convert_strings and convert_packed above.
+        DType::String => Err(Error::InvalidModel("STRING data is in string_data".into())),
         DType::F4E2M1 | DType::I4 | DType::U4 | DType::I2 | DType::U2 => Err(Error::InvalidModel(
             format!("{dtype} data must be unpacked"),
         )),
     }
+}
+
+/// STRING tensors: one `string_data` entry per element (ONNX keeps no raw or
+/// external data for them).
+fn convert_strings(p: &TensorProto, shape: Vec<usize>) -> Result<Tensor> {
+    if p.raw_data.is_some() || p.data_location == Some(1) {
+        return Err(Error::InvalidModel(
+            "STRING tensors keep their elements in string_data, not raw or external data".into(),
+        ));
+    }
+    let n = metal_mps_ir::checked_numel(&shape)?;
+    if p.string_data.len() != n {
+        return Err(Error::InvalidModel(format!(
+            "declares STRING {:?} ({n} elements) but holds {} strings",
+            p.dims,
+            p.string_data.len()
+        )));
+    }
+    Tensor::from_strings(shape, p.string_data.clone())
 }
 
 /// INT4/UINT4/FLOAT4E2M1 (two per byte) and INT2/UINT2 (four per byte), low

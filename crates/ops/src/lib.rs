@@ -22,6 +22,7 @@ pub mod quant;
 pub mod sequence;
 pub mod spatial;
 pub mod tensor;
+pub mod text;
 
 pub use attrs::{Attribute, Attributes};
 
@@ -87,6 +88,7 @@ const FAMILIES: &[&[OpDef]] = &[
     control::OPS,
     quant::OPS,
     sequence::OPS,
+    text::OPS,
 ];
 
 /// Every row.

@@ -40,6 +40,7 @@ pub fn tensor_from_json(
         DType::U32 => parse::<u32>(name, shape, text),
         DType::U64 => parse::<u64>(name, shape, text),
         DType::Bool => parse::<BoolByte>(name, shape, text),
+        DType::String => parse_strings(name, shape, text),
         d => Err(ServerError::invalid_arg(format!(
             "input '{name}': {d} tensors have no KServe-v2 data type"
         ))),
@@ -76,6 +77,43 @@ fn parse<T: JsonElement>(name: &str, shape: Vec<usize>, text: &[u8]) -> ServerRe
         ))),
         Ok(()) if filled != numel => Err(count_error(&filled.to_string())),
         Ok(()) => Ok(tensor),
+    }
+}
+
+/// BYTES elements as JSON strings (UTF-8 text; KServe-v2 JSON has no other
+/// spelling of bytes). Strings are few and short next to numbers, so this
+/// goes through a JSON tree.
+fn parse_strings(name: &str, shape: Vec<usize>, text: &[u8]) -> ServerResult<Tensor> {
+    let numel = element_count(name, &shape)?;
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+        ServerError::invalid_arg(format!("input '{name}': {e} (expected BYTES values)"))
+    })?;
+    let mut flat = Vec::new();
+    flatten(&value, &mut flat);
+    if flat.len() != numel {
+        return Err(ServerError::invalid_arg(format!(
+            "unexpected number of elements for input '{name}': shape {shape:?} needs {numel}, \
+             'data' holds {}",
+            flat.len()
+        )));
+    }
+    let strings = flat
+        .iter()
+        .map(|v| {
+            v.as_str().map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
+                ServerError::invalid_arg(format!(
+                    "input '{name}': {v} is not a valid value (expected BYTES values)"
+                ))
+            })
+        })
+        .collect::<ServerResult<Vec<_>>>()?;
+    Ok(Tensor::from_strings(shape, strings)?)
+}
+
+fn flatten<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+    match v {
+        serde_json::Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
     }
 }
 
@@ -194,14 +232,21 @@ impl JsonElement for BoolByte {
 }
 
 /// A tensor's elements as a flat JSON array (booleans for BOOL, integers for
-/// integer types, numbers for floats; a non-finite float becomes null, which
-/// JSON cannot otherwise carry).
+/// integer types, numbers for floats, strings for BYTES (bytes that are not
+/// UTF-8 replaced by U+FFFD); a non-finite float becomes null, which JSON
+/// cannot otherwise carry).
 pub struct JsonData<'a>(pub &'a Tensor);
 
 impl Serialize for JsonData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = self.0;
         match t.dtype() {
+            DType::String => s.collect_seq(
+                t.as_strings()
+                    .map_err(serde::ser::Error::custom)?
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b)),
+            ),
             DType::Bool => seq(s, t, |b: BoolByte| b.0 != 0),
             DType::I8 => seq(s, t, |v: i8| v),
             DType::I16 => seq(s, t, |v: i16| v),
@@ -239,6 +284,13 @@ fn seq<S: Serializer, T: Element, V: Serialize>(
 /// An upper bound of the JSON bytes of `t`'s elements, to size a response
 /// buffer once (pages never written cost no memory).
 pub fn json_size_bound(t: &Tensor) -> usize {
+    if let Ok(strings) = t.as_strings() {
+        // Quotes and a comma per string; an escaped byte (`\u0001`) takes 6.
+        return strings.iter().fold(2usize, |n, s| {
+            n.saturating_add(s.len().saturating_mul(6))
+                .saturating_add(3)
+        });
+    }
     // "-1.7976931348623157e308," is 24 bytes; every other element is shorter.
     t.numel().saturating_mul(25).saturating_add(2)
 }
@@ -278,6 +330,20 @@ mod tests {
         assert!(err(DType::F32, vec![usize::MAX, 2], "[1]").contains("more elements"));
         let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(err(DType::F32, vec![1], &deep).contains("recursion"));
+    }
+
+    #[test]
+    fn bytes_are_strings() {
+        let text = r#"[["a", "é"], ["\u0001", ""]]"#;
+        let t = tensor_from_json("x", DType::String, vec![2, 2], text.as_bytes()).unwrap();
+        assert_eq!(
+            t.as_strings().unwrap(),
+            [b"a".to_vec(), "é".as_bytes().to_vec(), vec![1], vec![]]
+        );
+        assert_eq!(json(&t), r#"["a","é","\u0001",""]"#);
+        assert!(json_size_bound(&t) >= json(&t).len());
+        assert!(tensor_from_json("x", DType::String, vec![1], b"[1]").is_err());
+        assert!(tensor_from_json("x", DType::String, vec![2], b"[\"a\"]").is_err());
     }
 
     #[test]

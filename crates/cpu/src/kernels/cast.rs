@@ -10,6 +10,9 @@ use metal_mps_ir::{
 /// Float to integer truncates toward zero (saturating at the type's bounds);
 /// anything to BOOL is "not zero".
 pub fn cast(x: &Tensor, to: DType, out: &mut Out) -> Result<Tensor> {
+    if x.dtype() == DType::String || to == DType::String {
+        return super::strings::cast(x, to);
+    }
     let mut y = out.tensor(0, to, x.shape().to_vec())?;
     if x.dtype() == to {
         y.as_bytes_mut().copy_from_slice(x.as_bytes());
@@ -35,6 +38,9 @@ pub fn cast_with(
     round: E8M0Round,
     out: &mut Out,
 ) -> Result<Tensor> {
+    if x.dtype() == DType::String || to == DType::String {
+        return super::strings::cast(x, to);
+    }
     let special = match to {
         DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => !saturate,
         DType::F8E8M0 => !saturate || round != E8M0Round::Up,

@@ -10,6 +10,7 @@ mod norm;
 mod packed;
 mod pool;
 mod reduce;
+mod strings;
 mod unary;
 
 pub(crate) use conv::{conv_packed, ConvWeights};
@@ -38,6 +39,9 @@ pub fn eval_op(
     num_outputs: usize,
     out: &mut Out,
 ) -> Result<Vec<Tensor>> {
+    if strings::involved(op, inputs) {
+        return strings::eval(op, inputs, num_outputs, out);
+    }
     if let Op::Dyn(op) = op {
         return op.eval(inputs, num_outputs, out);
     }

@@ -111,8 +111,7 @@ impl Operator for If {
                 (Ok(facts), Err(_)) | (Err(_), Ok(facts)) => facts,
                 (Ok(t), Ok(e)) => {
                     let mut facts = Vec::with_capacity(t.len());
-                    for (k, ((kt, (dt, st)), (ke, (de, se)))) in t.into_iter().zip(e).enumerate()
-                    {
+                    for (k, ((kt, (dt, st)), (ke, (de, se)))) in t.into_iter().zip(e).enumerate() {
                         if kt != ke {
                             return metal_mps_ir::invalid!(
                                 "If: output {k} is a {kt} in then_branch but a {ke} in else_branch"
@@ -170,6 +169,11 @@ impl Operator for If {
 
     fn makes_data(&self) -> bool {
         self.makes_data
+    }
+
+    /// The branch's outputs pass through whatever their dtype.
+    fn takes_strings(&self) -> bool {
+        true
     }
 
     fn subgraphs(&self) -> Vec<&Graph> {

@@ -68,6 +68,11 @@ impl Operator for CastWith {
         )?])
     }
 
+    /// The Cast kernel converts to and from STRING.
+    fn takes_strings(&self) -> bool {
+        true
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

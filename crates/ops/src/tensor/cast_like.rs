@@ -41,6 +41,11 @@ impl Operator for CastLike {
         metal_mps_cpu::cast_with(x, to, self.saturate, self.round, out).map(|y| vec![y])
     }
 
+    /// The Cast kernel converts to and from STRING.
+    fn takes_strings(&self) -> bool {
+        true
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
