@@ -278,7 +278,10 @@ mod tests {
 
     #[test]
     fn dtype_codes_round_trip_names() {
-        for d in DType::ALL.into_iter().filter(|d| d.has_protocol_type()) {
+        for d in DType::ALL
+            .into_iter()
+            .filter(|&d| d.has_protocol_type() && d != DType::String)
+        {
             assert_eq!(triton_dtype_name(triton_dtype(d)), d.kserve_name());
         }
         assert_eq!(triton_dtype_name(99), "UNKNOWN");
