@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,22 @@ CONFIG = 'backend: "metal_mps"\nmax_batch_size: 0\n'
 
 
 @pytest.fixture
-def repo(request, endpoints) -> Path:
+def repo(request, protocol, endpoints):
+    """The shared server's repository; the models a test adds are unloaded and removed after it
+    (a model left UNAVAILABLE would make the server not ready for the tests that follow)."""
     fixture = "triton_server" if endpoints.kind == "tritonserver" else "server"
-    return Path(request.getfixturevalue(fixture).repo)
+    root = Path(request.getfixturevalue(fixture).repo)
+    before = {p.name for p in root.iterdir()}
+    yield root
+    # tritonserver keeps a model whose load failed UNAVAILABLE (and itself not ready) through
+    # an unload: a good load and an unload leave it "unloaded", as the other tests expect.
+    c = connect(protocol, endpoints)
+    for name in {p.name for p in root.iterdir()} - before:
+        shutil.rmtree(root / name)
+        add_model(root, name, (MODELS / "tiny.onnx").read_bytes())
+        c.load_model(name)
+        c.unload_model(name)
+        shutil.rmtree(root / name)
 
 
 def model_bytes(nodes, inputs, outputs, initializers=()) -> bytes:
@@ -122,3 +136,6 @@ def test_absolute_default_model_filename_in_a_load_override(protocol, endpoints)
         messages.append(msg.replace(path, "P"))
         assert not c.is_model_ready("tiny_later")
     assert len(set(messages)) == 1, messages
+    # A good load, then an unload, leaves tiny_later as the other tests expect it.
+    c.load_model("tiny_later")
+    c.unload_model("tiny_later")
