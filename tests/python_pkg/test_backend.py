@@ -19,7 +19,7 @@ from conftest import ROOT
 
 MANIFEST = ROOT / "tests" / "conformance" / "manifest.txt"
 # The runner's test classes and the case directories of the manifest.
-PASSING_FLOOR = 1758
+PASSING_FLOOR = 1872
 SUITES = {
     "OnnxBackendNodeModelTest": "node",
     "OnnxBackendSimpleModelTest": "simple",
@@ -78,7 +78,9 @@ def test_backend_runner_passes_what_the_cli_passes():
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "backend-vs-cli.txt").write_text("\n".join(report) + "\n")
     assert expected <= ran, sorted(expected - ran)[:10]  # the runner reaches every case the CLI passes
-    # Not yet equal (see build/backend-vs-cli.txt): the runner compares float8/int4 outputs and
-    # feeds some inputs (window sizes as shape [1]) differently from the CLI. Until the sets are
-    # equal, the backend must not fall below the count it reached when this test was written.
+    # Not yet equal (see build/backend-vs-cli.txt): onnx's runner cannot compare float8/float4
+    # outputs (np.testing.assert_allclose refuses ml_dtypes' float8: 46 cases), the package does
+    # not yet take or give sequences, optionals and numpy string arrays (~35), and int4/int2
+    # outputs differ from what the runner expects (~20). Until the sets are equal, the backend
+    # must not fall below the count it reached when this test was last changed.
     assert len(passed) >= PASSING_FLOOR, "\n".join(report)

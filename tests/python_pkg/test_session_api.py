@@ -85,6 +85,20 @@ def test_non_contiguous_and_non_native_inputs():
         np.testing.assert_array_equal(g, w)
 
 
+def test_scalar_inputs_keep_rank_zero():
+    """numpy scalars, 0-d arrays and Python numbers are rank-0 inputs (not shape (1,)), as in onnxruntime."""
+    data = model([helper.make_node("Mul", ["x", "s"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+                  helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    theirs, ours = both(data)
+    x = np.array([1.0, -2.0, 3.5], np.float32)
+    for s in (np.float32(2.5), np.array(2.5, np.float32), np.array(2.5, np.float32)[()]):
+        np.testing.assert_array_equal(ours.run(None, {"x": x, "s": s})[0], theirs.run(None, {"x": x, "s": np.asarray(s)})[0])
+    with pytest.raises(metal_mps.InvalidArgument, match="rank 0"):
+        ours.run(None, {"x": x, "s": np.array([2.5], np.float32)})
+
+
 @pytest.mark.parametrize("dtype, onnx_type", [
     (np.float32, TensorProto.FLOAT), (np.float16, TensorProto.FLOAT16), (np.float64, TensorProto.DOUBLE),
     (np.int8, TensorProto.INT8), (np.int16, TensorProto.INT16), (np.int32, TensorProto.INT32),

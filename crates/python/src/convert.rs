@@ -44,18 +44,21 @@ impl AsRef<[u8]> for ArrayBytes {
 }
 
 /// The tensor for input `name` from `value` (a numpy array or anything
-/// `numpy.ascontiguousarray` accepts).
+/// `numpy.asarray` accepts).
 pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let py = value.py();
     let array = match value.cast::<PyUntypedArray>() {
         Ok(a) if readable_in_place(a) => a.clone(),
         _ => {
             let numpy = py.import("numpy")?;
-            let contiguous = numpy.call_method1("ascontiguousarray", (value,))?;
+            // Not `ascontiguousarray`: it turns a 0-d array or numpy scalar into shape (1,).
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("order", "C")?;
+            let contiguous = numpy.call_method("asarray", (value,), Some(&kwargs))?;
             let contiguous = contiguous.cast_into::<PyUntypedArray>()?;
             if !readable_in_place(&contiguous) {
                 // A non-native byte order, or unaligned memory (an array over a buffer at an
-                // odd offset), survives ascontiguousarray: a native copy has neither.
+                // odd offset), survives asarray: a native copy has neither.
                 let native = contiguous.dtype().call_method1("newbyteorder", ("=",))?;
                 let converted =
                     contiguous.call_method1("astype", (native, "C", "unsafe", true, true))?;
