@@ -268,6 +268,10 @@ impl Loop {
             .map(|a| a.ok_or_else(|| Error::Invalid("Loop: a captured value is missing".into())))
             .collect::<Result<Vec<_>>>()?;
         let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.scans];
+        // What the scan outputs hold so far (each iteration's tensor and its
+        // bookkeeping): bounded by the cap on one tensor, so a runaway trip
+        // count ends in an error, not in exhausting memory.
+        let mut scan_bytes = 0usize;
         let mut i: i64 = 0;
         while cond && max_trips.is_none_or(|m| i < m) {
             let iter = Tensor::scalar(i);
@@ -301,9 +305,19 @@ impl Loop {
                 let t = outs.next().ok_or_else(|| {
                     Error::Invalid("Loop: the body returned too few outputs".into())
                 })?;
-                acc.push(t.into_tensor().map_err(|e| {
+                let t = t.into_tensor().map_err(|e| {
                     Error::Invalid(format!("Loop: a scan output must be a tensor: {e}"))
-                })?);
+                })?;
+                scan_bytes = scan_bytes
+                    .saturating_add(t.as_bytes().len())
+                    .saturating_add(std::mem::size_of::<Tensor>());
+                metal_mps_ir::limits::check_tensor_bytes(scan_bytes).map_err(|e| {
+                    Error::TooLarge(format!(
+                        "Loop: the scan outputs after {} iterations: {e}",
+                        i + 1
+                    ))
+                })?;
+                acc.push(t);
             }
             i += 1;
         }

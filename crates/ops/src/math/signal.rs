@@ -503,7 +503,7 @@ impl Operator for Mel {
                 (((dft_length + 1) as f64 * hz) / sample_rate as f64).floor() as i64
             })
             .collect();
-        let mut w = vec![0.0f64; n];
+        let mut w = metal_mps_ir::limits::try_vec::<f64>(n)?;
         let mut set = |j: i64, i: usize, v: f64| -> Result<()> {
             if j < 0 || j as usize >= spec_bins {
                 return metal_mps_ir::invalid!("{op}: frequency bin {j} outside 0..{spec_bins}");

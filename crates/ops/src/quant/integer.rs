@@ -127,7 +127,7 @@ fn int_matmul(
         .checked_mul(m)
         .and_then(|v| v.checked_mul(n))
         .ok_or_else(|| metal_mps_ir::Error::TooLarge(format!("{op}: output")))?;
-    let mut y = vec![0i64; total];
+    let mut y = metal_mps_ir::limits::try_vec::<i64>(total)?;
     for bi in 0..nb {
         let (ao, bo) = (aoff[bi] * m * k, boff[bi] * k * n);
         for i in 0..m {
@@ -431,7 +431,7 @@ impl Geometry {
         let cg = self.c / self.group;
         let mg = self.m / self.group;
         let total = checked_numel(&self.out_shape())?;
-        let mut y = vec![0i64; total];
+        let mut y = metal_mps_ir::limits::try_vec::<i64>(total)?;
         let mut oc = vec![0usize; sd];
         let mut kc = vec![0usize; sd];
         for b in 0..self.n {

@@ -159,7 +159,7 @@ impl Operator for Pool {
         let hw_out: usize = osp.iter().product();
         let xv = values(x)?;
         let mut y = zeros(total)?;
-        let mut idx = vec![0i64; if n_out > 1 { total } else { 0 }];
+        let mut idx = metal_mps_ir::limits::try_vec::<i64>(if n_out > 1 { total } else { 0 })?;
         // Row-major and column-major strides of the spatial axes.
         let mut rstr = vec![1usize; nsp];
         let mut cstr = vec![1usize; nsp];
@@ -169,11 +169,11 @@ impl Operator for Pool {
         for a in 1..nsp {
             cstr[a] = cstr[a - 1] * sp[a - 1];
         }
-        let kprod: usize = self.kernel.iter().map(|&k| k as usize).product();
+        let kprod = checked_numel(&self.kernel.iter().map(|&k| k as usize).collect::<Vec<_>>())?;
         let mut o = vec![0usize; nsp];
         let mut k = vec![0usize; nsp];
         // The input positions (row-major, column-major offsets) of one window.
-        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kprod);
+        let mut taps: Vec<(usize, usize)> = metal_mps_ir::limits::try_vec(kprod)?;
         for p in 0..hw_out {
             taps.clear();
             k.iter_mut().for_each(|v| *v = 0);

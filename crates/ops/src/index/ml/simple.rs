@@ -297,7 +297,7 @@ impl Operator for Simple {
                 let mut oshape = shape.clone();
                 oshape.push(*n);
                 let total = metal_mps_ir::checked_numel(&oshape)?;
-                let mut y = vec![0.0f64; total];
+                let mut y = metal_mps_ir::limits::try_vec::<f64>(total)?;
                 for (i, &e) in v.iter().enumerate() {
                     match cats.get(&(e as i64)) {
                         Some(&c) => y[i * n + c] = 1.0,
