@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -85,16 +86,14 @@ def test_cast_between_strings_and_numbers(tmp_path):
     np.testing.assert_array_equal(back, np.array(["1.5", "-2", "1000", "NaN", "-INF"]))
 
 
-def test_numeric_operator_on_strings_is_refused_at_load(tmp_path):
+@pytest.mark.parametrize("op, inputs", [("Add", ["x", "x"]), ("Trilu", ["x"])])  # built-in, module
+def test_numeric_operator_on_strings_is_refused_at_load(tmp_path, op, inputs):
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "x"], ["y"])], "add",
-        [helper.make_tensor_value_info("x", S, [2])],
-        [helper.make_tensor_value_info("y", S, [2])])
+        [helper.make_node(op, inputs, ["y"])], op.lower(),
+        [helper.make_tensor_value_info("x", S, [2, 2])],
+        [helper.make_tensor_value_info("y", S, [2, 2])])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
-    np.save(tmp_path / "x.npy", np.array(["a", "b"]))
-    p = subprocess.run([str(BIN), "run", str(path), "--output-dir", str(tmp_path),
-                        "--input", f"x={tmp_path / 'x.npy'}"], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([str(BIN), "info", str(path)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
-    assert "Add on STRING tensors" in p.stderr + p.stdout
+    assert f"{op} on STRING tensors" in p.stderr + p.stdout

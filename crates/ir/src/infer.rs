@@ -86,13 +86,8 @@ pub fn infer_node_data(node: &Node, ins: &[Option<Known>]) -> Result<Vec<(Kind, 
     let n_out = node.outputs.len();
     if let Op::Dyn(op) = &node.op {
         let outs = op.infer_data(ins, n_out)?;
-        if outs.len() != n_out {
-            return crate::invalid!(
-                "the node has {n_out} outputs, {} gives {}",
-                op.name(),
-                outs.len()
-            );
-        }
+        check_output_count(op.name(), outs.len(), n_out)?;
+        crate::strings::check_node(&node.op, ins, outs.iter().map(|(_, (d, _))| *d))?;
         return Ok(outs);
     }
     if let (Op::Identity, Some(Some(x))) = (&node.op, ins.first()) {
@@ -115,21 +110,22 @@ pub fn infer_node_data(node: &Node, ins: &[Option<Known>]) -> Result<Vec<(Kind, 
 /// Output dtypes and shapes of one node.
 pub fn infer_node(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
     let outs = infer_op(node, ins)?;
-    crate::strings::check_node(&node.op, ins, &outs)?;
+    crate::strings::check_node(&node.op, ins, outs.iter().map(|(d, _)| *d))?;
     Ok(outs)
+}
+
+fn check_output_count(op: &str, got: usize, n_out: usize) -> Result<()> {
+    if got != n_out {
+        return crate::invalid!("the node has {n_out} outputs, {op} gives {got}");
+    }
+    Ok(())
 }
 
 fn infer_op(node: &Node, ins: &[Option<Known>]) -> Result<Vec<Fact>> {
     let n_out = node.outputs.len();
     if let Op::Dyn(op) = &node.op {
         let outs = op.infer(ins, n_out)?;
-        if outs.len() != n_out {
-            return crate::invalid!(
-                "the node has {n_out} outputs, {} gives {}",
-                op.name(),
-                outs.len()
-            );
-        }
+        check_output_count(op.name(), outs.len(), n_out)?;
         return Ok(outs);
     }
     let x = input(ins, 0)?;

@@ -11,7 +11,7 @@
 //! Every other operator is refused at inference, when the model loads.
 
 use crate::infer::Known;
-use crate::{DType, Fact, Op, Result};
+use crate::{DType, Op, Result};
 
 /// ONNX operators whose STRING outputs are elements of their STRING inputs
 /// (or whose outputs describe them, like Shape, Equal and Unique's indices),
@@ -63,9 +63,13 @@ pub fn handles_strings(op: &Op) -> bool {
 
 /// Refuses a node that would take or make STRING values but cannot compute
 /// with them.
-pub fn check_node(op: &Op, ins: &[Option<Known>], outs: &[Fact]) -> Result<()> {
+pub fn check_node(
+    op: &Op,
+    ins: &[Option<Known>],
+    mut out_dtypes: impl Iterator<Item = DType>,
+) -> Result<()> {
     let strings = ins.iter().flatten().any(|k| k.dtype == DType::String)
-        || outs.iter().any(|(d, _)| *d == DType::String);
+        || out_dtypes.any(|d| d == DType::String);
     let name = op.name();
     if strings && !handles_strings(op) && !moves_strings(&name) {
         return crate::unsupported!("{name} on STRING tensors");
