@@ -358,18 +358,11 @@ impl SharedOut {
     }
 }
 
-fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
-    let spatial = x.rank().saturating_sub(2);
-    if !(1..=2).contains(&spatial) || wsh.len() != x.rank() {
-        return unsupported!(
-            "Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)",
-            x.rank(),
-            wsh.len()
-        );
-    }
-    let xs = x.shape();
+/// Channels and groups of input `xs` and weight `wsh` (same rank) agree, and
+/// `kernel_shape`, when given, is the weight's.
+fn check_shapes(a: &ConvAttrs, xs: &[usize], wsh: &[usize]) -> Result<()> {
     let group = a.group;
-    if xs[1] != wsh[1] * group || !wsh[0].is_multiple_of(group) {
+    if group == 0 || xs[1] != wsh[1] * group || !wsh[0].is_multiple_of(group) {
         return invalid!(
             "Conv: input has {} channels, weight {:?} with group {group}",
             xs[1],
@@ -383,6 +376,20 @@ fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
             &wsh[2..]
         );
     }
+    Ok(())
+}
+
+fn geometry(a: &ConvAttrs, x: &Tensor, wsh: &[usize]) -> Result<Geometry> {
+    let spatial = x.rank().saturating_sub(2);
+    if !(1..=2).contains(&spatial) || wsh.len() != x.rank() {
+        return unsupported!(
+            "Conv with input rank {} and weight rank {} (1-D and 2-D convolutions only)",
+            x.rank(),
+            wsh.len()
+        );
+    }
+    let xs = x.shape();
+    check_shapes(a, xs, wsh)?;
     let mut dims = Vec::new();
     for s in 0..spatial {
         let (o, b, _) = a.window.output_dim(s, xs[2 + s], wsh[2 + s])?;

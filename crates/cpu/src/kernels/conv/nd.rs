@@ -39,19 +39,11 @@ pub(super) fn conv_nd(
     if a.max_pool_2x2 {
         return unsupported!("a 2×2 max pool fused into a Conv of rank {}", xs.len());
     }
+    if ws.len() != xs.len() {
+        return invalid!("Conv: input {xs:?} and weight {ws:?} differ in rank");
+    }
+    super::check_shapes(a, xs, ws)?;
     let group = a.group;
-    if ws.len() != xs.len() || group == 0 || xs[1] != ws[1] * group || ws[0] % group != 0 {
-        return invalid!(
-            "Conv: input {xs:?} and weight {ws:?} do not make a convolution with group {group}"
-        );
-    }
-    if !a.window.kernel.is_empty() && a.window.kernel[..] != ws[2..] {
-        return invalid!(
-            "Conv kernel_shape {:?} differs from the weight's {:?}",
-            a.window.kernel,
-            &ws[2..]
-        );
-    }
     let axes = (0..xs.len() - 2)
         .map(|s| {
             let (output, pad, _) = a.window.output_dim(s, xs[2 + s], ws[2 + s])?;
