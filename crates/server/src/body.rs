@@ -53,7 +53,7 @@ async fn read_within(
     what: &str,
     deadline: Instant,
 ) -> ServerResult<(Bytes, BudgetShare)> {
-    let declared = content_length(headers)?;
+    let declared = header_u64(headers, header::CONTENT_LENGTH.as_str())?;
     if let Some(n) = declared.filter(|&n| n > limits.max_bytes as u64) {
         return Err(too_large(what, n, limits.max_bytes));
     }
@@ -139,15 +139,19 @@ async fn collect(
     Ok(Bytes::from(all))
 }
 
-fn content_length(headers: &HeaderMap) -> ServerResult<Option<u64>> {
-    match headers.get(header::CONTENT_LENGTH) {
+/// A header holding a non-negative integer (`Content-Length`, the binary
+/// extension's header length); absent is `None`, anything else is a 400.
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> ServerResult<Option<u64>> {
+    match headers.get(name) {
         None => Ok(None),
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
-            .ok_or_else(|| ServerError::invalid_arg("invalid Content-Length header")),
+            .ok_or_else(|| {
+                ServerError::invalid_arg(format!("header '{name}' must be a non-negative integer"))
+            }),
     }
 }
 

@@ -9,13 +9,13 @@
 //! `binary_data_size` in the output's parameters and the bytes after the
 //! JSON header, whose length the response's header gives.
 
-use crate::body::read_body;
+use crate::body::{header_u64, read_body};
 use crate::error::{ServerError, ServerResult};
 use crate::json_tensor::{json_size_bound, JsonData};
 use crate::request::{InferRequest, InferResponse, InputData, RawInput};
 use crate::AppState;
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -277,20 +277,6 @@ fn build_response(response: InferResponse, shape: &ResponseShape) -> ServerResul
         body,
     )
         .into_response())
-}
-
-fn header_u64(headers: &HeaderMap, name: &str) -> ServerResult<Option<u64>> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ServerError::invalid_arg(format!("header '{name}' must be a non-negative integer"))
-            }),
-    }
 }
 
 fn bool_param(params: &Map<String, Value>, key: &str) -> ServerResult<Option<bool>> {
