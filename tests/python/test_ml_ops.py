@@ -37,7 +37,8 @@ def model(op, inputs, outputs, ml_opset=3, **attrs):
 def check(tmp_path: Path, m, feeds: dict[str, np.ndarray]):
     path = tmp_path / "m.onnx"
     onnx.save(m, str(path))
-    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    ort_feeds = {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in feeds.items()}
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, ort_feeds)
     args = [str(BIN), "run", str(path), "--output-dir", str(tmp_path)]
     for k, v in feeds.items():
         np.save(tmp_path / f"{k}.npy", v)
@@ -46,6 +47,10 @@ def check(tmp_path: Path, m, feeds: dict[str, np.ndarray]):
     assert p.returncode == 0, p.stderr + p.stdout
     for out, want in zip(m.graph.output, expected):
         got = np.load(tmp_path / f"{out.name}.npy")
+        if want.dtype == object:  # STRING: onnxruntime gives objects, the CLI writes numpy text
+            assert got.dtype.kind == "U", (out.name, got.dtype)
+            np.testing.assert_array_equal(got, want.astype(str), err_msg=out.name)
+            continue
         assert got.dtype == want.dtype, (out.name, got.dtype, want.dtype)
         assert got.shape == want.shape, (out.name, got.shape, want.shape)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out.name)
@@ -192,12 +197,79 @@ def test_label_encoder_float_to_int(tmp_path):
     check(tmp_path, m, {"X": np.array([2.0, np.nan, 0.5, 1.0], np.float32)})
 
 
-def test_string_labels_are_refused(tmp_path):
-    m = model("LinearClassifier", [("X", F, [None, 3])], [("Y", TensorProto.STRING, [None]),
-                                                           ("Z", F, [None, 2])],
-              coefficients=[0.3, -0.6, 0.2], intercepts=[0.1], classlabels_strings=["a", "b"])
+S = TensorProto.STRING
+WORDS = np.array(["cat", "dog", "", "émeu", "dog", "yak"])
+
+
+@pytest.mark.parametrize("n_classes", [1, 3])
+def test_linear_classifier_string_labels(tmp_path, n_classes):
+    labels = ["no", "yes"] if n_classes == 1 else ["red", "green", "blue"]
+    coef = [0.3, -0.6, 0.2, -0.4, 0.1, 0.5, 0.2, 0.2, -0.3][: 3 * n_classes]
+    m = model("LinearClassifier", [("X", F, [None, 3])],
+              [("Y", S, [None]), ("Z", F, [None, 2 if n_classes == 1 else 3])],
+              coefficients=coef, intercepts=[0.1, -0.2, 0.05][:n_classes],
+              classlabels_strings=labels, post_transform="LOGISTIC")
+    check(tmp_path, m, {"X": X})
+
+
+@pytest.mark.parametrize("labels", [["a", "b", "c"], ["low", "high"]])
+def test_tree_ensemble_classifier_string_labels(tmp_path, labels):
+    t, n, ids, w = [], [], [], []
+    for k, (tree, node) in enumerate(LEAVES):
+        for c in range(len(labels)):
+            t.append(tree); n.append(node); ids.append(c); w.append(((k + 1) * (c + 2)) % 5 / 5)
+    m = model("TreeEnsembleClassifier", [("X", F, [None, 3])],
+              [("Y", S, [None]), ("Z", F, [None, len(labels)])],
+              classlabels_strings=labels, class_treeids=t, class_nodeids=n, class_ids=ids,
+              class_weights=w, post_transform="SOFTMAX", **TREES)
+    check(tmp_path, m, {"X": X})
+
+
+def test_tree_ensemble_classifier_binary_string_labels(tmp_path):
+    m = model("TreeEnsembleClassifier", [("X", F, [None, 3])], [("Y", S, [None]), ("Z", F, [None, 2])],
+              classlabels_strings=["neg", "pos"], class_treeids=[t for t, _ in LEAVES],
+              class_nodeids=[n for _, n in LEAVES], class_ids=[1] * 5,
+              class_weights=[-0.5, 1.2, 0.3, -0.1, 0.8], post_transform="LOGISTIC", **TREES)
+    check(tmp_path, m, {"X": X})
+
+
+def test_one_hot_encoder_strings(tmp_path):
+    m = model("OneHotEncoder", [("X", S, [None, 2])], [("Y", F, [None, 2, 3])],
+              cats_strings=["dog", "cat", "yak"], zeros=1)
+    check(tmp_path, m, {"X": WORDS.reshape(3, 2)})
+
+
+@pytest.mark.parametrize("keys,values,out", [
+    (dict(keys_strings=["cat", "dog", ""]), dict(values_int64s=[1, 2, 3], default_int64=-5), I64),
+    (dict(keys_strings=["cat", "yak"]), dict(values_strings=["feline", "bovine"], default_string="?"), S),
+    (dict(keys_strings=["cat", "yak"]), dict(values_floats=[0.5, -2.0]), F),
+])
+def test_label_encoder_from_strings(tmp_path, keys, values, out):
+    m = model("LabelEncoder", [("X", S, [None])], [("Y", out, [None])], ml_opset=2, **keys, **values)
+    check(tmp_path, m, {"X": WORDS})
+
+
+def test_label_encoder_int_to_string(tmp_path):
+    m = model("LabelEncoder", [("X", I64, [None])], [("Y", S, [None])], ml_opset=2,
+              keys_int64s=[3, 1], values_strings=["three", "one"])
+    check(tmp_path, m, {"X": np.array([1, 2, 3, 1], np.int64)})
+
+
+def test_category_mapper_both_ways(tmp_path):
+    cats = dict(cats_strings=["cat", "dog", "yak"], cats_int64s=[7, 8, 9])
+    check(tmp_path, model("CategoryMapper", [("X", S, [None])], [("Y", I64, [None])],
+                          default_int64=-2, **cats), {"X": WORDS})
+    check(tmp_path, model("CategoryMapper", [("X", I64, [2, 2])], [("Y", S, [2, 2])],
+                          default_string="none", **cats),
+          {"X": np.array([[9, 1], [7, 7]], np.int64)})
+
+
+def test_string_labels_need_string_input_type(tmp_path):
+    # Keys are strings, the input is INT64: refused at load, naming both types.
+    m = model("LabelEncoder", [("X", I64, [None])], [("Y", I64, [None])], ml_opset=2,
+              keys_strings=["a"], values_int64s=[1])
     path = tmp_path / "m.onnx"
     onnx.save(m, str(path))
     p = subprocess.run([str(BIN), "info", str(path)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
-    assert "STRING" in p.stderr + p.stdout
+    assert "LabelEncoder" in p.stderr and "STRING" in p.stderr, p.stderr

@@ -118,6 +118,24 @@ impl Attributes {
         Ok(self.string(name)?.unwrap_or_else(|| default.to_string()))
     }
 
+    /// A string attribute's bytes as stored.
+    pub fn bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(Attribute::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(wrong(name, "a string", other)),
+        }
+    }
+
+    /// A list-of-strings attribute's bytes as stored.
+    pub fn byte_strings(&self, name: &str) -> Result<Option<Vec<Vec<u8>>>> {
+        match self.map.get(name) {
+            None => Ok(None),
+            Some(Attribute::Strings(v)) => Ok(Some(v.clone())),
+            Some(other) => Err(wrong(name, "a list of strings", other)),
+        }
+    }
+
     pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
         match self.map.get(name) {
             None => Ok(None),

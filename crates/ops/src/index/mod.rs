@@ -42,5 +42,6 @@ pub(crate) const OPS: &[OpDef] = &[
         ml::simple::build_array_feature_extractor,
     ),
     ml_row("FeatureVectorizer", 1, ml::simple::build_feature_vectorizer),
-    ml_row("LabelEncoder", 2, ml::simple::build_label_encoder),
+    ml_row("LabelEncoder", 2, ml::encode::build_label_encoder),
+    ml_row("CategoryMapper", 1, ml::encode::build_category_mapper),
 ];

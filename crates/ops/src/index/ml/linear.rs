@@ -1,8 +1,6 @@
 //! LinearRegressor and LinearClassifier (onnxruntime's binary conventions).
 
-use super::{
-    check_numeric, refuse_strings, required, rows_features, values, write_scores, PostTransform,
-};
+use super::{check_numeric, required, rows_features, values, write_scores, Labels, PostTransform};
 use crate::support::{arg, from_f64s, known};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -16,8 +14,8 @@ struct Linear {
     intercepts: Vec<f64>,
     targets: usize,
     post: PostTransform,
-    /// Classifier labels (empty for the regressor).
-    labels: Option<Vec<i64>>,
+    /// Classifier labels (`None` for the regressor).
+    labels: Option<Labels>,
 }
 
 fn floats(cx: &BuildCx, n: &str) -> Result<Vec<f64>> {
@@ -58,8 +56,8 @@ pub fn build_regressor(cx: &BuildCx) -> Result<Op> {
 
 pub fn build_classifier(cx: &BuildCx) -> Result<Op> {
     let op = "LinearClassifier";
-    refuse_strings(op, cx.attrs, &["classlabels_strings"])?;
-    let labels = cx.attrs.ints("classlabels_ints")?.unwrap_or_default();
+    let labels = Labels::read(op, cx.attrs, "classlabels_ints", "classlabels_strings")?
+        .unwrap_or(Labels::Ints(Vec::new()));
     let intercepts = floats(cx, "intercepts")?;
     let coefficients: Vec<f64> = required(op, "coefficients", cx.attrs.floats("coefficients")?)?
         .into_iter()
@@ -113,8 +111,8 @@ impl Operator for Linear {
             DType::F32,
             n.clone().map(|n| vec![n, Dim::Fixed(self.out_classes())]),
         );
-        Ok(match self.labels {
-            Some(_) => vec![(DType::I64, n.map(|n| vec![n])), z],
+        Ok(match &self.labels {
+            Some(l) => vec![(l.dtype(), n.map(|n| vec![n])), z],
             None => vec![z],
         })
     }
@@ -133,6 +131,7 @@ impl Operator for Linear {
         }
         let xs = values(x);
         let oc = self.out_classes();
+        let ids = self.labels.as_ref().map(Labels::ids);
         let mut labels = Vec::with_capacity(n);
         let mut z = Vec::with_capacity(n * oc);
         for r in 0..n {
@@ -147,7 +146,7 @@ impl Operator for Linear {
                     dot + self.intercepts.get(k).copied().unwrap_or(0.0)
                 })
                 .collect();
-            let add = match &self.labels {
+            let add = match &ids {
                 Some(l) => {
                     if t == 1 {
                         let (pos, neg) = if l.len() == 2 { (l[1], l[0]) } else { (1, 0) };
@@ -174,10 +173,14 @@ impl Operator for Linear {
             z.extend(w);
         }
         let z = from_f64s(DType::F32, vec![n, oc], &z)?;
-        Ok(match self.labels {
-            Some(_) => vec![Tensor::from_vec(vec![n], labels)?, z],
+        Ok(match &self.labels {
+            Some(l) => vec![l.output(labels)?, z],
             None => vec![z],
         })
+    }
+
+    fn takes_strings(&self) -> bool {
+        matches!(self.labels, Some(Labels::Strings(_)))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -1,6 +1,7 @@
 //! The `ai.onnx.ml` operators that scikit-learn converters emit. Scores follow
 //! onnxruntime's conventions (post transforms, the binary classifier cases).
 
+pub mod encode;
 pub mod linear;
 pub mod simple;
 pub mod tree;
@@ -8,16 +9,67 @@ pub mod tree;
 use crate::Attributes;
 use metal_mps_ir::{DType, Error, Result, Tensor};
 
-/// Refuses the STRING labels and keys that the engine cannot represent.
-pub fn refuse_strings(op: &str, attrs: &Attributes, names: &[&str]) -> Result<()> {
-    for n in names {
-        if attrs.has(n) {
-            return metal_mps_ir::unsupported!(
-                "{op} with '{n}': STRING tensors are not supported by this engine (use integer labels)"
-            );
+/// A classifier's class labels: integers or strings (a model gives one or the other).
+#[derive(Clone, Debug)]
+pub enum Labels {
+    Ints(Vec<i64>),
+    Strings(Vec<Vec<u8>>),
+}
+
+impl Labels {
+    /// The labels of attribute `ints` or `strings`; `None` when neither is given.
+    pub fn read(op: &str, attrs: &Attributes, ints: &str, strings: &str) -> Result<Option<Labels>> {
+        match (attrs.ints(ints)?, attrs.byte_strings(strings)?) {
+            (Some(_), Some(_)) => {
+                metal_mps_ir::invalid!("{op}: both '{ints}' and '{strings}' are given")
+            }
+            (Some(i), None) => Ok(Some(Labels::Ints(i))),
+            (None, Some(s)) => Ok(Some(Labels::Strings(s))),
+            (None, None) => Ok(None),
         }
     }
-    Ok(())
+
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Ints(v) => v.len(),
+            Labels::Strings(v) => v.len(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Labels::Ints(_) => DType::I64,
+            Labels::Strings(_) => DType::String,
+        }
+    }
+
+    /// The integers the scoring code picks labels from: the labels
+    /// themselves, or for strings their positions (as onnxruntime does).
+    pub fn ids(&self) -> Vec<i64> {
+        match self {
+            Labels::Ints(v) => v.clone(),
+            Labels::Strings(v) => (0..v.len() as i64).collect(),
+        }
+    }
+
+    /// The label output, `[picks.len()]`, from ids that [`Labels::ids`] gave
+    /// (or 0 and 1, the binary fallback, written as text for strings).
+    pub fn output(&self, picks: Vec<i64>) -> Result<Tensor> {
+        let n = picks.len();
+        match self {
+            Labels::Ints(_) => Tensor::from_vec(vec![n], picks),
+            Labels::Strings(v) => {
+                let s = picks
+                    .into_iter()
+                    .map(|i| match usize::try_from(i).ok().and_then(|i| v.get(i)) {
+                        Some(s) => s.clone(),
+                        None => i.to_string().into_bytes(),
+                    })
+                    .collect();
+                Tensor::from_strings(vec![n], s)
+            }
+        }
+    }
 }
 
 /// The rows and features of an ml input: `[N, F]`, or `[F]` as one row.

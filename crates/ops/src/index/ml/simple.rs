@@ -1,8 +1,7 @@
 //! Elementwise and feature-wise ml operators: Binarizer, Scaler, Normalizer,
-//! Imputer, LabelEncoder (numeric), OneHotEncoder (integer categories),
-//! ArrayFeatureExtractor and FeatureVectorizer.
+//! Imputer, OneHotEncoder, ArrayFeatureExtractor and FeatureVectorizer.
 
-use super::{check_numeric, refuse_strings, rows_features, values};
+use super::{check_numeric, rows_features, values};
 use crate::support::{arg, from_f64s, from_i64s, known, like};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -27,7 +26,7 @@ enum Kind {
         replaced: f64,
     },
     OneHot {
-        cats: HashMap<i64, usize>,
+        cats: Categories,
         n: usize,
         zeros: bool,
     },
@@ -35,6 +34,13 @@ enum Kind {
     FeatureVectorizer {
         dims: Vec<usize>,
     },
+}
+
+/// OneHotEncoder's categories to their columns.
+#[derive(Debug)]
+enum Categories {
+    Ints(HashMap<i64, usize>),
+    Strings(HashMap<Vec<u8>, usize>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,23 +119,36 @@ pub fn build_imputer(cx: &BuildCx) -> Result<Op> {
 }
 
 pub fn build_one_hot(cx: &BuildCx) -> Result<Op> {
-    refuse_strings("OneHotEncoder", cx.attrs, &["cats_strings"])?;
-    let list = cx
-        .attrs
-        .ints("cats_int64s")?
-        .ok_or_else(|| Error::InvalidModel("OneHotEncoder: cats_int64s is required".into()))?;
-    let mut cats = HashMap::new();
-    for (i, &c) in list.iter().enumerate() {
-        cats.entry(c).or_insert(i);
-    }
+    let op = "OneHotEncoder";
+    let (cats, n) = match (
+        cx.attrs.ints("cats_int64s")?,
+        cx.attrs.byte_strings("cats_strings")?,
+    ) {
+        (Some(list), None) => (Categories::Ints(positions(&list)), list.len()),
+        (None, Some(list)) => (Categories::Strings(positions(&list)), list.len()),
+        _ => {
+            return metal_mps_ir::invalid!(
+                "{op}: exactly one of cats_int64s and cats_strings is required"
+            )
+        }
+    };
     simple(
-        "OneHotEncoder",
+        op,
         Kind::OneHot {
             cats,
-            n: list.len(),
+            n,
             zeros: cx.attrs.flag("zeros", true)?,
         },
     )
+}
+
+/// Each distinct element of `list` to its first position.
+fn positions<T: Clone + Eq + std::hash::Hash>(list: &[T]) -> HashMap<T, usize> {
+    let mut m = HashMap::new();
+    for (i, c) in list.iter().enumerate() {
+        m.entry(c.clone()).or_insert(i);
+    }
+    m
 }
 
 pub fn build_array_feature_extractor(_cx: &BuildCx) -> Result<Op> {
@@ -170,8 +189,17 @@ impl Operator for Simple {
                 check_numeric(op, x.dtype)?;
                 like(x, DType::F32)
             }
-            Kind::OneHot { n, .. } => {
-                check_numeric(op, x.dtype)?;
+            Kind::OneHot { n, cats, .. } => {
+                match cats {
+                    Categories::Ints(_) => check_numeric(op, x.dtype)?,
+                    Categories::Strings(_) if x.dtype != DType::String => {
+                        return metal_mps_ir::invalid!(
+                            "{op}: the categories are strings but the input is {}",
+                            x.dtype
+                        )
+                    }
+                    Categories::Strings(_) => {}
+                }
                 let mut s = x.shape.map(<[Dim]>::to_vec);
                 if let Some(s) = s.as_mut() {
                     s.push(Dim::Fixed(*n));
@@ -217,7 +245,12 @@ impl Operator for Simple {
         let op = self.name;
         if !matches!(
             self.kind,
-            Kind::ArrayFeatureExtractor | Kind::FeatureVectorizer { .. }
+            Kind::ArrayFeatureExtractor
+                | Kind::FeatureVectorizer { .. }
+                | Kind::OneHot {
+                    cats: Categories::Strings(_),
+                    ..
+                }
         ) {
             check_numeric(op, x.dtype())?;
         }
@@ -293,17 +326,25 @@ impl Operator for Simple {
                 }
             }
             Kind::OneHot { cats, n, zeros } => {
-                let v = values(x);
+                let hits: Vec<Option<usize>> = match cats {
+                    Categories::Ints(m) => values(x)
+                        .iter()
+                        .map(|&e| m.get(&(e as i64)).copied())
+                        .collect(),
+                    Categories::Strings(m) => {
+                        x.as_strings()?.iter().map(|e| m.get(e).copied()).collect()
+                    }
+                };
                 let mut oshape = shape.clone();
                 oshape.push(*n);
                 let total = metal_mps_ir::checked_numel(&oshape)?;
                 let mut y = metal_mps_ir::limits::try_vec::<f64>(total)?;
-                for (i, &e) in v.iter().enumerate() {
-                    match cats.get(&(e as i64)) {
-                        Some(&c) => y[i * n + c] = 1.0,
+                for (i, hit) in hits.into_iter().enumerate() {
+                    match hit {
+                        Some(c) => y[i * n + c] = 1.0,
                         None if !*zeros => {
                             return metal_mps_ir::invalid!(
-                                "OneHotEncoder: value {e} is not a category (zeros=0)"
+                                "OneHotEncoder: element {i} is not a category (zeros=0)"
                             )
                         }
                         None => {}
@@ -391,139 +432,14 @@ impl Operator for Simple {
         Ok(vec![y])
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// `LabelEncoder` over numeric keys and values (opset 2: floats and int64s;
-/// opset 4: tensors too).
-#[derive(Debug)]
-struct LabelEncoder {
-    /// Keys as bit patterns of f64 (NaN keys match any NaN).
-    map: HashMap<u64, f64>,
-    nan_value: Option<f64>,
-    key_dtype: DType,
-    out_dtype: DType,
-    default: f64,
-}
-
-fn key_bits(v: f64) -> u64 {
-    if v == 0.0 {
-        0
-    } else {
-        v.to_bits()
-    }
-}
-
-pub fn build_label_encoder(cx: &BuildCx) -> Result<Op> {
-    let op = "LabelEncoder";
-    let a = cx.attrs;
-    refuse_strings(op, a, &["keys_strings", "values_strings", "default_string"])?;
-    let keys: (DType, Vec<f64>) = if let Some(t) = a.tensor("keys_tensor")? {
-        (t.dtype(), t.to_f64_vec())
-    } else if let Some(f) = a.floats("keys_floats")? {
-        (DType::F32, f.into_iter().map(f64::from).collect())
-    } else if let Some(i) = a.ints("keys_int64s")? {
-        (DType::I64, i.into_iter().map(|v| v as f64).collect())
-    } else {
-        return metal_mps_ir::invalid!("{op}: no keys (keys_int64s, keys_floats or keys_tensor)");
-    };
-    let (out_dtype, vals, default) = if let Some(t) = a.tensor("values_tensor")? {
-        let d = a
-            .tensor("default_tensor")?
-            .map(|d| d.to_f64_vec().first().copied().unwrap_or(0.0));
-        (
-            t.dtype(),
-            t.to_f64_vec(),
-            d.unwrap_or(match t.dtype() {
-                DType::F32 | DType::F64 => -0.0,
-                _ => -1.0,
-            }),
+    fn takes_strings(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::OneHot {
+                cats: Categories::Strings(_),
+                ..
+            }
         )
-    } else if let Some(f) = a.floats("values_floats")? {
-        (
-            DType::F32,
-            f.into_iter().map(f64::from).collect(),
-            a.float("default_float", -0.0)? as f64,
-        )
-    } else if let Some(i) = a.ints("values_int64s")? {
-        (
-            DType::I64,
-            i.into_iter().map(|v| v as f64).collect(),
-            a.int("default_int64", -1)? as f64,
-        )
-    } else {
-        return metal_mps_ir::invalid!(
-            "{op}: no values (values_int64s, values_floats or values_tensor)"
-        );
-    };
-    if keys.1.len() != vals.len() {
-        return metal_mps_ir::invalid!("{op}: {} keys but {} values", keys.1.len(), vals.len());
-    }
-    for d in [keys.0, out_dtype] {
-        if !matches!(
-            d,
-            DType::F32 | DType::F64 | DType::I16 | DType::I32 | DType::I64
-        ) {
-            return metal_mps_ir::unsupported!("{op} with {d} keys or values");
-        }
-    }
-    let mut map = HashMap::new();
-    let mut nan_value = None;
-    for (&k, &v) in keys.1.iter().zip(&vals) {
-        if k.is_nan() {
-            nan_value = Some(v);
-        } else {
-            map.insert(key_bits(k), v);
-        }
-    }
-    Ok(Op::Dyn(DynOp::new(LabelEncoder {
-        map,
-        nan_value,
-        key_dtype: keys.0,
-        out_dtype,
-        default,
-    })))
-}
-
-impl Operator for LabelEncoder {
-    fn name(&self) -> &str {
-        "LabelEncoder"
-    }
-
-    fn infer(&self, ins: &[Option<Known>], _n_out: usize) -> Result<Vec<Fact>> {
-        let x = known(ins, 0)?;
-        if x.dtype != self.key_dtype {
-            return metal_mps_ir::invalid!(
-                "LabelEncoder: input is {} but the keys are {}",
-                x.dtype,
-                self.key_dtype
-            );
-        }
-        Ok(vec![like(x, self.out_dtype)])
-    }
-
-    fn eval(&self, ins: &[Option<&Tensor>], _n_out: usize, _out: &mut Out) -> Result<Vec<Tensor>> {
-        let x = arg(ins, 0)?;
-        if x.dtype() != self.key_dtype {
-            return metal_mps_ir::invalid!(
-                "LabelEncoder: input is {} but the keys are {}",
-                x.dtype(),
-                self.key_dtype
-            );
-        }
-        let v: Vec<f64> = values(x)
-            .into_iter()
-            .map(|e| {
-                if e.is_nan() {
-                    self.nan_value.unwrap_or(self.default)
-                } else {
-                    self.map.get(&key_bits(e)).copied().unwrap_or(self.default)
-                }
-            })
-            .collect();
-        Ok(vec![from_f64s(self.out_dtype, x.shape().to_vec(), &v)?])
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -2,8 +2,8 @@
 //! deprecated) and TreeEnsemble (ai.onnx.ml opset 5).
 
 use super::{
-    check_numeric, floats_or_tensor, refuse_strings, required, rows_features, tensor_f64, values,
-    write_scores, PostTransform,
+    check_numeric, floats_or_tensor, required, rows_features, tensor_f64, values, write_scores,
+    Labels, PostTransform,
 };
 use crate::support::{arg, known};
 use crate::BuildCx;
@@ -304,7 +304,10 @@ struct Trees {
     e: Ensemble,
     post: PostTransform,
     output: Output,
+    /// The classifier's label ids ([`Labels::ids`]); empty for regressors.
     labels: Vec<i64>,
+    /// The classifier's labels as output.
+    label_out: Labels,
     binary_case: bool,
     all_positive: bool,
 }
@@ -329,6 +332,7 @@ pub fn build_regressor(cx: &BuildCx) -> Result<Op> {
         post: PostTransform::parse(op, &a.str_or("post_transform", "NONE")?)?,
         output: Output::Regressor,
         labels: vec![],
+        label_out: Labels::Ints(vec![]),
         binary_case: false,
         all_positive: false,
     })))
@@ -337,8 +341,12 @@ pub fn build_regressor(cx: &BuildCx) -> Result<Op> {
 pub fn build_classifier(cx: &BuildCx) -> Result<Op> {
     let op = "TreeEnsembleClassifier";
     let a = cx.attrs;
-    refuse_strings(op, a, &["classlabels_strings"])?;
-    let labels = required(op, "classlabels_int64s", a.ints("classlabels_int64s")?)?;
+    let label_out = required(
+        op,
+        "classlabels_int64s",
+        Labels::read(op, a, "classlabels_int64s", "classlabels_strings")?,
+    )?;
+    let labels = label_out.ids();
     let v = votes(op, a, "class", "ids")?;
     let classes: std::collections::HashSet<i64> = v.iter().map(|x| x.2).collect();
     let all_positive = v.iter().all(|x| x.3 >= 0.0);
@@ -362,6 +370,7 @@ pub fn build_classifier(cx: &BuildCx) -> Result<Op> {
         post: PostTransform::parse(op, &a.str_or("post_transform", "NONE")?)?,
         output: Output::Classifier,
         labels,
+        label_out,
         all_positive,
     })))
 }
@@ -481,6 +490,7 @@ pub fn build_tree_ensemble(cx: &BuildCx) -> Result<Op> {
         post: PostTransform::from_int(op, a.int("post_transform", 0)?)?,
         output: Output::Generic,
         labels: vec![],
+        label_out: Labels::Ints(vec![]),
         binary_case: false,
         all_positive: false,
     })))
@@ -593,7 +603,7 @@ impl Operator for Trees {
             Output::Classifier => {
                 check_numeric(self.name, x.dtype)?;
                 vec![
-                    (DType::I64, n.clone().map(|n| vec![n])),
+                    (self.label_out.dtype(), n.clone().map(|n| vec![n])),
                     (DType::F32, n.map(|n| vec![n, t])),
                 ]
             }
@@ -643,9 +653,13 @@ impl Operator for Trees {
         };
         let z = crate::support::from_f64s(dt, vec![n, nt], &scores)?;
         Ok(match self.output {
-            Output::Classifier => vec![Tensor::from_vec(vec![n], labels)?, z],
+            Output::Classifier => vec![self.label_out.output(labels)?, z],
             _ => vec![z],
         })
+    }
+
+    fn takes_strings(&self) -> bool {
+        matches!(self.label_out, Labels::Strings(_))
     }
 
     fn as_any(&self) -> &dyn Any {
