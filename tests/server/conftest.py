@@ -123,6 +123,18 @@ max_batch_size: 8
 {TINY_IO}
 instance_group [ {{ kind: KIND_CPU }} ]
 """),
+    # BYTES in and out (StringConcat) beside INT64 (LabelEncoder), batched: test_strings.
+    "strings": ("strings", [1], """
+backend: "metal_mps"
+max_batch_size: 8
+input [ { name: "words" data_type: TYPE_STRING dims: [ 3 ] } ]
+output [
+  { name: "shout" data_type: TYPE_STRING dims: [ 3 ] },
+  { name: "ids" data_type: TYPE_INT64 dims: [ 3 ] }
+]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+dynamic_batching { max_queue_delay_microseconds: 50000 }
+"""),
     # Not an ONNX model: fails to load in either server.
     "corrupt": (None, [1], f"""
 backend: "metal_mps"
@@ -137,6 +149,31 @@ max_batch_size: 8
 sequence_batching {{ }}
 """),
 }
+
+
+# The strings model's LabelEncoder: word -> id, -1 for any other word.
+STRING_IDS = {"cat": 1, "dog": 2, "yak": 3}
+
+
+def strings_model() -> bytes:
+    """words STRING [batch, 3] -> shout = words + "!" (STRING), ids = STRING_IDS[words] (INT64)."""
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    bang = numpy_helper.from_array(np.array(["!"], dtype=object), "bang")
+    nodes = [
+        helper.make_node("StringConcat", ["words", "bang"], ["shout"]),
+        helper.make_node("LabelEncoder", ["words"], ["ids"], domain="ai.onnx.ml",
+                         keys_strings=list(STRING_IDS), values_int64s=list(STRING_IDS.values()),
+                         default_int64=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "strings", [helper.make_tensor_value_info("words", TensorProto.STRING, ["batch", 3])],
+        [helper.make_tensor_value_info("shout", TensorProto.STRING, ["batch", 3]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        initializer=[bang])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
+                                                    helper.make_opsetid("ai.onnx.ml", 2)])
+    return model.SerializeToString()
 
 
 def ensure_models() -> Path:
@@ -159,6 +196,8 @@ def make_repository(root: Path, names: list[str] | None = None) -> Path:
             d.mkdir(parents=True, exist_ok=True)
             if source is None:
                 (d / "model.onnx").write_bytes(b"this is not an ONNX model")
+            elif source == "strings":
+                (d / "model.onnx").write_bytes(strings_model())
             else:
                 shutil.copy(models / f"{source}.onnx", d / "model.onnx")
         if config is not None:

@@ -23,6 +23,7 @@ mod small;
 pub mod strings;
 mod tensor;
 pub mod units;
+pub mod wire;
 
 pub use dtype::{BoolByte, DType, Element};
 pub use error::{Error, Result};

@@ -19,6 +19,8 @@ mod validate;
 
 /// Process-wide caps on one tensor's bytes and on one model's plan.
 pub use metal_mps_ir::limits;
+/// Tensors as the serving protocols carry them (BYTES serialized as Triton does).
+pub use metal_mps_ir::wire;
 pub use metal_mps_ir::{
     bf16, f16, BoolByte, DType, Datum, Dim, Element, Error, Kind, Result, SharedBytes, Tensor,
 };

@@ -134,7 +134,8 @@ impl GrpcInferenceService for Grpc {
                 parameters: Default::default(),
                 contents: None,
             });
-            raw.push(Bytes::copy_from_slice(o.tensor.as_bytes()));
+            let bytes = metal_mps::wire::tensor_bytes(&o.tensor).map_err(ServerError::from)?;
+            raw.push(Bytes::copy_from_slice(&bytes));
         }
         Ok(Response::new(pb::ModelInferResponse {
             model_name: response.model_name,

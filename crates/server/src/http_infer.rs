@@ -232,7 +232,8 @@ fn build_response(response: InferResponse, shape: &ResponseShape) -> ServerResul
             .get(i)
             .copied()
             .unwrap_or(shape.binary_default);
-        let bytes = out.tensor.as_bytes();
+        let bytes = metal_mps::wire::tensor_bytes(&out.tensor)?;
+        let size = bytes.len();
         if binary {
             tail.push(bytes);
         } else {
@@ -243,7 +244,7 @@ fn build_response(response: InferResponse, shape: &ResponseShape) -> ServerResul
             datatype: out.tensor.dtype().kserve_name(),
             shape: out.tensor.shape(),
             parameters: binary.then_some(BinarySize {
-                binary_data_size: bytes.len(),
+                binary_data_size: size,
             }),
             data: (!binary).then_some(JsonData(&out.tensor)),
         });

@@ -147,6 +147,14 @@ fn decode_data(
     }
     let dtype: DType = spec.dtype;
     match data {
+        InputData::Raw(bytes) if dtype == DType::String => {
+            metal_mps::wire::tensor_from_bytes(dtype, shape, bytes).map_err(|e| {
+                ServerError::invalid_arg(format!(
+                    "input '{}' of model '{model}' is not valid serialized BYTES data: {e}",
+                    spec.name
+                ))
+            })
+        }
         InputData::Raw(bytes) => {
             let need = byte_size(&spec.name, dtype, &shape)?;
             if bytes.len() != need {

@@ -95,6 +95,10 @@ pub fn tensor_from_contents(
             count(c.fp64_contents.len(), "fp64_contents")?;
             Tensor::from_slice(shape, &c.fp64_contents)
         }
+        DType::String => {
+            count(c.bytes_contents.len(), "bytes_contents")?;
+            Tensor::from_strings(shape, c.bytes_contents.iter().map(|b| b.to_vec()).collect())
+        }
         DType::F16 | DType::BF16 => {
             return Err(ServerError::invalid_arg(format!(
                 "input '{name}': {} has no typed contents; send it in raw_input_contents",
@@ -128,5 +132,16 @@ mod tests {
             ..Default::default()
         };
         assert!(tensor_from_contents("x", DType::I8, vec![1], &big).is_err());
+    }
+
+    #[test]
+    fn bytes_contents_decode_as_strings() {
+        let c = InferTensorContents {
+            bytes_contents: vec!["ab".into(), "".into()],
+            ..Default::default()
+        };
+        let t = tensor_from_contents("x", DType::String, vec![2, 1], &c).unwrap();
+        assert_eq!(t.as_strings().unwrap(), [b"ab".to_vec(), Vec::new()]);
+        assert!(tensor_from_contents("x", DType::String, vec![3], &c).is_err());
     }
 }

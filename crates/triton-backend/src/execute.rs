@@ -19,7 +19,7 @@ use crate::panic::{boundary, guard};
 use crate::request::{self, RequestData};
 use crate::stats::{self, now_ns, Times};
 use crate::{ffi, log, memory, response};
-use metal_mps::Tensor;
+use metal_mps::{DType, Tensor};
 
 /// One request on its way through an execute call.
 struct Pending<'r> {
@@ -210,6 +210,11 @@ fn run_group(
         if model.config.max_batch_size > 0 {
             shape[0] = batch;
         }
+        if info.dtype == DType::String {
+            let strings = g.iter().flat_map(|&i| data(i).strings[k].iter().cloned());
+            tensors.push(Tensor::from_strings(shape, strings.collect())?);
+            continue;
+        }
         let mut tensor =
             Tensor::in_storage(info.dtype, shape, std::mem::take(&mut state.staging[k]))?;
         let dst = tensor.as_bytes_mut();
@@ -235,7 +240,9 @@ fn run_group(
         .collect();
     let outputs = state.model.run(&named);
     for (k, t) in tensors.into_iter().enumerate() {
-        state.staging[k] = t.into_storage();
+        if t.dtype() != DType::String {
+            state.staging[k] = t.into_storage();
+        }
     }
     Ok(outputs?)
 }
@@ -269,10 +276,15 @@ fn scatter(
                 info.dtype.kserve_name()
             )));
         }
+        // Byte ranges, or element ranges for BYTES outputs.
+        let elem = match t.dtype() {
+            DType::String => 1,
+            d => d.size(),
+        };
         parts[o] = if batched {
-            split_rows(&info.name, t.shape(), t.dtype().size(), batches)?
+            split_rows(&info.name, t.shape(), elem, batches)?
         } else {
-            vec![(0..t.as_bytes().len(), t.shape().to_vec())]
+            vec![(0..t.numel() * elem, t.shape().to_vec())]
         };
     }
     for (slot, &i) in g.iter().enumerate() {
@@ -285,15 +297,17 @@ fn scatter(
         for o in requested {
             let (range, shape) = &parts[o][slot];
             let t = &outputs[o];
+            let serialized;
+            let bytes = match t.dtype() {
+                DType::String => {
+                    serialized = metal_mps::wire::encode_strings(&t.as_strings()?[range.clone()])?;
+                    &serialized[..]
+                }
+                _ => &t.as_bytes()[range.clone()],
+            };
             // SAFETY: the response is live and not yet sent.
             let written = unsafe {
-                response::add_output(
-                    p.response,
-                    &model.outputs[o].name,
-                    t.dtype(),
-                    shape,
-                    &t.as_bytes()[range.clone()],
-                )
+                response::add_output(p.response, &model.outputs[o].name, t.dtype(), shape, bytes)
             };
             if let Err(e) = written {
                 p.error.get_or_insert(e);

@@ -12,7 +12,7 @@ use crate::error::{owned_str, tri, BackendError, Result};
 use crate::message::OwnedMessage;
 use crate::panic::boundary;
 use crate::{ffi, log};
-use metal_mps::{DType, Device, Model, TensorInfo};
+use metal_mps::{Device, Model, TensorInfo};
 use metal_mps_model_config::{
     auto_complete, display_dims, unknown_parameters, validate, EngineSettings, InstanceKind,
     ModelConfig,
@@ -233,17 +233,6 @@ fn initialize(model: *mut ffi::TRITONBACKEND_Model) -> Result<ModelState> {
         }
     }
     validate(&config, &inputs, &outputs)?;
-    if let Some(t) = inputs
-        .iter()
-        .chain(&outputs)
-        .find(|t| t.dtype == DType::String)
-    {
-        return Err(BackendError::unsupported(format!(
-            "model '{name}': '{}' is a BYTES (STRING) tensor, which this backend does not carry \
-             yet; `metal-mps serve` serves it",
-            t.name
-        )));
-    }
     log::info(&format!(
         "model '{name}' version {version}: loaded '{}' in {:.1} ms; inputs {}; outputs {}; max_batch_size {}",
         path.display(),

@@ -5,6 +5,7 @@ use crate::batch::{check_input, InputDesc};
 use crate::error::{c_string, owned_str, tri, BackendError, Result};
 use crate::ffi;
 use crate::model::ModelState;
+use metal_mps::DType;
 
 /// What a request brings to the batch. The byte slices point into Triton's
 /// buffers and are valid until the request is released.
@@ -13,8 +14,11 @@ pub struct RequestData<'r> {
     pub batch: usize,
     /// Per model input: the shape to run with.
     pub shapes: Vec<Vec<usize>>,
-    /// Per model input: its contents, in order, possibly in several pieces.
+    /// Per model input: its contents, in order, possibly in several pieces
+    /// (none for BYTES inputs, which are decoded into `strings`).
     pub buffers: Vec<Vec<&'r [u8]>>,
+    /// Per model input: the elements of a BYTES input, else empty.
+    pub strings: Vec<Vec<Vec<u8>>>,
     /// Indices into the model's outputs of the outputs to return.
     pub outputs: Vec<usize>,
 }
@@ -51,6 +55,7 @@ pub unsafe fn read<'r>(
         batch: 1,
         shapes: Vec::new(),
         buffers: Vec::new(),
+        strings: Vec::new(),
         outputs: Vec::new(),
     };
     for (k, info) in model.inputs.iter().enumerate() {
@@ -142,8 +147,23 @@ pub unsafe fn read<'r>(
                 info.name
             )));
         }
+        if info.dtype == DType::String {
+            let numel = metal_mps_ir::checked_numel(&shape)
+                .map_err(|e| BackendError::invalid_arg(format!("input '{}': {e}", info.name)))?;
+            let bytes = pieces.concat();
+            let strings = metal_mps::wire::decode_strings(&bytes, numel).map_err(|e| {
+                BackendError::invalid_arg(format!(
+                    "input '{}' is not valid serialized BYTES data: {e}",
+                    info.name
+                ))
+            })?;
+            data.strings.push(strings);
+            data.buffers.push(Vec::new());
+        } else {
+            data.strings.push(Vec::new());
+            data.buffers.push(pieces);
+        }
         data.shapes.push(shape);
-        data.buffers.push(pieces);
     }
     data.outputs = requested_outputs(model, request)?;
     Ok(data)
