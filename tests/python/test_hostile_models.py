@@ -100,6 +100,40 @@ def test_dynamic_dims_element_count_wraps(tmp_path):
 
 # ---- files outside the model's folder --------------------------------------------------------
 
+def endless_loop_model(path: Path) -> Path:
+    """A Loop of i64::MAX trips that keeps only a counter: no memory grows, only time."""
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [])],
+        initializer=[one])
+    trips = numpy_helper.from_array(np.array((1 << 63) - 1, np.int64), "trips")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    node = helper.make_node("Loop", ["trips", "cond", "x"], ["y"], name="endless", body=body)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    return save_model(path, [node], [x], [y], [trips, cond])
+
+
+def test_a_run_that_never_ends_is_stopped_at_the_time_limit(tmp_path):
+    import time
+
+    model = endless_loop_model(tmp_path / "endless.onnx")
+    np.save(tmp_path / "x.npy", np.array(0.0, np.float32))
+    start = time.time()
+    p = metal_mps("run", model, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path,
+                  "--max-run-secs", "1", timeout=60)
+    elapsed = time.time() - start
+    assert_clean_error(p, r"timed out.*1 s.*METAL_MPS_MAX_RUN_SECS")
+    assert elapsed < 10, elapsed
+
+
 def external_model(folder: Path, location: str, length: int = 16) -> Path:
     """y = x + w where w (4 floats) lives in external data at `location`."""
     w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[length // 4])

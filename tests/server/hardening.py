@@ -95,3 +95,55 @@ def status_of(response: bytes) -> int:
     """The status code of a raw HTTP/1.1 response (0 for none)."""
     m = re.match(rb"HTTP/1\.[01] (\d{3})", response)
     return int(m.group(1)) if m else 0
+
+
+# A minimal HTTP/2 client by hand: enough to send a gRPC call's headers and part of its message
+# and to watch which frames come back (grpcio cannot send a message slowly).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_RST_STREAM, H2_SETTINGS, H2_PING, H2_GOAWAY = 0, 1, 3, 4, 6, 7
+H2_END_STREAM, H2_END_HEADERS, H2_ACK = 0x1, 0x4, 0x1
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name: str, value: str) -> bytes:
+    """A header as HPACK's "literal without indexing, new name", without Huffman coding."""
+    def text(s: str) -> bytes:
+        b = s.encode()
+        assert len(b) < 127
+        return bytes([len(b)]) + b
+    return b"\x00" + text(name) + text(value)
+
+
+def grpc_call_headers(method: str) -> bytes:
+    return b"".join(hpack_literal(k, v) for k, v in [
+        (":method", "POST"), (":scheme", "http"), (":path", f"/inference.GRPCInferenceService/{method}"),
+        (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")])
+
+
+def h2_frames(s: socket.socket, until: float):
+    """Yields (kind, flags, stream) of each frame received before the deadline or the close,
+    answering the server's PINGs (so keep-alive does not close the connection)."""
+    buf = b""
+    while time.time() < until:
+        s.settimeout(max(0.01, until - time.time()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            return
+        except OSError:
+            yield ("closed", 0, 0)
+            return
+        if not chunk:
+            yield ("closed", 0, 0)
+            return
+        buf += chunk
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if kind == H2_PING and not flags & H2_ACK:
+                s.sendall(h2_frame(H2_PING, H2_ACK, 0, payload))
+            yield (kind, flags, stream)

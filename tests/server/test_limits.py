@@ -2,7 +2,9 @@
 
 - a 60 MiB JSON request costs at most 4x its size in server memory (peak RSS growth);
 - slow clients (headers or body one byte a second, a chunked body that never ends, a
-  Content-Length of 10 GB) are answered or cut off after the header/body timeouts;
+  Content-Length of 10 GB) are answered or cut off after the header/body timeouts; over gRPC, a
+  connection that sends nothing is closed after the header timeout and a call whose message
+  stalls is ended after the body timeout;
 - 500 idle connections do not starve good requests;
 - the budget of bytes in flight answers 429 (HTTP) / RESOURCE_EXHAUSTED (gRPC) when spent;
 - element counts that overflow are 400, not 500.
@@ -21,7 +23,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from clients import InferenceServerException
-from hardening import raw_http, read_until_closed, reset_peak, rss, serve_with, status_of
+from hardening import (H2_DATA, H2_END_HEADERS, H2_END_STREAM, H2_HEADERS, H2_PREFACE, H2_RST_STREAM,
+                       H2_SETTINGS, grpc_call_headers, h2_frame, h2_frames, raw_http, read_until_closed,
+                       reset_peak, rss, serve_with, status_of)
 
 TIMEOUT = 2  # --http-header-timeout-secs and --http-body-timeout-secs of the server below
 MAX_INPUT = 80 * 1024 * 1024
@@ -128,6 +132,41 @@ def test_slow_and_endless_bodies_are_answered_408(srv):
     good_request(srv)
 
 
+def good_grpc_request(srv) -> None:
+    c = grpcclient.InferenceServerClient(srv.grpc_url)
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    inp = grpcclient.InferInput("input", [1, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    np.testing.assert_allclose(c.infer("tiny", [inp]).as_numpy("output"), x + np.arange(1, 5))
+    c.close()
+
+
+def test_grpc_connection_that_sends_nothing_is_closed(srv):
+    with socket.create_connection(("127.0.0.1", srv.grpc_port)) as s:
+        start = time.time()
+        frames = list(h2_frames(s, start + 4 * TIMEOUT))
+        elapsed = time.time() - start
+    assert ("closed", 0, 0) in frames and elapsed < TIMEOUT + 1.5, (frames, elapsed)
+    good_grpc_request(srv)
+
+
+def test_grpc_message_that_stalls_is_ended_after_the_body_timeout(srv):
+    with socket.create_connection(("127.0.0.1", srv.grpc_port)) as s:
+        start = time.time()
+        s.sendall(H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0))
+        s.sendall(h2_frame(H2_HEADERS, H2_END_HEADERS, 1, grpc_call_headers("ModelInfer")))
+        # The gRPC message prefix declares 1000 bytes; 2 come, then nothing (PINGs are answered).
+        s.sendall(h2_frame(H2_DATA, 0, 1, b"\x00" + (1000).to_bytes(4, "big") + b"ab"))
+        ended = None
+        for kind, flags, stream in h2_frames(s, start + 4 * TIMEOUT):
+            if stream == 1 and (kind == H2_RST_STREAM or (kind == H2_HEADERS and flags & H2_END_STREAM)):
+                ended = time.time() - start
+                break
+            assert kind != "closed", "the connection closed instead of the call ending"
+    assert ended is not None and TIMEOUT - 0.5 < ended < TIMEOUT + 1.5, ended
+    good_grpc_request(srv)
+
+
 def test_huge_content_length_is_refused_within_the_body_timeout(srv):
     start = time.time()
     answer = raw_http(srv.http_port, b"POST /v2/models/big/infer HTTP/1.1\r\nHost: x\r\n"
@@ -204,3 +243,45 @@ def test_shapes_that_overflow_are_400(srv, model, shape):
         with pytest.raises(grpc.RpcError) as e:
             service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+
+
+def test_a_run_past_the_time_limit_fails_alone(tmp_path):
+    # A Loop of i64::MAX trips under --max-run-secs 1: that request fails, the server lives on.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from conftest import Server, make_repository
+
+    one = numpy_helper.from_array(np.array([1.0], np.float32), "one")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])], initializer=[one])
+    inits = [numpy_helper.from_array(np.array((1 << 63) - 1, np.int64), "trips"),
+             numpy_helper.from_array(np.array(True), "cond")]
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "endless",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    repo = make_repository(tmp_path / "repo", ["tiny"])
+    (repo / "endless" / "1").mkdir(parents=True)
+    onnx.save(model, str(repo / "endless" / "1" / "model.onnx"))
+    (repo / "endless" / "config.pbtxt").write_text('backend: "metal_mps"\nmax_batch_size: 0\n')
+    s = Server(repo, ["--model-control-mode", "explicit", "--load-model", "tiny", "--load-model", "endless",
+                      "--max-run-secs", "1"]).start()
+    try:
+        c = httpclient.InferenceServerClient(s.http_url, network_timeout=60)
+        inp = httpclient.InferInput("x", [1], "FP32")
+        inp.set_data_from_numpy(np.zeros(1, np.float32))
+        start = time.time()
+        with pytest.raises(InferenceServerException) as e:
+            c.infer("endless", [inp])
+        assert "timed out" in str(e.value) and time.time() - start < 10, str(e.value)
+        good_request(s)
+    finally:
+        assert s.stop() == 0, s.log()

@@ -27,6 +27,10 @@ struct Cli {
     /// [default: the machine's memory, or $METAL_MPS_MAX_PLAN_BYTES].
     #[arg(long, global = true, value_name = "BYTES")]
     max_plan_bytes: Option<usize>,
+    /// Longest time, in seconds, one run of a model may take; 0 is no limit
+    /// [default: 600, or $METAL_MPS_MAX_RUN_SECS].
+    #[arg(long, global = true, value_name = "SECS")]
+    max_run_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,9 @@ fn main() -> ExitCode {
     }
     if let Some(b) = cli.max_plan_bytes {
         metal_mps::limits::set_max_plan_bytes(b);
+    }
+    if let Some(s) = cli.max_run_secs {
+        metal_mps::limits::set_max_run_secs(s);
     }
     let result = match cli.command {
         Command::Test(a) => test::main(a),

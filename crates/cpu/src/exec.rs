@@ -208,9 +208,20 @@ impl CpuPlan {
         fed: &[Option<&Tensor>],
         data: &mut [Option<Cow<Datum>>],
     ) -> Result<()> {
+        metal_mps_ir::limits::within_run_time(|| self.execute_nodes(slots, owned, fed, data))
+    }
+
+    fn execute_nodes(
+        &self,
+        slots: &mut [Storage],
+        owned: &mut [Option<Tensor>],
+        fed: &[Option<&Tensor>],
+        data: &mut [Option<Cow<Datum>>],
+    ) -> Result<()> {
         let g = &self.graph;
         for (step, &n) in self.plan.order.iter().enumerate() {
             let node = &g.nodes[n];
+            metal_mps_ir::limits::check_run_time()?;
             if self.on_data[n] {
                 self.execute_on_data(node, owned, fed, data)?;
                 continue;

@@ -29,6 +29,9 @@ pub enum Error {
     /// An allocation failed.
     #[error("out of memory allocating {bytes} bytes")]
     OutOfMemory { bytes: usize },
+    /// A run passed its time limit ([`crate::limits::max_run_time`]).
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// A device (GPU) failed.
     #[error("device error: {0}")]
     Device(String),

@@ -90,6 +90,7 @@ fn class_of(err: &Error) -> Class {
         Error::Invalid(_)
         | Error::TooLarge(_)
         | Error::OutOfMemory { .. }
+        | Error::TimedOut(_)
         | Error::Device(_)
         | Error::Io { .. } => Class::Fail,
     }

@@ -386,10 +386,13 @@ fn check_elements(name: &str, dtype: metal_mps_ir::DType, d: &Datum) -> Result<(
     }
 }
 
-/// Runs `f`, turning a panic into an error: a bug in a kernel must not take
-/// the caller (a server) down, only fail this request.
+/// Runs `f` as one run under the time limit ([`metal_mps_ir::limits::within_run_time`]),
+/// turning a panic into an error: a bug in a kernel must not take the caller
+/// (a server) down, only fail this request.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+    // Also one run under the time limit (CPU plans on a pool worker set their own).
+    let run = || metal_mps_ir::limits::within_run_time(f);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())

@@ -197,6 +197,8 @@ fn env_u64(key: &str) -> Option<u64> {
 fn fuzz_models() {
     metal_mps::limits::set_max_tensor_bytes(TENSOR_CAP);
     metal_mps::limits::set_max_plan_bytes(PLAN_CAP);
+    // A model that runs (nearly) forever ends in a clean TimedOut error.
+    metal_mps::limits::set_max_run_secs(10);
     let dir = case_dir();
     let mut failures = Vec::new();
 

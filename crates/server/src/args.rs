@@ -64,11 +64,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024 * 1024 * 1024, value_name = "BYTES")]
     pub max_inflight_bytes: usize,
     /// Seconds a client has to send a request's headers (also how long an
-    /// idle keep-alive HTTP connection stays open).
+    /// idle keep-alive HTTP connection stays open). A gRPC connection must
+    /// send its first bytes within it, and HTTP/2 pings at this interval close
+    /// gRPC connections whose peer stops answering.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub http_header_timeout_secs: u64,
     /// Seconds a client has to send a request's body once its handler runs;
-    /// a slower body is answered 408 and its connection closed.
+    /// a slower body is answered 408 and its connection closed. A gRPC
+    /// request message that is not whole within it ends the call with
+    /// DEADLINE_EXCEEDED.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub http_body_timeout_secs: u64,
     /// Most HTTP connections open at once; more wait to be accepted.

@@ -12,7 +12,7 @@
 //! | [`args`] | command-line options |
 //! | `server` | listeners, start-up loading, polling, shutdown |
 //! | `http_serve`, `http`, `http_infer` | HTTP connections and their time limits; routes; the infer body (JSON + binary extension) |
-//! | `grpc` | `inference.GRPCInferenceService` |
+//! | `grpc`, `grpc_limits` | `inference.GRPCInferenceService`; its connection and message time limits |
 //! | `metrics` | Prometheus `/metrics` |
 //! | `manager` | which models/versions are loaded; load, unload, poll |
 //! | `loader`, `config`, `pbtxt`, `repository` | reading a model from the repository |
@@ -53,6 +53,7 @@ mod codec;
 mod config;
 mod error;
 mod grpc;
+mod grpc_limits;
 mod http;
 mod http_infer;
 mod http_serve;

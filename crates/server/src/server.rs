@@ -4,6 +4,7 @@ use crate::args::ServeArgs;
 use crate::body::BodyLimits;
 use crate::budget::ByteBudget;
 use crate::config::ConfigDefaults;
+use crate::grpc_limits::{BodyDeadlineLayer, FirstBytesDeadline};
 use crate::http_serve::{self, ConnectionLimits};
 use crate::manager::{ControlMode, ModelManager};
 use crate::repository::Repository;
@@ -65,15 +66,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = bind(&args.grpc_address, args.grpc_port, "gRPC").await?;
         tracing::info!("Started GRPCInferenceService at {}", listener.local_addr()?);
         let svc = grpc::service(state.clone());
+        let body_timeout = state.body_limits.timeout;
         let stop = stopped(stop_rx.clone());
         servers.push(tokio::spawn(async move {
             // No Nagle delay on small responses.
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let first_bytes = connections.header_timeout;
+            let incoming = tokio_stream::StreamExt::map(incoming, move |io| {
+                io.map(|io| FirstBytesDeadline::new(io, first_bytes))
+            });
             if let Err(e) = tonic::transport::Server::builder()
                 // Notice dead peers; HTTP/2 idle streams cost no body buffers.
                 .http2_keepalive_interval(Some(connections.header_timeout))
                 .http2_keepalive_timeout(Some(connections.header_timeout))
+                .layer(BodyDeadlineLayer {
+                    timeout: body_timeout,
+                })
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await

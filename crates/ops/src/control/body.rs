@@ -233,7 +233,10 @@ pub(crate) fn run_body_data(body: &Graph, inputs: &[Arg]) -> Result<Vec<Datum>> 
     for &o in &body.outputs {
         last_use[o] = None;
     }
+    // Once per body run (an empty body still counts) and once per node.
+    metal_mps_ir::limits::check_run_time()?;
     for (k, node) in body.nodes.iter().enumerate() {
+        metal_mps_ir::limits::check_run_time()?;
         let mut args = Vec::with_capacity(node.inputs.len());
         for (i, input) in node.inputs.iter().enumerate() {
             args.push(match input {
