@@ -273,3 +273,30 @@ def test_string_labels_need_string_input_type(tmp_path):
     p = subprocess.run([str(BIN), "info", str(path)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     assert "LabelEncoder" in p.stderr and "STRING" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("mode", ["TF", "IDF", "TFIDF"])
+@pytest.mark.parametrize("pool", ["strings", "ints"])
+def test_tfidf_vectorizer(tmp_path, mode, pool):
+    # Unigrams, bigrams and trigrams with skips, against onnxruntime.
+    words = ["the", "cat", "sat", "on", "mat", "a"]
+    grams = [["cat"], ["mat"], ["sat"], ["the", "cat"], ["cat", "sat"], ["on", "the"], ["the", "cat", "sat"]]
+    flat = [w for g in grams[:3] for w in g] + [w for g in grams[3:6] for w in g] + grams[6]
+    attrs = dict(mode=mode, min_gram_length=1, max_gram_length=3, max_skip_count=2,
+                 ngram_counts=[0, 3, 9], ngram_indexes=[6, 0, 1, 2, 3, 4, 5],
+                 weights=[0.5, 1.5, 2.0, 0.25, 3.0, 1.0, 0.75])
+    x = np.array([["the", "cat", "sat", "on", "the", "mat", "a", "cat"],
+                  ["a", "the", "dog", "cat", "sat", "sat", "on", "the"]])
+    if pool == "strings":
+        attrs["pool_strings"] = flat
+        xtype = TensorProto.STRING
+    else:
+        ids = {w: 10 * i + 1 for i, w in enumerate(words + ["dog"])}
+        attrs["pool_int64s"] = [ids[w] for w in flat]
+        x = np.vectorize(ids.get, otypes=[np.int64])(x)
+        xtype = I64
+    node = helper.make_node("TfIdfVectorizer", ["X"], ["Y"], **attrs)
+    graph = helper.make_graph([node], "tfidf", [helper.make_tensor_value_info("X", xtype, [2, 8])],
+                              [helper.make_tensor_value_info("Y", F, [2, 7])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    check(tmp_path, m, {"X": x})
