@@ -1,9 +1,10 @@
-//! Spatial operators on images and volumes: Resize/Upsample, ConvTranspose, GridSample, AffineGrid, LpPool, MaxUnpool, MaxPool with indices, RoiAlign, MaxRoiPool, Col2Im, DeformConv.
+//! Spatial operators on images and volumes: ImageDecoder, Resize/Upsample, ConvTranspose, GridSample, AffineGrid, LpPool, MaxUnpool, MaxPool with indices, RoiAlign, MaxRoiPool, Col2Im, DeformConv.
 
 mod col2im;
 mod common;
 mod conv_transpose;
 mod grid;
+mod image_decoder;
 pub(crate) mod pool;
 mod resize;
 mod roi_align;
@@ -23,6 +24,7 @@ pub(crate) const OPS: &[OpDef] = &[
     onnx("AffineGrid", 20, grid::build_affine_grid),
     onnx("Col2Im", 18, col2im::build_col2im),
     onnx("DeformConv", 19, col2im::build_deform_conv),
+    onnx("ImageDecoder", 20, image_decoder::build),
 ];
 
 #[cfg(test)]
