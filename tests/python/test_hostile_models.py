@@ -100,6 +100,18 @@ def test_dynamic_dims_element_count_wraps(tmp_path):
 
 # ---- files outside the model's folder --------------------------------------------------------
 
+def test_integer_max_pool_with_a_huge_output(tmp_path):
+    # Once: an abort allocating the 2^40-element output of an INT8 MaxPool before checking it.
+    x = helper.make_tensor_value_info("x", TensorProto.INT8, [1, 1, 1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.INT8, None)
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[1, 1],
+                            pads=[0, 0, 1 << 20, 1 << 20])
+    model = save_model(tmp_path / "pool.onnx", [node], [x], [y])
+    np.save(tmp_path / "x.npy", np.ones((1, 1, 1, 1), np.int8))
+    p = run_cli(model, {"x": tmp_path / "x.npy"}, tmp_path)
+    assert_clean_error(p, SIZE_ERROR)
+
+
 def endless_loop_model(path: Path) -> Path:
     """A Loop of i64::MAX trips that keeps only a counter: no memory grows, only time."""
     one = numpy_helper.from_array(np.array(1.0, np.float32), "one")

@@ -62,13 +62,13 @@ impl Model {
     /// Loads `path` (external data files beside it), optimizes and compiles it.
     pub fn load(path: impl AsRef<Path>, options: &Options) -> Result<Model> {
         let imported = metal_mps_onnx::load_model(path)?;
-        Model::from_imported(imported, options)
+        catch_panic("loading", || Model::from_imported(imported, options))
     }
 
     /// Loads a model from bytes; `base_dir` is where external data is looked up.
     pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, options: &Options) -> Result<Model> {
         let imported = metal_mps_onnx::parse_model(bytes, base_dir)?;
-        Model::from_imported(imported, options)
+        catch_panic("loading", || Model::from_imported(imported, options))
     }
 
     fn from_imported(imported: ImportedModel, options: &Options) -> Result<Model> {
@@ -390,16 +390,21 @@ fn check_elements(name: &str, dtype: metal_mps_ir::DType, d: &Datum) -> Result<(
 /// turning a panic into an error: a bug in a kernel must not take the caller
 /// (a server) down, only fail this request.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    // Also one run under the time limit (CPU plans on a pool worker set their own).
-    let run = || metal_mps_ir::limits::within_run_time(f);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+    // CPU plans on a pool worker set their own deadline.
+    catch_panic("running", || metal_mps_ir::limits::within_run_time(f))
+}
+
+/// Runs `f`, turning a panic into an error that says what was being done
+/// (loading also runs operator code: constant folding).
+fn catch_panic<T>(doing: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         Err(Error::Invalid(format!(
-            "internal error while running the model: {msg}"
+            "internal error while {doing} the model: {msg}"
         )))
     })
 }

@@ -60,10 +60,7 @@ pub fn pool(p: &PoolAttrs, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     match x.dtype() {
         DType::F32 | DType::F16 => {
             let xv = as_f32(x)?;
-            f32_output(out, x.dtype(), shape, |y| {
-                run(&xv, y);
-                Ok(())
-            })
+            f32_output(out, x.dtype(), shape, |y| run(&xv, y))
         }
         dt if p.kind == PoolKind::Max && dt != DType::Bool => {
             // Integer max pooling: exact through f32 for 8- and 16-bit types.
@@ -71,8 +68,9 @@ pub fn pool(p: &PoolAttrs, x: &Tensor, out: &mut Out) -> Result<Tensor> {
                 return unsupported!("MaxPool on {dt} tensors");
             }
             let xv: Vec<f32> = x.to_f64_vec().iter().map(|&v| v as f32).collect();
-            let mut yv = vec![0f32; shape.iter().product()];
-            run(&xv, &mut yv);
+            let mut yv =
+                metal_mps_ir::limits::try_vec::<f32>(metal_mps_ir::checked_numel(&shape)?)?;
+            run(&xv, &mut yv)?;
             let mut y = out.tensor(0, dt, shape)?;
             dispatch_dtype!(dt, T => {
                 y.as_slice_mut::<T>()?.iter_mut().zip(&yv).for_each(|(o, &v)| *o = T::from_f64(v as f64));
@@ -83,13 +81,19 @@ pub fn pool(p: &PoolAttrs, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     }
 }
 
-fn pool_planes(p: &PoolAttrs, ax: &[Axis; 3], planes: usize, x: &[f32], y: &mut [f32]) {
+fn pool_planes(
+    p: &PoolAttrs,
+    ax: &[Axis; 3],
+    planes: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
     let in_plane = ax[0].input * ax[1].input * ax[2].input;
     let out_plane = ax[0].output * ax[1].output * ax[2].output;
     if out_plane == 0 {
-        return;
+        return Ok(());
     }
-    let windows: [Vec<Window>; 3] = [0, 1, 2].map(|i| windows(&ax[i]));
+    let windows: [Vec<Window>; 3] = [windows(&ax[0])?, windows(&ax[1])?, windows(&ax[2])?];
     let work = |(i, dst): (usize, &mut [f32])| {
         pool_plane(p, ax, &windows, &x[i * in_plane..][..in_plane], dst)
     };
@@ -104,6 +108,7 @@ fn pool_planes(p: &PoolAttrs, ax: &[Axis; 3], planes: usize, x: &[f32], y: &mut 
             .take(planes)
             .for_each(work);
     }
+    Ok(())
 }
 
 /// The input positions one output reads along one axis, and how many of its
@@ -115,22 +120,37 @@ struct Window {
 
 /// Counted, not walked: a window may be far larger than the input (huge
 /// pads let a declared kernel of 2⁴⁰ taps read a few elements).
-fn windows(a: &Axis) -> Vec<Window> {
+fn windows(a: &Axis) -> Result<Vec<Window>> {
     // Taps k in 0..kernel at position start + k·dilation; how many lie below `limit`
     // and at or after 0, in i128 so that no declared size overflows.
     let (kernel, d) = (a.kernel as i128, a.dilation.max(1) as i128);
     let below = |start: i128, limit: i128| ((limit - start + d - 1).div_euclid(d)).clamp(0, kernel);
-    (0..a.output)
+    let span = |o: usize| {
+        let start = (o as i128) * (a.stride as i128) - a.begin as i128;
+        let first = (-start + d - 1).div_euclid(d).clamp(0, kernel);
+        (start, first, below(start, a.input as i128).max(first))
+    };
+    // Every window's taps are listed: their count, summed, is bounded like a tensor.
+    let taps: i128 = (0..a.output)
         .map(|o| {
-            let start = (o as i128) * (a.stride as i128) - a.begin as i128;
-            let first = (-start + d - 1).div_euclid(d).clamp(0, kernel);
-            let end = below(start, a.input as i128).max(first);
+            let (_, f, e) = span(o);
+            e - f
+        })
+        .sum();
+    metal_mps_ir::limits::check_tensor_bytes(
+        usize::try_from(taps)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(std::mem::size_of::<usize>()),
+    )?;
+    Ok((0..a.output)
+        .map(|o| {
+            let (start, first, end) = span(o);
             Window {
                 taps: (first..end).map(|k| (start + k * d) as usize).collect(),
                 in_padded: below(start, (a.input + a.end) as i128) as usize,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// One `[z, y, x]` plane, row by row: the window's input rows are first

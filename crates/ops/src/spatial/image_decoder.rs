@@ -1,5 +1,6 @@
 //! ImageDecoder (opset 20): decodes one encoded image (JPEG, PNG, BMP, PNM,
-//! TIFF, WebP; through the `image` crate) into UINT8 `[H, W, 3]` RGB or BGR,
+//! TIFF, WebP through the `image` crate; JPEG 2000 through `hayro-jpeg2000`)
+//! into UINT8 `[H, W, 3]` RGB or BGR,
 //! or `[H, W, 1]` grayscale with PIL's `convert("L")` weights (the ONNX
 //! reference decodes with PIL). The decoder's allocations are bounded by the
 //! tensor cap before any pixel is decoded.
@@ -45,8 +46,57 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
+/// Whether `bytes` start as a JPEG 2000 file (JP2 box) or codestream.
+fn is_jpeg2000(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0, 0, 0, 12, b'j', b'P', b' ', b' ', 13, 10, 0x87, 10])
+        || bytes.starts_with(&[0xff, 0x4f, 0xff, 0x51])
+}
+
+/// A JPEG 2000 image as RGB bytes and its width and height.
+fn decode_jpeg2000(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize)> {
+    use hayro_jpeg2000::{ColorSpace, DecodeSettings, DecoderContext, Image};
+    let fail = |e: &dyn std::fmt::Debug| Error::Invalid(format!("{NAME}: JPEG 2000: {e:?}"));
+    let image = Image::new(bytes, &DecodeSettings::default()).map_err(|e| fail(&e))?;
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let gray = match image.color_space() {
+        ColorSpace::Gray => true,
+        ColorSpace::RGB => false,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{NAME}: a JPEG 2000 image in the {other:?} color space"
+            )))
+        }
+    };
+    let channels = (if gray { 1 } else { 3 }) + image.has_alpha() as usize;
+    let pixels = w
+        .checked_mul(h)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or_else(|| Error::TooLarge(format!("{NAME}: a {w}x{h} image")))?;
+    // The decoder keeps each component as f32 while it works.
+    metal_mps_ir::limits::check_tensor_bytes(pixels.saturating_mul(4))?;
+    let decoded = image
+        .decode(&mut DecoderContext::default())
+        .map_err(|e| fail(&e))?
+        .data_u8();
+    if decoded.len() != pixels {
+        return Err(Error::Invalid(format!(
+            "{NAME}: JPEG 2000: {} bytes decoded for a {w}x{h} image of {channels} channels",
+            decoded.len()
+        )));
+    }
+    let rgb = decoded
+        .chunks_exact(channels)
+        .flat_map(|p| if gray { [p[0]; 3] } else { [p[0], p[1], p[2]] })
+        .collect();
+    Ok((rgb, w, h))
+}
+
 impl ImageDecoder {
     fn decode(&self, bytes: &[u8]) -> Result<Tensor> {
+        if is_jpeg2000(bytes) {
+            let (rgb, w, h) = decode_jpeg2000(bytes)?;
+            return self.arrange(rgb, w, h);
+        }
         let fail = |e: &dyn std::fmt::Display| Error::Invalid(format!("{NAME}: {e}"));
         let mut reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
@@ -54,7 +104,7 @@ impl ImageDecoder {
         if reader.format().is_none() {
             return Err(Error::Unsupported(format!(
                 "{NAME}: the data is not an image in a format this engine decodes \
-                 (JPEG, PNG, BMP, PNM, TIFF, WebP)"
+                 (JPEG, JPEG 2000, PNG, BMP, PNM, TIFF, WebP)"
             )));
         }
         let mut limits = Limits::default();
@@ -62,7 +112,11 @@ impl ImageDecoder {
         reader.limits(limits);
         let rgb = reader.decode().map_err(|e| fail(&e))?.into_rgb8();
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let pixels = rgb.into_raw();
+        self.arrange(rgb.into_raw(), w, h)
+    }
+
+    /// The output tensor from RGB pixels.
+    fn arrange(&self, pixels: Vec<u8>, w: usize, h: usize) -> Result<Tensor> {
         let data: Vec<u8> = match self.format {
             Format::Rgb => pixels,
             Format::Bgr => pixels
