@@ -19,7 +19,19 @@ from conftest import ROOT
 
 MANIFEST = ROOT / "tests" / "conformance" / "manifest.txt"
 # The runner's test classes and the case directories of the manifest.
-PASSING_FLOOR = 1872
+PASSING_FLOOR = 1952
+# Cases the CLI passes that no backend can pass through onnx 1.23's runner (besides the float8 /
+# float4 outputs, recognized by the runner's DTypePromotionError; see the end of the test):
+RUNNER_LIMITS = {
+    # The output (a sequence whose first element is 0-d) equals the reference exactly, but the
+    # runner's assert_similar_outputs recurses into a sequence's arrays as if they were output
+    # lists and calls len() on the 0-d one: TypeError "Unable to compare expected type".
+    "node/test_loop16_seq_none",
+    # Two of 192 fp16 elements are 2 ULPs (4.9e-4 at 0.398) from the reference: within the CLI's
+    # FLOAT16 tolerance (rtol 1e-2, crates/cli/src/compare.rs) but not the runner's rtol 1e-3.
+    # The engine's arithmetic, not the package: onnxruntime fails the unexpanded case the same way.
+    "node/test_attention_4d_causal_fp16_expanded",
+}
 SUITES = {
     "OnnxBackendNodeModelTest": "node",
     "OnnxBackendSimpleModelTest": "simple",
@@ -78,9 +90,15 @@ def test_backend_runner_passes_what_the_cli_passes():
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "backend-vs-cli.txt").write_text("\n".join(report) + "\n")
     assert expected <= ran, sorted(expected - ran)[:10]  # the runner reaches every case the CLI passes
-    # Not yet equal (see build/backend-vs-cli.txt): onnx's runner cannot compare float8/float4
-    # outputs (np.testing.assert_allclose refuses ml_dtypes' float8: 46 cases), the package does
-    # not yet take or give sequences, optionals and numpy string arrays (~35), and int4/int2
-    # outputs differ from what the runner expects (~20). Until the sets are equal, the backend
+    # Not equal (see build/backend-vs-cli.txt), and no backend can make them so: for the 46
+    # float8/float4 cases the runner's own comparison fails (assert_similar_outputs casts only
+    # bfloat16 to float32, and np.testing.assert_allclose cannot promote ml_dtypes' float8 /
+    # float4 with a Python float: DTypePromotionError, whatever the values), plus RUNNER_LIMITS.
+    # The other way, the runner passes 5 bfloat16 attention cases the CLI fails (it allows
+    # bfloat16 two ULPs). Every other case the CLI passes must pass here too, and the backend
     # must not fall below the count it reached when this test was last changed.
+    unexplained = [
+        c for c in only_cli if c not in RUNNER_LIMITS and "DTypePromotionError" not in why.get(c, "not run")
+    ]
+    assert not unexplained, "\n".join(r for r in report if any(c in r for c in unexplained))
     assert len(passed) >= PASSING_FLOOR, "\n".join(report)

@@ -7,16 +7,27 @@
 //!
 //! dtypes: numpy's bool, integers, float16/32/64; bfloat16, the float8 and
 //! the 4- and 2-bit types as `ml_dtypes` defines them (what onnx's
-//! `numpy_helper` returns).
+//! `numpy_helper` returns). `ml_dtypes` keeps an int4/int2 element in the low
+//! bits of its byte; the engine sign-extends it to the whole byte, so these
+//! are converted both ways (a copy, not an in-place read).
+//!
+//! STRING tensors: an input is a numpy array of text (`'U'`), bytes (`'S'`)
+//! or objects that are all `str` or `bytes` (text is encoded as UTF-8); an
+//! output is a numpy object array of `str` (as onnxruntime returns), with an
+//! element that is not valid UTF-8 given as `bytes`.
+//!
+//! Sequences and optionals ([`datum_from_py`], [`datum_to_py`]): a sequence is
+//! a Python list (or tuple) of arrays, an optional is `None` or its value, as
+//! in onnxruntime's Python API.
 
 use crate::errors::InvalidArgument;
-use metal_mps::{DType, SharedBytes, Tensor};
+use metal_mps::{DType, Datum, Kind, SharedBytes, Tensor};
 use numpy::{
     npyffi, Element, PyArray, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
     PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyAnyMethods;
+use pyo3::types::{PyAnyMethods, PyBytes, PyList, PyString, PyTuple};
 use std::sync::Arc;
 
 /// An array's memory, borrowed for as long as a tensor reads it.
@@ -44,18 +55,45 @@ impl AsRef<[u8]> for ArrayBytes {
 }
 
 /// The tensor for input `name` from `value` (a numpy array or anything
-/// `numpy.asarray` accepts).
+/// `numpy.asarray` accepts). Text, bytes and object arrays become STRING
+/// tensors; `None`, a ragged list or an object array holding anything but
+/// `str`/`bytes` is refused with [`InvalidArgument`].
 pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let py = value.py();
+    if value.is_none() {
+        return Err(InvalidArgument::new_err(format!(
+            "input '{name}' is a tensor: None is only accepted for an optional input"
+        )));
+    }
     let array = match value.cast::<PyUntypedArray>() {
-        Ok(a) if readable_in_place(a) => a.clone(),
+        Ok(a) if readable_in_place(a) || is_text(a) => a.clone(),
         _ => {
             let numpy = py.import("numpy")?;
             // Not `ascontiguousarray`: it turns a 0-d array or numpy scalar into shape (1,).
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("order", "C")?;
-            let contiguous = numpy.call_method("asarray", (value,), Some(&kwargs))?;
+            let contiguous = numpy
+                .call_method("asarray", (value,), Some(&kwargs))
+                .map_err(|e| {
+                    let what = if value.is_instance_of::<PyList>()
+                        || value.is_instance_of::<PyTuple>()
+                    {
+                        "a list that is not a rectangular array of numbers or strings (a ragged \
+                         list, or a list of arrays of different shapes: a sequence input takes a \
+                         list of arrays, a tensor input one array)"
+                            .to_string()
+                    } else {
+                        format!("a {}", type_name(value))
+                    };
+                    InvalidArgument::new_err(format!(
+                        "input '{name}' is a tensor and cannot be made from {what}: {}",
+                        e.value(py)
+                    ))
+                })?;
             let contiguous = contiguous.cast_into::<PyUntypedArray>()?;
+            if is_text(&contiguous) {
+                return strings_from_py(name, &contiguous);
+            }
             if !readable_in_place(&contiguous) {
                 // A non-native byte order, or unaligned memory (an array over a buffer at an
                 // odd offset), survives asarray: a native copy has neither.
@@ -68,6 +106,9 @@ pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> 
             }
         }
     };
+    if is_text(&array) {
+        return strings_from_py(name, &array);
+    }
     let descr = array.dtype();
     let dtype = dtype_of(&descr).ok_or_else(|| {
         InvalidArgument::new_err(format!(
@@ -84,6 +125,17 @@ pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> 
     }
     // SAFETY: a live ndarray's `data` points at its elements.
     let data = unsafe { (*array.as_array_ptr()).fields.data as *const u8 };
+    if let Some(bits) = signed_bits(dtype) {
+        // SAFETY: `data` points at the array's `len` bytes; the array is alive here.
+        let raw = unsafe { std::slice::from_raw_parts(data, len) };
+        let shift = 8 - bits;
+        let extended: Vec<u8> = raw
+            .iter()
+            .map(|&b| (((b << shift) as i8) >> shift) as u8)
+            .collect();
+        return Tensor::from_bytes(dtype, shape, &extended)
+            .map_err(|e| InvalidArgument::new_err(format!("input '{name}': {e}")));
+    }
     let bytes: SharedBytes = Arc::new(ArrayBytes {
         _array: array.into_any().unbind(),
         data,
@@ -91,6 +143,111 @@ pub fn tensor_from_py(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Tensor> 
     });
     Tensor::from_shared(dtype, shape, bytes)
         .map_err(|e| InvalidArgument::new_err(format!("input '{name}': {e}")))
+}
+
+/// The width of a signed small integer type that `ml_dtypes` stores in the
+/// low bits of a byte and the engine sign-extended.
+fn signed_bits(dtype: DType) -> Option<u32> {
+    match dtype {
+        DType::I4 => Some(4),
+        DType::I2 => Some(2),
+        _ => None,
+    }
+}
+
+/// A numpy array of text (`'U'`), bytes (`'S'`) or objects (`'O'`): a STRING tensor.
+fn is_text(a: &Bound<'_, PyUntypedArray>) -> bool {
+    matches!(a.dtype().kind(), b'U' | b'S' | b'O')
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// A STRING tensor from a text, bytes or object array (every object a `str` or `bytes`).
+fn strings_from_py(name: &str, array: &Bound<'_, PyUntypedArray>) -> PyResult<Tensor> {
+    let shape = array.shape().to_vec();
+    let flat = array
+        .call_method1("reshape", (-1,))?
+        .call_method0("tolist")?;
+    let flat = flat.cast_into::<PyList>()?;
+    let mut data = Vec::with_capacity(flat.len());
+    for (i, item) in flat.iter().enumerate() {
+        if let Ok(s) = item.cast::<PyString>() {
+            data.push(s.to_cow()?.as_bytes().to_vec());
+        } else if let Ok(b) = item.cast::<PyBytes>() {
+            data.push(b.as_bytes().to_vec());
+        } else {
+            return Err(InvalidArgument::new_err(format!(
+                "input '{name}': an object array is a STRING tensor and must hold only str or \
+                 bytes, but element {i} (in row-major order) is a {}",
+                type_name(&item)
+            )));
+        }
+    }
+    Tensor::from_strings(shape, data)
+        .map_err(|e| InvalidArgument::new_err(format!("input '{name}': {e}")))
+}
+
+/// The value of input `name`, declared of `kind`: a tensor as
+/// [`tensor_from_py`] takes it, a sequence as a list or tuple of them, an
+/// optional as `None` (no value) or a value of its inner kind.
+pub fn datum_from_py(name: &str, value: &Bound<'_, PyAny>, kind: &Kind) -> PyResult<Datum> {
+    match kind {
+        Kind::Tensor => tensor_from_py(name, value).map(Datum::Tensor),
+        Kind::Sequence => {
+            let items: Vec<Bound<'_, PyAny>> = if let Ok(l) = value.cast::<PyList>() {
+                l.iter().collect()
+            } else if let Ok(t) = value.cast::<PyTuple>() {
+                t.iter().collect()
+            } else {
+                return Err(InvalidArgument::new_err(format!(
+                    "input '{name}' is a sequence of tensors: give a list of numpy arrays, not a {}",
+                    if value.is_none() {
+                        "None".to_string()
+                    } else {
+                        type_name(value)
+                    }
+                )));
+            };
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| tensor_from_py(&format!("{name}[{i}]"), item))
+                .collect::<PyResult<Vec<_>>>()
+                .map(Datum::Sequence)
+        }
+        Kind::Optional(inner) => {
+            if value.is_none() {
+                Ok(Datum::Optional(None))
+            } else {
+                Ok(Datum::Optional(Some(Box::new(datum_from_py(
+                    name, value, inner,
+                )?))))
+            }
+        }
+    }
+}
+
+/// A run's value for Python: a tensor as [`tensor_to_py`] makes it, a
+/// sequence as a list of arrays, an optional as `None` or its value.
+pub fn datum_to_py<'py>(py: Python<'py>, d: &Datum) -> PyResult<Bound<'py, PyAny>> {
+    match d {
+        Datum::Tensor(t) => tensor_to_py(py, t),
+        Datum::Sequence(ts) => {
+            let items = ts
+                .iter()
+                .map(|t| tensor_to_py(py, t))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyList::new(py, items)?.into_any())
+        }
+        Datum::Optional(None) => Ok(py.None().into_bound(py)),
+        Datum::Optional(Some(v)) => datum_to_py(py, v),
+    }
 }
 
 /// C-contiguous, aligned and in the machine's byte order.
@@ -156,6 +313,7 @@ pub fn tensor_to_py<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyA
         DType::U16 => copy_out::<u16>(py, t)?,
         DType::U32 => copy_out::<u32>(py, t)?,
         DType::U64 => copy_out::<u64>(py, t)?,
+        DType::String => strings_to_py(py, t)?,
         DType::Bool => {
             // The engine stores any non-zero byte as true; numpy's bool is 0 or 1.
             let array = copy_out::<bool>(py, t)?;
@@ -172,6 +330,14 @@ pub fn tensor_to_py<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyA
                 2 => copy_out::<u16>(py, t)?,
                 n => unreachable!("no {n}-byte ml_dtypes type"),
             };
+            if let Some(bits) = signed_bits(other) {
+                // ml_dtypes keeps the element in the low bits, the others zero.
+                let view = raw.cast::<PyArrayDyn<u8>>()?;
+                // SAFETY: the new array is not shared yet; it holds `numel` bytes.
+                let data = unsafe { std::slice::from_raw_parts_mut(view.data(), t.numel()) };
+                let mask = (1u8 << bits) - 1;
+                data.iter_mut().for_each(|b| *b &= mask);
+            }
             let name = ml_dtypes_name(other);
             let ml = py.import("ml_dtypes").map_err(|_| {
                 InvalidArgument::new_err(format!(
@@ -184,6 +350,28 @@ pub fn tensor_to_py<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyA
             raw.call_method1("view", (dtype,))?
         }
     })
+}
+
+/// A STRING tensor as a numpy object array of `str` (`bytes` for an element
+/// that is not UTF-8).
+fn strings_to_py<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let items = t
+        .as_strings()
+        .map_err(|e| InvalidArgument::new_err(e.to_string()))?
+        .iter()
+        .map(|s| match std::str::from_utf8(s) {
+            Ok(text) => Ok(PyString::new(py, text).into_any()),
+            Err(_) => Ok(PyBytes::new(py, s).into_any()),
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let numpy = py.import("numpy")?;
+    // `empty` + assignment rather than `array(list)`: numpy never splits a str, but this
+    // also keeps a list of one element from collapsing a shape such as (1, 1).
+    let flat = numpy.call_method1("empty", (items.len(), numpy.getattr("object_")?))?;
+    for (i, item) in items.into_iter().enumerate() {
+        flat.set_item(i, item)?;
+    }
+    flat.call_method1("reshape", (PyTuple::new(py, t.shape())?,))
 }
 
 fn ml_dtypes_name(d: DType) -> &'static str {

@@ -1,18 +1,21 @@
 //! `InferenceSession`: onnxruntime's session API over a [`metal_mps::Model`].
 
-use crate::convert::{tensor_from_py, tensor_to_py};
+use crate::convert::{datum_from_py, datum_to_py, tensor_from_py, tensor_to_py};
 use crate::errors::{to_py, InvalidArgument};
 use crate::options::{choose_device, providers_of, SessionOptions};
-use metal_mps::{Dim, Model, Tensor, TensorInfo};
+use metal_mps::{Datum, Dim, Kind, Model, Tensor, TensorInfo};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::IntoPyObjectExt;
 use std::sync::Arc;
 
-/// A model input or output as declared: `name`, `type` (`"tensor(float)"`)
-/// and `shape` (ints for fixed sizes, strings for symbolic ones such as
-/// `"batch"`, `None` for sizes unknown until run time).
+/// A model input or output as declared: `name`, `type` as onnxruntime spells
+/// it (`"tensor(float)"`, `"tensor(string)"`, `"seq(tensor(float))"`,
+/// `"optional(tensor(int64))"`, `"optional(seq(tensor(float)))"`) and `shape`
+/// (of the tensor, or of the tensors a sequence or optional holds: ints for
+/// fixed sizes, strings for symbolic ones such as `"batch"`, `None` for sizes
+/// unknown until run time).
 #[pyclass(module = "metal_mps", frozen, get_all)]
 pub struct NodeArg {
     name: String,
@@ -33,7 +36,16 @@ impl NodeArg {
     }
 }
 
-fn node_arg(py: Python<'_>, info: &TensorInfo) -> PyResult<Py<NodeArg>> {
+/// onnxruntime's type string: `tensor(float)`, `seq(tensor(float))`, `optional(...)`.
+fn type_string(kind: &Kind, element: &str) -> String {
+    match kind {
+        Kind::Tensor => format!("tensor({element})"),
+        Kind::Sequence => format!("seq(tensor({element}))"),
+        Kind::Optional(inner) => format!("optional({})", type_string(inner, element)),
+    }
+}
+
+fn node_arg(py: Python<'_>, info: &TensorInfo, kind: &Kind) -> PyResult<Py<NodeArg>> {
     let dims = info
         .shape
         .iter()
@@ -47,7 +59,7 @@ fn node_arg(py: Python<'_>, info: &TensorInfo) -> PyResult<Py<NodeArg>> {
         py,
         NodeArg {
             name: info.name.clone(),
-            type_: format!("tensor({})", info.dtype.onnx_name().to_ascii_lowercase()),
+            type_: type_string(kind, &info.dtype.onnx_name().to_ascii_lowercase()),
             shape: PyList::new(py, dims)?.unbind(),
         },
     )
@@ -88,6 +100,11 @@ pub struct InferenceSession {
     options: SessionOptions,
     inputs: Vec<Py<NodeArg>>,
     outputs: Vec<Py<NodeArg>>,
+    /// What each input is (tensor, sequence, optional), in declaration order.
+    input_kinds: Vec<Kind>,
+    /// Every input and output is a tensor: runs take the [`Model::run`] path
+    /// (arrays read in place); otherwise [`Model::run_data`].
+    tensor_io: bool,
 }
 
 #[pymethods]
@@ -124,21 +141,28 @@ impl InferenceSession {
             py.detach(|| Model::load(&path, &engine_options))
         }
         .map_err(to_py)?;
+        let input_kinds = model.input_kinds();
+        let output_kinds = model.output_kinds();
         let inputs = model
             .inputs()
             .iter()
-            .map(|i| node_arg(py, i))
+            .zip(&input_kinds)
+            .map(|(i, k)| node_arg(py, i, k))
             .collect::<PyResult<_>>()?;
         let outputs = model
             .outputs()
             .iter()
-            .map(|o| node_arg(py, o))
+            .zip(&output_kinds)
+            .map(|(o, k)| node_arg(py, o, k))
             .collect::<PyResult<_>>()?;
+        let tensor_io = input_kinds.iter().chain(&output_kinds).all(Kind::is_tensor);
         Ok(InferenceSession {
             model: Arc::new(model),
             options,
             inputs,
             outputs,
+            input_kinds,
+            tensor_io,
         })
     }
 
@@ -188,8 +212,13 @@ impl InferenceSession {
     }
 
     /// Runs the model. `output_names`: the outputs to return, in that order
-    /// (`None` or empty: all). `input_feed`: `{input name: numpy array}`.
-    /// Returns a list of numpy arrays. The GIL is released while the engine runs.
+    /// (`None` or empty: all). `input_feed`: `{input name: value}`, a value
+    /// being a numpy array for a tensor (text, bytes or str/bytes objects for
+    /// a STRING tensor), a list of arrays for a sequence, `None` or the value
+    /// for an optional (an optional input left out is `None`). Returns a list
+    /// with a numpy array per tensor output (STRING: an object array of
+    /// `str`), a list of arrays per sequence output and `None` or the value
+    /// per optional output. The GIL is released while the engine runs.
     #[pyo3(signature = (output_names, input_feed, run_options=None))]
     fn run<'py>(
         &self,
@@ -200,6 +229,11 @@ impl InferenceSession {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let _ = run_options; // see RunOptions: nothing in it changes a run
         let selected = self.select_outputs(output_names)?;
+        if !self.tensor_io {
+            let inputs = self.data_feed(input_feed)?;
+            let outputs = py.detach(|| self.model.run_data(&inputs)).map_err(to_py)?;
+            return pick_data(py, &outputs, &selected);
+        }
         let inputs = feed(input_feed)?;
         self.check_feed(&inputs)?;
         let outputs = py
@@ -223,19 +257,30 @@ impl InferenceSession {
     ) -> PyResult<()> {
         let _ = run_options;
         let selected = self.select_outputs(output_names)?;
-        let inputs = feed(input_feed)?;
-        self.check_feed(&inputs)?;
+        let inputs = if self.tensor_io {
+            let inputs = feed(input_feed)?;
+            self.check_feed(&inputs)?;
+            Feed::Tensors(inputs)
+        } else {
+            Feed::Data(self.data_feed(input_feed)?)
+        };
         let model = Arc::clone(&self.model);
         std::thread::Builder::new()
             .name("metal_mps-run_async".into())
             .spawn(move || {
-                let result = run_model(&model, &inputs);
+                let result = match &inputs {
+                    Feed::Tensors(t) => run_model(&model, t).map(Outputs::Tensors),
+                    Feed::Data(d) => model.run_data(d).map(Outputs::Data),
+                };
                 Python::attach(|py| {
-                    let (outputs, error) =
-                        match result.map_err(to_py).and_then(|o| pick(py, &o, &selected)) {
-                            Ok(outputs) => (outputs, String::new()),
-                            Err(e) => (Vec::new(), e.value(py).to_string()),
-                        };
+                    let picked = result.map_err(to_py).and_then(|o| match o {
+                        Outputs::Tensors(o) => pick(py, &o, &selected),
+                        Outputs::Data(o) => pick_data(py, &o, &selected),
+                    });
+                    let (outputs, error) = match picked {
+                        Ok(outputs) => (outputs, String::new()),
+                        Err(e) => (Vec::new(), e.value(py).to_string()),
+                    };
                     if let Err(e) = callback.call1(py, (outputs, user_data, error)) {
                         e.write_unraisable(py, Some(callback.bind(py)));
                     }
@@ -261,12 +306,6 @@ impl InferenceSession {
     /// onnxruntime checks in Python that every input is fed and raises
     /// `ValueError` with this message; scripts catch it as such.
     fn check_feed(&self, inputs: &[(String, Tensor)]) -> PyResult<()> {
-        let quoted = |names: &mut dyn Iterator<Item = &str>| {
-            names
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let missing: Vec<&str> = self
             .model
             .inputs()
@@ -277,11 +316,55 @@ impl InferenceSession {
         if missing.is_empty() {
             return Ok(());
         }
-        Err(PyValueError::new_err(format!(
-            "Required inputs ([{}]) are missing from input feed ([{}]).",
-            quoted(&mut missing.into_iter()),
-            quoted(&mut inputs.iter().map(|(n, _)| n.as_str()))
-        )))
+        Err(missing_inputs(
+            &missing,
+            &mut inputs.iter().map(|(n, _)| n.as_str()),
+        ))
+    }
+
+    /// The feed of a model with sequence or optional inputs or outputs: one
+    /// value per input in declaration order, each converted as its declared
+    /// kind says. An optional input left out of the feed is `None` (as in
+    /// onnxruntime); any other missing input is the `ValueError` of
+    /// [`InferenceSession::check_feed`]; an unknown name is [`InvalidArgument`].
+    fn data_feed(&self, input_feed: &Bound<'_, PyDict>) -> PyResult<Vec<Datum>> {
+        let declared = self.model.inputs();
+        let mut values: Vec<Option<Datum>> = vec![None; declared.len()];
+        let mut fed: Vec<String> = Vec::with_capacity(input_feed.len());
+        for (k, v) in input_feed.iter() {
+            let name: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("input_feed keys must be input names (str)"))?;
+            let i = declared
+                .iter()
+                .position(|d| d.name == name)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+                    InvalidArgument::new_err(format!(
+                        "unknown input '{name}' (the model's inputs: {})",
+                        all.join(", ")
+                    ))
+                })?;
+            values[i] = Some(datum_from_py(&name, &v, &self.input_kinds[i])?);
+            fed.push(name);
+        }
+        let missing: Vec<&str> = declared
+            .iter()
+            .zip(&self.input_kinds)
+            .zip(&values)
+            .filter(|((_, kind), v)| v.is_none() && !matches!(kind, Kind::Optional(_)))
+            .map(|((d, _), _)| d.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing_inputs(
+                &missing,
+                &mut fed.iter().map(String::as_str),
+            ));
+        }
+        Ok(values
+            .into_iter()
+            .map(|v| v.unwrap_or(Datum::Optional(None)))
+            .collect())
     }
 
     /// Indices into the model's outputs of the requested names (all when none).
@@ -322,6 +405,44 @@ fn feed(input_feed: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
 fn run_model(model: &Model, inputs: &[(String, Tensor)]) -> metal_mps::Result<Vec<Tensor>> {
     let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     model.run(&named)
+}
+
+/// onnxruntime checks in Python that every input is fed and raises
+/// `ValueError` with this message; scripts catch it as such.
+fn missing_inputs(missing: &[&str], fed: &mut dyn Iterator<Item = &str>) -> PyErr {
+    let quoted = |names: &mut dyn Iterator<Item = &str>| {
+        names
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    PyValueError::new_err(format!(
+        "Required inputs ([{}]) are missing from input feed ([{}]).",
+        quoted(&mut missing.iter().copied()),
+        quoted(fed)
+    ))
+}
+
+/// What `run_async` runs on its thread.
+enum Feed {
+    Tensors(Vec<(String, Tensor)>),
+    Data(Vec<Datum>),
+}
+
+enum Outputs {
+    Tensors(Vec<Tensor>),
+    Data(Vec<Datum>),
+}
+
+fn pick_data<'py>(
+    py: Python<'py>,
+    outputs: &[Datum],
+    selected: &[usize],
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    selected
+        .iter()
+        .map(|&i| datum_to_py(py, &outputs[i]))
+        .collect()
 }
 
 fn pick<'py>(

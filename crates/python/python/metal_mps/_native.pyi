@@ -89,7 +89,8 @@ class NodeArg:
     def name(self) -> str: ...
     @property
     def type(self) -> str:
-        """``"tensor(float)"``, ``"tensor(int64)"``, ..."""
+        """As onnxruntime spells it: ``"tensor(float)"``, ``"tensor(string)"``,
+        ``"seq(tensor(float))"``, ``"optional(tensor(int64))"``, ..."""
     @property
     def shape(self) -> list[int | str | None]: ...
 
@@ -141,14 +142,25 @@ class InferenceSession:
         output_names: Sequence[str] | None,
         input_feed: Mapping[str, Any],
         run_options: RunOptions | None = None,
-    ) -> list[np.ndarray]:
+    ) -> list[Any]:
         """Runs the model (the GIL released meanwhile); ``output_names`` None or empty: all outputs.
-        C-contiguous inputs are read in place, without a copy."""
+
+        A tensor input is a numpy array (or anything ``numpy.asarray`` takes); C-contiguous
+        inputs are read in place, without a copy. A STRING input is an array of dtype kind
+        ``'U'`` (text, sent as UTF-8), ``'S'`` (bytes) or ``'O'`` holding only ``str``/``bytes``.
+        int4/uint4/int2/uint2 inputs and outputs use the ``ml_dtypes`` dtypes (as
+        ``onnx.numpy_helper`` does). A sequence input is a list of arrays; an optional input is
+        ``None`` (no value; also when left out of the feed) or its value.
+
+        Returns one item per output: a numpy array for a tensor (STRING: an object array of
+        ``str``, ``bytes`` for an element that is not UTF-8), a list of arrays for a sequence,
+        ``None`` or the value for an optional. A value of the wrong kind (a list for a tensor,
+        a ragged list, an object array holding numbers) raises ``InvalidArgument``."""
     def run_async(
         self,
         output_names: Sequence[str] | None,
         input_feed: Mapping[str, Any],
-        callback: Callable[[list[np.ndarray], Any, str], None],
+        callback: Callable[[list[Any], Any, str], None],
         user_data: Any,
         run_options: RunOptions | None = None,
     ) -> None:

@@ -29,7 +29,10 @@ _PROVIDERS = {
 
 class MetalMpsRep(BackendRep):
     """A prepared model: ``run(inputs)`` with the inputs in the order of
-    ``session.get_inputs()`` (a list), by name (a dict) or a single array."""
+    ``session.get_inputs()`` (a list), by name (a dict) or a single array.
+    Values are what ``InferenceSession.run`` takes: arrays for tensors (text or
+    object arrays for STRING), lists of arrays for sequences, ``None`` or the
+    value for optionals; outputs come back the same way."""
 
     def __init__(self, session: InferenceSession) -> None:
         self.session = session
@@ -104,16 +107,15 @@ class MetalMpsBackend(Backend):
         names = [n for n in node.input if n]
         if len(inputs) != len(names):
             raise ValueError(f"node '{node.name}' has {len(names)} inputs, {len(inputs)} given")
-        arrays = [np.asarray(x) for x in inputs]
+        # A list is a sequence input (of its first array's dtype); anything else a tensor.
+        values = [
+            [np.asarray(e) for e in x] if isinstance(x, (list, tuple)) else np.asarray(x)
+            for x in inputs
+        ]
         graph = helper.make_graph(
             [node],
             node.name or node.op_type,
-            [
-                helper.make_tensor_value_info(
-                    n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)
-                )
-                for n, a in zip(names, arrays)
-            ],
+            [_value_info(n, v) for n, v in zip(names, values)],
             [helper.make_empty_tensor_value_info(n) for n in node.output if n],
         )
         opsets = [helper.make_opsetid("", kwargs.pop("opset_version", onnx.defs.onnx_opset_version()))]
@@ -121,7 +123,21 @@ class MetalMpsBackend(Backend):
             schema = onnx.defs.get_schema(node.op_type, domain=node.domain)
             opsets.append(helper.make_opsetid(node.domain, schema.since_version))
         model = helper.make_model(graph, opset_imports=opsets)
-        return cls.prepare(model, device, **kwargs).run(arrays)
+        return cls.prepare(model, device, **kwargs).run(values)
+
+
+def _tensor_type(dtype: np.dtype) -> int:
+    """The ONNX element type of a numpy dtype; text, bytes and objects are STRING."""
+    if dtype.kind in "USO":
+        return onnx.TensorProto.STRING
+    return helper.np_dtype_to_tensor_dtype(dtype)
+
+
+def _value_info(name: str, value: Any) -> onnx.ValueInfoProto:
+    if isinstance(value, list):
+        dtype = value[0].dtype if value else np.dtype(np.float32)
+        return helper.make_tensor_sequence_value_info(name, _tensor_type(dtype), None)
+    return helper.make_tensor_value_info(name, _tensor_type(value.dtype), list(value.shape))
 
 
 prepare = MetalMpsBackend.prepare
