@@ -102,6 +102,11 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
     let Some(width) = indexes.iter().max().map(|m| m + 1) else {
         return metal_mps_ir::invalid!("{NAME}: ngram_indexes is empty");
     };
+    // One output row is `width` FLOATs: refuse a width beyond the tensor cap
+    // here, before the weights below are laid out per column.
+    metal_mps_ir::limits::check_tensor_bytes(width.saturating_mul(4)).map_err(|e| {
+        metal_mps_ir::Error::TooLarge(format!("{NAME}: ngram_indexes up to {}: {e}", width - 1))
+    })?;
     // The spec (and onnxruntime) weigh the k-th n-gram of the pool by
     // `weights[k]`, in the column `ngram_indexes[k]` it counts in.
     let given = a.floats("weights")?.unwrap_or_default();
@@ -115,7 +120,7 @@ pub fn build(cx: &BuildCx) -> Result<Op> {
                 indexes.len()
             );
         }
-        let mut w = vec![0.0; width];
+        let mut w = metal_mps_ir::limits::try_vec::<f32>(width)?;
         for (&col, &g) in indexes.iter().zip(&given) {
             w[col] = g;
         }
@@ -210,8 +215,14 @@ impl TfIdf {
         let c = row.len();
         let mut start_size = self.min_gram;
         for skip in 1..=self.max_skip + 1 {
+            // Past here no n-gram of `start_size` items `skip` apart fits in
+            // the row, nor at any larger skip: a huge max_skip_count ends here.
+            let span = skip.saturating_mul(start_size - 1);
+            if start_size > 1 && span >= c {
+                break;
+            }
             for start in 0..c {
-                if start + skip * (start_size - 1) >= c {
+                if start.saturating_add(span) >= c {
                     break;
                 }
                 let (mut node, mut size, mut item) = (0, 1, start);
@@ -406,6 +417,36 @@ mod tests {
             two,
             [0., 0., 0., 0., 0., 1., 0., 0., 0., 1., 0., 1., 0., 0.]
         );
+    }
+
+    #[test]
+    fn a_huge_skip_count_counts_like_the_row_length_and_ends() {
+        // Rows of 4 items: no bigram spans more than 3 positions, so any
+        // max_skip_count from 2 up counts (7, 8) in row 0 and 5, (5, 6) in row 1.
+        let x = Tensor::from_vec(vec![2, 4], vec![7i64, 0, 8, 0, 5, 0, 0, 6]).unwrap();
+        let huge = run(&op(bigrams("TF", i64::MAX)).unwrap(), x);
+        assert_eq!(
+            huge,
+            [0., 0., 0., 0., 0., 1., 0., 0., 0., 1., 0., 1., 0., 0.]
+        );
+        // A min_gram_length far beyond the row counts nothing (and does not overflow).
+        let mut a = bigrams("TF", 3);
+        a[1] = ("min_gram_length", Attribute::Int(i64::MAX));
+        a[2] = ("max_gram_length", Attribute::Int(i64::MAX));
+        let x = Tensor::from_vec(vec![4], vec![5i64, 6, 7, 8]).unwrap();
+        assert_eq!(run(&op(a).unwrap(), x), [0.0; 7]);
+    }
+
+    #[test]
+    fn an_output_width_beyond_the_tensor_cap_is_refused_at_build() {
+        let mut a = bigrams("TF", 0);
+        a[5] = (
+            "ngram_indexes",
+            Attribute::Ints(vec![0, 1, 2, 3, 4, 5, i64::MAX]),
+        );
+        a.push(("weights", Attribute::Floats(vec![1.0; 7])));
+        let e = op(a).unwrap_err().to_string();
+        assert!(e.contains(NAME) && e.contains("ngram_indexes"), "{e}");
     }
 
     #[test]
