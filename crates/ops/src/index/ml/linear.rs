@@ -132,8 +132,12 @@ impl Operator for Linear {
         let xs = values(x);
         let oc = self.out_classes();
         let ids = self.labels.as_ref().map(Labels::ids);
+        let total = n.checked_mul(oc).ok_or_else(|| {
+            metal_mps_ir::Error::TooLarge(format!("{}: {n} rows of {oc} scores", self.name))
+        })?;
+        metal_mps_ir::limits::check_tensor_bytes(total.saturating_mul(8))?;
         let mut labels = Vec::with_capacity(n);
-        let mut z = Vec::with_capacity(n * oc);
+        let mut z = Vec::with_capacity(total);
         for r in 0..n {
             let row = &xs[r * f..(r + 1) * f];
             let s: Vec<f64> = (0..t)

@@ -95,6 +95,17 @@ impl Ensemble {
         {
             return metal_mps_ir::invalid!("{op}: a leaf votes for a target >= {}", self.n_targets);
         }
+        // One row's scores are kept per target: a declared count beyond the
+        // tensor cap is refused here, not met as a failed allocation later.
+        metal_mps_ir::limits::check_tensor_bytes(self.n_targets.saturating_mul(16)).map_err(
+            |_| {
+                metal_mps_ir::Error::TooLarge(format!(
+                    "{op}: n_targets = {}: the scores of one row exceed the limit per tensor \
+                 (METAL_MPS_MAX_TENSOR_BYTES)",
+                    self.n_targets
+                ))
+            },
+        )?;
         Ok(())
     }
 
@@ -625,8 +636,12 @@ impl Operator for Trees {
         let (n, f) = rows_features(self.name, x.shape())?;
         let xs = values(x);
         let nt = self.e.n_targets;
+        let total = n.checked_mul(nt).ok_or_else(|| {
+            metal_mps_ir::Error::TooLarge(format!("{}: {n} rows of {nt} scores", self.name))
+        })?;
+        metal_mps_ir::limits::check_tensor_bytes(total.saturating_mul(8))?;
         let mut labels = Vec::with_capacity(n);
-        let mut scores = Vec::with_capacity(n * nt);
+        let mut scores = Vec::with_capacity(total);
         for r in 0..n {
             let p = self.e.row(self.name, &xs[r * f..(r + 1) * f])?;
             match self.output {
