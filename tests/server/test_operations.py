@@ -110,7 +110,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path, reference):
     t.join()
     assert code == 0, s.log()
     assert "SIGTERM received" in s.log()
-    assert len(answers) == 1 and isinstance(answers[0], np.ndarray), answers
+    assert len(answers) == 1 and isinstance(answers[0], np.ndarray), ([str(a) for a in answers], s.log()[-2000:])
     np.testing.assert_allclose(answers[0], reference("simple_cnn", x), rtol=1e-4, atol=1e-4)
     assert http_status(f"http://{s.http_url}/v2/health/live") == 0  # gone
 
