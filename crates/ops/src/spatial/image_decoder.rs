@@ -115,20 +115,20 @@ impl ImageDecoder {
         self.arrange(rgb.into_raw(), w, h)
     }
 
-    /// The output tensor from RGB pixels.
-    fn arrange(&self, pixels: Vec<u8>, w: usize, h: usize) -> Result<Tensor> {
-        let data: Vec<u8> = match self.format {
-            Format::Rgb => pixels,
-            Format::Bgr => pixels
-                .chunks_exact(3)
-                .flat_map(|p| [p[2], p[1], p[0]])
-                .collect(),
-            Format::Gray => pixels
-                .chunks_exact(3)
-                .map(|p| luma(p[0], p[1], p[2]))
-                .collect(),
-        };
-        Tensor::from_vec(vec![h, w, self.channels()], data)
+    /// The output tensor from RGB pixels, rearranged in their own buffer.
+    fn arrange(&self, mut pixels: Vec<u8>, w: usize, h: usize) -> Result<Tensor> {
+        match self.format {
+            Format::Rgb => {}
+            Format::Bgr => pixels.chunks_exact_mut(3).for_each(|p| p.swap(0, 2)),
+            Format::Gray => {
+                // Pixel i's luma goes to byte i, never ahead of pixel i's own bytes.
+                for i in 0..w * h {
+                    pixels[i] = luma(pixels[3 * i], pixels[3 * i + 1], pixels[3 * i + 2]);
+                }
+                pixels.truncate(w * h);
+            }
+        }
+        Tensor::from_vec(vec![h, w, self.channels()], pixels)
     }
 
     fn channels(&self) -> usize {

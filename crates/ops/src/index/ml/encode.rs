@@ -1,6 +1,7 @@
 //! LabelEncoder and CategoryMapper: element-wise lookups from keys to values,
 //! each side integers, floats or strings.
 
+use super::positions;
 use crate::support::{arg, from_f64s, from_i64s, known, like};
 use crate::{Attributes, BuildCx};
 use metal_mps_ir::infer::Known;
@@ -96,17 +97,11 @@ fn float_key(v: f64) -> u64 {
 }
 
 impl Index {
-    /// The first position of every key wins, as a Python dict built from
-    /// the pairs would keep the last: onnxruntime keeps the first.
+    /// Each key to its first position (onnxruntime keeps the first of
+    /// repeated keys).
     fn new(keys: &Column) -> Index {
         match keys {
-            Column::Ints(_, v) => {
-                let mut m = HashMap::new();
-                for (i, &k) in v.iter().enumerate() {
-                    m.entry(k).or_insert(i);
-                }
-                Index::Ints(m)
-            }
+            Column::Ints(_, v) => Index::Ints(positions(v)),
             Column::Floats(_, v) => {
                 let (mut m, mut nan) = (HashMap::new(), None);
                 for (i, &k) in v.iter().enumerate() {
@@ -118,13 +113,7 @@ impl Index {
                 }
                 Index::Floats(m, nan)
             }
-            Column::Strings(v) => {
-                let mut m = HashMap::new();
-                for (i, k) in v.iter().enumerate() {
-                    m.entry(k.clone()).or_insert(i);
-                }
-                Index::Strings(m)
-            }
+            Column::Strings(v) => Index::Strings(positions(v)),
         }
     }
 

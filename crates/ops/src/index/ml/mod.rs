@@ -72,6 +72,18 @@ impl Labels {
     }
 }
 
+/// Each distinct element of `list` to its first position (onnxruntime keeps
+/// the first of repeated keys and categories).
+pub fn positions<T: Clone + Eq + std::hash::Hash>(
+    list: &[T],
+) -> std::collections::HashMap<T, usize> {
+    let mut m = std::collections::HashMap::new();
+    for (i, c) in list.iter().enumerate() {
+        m.entry(c.clone()).or_insert(i);
+    }
+    m
+}
+
 /// The rows and features of an ml input: `[N, F]`, or `[F]` as one row.
 pub fn rows_features(op: &str, shape: &[usize]) -> Result<(usize, usize)> {
     match shape {

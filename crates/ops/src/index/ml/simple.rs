@@ -1,7 +1,7 @@
 //! Elementwise and feature-wise ml operators: Binarizer, Scaler, Normalizer,
 //! Imputer, OneHotEncoder, ArrayFeatureExtractor and FeatureVectorizer.
 
-use super::{check_numeric, rows_features, values};
+use super::{check_numeric, positions, rows_features, values};
 use crate::support::{arg, from_f64s, from_i64s, known, like};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
@@ -140,15 +140,6 @@ pub fn build_one_hot(cx: &BuildCx) -> Result<Op> {
             zeros: cx.attrs.flag("zeros", true)?,
         },
     )
-}
-
-/// Each distinct element of `list` to its first position.
-fn positions<T: Clone + Eq + std::hash::Hash>(list: &[T]) -> HashMap<T, usize> {
-    let mut m = HashMap::new();
-    for (i, c) in list.iter().enumerate() {
-        m.entry(c.clone()).or_insert(i);
-    }
-    m
 }
 
 pub fn build_array_feature_extractor(_cx: &BuildCx) -> Result<Op> {
