@@ -5,6 +5,11 @@
   resnet_block  input [N,64,56,56] -> Conv3x3+BN+Relu -> Conv3x3+BN -> Add(input) -> Relu
   resnet50      input [N,3,224,224] -> ResNet-50 v1 (torchvision layout, BN kept as nodes,
                 GlobalAveragePool + Flatten + Gemm head) -> [N,1000]
+  transformer_layer  input [N,128,768] -> one BERT-base encoder layer as PyTorch exports it
+                (MatMul+Add projections, Reshape/Transpose into 12 heads, scaled Q·Kᵀ, Softmax,
+                ·V, output projection, residual + LayerNormalization, Erf-GELU feed-forward 3072,
+                residual + LayerNormalization) -> [N,128,768]
+  mlp           input [N,1024] -> Gemm 1024 + Relu -> Gemm 1024 + Relu -> Gemm 10 -> [N,10]
   tiny          input [N,4] -> Add(constant) -> [N,4]   (for protocol-overhead benchmarks)
 
 Weights are random from a fixed seed with He-normal conv init; ResNet-50's BatchNormalization
@@ -163,13 +168,74 @@ def calibrate_bn(model: onnx.ModelProto, batch: int = 1, size: int = 112) -> onn
     return model
 
 
+def transformer_layer(seq: int = 128, d: int = 768, heads: int = 12, ff: int = 3072) -> onnx.ModelProto:
+    """One post-norm BERT encoder layer, node for node what torch.onnx.export writes for
+    BertLayer (opset 17: LayerNormalization is one node; GELU is the Erf form)."""
+    b = Builder(SEED + 5)
+    hd = d // heads
+
+    def linear(x: str, cin: int, cout: int) -> str:
+        w = b.rng.normal(0.0, np.sqrt(1.0 / cin), size=(cin, cout))
+        name = b._name("linear")
+        y = b.node("MatMul", [x, b.const(f"{name}.weight", w)])
+        return b.node("Add", [y, b.const(f"{name}.bias", b.rng.uniform(-0.05, 0.05, size=cout))])
+
+    def shape(name: str, dims: list[int]) -> str:
+        b.inits.append(numpy_helper.from_array(np.array(dims, dtype=np.int64), name))
+        return name
+
+    def layer_norm(x: str) -> str:
+        name = b._name("ln")
+        scale = b.const(f"{name}.weight", b.rng.uniform(0.8, 1.2, size=d))
+        bias = b.const(f"{name}.bias", b.rng.uniform(-0.1, 0.1, size=d))
+        return b.node("LayerNormalization", [x, scale, bias], axis=-1, epsilon=1e-12)
+
+    def heads_of(x: str) -> str:
+        x = b.node("Reshape", [x, shape(b._name("heads"), [0, 0, heads, hd])])
+        return b.node("Transpose", [x], perm=[0, 2, 1, 3])
+
+    q = heads_of(linear("input", d, d))
+    k = b.node("Transpose", [b.node("Reshape", [linear("input", d, d),
+                                                 shape("k_heads", [0, 0, heads, hd])])], perm=[0, 2, 3, 1])
+    v = heads_of(linear("input", d, d))
+    scores = b.node("Div", [b.node("MatMul", [q, k]), b.const("sqrt_head_dim", np.array(np.sqrt(hd)))])
+    ctx = b.node("MatMul", [b.node("Softmax", [scores], axis=-1), v])
+    ctx = b.node("Reshape", [b.node("Transpose", [ctx], perm=[0, 2, 1, 3]), shape("merge", [0, 0, d])])
+    x = layer_norm(b.node("Add", [linear(ctx, d, d), "input"]))
+    h = linear(x, d, ff)
+    erf = b.node("Erf", [b.node("Div", [h, b.const("sqrt2", np.array(np.sqrt(2.0)))])])
+    gelu = b.node("Mul", [b.node("Mul", [h, b.node("Add", [erf, b.const("one", np.array(1.0))])]),
+                          b.const("half", np.array(0.5))])
+    y = b.node("Add", [linear(gelu, ff, d), x])
+    name = b._name("ln")
+    b.node("LayerNormalization", [y, b.const(f"{name}.weight", np.ones(d)), b.const(f"{name}.bias", np.zeros(d))],
+           "output", axis=-1, epsilon=1e-12)
+    return b.model("transformer_layer", ["batch", seq, d], ["batch", seq, d])
+
+
+def mlp() -> onnx.ModelProto:
+    """Three Linear layers as PyTorch exports them for a 2-D input (Gemm, transB=1)."""
+    b = Builder(SEED + 6)
+    x = "input"
+    for i, (cin, cout) in enumerate(((1024, 1024), (1024, 1024), (1024, 10))):
+        w = b.rng.normal(0.0, np.sqrt(2.0 / cin), size=(cout, cin))
+        bias = b.rng.uniform(-0.05, 0.05, size=cout)
+        last = i == 2
+        x = b.node("Gemm", [x, b.const(f"fc{i}.weight", w), b.const(f"fc{i}.bias", bias)],
+                   "output" if last else None, transB=1)
+        if not last:
+            x = b.relu(x)
+    return b.model("mlp", ["batch", 1024], ["batch", 10])
+
+
 def tiny() -> onnx.ModelProto:
     b = Builder(SEED + 4)
     b.node("Add", ["input", b.const("tiny.bias", np.array([1.0, 2.0, 3.0, 4.0]))], "output")
     return b.model("tiny", ["batch", 4], ["batch", 4])
 
 
-MODELS = {"simple_cnn": simple_cnn, "resnet_block": resnet_block, "resnet50": resnet50, "tiny": tiny}
+MODELS = {"simple_cnn": simple_cnn, "resnet_block": resnet_block, "resnet50": resnet50,
+          "transformer_layer": transformer_layer, "mlp": mlp, "tiny": tiny}
 
 
 def validate(path: Path, batch: int = 2) -> str:

@@ -2,14 +2,22 @@
 """Time `metal-mps bench --json` against onnxruntime on the test models and print a table.
 
 Both run in this one process's turn, one after the other (never concurrently), with the same
-input shapes and random non-zero inputs: onnxruntime on CPU with intra_op_num_threads=2,
+input shapes and random non-zero inputs: onnxruntime on CPU with intra_op_num_threads=--threads
+(2 by default) and metal-mps with as many (RAYON_NUM_THREADS),
 warm-up runs, then the median of --iterations timed runs. The two alternate for --rounds
 rounds, so that both see the same phases of a shared machine; the table gives the median over
 rounds of each one's median and of the per-round ratio, the range of the ratios, and the ratio
 of the two engines' fastest runs (what each does when the shared machine leaves it alone). Models are
 taken from --models (built there with models/create_test_model.py when missing).
 
+Models built by models/create_test_model.py: simple_cnn, resnet_block, resnet50, transformer_layer
+(a BERT-base encoder layer, sequence 128), mlp; mobilenet_block. Exported by PyTorch, used when
+present in --models (scripts/export_bench_models.py writes them): resnet50_tv, mobilenetv2_tv,
+bert_base (sequence 128). The CPU's model and vector flags are printed first;
+METAL_MPS_CPU_ISA=avx2 (or portable) caps the instruction set of metal-mps's kernels.
+
   python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--rounds 5] [--device cpu|gpu]
+                              [--threads 2] [--only NAME ...] [--batch N]
 """
 
 from __future__ import annotations
@@ -27,28 +35,64 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1)]
+CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1), ("mobilenet_block", 2),
+         ("transformer_layer", 2), ("mlp", 8), ("resnet50_tv", 1), ("mobilenetv2_tv", 1), ("bert_base", 1)]
+EXPORTED = {"resnet50_tv", "mobilenetv2_tv", "bert_base"}
+SEQ = 128
+
+
+def cpu_summary() -> str:
+    """The CPU's model name and the vector extensions the kernels choose between."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            if key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "avx512_fp16", "amx_tile", "asimd", "asimddp", "sve"]
+    cap = os.environ.get("METAL_MPS_CPU_ISA")
+    return (f"CPU: {model}; {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; flags: "
+            f"{' '.join(f for f in wanted if f in flags) or 'none of interest'}"
+            + (f"; METAL_MPS_CPU_ISA={cap}" if cap else ""))
 
 
 def ensure_models(models: Path, names: list[str]) -> None:
-    missing = [n for n in names if not (models / f"{n}.onnx").is_file()]
+    missing = [n for n in names if n not in EXPORTED and not (models / f"{n}.onnx").is_file()]
     if missing:
         subprocess.run([sys.executable, str(ROOT / "models" / "create_test_model.py"), str(models),
                         "--no-validate", "--only", *missing], check=True, stdout=subprocess.DEVNULL)
 
 
-def ort_session(model: Path, batch: int):
-    """An onnxruntime CPU session (2 intra-op threads) and its random non-zero feeds."""
+def ort_session(model: Path, batch: int, threads: int):
+    """An onnxruntime CPU session and its random non-zero feeds (integers in 1..9, as
+    `metal-mps bench` draws them; a dynamic first dim is the batch, any other one SEQ)."""
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {}
     for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else batch for d in i.shape]
-        feeds[i.name] = (rng.uniform(0.1, 1.0, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
+        shape = [d if isinstance(d, int) else (batch if k == 0 else SEQ) for k, d in enumerate(i.shape)]
+        if "int" in i.type:
+            feeds[i.name] = rng.integers(1, 10, shape).astype(np.int64 if "int64" in i.type else np.int32)
+        else:
+            feeds[i.name] = (rng.uniform(0.1, 1.0, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
     return sess, feeds
+
+
+def symbolic_dims(model: Path) -> list[str]:
+    """Names of the inputs' dynamic dims past the first (each is given SEQ)."""
+    import onnx
+
+    m = onnx.load(str(model), load_external_data=False)
+    return sorted({d.dim_param for i in m.graph.input for k, d in enumerate(i.type.tensor_type.shape.dim)
+                   if k > 0 and d.dim_param})
 
 
 def bench_ort(sess, feeds, iterations: int, warmup: int) -> tuple[float, float]:
@@ -63,11 +107,15 @@ def bench_ort(sess, feeds, iterations: int, warmup: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
-def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: int, device: str) -> dict:
+def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: int, device: str,
+               threads: int) -> dict:
     """The JSON object printed by `metal-mps bench --json`."""
     cmd = [binary, "bench", str(model), "--batch", str(batch), "--device", device,
            "--iterations", str(iterations), "--warmup", str(warmup), "--json"]
-    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    for name in symbolic_dims(model):
+        cmd += ["--dim", f"{name}={SEQ}"]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}{p.stdout}")
     lines = [l for l in p.stdout.splitlines() if l.strip().startswith("{")]
@@ -85,18 +133,26 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "build" / "models")
     ap.add_argument("--bin", default=os.environ.get("METAL_MPS_BIN", str(ROOT / "target" / "release" / "metal-mps")))
     ap.add_argument("--only", nargs="+", choices=[n for n, _ in CASES])
+    ap.add_argument("--threads", type=int, default=2, help="threads of each engine")
+    ap.add_argument("--batch", type=int, help="batch of every model instead of its own")
     args = ap.parse_args()
 
-    cases = [(n, b) for n, b in CASES if not args.only or n in args.only]
+    print(cpu_summary(), file=sys.stderr)
+    cases = [(n, args.batch or b) for n, b in CASES if not args.only or n in args.only]
     ensure_models(args.models, [n for n, _ in cases])
+    missing = [n for n, _ in cases if n in EXPORTED and not (args.models / f"{n}.onnx").is_file()]
+    if missing:
+        print(f"skipped (not in {args.models}; see scripts/export_bench_models.py): {' '.join(missing)}",
+              file=sys.stderr)
+    cases = [(n, b) for n, b in cases if n not in missing]
     rows = []
     for name, batch in cases:
         model = args.models / f"{name}.onnx"
-        sess, feeds = ort_session(model, batch)
+        sess, feeds = ort_session(model, batch, args.threads)
         ort_ms, ours_ms, ratios, fastest = [], [], [], ([], [])
         for r in range(args.rounds):
             median_ms, min_ms = bench_ort(sess, feeds, args.iterations, args.warmup)
-            ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device)
+            ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device, args.threads)
             ort_ms.append(median_ms)
             ours_ms.append(ours["median_ms"])
             fastest[0].append(min_ms)
@@ -108,7 +164,8 @@ def main() -> int:
         rows.append((name, batch, med(ort_ms), med(ours_ms), med(ratios), min(ratios), max(ratios),
                      min(fastest[1]) / min(fastest[0])))
 
-    print(f"\nonnxruntime {ort.__version__} CPU (2 threads) vs metal-mps --device {args.device}; "
+    print(f"\n{cpu_summary()}\nonnxruntime {ort.__version__} CPU ({args.threads} threads) vs metal-mps "
+          f"--device {args.device} ({args.threads} threads); "
           f"{args.rounds} alternating rounds, each the median of {args.iterations} runs after "
           f"{args.warmup} warm-up\n")
     print("| model | batch | ORT median (ms) | metal-mps median (ms) | ratio (ours/ORT), median of rounds "

@@ -86,8 +86,10 @@ def run_cli(model: Path, inputs: dict[str, Path], out_dir: Path, device: str = "
     return metal_mps(*args)
 
 
-CASES = [("simple_cnn", 1), ("simple_cnn", 4), ("resnet_block", 1), ("resnet_block", 4), ("resnet50", 1)]
-SHAPES = {"simple_cnn": (3, 224, 224), "resnet_block": (64, 56, 56), "resnet50": (3, 224, 224)}
+CASES = [("simple_cnn", 1), ("simple_cnn", 4), ("resnet_block", 1), ("resnet_block", 4), ("resnet50", 1),
+         ("transformer_layer", 1), ("transformer_layer", 3), ("mlp", 1), ("mlp", 7)]
+SHAPES = {"simple_cnn": (3, 224, 224), "resnet_block": (64, 56, 56), "resnet50": (3, 224, 224),
+          "transformer_layer": (128, 768), "mlp": (1024,)}
 
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])

@@ -15,6 +15,10 @@ pub struct Args {
     /// Size of a dynamic first (batch) dimension.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Size of a named dynamic dimension, e.g. `--dim seq=128` (repeatable);
+    /// other dynamic dimensions past the first are 1.
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    dims: Vec<(String, usize)>,
     /// Timed runs.
     #[arg(long, default_value_t = 50)]
     iterations: usize,
@@ -24,6 +28,10 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// After the timed runs, print the time spent in each operator type
+    /// during them (CPU engine nodes, and the GPU engine's CPU-fallback nodes).
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -35,6 +43,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let model = Model::load(&args.model, &args.engine.options())
         .with_context(|| format!("loading {}", args.model.display()))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let named = |name: &str| args.dims.iter().find(|(n, _)| n == name).map(|d| d.1);
     let inputs: Vec<Tensor> = model
         .inputs()
         .iter()
@@ -45,6 +54,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 .enumerate()
                 .map(|(d, dim)| match dim {
                     Dim::Fixed(n) => *n,
+                    Dim::Sym(name) => named(name).unwrap_or(if d == 0 { args.batch } else { 1 }),
                     _ if d == 0 => args.batch,
                     _ => 1,
                 })
@@ -55,6 +65,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     for _ in 0..args.warmup {
         model.run_in_order(&inputs)?;
     }
+    metal_mps::profile::set_enabled(args.profile);
     let mut times = Vec::with_capacity(args.iterations);
     for _ in 0..args.iterations {
         let t = Instant::now();
@@ -90,7 +101,37 @@ pub fn main(args: Args) -> Result<ExitCode> {
             args.iterations
         );
     }
+    if args.profile {
+        print_profile(times.iter().sum::<f64>(), args.iterations);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operators' share of `total_ms`, the sum of the timed runs.
+fn print_profile(total_ms: f64, runs: usize) {
+    println!(
+        "{:<24} {:>10} {:>8} {:>7}",
+        "operator", "ms/run", "calls", "share"
+    );
+    for (op, took, calls) in metal_mps::profile::report() {
+        let ms = took.as_secs_f64() * 1e3;
+        println!(
+            "{op:<24} {:>10.3} {:>8} {:>6.1}%",
+            ms / runs as f64,
+            calls / runs as u64,
+            100.0 * ms / total_ms
+        );
+    }
+}
+
+fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
+    let (name, size) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=SIZE, got '{s}'"))?;
+    let size = size
+        .parse()
+        .map_err(|e| format!("size of '{name}' is not a count: {e}"))?;
+    Ok((name.to_string(), size))
 }
 
 /// Uniform values away from zero: floats in ±[0.1, 1], integers in 1..=9, random booleans.

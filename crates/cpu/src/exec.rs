@@ -1,6 +1,6 @@
 //! Runs a planned graph on the CPU.
 
-use crate::kernels::{conv_packed, ConvWeights};
+use crate::kernels::{conv_packed, gemm_packed, matmul_packed, ConvWeights, PackedLinear};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
 use metal_mps_ir::{passes, DType, Datum, Dim, Error, Graph, Node, Op, Result, Storage, Tensor};
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 pub struct CpuPlan {
     graph: Graph,
     plan: Plan,
-    /// Per node: the packed weights of a Conv whose weights are constant.
-    packed: Vec<Option<ConvWeights>>,
+    /// Per node: the packed weights of a Conv, MatMul or Gemm whose weights are constant.
+    packed: Vec<Option<Packed>>,
     /// Per node: whether it reads or writes a sequence or optional (run through
     /// [`metal_mps_ir::Operator::eval_data`]).
     on_data: Vec<bool>,
@@ -40,20 +40,26 @@ impl CpuPlan {
     pub fn new(mut graph: Graph) -> CpuPlan {
         passes::fuse_residual_add(&mut graph);
         passes::fuse_max_pool(&mut graph);
+        passes::fuse_matmul_bias(&mut graph);
         let plan = Plan::new(&graph);
         let packed = graph
             .nodes
             .iter()
             .map(|node| {
-                let Op::Conv(attrs) = &node.op else {
-                    return None;
-                };
                 let w = node.inputs.get(1).copied().flatten()?;
                 let w = graph.values[w].constant.as_deref()?;
+                if w.dtype() != DType::F32 {
+                    return None;
+                }
                 // Weights that do not pack are left to the kernel, which reports why.
-                (w.dtype() == DType::F32)
-                    .then(|| ConvWeights::new(w, attrs, output_pixels(&graph, node)).ok())
-                    .flatten()
+                match &node.op {
+                    Op::Conv(attrs) => ConvWeights::new(w, attrs, output_pixels(&graph, node))
+                        .ok()
+                        .map(Packed::Conv),
+                    Op::MatMul { .. } => PackedLinear::matmul(w).ok().map(Packed::Linear),
+                    Op::Gemm(attrs) => PackedLinear::gemm(attrs, w).ok().map(Packed::Linear),
+                    _ => None,
+                }
             })
             .collect();
         let constant_bytes = graph
@@ -80,9 +86,16 @@ impl CpuPlan {
         }
     }
 
-    /// Bytes of the packed convolution weights.
+    /// Bytes of the packed weights.
     pub fn packed_bytes(&self) -> usize {
-        self.packed.iter().flatten().map(ConvWeights::bytes).sum()
+        self.packed
+            .iter()
+            .flatten()
+            .map(|p| match p {
+                Packed::Conv(w) => w.bytes(),
+                Packed::Linear(w) => w.bytes(),
+            })
+            .sum()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -222,6 +235,7 @@ impl CpuPlan {
         for (step, &n) in self.plan.order.iter().enumerate() {
             let node = &g.nodes[n];
             metal_mps_ir::limits::check_run_time()?;
+            let started = crate::profile::enabled().then(Instant::now);
             if self.on_data[n] {
                 self.execute_on_data(node, owned, fed, data)?;
                 continue;
@@ -253,20 +267,42 @@ impl CpuPlan {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let mut out = Out::reusing(storages);
+                let (x, third) = (
+                    crate::kernels::arg(&inputs, 0),
+                    crate::kernels::opt(&inputs, 2),
+                );
                 match (&node.op, &self.packed[n]) {
-                    (Op::Conv(attrs), Some(w)) => conv_packed(
+                    (Op::Conv(attrs), Some(Packed::Conv(w))) => conv_packed(
                         attrs,
-                        crate::kernels::arg(&inputs, 0)?,
+                        x?,
                         w,
-                        crate::kernels::opt(&inputs, 2),
+                        third,
                         crate::kernels::opt(&inputs, 3),
                         &mut out,
                     )
                     .map(|t| vec![t]),
+                    (Op::MatMul { activation }, Some(Packed::Linear(w)))
+                        if x.as_ref().is_ok_and(|x| x.dtype() == DType::F32) =>
+                    {
+                        matmul_packed(x?, w, third, *activation, &mut out).map(|t| vec![t])
+                    }
+                    (Op::Gemm(attrs), Some(Packed::Linear(w)))
+                        if x.as_ref().is_ok_and(|x| x.dtype() == DType::F32) =>
+                    {
+                        gemm_packed(attrs, x?, w, third, &mut out).map(|t| vec![t])
+                    }
                     (op, _) => eval_op(op, &inputs, node.outputs.len(), &mut out),
                 }
                 .map_err(|e| node.error(e))?
             };
+            if let Some(started) = started {
+                let packed = if self.packed[n].is_some() {
+                    " (packed)"
+                } else {
+                    ""
+                };
+                crate::profile::record(&format!("{}{packed}", node.op.name()), started.elapsed());
+            }
             for (&o, t) in node.outputs.iter().zip(outs) {
                 owned[o] = Some(t);
             }
@@ -333,6 +369,12 @@ impl CpuPlan {
             .unwrap_or_else(|e| e.into_inner())
             .push(slots);
     }
+}
+
+/// Constant weights packed for their node's kernel.
+enum Packed {
+    Conv(ConvWeights),
+    Linear(PackedLinear),
 }
 
 /// A graph input as given to [`CpuPlan::run_fed`].

@@ -7,6 +7,7 @@
 
 mod exec;
 mod kernels;
+pub mod profile;
 
 pub use exec::CpuPlan;
 pub use kernels::{cast_with, eval_op};

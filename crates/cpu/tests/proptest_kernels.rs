@@ -1153,3 +1153,45 @@ proptest! {
         check_conv(&c)?;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Transpose
+// ---------------------------------------------------------------------------
+
+/// A shape of rank 1..=5 (sizes 1..=9, sometimes large enough to be split
+/// among threads), a permutation of it, and an element size.
+fn transpose_case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, DType, u64)> {
+    (1usize..=5, any::<bool>())
+        .prop_flat_map(|(rank, big)| {
+            let dims = prop::collection::vec(1usize..=if big { 40 } else { 9 }, rank);
+            let perm = Just((0..rank).collect::<Vec<usize>>()).prop_shuffle();
+            let dtype = prop::sample::select(vec![DType::F32, DType::U8, DType::I16, DType::I64]);
+            (dims, perm, dtype, any::<u64>())
+        })
+        .prop_filter("at most 2M elements", |(d, ..)| numel(d) <= 2 << 20)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn transpose_matches_index_arithmetic((shape, perm, dtype, seed) in transpose_case()) {
+        let n = numel(&shape);
+        let mut rng = Rng(seed);
+        let values: Vec<i64> = (0..n).map(|_| rng.int(0, 100)).collect();
+        let x = Tensor::from_vec(shape.clone(), values.clone()).unwrap();
+        let x = run1(&Op::Cast { to: dtype }, &[Some(&x)], n * 8).unwrap();
+        let y = run1(&Op::Transpose { perm: perm.clone() }, &[Some(&x)], n * 8).unwrap();
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        prop_assert_eq!(y.shape(), &out_shape[..]);
+        let y = run1(&Op::Cast { to: DType::I64 }, &[Some(&y)], n * 8).unwrap().to_i64_vec().unwrap();
+        let (in_strides, out_strides) = (row_strides(&shape), row_strides(&out_shape));
+        for (o, &got) in y.iter().enumerate() {
+            // Output index → input index through the permutation.
+            let src: usize = (0..shape.len())
+                .map(|d| (o / out_strides[d]) % out_shape[d] * in_strides[perm[d]])
+                .sum();
+            prop_assert_eq!(got, values[src], "output element {}", o);
+        }
+    }
+}

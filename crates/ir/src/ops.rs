@@ -291,7 +291,8 @@ pub enum Op {
     BatchNorm { epsilon: f32 },
     /// Inputs: x. `legacy`: opset < 13, the input is seen as 2-D `[prod(..axis), prod(axis..)]`.
     Softmax { axis: i64, legacy: bool },
-    /// Inputs: a, b.
+    /// Inputs: a, b, bias? (`[N]`, added to every row of the product before
+    /// the activation; from `passes::fuse_matmul_bias`).
     MatMul { activation: Activation },
     /// Inputs: a, b, c?.
     Gemm(GemmAttrs),

@@ -17,6 +17,7 @@ mod model;
 mod options;
 mod validate;
 
+pub use metal_mps_cpu::profile;
 /// Process-wide caps on one tensor's bytes and on one model's plan.
 pub use metal_mps_ir::limits;
 /// Tensors as the serving protocols carry them (BYTES serialized as Triton does).

@@ -4,6 +4,7 @@ use crate::Out;
 use metal_mps_ir::{
     infer, invalid, normalize_axis, strides, DType, Element, Error, Result, Tensor,
 };
+use rayon::prelude::*;
 
 pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Result<Tensor> {
     let target = shape.to_i64_vec()?;
@@ -103,27 +104,96 @@ pub fn transpose(x: &Tensor, perm: &[usize], out: &mut Out) -> Result<Tensor> {
 }
 
 /// Writes `dst` in row-major order of `shape`, reading element `idx` of `src`
-/// at `sum(idx[d] * src_strides[d])`.
+/// at `sum(idx[d] * src_strides[d])` (strides in elements of `size` bytes).
+/// Rows of the innermost axis are copied whole when they are contiguous in
+/// `src`; large copies are split among the threads by rows.
 fn copy_strided(src: &[u8], dst: &mut [u8], shape: &[usize], src_strides: &[usize], size: usize) {
+    let (shape, strides) = merge_axes(shape, src_strides);
     let n: usize = shape.iter().product();
-    if n == 0 {
+    if n == 0 || size == 0 {
         return;
     }
-    let rank = shape.len();
-    let mut idx = vec![0usize; rank];
-    let mut off = 0usize;
-    for o in 0..n {
-        dst[o * size..(o + 1) * size].copy_from_slice(&src[off * size..(off + 1) * size]);
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            off += src_strides[d];
-            if idx[d] < shape[d] {
-                break;
+    let Some((&inner, outer)) = shape.split_last() else {
+        dst[..size].copy_from_slice(&src[..size]);
+        return;
+    };
+    let inner_stride = strides[outer.len()];
+    let row_bytes = inner * size;
+    let copy_rows = |first_row: usize, rows: &mut [u8]| {
+        let mut idx = vec![0usize; outer.len()];
+        let (mut rem, mut off) = (first_row, 0usize);
+        for d in (0..outer.len()).rev() {
+            idx[d] = rem % outer[d];
+            rem /= outer[d];
+            off += idx[d] * strides[d];
+        }
+        for row in rows.chunks_exact_mut(row_bytes) {
+            match (inner_stride, size) {
+                (1, _) => row.copy_from_slice(&src[off * size..][..row_bytes]),
+                (_, 4) => strided_row::<4>(src, row, off, inner_stride),
+                (_, 8) => strided_row::<8>(src, row, off, inner_stride),
+                (_, 2) => strided_row::<2>(src, row, off, inner_stride),
+                (_, 1) => strided_row::<1>(src, row, off, inner_stride),
+                _ => {
+                    for (j, el) in row.chunks_exact_mut(size).enumerate() {
+                        el.copy_from_slice(&src[(off + j * inner_stride) * size..][..size]);
+                    }
+                }
             }
-            off -= src_strides[d] * shape[d];
-            idx[d] = 0;
+            for d in (0..outer.len()).rev() {
+                idx[d] += 1;
+                off += strides[d];
+                if idx[d] < outer[d] {
+                    break;
+                }
+                off -= strides[d] * outer[d];
+                idx[d] = 0;
+            }
+        }
+    };
+    let rows = n / inner;
+    // Blocks of about 64 KiB, so that small copies stay on this thread.
+    let rows_per_task = (64 * 1024 / row_bytes.max(1)).clamp(1, rows);
+    if rows_per_task >= rows {
+        copy_rows(0, &mut dst[..n * size]);
+    } else {
+        dst[..n * size]
+            .par_chunks_mut(rows_per_task * row_bytes)
+            .enumerate()
+            .for_each(|(i, chunk)| copy_rows(i * rows_per_task, chunk));
+    }
+}
+
+/// Elements `off + j·stride` of `src` (each `S` bytes) into `row`.
+#[inline(always)]
+fn strided_row<const S: usize>(src: &[u8], row: &mut [u8], off: usize, stride: usize) {
+    for (j, el) in row.chunks_exact_mut(S).enumerate() {
+        let at = (off + j * stride) * S;
+        el.copy_from_slice(&src[at..at + S]);
+    }
+}
+
+/// The same strided walk over fewer axes: axes of size 1 dropped, and each
+/// axis merged into the one before it when the two are contiguous in the
+/// source (stride of the outer = stride × size of the inner).
+fn merge_axes(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(shape.len());
+    for (&n, &s) in shape.iter().zip(strides) {
+        if n == 1 {
+            continue;
+        }
+        match out.last_mut() {
+            Some((pn, ps)) if *ps == s * n => {
+                *pn *= n;
+                *ps = s;
+            }
+            _ => out.push((n, s)),
         }
     }
+    if shape.contains(&0) {
+        return (vec![0], vec![1]);
+    }
+    out.into_iter().unzip()
 }
 
 pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Tensor> {

@@ -142,7 +142,14 @@ fn strided_gemm(
     }
 }
 
-pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<Tensor> {
+/// `MatMul(a, b)`, plus `bias` (`[N]`) on every row, then the activation.
+pub fn matmul(
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &mut Out,
+) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         return invalid!("MatMul inputs are {} and {}", a.dtype(), b.dtype());
     }
@@ -196,6 +203,17 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
         }
         (oa * m * k, ob * k * n)
     };
+    let bias = match bias {
+        Some(t) if t.dtype() != DType::F32 || a.dtype() != DType::F32 || t.numel() != n => {
+            return invalid!(
+                "MatMul bias must be a FLOAT vector of {n} values for FLOAT inputs, got {} {:?}",
+                t.dtype(),
+                t.shape()
+            )
+        }
+        Some(t) => Some(t.as_slice::<f32>()?),
+        None => None,
+    };
     if !a.dtype().is_float() || a.dtype() == DType::F64 {
         return exact_matmul(a, b, m, k, n, nb, &offsets, shape, act, out);
     }
@@ -215,6 +233,11 @@ pub fn matmul(a: &Tensor, b: &Tensor, act: Activation, out: &mut Out) -> Result<
             for (i, dst) in y.chunks_mut((m * n).max(1)).enumerate() {
                 let (oa, ob) = offsets(i);
                 sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, true);
+            }
+        }
+        if let Some(bias) = bias {
+            for row in y.chunks_mut(n.max(1)) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
             }
         }
         finish(y, None, n.max(1), act);

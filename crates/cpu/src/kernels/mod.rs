@@ -5,6 +5,8 @@ mod cast;
 pub use cast::cast_with;
 mod conv;
 mod layout;
+mod linear;
+pub(crate) use linear::{gemm_packed, matmul_packed, PackedLinear};
 mod matmul;
 mod norm;
 mod packed;
@@ -72,7 +74,13 @@ pub fn eval_op(
         Op::BatchNorm { epsilon } => one(norm::batch_norm(x, &inputs[1..], *epsilon, out)),
         Op::Softmax { axis, legacy } => one(norm::softmax(x, *axis, *legacy, out)),
         Op::Lrn(a) => one(norm::lrn(x, a, out)),
-        Op::MatMul { activation } => one(matmul::matmul(x, arg(inputs, 1)?, *activation, out)),
+        Op::MatMul { activation } => one(matmul::matmul(
+            x,
+            arg(inputs, 1)?,
+            opt(inputs, 2),
+            *activation,
+            out,
+        )),
         Op::Gemm(g) => one(matmul::gemm(g, x, arg(inputs, 1)?, opt(inputs, 2), out)),
         Op::Reduce {
             op,

@@ -269,6 +269,68 @@ pub fn fuse_residual_add(g: &mut Graph) {
     g.remove_nodes(&remove);
 }
 
+/// `Add(MatMul(x, w), b)`, where `w` is a constant FLOAT matrix `[K, N]` and
+/// `b` a constant of `N` values along the last axis (`[N]`, `[1, N]`, ...),
+/// becomes `MatMul(x, w, b)`: the bias is added as the product is stored.
+/// Then an activation reading that output alone is fused too.
+///
+/// Only for engines whose MatMul kernel reads a bias (the CPU's); the default
+/// pipeline does not run it.
+pub fn fuse_matmul_bias(g: &mut Graph) {
+    let consumers = g.consumers();
+    let mut remove = vec![false; g.nodes.len()];
+    for m in 0..g.nodes.len() {
+        let node = &g.nodes[m];
+        let (
+            Op::MatMul {
+                activation: Activation::None,
+            },
+            [Some(_), w],
+        ) = (&node.op, &node.inputs[..])
+        else {
+            continue;
+        };
+        let Some(w) = g.constant(*w) else {
+            continue;
+        };
+        if w.rank() != 2 || w.dtype() != crate::DType::F32 {
+            continue;
+        }
+        let (n, y) = (w.shape()[1], node.outputs[0]);
+        let Some(a) = sole_consumer(g, &consumers, y) else {
+            continue;
+        };
+        if remove[a] || g.nodes[a].op != Op::Binary(BinaryOp::Add) {
+            continue;
+        }
+        let other = match g.nodes[a].inputs[..] {
+            [Some(l), Some(r)] if l == y && r != y => r,
+            [Some(l), Some(r)] if r == y && l != y => l,
+            _ => continue,
+        };
+        let Some(bias) = g.constant(Some(other)) else {
+            continue;
+        };
+        let dims = bias.shape();
+        let y_rank = g.values[y].shape.as_ref().map_or(1, Vec::len);
+        let along_last = dims.last() == Some(&n) && dims[..dims.len() - 1].iter().all(|&d| d == 1);
+        if !along_last || dims.len() > y_rank || bias.dtype() != crate::DType::F32 {
+            continue;
+        }
+        let Ok(flat) = (**bias).clone().reshaped(vec![n]) else {
+            continue;
+        };
+        let bid = g.add_constant(format!("{}.bias", g.nodes[m].name), flat);
+        let out = g.nodes[a].outputs[0];
+        let matmul = &mut g.nodes[m];
+        matmul.inputs.push(Some(bid));
+        matmul.outputs = vec![out];
+        remove[a] = true;
+    }
+    g.remove_nodes(&remove);
+    fuse_activations(g);
+}
+
 /// Folds a 2×2, stride-2 MaxPool (no padding, rounding down) into the 2-D
 /// Conv that feeds it alone (the Simple CNN's Conv → Relu → MaxPool): the
 /// kernel pools each block of output rows while it is in the cache, and the

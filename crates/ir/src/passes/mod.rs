@@ -11,8 +11,8 @@ mod fuse;
 pub use dce::remove_dead_nodes;
 pub use fold::{fold_constants, Evaluator, FOLD_BUDGET_BYTES};
 pub use fuse::{
-    fold_batch_norm_into_conv, fuse_activations, fuse_bias_add, fuse_max_pool, fuse_residual_add,
-    remove_identities,
+    fold_batch_norm_into_conv, fuse_activations, fuse_bias_add, fuse_matmul_bias, fuse_max_pool,
+    fuse_residual_add, remove_identities,
 };
 
 use crate::{Graph, Result};

@@ -24,7 +24,7 @@ pub(super) fn pool_bias_clamp(
     let n = out.len().min(top.len() / 2).min(bottom.len() / 2);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+    if is_x86_feature_detected!("avx2") && crate::kernels::packed::isa_cap() != Some("portable") {
         // SAFETY: the CPU has AVX2.
         done = unsafe {
             x86::pool_bias_clamp(

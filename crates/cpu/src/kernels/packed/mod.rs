@@ -87,6 +87,19 @@ pub struct PackedRhs {
 }
 
 impl PackedRhs {
+    /// Packs the row-major `k×n` matrix `b`.
+    pub fn pack(b: &[f32], k: usize, n: usize) -> PackedRhs {
+        assert!(b.len() >= k * n, "matrix smaller than {k}×{n}");
+        let mut data = vec![0.0; n.div_ceil(NR) * NR * k];
+        for (j, panel) in data.chunks_mut((NR * k).max(1)).enumerate() {
+            let cols = NR.min(n - j * NR);
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                dst[..cols].copy_from_slice(&b[p * n + j * NR..][..cols]);
+            }
+        }
+        PackedRhs { n, k, data }
+    }
+
     /// Packs the transpose of the row-major `n×k` matrix `a`: row `c` of `a`
     /// becomes column `c`.
     pub fn pack_transposed(a: &[f32], n: usize, k: usize) -> PackedRhs {
@@ -170,13 +183,38 @@ pub(crate) struct Dest {
 /// nothing else touches those elements of `C` during the call.
 type TileFn = unsafe fn(usize, *const f32, *const f32, *const usize, &Dest, &TileOps);
 
-/// The fastest micro-kernel this CPU runs.
+/// The fastest micro-kernel this CPU runs (see [`isa_cap`]).
 fn tile_fn() -> TileFn {
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = x86::tile_fn() {
         return f;
     }
     portable::tile
+}
+
+/// Every micro-kernel this CPU runs, the portable one last (for tests).
+#[cfg(test)]
+fn every_tile_fn() -> Vec<TileFn> {
+    #[allow(unused_mut)]
+    let mut all: Vec<TileFn> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    all.extend(x86::every_tile_fn());
+    all.push(portable::tile);
+    all
+}
+
+/// The widest instruction set the kernels may use, from `METAL_MPS_CPU_ISA`
+/// (`avx512`, `avx2`, `neon` or `portable`, read once; unset: whatever the
+/// CPU has). For comparing the vector paths on one machine.
+pub(crate) fn isa_cap() -> Option<&'static str> {
+    static CAP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CAP.get_or_init(|| {
+        std::env::var("METAL_MPS_CPU_ISA")
+            .ok()
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+    })
+    .as_deref()
 }
 
 /// `NR` columns of `B` and where they go in `C`.

@@ -115,7 +115,7 @@ proptest! {
         let tiles = tiles(&rhs, k, cols);
         // The same panels through explicit offsets: the indirect addressing.
         let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
-        for (tile, offsets) in [tile_fn(), portable::tile as TileFn]
+        for (tile, offsets) in every_tile_fn()
             .into_iter()
             .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
         {

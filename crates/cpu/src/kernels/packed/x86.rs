@@ -1,30 +1,46 @@
-//! The AVX2/FMA micro-kernel: a 6×16 tile in twelve 8-wide registers.
+//! The x86-64 micro-kernels: a tile of up to 6×16 in AVX2/FMA registers (two
+//! 8-wide per row) or AVX-512 registers (one 16-wide per row, with the taps
+//! split between two sets of accumulators so that twice as many FMAs are in
+//! flight). Each is compiled for every row count, so that the last panel of
+//! a matrix whose rows are not a multiple of [`MR`] (and a matrix of one or
+//! two rows, as a MatMul of batch 1 has) does not pay for six.
 
 use super::{store_tile, Dest, TileFn, TileOps, MR, NR};
 use std::arch::x86_64::*;
 
-/// The AVX2/FMA kernel when this CPU has both.
+/// The widest kernel this CPU runs, unless `METAL_MPS_CPU_ISA` caps it
+/// (`avx2`: no AVX-512; `portable`: neither).
 pub(super) fn tile_fn() -> Option<TileFn> {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        Some(tile)
-    } else {
-        None
+    let cap = super::isa_cap();
+    if cap.is_none_or(|c| c == "avx512")
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("fma")
+    {
+        return Some(tile_avx512);
     }
+    if cap.is_none_or(|c| c == "avx512" || c == "avx2")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+    {
+        return Some(tile_avx2);
+    }
+    None
+}
+
+/// Every kernel this CPU runs, whatever the cap (for tests).
+#[cfg(test)]
+pub(super) fn every_tile_fn() -> Vec<TileFn> {
+    let mut all: Vec<TileFn> = Vec::new();
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        all.push(tile_avx512);
+    }
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        all.push(tile_avx2);
+    }
+    all
 }
 
 /// See [`super::TileFn`].
-unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    offsets: *const usize,
-    dest: &Dest,
-    ops: &TileOps,
-) {
-    tile_avx2(kc, a, b, offsets, dest, ops)
-}
-
-#[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(
     kc: usize,
     a: *const f32,
@@ -33,50 +49,159 @@ unsafe fn tile_avx2(
     dest: &Dest,
     ops: &TileOps,
 ) {
-    let mut acc = [_mm256_setzero_ps(); 2 * MR];
-    let packed = offsets.is_null();
+    match dest.rows {
+        1 => avx2::<1>(kc, a, b, offsets, dest, ops),
+        2 => avx2::<2>(kc, a, b, offsets, dest, ops),
+        3 => avx2::<3>(kc, a, b, offsets, dest, ops),
+        4 => avx2::<4>(kc, a, b, offsets, dest, ops),
+        5 => avx2::<5>(kc, a, b, offsets, dest, ops),
+        _ => avx2::<MR>(kc, a, b, offsets, dest, ops),
+    }
+}
+
+/// See [`super::TileFn`].
+unsafe fn tile_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offsets: *const usize,
+    dest: &Dest,
+    ops: &TileOps,
+) {
+    match dest.rows {
+        1 => avx512::<1>(kc, a, b, offsets, dest, ops),
+        2 => avx512::<2>(kc, a, b, offsets, dest, ops),
+        3 => avx512::<3>(kc, a, b, offsets, dest, ops),
+        4 => avx512::<4>(kc, a, b, offsets, dest, ops),
+        5 => avx512::<5>(kc, a, b, offsets, dest, ops),
+        _ => avx512::<MR>(kc, a, b, offsets, dest, ops),
+    }
+}
+
+/// Tap `p` of the `B` tile.
+#[inline(always)]
+unsafe fn tap(b: *const f32, offsets: *const usize, p: usize) -> *const f32 {
+    if offsets.is_null() {
+        b.add(p * NR)
+    } else {
+        b.add(*offsets.add(p))
+    }
+}
+
+/// The first `R` rows of the tile (`R` ≤ `dest.rows`; rows past `R` are
+/// neither computed nor stored, so `R` must equal `dest.rows`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offsets: *const usize,
+    dest: &Dest,
+    ops: &TileOps,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for p in 0..kc {
-        let bp = if packed {
-            b.add(p * NR)
-        } else {
-            b.add(*offsets.add(p))
-        };
+        let bp = tap(b, offsets, p);
         let b0 = _mm256_loadu_ps(bp);
         let b1 = _mm256_loadu_ps(bp.add(8));
-        for r in 0..MR {
+        for (r, acc) in acc.iter_mut().enumerate() {
             let ar = _mm256_broadcast_ss(&*a.add(p * MR + r));
-            acc[2 * r] = _mm256_fmadd_ps(ar, b0, acc[2 * r]);
-            acc[2 * r + 1] = _mm256_fmadd_ps(ar, b1, acc[2 * r + 1]);
+            acc[0] = _mm256_fmadd_ps(ar, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(ar, b1, acc[1]);
         }
     }
-    let Dest { c, ldc, rows, cols } = *dest;
+    let Dest { c, ldc, cols, .. } = *dest;
     if cols < NR {
         let mut tile = [0.0f32; MR * NR];
         for (r, v) in acc.iter().enumerate() {
-            _mm256_storeu_ps(tile.as_mut_ptr().add(r * 8), *v);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR), v[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + 8), v[1]);
         }
         store_tile(&tile, dest, ops);
         return;
     }
     let (lo, hi) = (_mm256_set1_ps(ops.lo), _mm256_set1_ps(ops.hi));
-    for r in 0..rows {
+    for (r, v) in acc.iter().enumerate() {
         let row = c.add(r * ldc);
-        let mut v = [acc[2 * r], acc[2 * r + 1]];
-        for (h, v) in v.iter_mut().enumerate() {
+        for (h, &v) in v.iter().enumerate() {
             let at = row.add(8 * h);
+            let mut v = v;
             if ops.accumulate {
-                *v = _mm256_add_ps(*v, _mm256_loadu_ps(at));
+                v = _mm256_add_ps(v, _mm256_loadu_ps(at));
             }
             if ops.last {
-                *v = _mm256_add_ps(*v, _mm256_set1_ps(ops.bias[r]));
+                v = _mm256_add_ps(v, _mm256_set1_ps(ops.bias[r]));
                 if !ops.residual.is_null() {
-                    let res = ops.residual.add(r * ldc + 8 * h);
-                    *v = _mm256_add_ps(*v, _mm256_loadu_ps(res));
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(ops.residual.add(r * ldc + 8 * h)));
                 }
                 // The value as the second operand: NaN passes through.
-                *v = _mm256_min_ps(hi, _mm256_max_ps(lo, *v));
+                v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
             }
-            _mm256_storeu_ps(at, *v);
+            _mm256_storeu_ps(at, v);
         }
+    }
+}
+
+/// As [`avx2`], one 16-wide register per row; even and odd taps go to two
+/// sets of accumulators, added at the end.
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn avx512<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    offsets: *const usize,
+    dest: &Dest,
+    ops: &TileOps,
+) {
+    let mut even = [_mm512_setzero_ps(); R];
+    let mut odd = [_mm512_setzero_ps(); R];
+    let mut p = 0;
+    while p + 1 < kc {
+        let (b0, b1) = (
+            _mm512_loadu_ps(tap(b, offsets, p)),
+            _mm512_loadu_ps(tap(b, offsets, p + 1)),
+        );
+        for r in 0..R {
+            let a0 = _mm512_set1_ps(*a.add(p * MR + r));
+            let a1 = _mm512_set1_ps(*a.add((p + 1) * MR + r));
+            even[r] = _mm512_fmadd_ps(a0, b0, even[r]);
+            odd[r] = _mm512_fmadd_ps(a1, b1, odd[r]);
+        }
+        p += 2;
+    }
+    if p < kc {
+        let b0 = _mm512_loadu_ps(tap(b, offsets, p));
+        for (r, even) in even.iter_mut().enumerate() {
+            *even = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(p * MR + r)), b0, *even);
+        }
+    }
+    let Dest { c, ldc, cols, .. } = *dest;
+    if cols < NR {
+        let mut tile = [0.0f32; MR * NR];
+        for r in 0..R {
+            _mm512_storeu_ps(
+                tile.as_mut_ptr().add(r * NR),
+                _mm512_add_ps(even[r], odd[r]),
+            );
+        }
+        store_tile(&tile, dest, ops);
+        return;
+    }
+    let (lo, hi) = (_mm512_set1_ps(ops.lo), _mm512_set1_ps(ops.hi));
+    for r in 0..R {
+        let at = c.add(r * ldc);
+        let mut v = _mm512_add_ps(even[r], odd[r]);
+        if ops.accumulate {
+            v = _mm512_add_ps(v, _mm512_loadu_ps(at));
+        }
+        if ops.last {
+            v = _mm512_add_ps(v, _mm512_set1_ps(ops.bias[r]));
+            if !ops.residual.is_null() {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(ops.residual.add(r * ldc)));
+            }
+            // The value as the second operand: NaN passes through.
+            v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+        }
+        _mm512_storeu_ps(at, v);
     }
 }
