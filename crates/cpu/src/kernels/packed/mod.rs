@@ -10,9 +10,14 @@
 //! those of the kernel taps. One micro-kernel call computes an `MR×NR` tile
 //! over a block of `K`.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use aarch64::clamp4;
 
 use metal_mps_ir::{Activation, UnaryOp};
 use rayon::prelude::*;
@@ -174,6 +179,10 @@ type TileFn = unsafe fn(usize, *const f32, *const f32, *const usize, &Dest, &Til
 fn tile_fn() -> TileFn {
     #[cfg(target_arch = "x86_64")]
     if let Some(f) = x86::tile_fn() {
+        return f;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(f) = aarch64::tile_fn() {
         return f;
     }
     portable::tile
