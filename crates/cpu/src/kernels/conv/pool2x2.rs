@@ -36,6 +36,21 @@ pub(super) fn pool_bias_clamp(
             )
         };
     }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon")
+        && crate::kernels::packed::isa_cap() != Some("portable")
+    {
+        // SAFETY: the CPU has NEON.
+        done = unsafe {
+            aarch64::pool_bias_clamp(
+                &top[..2 * n],
+                &bottom[..2 * n],
+                bias,
+                (lo, hi),
+                &mut out[..n],
+            )
+        };
+    }
     pool_pairs(
         &top[2 * done..2 * n],
         &bottom[2 * done..2 * n],
@@ -84,6 +99,36 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64 {
+    use crate::kernels::packed::clamp4;
+    use std::arch::aarch64::*;
+
+    /// [`super::pool_bias_clamp`] on whole blocks of 4 outputs; returns how
+    /// many outputs it wrote (`top` and `bottom` hold `2·out.len()` floats).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn pool_bias_clamp(
+        top: &[f32],
+        bottom: &[f32],
+        bias: f32,
+        (lo, hi): (f32, f32),
+        out: &mut [f32],
+    ) -> usize {
+        let (vbias, vlo, vhi) = (vdupq_n_f32(bias), vdupq_n_f32(lo), vdupq_n_f32(hi));
+        let blocks = out.len() / 4;
+        for i in 0..blocks {
+            let (t, b) = (top.as_ptr().add(8 * i), bottom.as_ptr().add(8 * i));
+            // FMAX and the pairwise FMAXP give NaN when either operand is NaN.
+            let v0 = vmaxq_f32(vld1q_f32(t), vld1q_f32(b));
+            let v1 = vmaxq_f32(vld1q_f32(t.add(4)), vld1q_f32(b.add(4)));
+            let m = vpmaxq_f32(v0, v1);
+            let v = clamp4(vaddq_f32(m, vbias), vlo, vhi);
+            vst1q_f32(out.as_mut_ptr().add(4 * i), v);
+        }
+        4 * blocks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +155,8 @@ mod tests {
 
     #[test]
     fn vector_and_scalar_pools_match_the_reference() {
-        // Lengths around the 8-output blocks; NaN and infinities among the values.
+        // Lengths around the vector blocks (8 outputs with AVX2, 4 with NEON); NaN and
+        // infinities among the values.
         let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0];
         for len in [0, 1, 7, 8, 9, 16, 23, 40] {
             let value = |i: usize, salt: usize| match (i * 7 + salt) % 23 {

@@ -10,9 +10,14 @@
 //! those of the kernel taps. One micro-kernel call computes an `MR×NR` tile
 //! over a block of `K`.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use aarch64::clamp4;
 
 use metal_mps_ir::{Activation, UnaryOp};
 use rayon::prelude::*;
@@ -189,18 +194,11 @@ fn tile_fn() -> TileFn {
     if let Some(f) = x86::tile_fn() {
         return f;
     }
+    #[cfg(target_arch = "aarch64")]
+    if let (true, Some(f)) = (isa_cap() != Some("portable"), aarch64::tile_fn()) {
+        return f;
+    }
     portable::tile
-}
-
-/// Every micro-kernel this CPU runs, the portable one last (for tests).
-#[cfg(test)]
-fn every_tile_fn() -> Vec<TileFn> {
-    #[allow(unused_mut)]
-    let mut all: Vec<TileFn> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    all.extend(x86::every_tile_fn());
-    all.push(portable::tile);
-    all
 }
 
 /// The widest instruction set the kernels may use, from `METAL_MPS_CPU_ISA`

@@ -1,6 +1,10 @@
 //! The packed product against a naive triple loop, over shapes that cross
 //! every boundary: partial row panels, partial column panels, several blocks
-//! of taps, a sub-range of row panels, and each epilogue.
+//! of taps, a sub-range of row panels, and each epilogue; and each
+//! micro-kernel on one tile against the same loop, with clamps of both bounds
+//! and NaN and infinities among the values. Every kernel this CPU runs is
+//! checked: the portable one and the vector one of the architecture (AVX2/FMA
+//! on x86-64 when the CPU has it, NEON on AArch64).
 
 use super::*;
 use proptest::prelude::*;
@@ -16,6 +20,25 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
             (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
+}
+
+/// Every micro-kernel this CPU runs, by name.
+fn kernels() -> Vec<(&'static str, TileFn)> {
+    let mut kernels: Vec<(&'static str, TileFn)> = vec![("portable", portable::tile)];
+    #[cfg(target_arch = "x86_64")]
+    kernels.extend(x86::every_tile_fn());
+    #[cfg(target_arch = "aarch64")]
+    kernels.extend(aarch64::tile_fn().map(|f| ("neon", f)));
+    kernels
+}
+
+/// Every AArch64 CPU has NEON: the NEON kernel must be the one chosen there
+/// (and so the one the tests below check beside the portable one).
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_kernel_is_detected() {
+    assert!(aarch64::tile_fn().is_some(), "NEON not detected");
+    assert_eq!(kernels().len(), 2);
 }
 
 /// Packs `b` (`k×cols`, row-major) into panels of `NR` columns, `k·NR` floats each.
@@ -115,14 +138,15 @@ proptest! {
         let tiles = tiles(&rhs, k, cols);
         // The same panels through explicit offsets: the indirect addressing.
         let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
-        for (tile, offsets) in every_tile_fn()
+        for ((name, tile), offsets) in kernels()
             .into_iter()
             .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
         {
             got.fill(sentinel);
             // SAFETY: `got` and `residual` hold m rows of ldc ≥ cols elements.
             unsafe { multiply_with(tile, &packed, panels.clone(), &tiles, offsets, got.as_mut_ptr(), ldc, &ep) };
-            check(&c, &got, &a, &b, &bias, &residual, sentinel)?;
+            check(&c, &got, &a, &b, &bias, &residual, sentinel)
+                .map_err(|e| TestCaseError::fail(format!("{name} kernel, offsets {}: {e}", offsets.is_some())))?;
         }
     }
 }
@@ -173,4 +197,172 @@ fn check(
         }
     }
     Ok(())
+}
+
+/// Where a special value goes in a tile case.
+#[derive(Debug, Clone, Copy)]
+enum Spot {
+    A,
+    B,
+    C,
+    Residual,
+}
+
+/// One micro-kernel call: a tile of `rows × cols` (at most `MR × NR`) over
+/// `kc` taps, with every part of the epilogue chosen separately.
+#[derive(Debug, Clone)]
+struct TileCase {
+    rows: usize,
+    cols: usize,
+    kc: usize,
+    /// Extra columns of `C` past `cols`: never written.
+    pad: usize,
+    /// `None`: a packed panel; `Some(gap)`: taps `NR + gap` floats apart
+    /// through explicit offsets, in reverse order when `reversed`.
+    gap: Option<usize>,
+    reversed: bool,
+    accumulate: bool,
+    last: bool,
+    bias: bool,
+    residual: bool,
+    bounds: (f32, f32),
+    /// A NaN or an infinity at a position picked by `seed`.
+    special: Option<(Spot, f32)>,
+    seed: u64,
+}
+
+fn tile_case() -> impl Strategy<Value = TileCase> {
+    let bounds = prop_oneof![
+        Just((f32::NEG_INFINITY, f32::INFINITY)),
+        Just((0.0, f32::INFINITY)),
+        Just((-0.5, 0.75)),
+        Just((f32::NEG_INFINITY, 0.3)),
+    ];
+    let spot = prop_oneof![
+        Just(Spot::A),
+        Just(Spot::B),
+        Just(Spot::C),
+        Just(Spot::Residual)
+    ];
+    let value = prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)];
+    (
+        (1..=MR, 1..=NR, 1usize..=40, 0usize..=3),
+        (proptest::option::of(0usize..=5), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        bounds,
+        proptest::option::weighted(0.4, (spot, value)),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                (rows, cols, kc, pad),
+                (gap, reversed),
+                (accumulate, last, bias, residual),
+                bounds,
+                special,
+                seed,
+            )| {
+                TileCase {
+                    rows,
+                    cols,
+                    kc,
+                    pad,
+                    gap,
+                    reversed,
+                    accumulate,
+                    last,
+                    bias,
+                    residual,
+                    bounds,
+                    special,
+                    seed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tile_kernels_match_naive_tile(t in tile_case()) {
+        let ldc = t.cols + t.pad;
+        let stride = NR + t.gap.unwrap_or(0);
+        // The packed layout is that of the offsets with no gap, in order.
+        let reversed = t.reversed && t.gap.is_some();
+        let tap = |p: usize| if reversed { t.kc - 1 - p } else { p } * stride;
+        let offsets: Vec<usize> = (0..t.kc).map(tap).collect();
+        let mut a = values(t.kc * MR, t.seed);
+        let mut b = values((t.kc - 1) * stride + NR, t.seed ^ 0x9e37);
+        let mut start = values(MR * ldc, t.seed ^ 0x33);
+        let mut residual = values(MR * ldc, t.seed ^ 0x77);
+        let bias: [f32; MR] = values(MR, t.seed ^ 0x51).try_into().unwrap();
+        if let Some((spot, v)) = t.special {
+            let at = (t.seed >> 8) as usize;
+            // Inside the tile's rows and columns, so that it reaches the output.
+            let (r, j, p) = (at % t.rows, (at >> 8) % t.cols, (at >> 16) % t.kc);
+            match spot {
+                Spot::A => a[p * MR + r] = v,
+                Spot::B => b[offsets[p] + j] = v,
+                Spot::C => start[r * ldc + j] = v,
+                Spot::Residual => residual[r * ldc + j] = v,
+            }
+        }
+        let (lo, hi) = t.bounds;
+        let ops = TileOps {
+            accumulate: t.accumulate,
+            last: t.last,
+            bias: if t.bias { bias } else { [0.0; MR] },
+            residual: if t.residual { residual.as_ptr() } else { std::ptr::null() },
+            lo,
+            hi,
+        };
+        // The tile as a plain loop in f64: tap p of column j is b[offsets[p] + j].
+        let want = |r: usize, j: usize| -> f64 {
+            let mut v: f64 = (0..t.kc)
+                .map(|p| a[p * MR + r] as f64 * b[offsets[p] + j] as f64)
+                .sum();
+            if t.accumulate {
+                v += start[r * ldc + j] as f64;
+            }
+            if t.last {
+                if t.bias {
+                    v += bias[r] as f64;
+                }
+                if t.residual {
+                    v += residual[r * ldc + j] as f64;
+                }
+                // NaN is neither below nor above a bound.
+                if !v.is_nan() {
+                    v = v.max(lo as f64).min(hi as f64);
+                }
+            }
+            v
+        };
+        for (name, tile) in kernels() {
+            let mut c = start.clone();
+            let dest = Dest { c: c.as_mut_ptr(), ldc, rows: t.rows, cols: t.cols };
+            let offsets_ptr = if t.gap.is_some() { offsets.as_ptr() } else { std::ptr::null() };
+            // SAFETY: `a` holds kc·MR floats, every tap of `b` NR floats,
+            // `c` and `residual` MR rows of ldc ≥ cols elements.
+            unsafe { tile(t.kc, a.as_ptr(), b.as_ptr(), offsets_ptr, &dest, &ops) };
+            for r in 0..MR {
+                for j in 0..ldc {
+                    let got = c[r * ldc + j];
+                    if r >= t.rows || j >= t.cols {
+                        prop_assert_eq!(got.to_bits(), start[r * ldc + j].to_bits(),
+                            "{} kernel: ({}, {}) outside the tile was written", name, r, j);
+                        continue;
+                    }
+                    let want = want(r, j);
+                    let ok = if want.is_nan() || want.is_infinite() {
+                        (got as f64 == want) || (got.is_nan() && want.is_nan())
+                    } else {
+                        (got as f64 - want).abs() <= 1e-5 * (t.kc as f64).sqrt() + 1e-5 * want.abs()
+                    };
+                    prop_assert!(ok, "{} kernel: ({}, {}): {} vs {}", name, r, j, got, want);
+                }
+            }
+        }
+    }
 }

@@ -27,15 +27,15 @@ pub(super) fn tile_fn() -> Option<TileFn> {
     None
 }
 
-/// Every kernel this CPU runs, whatever the cap (for tests).
+/// Every kernel this CPU runs, named, whatever the cap (for tests).
 #[cfg(test)]
-pub(super) fn every_tile_fn() -> Vec<TileFn> {
-    let mut all: Vec<TileFn> = Vec::new();
+pub(super) fn every_tile_fn() -> Vec<(&'static str, TileFn)> {
+    let mut all: Vec<(&'static str, TileFn)> = Vec::new();
     if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-        all.push(tile_avx512);
+        all.push(("avx512", tile_avx512));
     }
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        all.push(tile_avx2);
+        all.push(("avx2", tile_avx2));
     }
     all
 }
