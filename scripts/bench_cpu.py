@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1)]
+CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1), ("mobilenet_block", 2)]
 
 
 def ensure_models(models: Path, names: list[str]) -> None:
