@@ -10,6 +10,10 @@
                 ·V, output projection, residual + LayerNormalization, Erf-GELU feed-forward 3072,
                 residual + LayerNormalization) -> [N,128,768]
   mlp           input [N,1024] -> Gemm 1024 + Relu -> Gemm 1024 + Relu -> Gemm 10 -> [N,10]
+  mobilenet_block  input [N,32,56,56] -> three inverted-residual blocks (pointwise expand + BN +
+                Relu6, depthwise + BN + Relu6, pointwise project + BN): 32->192->32 with a 3x3
+                stride-1 depthwise and the input added; 32->192->64 with a 3x3 stride-2 depthwise;
+                64->384->64 with a 5x5 depthwise (EfficientNet) and the residual added -> [N,64,28,28]
   tiny          input [N,4] -> Add(constant) -> [N,4]   (for protocol-overhead benchmarks)
 
 Weights are random from a fixed seed with He-normal conv init; ResNet-50's BatchNormalization
@@ -58,15 +62,18 @@ class Builder:
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> str:
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, bias: bool = False,
+             group: int = 1) -> str:
         name = self._name("conv")
-        fan_in = cin * k * k
-        w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(cout, cin, k, k))
+        fan_in = cin // group * k * k
+        w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(cout, cin // group, k, k))
         inputs = [x, self.const(f"{name}.weight", w)]
         if bias:
             inputs.append(self.const(f"{name}.bias", self.rng.uniform(-0.1, 0.1, size=cout)))
         p = k // 2
-        return self.node("Conv", inputs, kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p])
+        attrs = {"group": group} if group != 1 else {}
+        return self.node("Conv", inputs, kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p],
+                         **attrs)
 
     def bn(self, x: str, c: int, gamma: float = 1.0) -> str:
         name = self._name("bn")
@@ -80,6 +87,13 @@ class Builder:
 
     def relu(self, x: str, output: str | None = None) -> str:
         return self.node("Relu", [x], output)
+
+    def relu6(self, x: str) -> str:
+        """Clip to [0, 6] (MobileNet's Relu6), bounds as initializers."""
+        if "relu6.min" not in (t.name for t in self.inits):
+            self.const("relu6.min", np.array(0.0))
+            self.const("relu6.max", np.array(6.0))
+        return self.node("Clip", [x, "relu6.min", "relu6.max"])
 
     def model(self, name: str, in_shape: list, out_shape: list, output: str = "output") -> onnx.ModelProto:
         graph = helper.make_graph(
@@ -171,7 +185,7 @@ def calibrate_bn(model: onnx.ModelProto, batch: int = 1, size: int = 112) -> onn
 def transformer_layer(seq: int = 128, d: int = 768, heads: int = 12, ff: int = 3072) -> onnx.ModelProto:
     """One post-norm BERT encoder layer, node for node what torch.onnx.export writes for
     BertLayer (opset 17: LayerNormalization is one node; GELU is the Erf form)."""
-    b = Builder(SEED + 5)
+    b = Builder(SEED + 6)
     hd = d // heads
 
     def linear(x: str, cin: int, cout: int) -> str:
@@ -215,7 +229,7 @@ def transformer_layer(seq: int = 128, d: int = 768, heads: int = 12, ff: int = 3
 
 def mlp() -> onnx.ModelProto:
     """Three Linear layers as PyTorch exports them for a 2-D input (Gemm, transB=1)."""
-    b = Builder(SEED + 6)
+    b = Builder(SEED + 7)
     x = "input"
     for i, (cin, cout) in enumerate(((1024, 1024), (1024, 1024), (1024, 10))):
         w = b.rng.normal(0.0, np.sqrt(2.0 / cin), size=(cout, cin))
@@ -226,6 +240,23 @@ def mlp() -> onnx.ModelProto:
         if not last:
             x = b.relu(x)
     return b.model("mlp", ["batch", 1024], ["batch", 10])
+def mobilenet_block() -> onnx.ModelProto:
+    """Inverted residuals as in MobileNetV2 (and a 5x5 one as in EfficientNet)."""
+    b = Builder(SEED + 5)
+
+    def inverted_residual(x: str, cin: int, cout: int, expand: int, k: int, stride: int,
+                          output: str | None = None) -> str:
+        hidden = cin * expand
+        y = b.relu6(b.bn(b.conv(x, cin, hidden, 1), hidden))
+        y = b.relu6(b.bn(b.conv(y, hidden, hidden, k, stride=stride, group=hidden), hidden))
+        # A small last-BN scale keeps the residual stream from growing block after block.
+        y = b.bn(b.conv(y, hidden, cout, 1), cout, gamma=0.3)
+        return b.node("Add", [y, x], output) if stride == 1 and cin == cout else y
+
+    x = inverted_residual("input", 32, 32, 6, 3, 1)
+    x = inverted_residual(x, 32, 64, 6, 3, 2)
+    inverted_residual(x, 64, 64, 6, 5, 1, "output")
+    return b.model("mobilenet_block", ["batch", 32, 56, 56], ["batch", 64, 28, 28])
 
 
 def tiny() -> onnx.ModelProto:
@@ -235,7 +266,8 @@ def tiny() -> onnx.ModelProto:
 
 
 MODELS = {"simple_cnn": simple_cnn, "resnet_block": resnet_block, "resnet50": resnet50,
-          "transformer_layer": transformer_layer, "mlp": mlp, "tiny": tiny}
+          "transformer_layer": transformer_layer, "mlp": mlp, "mobilenet_block": mobilenet_block,
+          "tiny": tiny}
 
 
 def validate(path: Path, batch: int = 2) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("METAL_MPS_BIN", ROOT / "target" / "release" / "metal-mps"))
@@ -87,9 +87,10 @@ def run_cli(model: Path, inputs: dict[str, Path], out_dir: Path, device: str = "
 
 
 CASES = [("simple_cnn", 1), ("simple_cnn", 4), ("resnet_block", 1), ("resnet_block", 4), ("resnet50", 1),
-         ("transformer_layer", 1), ("transformer_layer", 3), ("mlp", 1), ("mlp", 7)]
+         ("transformer_layer", 1), ("transformer_layer", 3), ("mlp", 1), ("mlp", 7),
+         ("mobilenet_block", 1), ("mobilenet_block", 2)]
 SHAPES = {"simple_cnn": (3, 224, 224), "resnet_block": (64, 56, 56), "resnet50": (3, 224, 224),
-          "transformer_layer": (128, 768), "mlp": (1024,)}
+          "transformer_layer": (128, 768), "mlp": (1024,), "mobilenet_block": (32, 56, 56)}
 
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
@@ -110,6 +111,64 @@ def test_matches_onnxruntime(models, tmp_path, request, name, batch, device):
     assert "panicked" not in p.stderr
     got = np.load(tmp_path / "output.npy")
     assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+# Depthwise convolutions (group = channels) with each fused form the CPU plan builds: bias, Relu or
+# Clip, a residual Add (+ Relu); 1-D and 2-D, uneven pads, auto_pad, dilation, a channel multiplier.
+# (input shape, kernel, attributes, multiplier, what follows the Conv)
+DEPTHWISE = [
+    ((2, 8, 20, 23), [3, 3], {"pads": [1, 1, 1, 1]}, 1, "add_relu"),
+    ((1, 6, 17, 9), [5, 3], {"pads": [2, 0, 1, 2], "strides": [2, 1]}, 1, "clip"),
+    ((1, 4, 15, 15), [3, 3], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, 2, "relu"),
+    ((1, 4, 16, 13), [3, 3], {"pads": [2, 1, 2, 3], "strides": [2, 2], "dilations": [2, 2]}, 2, "clip"),
+    ((2, 5, 7, 7), [7, 7], {"auto_pad": "SAME_LOWER"}, 1, "add"),
+    ((1, 3, 9, 40), [1, 4], {"pads": [0, 3, 0, 0], "strides": [1, 3]}, 3, "none"),
+    ((2, 6, 50), [5], {"pads": [2, 1], "dilations": [2]}, 1, "clip"),
+]
+
+
+@pytest.mark.parametrize("shape,kernel,attrs,mult,after", DEPTHWISE, ids=[f"dw{i}" for i in range(len(DEPTHWISE))])
+def test_depthwise_conv_matches_onnxruntime(tmp_path, shape, kernel, attrs, mult, after):
+    rng = np.random.default_rng(7)
+    c = shape[1]
+    w = rng.standard_normal((c * mult, 1, *kernel)).astype(np.float32)
+    b = rng.standard_normal(c * mult).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+             numpy_helper.from_array(np.array(1.5, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["y"], group=c, kernel_shape=kernel, **attrs)]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    probe = save_model(tmp_path / "probe.onnx", nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    x = random_input(shape, seed=3)
+    (y,) = ort.InferenceSession(str(probe), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)]
+    feeds = {"input": x}
+    if after.startswith("add"):
+        inputs.append(helper.make_tensor_value_info("skip", TensorProto.FLOAT, y.shape))
+        feeds["skip"] = random_input(y.shape, seed=4)
+        nodes.append(helper.make_node("Add", ["y", "skip"], ["s"] if after == "add_relu" else ["output"]))
+        if after == "add_relu":
+            nodes.append(helper.make_node("Relu", ["s"], ["output"]))
+    elif after == "relu":
+        nodes.append(helper.make_node("Relu", ["y"], ["output"]))
+    elif after == "clip":
+        nodes.append(helper.make_node("Clip", ["y", "lo", "hi"], ["output"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["y"], ["output"]))
+    model = save_model(tmp_path / "dw.onnx", nodes, inputs,
+                       [helper.make_tensor_value_info("output", TensorProto.FLOAT, y.shape)], inits)
+    (expected,) = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    paths = {}
+    for name, value in feeds.items():
+        np.save(tmp_path / f"{name}.npy", value)
+        paths[name] = tmp_path / f"{name}.npy"
+    p = run_cli(model, paths, tmp_path)
+    assert p.returncode == 0, f"metal-mps run failed ({p.returncode}):\n{p.stderr}{p.stdout}"
+    got = np.load(tmp_path / "output.npy")
+    assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
 

@@ -372,8 +372,8 @@ struct ConvCase {
     bias: bool,
     /// A residual input added before the activation (as the fusion pass builds it).
     residual: bool,
-    /// A fused ReLU.
-    relu: bool,
+    /// The fused activation (applied after the residual).
+    activation: Activation,
     /// A fused 2×2, stride-2 max pool.
     pool: bool,
     /// Whether `kernel_shape` is given (it may be left for the weight to define).
@@ -414,6 +414,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
                 (bias, explicit_kernel, seed),
                 (residual, relu, pool),
             )| {
+                let activation = if relu { RELU } else { Activation::None };
                 ConvCase {
                     n,
                     groups,
@@ -428,7 +429,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
                     auto_pad,
                     bias,
                     residual,
-                    relu,
+                    activation,
                     pool,
                     explicit_kernel,
                     seed,
@@ -530,6 +531,28 @@ fn ref_conv(
     Some((vec![c.n, m, oh, ow], y))
 }
 
+const RELU: Activation = Activation::Unary(UnaryOp::Relu);
+
+/// The fused activations the convolution tests use, written out from the
+/// ONNX operators' definitions.
+fn ref_activation(a: Activation, y: f64) -> f64 {
+    match a {
+        Activation::None => y,
+        Activation::Unary(UnaryOp::Relu) => y.max(0.0),
+        Activation::Unary(UnaryOp::Clamp { min, max }) => y.max(min as f64).min(max as f64),
+        Activation::Unary(UnaryOp::LeakyRelu { alpha }) => {
+            if y < 0.0 {
+                alpha as f64 * y
+            } else {
+                y
+            }
+        }
+        Activation::Unary(UnaryOp::HardSwish) => y * (y / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::Unary(UnaryOp::Sigmoid) => 1.0 / (1.0 + (-y).exp()),
+        other => unimplemented!("no reference for {other:?}"),
+    }
+}
+
 /// Max over 2×2 windows with stride 2 of `[n, c, h, w]`, rounding down.
 fn ref_max_pool_2x2(shape: &[usize], y: &[f64]) -> (Vec<usize>, Vec<f64>) {
     let (h, w) = (shape[2], shape[3]);
@@ -575,11 +598,7 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
             ceil_mode: false,
         },
         group: c.groups,
-        activation: if c.relu {
-            Activation::Unary(UnaryOp::Relu)
-        } else {
-            Activation::None
-        },
+        activation: c.activation,
         max_pool_2x2: c.pool,
     });
     let mut want = ref_conv(c, &xv, &wv, c.bias.then_some(&bv[..]));
@@ -592,8 +611,9 @@ fn check_conv(c: &ConvCase) -> Result<(), TestCaseError> {
         }
         _ => None,
     };
-    if let (Some((_, y)), true) = (&mut want, c.relu) {
-        y.iter_mut().for_each(|y| *y = y.max(0.0));
+    if let Some((_, y)) = &mut want {
+        y.iter_mut()
+            .for_each(|y| *y = ref_activation(c.activation, *y));
     }
     if c.pool {
         want = want.map(|(shape, y)| ref_max_pool_2x2(&shape, &y));
@@ -683,6 +703,138 @@ proptest! {
     #[test]
     fn conv2d_matches_direct_convolution(c in conv_case()) {
         check_conv(&c)?;
+    }
+}
+
+/// Depthwise convolutions (one input channel per group, a channel multiplier
+/// of 1 or 2): every kernel size up to 7, stride up to 3, dilation up to 2,
+/// uneven pads and auto_pad, widths under a vector, each fused form.
+fn depthwise_case() -> impl Strategy<Value = ConvCase> {
+    let activation = prop_oneof![
+        Just(Activation::None),
+        Just(RELU),
+        Just(Activation::Unary(UnaryOp::Clamp { min: 0.0, max: 0.5 })),
+        Just(Activation::Unary(UnaryOp::LeakyRelu { alpha: 0.1 })),
+        Just(Activation::Unary(UnaryOp::HardSwish)),
+        Just(Activation::Unary(UnaryOp::Sigmoid)),
+    ];
+    (
+        (1usize..=2, 2usize..=6, 1usize..=2),
+        (1usize..=12, 1usize..=40),
+        (
+            [1usize..=7, 1usize..=7],
+            [1usize..=3, 1usize..=3],
+            [1usize..=2, 1usize..=2],
+        ),
+        [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        auto_pad(),
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+        (any::<bool>(), activation, prop::bool::weighted(0.15)),
+    )
+        .prop_map(
+            |(
+                (n, groups, mg),
+                (h, w),
+                (kernel, strides, dilations),
+                pads,
+                auto_pad,
+                (bias, explicit_kernel, seed),
+                (residual, activation, pool),
+            )| ConvCase {
+                n,
+                groups,
+                c_per_group: 1,
+                m_per_group: mg,
+                h,
+                w,
+                kernel,
+                strides,
+                dilations,
+                pads,
+                auto_pad,
+                bias,
+                residual,
+                activation,
+                pool,
+                explicit_kernel,
+                seed,
+            },
+        )
+}
+
+/// 1-D depthwise convolutions (height 1, a `1×k` kernel).
+fn depthwise_1d_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=2, 2usize..=5, 1usize..=2),
+        (1usize..=7, 1usize..=3, 1usize..=2),
+        (1usize..=50, 0usize..=3, 0usize..=3, any::<u64>()),
+    )
+        .prop_filter_map(
+            "kernel wider than the padded input",
+            |((n, groups, mg), (k, stride, dilation), (w, left, right, seed))| {
+                (w + left + right > dilation * (k - 1)).then(|| ConvCase {
+                    dilations: [1, dilation],
+                    seed,
+                    ..big_conv(
+                        [n, groups, 1, mg],
+                        [1, w],
+                        [1, k],
+                        [1, stride],
+                        [0, left, 0, right],
+                    )
+                })
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 256, ..config() })]
+
+    #[test]
+    fn depthwise_conv_matches_direct_convolution(c in depthwise_case()) {
+        check_conv(&c)?;
+    }
+
+    #[test]
+    fn depthwise_conv1d_matches_direct_convolution(c in depthwise_1d_case()) {
+        check_conv_1d(&c);
+    }
+}
+
+#[test]
+fn large_depthwise_convolutions() {
+    let clip6 = Activation::Unary(UnaryOp::Clamp { min: 0.0, max: 6.0 });
+    let cases = [
+        // MobileNet's 3×3 stride 1 and 2, EfficientNet's 5×5, a 7×7 plane
+        // (flat runs shorter than a chunk), a channel multiplier of 3.
+        ConvCase {
+            activation: clip6,
+            ..big_conv([2, 24, 1, 1], [56, 56], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        ConvCase {
+            activation: clip6,
+            ..big_conv([1, 16, 1, 1], [57, 56], [3, 3], [2, 2], [1, 1, 1, 1])
+        },
+        ConvCase {
+            residual: true,
+            ..big_conv([1, 8, 1, 1], [28, 28], [5, 5], [1, 1], [2, 2, 2, 2])
+        },
+        ConvCase {
+            activation: RELU,
+            ..big_conv([2, 40, 1, 1], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1])
+        },
+        big_conv([1, 5, 1, 3], [33, 70], [3, 5], [2, 3], [0, 2, 1, 0]),
+        // Huge pads and dilation: phase planes far larger than the planes,
+        // left to the matrix product.
+        ConvCase {
+            dilations: [3000, 1],
+            ..big_conv([1, 3, 1, 1], [2, 40], [2, 3], [1, 1], [2999, 1, 0, 1])
+        },
+    ];
+    for c in &cases {
+        if let Err(e) = check_conv(c) {
+            panic!("{c:?}: {e}");
+        }
     }
 }
 
@@ -998,7 +1150,7 @@ fn big_conv(
         auto_pad: AutoPad::NotSet,
         bias: true,
         residual: false,
-        relu: false,
+        activation: Activation::None,
         pool: false,
         explicit_kernel: true,
         seed: 11,
@@ -1024,12 +1176,12 @@ fn large_convolutions_take_the_tiled_paths() {
         // with a residual and ReLU; several row panels and channel splits.
         ConvCase {
             residual: true,
-            relu: true,
+            activation: RELU,
             ..big_conv([2, 1, 20, 40], [32, 32], [3, 3], [1, 1], [1, 1, 1, 1])
         },
         ConvCase {
             residual: true,
-            relu: true,
+            activation: RELU,
             ..big_conv([1, 1, 20, 70], [30, 30], [3, 3], [1, 1], [1, 1, 1, 1])
         },
         big_conv([1, 1, 8, 64], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1]),
@@ -1037,13 +1189,13 @@ fn large_convolutions_take_the_tiled_paths() {
         // sizes (last row and column dropped), and a strided convolution
         // (pooled after the whole product).
         ConvCase {
-            relu: true,
+            activation: RELU,
             pool: true,
             ..big_conv([2, 1, 3, 16], [64, 64], [3, 3], [1, 1], [1, 1, 1, 1])
         },
         ConvCase {
             residual: true,
-            relu: true,
+            activation: RELU,
             pool: true,
             ..big_conv([1, 1, 20, 40], [33, 31], [3, 3], [1, 1], [1, 1, 1, 1])
         },
@@ -1060,7 +1212,7 @@ fn large_convolutions_take_the_tiled_paths() {
         big_conv([1, 1, 24, 20], [28, 28], [1, 1], [2, 2], [0, 0, 0, 0]),
         ConvCase {
             residual: true,
-            relu: true,
+            activation: RELU,
             ..big_conv([2, 1, 5, 13], [50, 47], [5, 3], [3, 2], [2, 1, 0, 2])
         },
         // Outputs of few pixels and many channels: the pixel-major product
@@ -1070,7 +1222,7 @@ fn large_convolutions_take_the_tiled_paths() {
         big_conv([1, 1, 40, 64], [7, 7], [1, 1], [1, 1], [0, 0, 0, 0]),
         ConvCase {
             residual: true,
-            relu: true,
+            activation: RELU,
             ..big_conv([2, 1, 24, 80], [7, 7], [3, 3], [1, 1], [1, 1, 1, 1])
         },
         big_conv([1, 2, 6, 70], [8, 7], [3, 3], [2, 2], [1, 1, 0, 1]),
@@ -1136,7 +1288,7 @@ fn mid_size_case() -> impl Strategy<Value = ConvCase> {
                     auto_pad,
                     bias,
                     residual,
-                    relu,
+                    activation: if relu { RELU } else { Activation::None },
                     pool,
                     seed,
                     ..big_conv([n, 1, cg, mg], [h, w], [3, 3], [1, 1], pads)

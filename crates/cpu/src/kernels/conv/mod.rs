@@ -1,4 +1,5 @@
-//! Convolution as a packed matrix product, 1-D and 2-D ([`nd`]: three or more axes): the weights are packed
+//! Convolution as a packed matrix product, 1-D and 2-D ([`nd`]: three or more axes;
+//! [`depthwise`]: one input channel per group, its own kernel): the weights are packed
 //! once ([`ConvWeights`]); the input taps reach the product through im2col
 //! ([`im2col`]: strided, pointwise and small convolutions) or straight from a
 //! zero-padded copy of the input ([`direct`]: stride 1, and strided
@@ -6,6 +7,7 @@
 //! residual, the fused activation and a fused 2×2 max pool are applied as the
 //! output is stored.
 
+mod depthwise;
 mod direct;
 mod im2col;
 mod nd;
@@ -15,6 +17,7 @@ mod pool2x2;
 use super::matmul::{as_f32, f32_output};
 use super::packed::{self, Columns, Epilogue, PackedLhs, PackedRhs};
 use crate::Out;
+use depthwise::{depthwise, is_depthwise, Layout};
 use direct::direct_fits;
 use im2col::{TapOffsets, PADDING};
 use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
@@ -54,6 +57,9 @@ enum Packing {
     /// Output channels as the column tiles of `B`, for outputs of few pixels
     /// ([`pixel_major`]).
     Columns(Vec<PackedRhs>),
+    /// A depthwise convolution's weights as in the model, `[M, kH·kW]`
+    /// ([`depthwise`]).
+    Depthwise(Vec<f32>),
 }
 
 impl ConvWeights {
@@ -76,7 +82,9 @@ impl ConvWeights {
         let mg = shape[0] / group;
         let k: usize = shape[1..].iter().product();
         let matrix = |gi: usize| &ws[gi * mg * k..][..mg * k];
-        let packing = if pixel_major_fits(pixels, mg, a.max_pool_2x2) {
+        let packing = if is_depthwise(&shape, group) {
+            Packing::Depthwise(ws.to_vec())
+        } else if pixel_major_fits(pixels, mg, a.max_pool_2x2) {
             Packing::Columns(
                 (0..group)
                     .map(|gi| PackedRhs::pack_transposed(matrix(gi), mg, k))
@@ -92,11 +100,27 @@ impl ConvWeights {
         Ok(ConvWeights { shape, packing })
     }
 
+    /// Weights of a depthwise convolution packed for the matrix product (for
+    /// the windows its kernel leaves to it).
+    fn rows_for_depthwise(&self, w: &[f32], group: usize) -> ConvWeights {
+        let mg = self.shape[0] / group;
+        let k: usize = self.shape[1..].iter().product();
+        ConvWeights {
+            shape: self.shape.clone(),
+            packing: Packing::Rows(
+                (0..group)
+                    .map(|gi| PackedLhs::pack(&w[gi * mg * k..][..mg * k], mg, k))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Bytes of the packed panels.
     pub fn bytes(&self) -> usize {
         match &self.packing {
             Packing::Rows(groups) => groups.iter().map(PackedLhs::bytes).sum(),
             Packing::Columns(groups) => groups.iter().map(PackedRhs::bytes).sum(),
+            Packing::Depthwise(w) => w.len() * 4,
         }
     }
 }
@@ -168,7 +192,18 @@ pub fn conv_packed(
         Some(r) => Some(as_f32(r)?),
         None => None,
     };
-    if g.h * g.w >= PADDING as usize {
+    let layout = match &w.packing {
+        Packing::Depthwise(dw) => match Layout::new(&g) {
+            Some(layout) => Some((layout, dw)),
+            None if mg * ohw == 0 => None,
+            None => {
+                let rows = w.rows_for_depthwise(dw, group);
+                return conv_packed(a, x, &rows, bias, residual, out);
+            }
+        },
+        _ => None,
+    };
+    if layout.is_none() && g.h * g.w >= PADDING as usize {
         return unsupported!("Conv input planes of {}×{} elements", g.h, g.w);
     }
     let conv = Product {
@@ -178,7 +213,7 @@ pub fn conv_packed(
         x: &xs,
         rows: match &w.packing {
             Packing::Rows(groups) => groups,
-            Packing::Columns(_) => &[],
+            Packing::Columns(_) | Packing::Depthwise(_) => &[],
         },
         bias: bs.as_deref(),
         residual: rs.as_deref(),
@@ -190,11 +225,15 @@ pub fn conv_packed(
         if y.is_empty() || mg * ohw == 0 {
             return Ok(());
         }
+        if let Some((layout, dw)) = &layout {
+            depthwise(&conv, layout, dw, y);
+            return Ok(());
+        }
         let direct = matches!(w.packing, Packing::Rows(_)) && direct_fits(&g, group);
         let product = |dst| match &w.packing {
             Packing::Columns(groups) => conv.pixel_major(groups, dst),
             Packing::Rows(_) if direct => conv.direct(dst),
-            Packing::Rows(_) => conv.packed(dst),
+            Packing::Rows(_) | Packing::Depthwise(_) => conv.packed(dst),
         };
         if conv.pool && !direct {
             // Only the direct path pools as it stores: the whole output
