@@ -15,14 +15,14 @@ OUT=${2:?output dir}
 MODELS=${MODELS:-/tmp/bench-models}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$MODELS"
-python3 models/create_test_model.py "$MODELS" --only simple_cnn resnet_block resnet50 transformer_layer mlp >/dev/null
+python3 models/create_test_model.py "$MODELS" --only simple_cnn resnet_block resnet50 mobilenet_block transformer_layer mlp >/dev/null
 [ -f "$MODELS/bert_base.onnx" ] || python3 scripts/export_bench_models.py "$MODELS"
 lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|L3" || true
 # One logical CPU from each of the first two physical cores.
 TWO=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
 ALL=$(nproc)
 bench() { python3 scripts/bench_cpu.py --bin "$BIN" --models "$MODELS" "$@"; }
-TWO_CORE_MODELS="simple_cnn resnet_block resnet50 ${EXTRA_MODELS:-} transformer_layer mlp resnet50_tv mobilenetv2_tv bert_base"
+TWO_CORE_MODELS="simple_cnn resnet_block resnet50 mobilenet_block transformer_layer mlp resnet50_tv mobilenetv2_tv bert_base"
 echo "== two threads on CPUs $TWO =="
 taskset -c "$TWO" bash -c "$(declare -f bench); BIN=$BIN MODELS=$MODELS; bench --threads 2 --rounds 3 --iterations 20 --only $TWO_CORE_MODELS" 2>&1 | tee "$OUT/two_threads.txt"
 echo "== two threads, METAL_MPS_CPU_ISA=avx2 =="
