@@ -114,6 +114,25 @@ def test_matches_onnxruntime(models, tmp_path, request, name, batch, device):
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("name,batch", [("resnet_block", 2), ("transformer_layer", 2), ("mobilenet_block", 1)])
+def test_own_thread_pool_matches_onnxruntime(models, tmp_path, name, batch, threads):
+    """`--threads N` runs the model on a pool of its own (the server's `intra_op_threads`)."""
+    model = models / f"{name}.onnx"
+    x = random_input((batch, *SHAPES[name]), seed=threads)
+    np.save(tmp_path / "input.npy", x)
+    (expected,) = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    p = metal_mps("run", model, "--output-dir", tmp_path, "--input", f"input={tmp_path / 'input.npy'}",
+                  "--threads", threads)
+    assert p.returncode == 0, f"metal-mps run --threads {threads} failed:\n{p.stderr}{p.stdout}"
+    np.testing.assert_allclose(np.load(tmp_path / "output.npy"), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_zero_threads_is_refused(models, tmp_path):
+    p = metal_mps("run", models / "tiny.onnx", "--input", "input=x.npy", "--threads", 0)
+    assert p.returncode != 0 and "threads" in p.stderr and "panicked" not in p.stderr
+
+
 # Depthwise convolutions (group = channels) with each fused form the CPU plan builds: bias, Relu or
 # Clip, a residual Add (+ Relu); 1-D and 2-D, uneven pads, auto_pad, dilation, a channel multiplier.
 # (input shape, kernel, attributes, multiplier, what follows the Conv)

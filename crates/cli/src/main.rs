@@ -96,6 +96,10 @@ pub struct EngineArgs {
     /// Skip the optimizer (constant folding, fusion).
     #[arg(long)]
     pub no_optimize: bool,
+    /// Threads of the CPU engine (a pool for this model) [default: as many
+    /// as the process may use, or $RAYON_NUM_THREADS].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 impl EngineArgs {
@@ -104,6 +108,7 @@ impl EngineArgs {
             device: self.device,
             precision: self.precision,
             optimize: !self.no_optimize,
+            threads: self.threads.map(usize::from),
             ..Default::default()
         }
     }

@@ -27,6 +27,9 @@ pub struct CpuPlan {
     /// Bytes of the constants the graph reads: with the inputs', the measure
     /// of a run that [`INLINE_BYTES`] compares.
     constant_bytes: usize,
+    /// This plan's own thread pool ([`CpuPlan::with_threads`]); else rayon's
+    /// process-wide one.
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// A run whose inputs and constants together take at most this many bytes
@@ -83,7 +86,28 @@ impl CpuPlan {
             on_data,
             slot_sets: Mutex::new(Vec::new()),
             constant_bytes,
+            pool: None,
         }
+    }
+
+    /// Runs the kernels of this plan on a pool of its own with `threads`
+    /// threads (at least 1) instead of the process-wide one.
+    pub fn with_threads(mut self, threads: usize) -> Result<CpuPlan> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("metal-mps-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} CPU threads: {e}")))?;
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
+    /// Threads the kernels of a run use.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(
+            rayon::current_num_threads,
+            rayon::ThreadPool::current_num_threads,
+        )
     }
 
     /// Bytes of the packed weights.
@@ -202,6 +226,11 @@ impl CpuPlan {
         fed: &[Option<&Tensor>],
         data: &mut [Option<Cow<Datum>>],
     ) -> Result<()> {
+        if let Some(pool) = &self.pool {
+            if pool.current_thread_index().is_none() {
+                return pool.install(|| self.run_on_pool(slots, owned, fed, data));
+            }
+        }
         let done = AtomicBool::new(false);
         rayon::scope(|scope| {
             let (owner, done) = (rayon::current_thread_index(), &done);

@@ -8,6 +8,7 @@
 //! | `max_pool_size`  | `MPS_MAX_POOL_SIZE`  | bytes: `268435456`, `256MiB`, `256M`, `1G` | 1 GiB |
 //! | `max_buffer_age` | `MPS_MAX_BUFFER_AGE` | seconds: `30`, `2.5`, `30s`, `500ms`      | 60 s |
 //! | `verbose`        | `MPS_VERBOSE`        | `1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off` | off |
+//! | `intra_op_threads` |                    | threads of the model's own CPU pool: `4`; `0` = the shared pool | `0` |
 //!
 //! A parameter wins over the environment variable, which applies to every model.
 //! The pool variables are read by the GPU engine itself when the parameter is
@@ -21,13 +22,17 @@ use metal_mps::{Device, Options, PoolConfig, Precision};
 use metal_mps_ir::units::{parse_bytes, parse_duration};
 
 /// The parameter keys this crate reads.
-pub const PARAMETER_KEYS: [&str; 5] = [
+pub const PARAMETER_KEYS: [&str; 6] = [
     "engine",
     "precision",
     "max_pool_size",
     "max_buffer_age",
     "verbose",
+    "intra_op_threads",
 ];
+
+/// The most threads `intra_op_threads` may ask for.
+const MAX_THREADS: usize = 1024;
 
 /// Which engine a model asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +65,9 @@ pub struct EngineSettings {
     pub precision: Precision,
     pub pool: PoolConfig,
     pub verbose: bool,
+    /// Threads of the model's own CPU pool; `None`: the process-wide pool
+    /// (as many threads as the process may use).
+    pub threads: Option<usize>,
 }
 
 impl EngineSettings {
@@ -133,6 +141,21 @@ impl EngineSettings {
             None => false,
             Some((field, v)) => parse_flag(&v).map_err(|m| ConfigError::new(field, m))?,
         };
+        let threads = match pick("intra_op_threads", None) {
+            None => None,
+            Some((field, v)) => match v.trim().parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) if n <= MAX_THREADS => Some(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                        "is '{v}'; give a thread count from 0 (the shared pool) to {MAX_THREADS}"
+                    ),
+                    ))
+                }
+            },
+        };
         let pool = PoolConfig {
             max_pool_bytes,
             max_buffer_age,
@@ -142,6 +165,7 @@ impl EngineSettings {
             precision,
             pool,
             verbose,
+            threads,
         })
     }
 
@@ -151,6 +175,7 @@ impl EngineSettings {
             device,
             precision: self.precision,
             pool: self.pool.clone(),
+            threads: self.threads,
             ..Default::default()
         }
     }
@@ -205,6 +230,7 @@ mod tests {
         assert_eq!(s.pool.max_pool_bytes, None);
         assert_eq!(s.pool.max_buffer_age, None);
         assert!(!s.verbose);
+        assert_eq!(s.threads, None);
     }
 
     #[test]
@@ -215,6 +241,7 @@ mod tests {
             ("max_pool_size", "256MiB"),
             ("max_buffer_age", "500ms"),
             ("verbose", "true"),
+            ("intra_op_threads", "3"),
         ]);
         let s = EngineSettings::from_sources(&c, no_env).unwrap();
         assert_eq!(s.engine, EngineChoice::Cpu);
@@ -223,6 +250,7 @@ mod tests {
         assert_eq!(s.pool.max_buffer_age, Some(Duration::from_millis(500)));
         assert!(s.verbose);
         assert!(matches!(s.options(Device::Gpu).device, Device::Gpu));
+        assert_eq!(s.options(Device::Cpu).threads, Some(3));
         assert!(unknown_parameters(&c).is_empty());
     }
 
@@ -255,6 +283,9 @@ mod tests {
             ("max_pool_size", "-1"),
             ("max_buffer_age", "1h"),
             ("max_buffer_age", "-1"),
+            ("intra_op_threads", "-2"),
+            ("intra_op_threads", "two"),
+            ("intra_op_threads", "100000"),
         ] {
             let e = EngineSettings::from_sources(&config(&[(k, bad)]), no_env).unwrap_err();
             assert_eq!(e.field, format!("parameters.{k}"), "{e}");

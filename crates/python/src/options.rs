@@ -3,7 +3,7 @@
 
 use crate::errors::InvalidArgument;
 use metal_mps::{Device, Options, PoolConfig, Precision};
-use pyo3::exceptions::{PyRuntimeWarning, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use std::collections::HashMap;
@@ -50,9 +50,9 @@ pub enum ExecutionMode {
 /// - `max_pool_size` (bytes) and `max_buffer_age` (seconds): the GPU buffer
 ///   pool's limits (default: `MPS_MAX_POOL_SIZE`, `MPS_MAX_BUFFER_AGE`).
 /// - `adapter`: part of the GPU adapter's name (default: `METAL_MPS_ADAPTER`).
-/// - `intra_op_num_threads`: threads of the CPU engine's pool. The pool is
-///   process-wide: the first session created with a value > 0 sizes it
-///   (like `RAYON_NUM_THREADS`); a later, different value warns.
+/// - `intra_op_num_threads`: threads of this session's own CPU pool (0: the
+///   process-wide pool, as many threads as the process may use, or
+///   `RAYON_NUM_THREADS`).
 /// - `graph_optimization_level`: `ORT_DISABLE_ALL` turns the optimizer off.
 /// - `inter_op_num_threads`, `execution_mode`, `log_severity_level`,
 ///   `enable_cpu_mem_arena`, `enable_mem_pattern`, `enable_profiling` and
@@ -148,6 +148,16 @@ impl SessionOptions {
             .precision
             .parse()
             .map_err(|e: String| PyValueError::new_err(format!("SessionOptions.precision: {e}")))?;
+        let threads = match usize::try_from(self.intra_op_num_threads) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Err(PyValueError::new_err(format!(
+                    "SessionOptions.intra_op_num_threads must be >= 0, got {}",
+                    self.intra_op_num_threads
+                )))
+            }
+        };
         if let Some(age) = self.max_buffer_age {
             if !(age.is_finite() && age >= 0.0) {
                 return Err(PyValueError::new_err(format!(
@@ -164,37 +174,8 @@ impl SessionOptions {
                 max_buffer_age: self.max_buffer_age.map(Duration::from_secs_f64),
             },
             adapter: self.adapter.clone(),
+            threads,
         })
-    }
-
-    /// Sizes the CPU engine's process-wide thread pool when asked to.
-    pub fn apply_threads(&self, py: Python<'_>) -> PyResult<()> {
-        let Ok(n) = usize::try_from(self.intra_op_num_threads) else {
-            return Err(PyValueError::new_err(format!(
-                "SessionOptions.intra_op_num_threads must be >= 0, got {}",
-                self.intra_op_num_threads
-            )));
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        let built = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-        if built.is_err() && rayon::current_num_threads() != n {
-            let msg = format!(
-                "intra_op_num_threads={n} ignored: the CPU engine's thread pool is process-wide \
-                 and already runs {} threads (set it on the first session, or RAYON_NUM_THREADS)",
-                rayon::current_num_threads()
-            );
-            PyErr::warn(
-                py,
-                &py.get_type::<PyRuntimeWarning>(),
-                &std::ffi::CString::new(msg).expect("no NUL in the message"),
-                1,
-            )?;
-        }
-        Ok(())
     }
 
     /// The engine `device` names when no provider is given.

@@ -123,7 +123,6 @@ impl InferenceSession {
         let options = sess_options.unwrap_or_default();
         let device = choose_device(providers, &options)?;
         let engine_options = options.to_options(device)?;
-        options.apply_threads(py)?;
         let model = if let Ok(bytes) = path_or_bytes.cast::<PyBytes>() {
             let bytes = bytes.as_bytes();
             py.detach(|| Model::from_bytes(bytes, None, &engine_options))

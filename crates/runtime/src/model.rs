@@ -109,15 +109,22 @@ impl Model {
         // Sequences and optionals live on the CPU: a graph that has them at
         // its top level runs on the CPU engine whatever the device.
         let data = graph.values.iter().any(|v| !v.kind.is_tensor());
+        let cpu_plan = |graph| -> Result<Engine> {
+            let plan = CpuPlan::new(graph);
+            Ok(Engine::Cpu(Box::new(match options.threads {
+                Some(n) => plan.with_threads(n)?,
+                None => plan,
+            })))
+        };
         let engine = match options.device {
             Device::Gpu if !data => Engine::Gpu(Box::new(crate::gpu::prepare(&graph, options)?)),
             Device::Gpu => {
                 tracing::info!(
                     "the graph has sequence or optional values: it runs on the CPU engine"
                 );
-                Engine::Cpu(Box::new(CpuPlan::new(graph)))
+                cpu_plan(graph)?
             }
-            Device::Cpu => Engine::Cpu(Box::new(CpuPlan::new(graph))),
+            Device::Cpu => cpu_plan(graph)?,
         };
         tracing::debug!(opset, "model compiled");
         let mut model = Model {

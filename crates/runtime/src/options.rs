@@ -73,6 +73,11 @@ pub struct Options {
     pub pool: PoolConfig,
     /// Substring of the GPU adapter's name to choose (else `METAL_MPS_ADAPTER`, else the default).
     pub adapter: Option<String>,
+    /// Threads of this model's own CPU thread pool (for servers that run
+    /// several models or instances side by side). `None`: the process-wide
+    /// pool, as many threads as the process may use (its affinity mask and
+    /// cgroup CPU quota), or `RAYON_NUM_THREADS`.
+    pub threads: Option<usize>,
 }
 
 impl Default for Options {
@@ -83,6 +88,7 @@ impl Default for Options {
             optimize: true,
             pool: PoolConfig::default(),
             adapter: None,
+            threads: None,
         }
     }
 }
