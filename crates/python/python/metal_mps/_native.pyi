@@ -49,8 +49,8 @@ class SessionOptions:
 
     ``device`` ("auto", "cpu", "gpu"; used when ``providers`` is not given), ``precision``
     ("fp32", "fp16"), ``max_pool_size`` (bytes) and ``max_buffer_age`` (seconds) of the GPU
-    buffer pool, ``adapter`` (part of the GPU adapter's name), ``intra_op_num_threads`` (the CPU
-    engine's process-wide thread pool, sized by the first session that sets it),
+    buffer pool, ``adapter`` (part of the GPU adapter's name), ``intra_op_num_threads`` (threads of a
+    CPU pool of this session's own; 0: the process-wide pool),
     ``graph_optimization_level`` (``ORT_DISABLE_ALL`` turns the optimizer off). The other
     attributes are kept for onnxruntime scripts and change nothing.
     """
