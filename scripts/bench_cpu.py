@@ -108,11 +108,11 @@ def bench_ort(sess, feeds, iterations: int, warmup: int) -> tuple[float, float]:
 
 
 def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: int, device: str,
-               threads: int) -> dict:
-    """The JSON object printed by `metal-mps bench --json`."""
+               threads: int, seq_dims: list[str]) -> dict:
+    """The JSON object printed by `metal-mps bench --json` (`seq_dims` given SEQ)."""
     cmd = [binary, "bench", str(model), "--batch", str(batch), "--device", device,
            "--iterations", str(iterations), "--warmup", str(warmup), "--json"]
-    for name in symbolic_dims(model):
+    for name in seq_dims:
         cmd += ["--dim", f"{name}={SEQ}"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
@@ -149,10 +149,12 @@ def main() -> int:
     for name, batch in cases:
         model = args.models / f"{name}.onnx"
         sess, feeds = ort_session(model, batch, args.threads)
+        seq_dims = symbolic_dims(model)
         ort_ms, ours_ms, ratios, fastest = [], [], [], ([], [])
         for r in range(args.rounds):
             median_ms, min_ms = bench_ort(sess, feeds, args.iterations, args.warmup)
-            ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device, args.threads)
+            ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device, args.threads,
+                              seq_dims)
             ort_ms.append(median_ms)
             ours_ms.append(ours["median_ms"])
             fastest[0].append(min_ms)

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// After the timed runs, print the time spent in each operator type
-    /// during them (CPU engine nodes, and the GPU engine's CPU-fallback nodes).
+    /// during them (nodes of the CPU engine's plan).
     #[arg(long)]
     profile: bool,
     #[command(flatten)]

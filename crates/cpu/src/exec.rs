@@ -102,14 +102,6 @@ impl CpuPlan {
         Ok(self)
     }
 
-    /// Threads the kernels of a run use.
-    pub fn threads(&self) -> usize {
-        self.pool.as_ref().map_or_else(
-            rayon::current_num_threads,
-            rayon::ThreadPool::current_num_threads,
-        )
-    }
-
     /// Bytes of the packed weights.
     pub fn packed_bytes(&self) -> usize {
         self.packed

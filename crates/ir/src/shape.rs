@@ -138,6 +138,36 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
+/// Steps the row-major multi-index `idx` over `shape` to the next element,
+/// moving `offset` by `strides` (the offset of each dim's step); after the
+/// last element both wrap back to their start.
+#[inline]
+pub fn step_index(idx: &mut [usize], offset: &mut usize, shape: &[usize], strides: &[usize]) {
+    for d in (0..shape.len()).rev() {
+        idx[d] += 1;
+        *offset += strides[d];
+        if idx[d] < shape[d] {
+            return;
+        }
+        *offset -= strides[d] * shape[d];
+        idx[d] = 0;
+    }
+}
+
+/// A strided walk over fewer dims: size-1 dims dropped, and each
+/// `(size, stride)` merged into the one before it when the two are contiguous
+/// (outer stride = size × stride of the inner). Same elements, same order.
+pub fn coalesce(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &(size, stride) in dims.iter().filter(|d| d.0 != 1) {
+        match out.last_mut() {
+            Some(last) if last.1 == size * stride => *last = (last.0 * size, stride),
+            _ => out.push((size, stride)),
+        }
+    }
+    out
+}
+
 /// Resolves a possibly negative axis against a rank.
 pub fn normalize_axis(axis: i64, rank: usize) -> crate::Result<usize> {
     let r = rank as i64;

@@ -110,15 +110,7 @@ pub fn broadcast_offsets(shape: &[usize], out: &[usize]) -> Result<Vec<usize>> {
     let mut off = 0usize;
     for _ in 0..n {
         offsets.push(off);
-        for a in (0..rank).rev() {
-            idx[a] += 1;
-            off += st[a];
-            if idx[a] < out[a] {
-                break;
-            }
-            off -= st[a] * idx[a];
-            idx[a] = 0;
-        }
+        metal_mps_ir::step_index(&mut idx, &mut off, out, &st);
     }
     Ok(offsets)
 }

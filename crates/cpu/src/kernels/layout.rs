@@ -2,7 +2,8 @@
 
 use crate::Out;
 use metal_mps_ir::{
-    infer, invalid, normalize_axis, strides, DType, Element, Error, Result, Tensor,
+    coalesce, infer, invalid, normalize_axis, step_index, strides, DType, Element, Error, Result,
+    Tensor,
 };
 use rayon::prelude::*;
 
@@ -94,21 +95,25 @@ pub fn unsqueeze(x: &Tensor, axes: &[i64], out: &mut Out) -> Result<Tensor> {
 pub fn transpose(x: &Tensor, perm: &[usize], out: &mut Out) -> Result<Tensor> {
     let perm = infer::resolve_perm(perm, x.rank())?;
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    let mut y = out.tensor(0, x.dtype(), shape.clone())?;
+    let mut y = out.tensor(0, x.dtype(), shape)?;
     let in_strides = strides(x.shape());
-    // Input stride of each output axis.
-    let s: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    // Each output axis: its size and its stride in the input.
+    let dims: Vec<(usize, usize)> = perm
+        .iter()
+        .map(|&p| (x.shape()[p], in_strides[p]))
+        .collect();
     let size = x.dtype().size();
-    copy_strided(x.as_bytes(), y.as_bytes_mut(), &shape, &s, size);
+    copy_strided(x.as_bytes(), y.as_bytes_mut(), &dims, size);
     Ok(y)
 }
 
-/// Writes `dst` in row-major order of `shape`, reading element `idx` of `src`
-/// at `sum(idx[d] * src_strides[d])` (strides in elements of `size` bytes).
-/// Rows of the innermost axis are copied whole when they are contiguous in
-/// `src`; large copies are split among the threads by rows.
-fn copy_strided(src: &[u8], dst: &mut [u8], shape: &[usize], src_strides: &[usize], size: usize) {
-    let (shape, strides) = merge_axes(shape, src_strides);
+/// Writes `dst` in row-major order of the sizes of `dims` (`(size, source
+/// stride)` per axis), reading element `idx` of `src` at
+/// `sum(idx[d] * stride[d])` (strides in elements of `size` bytes). Rows of
+/// the innermost axis are copied whole when they are contiguous in `src`;
+/// large copies are split among the threads by rows.
+fn copy_strided(src: &[u8], dst: &mut [u8], dims: &[(usize, usize)], size: usize) {
+    let (shape, strides): (Vec<usize>, Vec<usize>) = coalesce(dims).into_iter().unzip();
     let n: usize = shape.iter().product();
     if n == 0 || size == 0 {
         return;
@@ -140,15 +145,7 @@ fn copy_strided(src: &[u8], dst: &mut [u8], shape: &[usize], src_strides: &[usiz
                     }
                 }
             }
-            for d in (0..outer.len()).rev() {
-                idx[d] += 1;
-                off += strides[d];
-                if idx[d] < outer[d] {
-                    break;
-                }
-                off -= strides[d] * outer[d];
-                idx[d] = 0;
-            }
+            step_index(&mut idx, &mut off, outer, &strides[..outer.len()]);
         }
     };
     let rows = n / inner;
@@ -171,29 +168,6 @@ fn strided_row<const S: usize>(src: &[u8], row: &mut [u8], off: usize, stride: u
         let at = (off + j * stride) * S;
         el.copy_from_slice(&src[at..at + S]);
     }
-}
-
-/// The same strided walk over fewer axes: axes of size 1 dropped, and each
-/// axis merged into the one before it when the two are contiguous in the
-/// source (stride of the outer = stride × size of the inner).
-fn merge_axes(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(shape.len());
-    for (&n, &s) in shape.iter().zip(strides) {
-        if n == 1 {
-            continue;
-        }
-        match out.last_mut() {
-            Some((pn, ps)) if *ps == s * n => {
-                *pn *= n;
-                *ps = s;
-            }
-            _ => out.push((n, s)),
-        }
-    }
-    if shape.contains(&0) {
-        return (vec![0], vec![1]);
-    }
-    out.into_iter().unzip()
 }
 
 pub fn concat(inputs: &[Option<&Tensor>], axis: i64, out: &mut Out) -> Result<Tensor> {

@@ -5,6 +5,7 @@
 //! activation while the tiles are still in the cache.
 
 use super::packed::{self, Epilogue, Finish, PackedLhs, PackedRhs, MR, NR};
+use super::{with_local, SharedOut};
 use crate::Out;
 use metal_mps_ir::{broadcast_shapes, invalid, Activation, DType, GemmAttrs, Result, Tensor};
 use rayon::prelude::*;
@@ -193,7 +194,7 @@ fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFi
     if m == 0 || n == 0 {
         return;
     }
-    let dst = Shared(y.as_mut_ptr());
+    let dst = SharedOut(y.as_mut_ptr());
     let fresh = |lhs: &mut PackedLhs| {
         lhs.fill_with(m, k, |i, panel| {
             for r in 0..MR.min(m - i * MR) {
@@ -222,11 +223,6 @@ fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFi
             let tiles = ct * tiles / col_tasks..(ct + 1) * tiles / col_tasks;
             let panels = rt * panels / row_tasks..(rt + 1) * panels / row_tasks;
             let columns = tiles.start * NR..(tiles.end * NR).min(n);
-            let raw = Epilogue {
-                bias: None,
-                residual: None,
-                activation: Activation::None,
-            };
             // SAFETY: the panels hold `m` rows of `k` taps and the packed
             // tiles `k` taps each; this task alone writes (then reads) rows
             // `panels` × columns `columns` of `y` (`m×n`, rows `n` apart).
@@ -238,7 +234,7 @@ fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFi
                     None,
                     dst.at(0),
                     n,
-                    &raw,
+                    &Epilogue::NONE,
                 );
                 for row in panels.start * MR..(panels.end * MR).min(m) {
                     let values = std::slice::from_raw_parts_mut(
@@ -250,31 +246,10 @@ fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFi
             }
         });
     };
-    LHS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut lhs) => {
-            fresh(&mut lhs);
-            run(&lhs);
-        }
-        Err(_) => {
-            let mut lhs = PackedLhs::default();
-            fresh(&mut lhs);
-            run(&lhs);
-        }
+    with_local(&LHS, |lhs| {
+        fresh(lhs);
+        run(lhs);
     });
-}
-
-/// The output, written by tasks in disjoint blocks.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint elements (see `product`).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The element at `offset`; the caller's task alone touches it.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
 }
 
 #[cfg(test)]

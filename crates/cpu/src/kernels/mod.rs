@@ -129,3 +129,31 @@ fn ints_arg(attr: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Optio
         (None, None) => Ok(None),
     }
 }
+
+/// Runs `f` with this thread's scratch memory `key`, kept from call to call
+/// so that kernels neither allocate nor zero their working buffers each time
+/// (a fresh one when `f` is re-entered on the same thread).
+fn with_local<T: Default, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut value) => f(&mut value),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
+/// An output buffer shared by parallel tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks only write disjoint elements (see the kernels that share one).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// A pointer into the buffer; the caller guarantees that the elements it
+    /// writes through it are touched by no other task.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}

@@ -58,15 +58,7 @@ pub fn reduce(
             ReduceOp::Max => *a = if v > *a || v.is_nan() { v } else { *a },
             ReduceOp::Min => *a = if v < *a || v.is_nan() { v } else { *a },
         }
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            o += os[d];
-            if idx[d] < x.shape()[d] {
-                break;
-            }
-            o -= os[d] * x.shape()[d];
-            idx[d] = 0;
-        }
+        metal_mps_ir::step_index(&mut idx, &mut o, x.shape(), &os);
     }
     if op == ReduceOp::Mean {
         acc.iter_mut().for_each(|a| *a /= count.max(1) as f64);

@@ -3,23 +3,10 @@
 use super::{grid, grid_groups, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
-use metal_mps_ir::{Error, ReduceOp, Result};
+use metal_mps_ir::{coalesce, Error, ReduceOp, Result};
 
 /// Most dims after coalescing, for kept and reduced dims each.
 pub const MAX_RANK: usize = 8;
-
-/// Merges neighbours of a (size, stride) list that are contiguous with each
-/// other and drops size-1 dims.
-pub fn coalesce(dims: &[(usize, usize)]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for &(size, stride) in dims.iter().filter(|d| d.0 != 1) {
-        match out.last_mut() {
-            Some(last) if last.1 == size * stride => *last = (last.0 * size, stride),
-            _ => out.push((size, stride)),
-        }
-    }
-    out
-}
 
 /// Reduces `shape` over `axes` (normalized, any order); the output is the kept
 /// dims in order, contiguous.

@@ -1,6 +1,6 @@
 use crate::{
-    Activation, AutoPad, BinaryOp, Dim, Graph, Op, PoolAttrs, PoolKind, Result, Tensor, UnaryOp,
-    ValueId,
+    Activation, AutoPad, BinaryOp, Dim, Graph, Node, Op, PoolAttrs, PoolKind, Result, Tensor,
+    UnaryOp, ValueId,
 };
 use std::sync::Arc;
 
@@ -8,6 +8,16 @@ use std::sync::Arc;
 fn sole_consumer(g: &Graph, consumers: &[Vec<usize>], v: ValueId) -> Option<usize> {
     match consumers[v].as_slice() {
         [c] if !g.outputs.contains(&v) => Some(*c),
+        _ => None,
+    }
+}
+
+/// The operand of a binary node other than `y`, when `y` is exactly one of
+/// its two operands.
+fn other_operand(node: &Node, y: ValueId) -> Option<ValueId> {
+    match node.inputs[..] {
+        [Some(l), Some(r)] if l == y && r != y => Some(r),
+        [Some(l), Some(r)] if r == y && l != y => Some(l),
         _ => None,
     }
 }
@@ -233,10 +243,8 @@ pub fn fuse_residual_add(g: &mut Graph) {
         if remove[a] || g.nodes[a].op != Op::Binary(BinaryOp::Add) {
             continue;
         }
-        let residual = match g.nodes[a].inputs[..] {
-            [Some(l), Some(r)] if l == y && r != y => r,
-            [Some(l), Some(r)] if r == y && l != y => l,
-            _ => continue,
+        let Some(residual) = other_operand(&g.nodes[a], y) else {
+            continue;
         };
         let (ys, rs) = (&g.values[y], &g.values[residual]);
         let same_shape = ys.shape.is_some() && ys.shape == rs.shape && ys.dtype == rs.dtype;
@@ -303,10 +311,8 @@ pub fn fuse_matmul_bias(g: &mut Graph) {
         if remove[a] || g.nodes[a].op != Op::Binary(BinaryOp::Add) {
             continue;
         }
-        let other = match g.nodes[a].inputs[..] {
-            [Some(l), Some(r)] if l == y && r != y => r,
-            [Some(l), Some(r)] if r == y && l != y => l,
-            _ => continue,
+        let Some(other) = other_operand(&g.nodes[a], y) else {
+            continue;
         };
         let Some(bias) = g.constant(Some(other)) else {
             continue;

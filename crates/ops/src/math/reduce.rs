@@ -200,15 +200,7 @@ fn group_offsets(shape: &[usize], reduced: &[bool]) -> Result<(Vec<usize>, usize
     let mut o = 0usize;
     for _ in 0..n_in {
         offs.push(o);
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            o += os[d];
-            if idx[d] < shape[d] {
-                break;
-            }
-            o -= os[d] * shape[d];
-            idx[d] = 0;
-        }
+        metal_mps_ir::step_index(&mut idx, &mut o, shape, &os);
     }
     Ok((offs, n_out, count))
 }

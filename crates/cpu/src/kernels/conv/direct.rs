@@ -5,7 +5,6 @@
 use super::pool2x2::{pool_bias_clamp, pool_pairs};
 use super::{with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH};
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
-use metal_mps_ir::Activation;
 use rayon::prelude::*;
 
 /// Whether the direct path applies ([`Product::direct`]): padded rows whose
@@ -226,11 +225,6 @@ impl Product<'_> {
                 if block.len() < channels.end * ldc {
                     block.resize(channels.end * ldc, 0.0);
                 }
-                let raw = Epilogue {
-                    bias: None,
-                    residual: None,
-                    activation: Activation::None,
-                };
                 // SAFETY: the tiles' taps lie in `padded`; the block holds
                 // rows `..channels.end` of `ldc` columns, this task's alone.
                 unsafe {
@@ -241,7 +235,7 @@ impl Product<'_> {
                         Some(&offsets),
                         block.as_mut_ptr(),
                         ldc,
-                        &raw,
+                        &Epilogue::NONE,
                     )
                 };
                 self.store_block(image, channels, oy, &block[..], wp, dst);

@@ -16,6 +16,7 @@ mod pool2x2;
 
 use super::matmul::{as_f32, f32_output};
 use super::packed::{self, Columns, Epilogue, PackedLhs, PackedRhs};
+use super::{with_local, SharedOut};
 use crate::Out;
 use depthwise::{depthwise, is_depthwise, Layout};
 use direct::direct_fits;
@@ -24,7 +25,6 @@ use metal_mps_ir::{invalid, unsupported, Activation, ConvAttrs, Result, Tensor};
 use pixel_major::pixel_major_fits;
 use pool2x2::pool_pairs;
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 /// 2-D geometry after 1-D inputs are seen as height 1.
 struct Geometry {
@@ -361,16 +361,6 @@ thread_local! {
     static SCRATCH: RefCell<Buffers> = RefCell::default();
 }
 
-/// Runs `f` with this thread's scratch memory `key`, kept from call to call
-/// so that convolutions neither allocate nor zero their working buffers each
-/// time (a fresh one when `f` is re-entered on the same thread).
-fn with_local<T: Default, R>(key: &'static LocalKey<RefCell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut value) => f(&mut value),
-        Err(_) => f(&mut T::default()),
-    })
-}
-
 /// A thread's scratch memory for convolutions (see [`with_local`]).
 #[derive(Default)]
 struct Buffers {
@@ -380,21 +370,6 @@ struct Buffers {
     panels: Vec<f32>,
     /// The chunk's input offsets per kernel tap.
     taps: TapOffsets,
-}
-
-/// The output buffer shared by conv tasks that write disjoint parts of it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks only write disjoint elements (see `conv_packed`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// A pointer into the buffer; the caller guarantees that the elements it
-    /// writes through it are touched by no other task.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
 }
 
 /// Channels and groups of input `xs` and weight `wsh` (same rank) agree, and

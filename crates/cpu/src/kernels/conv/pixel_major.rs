@@ -7,7 +7,6 @@
 
 use super::{with_local, Product, SharedOut, TapOffsets, PADDING};
 use crate::kernels::packed::{self, Epilogue, Finish, PackedLhs, PackedRhs, MR, NR};
-use metal_mps_ir::Activation;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -87,11 +86,6 @@ impl Product<'_> {
                 let tasks = (4 * rayon::current_num_threads()).min(tiles);
                 (0..tasks).into_par_iter().for_each(|task| {
                     let tiles = task * tiles / tasks..(task + 1) * tiles / tasks;
-                    let raw = Epilogue {
-                        bias: None,
-                        residual: None,
-                        activation: Activation::None,
-                    };
                     let channels = tiles.start * NR..(tiles.end * NR).min(mg);
                     // SAFETY: the panels hold `rows` rows of `self.k` taps;
                     // this task alone writes (then reads) these columns of
@@ -104,7 +98,7 @@ impl Product<'_> {
                             None,
                             out_t.at(0),
                             ldc,
-                            &raw,
+                            &Epilogue::NONE,
                         );
                         self.store_columns(gi, channels, out_t, dst);
                     }

@@ -153,6 +153,15 @@ pub struct Epilogue<'a> {
     pub activation: Activation,
 }
 
+impl Epilogue<'_> {
+    /// The raw product: no bias, residual or activation.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        residual: None,
+        activation: Activation::None,
+    };
+}
+
 /// The parts of an epilogue that one tile applies, resolved for the tile's rows.
 #[derive(Clone, Copy)]
 pub(crate) struct TileOps {
