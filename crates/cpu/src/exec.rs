@@ -1,6 +1,8 @@
 //! Runs a planned graph on the CPU.
 
-use crate::kernels::{conv_packed, gemm_packed, matmul_packed, ConvWeights, PackedLinear};
+use crate::kernels::{
+    conv_packed, gemm_packed, matmul_packed, view_shape, ConvWeights, PackedLinear,
+};
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
 use metal_mps_ir::{passes, DType, Datum, Dim, Error, Graph, Node, Op, Result, Storage, Tensor};
@@ -261,6 +263,12 @@ impl CpuPlan {
                 self.execute_on_data(node, owned, fed, data)?;
                 continue;
             }
+            if self.view_in_place(step, node, slots, owned, fed)? {
+                if let Some(started) = started {
+                    crate::profile::record(node.op.name().as_ref(), started.elapsed());
+                }
+                continue;
+            }
             let storages = node
                 .outputs
                 .iter()
@@ -317,10 +325,10 @@ impl CpuPlan {
                 .map_err(|e| node.error(e))?
             };
             if let Some(started) = started {
-                let packed = if self.packed[n].is_some() {
-                    " (packed)"
-                } else {
-                    ""
+                let packed = match &self.packed[n] {
+                    Some(Packed::Conv(w)) => w.kind(),
+                    Some(Packed::Linear(_)) => " (packed)",
+                    None => "",
                 };
                 crate::profile::record(&format!("{}{packed}", node.op.name()), started.elapsed());
             }
@@ -334,6 +342,50 @@ impl CpuPlan {
             }
         }
         Ok(())
+    }
+
+    /// A Reshape, Flatten, Squeeze or Unsqueeze whose input is a tensor of
+    /// this run that no later node reads takes that tensor as its output
+    /// under the new shape: no copy. Its output's slot memory, unused this
+    /// run, takes the input's place in the pool. `false` when the node is
+    /// something else or its input is still needed.
+    fn view_in_place(
+        &self,
+        step: usize,
+        node: &Node,
+        slots: &mut [Storage],
+        owned: &mut [Option<Tensor>],
+        fed: &[Option<&Tensor>],
+    ) -> Result<bool> {
+        let (Some(Some(x)), &[y]) = (node.inputs.first(), &node.outputs[..]) else {
+            return Ok(false);
+        };
+        let (Home::Slot(from), Home::Slot(to)) = (self.plan.home[*x], self.plan.home[y]) else {
+            return Ok(false);
+        };
+        if owned[*x].is_none() || !self.plan.release_after[step].contains(x) {
+            return Ok(false);
+        }
+        let g = &self.graph;
+        let inputs: Vec<Option<&Tensor>> = node
+            .inputs
+            .iter()
+            .map(|i| {
+                i.and_then(|v| {
+                    fed[v]
+                        .or(owned[v].as_ref())
+                        .or(g.values[v].constant.as_deref())
+                })
+            })
+            .collect();
+        let Some(shape) = view_shape(&node.op, &inputs) else {
+            return Ok(false);
+        };
+        let shape = shape.map_err(|e| node.error(e))?;
+        let t = owned[*x].take().expect("checked above");
+        owned[y] = Some(t.reshaped(shape).map_err(|e| node.error(e))?);
+        slots[from] = std::mem::take(&mut slots[to]);
+        Ok(true)
     }
 
     /// Runs a node that reads or writes sequences or optionals: its tensor

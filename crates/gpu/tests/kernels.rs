@@ -225,6 +225,19 @@ fn elementwise_chains_with_broadcasting() {
                 }),
             ],
         ),
+        // GELU over both branches of its erf (|x| past 3.9 and within).
+        (
+            vec![2, 3, 4, 5],
+            vec![vec![5]],
+            vec![
+                Step::Binary {
+                    op: Arith::Mul,
+                    operand: 1,
+                    swap: false,
+                },
+                Step::Unary(UnaryOp::Gelu),
+            ],
+        ),
     ];
     for (ci, (x0_shape, others, steps)) in cases.into_iter().enumerate() {
         let mut shapes = vec![x0_shape];
@@ -236,6 +249,9 @@ fn elementwise_chains_with_broadcasting() {
             .collect();
         if ci == 3 {
             data[1] = vec![2.0, 3.0, 0.5, 0.0, 1.0];
+        }
+        if steps.contains(&Step::Unary(UnaryOp::Gelu)) {
+            data[1] = vec![9.0, -7.0, 3.0, -0.5, 0.02];
         }
         let mut want = vec![0f32; n];
         for (i, w) in want.iter_mut().enumerate() {

@@ -12,6 +12,7 @@ mod graph;
 pub mod infer;
 mod kind;
 pub mod limits;
+pub mod math;
 mod operator;
 mod ops;
 mod out;

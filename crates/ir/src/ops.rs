@@ -32,7 +32,12 @@ pub enum UnaryOp {
         beta: f32,
     },
     HardSwish,
-    /// Clip with constant bounds (Clip with runtime bounds stays [`Op::Clip`]).
+    /// `x·Φ(x)` with the exact (erf) normal CDF: what `fuse_gelu` makes of
+    /// the Div/Erf/Add/Mul/Mul chain exporters write.
+    Gelu,
+    /// Clip with constant bounds (Clip with runtime bounds stays [`Op::Clip`]):
+    /// below `min` becomes `min`, above `max` becomes `max` (so `max` wins
+    /// when `min > max`), NaN stays NaN, as numpy's `clip`.
     Clamp {
         min: f32,
         max: f32,
@@ -70,7 +75,15 @@ impl UnaryOp {
                 (alpha as f64 * x + beta as f64).clamp(0.0, 1.0)
             }
             UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-            UnaryOp::Clamp { min, max } => x.max(min as f64).min(max as f64),
+            UnaryOp::Gelu => crate::math::gelu_f64(x),
+            UnaryOp::Clamp { min, max } => {
+                let x = if x < min as f64 { min as f64 } else { x };
+                if x > max as f64 {
+                    max as f64
+                } else {
+                    x
+                }
+            }
         }
     }
 
@@ -94,7 +107,15 @@ impl UnaryOp {
             }
             UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-            UnaryOp::Clamp { min, max } => x.max(min).min(max),
+            UnaryOp::Gelu => crate::math::gelu_f32(x),
+            UnaryOp::Clamp { min, max } => {
+                let x = if x < min { min } else { x };
+                if x > max {
+                    max
+                } else {
+                    x
+                }
+            }
         }
     }
 }

@@ -166,6 +166,132 @@ fn concurrent_runs_give_identical_results() {
     }
 }
 
+fn int64_initializer(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: vec![data.len() as i64],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// `y = Squeeze(Unsqueeze(Flatten(Neg(Reshape(r, [0, 2, 2]))))) · r` with
+/// `r = Relu(x)`, x FLOAT [batch, 4]: the views whose input nobody reads
+/// later take it over (the CPU engine moves it instead of copying), the
+/// Reshape's input `r` is read again by the Mul and must stay intact.
+fn views_model() -> Vec<u8> {
+    model(GraphProto {
+        name: Some("views".into()),
+        node: vec![
+            node("Relu", "relu", &["x"], &["r"]),
+            node("Reshape", "reshape", &["r", "shape"], &["v"]),
+            node("Neg", "neg", &["v"], &["n"]),
+            node("Flatten", "flatten", &["n"], &["f"]),
+            node("Unsqueeze", "unsqueeze", &["f", "axes"], &["u"]),
+            node("Squeeze", "squeeze", &["u", "axes"], &["s"]),
+            node("Mul", "mul", &["s", "r"], &["y"]),
+        ],
+        initializer: vec![
+            int64_initializer("shape", &[0, 2, 2]),
+            int64_initializer("axes", &[1]),
+        ],
+        input: vec![value_info("x", DataType::Float, &[D::S("batch"), D::N(4)])],
+        output: vec![value_info("y", DataType::Float, &[D::S("batch"), D::N(4)])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn views_moved_or_copied_give_the_same_results() {
+    let model = Arc::new(load(&views_model()).unwrap());
+    let threads: Vec<_> = (0..3u32)
+        .map(|t| {
+            let model = Arc::clone(&model);
+            std::thread::spawn(move || {
+                for i in 0..40u32 {
+                    let batch = 1 + ((t + i) % 4) as usize;
+                    let x = f32s(&[batch, 4], t * 100 + i);
+                    let want: Vec<f32> = x
+                        .as_slice::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&v| -(v.max(0.0) * v.max(0.0)))
+                        .collect();
+                    let out = model.run(&[("x", &x)]).unwrap();
+                    assert_eq!(out[0].shape(), &[batch, 4]);
+                    assert_eq!(out[0].to_vec::<f32>().unwrap(), want, "thread {t} run {i}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a worker thread panicked");
+    }
+}
+
+fn scalar_initializer(name: &str, v: f32) -> TensorProto {
+    float_initializer(name, &[], &[v])
+}
+
+/// The exact GELU as PyTorch exports it (`Div` √2, `Erf`, `Add` 1, `Mul` x,
+/// `Mul` 0.5) or with the halving first and `Mul` by 1/√2, on x FLOAT [batch, 5].
+fn gelu_model(half_first: bool) -> Vec<u8> {
+    let mut nodes = vec![
+        if half_first {
+            node("Mul", "scale", &["x", "inv_sqrt2"], &["d"])
+        } else {
+            node("Div", "scale", &["x", "sqrt2"], &["d"])
+        },
+        node("Erf", "erf", &["d"], &["e"]),
+        node("Add", "plus_one", &["one", "e"], &["a"]),
+    ];
+    if half_first {
+        nodes.push(node("Mul", "half_x", &["half", "x"], &["h"]));
+        nodes.push(node("Mul", "gelu", &["h", "a"], &["y"]));
+    } else {
+        nodes.push(node("Mul", "x_a", &["x", "a"], &["m"]));
+        nodes.push(node("Mul", "gelu", &["m", "half"], &["y"]));
+    }
+    model(GraphProto {
+        name: Some("gelu".into()),
+        node: nodes,
+        initializer: vec![
+            scalar_initializer("sqrt2", std::f32::consts::SQRT_2),
+            scalar_initializer("inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2),
+            scalar_initializer("one", 1.0),
+            scalar_initializer("half", 0.5),
+        ],
+        input: vec![value_info("x", DataType::Float, &[D::S("batch"), D::N(5)])],
+        output: vec![value_info("y", DataType::Float, &[D::S("batch"), D::N(5)])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn exported_gelu_runs_as_one_node() {
+    for half_first in [false, true] {
+        let model = load(&gelu_model(half_first)).unwrap();
+        let ops: Vec<String> = model.nodes().iter().map(|n| n.op.clone()).collect();
+        assert_eq!(ops, ["Gelu"], "half_first {half_first}");
+        let x = f32s(&[3, 5], 7);
+        let y = model.run(&[("x", &x)]).unwrap();
+        for (&v, &got) in x
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .zip(y[0].as_slice::<f32>().unwrap())
+        {
+            let v = v as f64;
+            let want = 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+            assert!(
+                (got as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{v}: {got} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dynamic_batch_runs_at_batch_1_and_5() {
     let model = load(&relu_add_model()).unwrap();

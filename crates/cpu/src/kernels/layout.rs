@@ -2,12 +2,41 @@
 
 use crate::Out;
 use metal_mps_ir::{
-    coalesce, infer, invalid, normalize_axis, step_index, strides, DType, Element, Error, Result,
-    Tensor,
+    coalesce, infer, invalid, normalize_axis, step_index, strides, DType, Element, Error, Op,
+    Result, Tensor,
 };
 use rayon::prelude::*;
 
-pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Result<Tensor> {
+/// The output shape of an op whose output holds its input's bytes unchanged
+/// under another shape (Reshape, Flatten, Squeeze, Unsqueeze); `None` for
+/// every other op. The executor moves such an input into the output when no
+/// later node reads it; otherwise [`view`] copies.
+pub fn view_shape(op: &Op, inputs: &[Option<&Tensor>]) -> Option<Result<Vec<usize>>> {
+    let x = || super::arg(inputs, 0);
+    Some(match op {
+        Op::Reshape { allowzero } => {
+            x().and_then(|x| reshape_shape(x, super::arg(inputs, 1)?, *allowzero))
+        }
+        Op::Flatten { axis } => x().and_then(|x| flatten_shape(x.shape(), *axis)),
+        Op::Squeeze { axes } => {
+            x().and_then(|x| squeeze_shape(x.shape(), super::ints_arg(axes, inputs)?))
+        }
+        Op::Unsqueeze { axes } => x().and_then(|x| {
+            let axes = super::ints_arg(axes, inputs)?
+                .ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
+            unsqueeze_shape(x.shape(), &axes)
+        }),
+        _ => return None,
+    })
+}
+
+/// A copy of the input under the shape of [`view_shape`].
+pub fn view(op: &Op, inputs: &[Option<&Tensor>], out: &mut Out) -> Result<Tensor> {
+    let shape = view_shape(op, inputs).expect("called for view ops only")?;
+    out.copy_of(0, super::arg(inputs, 0)?, shape)
+}
+
+fn reshape_shape(x: &Tensor, shape: &Tensor, allowzero: bool) -> Result<Vec<usize>> {
     let target = shape.to_i64_vec()?;
     let mut dims = Vec::with_capacity(target.len());
     let mut infer_at = None;
@@ -34,50 +63,51 @@ pub fn reshape(x: &Tensor, shape: &Tensor, allowzero: bool, out: &mut Out) -> Re
         }
         dims[i] = x.numel() / known;
     }
-    out.copy_of(0, x, dims)
+    if metal_mps_ir::checked_numel(&dims)? != x.numel() {
+        return invalid!("cannot reshape {:?} into {target:?}", x.shape());
+    }
+    Ok(dims)
 }
 
-pub fn flatten(x: &Tensor, axis: i64, out: &mut Out) -> Result<Tensor> {
-    let r = x.rank() as i64;
+fn flatten_shape(x: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let r = x.len() as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if !(0..=r).contains(&a) {
         return invalid!("Flatten axis {axis} is out of range for rank {r}");
     }
-    let (outer, inner) = x.shape().split_at(a as usize);
-    out.copy_of(0, x, vec![outer.iter().product(), inner.iter().product()])
+    let (outer, inner) = x.split_at(a as usize);
+    Ok(vec![outer.iter().product(), inner.iter().product()])
 }
 
-pub fn squeeze(x: &Tensor, axes: Option<Vec<i64>>, out: &mut Out) -> Result<Tensor> {
-    let shape: Vec<usize> = match axes {
-        None => x.shape().iter().copied().filter(|&d| d != 1).collect(),
+fn squeeze_shape(x: &[usize], axes: Option<Vec<i64>>) -> Result<Vec<usize>> {
+    Ok(match axes {
+        None => x.iter().copied().filter(|&d| d != 1).collect(),
         Some(axes) => {
             let axes = axes
                 .iter()
-                .map(|&a| normalize_axis(a, x.rank()))
+                .map(|&a| normalize_axis(a, x.len()))
                 .collect::<Result<Vec<_>>>()?;
             for &a in &axes {
-                if x.shape()[a] != 1 {
-                    return invalid!("Squeeze: axis {a} has size {}, not 1", x.shape()[a]);
+                if x[a] != 1 {
+                    return invalid!("Squeeze: axis {a} has size {}, not 1", x[a]);
                 }
             }
-            x.shape()
-                .iter()
+            x.iter()
                 .enumerate()
                 .filter(|(i, _)| !axes.contains(i))
                 .map(|(_, &d)| d)
                 .collect()
         }
-    };
-    out.copy_of(0, x, shape)
+    })
 }
 
-pub fn unsqueeze(x: &Tensor, axes: &[i64], out: &mut Out) -> Result<Tensor> {
-    let rank = x.rank() + axes.len();
+fn unsqueeze_shape(x: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
+    let rank = x.len() + axes.len();
     let axes = axes
         .iter()
         .map(|&a| normalize_axis(a, rank))
         .collect::<Result<Vec<_>>>()?;
-    let mut src = x.shape().iter();
+    let mut src = x.iter();
     let mut shape = Vec::with_capacity(rank);
     for i in 0..rank {
         if axes.contains(&i) {
@@ -89,7 +119,7 @@ pub fn unsqueeze(x: &Tensor, axes: &[i64], out: &mut Out) -> Result<Tensor> {
             );
         }
     }
-    out.copy_of(0, x, shape)
+    Ok(shape)
 }
 
 pub fn transpose(x: &Tensor, perm: &[usize], out: &mut Out) -> Result<Tensor> {

@@ -87,7 +87,7 @@ pub fn matmul_packed(
     }
     let mut y_shape = shape.to_vec();
     *y_shape.last_mut().expect("rank checked above") = w.n;
-    let m = x.numel() / w.k.max(1);
+    let m = shape[..shape.len() - 1].iter().product();
     let bias = bias.map(|b| b.as_slice::<f32>()).transpose()?;
     if bias.is_some_and(|b| b.len() != w.n) {
         return invalid!("MatMul bias must hold {} values", w.n);
@@ -192,6 +192,14 @@ thread_local! {
 fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFinish) {
     let (k, n) = (w.k, w.n);
     if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: every output is just the finish of zero.
+        y.fill(0.0);
+        for (row, values) in y.chunks_mut(n).enumerate() {
+            finish((row, 0..n), values);
+        }
         return;
     }
     let dst = SharedOut(y.as_mut_ptr());
@@ -312,7 +320,7 @@ mod tests {
 
         #[test]
         fn gemm_matches_reference(
-            m in 1usize..20, k in 1usize..300, n in 1usize..40,
+            m in 1usize..20, k in 0usize..300, n in 1usize..40,
             trans_a: bool, trans_b: bool, alpha in -2f32..2.0, beta in -2f32..2.0,
             c_kind in 0usize..5, seed in 0u64..1000,
         ) {
@@ -353,6 +361,24 @@ mod tests {
             }
             close(y.as_slice::<f32>().unwrap(), &want, k);
         }
+    }
+
+    /// An empty inner dimension is a sum of nothing: the output is the bias
+    /// (ONNX Runtime and numpy agree), on every row of every batch.
+    #[test]
+    fn empty_inner_dimension_gives_the_bias() {
+        let packed = PackedLinear::matmul(&tensor(&[0, 3], 1)).unwrap();
+        let bias = Tensor::from_vec(vec![3], vec![-1f32, 0.5, 2.0]).unwrap();
+        let y = matmul_packed(
+            &tensor(&[2, 2, 0], 2),
+            &packed,
+            Some(&bias),
+            Activation::None,
+            &mut Out::fresh(),
+        )
+        .unwrap();
+        assert_eq!(y.shape(), &[2, 2, 3]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), [-1f32, 0.5, 2.0].repeat(4));
     }
 
     #[test]

@@ -222,18 +222,17 @@ pub fn matmul(
         if nb > 1 && sb.iter().all(|&s| s == 0) && sa == metal_mps_ir::strides(&batch) {
             // A's batches are contiguous and B is shared: one tall product.
             sgemm(nb * m, n, k, &av, k, &bv, n, y, true);
-        } else if nb >= rayon::current_num_threads() {
+        } else {
+            // The batches in parallel; each product also splits its own work
+            // when there are fewer batches than threads (attention heads at
+            // batch 1 on many cores).
+            let inner = nb < rayon::current_num_threads();
             y.par_chunks_mut((m * n).max(1))
                 .enumerate()
                 .for_each(|(i, dst)| {
                     let (oa, ob) = offsets(i);
-                    sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, false);
+                    sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, inner);
                 });
-        } else {
-            for (i, dst) in y.chunks_mut((m * n).max(1)).enumerate() {
-                let (oa, ob) = offsets(i);
-                sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, true);
-            }
         }
         if let Some(bias) = bias {
             for row in y.chunks_mut(n.max(1)) {

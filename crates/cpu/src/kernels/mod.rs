@@ -6,6 +6,7 @@ pub use cast::cast_with;
 mod conv;
 mod layout;
 mod linear;
+pub(crate) use layout::view_shape;
 pub(crate) use linear::{gemm_packed, matmul_packed, PackedLinear};
 mod matmul;
 mod norm;
@@ -98,13 +99,8 @@ pub fn eval_op(
                 out,
             ))
         }
-        Op::Reshape { allowzero } => one(layout::reshape(x, arg(inputs, 1)?, *allowzero, out)),
-        Op::Flatten { axis } => one(layout::flatten(x, *axis, out)),
-        Op::Squeeze { axes } => one(layout::squeeze(x, ints_arg(axes, inputs)?, out)),
-        Op::Unsqueeze { axes } => {
-            let axes = ints_arg(axes, inputs)?
-                .ok_or_else(|| Error::Invalid("Unsqueeze needs axes".into()))?;
-            one(layout::unsqueeze(x, &axes, out))
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            one(layout::view(op, inputs, out))
         }
         Op::Transpose { perm } => one(layout::transpose(x, perm, out)),
         Op::Concat { axis } => one(layout::concat(inputs, *axis, out)),

@@ -51,7 +51,12 @@ fn map_f32(op: UnaryOp, x: &[f32], y: &mut [f32]) {
         UnaryOp::Abs => map(x, y, f32::abs),
         UnaryOp::Sqrt => map(x, y, f32::sqrt),
         UnaryOp::Exp => map(x, y, f32::exp),
-        UnaryOp::Clamp { min, max } => map(x, y, move |v: f32| v.max(min).min(max)),
+        UnaryOp::Gelu => map(x, y, metal_mps_ir::math::gelu_f32),
+        UnaryOp::Clamp { min, max } => {
+            // `max` wins over `min`, as in `UnaryOp::apply_f32`.
+            let lo = min.min(max);
+            map(x, y, move |v: f32| super::packed::clamp(v, lo, max))
+        }
         other => map(x, y, move |v| other.apply_f32(v)),
     }
 }
@@ -62,9 +67,7 @@ fn int_unary<T: Element>(op: UnaryOp, x: &Tensor, y: &mut Tensor) -> Result<()> 
         UnaryOp::Relu => Box::new(move |v: T| if v < zero { zero } else { v }),
         UnaryOp::Neg => Box::new(|v: T| T::from_f64(-v.to_f64())),
         UnaryOp::Abs => Box::new(|v: T| T::from_f64(v.to_f64().abs())),
-        UnaryOp::Clamp { min, max } => {
-            Box::new(move |v: T| T::from_f64(v.to_f64().clamp(min as f64, max as f64)))
-        }
+        UnaryOp::Clamp { .. } => Box::new(move |v: T| T::from_f64(op.apply_f64(v.to_f64()))),
         other => return metal_mps_ir::unsupported!("{other:?} on integer tensors"),
     };
     map(x.as_slice::<T>()?, y.as_slice_mut::<T>()?, f);

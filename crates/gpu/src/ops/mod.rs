@@ -150,6 +150,7 @@ pub fn act_code(u: Option<UnaryOp>) -> (u32, f32, f32) {
         Some(UnaryOp::LeakyRelu { alpha }) => (9, alpha, 0.0),
         Some(UnaryOp::HardSigmoid { alpha, beta }) => (10, alpha, beta),
         Some(UnaryOp::HardSwish) => (11, 0.0, 0.0),
+        Some(UnaryOp::Gelu) => (15, 0.0, 0.0),
         // Pipeline constants must be finite: an open side is its own code.
         Some(UnaryOp::Clamp { min, max }) => match (min.is_finite(), max.is_finite()) {
             (true, true) => (12, min, max),

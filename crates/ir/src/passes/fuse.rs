@@ -5,7 +5,7 @@ use crate::{
 use std::sync::Arc;
 
 /// The single node reading `v`, when `v` is not also a graph output.
-fn sole_consumer(g: &Graph, consumers: &[Vec<usize>], v: ValueId) -> Option<usize> {
+pub(super) fn sole_consumer(g: &Graph, consumers: &[Vec<usize>], v: ValueId) -> Option<usize> {
     match consumers[v].as_slice() {
         [c] if !g.outputs.contains(&v) => Some(*c),
         _ => None,
@@ -14,30 +14,11 @@ fn sole_consumer(g: &Graph, consumers: &[Vec<usize>], v: ValueId) -> Option<usiz
 
 /// The operand of a binary node other than `y`, when `y` is exactly one of
 /// its two operands.
-fn other_operand(node: &Node, y: ValueId) -> Option<ValueId> {
+pub(super) fn other_operand(node: &Node, y: ValueId) -> Option<ValueId> {
     match node.inputs[..] {
         [Some(l), Some(r)] if l == y && r != y => Some(r),
         [Some(l), Some(r)] if r == y && l != y => Some(l),
         _ => None,
-    }
-}
-
-/// Rewires readers of an `Identity` (Dropout in inference too) to its input.
-pub fn remove_identities(g: &mut Graph) {
-    let mut alias: Vec<ValueId> = (0..g.values.len()).collect();
-    g.nodes.retain(|n| {
-        if n.op == Op::Identity && n.outputs.len() == 1 && !g.outputs.contains(&n.outputs[0]) {
-            if let Some(src) = n.inputs[0] {
-                alias[n.outputs[0]] = alias[src];
-                return false;
-            }
-        }
-        true
-    });
-    for n in &mut g.nodes {
-        for i in n.inputs.iter_mut().flatten() {
-            *i = alias[*i];
-        }
     }
 }
 

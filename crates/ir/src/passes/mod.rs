@@ -7,13 +7,17 @@
 mod dce;
 mod fold;
 mod fuse;
+mod gelu;
+mod simplify;
 
 pub use dce::remove_dead_nodes;
 pub use fold::{fold_constants, Evaluator, FOLD_BUDGET_BYTES};
 pub use fuse::{
     fold_batch_norm_into_conv, fuse_activations, fuse_bias_add, fuse_matmul_bias, fuse_max_pool,
-    fuse_residual_add, remove_identities,
+    fuse_residual_add,
 };
+pub use gelu::fuse_gelu;
+pub use simplify::{constant_clip_bounds, remove_identities};
 
 use crate::{Graph, Result};
 
@@ -21,6 +25,8 @@ use crate::{Graph, Result};
 pub fn optimize(g: &mut Graph, eval: &dyn Evaluator) -> Result<()> {
     fold_constants(g, eval)?;
     remove_identities(g);
+    constant_clip_bounds(g);
+    fuse_gelu(g);
     fold_batch_norm_into_conv(g)?;
     fuse_bias_add(g)?;
     fuse_activations(g);

@@ -4,6 +4,7 @@
 use crate::support::{arg, known, like, map1};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
+use metal_mps_ir::math::{erf_f32, gelu_f32};
 use metal_mps_ir::{
     bf16, f16, BoolByte, DType, DynOp, Element, Fact, Op, Operator, Out, Result, Tensor,
 };
@@ -260,7 +261,7 @@ fn math<T: Element>(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
 }
 
 /// [`math`] on FLOAT tensors: in parallel blocks, and Erf and the Erf GELU
-/// in single precision ([`erf_f32`]) instead of through f64.
+/// in single precision ([`metal_mps_ir::math::erf_f32`]) instead of through f64.
 fn math_f32(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     const BLOCK: usize = 16 * 1024;
     let xs = x.as_slice::<f32>()?;
@@ -269,9 +270,7 @@ fn math_f32(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
         let pairs = ys.iter_mut().zip(xs);
         match f {
             MathFn::Erf => pairs.for_each(|(y, &x)| *y = erf_f32(x)),
-            MathFn::Gelu { tanh: false } => pairs.for_each(|(y, &x)| {
-                *y = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-            }),
+            MathFn::Gelu { tanh: false } => pairs.for_each(|(y, &x)| *y = gelu_f32(x)),
             f => pairs.for_each(|(y, &x)| *y = f.apply(x as f64) as f32),
         }
     };
@@ -284,40 +283,6 @@ fn math_f32(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
             .for_each(apply);
     }
     Ok(y)
-}
-
-/// `erf(x)` in single precision, within 4.5e-7 of the exact value: an odd
-/// rational approximation on `[-3.9, 3.9]` (beyond it erf is ±1 in f32),
-/// branch-free so that loops over it vectorize. NaN stays NaN.
-#[inline(always)]
-fn erf_f32(x: f32) -> f32 {
-    const P: [f32; 7] = [
-        -2.726_142_3e-10,
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_6e-3,
-        -1.609_603_3e-2,
-    ];
-    const Q: [f32; 5] = [
-        -1.456_607_2e-5,
-        -2.133_740_6e-4,
-        -1.682_827e-3,
-        -7.373_329e-3,
-        -1.426_474e-2,
-    ];
-    let x2 = x * x;
-    // Not `mul_add`: without FMA in the target it calls a slow library fma.
-    let p = P[1..].iter().fold(P[0], |acc, &c| acc * x2 + c);
-    let q = Q[1..].iter().fold(Q[0], |acc, &c| acc * x2 + c);
-    let erf = x * p / q;
-    // From 3.9 on, erf rounds to ±1 in f32 (and the polynomials may overflow).
-    if x.abs() >= 3.9 {
-        1f32.copysign(x)
-    } else {
-        erf
-    }
 }
 
 fn math_int<T: Element>(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
@@ -380,20 +345,7 @@ impl Operator for Unary {
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_f32, MathFn};
-
-    #[test]
-    fn erf_f32_is_within_its_bound() {
-        let worst = (-600_000..=600_000)
-            .map(|i| i as f32 * 1e-5)
-            .map(|x| (erf_f32(x) as f64 - libm::erf(x as f64)).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 5e-7, "largest error {worst}");
-        assert_eq!(erf_f32(f32::INFINITY), 1.0);
-        assert_eq!(erf_f32(f32::NEG_INFINITY), -1.0);
-        assert!(erf_f32(f32::NAN).is_nan());
-        assert_eq!(erf_f32(0.0), 0.0);
-    }
+    use super::MathFn;
 
     #[test]
     fn functions_match_their_definitions() {

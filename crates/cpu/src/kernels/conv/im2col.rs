@@ -83,23 +83,42 @@ impl Product<'_> {
             });
             return;
         }
-        // Few jobs: each is packed once, in parallel, then its output
-        // channels are split across the threads.
-        with_local(&SCRATCH, |buf| {
-            for j in 0..jobs.count() {
-                let (n, gi, .., direct) = job(j);
-                prepare(j, buf);
-                let taps = &buf.taps;
-                buf.panels
-                    .par_chunks_exact_mut(k * NR)
-                    .enumerate()
-                    .for_each(|(q, panel)| {
-                        taps.pack_panel(self.input(n, gi), g, direct + q, panel)
-                    });
-                let tiles = tiles(j, &buf.panels);
-                (0..jobs.splits.count).into_par_iter().for_each(|si| {
-                    run(j, jobs.splits.range(si), &tiles);
+        // Few jobs: a batch of jobs is packed (all panels in parallel), then
+        // every job's output channels are split among tasks, all the batch's
+        // tasks in one parallel loop. A batch holds as many jobs as
+        // BATCH_FLOATS of panels allow (all of them, but for wide layers).
+        let job_floats = jobs.chunk.div_ceil(NR) * k * NR;
+        let per_batch = (BATCH_FLOATS / job_floats.max(1)).max(1);
+        with_local(&BATCH, |bufs| {
+            for first in (0..jobs.count()).step_by(per_batch) {
+                let batch = first..(first + per_batch).min(jobs.count());
+                if bufs.len() < batch.len() {
+                    bufs.resize_with(batch.len(), Buffers::default);
+                }
+                let bufs = &mut bufs[..batch.len()];
+                bufs.par_iter_mut().zip(batch.clone()).for_each(|(buf, j)| {
+                    let (n, gi, .., direct) = job(j);
+                    prepare(j, buf);
+                    let taps = &buf.taps;
+                    buf.panels
+                        .par_chunks_exact_mut(k * NR)
+                        .enumerate()
+                        .for_each(|(q, panel)| {
+                            taps.pack_panel(self.input(n, gi), g, direct + q, panel)
+                        });
                 });
+                let tiles: Vec<_> = batch
+                    .clone()
+                    .zip(bufs.iter())
+                    .map(|(j, buf)| tiles(j, &buf.panels))
+                    .collect();
+                let splits = ChannelSplits::new(batch.len(), jobs.panels);
+                (0..batch.len() * splits.count)
+                    .into_par_iter()
+                    .for_each(|t| {
+                        let (b, si) = (t / splits.count, t % splits.count);
+                        run(batch.start + b, splits.range(si), &tiles[b]);
+                    });
             }
         })
     }
@@ -138,6 +157,16 @@ impl Jobs {
     fn count(&self) -> usize {
         self.images * self.chunks
     }
+}
+
+/// Floats of packed taps that the few-jobs path of [`Product::packed`] packs
+/// before multiplying (16 MiB): a batch of jobs, all of them but for layers
+/// with wide windows over many channels.
+const BATCH_FLOATS: usize = 4 << 20;
+
+thread_local! {
+    /// A batch's jobs' scratch memory in [`Product::packed`].
+    static BATCH: std::cell::RefCell<Vec<Buffers>> = std::cell::RefCell::default();
 }
 
 /// Floats of one block of a chunk's packed taps (256 KiB, within the L2 cache).

@@ -115,6 +115,16 @@ impl ConvWeights {
         }
     }
 
+    /// How the weights are laid out, for profiles: `" (packed)"`,
+    /// `" (pixel-major)"` or `" (depthwise)"`.
+    pub fn kind(&self) -> &'static str {
+        match self.packing {
+            Packing::Rows(_) => " (packed)",
+            Packing::Columns(_) => " (pixel-major)",
+            Packing::Depthwise(_) => " (depthwise)",
+        }
+    }
+
     /// Bytes of the packed panels.
     pub fn bytes(&self) -> usize {
         match &self.packing {

@@ -376,11 +376,10 @@ impl Finish {
         }
         match self.rest {
             None => {}
-            // Clip (Relu6) on its own, so that the loop vectorizes: the
-            // formula of `UnaryOp::apply_f32`, NaN becoming `min` as there.
-            Some(Activation::Unary(UnaryOp::Clamp { min, max })) => {
-                values.iter_mut().for_each(|v| *v = v.max(min).min(max));
-            }
+            // On its own, so that the loop vectorizes.
+            Some(Activation::Unary(UnaryOp::Gelu)) => values
+                .iter_mut()
+                .for_each(|v| *v = metal_mps_ir::math::gelu_f32(*v)),
             Some(act) => values.iter_mut().for_each(|v| *v = act.apply(*v)),
         }
     }
@@ -404,6 +403,8 @@ fn clamp_bounds(act: Activation) -> (f32, f32, Option<Activation>) {
     match act {
         Activation::None => (f32::NEG_INFINITY, f32::INFINITY, None),
         Activation::Unary(UnaryOp::Relu) => (0.0, f32::INFINITY, None),
+        // `max` wins when the bounds cross, as in `UnaryOp::apply_f32`.
+        Activation::Unary(UnaryOp::Clamp { min, max }) => (min.min(max), max, None),
         other => (f32::NEG_INFINITY, f32::INFINITY, Some(other)),
     }
 }
