@@ -354,31 +354,55 @@ unsafe fn channel<const CH: usize, const FMA: bool>(job: Channel) {
         }
         chunk.copy_from_slice(&acc);
     }
-    // The packed product's epilogue: `activation(sum + bias + residual)`,
-    // a clamp (Relu) in the same pass, other activations through [`Finish`].
+    // The packed product's epilogue, `activation(sum + bias + residual)`,
+    // with a clamp (Relu, Clip) in the same pass and other activations
+    // through [`Finish`]. Long rows are finished as they are stored; short
+    // ones are stored first, then finished in one pass over the contiguous
+    // plane, which vectorizes where a row would not.
     let (lo, hi) = finish
         .clamp_only()
         .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
-        let sums = &flat[oy * cols..][..ow];
+    let add = |d: &mut [f32], sums: &[f32], r: Option<&[f32]>| match r {
+        Some(r) => {
+            for ((d, &s), &r) in d.iter_mut().zip(sums).zip(r) {
+                *d = clamp(s + bias + r, lo, hi);
+            }
+        }
+        None => {
+            for (d, &s) in d.iter_mut().zip(sums) {
+                *d = clamp(s + bias, lo, hi);
+            }
+        }
+    };
+    if ow >= SHORT_ROW {
+        for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+            add(
+                row,
+                &flat[oy * cols..][..ow],
+                residual.map(|r| &r[oy * ow..][..ow]),
+            );
+        }
+    } else {
+        for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&flat[oy * cols..][..ow]);
+        }
         match residual {
             Some(r) => {
-                let r = &r[oy * ow..][..ow];
-                for ((d, &s), &r) in row.iter_mut().zip(sums).zip(r) {
-                    *d = clamp(s + bias + r, lo, hi);
+                for (d, &r) in out.iter_mut().zip(r) {
+                    *d = clamp(*d + bias + r, lo, hi);
                 }
             }
-            None => {
-                for (d, &s) in row.iter_mut().zip(sums) {
-                    *d = clamp(s + bias, lo, hi);
-                }
-            }
-        }
-        if finish.clamp_only().is_none() {
-            finish.apply(row);
+            None => out.iter_mut().for_each(|d| *d = clamp(*d + bias, lo, hi)),
         }
     }
+    if finish.clamp_only().is_none() {
+        finish.apply(out);
+    }
 }
+
+/// Rows shorter than this are finished in one pass over the whole plane
+/// (see [`channel`]).
+const SHORT_ROW: usize = 32;
 
 /// Whether a convolution with weight shape `w` and `group` groups is depthwise (one input channel per group, several groups).
 pub(super) fn is_depthwise(w: &[usize], group: usize) -> bool {
