@@ -278,23 +278,7 @@ impl CpuPlan {
                 })
                 .collect();
             let outs = {
-                let inputs = node
-                    .inputs
-                    .iter()
-                    .map(|i| match i {
-                        None => Ok(None),
-                        Some(v) => fed[*v]
-                            .or(owned[*v].as_ref())
-                            .or(g.values[*v].constant.as_deref())
-                            .map(Some)
-                            .ok_or_else(|| {
-                                node.error(Error::Invalid(format!(
-                                    "input '{}' is read before it is computed",
-                                    g.values[*v].name
-                                )))
-                            }),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let inputs = self.node_inputs(node, fed, owned)?;
                 let mut out = Out::reusing(storages);
                 let (x, third) = (
                     crate::kernels::arg(&inputs, 0),
@@ -344,6 +328,32 @@ impl CpuPlan {
         Ok(())
     }
 
+    /// The tensors `node` reads: fed inputs, tensors of this run, constants.
+    fn node_inputs<'a>(
+        &'a self,
+        node: &Node,
+        fed: &[Option<&'a Tensor>],
+        owned: &'a [Option<Tensor>],
+    ) -> Result<Vec<Option<&'a Tensor>>> {
+        let g = &self.graph;
+        node.inputs
+            .iter()
+            .map(|i| match i {
+                None => Ok(None),
+                Some(v) => fed[*v]
+                    .or(owned[*v].as_ref())
+                    .or(g.values[*v].constant.as_deref())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        node.error(Error::Invalid(format!(
+                            "input '{}' is read before it is computed",
+                            g.values[*v].name
+                        )))
+                    }),
+            })
+            .collect()
+    }
+
     /// A Reshape, Flatten, Squeeze or Unsqueeze whose input is a tensor of
     /// this run that no later node reads takes that tensor as its output
     /// under the new shape: no copy. Its output's slot memory, unused this
@@ -366,18 +376,7 @@ impl CpuPlan {
         if owned[*x].is_none() || !self.plan.release_after[step].contains(x) {
             return Ok(false);
         }
-        let g = &self.graph;
-        let inputs: Vec<Option<&Tensor>> = node
-            .inputs
-            .iter()
-            .map(|i| {
-                i.and_then(|v| {
-                    fed[v]
-                        .or(owned[v].as_ref())
-                        .or(g.values[v].constant.as_deref())
-                })
-            })
-            .collect();
+        let inputs = self.node_inputs(node, fed, owned)?;
         let Some(shape) = view_shape(&node.op, &inputs) else {
             return Ok(false);
         };
