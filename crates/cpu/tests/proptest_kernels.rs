@@ -405,37 +405,53 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(
-                (n, groups, cg, mg),
-                (h, w),
-                (kernel, strides, dilations),
-                pads,
-                auto_pad,
-                (bias, explicit_kernel, seed),
-                (residual, relu, pool),
-            )| {
+            |(sizes, plane, window, pads, auto_pad, options, (residual, relu, pool))| {
                 let activation = if relu { RELU } else { Activation::None };
-                ConvCase {
-                    n,
-                    groups,
-                    c_per_group: cg,
-                    m_per_group: mg,
-                    h,
-                    w,
-                    kernel,
-                    strides,
-                    dilations,
+                case_of(
+                    sizes,
+                    plane,
+                    window,
                     pads,
                     auto_pad,
-                    bias,
-                    residual,
-                    activation,
-                    pool,
-                    explicit_kernel,
-                    seed,
-                }
+                    options,
+                    (residual, activation, pool),
+                )
             },
         )
+}
+
+/// The [`ConvCase`] of a strategy's draw: `(n, groups, c_per_group,
+/// m_per_group)`, `(h, w)`, `(kernel, strides, dilations)`, pads, auto_pad,
+/// `(bias, explicit_kernel, seed)`, `(residual, activation, pool)`.
+#[allow(clippy::type_complexity)]
+fn case_of(
+    (n, groups, c_per_group, m_per_group): (usize, usize, usize, usize),
+    (h, w): (usize, usize),
+    (kernel, strides, dilations): ([usize; 2], [usize; 2], [usize; 2]),
+    pads: [usize; 4],
+    auto_pad: AutoPad,
+    (bias, explicit_kernel, seed): (bool, bool, u64),
+    (residual, activation, pool): (bool, Activation, bool),
+) -> ConvCase {
+    ConvCase {
+        n,
+        groups,
+        c_per_group,
+        m_per_group,
+        h,
+        w,
+        kernel,
+        strides,
+        dilations,
+        pads,
+        auto_pad,
+        bias,
+        residual,
+        activation,
+        pool,
+        explicit_kernel,
+        seed,
+    }
 }
 
 /// Output size and begin pad of one spatial axis by ONNX's rules (floor mode);
@@ -732,32 +748,16 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
         (any::<bool>(), activation, prop::bool::weighted(0.15)),
     )
         .prop_map(
-            |(
-                (n, groups, mg),
-                (h, w),
-                (kernel, strides, dilations),
-                pads,
-                auto_pad,
-                (bias, explicit_kernel, seed),
-                (residual, activation, pool),
-            )| ConvCase {
-                n,
-                groups,
-                c_per_group: 1,
-                m_per_group: mg,
-                h,
-                w,
-                kernel,
-                strides,
-                dilations,
-                pads,
-                auto_pad,
-                bias,
-                residual,
-                activation,
-                pool,
-                explicit_kernel,
-                seed,
+            |((n, groups, mg), plane, window, pads, auto_pad, options, fused)| {
+                case_of(
+                    (n, groups, 1, mg),
+                    plane,
+                    window,
+                    pads,
+                    auto_pad,
+                    options,
+                    fused,
+                )
             },
         )
 }

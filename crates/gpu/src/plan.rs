@@ -659,16 +659,7 @@ impl<'a> Builder<'a> {
             Op::Unary(u) => Some((vec![node.inputs[0]?], vec![EwStep::Unary(*u)])),
             Op::Clip => {
                 self.float(node.inputs[0]?)?;
-                let bound = |i: usize, default: f32| -> Option<f32> {
-                    match node.inputs.get(i).copied().flatten() {
-                        None => Some(default),
-                        Some(v) => self
-                            .constant(Some(v))
-                            .and_then(|t| t.scalar_f64().ok())
-                            .map(|x| x as f32),
-                    }
-                };
-                let (min, max) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
+                let (min, max) = metal_mps_ir::passes::clip_bounds(&self.g, &node)?;
                 Some((
                     vec![node.inputs[0]?],
                     vec![EwStep::Unary(UnaryOp::Clamp { min, max })],

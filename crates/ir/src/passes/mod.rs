@@ -17,7 +17,7 @@ pub use fuse::{
     fuse_residual_add,
 };
 pub use gelu::fuse_gelu;
-pub use simplify::{constant_clip_bounds, remove_identities};
+pub use simplify::{clip_bounds, constant_clip_bounds, remove_identities};
 
 use crate::{Graph, Result};
 

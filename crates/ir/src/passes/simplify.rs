@@ -1,6 +1,6 @@
 //! Rewrites that make a node simpler without changing what it computes.
 
-use crate::{DType, Graph, Op, UnaryOp, ValueId};
+use crate::{DType, Graph, Node, Op, UnaryOp, ValueId};
 
 /// Rewires readers of an `Identity` (Dropout in inference too) to its input.
 pub fn remove_identities(g: &mut Graph) {
@@ -34,33 +34,38 @@ pub fn constant_clip_bounds(g: &mut Graph) {
         let Some(x) = node.inputs.first().copied().flatten() else {
             continue;
         };
-        let exact = matches!(
+        if !matches!(
             g.values[x].dtype,
             Some(DType::F32 | DType::F16 | DType::BF16)
-        );
-        let bound = |i: usize, default: f32| match node.inputs.get(i).copied().flatten() {
-            None => Some(default),
-            Some(v) => g
-                .constant(Some(v))
-                .filter(|t| t.numel() == 1)
-                .and_then(|t| t.scalar_f64().ok())
-                .map(|b| b as f32),
-        };
-        let (Some(min), Some(max)) = (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY)) else {
+        ) {
+            continue;
+        }
+        let Some((min, max)) = clip_bounds(g, node) else {
             continue;
         };
-        if exact {
-            let node = &mut g.nodes[n];
-            node.op = Op::Unary(UnaryOp::Clamp { min, max });
-            node.inputs.truncate(1);
-        }
+        let node = &mut g.nodes[n];
+        node.op = Op::Unary(UnaryOp::Clamp { min, max });
+        node.inputs.truncate(1);
     }
+}
+
+/// The bounds of a Clip node (opset 11+) as f32 when each is absent (then
+/// ∓∞) or a one-element constant.
+pub fn clip_bounds(g: &Graph, node: &Node) -> Option<(f32, f32)> {
+    let bound = |i: usize, default: f32| match node.inputs.get(i).copied().flatten() {
+        None => Some(default),
+        Some(v) => g
+            .constant(Some(v))
+            .and_then(|t| t.scalar_f64().ok())
+            .map(|b| b as f32),
+    };
+    Some((bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Node, Tensor};
+    use crate::Tensor;
     use std::sync::Arc;
 
     fn clip_graph(dtype: DType, max: Option<Tensor>) -> Graph {

@@ -15,7 +15,7 @@
 //! same input channel share the padded copy; rayon spreads the input planes.
 
 use super::pool2x2::pool_pairs;
-use super::{with_local, Geometry, Product};
+use super::{gather_phase, with_local, Geometry, Product};
 use crate::kernels::packed::{clamp, Finish};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -135,33 +135,6 @@ impl Layout {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Column phase `rx` of stride `sw` of input row `src` with `pl` columns of
-/// left padding: `row[q]` is padded column `q·sw + rx`, input column
-/// `q·sw + rx - pl`, zero outside the input.
-fn gather_phase(pl: usize, sw: usize, rx: usize, src: &[f32], row: &mut [f32]) {
-    let cols = row.len();
-    // The columns before `first` and from `end` on are padding.
-    let first = pl.saturating_sub(rx).div_ceil(sw).min(cols);
-    let end = (src.len() + pl)
-        .saturating_sub(rx)
-        .div_ceil(sw)
-        .clamp(first, cols);
-    row[..first].fill(0.0);
-    row[end..].fill(0.0);
-    if first == end {
-        return;
-    }
-    let start = first * sw + rx - pl;
-    let inside = &mut row[first..end];
-    if sw == 1 {
-        inside.copy_from_slice(&src[start..][..end - first]);
-    } else {
-        for (k, d) in inside.iter_mut().enumerate() {
-            *d = src[start + k * sw];
         }
     }
 }

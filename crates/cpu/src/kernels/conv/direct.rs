@@ -3,7 +3,9 @@
 //! pool is applied as each block of output rows is stored.
 
 use super::pool2x2::{pool_bias_clamp, pool_pairs};
-use super::{with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH};
+use super::{
+    gather_phase, with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH,
+};
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
 use rayon::prelude::*;
 
@@ -85,30 +87,10 @@ impl PhasePlanes {
     /// Writes phase `(ry, rx)` of input plane `src` (`h×w`) into `dst`.
     fn fill(&self, g: &Geometry, src: &[f32], (ry, rx): (usize, usize), dst: &mut [f32]) {
         let ([sy, sx], [py, px]) = (g.stride, g.pad);
-        // Columns j whose input column sx·j + rx − px lies in 0..w.
-        let first = px.saturating_sub(rx).div_ceil(sx).min(self.wp);
-        let end = (g.w + px)
-            .saturating_sub(rx)
-            .div_ceil(sx)
-            .clamp(first, self.wp);
         for (i, row) in dst.chunks_exact_mut(self.wp).enumerate() {
-            let Some(iy) = (sy * i + ry).checked_sub(py).filter(|&iy| iy < g.h) else {
-                row.fill(0.0);
-                continue;
-            };
-            let src = &src[iy * g.w..][..g.w];
-            row[..first].fill(0.0);
-            row[end..].fill(0.0);
-            let row = &mut row[first..end];
-            if row.is_empty() {
-                continue;
-            }
-            if sx == 1 {
-                row.copy_from_slice(&src[first + rx - px..][..row.len()]);
-            } else {
-                for (j, v) in (first..).zip(row) {
-                    *v = src[sx * j + rx - px];
-                }
+            match (sy * i + ry).checked_sub(py).filter(|&iy| iy < g.h) {
+                Some(iy) => gather_phase(px, sx, rx, &src[iy * g.w..][..g.w], row),
+                None => row.fill(0.0),
             }
         }
     }

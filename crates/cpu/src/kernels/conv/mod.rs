@@ -338,6 +338,34 @@ impl Product<'_> {
     }
 }
 
+/// Column phase `rx` of stride `sw` of input row `src` with `pl` columns of
+/// left padding: `row[q]` is padded column `q·sw + rx`, input column
+/// `q·sw + rx - pl`, zero outside the input (the padded copies of
+/// the direct and the depthwise paths).
+pub(super) fn gather_phase(pl: usize, sw: usize, rx: usize, src: &[f32], row: &mut [f32]) {
+    let cols = row.len();
+    // The columns before `first` and from `end` on are padding.
+    let first = pl.saturating_sub(rx).div_ceil(sw).min(cols);
+    let end = (src.len() + pl)
+        .saturating_sub(rx)
+        .div_ceil(sw)
+        .clamp(first, cols);
+    row[..first].fill(0.0);
+    row[end..].fill(0.0);
+    if first == end {
+        return;
+    }
+    let start = first * sw + rx - pl;
+    let inside = &mut row[first..end];
+    if sw == 1 {
+        inside.copy_from_slice(&src[start..][..end - first]);
+    } else {
+        for (k, d) in inside.iter_mut().enumerate() {
+            *d = src[start + k * sw];
+        }
+    }
+}
+
 /// The output channels of a job divided among tasks: `count` splits of
 /// `panels` row panels, as even as panels allow.
 #[derive(Clone, Copy)]
