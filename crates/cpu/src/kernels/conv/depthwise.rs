@@ -10,8 +10,9 @@
 //! in chunks of `CH` outputs held in registers over all taps (loops the
 //! compiler vectorizes; compiled for AVX-512 and AVX2/FMA when this CPU has
 //! them), the `Q - ow` columns past each row's end are computed and dropped,
-//! and the bias, residual and activation are applied as the rows are stored,
-//! with the packed product's epilogue semantics ([`Finish`]). Planes of the
+//! and the bias, residual and activation are applied as the rows are stored
+//! (short rows: once they are all stored, over the whole plane), with the
+//! packed product's epilogue semantics ([`Finish`]). Planes of the
 //! same input channel share the padded copy; rayon spreads the input planes.
 
 use super::pool2x2::pool_pairs;
