@@ -70,6 +70,18 @@ pub enum GpuOp {
         inner: usize,
         dtype: Scalar,
     },
+    /// LayerNormalization or RMSNormalization over rows of `cols`.
+    LayerNorm {
+        x: ValueId,
+        scale: ValueId,
+        bias: Option<ValueId>,
+        out: ValueId,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+        rms: bool,
+        dtype: Scalar,
+    },
     /// Strided copies of pieces into `out` (Transpose, Concat, Split's parts).
     Copy {
         out: ValueId,
@@ -116,6 +128,10 @@ impl GpuOp {
                 .into_iter()
                 .flatten()
                 .collect(),
+            GpuOp::LayerNorm { x, scale, bias, .. } => [Some(*x), Some(*scale), *bias]
+                .into_iter()
+                .flatten()
+                .collect(),
             GpuOp::Pool { x, .. }
             | GpuOp::Reduce { x, .. }
             | GpuOp::Softmax { x, .. }
@@ -136,6 +152,7 @@ impl GpuOp {
             | GpuOp::Pool { out, .. }
             | GpuOp::Reduce { out, .. }
             | GpuOp::Softmax { out, .. }
+            | GpuOp::LayerNorm { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
@@ -218,6 +235,29 @@ impl GpuOp {
                     dummy,
                 )?]
             }
+            GpuOp::LayerNorm {
+                x,
+                scale,
+                bias,
+                out,
+                rows,
+                cols,
+                eps,
+                rms,
+                dtype,
+            } => vec![ops::layernorm::layer_norm(
+                ctx,
+                *dtype,
+                *rows,
+                *cols,
+                *eps,
+                *rms,
+                bind(*x),
+                bind(*scale),
+                bias.map(bind),
+                bind(*out),
+                dummy,
+            )?],
             GpuOp::Pool {
                 x,
                 out,

@@ -23,6 +23,8 @@ const REDUCE: &str = include_str!("kernels/reduce.wgsl");
 const COPY: &str = include_str!("kernels/copy.wgsl");
 const CAST: &str = include_str!("kernels/cast.wgsl");
 const BATCHNORM: &str = include_str!("kernels/batchnorm.wgsl");
+const DEPTHWISE: &str = include_str!("kernels/depthwise.wgsl");
+const LAYERNORM: &str = include_str!("kernels/layernorm.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +41,8 @@ pub enum Kernel {
     Conv,
     /// Convolution as implicit GEMM on cooperative matrices.
     ConvCoop,
+    /// Convolution whose output channels each read one input channel.
+    Depthwise,
     Pool,
     Softmax,
     Reduce,
@@ -48,22 +52,26 @@ pub enum Kernel {
     Cast,
     /// BatchNormalization with runtime parameters.
     BatchNorm,
+    /// LayerNormalization and RMSNormalization over contiguous rows.
+    LayerNorm,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::Conv,
         Kernel::ConvCoop,
+        Kernel::Depthwise,
         Kernel::Pool,
         Kernel::Softmax,
         Kernel::Reduce,
         Kernel::Copy,
         Kernel::Cast,
         Kernel::BatchNorm,
+        Kernel::LayerNorm,
     ];
 
     /// The files, in order, after the header.
@@ -75,12 +83,14 @@ impl Kernel {
             Kernel::MatmulCoop => &[COMMON, MATMUL_IO, GEMM_COOP],
             Kernel::Conv => &[COMMON, CONV_IO, GEMM_TILED],
             Kernel::ConvCoop => &[COMMON, CONV_IO, GEMM_COOP],
+            Kernel::Depthwise => &[COMMON, DEPTHWISE],
             Kernel::Pool => &[COMMON, POOL],
             Kernel::Softmax => &[COMMON, SOFTMAX],
             Kernel::Reduce => &[COMMON, REDUCE],
             Kernel::Copy => &[COMMON, COPY],
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
+            Kernel::LayerNorm => &[COMMON, LAYERNORM],
         }
     }
 

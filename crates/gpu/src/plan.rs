@@ -18,7 +18,7 @@ use crate::options::{GpuOptions, Precision};
 use crate::pipeline_cache::Scalar;
 use metal_mps_ir::{
     broadcast_shapes, fixed_shape, from_fixed, infer, normalize_axis, passes, Activation, BinaryOp,
-    DType, Error, Graph, Op, PoolKind, ReduceOp, Result, Tensor, UnaryOp, ValueId,
+    DType, Error, Graph, Normalization, Op, PoolKind, ReduceOp, Result, Tensor, UnaryOp, ValueId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -615,8 +615,57 @@ impl<'a> Builder<'a> {
                     _ => Ok(Lowered::Cpu),
                 }
             }
+            Op::Dyn(d) => match d.normalization() {
+                Some(norm) if node.outputs.len() == 1 => self.lower_norm(&node, norm),
+                _ => Ok(Lowered::Cpu),
+            },
             _ => Ok(Lowered::Cpu),
         }
+    }
+
+    /// LayerNormalization/RMSNormalization whose scale and bias hold one value
+    /// per element of a normalized row (the trailing axes), as exporters write them.
+    fn lower_norm(&self, node: &metal_mps_ir::Node, norm: Normalization) -> Result<Lowered> {
+        let x = node.inputs[0].expect("lower checked the data inputs");
+        let (Some(scale), bias) = (
+            node.inputs.get(1).copied().flatten(),
+            node.inputs.get(2).copied().flatten().filter(|_| !norm.rms),
+        ) else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some(dtype) = self.float(x) else {
+            return Ok(Lowered::Cpu);
+        };
+        let shape = self.shape(x);
+        let ax = normalize_axis(norm.axis, shape.len()).map_err(|e| node.error(e))?;
+        let cols: usize = shape[ax..].iter().product();
+        // Right-aligned against x: 1 before the axis, x's size from it on.
+        let fits = |p: ValueId| {
+            let ps = self.shape(p);
+            self.dev[p] == self.dev[x]
+                && ps.len() <= shape.len()
+                && ps.iter().enumerate().all(|(i, &d)| {
+                    let xi = shape.len() - ps.len() + i;
+                    d == if xi < ax { 1 } else { shape[xi] }
+                })
+        };
+        if !fits(scale) || bias.is_some_and(|b| !fits(b)) {
+            return Ok(Lowered::Cpu);
+        }
+        Ok(Lowered::Gpu(
+            vec![GpuOp::LayerNorm {
+                x,
+                scale,
+                bias,
+                out: node.outputs[0],
+                rows: self.numel(x) / cols.max(1),
+                cols,
+                eps: norm.epsilon as f32,
+                rms: norm.rms,
+                dtype,
+            }],
+            vec![],
+        ))
     }
 
     fn copy_op(&self, x: ValueId, pieces: Vec<(ValueId, Region)>, out: ValueId) -> Result<Lowered> {

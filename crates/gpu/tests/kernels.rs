@@ -238,6 +238,12 @@ fn elementwise_chains_with_broadcasting() {
                 Step::Unary(UnaryOp::Gelu),
             ],
         ),
+        // NaN replaced (x has NaNs planted below), everything else kept.
+        (
+            vec![2, 3, 4, 5],
+            vec![],
+            vec![Step::Unary(UnaryOp::NanTo { value: -2.5 })],
+        ),
     ];
     for (ci, (x0_shape, others, steps)) in cases.into_iter().enumerate() {
         let mut shapes = vec![x0_shape];
@@ -252,6 +258,9 @@ fn elementwise_chains_with_broadcasting() {
         }
         if steps.contains(&Step::Unary(UnaryOp::Gelu)) {
             data[1] = vec![9.0, -7.0, 3.0, -0.5, 0.02];
+        }
+        if steps.contains(&Step::Unary(UnaryOp::NanTo { value: -2.5 })) {
+            data[0].iter_mut().step_by(7).for_each(|v| *v = f32::NAN);
         }
         let mut want = vec![0f32; n];
         for (i, w) in want.iter_mut().enumerate() {
@@ -675,6 +684,32 @@ fn convolution_matches_the_reference() {
             false,
             Some(UnaryOp::Relu),
         ),
+        // Depthwise (depthwise.wgsl): ReLU6, a channel multiplier with a
+        // residual, dilation with a row shorter than one invocation's outputs, 1-D.
+        (
+            geo(2, 8, 9, 11, 8, 8, [3, 3], [1, 1], [1, 1], [1, 1]),
+            true,
+            false,
+            Some(UnaryOp::Clamp { min: 0.0, max: 6.0 }),
+        ),
+        (
+            geo(1, 6, 13, 10, 12, 6, [3, 3], [2, 2], [1, 1], [1, 1]),
+            false,
+            true,
+            None,
+        ),
+        (
+            geo(1, 5, 7, 3, 5, 5, [5, 5], [1, 2], [2, 1], [2, 2]),
+            true,
+            true,
+            Some(UnaryOp::Relu),
+        ),
+        (
+            geo(2, 4, 1, 17, 4, 4, [1, 3], [1, 1], [1, 1], [0, 1]),
+            true,
+            false,
+            None,
+        ),
     ];
     for (ci, (g, has_bias, has_res, act)) in cases.into_iter().enumerate() {
         let x = rand(g.batch * g.ic * g.ih * g.iw, 500 + ci as u64);
@@ -989,4 +1024,93 @@ fn softmax_reduce_copy_cast_batchnorm() {
     .unwrap();
     run(&ctx, vec![call]);
     assert_close(&down::<f32>(&ctx, &y, x.len()), &want, 1e-5, "batchnorm");
+}
+
+/// LayerNormalization (or RMSNormalization) of rows in f64, the ONNX formula.
+fn norm_ref(
+    x: &[f32],
+    cols: usize,
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    eps: f64,
+    rms: bool,
+) -> Vec<f32> {
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        let n = cols as f64;
+        let mean = if rms {
+            0.0
+        } else {
+            row.iter().map(|&v| v as f64).sum::<f64>() / n
+        };
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, &v) in row.iter().enumerate() {
+            let b = bias.map_or(0.0, |b| b[j] as f64);
+            y.push(((v as f64 - mean) * inv * scale[j] as f64 + b) as f32);
+        }
+    }
+    y
+}
+
+#[test]
+fn layer_and_rms_norms_match_the_reference() {
+    let Some(ctx) = ctx() else { return };
+    let d = dummy(&ctx);
+    // Rows shorter, longer and not a multiple of a workgroup; values offset far
+    // from 0, where one-pass statistics would lose the variance.
+    for (ci, &(rows, cols, rms, has_bias)) in [
+        (5, 32, false, true),
+        (3, 768, false, true),
+        (2, 1000, true, false),
+        (4, 7, false, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x: Vec<f32> = rand(rows * cols, 950 + ci as u64)
+            .iter()
+            .map(|v| v + 100.0)
+            .collect();
+        let scale = rand(cols, 960 + ci as u64);
+        let bias = has_bias.then(|| rand(cols, 970 + ci as u64));
+        for dt in [Scalar::F32, Scalar::F16] {
+            if dt == Scalar::F16 && !ctx.caps.f16 {
+                continue;
+            }
+            // The reference reads what the kernel reads: f16 inputs rounded.
+            let stored = |v: &[f32]| match dt {
+                Scalar::F16 => from_f16(&to_f16(v)),
+                _ => v.to_vec(),
+            };
+            let (xs, ss, bs) = (stored(&x), stored(&scale), bias.as_deref().map(stored));
+            let want = norm_ref(&xs, cols, &ss, bs.as_deref(), 1e-5, rms);
+            let (bx, bs) = (up_as(&ctx, dt, &x), up_as(&ctx, dt, &scale));
+            let bb = bias.as_ref().map(|v| up_as(&ctx, dt, v));
+            let esize = if dt == Scalar::F16 { 2 } else { 4 };
+            let y = out(&ctx, x.len() * esize);
+            let call = ops::layernorm::layer_norm(
+                &ctx,
+                dt,
+                rows,
+                cols,
+                1e-5,
+                rms,
+                bx.b(),
+                bs.b(),
+                bb.as_ref().map(Buf::b),
+                y.b(),
+                &d.b(),
+            )
+            .unwrap();
+            run(&ctx, vec![call]);
+            let got = if dt == Scalar::F16 {
+                from_f16(&down::<f16>(&ctx, &y, x.len()))
+            } else {
+                down::<f32>(&ctx, &y, x.len())
+            };
+            let tol = if dt == Scalar::F16 { 3e-2 } else { 2e-4 };
+            assert_close(&got, &want, tol, &format!("norm case {ci} {dt:?}"));
+        }
+    }
 }

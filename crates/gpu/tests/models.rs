@@ -3,10 +3,11 @@
 
 mod common;
 
-use common::{gpu, load, model_input, rel_diff, to_f16};
+use common::{gpu, load, model_input, optimize, rel_diff, to_f16};
 use metal_mps_cpu::CpuPlan;
 use metal_mps_gpu::{GpuOptions, GpuRunner, Precision};
-use metal_mps_ir::Graph;
+use metal_mps_ir::{Graph, Tensor};
+use std::collections::HashMap;
 
 /// Runs `g` on both engines and checks the outputs agree within `tol`.
 fn compare(name: &str, g: &Graph, batch: usize, opts: &GpuOptions, tol: f64) {
@@ -79,4 +80,63 @@ fn resnet50_matches_cpu() {
     }
     let Some(g) = load("resnet50") else { return };
     each_precision("resnet50", &g, 1);
+}
+
+/// The transformers PyTorch exported (tests/models/exported: BERT and GPT-2,
+/// shrunken) keep their layers on the GPU: the products, softmax, its NaN
+/// guard, GELU and LayerNormalization; the shape arithmetic and the mask, made
+/// from the inputs, stay on the CPU. Their results match the CPU engine.
+#[test]
+fn exported_transformer_layers_run_on_the_gpu() {
+    if !gpu() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/exported");
+    for name in ["bert.ts", "gpt2.ts"] {
+        let mut g = metal_mps_onnx::load_model(dir.join(format!("{name}.onnx")))
+            .expect("the model imports")
+            .graph;
+        optimize(&mut g);
+        let (batch, seq) = (2, 5);
+        let feeds: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .map(|&v| {
+                let ids = g.values[v].name == "input_ids";
+                let data: Vec<i64> = (0..batch * seq)
+                    .map(|i| if ids { (i * 37 % 100) as i64 } else { 1 })
+                    .collect();
+                Tensor::from_vec(vec![batch, seq], data).unwrap()
+            })
+            .collect();
+        let feeds: Vec<&Tensor> = feeds.iter().collect();
+        let runner = GpuRunner::new(&g, &GpuOptions::default()).expect("the GPU prepares");
+        let got = runner.run(&feeds).expect("the GPU runs");
+        let want = CpuPlan::new(g.clone()).run(&feeds).expect("the CPU runs");
+        let d = rel_diff(&got[0], &want[0]);
+        assert!(d <= 1e-3, "{name}: differs from the CPU by {d:e}");
+        let engines: HashMap<String, &str> = runner.node_engines().into_iter().collect();
+        let layer_ops = [
+            "MatMul",
+            "Gemm",
+            "Softmax",
+            "NanTo",
+            "Gelu",
+            "LayerNormalization",
+        ];
+        let mut seen = 0;
+        for n in &g.nodes {
+            let op = n.op.name();
+            if layer_ops.iter().any(|l| op.starts_with(l)) {
+                assert_eq!(
+                    engines.get(&n.name),
+                    Some(&"gpu"),
+                    "{name}: {} ({op})",
+                    n.name
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 10, "{name}: only {seen} layer nodes");
+    }
 }

@@ -93,7 +93,23 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// The normalization this operator is, for engines with their own kernel
+    /// for it (the GPU's); `eval` stays the reference. `None` for other operators.
+    fn normalization(&self) -> Option<Normalization> {
+        None
+    }
+
     fn as_any(&self) -> &dyn Any;
+}
+
+/// LayerNormalization or RMSNormalization with f32 statistics, over the axes
+/// from `axis` on: `y = (x - mean) / sqrt(var + epsilon) * scale (+ bias)`,
+/// with `mean = 0` (and `var` the mean square) when `rms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalization {
+    pub axis: i64,
+    pub epsilon: f64,
+    pub rms: bool,
 }
 
 /// An [`Operator`] in the graph: shared, compared by identity.

@@ -42,6 +42,11 @@ pub enum UnaryOp {
         min: f32,
         max: f32,
     },
+    /// NaN becomes `value`, everything else passes: `Where(IsNaN(x), value, x)`,
+    /// which exporters write after a masked softmax ([`crate::passes::replace_nan_guards`]).
+    NanTo {
+        value: f32,
+    },
 }
 
 impl UnaryOp {
@@ -76,6 +81,13 @@ impl UnaryOp {
             }
             UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             UnaryOp::Gelu => crate::math::gelu_f64(x),
+            UnaryOp::NanTo { value } => {
+                if x.is_nan() {
+                    value as f64
+                } else {
+                    x
+                }
+            }
             UnaryOp::Clamp { min, max } => {
                 let x = if x < min as f64 { min as f64 } else { x };
                 if x > max as f64 {
@@ -108,6 +120,13 @@ impl UnaryOp {
             UnaryOp::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             UnaryOp::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             UnaryOp::Gelu => crate::math::gelu_f32(x),
+            UnaryOp::NanTo { value } => {
+                if x.is_nan() {
+                    value
+                } else {
+                    x
+                }
+            }
             UnaryOp::Clamp { min, max } => {
                 let x = if x < min { min } else { x };
                 if x > max {
@@ -368,6 +387,7 @@ impl Op {
                 UnaryOp::LeakyRelu { .. } => "LeakyRelu".into(),
                 UnaryOp::HardSigmoid { .. } => "HardSigmoid".into(),
                 UnaryOp::Clamp { .. } => "Clip".into(),
+                UnaryOp::NanTo { .. } => "NanTo".into(),
                 other => format!("{other:?}"),
             },
             Op::Clip => "Clip".into(),

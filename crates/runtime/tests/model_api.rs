@@ -292,6 +292,44 @@ fn exported_gelu_runs_as_one_node() {
     }
 }
 
+/// `Where(IsNaN(Softmax(x)), 0, v)`: PyTorch's guard after a masked softmax
+/// when `v` is the softmax (`guarded`), else a select between different values.
+fn nan_guard_model(guarded: bool) -> Vec<u8> {
+    let v = if guarded { "p" } else { "x" };
+    model(GraphProto {
+        name: Some("nan_guard".into()),
+        node: vec![
+            node("Softmax", "softmax", &["x"], &["p"]),
+            node("IsNaN", "isnan", &["p"], &["nan"]),
+            node("Where", "where", &["nan", "zero", v], &["y"]),
+        ],
+        initializer: vec![scalar_initializer("zero", 0.0)],
+        input: vec![value_info("x", DataType::Float, &[D::S("batch"), D::N(4)])],
+        output: vec![value_info("y", DataType::Float, &[D::S("batch"), D::N(4)])],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn softmax_nan_guard_runs_as_one_step() {
+    let other = load(&nan_guard_model(false)).unwrap();
+    let ops: Vec<String> = other.nodes().iter().map(|n| n.op.clone()).collect();
+    assert_eq!(ops, ["Softmax", "IsNaN", "Where"]);
+    let model = load(&nan_guard_model(true)).unwrap();
+    let ops: Vec<String> = model.nodes().iter().map(|n| n.op.clone()).collect();
+    assert_eq!(ops, ["Softmax", "NanTo"]);
+    let inf = f32::NEG_INFINITY;
+    // The second row is masked out entirely: its softmax is NaN, the guard's 0.
+    let x = Tensor::from_vec(vec![2, 4], vec![0.5f32, -1.0, 2.0, 0.0, inf, inf, inf, inf]).unwrap();
+    let y = model.run(&[("x", &x)]).unwrap()[0].to_vec::<f32>().unwrap();
+    let e: Vec<f64> = [0.5f64, -1.0, 2.0, 0.0].iter().map(|v| v.exp()).collect();
+    let total: f64 = e.iter().sum();
+    for (j, &got) in y[..4].iter().enumerate() {
+        assert!((got as f64 - e[j] / total).abs() < 1e-6, "{j}: {got}");
+    }
+    assert_eq!(&y[4..], &[0.0; 4]);
+}
+
 #[test]
 fn dynamic_batch_runs_at_batch_1_and_5() {
     let model = load(&relu_add_model()).unwrap();

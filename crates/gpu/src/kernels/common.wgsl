@@ -5,7 +5,7 @@
 // 0 none, 1 relu, 2 sigmoid, 3 tanh, 4 sqrt, 5 exp, 6 log, 7 neg, 8 abs,
 // 9 leaky relu (a = alpha), 10 hard sigmoid (a = alpha, b = beta),
 // 11 hard swish, 12 clamp (a = min, b = max), 13 lower bound a only,
-// 14 upper bound b only, 15 gelu (erf).
+// 14 upper bound b only, 15 gelu (erf), 16 NaN to a.
 
 fn stable_tanh(x: f32) -> f32 {
     // tanh from exp of a non-positive argument: no overflow, no NaN for large |x|.
@@ -50,6 +50,8 @@ fn activate(code: u32, x: f32, a: f32, b: f32) -> f32 {
         case 13u: { return max(x, a); }
         case 14u: { return min(x, b); }
         case 15u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710677)); }
+        // NaN by its bits: `x != x` may be folded away under fast math (Metal).
+        case 16u: { return select(x, a, (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u); }
         default: { return x; }
     }
 }

@@ -1,10 +1,11 @@
 //! Launcher of 1-D and 2-D convolution as implicit GEMM (`conv_io.wgsl` on
 //! `gemm_tiled.wgsl` or `gemm_coop.wgsl`). No im2col buffer: the GEMM's B tile
-//! is gathered from the input while loading workgroup memory.
+//! is gathered from the input while loading workgroup memory. Convolutions
+//! whose groups have one input channel (depthwise) run `depthwise.wgsl`.
 
 use super::matmul::{tile_key, with_activation, Tiles};
-use super::{u32_of, Binding, Call, Params};
-use crate::pipeline_cache::{Const, Kernel, Scalar};
+use super::{grid, u32_of, Binding, Call, Params};
+use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
 use metal_mps_ir::{Error, Result, UnaryOp};
 
@@ -38,7 +39,8 @@ impl ConvGeometry {
 }
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
-/// `[OC, IC / group, KH, KW]`, contiguous.
+/// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM;
+/// depthwise convolutions (one input channel per group) ignore it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     ctx: &GpuContext,
@@ -59,6 +61,9 @@ pub fn conv(
             g.group, g.ic, g.oc
         )));
     }
+    if g.ic == g.group {
+        return depthwise(ctx, dtype, g, x, w, bias, residual, activation, y, dummy);
+    }
     let (m, n, _) = g.gemm_dims();
     let params = Params::default()
         .u32(u32_of(g.batch, "batch")?)
@@ -74,16 +79,8 @@ pub fn conv(
         .u32(u32_of(g.pad[1], "pad")?)
         .u32(0)
         .finish();
-    let key = tile_key(Kernel::Conv, Kernel::ConvCoop, dtype, tiles, true, true)
-        .with("KH", Const::U32(u32_of(g.kernel[0], "kernel")?))
-        .with("KW", Const::U32(u32_of(g.kernel[1], "kernel")?))
-        .with("SH", Const::U32(u32_of(g.stride[0], "stride")?))
-        .with("SW", Const::U32(u32_of(g.stride[1], "stride")?))
-        .with("DH", Const::U32(u32_of(g.dilation[0], "dilation")?))
-        .with("DW", Const::U32(u32_of(g.dilation[1], "dilation")?))
-        .with("HAS_BIAS", Const::Bool(bias.is_some()))
-        .with("HAS_RES", Const::Bool(residual.is_some()));
-    let key = with_activation(key, activation);
+    let key = tile_key(Kernel::Conv, Kernel::ConvCoop, dtype, tiles, true, true);
+    let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?;
     let (bm, bn) = tiles.block();
     let groups = [
         u32_of(n.div_ceil(bn).max(1), "tiles")?,
@@ -102,5 +99,75 @@ pub fn conv(
         params,
         bindings: vec![w, x, bias, residual, y],
         groups,
+    })
+}
+
+/// The window, epilogue and activation constants both convolution kernels take.
+fn with_window(
+    key: PipelineKey,
+    g: &ConvGeometry,
+    has_bias: bool,
+    has_res: bool,
+    activation: Option<UnaryOp>,
+) -> Result<PipelineKey> {
+    let key = key
+        .with("KH", Const::U32(u32_of(g.kernel[0], "kernel")?))
+        .with("KW", Const::U32(u32_of(g.kernel[1], "kernel")?))
+        .with("SH", Const::U32(u32_of(g.stride[0], "stride")?))
+        .with("SW", Const::U32(u32_of(g.stride[1], "stride")?))
+        .with("DH", Const::U32(u32_of(g.dilation[0], "dilation")?))
+        .with("DW", Const::U32(u32_of(g.dilation[1], "dilation")?))
+        .with("HAS_BIAS", Const::Bool(has_bias))
+        .with("HAS_RES", Const::Bool(has_res));
+    Ok(with_activation(key, activation))
+}
+
+/// Outputs along a row one invocation of `depthwise.wgsl` computes (its `OUTS`).
+const DEPTHWISE_OUTS: usize = 4;
+
+/// Records a convolution with one input channel per group (`depthwise.wgsl`).
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    g: &ConvGeometry,
+    x: Binding,
+    w: Binding,
+    bias: Option<Binding>,
+    residual: Option<Binding>,
+    activation: Option<UnaryOp>,
+    y: Binding,
+    dummy: &Binding,
+) -> Result<Call> {
+    let rows = g.batch * g.oc * g.oh;
+    let row_groups = g.ow.div_ceil(DEPTHWISE_OUTS);
+    let params = Params::default()
+        .u32(u32_of(rows, "output rows")?)
+        .u32(u32_of(g.ic, "channels")?)
+        .u32(u32_of(g.ih, "height")?)
+        .u32(u32_of(g.iw, "width")?)
+        .u32(u32_of(g.oc, "channels")?)
+        .u32(u32_of(g.oh, "height")?)
+        .u32(u32_of(g.ow, "width")?)
+        .u32(u32_of(g.oc / g.group, "channels")?)
+        .u32(u32_of(g.pad[0], "pad")?)
+        .u32(u32_of(g.pad[1], "pad")?)
+        .u32(u32_of(row_groups, "width")?)
+        .u32(0)
+        .finish();
+    let key = PipelineKey::new(Kernel::Depthwise, Variant::of(dtype), "main");
+    let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?;
+    let invocations = u32_of(rows * row_groups, "invocations")?;
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![
+            w,
+            x,
+            bias.unwrap_or_else(|| dummy.clone()),
+            residual.unwrap_or_else(|| dummy.clone()),
+            y,
+        ],
+        groups: grid(u64::from(invocations))?,
     })
 }

@@ -10,6 +10,7 @@ pub mod cast;
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
+pub mod layernorm;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
@@ -151,6 +152,8 @@ pub fn act_code(u: Option<UnaryOp>) -> (u32, f32, f32) {
         Some(UnaryOp::HardSigmoid { alpha, beta }) => (10, alpha, beta),
         Some(UnaryOp::HardSwish) => (11, 0.0, 0.0),
         Some(UnaryOp::Gelu) => (15, 0.0, 0.0),
+        // The pass that makes it keeps `value` finite.
+        Some(UnaryOp::NanTo { value }) => (16, value, 0.0),
         // Pipeline constants must be finite: an open side is its own code.
         Some(UnaryOp::Clamp { min, max }) => match (min.is_finite(), max.is_finite()) {
             (true, true) => (12, min, max),

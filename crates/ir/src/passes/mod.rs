@@ -17,7 +17,7 @@ pub use fuse::{
     fuse_residual_add,
 };
 pub use gelu::fuse_gelu;
-pub use simplify::{clip_bounds, constant_clip_bounds, remove_identities};
+pub use simplify::{clip_bounds, constant_clip_bounds, remove_identities, replace_nan_guards};
 
 use crate::{Graph, Result};
 
@@ -26,6 +26,7 @@ pub fn optimize(g: &mut Graph, eval: &dyn Evaluator) -> Result<()> {
     fold_constants(g, eval)?;
     remove_identities(g);
     constant_clip_bounds(g);
+    replace_nan_guards(g);
     fuse_gelu(g);
     fold_batch_norm_into_conv(g)?;
     fuse_bias_add(g)?;

@@ -62,6 +62,49 @@ pub fn clip_bounds(g: &Graph, node: &Node) -> Option<(f32, f32)> {
     Some((bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
 }
 
+/// `Where(IsNaN(x), c, x)` with a finite one-element constant `c` becomes
+/// `Unary(NanTo { value: c })` on FLOAT, FLOAT16 and BFLOAT16 tensors: the
+/// guard PyTorch exports after a masked softmax, one elementwise step instead of
+/// a boolean tensor and a select (the `IsNaN` goes with its last reader).
+pub fn replace_nan_guards(g: &mut Graph) {
+    let mut producer = vec![None; g.values.len()];
+    for (n, node) in g.nodes.iter().enumerate() {
+        for &o in &node.outputs {
+            producer[o] = Some(n);
+        }
+    }
+    for n in 0..g.nodes.len() {
+        let node = &g.nodes[n];
+        if node.onnx_op != "Where" || !matches!(node.op, Op::Dyn(_)) || node.outputs.len() != 1 {
+            continue;
+        }
+        let [Some(cond), Some(c), Some(x)] = node.inputs[..] else {
+            continue;
+        };
+        let guards_x = producer[cond].is_some_and(|p| {
+            let p = &g.nodes[p];
+            p.onnx_op == "IsNaN" && matches!(p.op, Op::Dyn(_)) && p.inputs[..] == [Some(x)]
+        });
+        let value = g
+            .constant(Some(c))
+            .filter(|t| Some(t.dtype()) == g.values[x].dtype)
+            .and_then(|t| t.scalar_f64().ok())
+            .map(|v| v as f32)
+            .filter(|v| v.is_finite());
+        let y = node.outputs[0];
+        let same_shape = g.values[y].shape.is_some() && g.values[y].shape == g.values[x].shape;
+        let float = matches!(
+            g.values[x].dtype,
+            Some(DType::F32 | DType::F16 | DType::BF16)
+        );
+        if let (true, Some(value), true, true) = (guards_x, value, same_shape, float) {
+            let node = &mut g.nodes[n];
+            node.op = Op::Unary(UnaryOp::NanTo { value });
+            node.inputs = vec![Some(x)];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@ use crate::support::{arg, axis, check_float, known, like, opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
-    checked_numel, DType, Dim, DynOp, Element, Fact, Op, Operator, Out, Result, Tensor,
+    checked_numel, DType, Dim, DynOp, Element, Fact, Normalization, Op, Operator, Out, Result,
+    Tensor,
 };
 use rayon::prelude::*;
 use std::any::Any;
@@ -297,6 +298,14 @@ impl Operator for LayerNorm {
             }
         }
         Ok(outs)
+    }
+
+    fn normalization(&self) -> Option<Normalization> {
+        (self.stash == DType::F32).then_some(Normalization {
+            axis: self.axis,
+            epsilon: self.eps,
+            rms: self.rms,
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
