@@ -39,6 +39,9 @@ CASES = [("simple_cnn", 4), ("resnet_block", 2), ("resnet50", 1), ("mobilenet_bl
          ("transformer_layer", 2), ("mlp", 8), ("resnet50_tv", 1), ("mobilenetv2_tv", 1), ("bert_base", 1)]
 EXPORTED = {"resnet50_tv", "mobilenetv2_tv", "bert_base"}
 SEQ = 128
+# Pause between the two engines: onnxruntime's pool spins for a while after a run, and those
+# threads would take the cores from the next process's first runs.
+SETTLE_S = 0.5
 
 
 def cpu_summary() -> str:
@@ -153,6 +156,7 @@ def main() -> int:
         ort_ms, ours_ms, ratios, fastest = [], [], [], ([], [])
         for r in range(args.rounds):
             median_ms, min_ms = bench_ort(sess, feeds, args.iterations, args.warmup)
+            time.sleep(SETTLE_S)
             ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device, args.threads,
                               seq_dims)
             ort_ms.append(median_ms)

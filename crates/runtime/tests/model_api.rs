@@ -236,9 +236,12 @@ fn scalar_initializer(name: &str, v: f32) -> TensorProto {
 
 /// The exact GELU as PyTorch exports it (`Div` √2, `Erf`, `Add` 1, `Mul` x,
 /// `Mul` 0.5) or with the halving first and `Mul` by 1/√2, on x FLOAT [batch, 5].
-fn gelu_model(half_first: bool) -> Vec<u8> {
+/// The exact GELU as exporters write it; `order` picks where the 0.5 goes:
+/// 0: `(x · a) · 0.5`, 1: `(0.5 · x) · a`, 2: `(0.5 · a) · x` (dynamo), with
+/// `a = 1 + erf(x / √2)`.
+fn gelu_model(order: usize) -> Vec<u8> {
     let mut nodes = vec![
-        if half_first {
+        if order == 1 {
             node("Mul", "scale", &["x", "inv_sqrt2"], &["d"])
         } else {
             node("Div", "scale", &["x", "sqrt2"], &["d"])
@@ -246,13 +249,13 @@ fn gelu_model(half_first: bool) -> Vec<u8> {
         node("Erf", "erf", &["d"], &["e"]),
         node("Add", "plus_one", &["one", "e"], &["a"]),
     ];
-    if half_first {
-        nodes.push(node("Mul", "half_x", &["half", "x"], &["h"]));
-        nodes.push(node("Mul", "gelu", &["h", "a"], &["y"]));
-    } else {
-        nodes.push(node("Mul", "x_a", &["x", "a"], &["m"]));
-        nodes.push(node("Mul", "gelu", &["m", "half"], &["y"]));
-    }
+    let (first, second) = match order {
+        0 => (["x", "a"], ["m", "half"]),
+        1 => (["half", "x"], ["m", "a"]),
+        _ => (["half", "a"], ["x", "m"]),
+    };
+    nodes.push(node("Mul", "first", &first, &["m"]));
+    nodes.push(node("Mul", "gelu", &second, &["y"]));
     model(GraphProto {
         name: Some("gelu".into()),
         node: nodes,
@@ -270,10 +273,10 @@ fn gelu_model(half_first: bool) -> Vec<u8> {
 
 #[test]
 fn exported_gelu_runs_as_one_node() {
-    for half_first in [false, true] {
-        let model = load(&gelu_model(half_first)).unwrap();
+    for order in 0..3 {
+        let model = load(&gelu_model(order)).unwrap();
         let ops: Vec<String> = model.nodes().iter().map(|n| n.op.clone()).collect();
-        assert_eq!(ops, ["Gelu"], "half_first {half_first}");
+        assert_eq!(ops, ["Gelu"], "order {order}");
         let x = f32s(&[3, 5], 7);
         let y = model.run(&[("x", &x)]).unwrap();
         for (&v, &got) in x

@@ -5,7 +5,7 @@ use crate::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
 
 /// `x · 0.5 · (1 + Erf(x / √2))`, the five nodes PyTorch and TensorFlow
 /// export for the exact GELU (`Div` by √2 or `Mul` by 1/√2, `Erf`, `Add` 1,
-/// then `Mul` by `x` and by 0.5 in either order), becomes one
+/// then `Mul` by `x` and by 0.5 in any order), becomes one
 /// `Unary(Gelu)` on FLOAT tensors, which [`super::fuse_activations`] can then
 /// fold into the MatMul that feeds it. Each intermediate value must be read
 /// only by the next node of the chain.
@@ -78,6 +78,17 @@ fn match_gelu(g: &Graph, consumers: &[Vec<usize>], e: usize) -> Option<Chain> {
         let half = g.nodes[h].op == Op::Binary(BinaryOp::Mul)
             && other_operand(&g.nodes[h], product).is_some_and(|c| near(g, c, 0.5));
         return half.then_some(Chain {
+            x,
+            nodes: [d, e, a, m, h],
+        });
+    }
+    if near(g, t, 0.5) {
+        // (0.5 · (1 + erf)) · x, as the dynamo exporter writes it
+        let product = g.nodes[m].outputs[0];
+        let h = sole_consumer(g, consumers, product)?;
+        let times_x = g.nodes[h].op == Op::Binary(BinaryOp::Mul)
+            && other_operand(&g.nodes[h], product) == Some(x);
+        return times_x.then_some(Chain {
             x,
             nodes: [d, e, a, m, h],
         });
