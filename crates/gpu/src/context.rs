@@ -5,6 +5,7 @@
 //! DX12 on Windows. One [`GpuContext`] exists per chosen adapter in a process
 //! ([`GpuContext::shared`]); every model loaded on that adapter uses it.
 
+use crate::disk_cache::DiskCache;
 use crate::pipeline_cache::PipelineCache;
 use crate::pool::{BufferPool, PoolConfig};
 use metal_mps_ir::{Error, Result};
@@ -234,6 +235,7 @@ impl GpuContext {
             wgpu::Features::SHADER_F16,
             wgpu::Features::SHADER_INT64,
             wgpu::Features::TIMESTAMP_QUERY,
+            wgpu::Features::PIPELINE_CACHE,
         ] {
             if offered.contains(f) {
                 features |= f;
@@ -283,7 +285,7 @@ impl GpuContext {
             eprintln!("[metal_mps gpu] adapter {} caps {caps:?}", describe(&info));
         }
         let mut ctx = GpuContext {
-            pipelines: PipelineCache::new(device.clone()),
+            pipelines: PipelineCache::new(device.clone(), DiskCache::open(&device, &info)),
             device,
             queue,
             adapter: describe(&info),
@@ -291,6 +293,12 @@ impl GpuContext {
             pool,
             device_error,
         };
+        if ctx.pool.config().verbose {
+            match ctx.pipelines.disk_path() {
+                Some(p) => eprintln!("[metal_mps gpu] pipeline cache: {}", p.display()),
+                None => eprintln!("[metal_mps gpu] no pipeline cache on disk for this adapter"),
+            }
+        }
         if ctx.caps.coop.is_some() {
             let ok = ctx.coop_self_test();
             if !matches!(ok, Ok(true)) {

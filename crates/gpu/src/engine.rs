@@ -474,6 +474,12 @@ impl GpuRunner {
             counts.push(calls.len() - before);
         }
         let (params, mut prepared) = ops::prepare(&self.ctx, &calls)?;
+        // The calls compiled what this plan needs: keep it for the next process.
+        if let Err(e) = self.ctx.pipelines.persist() {
+            if self.ctx.pool.config().verbose {
+                eprintln!("[metal_mps gpu] pipeline cache not written: {e}");
+            }
+        }
         let mut per_step = Vec::with_capacity(counts.len());
         for c in counts.into_iter().rev() {
             per_step.push(prepared.split_off(prepared.len() - c));

@@ -12,6 +12,7 @@
 //!   continues on the GPU with the shapes it produced.
 
 pub mod context;
+pub mod disk_cache;
 mod engine;
 mod lower;
 pub mod ops;

@@ -6,6 +6,7 @@
 //! (tile sizes, fused activation, kernel geometry) is a WGSL `override`
 //! constant. Pipelines are compiled once and cached by [`PipelineKey`].
 
+use crate::disk_cache::DiskCache;
 use metal_mps_ir::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -287,6 +288,7 @@ type CacheKey = (Kernel, Variant, &'static str, Vec<(&'static str, u64)>);
 /// Compiled pipelines and shader modules of one device.
 pub struct PipelineCache {
     device: wgpu::Device,
+    disk: Option<DiskCache>,
     modules: Mutex<HashMap<(Kernel, Variant), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<CacheKey, Arc<Pipeline>>>,
     checks: bool,
@@ -297,14 +299,27 @@ pub struct PipelineCache {
 pub const BOUNDS_CHECKS_ENV: &str = "METAL_MPS_GPU_BOUNDS_CHECKS";
 
 impl PipelineCache {
-    pub fn new(device: wgpu::Device) -> Self {
+    /// Pipelines compiled on `device`, through `disk` when given.
+    pub fn new(device: wgpu::Device, disk: Option<DiskCache>) -> Self {
         let checks = std::env::var(BOUNDS_CHECKS_ENV).is_ok_and(|v| v == "1");
         PipelineCache {
             device,
+            disk,
             modules: Mutex::default(),
             pipelines: Mutex::default(),
             checks,
         }
+    }
+
+    /// Writes the pipelines compiled so far to the disk cache, if there is one
+    /// and it changed.
+    pub fn persist(&self) -> std::io::Result<()> {
+        self.disk.as_ref().map_or(Ok(()), DiskCache::save)
+    }
+
+    /// The file of the disk cache, when there is one.
+    pub fn disk_path(&self) -> Option<&std::path::Path> {
+        self.disk.as_ref().map(DiskCache::path)
     }
 
     /// Number of compiled pipelines.
@@ -389,8 +404,11 @@ impl PipelineCache {
                     constants: &constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk.as_ref().map(|d| &d.cache),
             });
+        if let Some(d) = &self.disk {
+            d.touch();
+        }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Device(format!(
                 "pipeline {label} with {:?} failed: {e}",
