@@ -41,13 +41,17 @@ pub fn main(args: Args) -> Result<ExitCode> {
         println!("  {op:<28} {n}");
     }
     let nodes = model.nodes();
-    let on_gpu = nodes
-        .iter()
-        .filter(|n| n.engine == metal_mps::Device::Gpu)
-        .count();
+    let count = |e: Option<metal_mps::Device>| nodes.iter().filter(|n| n.engine == e).count();
+    let folded = count(None);
     println!(
-        "engines: {on_gpu} nodes on gpu, {} on cpu",
-        nodes.len() - on_gpu
+        "engines: {} nodes on gpu, {} on cpu{}",
+        count(Some(metal_mps::Device::Gpu)),
+        count(Some(metal_mps::Device::Cpu)),
+        if folded > 0 {
+            format!(", {folded} folded while planning (shape arithmetic)")
+        } else {
+            String::new()
+        }
     );
     let stats = model.memory_stats();
     println!(
@@ -57,7 +61,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
     if args.nodes {
         println!("nodes:");
         for n in nodes {
-            println!("  [{}] {} ({})", n.engine, n.name, n.op);
+            let engine = n.engine.map_or("folded".to_string(), |e| e.to_string());
+            println!("  [{engine}] {} ({})", n.name, n.op);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use crate::plan::{specialize_prefix, DevHome, GpuPlan, OutSrc, Step};
 use crate::pool::{BufferClass, PoolStats, PooledBuffer};
 use crate::split::Split;
 use crate::transfer::{self, Download};
+use crate::FOLDED;
 use metal_mps_ir::{f16, fixed_shape, DType, Dim, Error, Graph, Result, Tensor, ValueId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -240,8 +241,9 @@ impl GpuRunner {
     }
 
     /// Each node of the graph and the engine that runs it (`"gpu"` or `"cpu"`;
-    /// nodes folded while planning count as `"cpu"`), for the most recent input
-    /// shapes, or for symbolic dims set to 1 before any run.
+    /// `"folded"`: computed while planning, such as the shape arithmetic of
+    /// exported models), for the most recent input shapes, or for symbolic dims
+    /// set to 1 before any run.
     pub fn node_engines(&self) -> Vec<(String, &'static str)> {
         let spec = lock(&self.specs).last().map(|s| s.1.clone());
         let spec = match spec {
@@ -276,10 +278,11 @@ impl GpuRunner {
             .iter()
             .map(|n| {
                 let engine = match spec.as_deref() {
-                    Some(Spec::Gpu(g)) => g.plan.node_engine.get(&n.name).copied().unwrap_or("cpu"),
-                    Some(Spec::Split(_)) => split.get(&n.name).copied().unwrap_or("cpu"),
-                    None => "cpu",
+                    Some(Spec::Gpu(g)) => g.plan.node_engine.get(&n.name).copied(),
+                    Some(Spec::Split(_)) => split.get(&n.name).copied(),
+                    None => Some("cpu"),
                 };
+                let engine = engine.unwrap_or(FOLDED);
                 (n.name.clone(), engine)
             })
             .collect()

@@ -29,3 +29,7 @@ pub use context::{
 pub use engine::{GpuRunner, Pending};
 pub use options::{GpuOptions, Precision};
 pub use pool::{PoolConfig, PoolStats};
+
+/// The engine [`GpuRunner::node_engines`] names for a node computed while
+/// planning (folded into a constant), which neither engine runs.
+pub const FOLDED: &str = "folded";

@@ -23,6 +23,10 @@ use metal_mps_ir::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Most indices of a Gather with constant indices that runs on the GPU (a copy
+/// dispatch each); more go to the CPU.
+const MAX_GATHER_COPIES: usize = 16;
+
 /// One step of an inference, in order.
 #[derive(Clone, Debug)]
 pub enum Step {
@@ -615,12 +619,99 @@ impl<'a> Builder<'a> {
                     _ => Ok(Lowered::Cpu),
                 }
             }
-            Op::Dyn(d) => match d.normalization() {
-                Some(norm) if node.outputs.len() == 1 => self.lower_norm(&node, norm),
-                _ => Ok(Lowered::Cpu),
-            },
+            Op::Dyn(d) if node.outputs.len() == 1 => {
+                if let Some(norm) = d.normalization() {
+                    return self.lower_norm(&node, norm);
+                }
+                self.lower_view(&node, d)
+            }
+            Op::Gather { axis } => self.lower_gather(&node, *axis),
             _ => Ok(Lowered::Cpu),
         }
+    }
+
+    /// An operator whose output is a strided view of its first input (Slice
+    /// with constant bounds and positive steps): one copy.
+    fn lower_view(&self, node: &metal_mps_ir::Node, d: &metal_mps_ir::DynOp) -> Result<Lowered> {
+        let x = node.inputs[0].expect("lower checked the data inputs");
+        let mut constants = vec![None];
+        for &v in &node.inputs[1..] {
+            match v {
+                None => constants.push(None),
+                Some(v) => match self.g.constant(Some(v)) {
+                    Some(t) => constants.push(Some(t.as_ref())),
+                    None => return Ok(Lowered::Cpu),
+                },
+            }
+        }
+        let out = node.outputs[0];
+        let Some(view) = d.strided_view(self.shape(x), &constants) else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some(src_strides) = view
+            .strides
+            .iter()
+            .map(|&s| usize::try_from(s).ok())
+            .collect::<Option<Vec<usize>>>()
+        else {
+            return Ok(Lowered::Cpu);
+        };
+        if view.shape != self.shape(out) || self.dev[out] != self.dev[x] {
+            return Ok(Lowered::Cpu);
+        }
+        let region = Region {
+            dst_strides: metal_mps_ir::strides(&view.shape),
+            shape: view.shape,
+            src_offset: view.offset,
+            src_strides,
+            dst_offset: 0,
+        };
+        self.copy_op(x, vec![(x, region)], out)
+    }
+
+    /// Gather with constant indices: one copy per index (at most
+    /// [`MAX_GATHER_COPIES`]), each moving a slice of the data into its place.
+    fn lower_gather(&self, node: &metal_mps_ir::Node, axis: i64) -> Result<Lowered> {
+        let (Some(x), Some(idx)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
+            return Ok(Lowered::Cpu);
+        };
+        let Some(indices) = self.g.constant(Some(idx)) else {
+            return Ok(Lowered::Cpu);
+        };
+        let out = node.outputs[0];
+        let xs = self.shape(x).to_vec();
+        let ax = normalize_axis(axis, xs.len()).map_err(|e| node.error(e))?;
+        let Ok(indices) = indices.to_i64_vec() else {
+            return Ok(Lowered::Cpu);
+        };
+        if indices.is_empty() || indices.len() > MAX_GATHER_COPIES || self.dev[out] != self.dev[x] {
+            return Ok(Lowered::Cpu);
+        }
+        let outer: usize = xs[..ax].iter().product();
+        let inner: usize = xs[ax + 1..].iter().product();
+        let n = indices.len();
+        if outer * n * inner != self.numel(out) {
+            return Ok(Lowered::Cpu);
+        }
+        let mut pieces = Vec::with_capacity(n);
+        for (j, &k) in indices.iter().enumerate() {
+            // Negative indices count from the end; out of range is the CPU's error to report.
+            let k = if k < 0 { k + xs[ax] as i64 } else { k };
+            let Some(k) = usize::try_from(k).ok().filter(|&k| k < xs[ax]) else {
+                return Ok(Lowered::Cpu);
+            };
+            pieces.push((
+                x,
+                Region {
+                    shape: vec![outer, inner],
+                    src_offset: k * inner,
+                    src_strides: vec![xs[ax] * inner, 1],
+                    dst_offset: j * inner,
+                    dst_strides: vec![n * inner, 1],
+                },
+            ));
+        }
+        self.copy_op(x, pieces, out)
     }
 
     /// LayerNormalization/RMSNormalization whose scale and bias hold one value

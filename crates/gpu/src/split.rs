@@ -156,7 +156,7 @@ impl Split {
             .map(|n| {
                 (
                     n.name.clone(),
-                    engines.get(&n.name).copied().unwrap_or("cpu"),
+                    engines.get(&n.name).copied().unwrap_or(crate::FOLDED),
                 )
             })
             .collect()

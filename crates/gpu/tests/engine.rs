@@ -274,7 +274,7 @@ fn unsupported_ops_fall_back_to_the_cpu() {
         1,
     )[0];
     let neg = b.one(Op::Unary(UnaryOp::Neg), &[pad]);
-    let idx = b.constant(Tensor::from_vec(vec![2], vec![0i64, 2]).unwrap());
+    let idx = b.constant(Tensor::from_vec(vec![2], vec![0i64, -1]).unwrap());
     let gat = b.one(Op::Gather { axis: 1 }, &[neg, idx]);
     let sq = b.one(Op::Unary(UnaryOp::Sqrt), &[conv]);
     let g = b.finish(&[gat, sq]);
@@ -285,7 +285,8 @@ fn unsupported_ops_fall_back_to_the_cpu() {
     let engine_of = |op: &str| e.iter().find(|(n, _)| n.ends_with(op)).map(|x| x.1);
     assert_eq!(engine_of("_LRN"), Some("cpu"));
     assert_eq!(engine_of("_Pad"), Some("cpu"));
-    assert_eq!(engine_of("_Gather"), Some("cpu"));
+    // Constant indices: one copy per index on the GPU.
+    assert_eq!(engine_of("_Gather"), Some("gpu"));
     assert_eq!(engine_of("_Neg"), Some("gpu"));
     assert_eq!(engine_of("_Sqrt"), Some("gpu"));
 }

@@ -93,6 +93,20 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// When the output only picks elements of input 0 at fixed strides (Slice),
+    /// how: `x_shape` is input 0's shape and `constants[i]` input `i`'s value
+    /// (`None`: absent). Callers ask only when every input past the first is a
+    /// constant or absent, and copy instead of calling `eval`; `None` when it
+    /// does not apply.
+    fn strided_view(
+        &self,
+        x_shape: &[usize],
+        constants: &[Option<&Tensor>],
+    ) -> Option<StridedView> {
+        let _ = (x_shape, constants);
+        None
+    }
+
     /// The normalization this operator is, for engines with their own kernel
     /// for it (the GPU's); `eval` stays the reference. `None` for other operators.
     fn normalization(&self) -> Option<Normalization> {
@@ -100,6 +114,15 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
     }
 
     fn as_any(&self) -> &dyn Any;
+}
+
+/// An output that reads input 0 (contiguous) at fixed strides: the element
+/// at coordinate `c` of `shape` is input element `offset + Σ c[d]·strides[d]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StridedView {
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub strides: Vec<i64>,
 }
 
 /// LayerNormalization or RMSNormalization with f32 statistics, over the axes

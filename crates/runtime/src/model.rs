@@ -29,7 +29,9 @@ enum Engine {
 pub struct NodeInfo {
     pub name: String,
     pub op: String,
-    pub engine: Device,
+    /// `None`: computed while planning for the current input shapes (the
+    /// GPU engine folds shape arithmetic into constants), so no engine runs it.
+    pub engine: Option<Device>,
 }
 
 pub(crate) fn gpu_available() -> bool {
@@ -224,7 +226,7 @@ impl Model {
                 .map(|n| NodeInfo {
                     name: n.name.clone(),
                     op: n.op.name(),
-                    engine: Device::Cpu,
+                    engine: Some(Device::Cpu),
                 })
                 .collect(),
             Engine::Gpu(r) => r
@@ -235,10 +237,10 @@ impl Model {
                 .map(|(n, (_, engine))| NodeInfo {
                     name: n.name.clone(),
                     op: n.op.name(),
-                    engine: if engine == "gpu" {
-                        Device::Gpu
-                    } else {
-                        Device::Cpu
+                    engine: match engine {
+                        "gpu" => Some(Device::Gpu),
+                        metal_mps_gpu::FOLDED => None,
+                        _ => Some(Device::Cpu),
                     },
                 })
                 .collect(),

@@ -24,8 +24,17 @@ pub fn fuse_gelu(g: &mut Graph) {
         }
         let (last, rest) = chain.nodes.split_last().expect("five nodes");
         let y = g.nodes[*last].outputs[0];
-        if g.values[y].shape.is_none() || g.values[y].shape != g.values[chain.x].shape {
-            // A constant of higher rank broadcast the chain to a new shape.
+        // Rank-0 constants cannot broadcast the chain to a new shape; others
+        // may, unless inference shows the shape unchanged.
+        let scalars = chain
+            .nodes
+            .iter()
+            .flat_map(|&n| g.nodes[n].inputs.iter().flatten())
+            .filter_map(|&v| g.constant(Some(v)))
+            .all(|t| t.shape().is_empty());
+        let same_shape =
+            g.values[y].shape.is_some() && g.values[y].shape == g.values[chain.x].shape;
+        if !scalars && !same_shape {
             continue;
         }
         rest.iter().for_each(|&n| remove[n] = true);

@@ -6,7 +6,9 @@ use super::remap::{remap, stepped, AxisMap};
 use crate::support::{arg, axis, known, known_opt, opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
-use metal_mps_ir::{invalid, strides, Dim, DynOp, Fact, Op, Operator, Out, Result, Shape, Tensor};
+use metal_mps_ir::{
+    invalid, strides, Dim, DynOp, Fact, Op, Operator, Out, Result, Shape, StridedView, Tensor,
+};
 use std::any::Any;
 
 /// Starts, ends, axes (optional) and steps (optional) as given.
@@ -116,6 +118,17 @@ pub(crate) fn axis_range(dim: usize, start: i64, end: i64, step: i64) -> (usize,
     }
 }
 
+/// Per axis of an input of `x_shape`: first index, step and count.
+fn ranges(x_shape: &[usize], (s, e, a, st): Params) -> Result<Vec<(usize, i64, usize)>> {
+    let specs = specs(&s, &e, a.as_deref(), st.as_deref(), x_shape.len())?;
+    let mut ranges: Vec<(usize, i64, usize)> = x_shape.iter().map(|&d| (0, 1, d)).collect();
+    for (ax, start, end, step) in specs {
+        let (first, count) = axis_range(x_shape[ax], start, end, step);
+        ranges[ax] = (first, step, count);
+    }
+    Ok(ranges)
+}
+
 impl Slice {
     /// Starts, ends, axes and steps from the attributes or the inputs' values.
     fn values(
@@ -218,14 +231,8 @@ impl Operator for Slice {
         let (s, e, a, st) = self
             .values(get)
             .unwrap_or_else(|| invalid!("Slice needs the starts and ends inputs"))?;
-        let specs = specs(&s, &e, a.as_deref(), st.as_deref(), x.rank())?;
+        let ranges = ranges(x.shape(), (s, e, a, st))?;
         let xst = strides(x.shape());
-        // Per axis: first index, step, count.
-        let mut ranges: Vec<(usize, i64, usize)> = x.shape().iter().map(|&d| (0, 1, d)).collect();
-        for (ax, start, end, step) in specs {
-            let (first, count) = axis_range(x.shape()[ax], start, end, step);
-            ranges[ax] = (first, step, count);
-        }
         let shape = ranges.iter().map(|r| r.2).collect();
         let y = remap("Slice", x, shape, out, || {
             ranges
@@ -237,6 +244,41 @@ impl Operator for Slice {
         Ok(vec![y])
     }
 
+    fn strided_view(
+        &self,
+        x_shape: &[usize],
+        constants: &[Option<&Tensor>],
+    ) -> Option<StridedView> {
+        let get = |i: usize| -> Option<Result<Option<Vec<i64>>>> {
+            Some(
+                constants
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| t.to_i64_vec())
+                    .transpose(),
+            )
+        };
+        let ranges = ranges(x_shape, self.values(get)?.ok()?).ok()?;
+        let xst = strides(x_shape);
+        let mut offset = 0usize;
+        for (&(first, _, count), &s) in ranges.iter().zip(&xst) {
+            if count > 0 {
+                offset = offset.checked_add(first.checked_mul(s)?)?;
+            }
+        }
+        let strides = ranges
+            .iter()
+            .zip(&xst)
+            .map(|(&(_, step, _), &s)| step.checked_mul(i64::try_from(s).ok()?))
+            .collect::<Option<Vec<i64>>>()?;
+        Some(StridedView {
+            shape: ranges.iter().map(|r| r.2).collect(),
+            offset,
+            strides,
+        })
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -244,7 +286,52 @@ impl Operator for Slice {
 
 #[cfg(test)]
 mod tests {
-    use super::axis_range;
+    use super::{axis_range, Slice};
+    use metal_mps_ir::{Operator, Out, Tensor};
+
+    /// The strided view reads the elements `eval` returns, for positive and
+    /// negative steps, clamped and negative bounds, and a subset of axes.
+    #[test]
+    fn strided_views_pick_what_eval_picks() {
+        let shape = vec![3usize, 4, 5];
+        let x = Tensor::from_vec(shape.clone(), (0..60).map(|v| v as f32).collect()).unwrap();
+        let t = |v: &[i64]| Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap();
+        let cases: Vec<[Vec<i64>; 4]> = vec![
+            [vec![1, 0], vec![3, 5], vec![0, 2], vec![1, 2]],
+            [vec![-2], vec![i64::MAX], vec![1], vec![1]],
+            [vec![-1, 4], vec![i64::MIN, -10], vec![2, 1], vec![-2, -1]],
+            [vec![0, 0, 1], vec![100, 4, 5], vec![0, 1, 2], vec![2, 3, 3]],
+        ];
+        let op = Slice { attrs: None };
+        for [starts, ends, axes, steps] in cases {
+            let consts = [t(&starts), t(&ends), t(&axes), t(&steps)];
+            let ins = [
+                Some(&x),
+                Some(&consts[0]),
+                Some(&consts[1]),
+                Some(&consts[2]),
+                Some(&consts[3]),
+            ];
+            let want = op.eval(&ins, 1, &mut Out::fresh()).unwrap().remove(0);
+            let view = op.strided_view(&shape, &ins).unwrap();
+            assert_eq!(view.shape, want.shape(), "{starts:?} {ends:?} {steps:?}");
+            let xs = x.as_slice::<f32>().unwrap();
+            let mut got = Vec::new();
+            for i in 0..want.numel() {
+                let (mut rem, mut at) = (i, view.offset as i64);
+                for d in (0..view.shape.len()).rev() {
+                    at += (rem % view.shape[d]) as i64 * view.strides[d];
+                    rem /= view.shape[d];
+                }
+                got.push(xs[at as usize]);
+            }
+            assert_eq!(
+                got,
+                want.as_slice::<f32>().unwrap(),
+                "{starts:?} {ends:?} {steps:?}"
+            );
+        }
+    }
 
     #[test]
     fn ranges_follow_numpy() {
