@@ -88,6 +88,15 @@ pub enum GpuOp {
         pieces: Vec<(ValueId, Region)>,
         elem_bytes: usize,
     },
+    /// Constant-mode Pad of 4-byte elements (`value`: the fill's bits).
+    Pad {
+        x: ValueId,
+        out: ValueId,
+        in_shape: Vec<usize>,
+        out_shape: Vec<usize>,
+        begin: Vec<i64>,
+        value: u32,
+    },
     Cast {
         x: ValueId,
         out: ValueId,
@@ -133,6 +142,7 @@ impl GpuOp {
                 .flatten()
                 .collect(),
             GpuOp::Pool { x, .. }
+            | GpuOp::Pad { x, .. }
             | GpuOp::Reduce { x, .. }
             | GpuOp::Softmax { x, .. }
             | GpuOp::Cast { x, .. } => vec![*x],
@@ -153,6 +163,7 @@ impl GpuOp {
             | GpuOp::Reduce { out, .. }
             | GpuOp::Softmax { out, .. }
             | GpuOp::LayerNorm { out, .. }
+            | GpuOp::Pad { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
@@ -235,6 +246,22 @@ impl GpuOp {
                     dummy,
                 )?]
             }
+            GpuOp::Pad {
+                x,
+                out,
+                in_shape,
+                out_shape,
+                begin,
+                value,
+            } => vec![ops::copy::pad(
+                ctx,
+                in_shape,
+                out_shape,
+                begin,
+                *value,
+                bind(*x),
+                bind(*out),
+            )?],
             GpuOp::LayerNorm {
                 x,
                 scale,

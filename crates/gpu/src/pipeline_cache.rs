@@ -26,6 +26,7 @@ const CAST: &str = include_str!("kernels/cast.wgsl");
 const BATCHNORM: &str = include_str!("kernels/batchnorm.wgsl");
 const DEPTHWISE: &str = include_str!("kernels/depthwise.wgsl");
 const LAYERNORM: &str = include_str!("kernels/layernorm.wgsl");
+const PAD: &str = include_str!("kernels/pad.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +50,8 @@ pub enum Kernel {
     Reduce,
     /// Strided copies: transpose, concat, split, slices.
     Copy,
+    /// Constant-mode Pad of 4-byte elements.
+    Pad,
     /// Element type conversion.
     Cast,
     /// BatchNormalization with runtime parameters.
@@ -58,7 +61,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -70,6 +73,7 @@ impl Kernel {
         Kernel::Softmax,
         Kernel::Reduce,
         Kernel::Copy,
+        Kernel::Pad,
         Kernel::Cast,
         Kernel::BatchNorm,
         Kernel::LayerNorm,
@@ -89,6 +93,7 @@ impl Kernel {
             Kernel::Softmax => &[COMMON, SOFTMAX],
             Kernel::Reduce => &[COMMON, REDUCE],
             Kernel::Copy => &[COMMON, COPY],
+            Kernel::Pad => &[COMMON, PAD],
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
@@ -111,6 +116,7 @@ impl Kernel {
                 })
                 .collect(),
             Kernel::Copy => vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)],
+            Kernel::Pad => vec![Variant::of(U32)],
             Kernel::Cast => {
                 let types = [F32, F16, I32, I64];
                 let mut v = Vec::new();

@@ -626,6 +626,7 @@ impl<'a> Builder<'a> {
                 self.lower_view(&node, d)
             }
             Op::Gather { axis } => self.lower_gather(&node, *axis),
+            Op::Pad { pads, value } => self.lower_pad(&node, pads.as_deref(), *value),
             _ => Ok(Lowered::Cpu),
         }
     }
@@ -667,6 +668,78 @@ impl<'a> Builder<'a> {
             dst_offset: 0,
         };
         self.copy_op(x, vec![(x, region)], out)
+    }
+
+    /// Constant-mode Pad of 4-byte elements whose pads and fill are constants.
+    fn lower_pad(
+        &self,
+        node: &metal_mps_ir::Node,
+        attr_pads: Option<&[i64]>,
+        attr_value: f32,
+    ) -> Result<Lowered> {
+        let x = node.inputs[0].expect("lower checked the data inputs");
+        let input = |i: usize| node.inputs.get(i).copied().flatten();
+        let constant = |i: usize| input(i).map(|v| self.g.constant(Some(v)));
+        let rank = self.shape(x).len();
+        let pads = match attr_pads {
+            Some(p) => p.to_vec(),
+            None => {
+                let Some(Some(p)) = constant(1) else {
+                    return Ok(Lowered::Cpu);
+                };
+                let Ok(p) = p.to_i64_vec() else {
+                    return Ok(Lowered::Cpu);
+                };
+                match constant(3) {
+                    None => p,
+                    Some(Some(axes)) => match axes
+                        .to_i64_vec()
+                        .and_then(|a| infer::expand_pads(&p, &a, rank))
+                    {
+                        Ok(p) => p,
+                        Err(_) => return Ok(Lowered::Cpu),
+                    },
+                    Some(None) => return Ok(Lowered::Cpu),
+                }
+            }
+        };
+        let out = node.outputs[0];
+        // The fill as the CPU's `layout::pad` takes it: input 2 (opset 11+), else the attribute.
+        let bits = match (attr_pads, input(2), self.dev[x]) {
+            (None, Some(v), dev) => match (self.g.constant(Some(v)), dev) {
+                (Some(t), Some(DType::F32)) if t.dtype() == DType::F32 => t
+                    .as_slice::<f32>()
+                    .ok()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_bits()),
+                (Some(t), Some(DType::I32)) if t.dtype() == DType::I32 => t
+                    .as_slice::<i32>()
+                    .ok()
+                    .and_then(|v| v.first())
+                    .map(|&v| v as u32),
+                _ => None,
+            },
+            (_, _, Some(DType::F32)) => Some(attr_value.to_bits()),
+            (_, _, Some(DType::I32)) => Some(attr_value as i32 as u32),
+            _ => None,
+        };
+        let Some(bits) = bits else {
+            return Ok(Lowered::Cpu);
+        };
+        if pads.len() != 2 * rank || self.dev[out] != self.dev[x] {
+            return Ok(Lowered::Cpu);
+        }
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Pad {
+                x,
+                out,
+                in_shape: self.shape(x).to_vec(),
+                out_shape: self.shape(out).to_vec(),
+                begin: pads[..rank].to_vec(),
+                value: bits,
+            }],
+            vec![],
+        ))
     }
 
     /// Gather with constant indices: one copy per index (at most

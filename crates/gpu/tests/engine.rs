@@ -264,7 +264,8 @@ fn unsupported_ops_fall_back_to_the_cpu() {
         }),
         &[conv],
     );
-    let pads = b.constant(Tensor::from_vec(vec![8], vec![0i64, 0, 1, 1, 0, 0, 1, 1]).unwrap());
+    // Pads rows on both sides, crops the first column and pads one at the end.
+    let pads = b.constant(Tensor::from_vec(vec![8], vec![0i64, 0, 1, -1, 0, 0, 1, 1]).unwrap());
     let pad = b.node(
         Op::Pad {
             pads: None,
@@ -284,7 +285,7 @@ fn unsupported_ops_fall_back_to_the_cpu() {
     let e = engines(&runner);
     let engine_of = |op: &str| e.iter().find(|(n, _)| n.ends_with(op)).map(|x| x.1);
     assert_eq!(engine_of("_LRN"), Some("cpu"));
-    assert_eq!(engine_of("_Pad"), Some("cpu"));
+    assert_eq!(engine_of("_Pad"), Some("gpu"));
     // Constant indices: one copy per index on the GPU.
     assert_eq!(engine_of("_Gather"), Some("gpu"));
     assert_eq!(engine_of("_Neg"), Some("gpu"));

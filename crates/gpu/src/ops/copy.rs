@@ -1,4 +1,5 @@
-//! Launcher of strided copies (`copy.wgsl`): Transpose, Concat, Split, slices.
+//! Launchers of strided copies (`copy.wgsl`: Transpose, Concat, Split,
+//! slices, Gather with constant indices) and of constant-mode Pad (`pad.wgsl`).
 
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Kernel, PipelineKey, Scalar, Variant};
@@ -135,6 +136,53 @@ pub fn copy(
         .words(&w(&r.dst_strides)?, 2, 0)
         .finish();
     let key = PipelineKey::new(Kernel::Copy, Variant::of(t), "main");
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![src, dst],
+        groups: grid(n as u64)?,
+    })
+}
+
+/// Records a constant-mode Pad of 4-byte elements: `begin[d]` elements before
+/// axis `d` (negative: cropped), the rest of `out_shape` after it, filled with
+/// the element whose bits are `value`.
+pub fn pad(
+    ctx: &GpuContext,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    begin: &[i64],
+    value: u32,
+    src: Binding,
+    dst: Binding,
+) -> Result<Call> {
+    if in_shape.len() > MAX_RANK {
+        return Err(Error::Unsupported(format!(
+            "a Pad of rank {} on the GPU",
+            in_shape.len()
+        )));
+    }
+    let n: usize = out_shape.iter().product();
+    let w =
+        |v: &[usize]| -> Result<Vec<u32>> { v.iter().map(|&x| u32_of(x, "pad shape")).collect() };
+    let begin: Vec<u32> = begin
+        .iter()
+        .map(|&b| {
+            i32::try_from(b).map(|b| b as u32).map_err(|_| {
+                Error::TooLarge(format!("pad {b} passes the GPU kernels' 32-bit indexing"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let params = Params::default()
+        .u32(u32_of(n, "elements")?)
+        .u32(in_shape.len() as u32)
+        .u32(value)
+        .u32(0)
+        .words(&w(out_shape)?, 2, 1)
+        .words(&w(in_shape)?, 2, 1)
+        .words(&begin, 2, 0)
+        .finish();
+    let key = PipelineKey::new(Kernel::Pad, Variant::of(Scalar::U32), "main");
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
