@@ -138,5 +138,28 @@ fn exported_transformer_layers_run_on_the_gpu() {
             }
         }
         assert!(seen > 10, "{name}: only {seen} layer nodes");
+        // Nothing is read back mid-plan: the CPU nodes read only inputs,
+        // constants and values the CPU made (or planning folded).
+        let producer: HashMap<usize, &String> = g
+            .nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().map(move |&o| (o, &n.name)))
+            .collect();
+        for n in g
+            .nodes
+            .iter()
+            .filter(|n| engines.get(&n.name) == Some(&"cpu"))
+        {
+            for &v in n.inputs.iter().flatten() {
+                if let Some(p) = producer.get(&v) {
+                    assert_ne!(
+                        engines.get(*p),
+                        Some(&"gpu"),
+                        "{name}: {} reads {p} from the GPU",
+                        n.name
+                    );
+                }
+            }
+        }
     }
 }
