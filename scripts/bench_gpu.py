@@ -101,21 +101,30 @@ def ours(binary: str, model: Path, name: str, batch: int, precision: str, iterat
     return json.loads(lines[-1])
 
 
-def torch_times(name: str, batch: int, half: bool, iterations: int, warmup: int) -> tuple[float, float]:
-    """Median ms of PyTorch eager: (host tensors in and out, CUDA events on device tensors)."""
-    model = build(name).cuda()
+def torch_times(name: str, batch: int, half: bool, iterations: int, warmup: int,
+                device: str) -> tuple[float, float]:
+    """Median ms of PyTorch eager: (host tensors in and out, CUDA events on device tensors;
+    on a CPU `device`, the second is the wall clock too)."""
+    model = build(name).to(device)
     host = inputs(name, batch)
     if half:
         model = model.half()
         host = tuple(t.half() if t.is_floating_point() else t for t in host)
-    dev = tuple(t.cuda() for t in host)
+    dev = tuple(t.to(device) for t in host)
+    cuda = device.startswith("cuda")
 
     def wall() -> float:
         t0 = time.perf_counter()
-        model(*(t.to("cuda") for t in host)).cpu()
+        model(*(t.to(device) for t in host)).cpu()
+        if cuda:
+            torch.cuda.synchronize()
         return (time.perf_counter() - t0) * 1e3
 
     def events() -> float:
+        if not cuda:
+            t0 = time.perf_counter()
+            model(*dev)
+            return (time.perf_counter() - t0) * 1e3
         s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         s.record()
         model(*dev)
@@ -130,7 +139,8 @@ def torch_times(name: str, batch: int, half: bool, iterations: int, warmup: int)
         w = statistics.median(wall() for _ in range(iterations))
         ev = statistics.median(events() for _ in range(iterations))
     del model
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     return w, ev
 
 
@@ -143,11 +153,13 @@ def main() -> int:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--torch-device", default="cuda", help="PyTorch's device (cpu: a dry run of the harness)")
     args = ap.parse_args()
 
     torch.backends.cudnn.benchmark = True
     args.models.mkdir(parents=True, exist_ok=True)
-    header = (f"torch {torch.__version__}, {torch.cuda.get_device_name()}; medians of {args.iterations} runs "
+    where = torch.cuda.get_device_name() if args.torch_device.startswith("cuda") else args.torch_device
+    header = (f"torch {torch.__version__}, {where}; medians of {args.iterations} runs "
               f"after {args.warmup} warm-up")
     print(header, file=sys.stderr)
     rows = []
@@ -163,7 +175,8 @@ def main() -> int:
                 except RuntimeError as e:
                     print(e, file=sys.stderr)
                     o, mine = None, "failed"
-                wall, ev = torch_times(name, batch, precision == "fp16", args.iterations, args.warmup)
+                wall, ev = torch_times(name, batch, precision == "fp16", args.iterations, args.warmup,
+                                       args.torch_device)
                 ratio = f"{o['median_ms'] / wall:.2f}" if o else "-"
                 row = f"| {name} | {batch} | {precision} | {mine} | {wall:.2f} | {ev:.2f} | {ratio} |"
                 print(row, file=sys.stderr, flush=True)

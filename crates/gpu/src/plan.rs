@@ -409,9 +409,10 @@ impl<'a> Builder<'a> {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Identity => {
-                // A view of a value only the host has stays there: on the device
-                // it would cost an upload, and a read-back for CPU readers.
-                let host_only = self.host_avail[x] && !self.dev_avail[x];
+                // A view of a value only the host computed stays there: on the
+                // device it would cost an upload, and a read-back for CPU readers.
+                // (Constants are uploaded once; their views stay device aliases.)
+                let host_only = self.host_avail[x] && !self.dev_avail[x] && !self.is_const(x);
                 if node.outputs.len() == 1 && self.dev[x] == self.dev[out] && !host_only {
                     return Ok(Lowered::Alias);
                 }
