@@ -11,12 +11,13 @@ use crate::{BinaryOp, DType, Graph, Op, UnaryOp, ValueId};
 /// only by the next node of the chain.
 pub fn fuse_gelu(g: &mut Graph) {
     let consumers = g.consumers();
+    let producers = g.producers();
     let mut remove = vec![false; g.nodes.len()];
     for e in 0..g.nodes.len() {
         if g.nodes[e].onnx_op != "Erf" || !matches!(g.nodes[e].op, Op::Dyn(_)) {
             continue;
         }
-        let Some(chain) = match_gelu(g, &consumers, e) else {
+        let Some(chain) = match_gelu(g, &consumers, &producers, e) else {
             continue;
         };
         if chain.nodes.iter().any(|&n| remove[n]) {
@@ -51,9 +52,14 @@ struct Chain {
     nodes: [usize; 5],
 }
 
-fn match_gelu(g: &Graph, consumers: &[Vec<usize>], e: usize) -> Option<Chain> {
+fn match_gelu(
+    g: &Graph,
+    consumers: &[Vec<usize>],
+    producers: &[Option<usize>],
+    e: usize,
+) -> Option<Chain> {
     let scaled = g.nodes[e].inputs.first().copied().flatten()?;
-    let d = producer(g, scaled)?;
+    let d = producers[scaled]?;
     let x = match g.nodes[d].op {
         Op::Binary(BinaryOp::Div) => with_constant(g, d, std::f64::consts::SQRT_2)?,
         Op::Binary(BinaryOp::Mul) => {
@@ -103,7 +109,7 @@ fn match_gelu(g: &Graph, consumers: &[Vec<usize>], e: usize) -> Option<Chain> {
         });
     }
     // (x · 0.5) · (1 + erf)
-    let h = producer(g, t)?;
+    let h = producers[t]?;
     let half = g.nodes[h].op == Op::Binary(BinaryOp::Mul)
         && other_operand(&g.nodes[h], x).is_some_and(|c| near(g, c, 0.5))
         && sole_consumer(g, consumers, t) == Some(m);
@@ -111,11 +117,6 @@ fn match_gelu(g: &Graph, consumers: &[Vec<usize>], e: usize) -> Option<Chain> {
         x,
         nodes: [d, e, a, h, m],
     })
-}
-
-/// The node that writes `v`.
-fn producer(g: &Graph, v: ValueId) -> Option<usize> {
-    g.nodes.iter().position(|n| n.outputs.contains(&v))
 }
 
 fn operands(g: &Graph, n: usize) -> Option<[ValueId; 2]> {

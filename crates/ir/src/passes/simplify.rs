@@ -67,12 +67,7 @@ pub fn clip_bounds(g: &Graph, node: &Node) -> Option<(f32, f32)> {
 /// guard PyTorch exports after a masked softmax, one elementwise step instead of
 /// a boolean tensor and a select (the `IsNaN` goes with its last reader).
 pub fn replace_nan_guards(g: &mut Graph) {
-    let mut producer = vec![None; g.values.len()];
-    for (n, node) in g.nodes.iter().enumerate() {
-        for &o in &node.outputs {
-            producer[o] = Some(n);
-        }
-    }
+    let producer = g.producers();
     for n in 0..g.nodes.len() {
         let node = &g.nodes[n];
         if node.onnx_op != "Where" || !matches!(node.op, Op::Dyn(_)) || node.outputs.len() != 1 {
