@@ -4,7 +4,8 @@
 Both run in this one process's turn, one after the other (never concurrently), with the same
 input shapes and random non-zero inputs: onnxruntime on CPU with intra_op_num_threads=--threads
 (2 by default) and metal-mps with as many (RAYON_NUM_THREADS),
-warm-up runs, then the median of --iterations timed runs. The two alternate for --rounds
+the same number of warm-up runs (--warmup, or more: as many as fill --warmup-secs on onnxruntime;
+on a virtual machine the first tens of runs of a fresh process are up to 2-3x slower), then the median of --iterations timed runs. The two alternate for --rounds
 rounds, so that both see the same phases of a shared machine; the table gives the median over
 rounds of each one's median and of the per-round ratio, the range of the ratios, and the ratio
 of the two engines' fastest runs (what each does when the shared machine leaves it alone). Models are
@@ -16,7 +17,7 @@ present in --models (scripts/export_bench_models.py writes them): resnet50_tv, m
 bert_base (sequence 128). The CPU's model and vector flags are printed first;
 METAL_MPS_CPU_ISA=avx2 (or portable) caps the instruction set of metal-mps's kernels.
 
-  python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--rounds 5] [--device cpu|gpu]
+  python scripts/bench_cpu.py [--iterations 20] [--warmup 3] [--warmup-secs 0.3] [--rounds 5] [--device cpu|gpu]
                               [--threads 2] [--only NAME ...] [--batch N]
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -110,6 +112,15 @@ def bench_ort(sess, feeds, iterations: int, warmup: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def warmup_runs(sess, feeds, at_least: int, secs: float) -> int:
+    """Untimed runs that take about `secs` seconds on onnxruntime, and at least `at_least`."""
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        once = time.perf_counter() - t0
+    return max(at_least, math.ceil(secs / max(once, 1e-6)))
+
+
 def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: int, device: str,
                threads: int, seq_dims: list[str]) -> dict:
     """The JSON object printed by `metal-mps bench --json` (`seq_dims` given SEQ)."""
@@ -130,7 +141,11 @@ def bench_ours(binary: str, model: Path, batch: int, iterations: int, warmup: in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed runs first (at least)")
+    ap.add_argument("--warmup-secs", type=float, default=0.3,
+                    help="more untimed runs first, as many as fill this many seconds, the same count for "
+                         "both engines: on virtual machines the first runs of a fresh process are up to "
+                         "2-3x slower for tens of runs")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of both")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="device for metal-mps")
     ap.add_argument("--models", type=Path, default=ROOT / "build" / "models")
@@ -153,11 +168,12 @@ def main() -> int:
         model = args.models / f"{name}.onnx"
         sess, feeds = ort_session(model, batch, args.threads)
         seq_dims = symbolic_dims(model)
+        warmup = warmup_runs(sess, feeds, args.warmup, args.warmup_secs)
         ort_ms, ours_ms, ratios, fastest = [], [], [], ([], [])
         for r in range(args.rounds):
-            median_ms, min_ms = bench_ort(sess, feeds, args.iterations, args.warmup)
+            median_ms, min_ms = bench_ort(sess, feeds, args.iterations, warmup)
             time.sleep(SETTLE_S)
-            ours = bench_ours(args.bin, model, batch, args.iterations, args.warmup, args.device, args.threads,
+            ours = bench_ours(args.bin, model, batch, args.iterations, warmup, args.device, args.threads,
                               seq_dims)
             ort_ms.append(median_ms)
             ours_ms.append(ours["median_ms"])
@@ -173,7 +189,7 @@ def main() -> int:
     print(f"\n{cpu_summary()}\nonnxruntime {ort.__version__} CPU ({args.threads} threads) vs metal-mps "
           f"--device {args.device} ({args.threads} threads); "
           f"{args.rounds} alternating rounds, each the median of {args.iterations} runs after "
-          f"{args.warmup} warm-up\n")
+          f"at least {args.warmup} warm-up runs and {args.warmup_secs} s\n")
     print("| model | batch | ORT median (ms) | metal-mps median (ms) | ratio (ours/ORT), median of rounds "
           "| ratio range | ratio of the fastest runs |")
     print("|---|---:|---:|---:|---:|---:|---:|")
