@@ -515,6 +515,7 @@ impl GpuRunner {
             .enumerate()
         {
             if on {
+                check_indices(plan, plan.graph.inputs[i], inputs[i])?;
                 let dev = plan.dev_dtype[v]
                     .ok_or_else(|| Error::Device("input has no device dtype".into()))?;
                 transfer::write(
@@ -630,6 +631,7 @@ impl GpuRunner {
                     let t = host.get(v).ok_or_else(|| {
                         Error::Device("uploading a value the CPU did not compute".into())
                     })?;
+                    check_indices(plan, *v, t)?;
                     let dev = plan.dev_dtype[*v].unwrap_or(t.dtype());
                     transfer::write(ctx, Self::buffer(g, inst, *v)?, &device_bytes(t, dev)?);
                 }
@@ -736,4 +738,12 @@ impl Drop for Pending {
             f.give_back();
         }
     }
+}
+
+/// The checks of the indices in `t`, value `v`, that a Gather reads on the device.
+fn check_indices(plan: &GpuPlan, v: ValueId, t: &Tensor) -> Result<()> {
+    plan.index_checks
+        .iter()
+        .filter(|c| c.value == v)
+        .try_for_each(|c| c.check(t))
 }

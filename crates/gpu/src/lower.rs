@@ -5,7 +5,7 @@
 //! binds them to the buffers of one execution instance.
 
 use crate::ops::conv::ConvGeometry;
-use crate::ops::copy::Region;
+use crate::ops::copy::{GatherShape, Region};
 use crate::ops::elementwise::Step;
 use crate::ops::matmul::{Gemm, Tiles};
 use crate::ops::pool::PoolGeometry;
@@ -88,6 +88,15 @@ pub enum GpuOp {
         pieces: Vec<(ValueId, Region)>,
         elem_bytes: usize,
     },
+    /// Gather whose indices (i32, or i64 when `index64`) are read on the device.
+    Gather {
+        x: ValueId,
+        indices: ValueId,
+        out: ValueId,
+        shape: GatherShape,
+        elem_bytes: usize,
+        index64: bool,
+    },
     /// Constant-mode Pad of 4-byte elements (`value`: the fill's bits).
     Pad {
         x: ValueId,
@@ -147,6 +156,7 @@ impl GpuOp {
             | GpuOp::Softmax { x, .. }
             | GpuOp::Cast { x, .. } => vec![*x],
             GpuOp::Copy { pieces, .. } => pieces.iter().map(|p| p.0).collect(),
+            GpuOp::Gather { x, indices, .. } => vec![*x, *indices],
             GpuOp::BatchNorm { x, params, .. } => {
                 std::iter::once(*x).chain(params.iter().copied()).collect()
             }
@@ -164,6 +174,7 @@ impl GpuOp {
             | GpuOp::Softmax { out, .. }
             | GpuOp::LayerNorm { out, .. }
             | GpuOp::Pad { out, .. }
+            | GpuOp::Gather { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
@@ -246,6 +257,22 @@ impl GpuOp {
                     dummy,
                 )?]
             }
+            GpuOp::Gather {
+                x,
+                indices,
+                out,
+                shape,
+                elem_bytes,
+                index64,
+            } => vec![ops::copy::gather(
+                ctx,
+                *elem_bytes,
+                *shape,
+                *index64,
+                bind(*x),
+                bind(*indices),
+                bind(*out),
+            )?],
             GpuOp::Pad {
                 x,
                 out,

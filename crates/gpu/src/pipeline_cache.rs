@@ -27,6 +27,7 @@ const BATCHNORM: &str = include_str!("kernels/batchnorm.wgsl");
 const DEPTHWISE: &str = include_str!("kernels/depthwise.wgsl");
 const LAYERNORM: &str = include_str!("kernels/layernorm.wgsl");
 const PAD: &str = include_str!("kernels/pad.wgsl");
+const GATHER: &str = include_str!("kernels/gather.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +53,8 @@ pub enum Kernel {
     Copy,
     /// Constant-mode Pad of 4-byte elements.
     Pad,
+    /// Gather with indices computed at run time.
+    Gather,
     /// Element type conversion.
     Cast,
     /// BatchNormalization with runtime parameters.
@@ -61,7 +64,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -74,6 +77,7 @@ impl Kernel {
         Kernel::Reduce,
         Kernel::Copy,
         Kernel::Pad,
+        Kernel::Gather,
         Kernel::Cast,
         Kernel::BatchNorm,
         Kernel::LayerNorm,
@@ -94,6 +98,7 @@ impl Kernel {
             Kernel::Reduce => &[COMMON, REDUCE],
             Kernel::Copy => &[COMMON, COPY],
             Kernel::Pad => &[COMMON, PAD],
+            Kernel::Gather => &[COMMON, GATHER],
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
@@ -115,7 +120,9 @@ impl Kernel {
                     coop: Some(ct),
                 })
                 .collect(),
-            Kernel::Copy => vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)],
+            Kernel::Copy | Kernel::Gather => {
+                vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)]
+            }
             Kernel::Pad => vec![Variant::of(U32)],
             Kernel::Cast => {
                 let types = [F32, F16, I32, I64];

@@ -10,7 +10,7 @@
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
 use crate::ops::conv::ConvGeometry;
-use crate::ops::copy::{mover, Region};
+use crate::ops::copy::{mover, GatherShape, Region};
 use crate::ops::elementwise::{int_step_supported, Arith, Step as EwStep, MAX_OPERANDS, MAX_STEPS};
 use crate::ops::matmul::{choose_tiles, Gemm, Product, MAX_BATCH_DIMS};
 use crate::ops::pool::PoolGeometry;
@@ -130,6 +130,44 @@ pub struct GpuPlan {
     pub outputs: Vec<OutSrc>,
     /// Engine of each node of the specialized graph, by node name.
     pub node_engine: HashMap<String, &'static str>,
+    /// Indices the host checks when it uploads them (Gather reads them on the device).
+    pub index_checks: Vec<IndexCheck>,
+}
+
+/// Every element of `value` (an integer tensor the host uploads) must lie in
+/// `-bound..bound`, the range of the axis that `node` gathers from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexCheck {
+    pub value: ValueId,
+    pub bound: usize,
+    pub node: String,
+}
+
+impl IndexCheck {
+    /// The error of the first index of `t` out of range, as the CPU engine words it.
+    pub fn check(&self, t: &Tensor) -> Result<()> {
+        let bound = self.bound as i64;
+        let bad = match t.dtype() {
+            DType::I64 => t
+                .as_slice::<i64>()?
+                .iter()
+                .find(|&&i| i < -bound || i >= bound)
+                .copied(),
+            DType::I32 => t
+                .as_slice::<i32>()?
+                .iter()
+                .map(|&i| i64::from(i))
+                .find(|&i| i < -bound || i >= bound),
+            other => return Err(Error::Invalid(format!("Gather indices of type {other}"))),
+        };
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(Error::Invalid(format!(
+                "node '{}': Gather index {i} is out of range for dimension {bound}",
+                self.node
+            ))),
+        }
+    }
 }
 
 impl GpuPlan {
@@ -175,6 +213,7 @@ struct Builder<'a> {
     /// Fused groups waiting for their last node's position (all their operands
     /// are computed by then): last node -> ops.
     deferred: HashMap<usize, Vec<GpuOp>>,
+    index_checks: Vec<IndexCheck>,
 }
 
 enum Lowered {
@@ -250,6 +289,7 @@ impl<'a> Builder<'a> {
             steps: Vec::new(),
             node_engine: HashMap::new(),
             deferred: HashMap::new(),
+            index_checks: Vec::new(),
             g,
             ctx,
             opts,
@@ -629,7 +669,7 @@ impl<'a> Builder<'a> {
                 }
                 self.lower_view(&node, d)
             }
-            Op::Gather { axis } => self.lower_gather(&node, *axis),
+            Op::Gather { axis } => self.lower_gather(n, *axis),
             Op::Pad { pads, value } => self.lower_pad(&node, pads.as_deref(), *value),
             _ => Ok(Lowered::Cpu),
         }
@@ -746,49 +786,89 @@ impl<'a> Builder<'a> {
         ))
     }
 
-    /// Gather with constant indices: one copy per index (at most
-    /// [`MAX_GATHER_COPIES`]), each moving a slice of the data into its place.
-    fn lower_gather(&self, node: &metal_mps_ir::Node, axis: i64) -> Result<Lowered> {
+    /// Gather. With a few constant indices (at most [`MAX_GATHER_COPIES`]): one
+    /// copy per index, each moving a slice of the data into its place. Else
+    /// the gather kernel reads the indices on the device: constant ones are
+    /// checked here, and ones the host has (a graph input, a CPU node's
+    /// output: an embedding's token ids) by the engine when it uploads them.
+    fn lower_gather(&mut self, n: usize, axis: i64) -> Result<Lowered> {
+        let node = &self.g.nodes[n];
         let (Some(x), Some(idx)) = (node.inputs[0], node.inputs.get(1).copied().flatten()) else {
-            return Ok(Lowered::Cpu);
-        };
-        let Some(indices) = self.g.constant(Some(idx)) else {
             return Ok(Lowered::Cpu);
         };
         let out = node.outputs[0];
         let xs = self.shape(x).to_vec();
         let ax = normalize_axis(axis, xs.len()).map_err(|e| node.error(e))?;
-        let Ok(indices) = indices.to_i64_vec() else {
+        let (outer, dim): (usize, usize) = (xs[..ax].iter().product(), xs[ax]);
+        let inner: usize = xs[ax + 1..].iter().product();
+        let count = self.numel(idx);
+        if self.dev[out] != self.dev[x] || outer * count * inner != self.numel(out) {
+            return Ok(Lowered::Cpu);
+        }
+        let constant = self.g.constant(Some(idx)).map(|t| t.to_i64_vec());
+        let in_range = |k: i64| {
+            let k = if k < 0 { k + dim as i64 } else { k };
+            usize::try_from(k).ok().filter(|&k| k < dim)
+        };
+        let check = match constant {
+            Some(Ok(indices)) if !indices.is_empty() && indices.len() <= MAX_GATHER_COPIES => {
+                let mut pieces = Vec::with_capacity(count);
+                for (j, &k) in indices.iter().enumerate() {
+                    // Out of range is the CPU's error to report.
+                    let Some(k) = in_range(k) else {
+                        return Ok(Lowered::Cpu);
+                    };
+                    pieces.push((
+                        x,
+                        Region {
+                            shape: vec![outer, inner],
+                            src_offset: k * inner,
+                            src_strides: vec![dim * inner, 1],
+                            dst_offset: j * inner,
+                            dst_strides: vec![count * inner, 1],
+                        },
+                    ));
+                }
+                return self.copy_op(x, pieces, out);
+            }
+            Some(Ok(indices)) if indices.iter().all(|&k| in_range(k).is_some()) => None,
+            Some(_) => return Ok(Lowered::Cpu),
+            None if self.host_avail[idx] => Some(IndexCheck {
+                value: idx,
+                bound: dim,
+                node: node.name.clone(),
+            }),
+            // Indices computed on the device: nothing checks them there.
+            None => return Ok(Lowered::Cpu),
+        };
+        let index64 = match self.dev[idx] {
+            Some(DType::I64) => true,
+            Some(DType::I32) => false,
+            _ => return Ok(Lowered::Cpu),
+        };
+        let Some(elem_bytes) = self.dev[x].map(DType::size) else {
             return Ok(Lowered::Cpu);
         };
-        if indices.is_empty() || indices.len() > MAX_GATHER_COPIES || self.dev[out] != self.dev[x] {
+        if count == 0 || dim == 0 || mover(self.ctx, elem_bytes).is_none() {
             return Ok(Lowered::Cpu);
         }
-        let outer: usize = xs[..ax].iter().product();
-        let inner: usize = xs[ax + 1..].iter().product();
-        let n = indices.len();
-        if outer * n * inner != self.numel(out) {
-            return Ok(Lowered::Cpu);
-        }
-        let mut pieces = Vec::with_capacity(n);
-        for (j, &k) in indices.iter().enumerate() {
-            // Negative indices count from the end; out of range is the CPU's error to report.
-            let k = if k < 0 { k + xs[ax] as i64 } else { k };
-            let Some(k) = usize::try_from(k).ok().filter(|&k| k < xs[ax]) else {
-                return Ok(Lowered::Cpu);
-            };
-            pieces.push((
+        self.index_checks.extend(check);
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Gather {
                 x,
-                Region {
-                    shape: vec![outer, inner],
-                    src_offset: k * inner,
-                    src_strides: vec![xs[ax] * inner, 1],
-                    dst_offset: j * inner,
-                    dst_strides: vec![n * inner, 1],
+                indices: idx,
+                out,
+                shape: GatherShape {
+                    outer,
+                    axis_dim: dim,
+                    inner,
+                    count,
                 },
-            ));
-        }
-        self.copy_op(x, pieces, out)
+                elem_bytes,
+                index64,
+            }],
+            vec![],
+        ))
     }
 
     /// LayerNormalization/RMSNormalization whose scale and bias hold one value
@@ -1645,6 +1725,7 @@ impl<'a> Builder<'a> {
             input_dev_value: self.input_dev_value,
             outputs,
             node_engine: self.node_engine,
+            index_checks: self.index_checks,
         })
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{gpu, optimize, rand, rel_diff};
 use metal_mps_cpu::CpuPlan;
-use metal_mps_gpu::{GpuOptions, GpuRunner};
+use metal_mps_gpu::{GpuOptions, GpuRunner, Precision};
 use metal_mps_ir::*;
 
 /// Builds graphs node by node.
@@ -290,6 +290,127 @@ fn unsupported_ops_fall_back_to_the_cpu() {
     assert_eq!(engine_of("_Gather"), Some("gpu"));
     assert_eq!(engine_of("_Neg"), Some("gpu"));
     assert_eq!(engine_of("_Sqrt"), Some("gpu"));
+}
+
+/// Rows of `table` (`rows × width`, row-major) at `ids` (negative from the end).
+fn embed(table: &[f32], width: usize, ids: &[i64]) -> Vec<f32> {
+    let rows = (table.len() / width) as i64;
+    ids.iter()
+        .flat_map(|&i| {
+            let r = if i < 0 { i + rows } else { i } as usize;
+            table[r * width..][..width].to_vec()
+        })
+        .collect()
+}
+
+/// Gather with indices known only at run time (token ids: a graph input, or a
+/// CPU node's output) runs on the GPU, at every precision; an index out of
+/// range is an error naming it, and the next run is served.
+#[test]
+fn gathers_indices_known_at_run_time() {
+    if !gpu() {
+        return;
+    }
+    let (rows, width) = (7, 5);
+    let table_v = rand(rows * width, 21);
+    let table_t = Tensor::from_vec(vec![rows, width], table_v.clone()).unwrap();
+    // Ids straight from the input (BERT), and reshaped on the host first (GPT-2).
+    for reshaped in [false, true] {
+        let mut b = B::new();
+        let ids_shape = if reshaped { vec![6] } else { vec![2, 3] };
+        let ids = b.input(
+            "ids",
+            DType::I64,
+            ids_shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+        );
+        let table = b.constant(table_t.clone());
+        let ids = if reshaped {
+            let to = b.constant(Tensor::from_vec(vec![2], vec![2i64, 3]).unwrap());
+            b.one(Op::Reshape { allowzero: false }, &[ids, to])
+        } else {
+            ids
+        };
+        let gat = b.one(Op::Gather { axis: 0 }, &[table, ids]);
+        let out = b.one(Op::Unary(UnaryOp::Neg), &[gat]);
+        let g = b.finish(&[out]);
+        for precision in [Precision::Native, Precision::F16] {
+            let opts = GpuOptions {
+                precision,
+                ..GpuOptions::default()
+            };
+            let runner = GpuRunner::new(&g, &opts).unwrap();
+            let half = precision == Precision::F16 && runner.context().caps.f16;
+            let e = engines(&runner);
+            let gather = e.iter().find(|(n, _)| n.ends_with("_Gather")).unwrap();
+            assert_eq!(gather.1, "gpu", "reshaped ids: {reshaped}");
+            let run = |v: &[i64]| {
+                runner.run(&[&Tensor::from_vec(ids_shape.clone(), v.to_vec()).unwrap()])
+            };
+            for v in [[0i64, 6, -1, 3, -7, 2], [5, 5, 0, -2, 1, 4]] {
+                let got = run(&v).unwrap()[0].to_vec::<f32>().unwrap();
+                let want: Vec<f32> = embed(&table_v, width, &v).iter().map(|x| -x).collect();
+                let tol = if half { 2e-3 } else { 0.0 };
+                for (k, (a, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - w).abs() <= tol * w.abs().max(1.0),
+                        "element {k}: {a} vs {w}"
+                    );
+                }
+            }
+            // 2^33 shares its low word with 0: it must be refused, not read as row 0.
+            for bad in [7i64, -8, 1 << 33] {
+                let err = run(&[0, 1, bad, 2, 3, 4]).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("index {bad} is out of range")),
+                    "{err}"
+                );
+            }
+            let got = run(&[1, 1, 1, 1, 1, 1]).unwrap()[0]
+                .to_vec::<f32>()
+                .unwrap();
+            assert!(
+                (got[width + 2] + table_v[width + 2]).abs() <= 2e-3,
+                "the run after an error"
+            );
+        }
+    }
+    // Indices along a middle axis of data computed on the GPU, as i32.
+    let mut b = B::new();
+    let x = b.input(
+        "x",
+        DType::F32,
+        vec![Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(3)],
+    );
+    let ids = b.input("ids", DType::I32, vec![Dim::Fixed(5)]);
+    let y = b.one(Op::Unary(UnaryOp::Exp), &[x]);
+    let gat = b.one(Op::Gather { axis: 1 }, &[y, ids]);
+    let g = b.finish(&[gat]);
+    let runner = GpuRunner::new(&g, &GpuOptions::default()).unwrap();
+    let xt = input(&[2, 4, 3], 22);
+    let idv = vec![3i32, 0, -1, 1, -4];
+    let got = runner
+        .run(&[&xt, &Tensor::from_vec(vec![5], idv.clone()).unwrap()])
+        .unwrap();
+    assert_eq!(got[0].shape(), &[2, 5, 3]);
+    let (xv, gv) = (xt.to_vec::<f32>().unwrap(), got[0].to_vec::<f32>().unwrap());
+    for o in 0..2 {
+        for (j, &i) in idv.iter().enumerate() {
+            let r = if i < 0 { i + 4 } else { i } as usize;
+            for e in 0..3 {
+                let want = xv[(o * 4 + r) * 3 + e].exp();
+                let a = gv[(o * 5 + j) * 3 + e];
+                assert!(
+                    (a - want).abs() <= 1e-5 * want,
+                    "({o}, {j}, {e}): {a} vs {want}"
+                );
+            }
+        }
+    }
+    let e = engines(&runner);
+    assert_eq!(
+        e.iter().find(|(n, _)| n.ends_with("_Gather")).unwrap().1,
+        "gpu"
+    );
 }
 
 /// A shape decided by data (Split sizes fed at run time): the split runs on the

@@ -138,6 +138,18 @@ fn exported_transformer_layers_run_on_the_gpu() {
             }
         }
         assert!(seen > 10, "{name}: only {seen} layer nodes");
+        // The token embedding: a Gather of the constant table at the input ids.
+        let embedding = g
+            .nodes
+            .iter()
+            .find(|n| n.op.name() == "Gather" && g.values[n.inputs[0].unwrap()].constant.is_some())
+            .expect("an embedding Gather");
+        assert_eq!(
+            engines.get(&embedding.name),
+            Some(&"gpu"),
+            "{name}: {}",
+            embedding.name
+        );
         // Nothing is read back mid-plan: the CPU nodes read only inputs,
         // constants and values the CPU made (or planning folded).
         let producer: HashMap<usize, &String> = g

@@ -1,8 +1,9 @@
 //! Launchers of strided copies (`copy.wgsl`: Transpose, Concat, Split,
-//! slices, Gather with constant indices) and of constant-mode Pad (`pad.wgsl`).
+//! slices, Gather with constant indices), of Gather with indices computed at
+//! run time (`gather.wgsl`) and of constant-mode Pad (`pad.wgsl`).
 
 use super::{grid, u32_of, Binding, Call, Params};
-use crate::pipeline_cache::{Kernel, PipelineKey, Scalar, Variant};
+use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
 use metal_mps_ir::{Error, Result};
 
@@ -187,6 +188,60 @@ pub fn pad(
         pipeline: ctx.pipelines.get(&key)?,
         params,
         bindings: vec![src, dst],
+        groups: grid(n as u64)?,
+    })
+}
+
+/// The shape of a Gather along one axis: `outer` blocks of `axis_dim` rows of
+/// `inner` elements in the data; `count` indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherShape {
+    pub outer: usize,
+    pub axis_dim: usize,
+    pub inner: usize,
+    pub count: usize,
+}
+
+/// Records a Gather of elements of `elem_bytes` bytes whose indices (i32, or
+/// i64 when `index64`) are read from `indices` on the device. The caller
+/// checks the indices' range; the kernel clamps any it did not.
+pub fn gather(
+    ctx: &GpuContext,
+    elem_bytes: usize,
+    shape: GatherShape,
+    index64: bool,
+    data: Binding,
+    indices: Binding,
+    dst: Binding,
+) -> Result<Call> {
+    let t = mover(ctx, elem_bytes).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "Gather of {elem_bytes}-byte elements on this adapter"
+        ))
+    })?;
+    let GatherShape {
+        outer,
+        axis_dim,
+        inner,
+        count,
+    } = shape;
+    if axis_dim == 0 || inner == 0 {
+        return Err(Error::Invalid("Gather from an empty axis".into()));
+    }
+    u32_of(outer * axis_dim * inner, "Gather data elements")?;
+    let n = outer * count * inner;
+    let params = Params::default()
+        .u32(u32_of(n, "elements")?)
+        .u32(u32_of(inner, "Gather row")?)
+        .u32(u32_of(count, "Gather indices")?)
+        .u32(u32_of(axis_dim, "Gather axis")?)
+        .finish();
+    let key = PipelineKey::new(Kernel::Gather, Variant::of(t), "main")
+        .with("INDEX64", Const::Bool(index64));
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![data, indices, dst],
         groups: grid(n as u64)?,
     })
 }
