@@ -81,6 +81,11 @@ fn device_bytes(t: &Tensor, dev: DType) -> Result<std::borrow::Cow<'_, [u8]>> {
                 .collect();
             Ok(std::borrow::Cow::Owned(bytemuck::cast_slice(&v).to_vec()))
         }
+        // A boolean is an i32 0 or 1 on the device.
+        (DType::Bool, DType::I32) => {
+            let v: Vec<i32> = t.as_bytes().iter().map(|&b| i32::from(b != 0)).collect();
+            Ok(std::borrow::Cow::Owned(bytemuck::cast_slice(&v).to_vec()))
+        }
         (h, d) => Err(Error::Device(format!(
             "no conversion from {h} on the host to {d} on the device"
         ))),
@@ -96,6 +101,13 @@ fn host_tensor(bytes: &[u8], dtype: DType, dev: DType, shape: Vec<usize>) -> Res
         (DType::F16, DType::F32) => {
             let h: &[f16] = bytemuck::cast_slice(bytes);
             Tensor::from_vec(shape, h.iter().map(|x| x.to_f32()).collect())
+        }
+        (DType::I32, DType::Bool) => {
+            let b: Vec<u8> = bytes
+                .chunks_exact(4)
+                .map(|x| u8::from(x != [0; 4]))
+                .collect();
+            Tensor::from_bytes(DType::Bool, shape, &b)
         }
         (d, h) => Err(Error::Device(format!(
             "no conversion from {d} on the device to {h} on the host"

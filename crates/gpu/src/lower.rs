@@ -97,6 +97,16 @@ pub enum GpuOp {
         elem_bytes: usize,
         index64: bool,
     },
+    /// Where: `a` where `cond` (a boolean), else `b`, all broadcast to `out_shape`.
+    Where {
+        cond: ValueId,
+        a: ValueId,
+        b: ValueId,
+        out: ValueId,
+        shapes: [Vec<usize>; 3],
+        out_shape: Vec<usize>,
+        elem_bytes: usize,
+    },
     /// Constant-mode Pad of 4-byte elements (`value`: the fill's bits).
     Pad {
         x: ValueId,
@@ -106,11 +116,13 @@ pub enum GpuOp {
         begin: Vec<i64>,
         value: u32,
     },
+    /// Conversion; `to_bool`: to a boolean, whether `x` is not zero.
     Cast {
         x: ValueId,
         out: ValueId,
         from: Scalar,
         to: Scalar,
+        to_bool: bool,
         n: usize,
     },
     BatchNorm {
@@ -157,6 +169,7 @@ impl GpuOp {
             | GpuOp::Cast { x, .. } => vec![*x],
             GpuOp::Copy { pieces, .. } => pieces.iter().map(|p| p.0).collect(),
             GpuOp::Gather { x, indices, .. } => vec![*x, *indices],
+            GpuOp::Where { cond, a, b, .. } => vec![*cond, *a, *b],
             GpuOp::BatchNorm { x, params, .. } => {
                 std::iter::once(*x).chain(params.iter().copied()).collect()
             }
@@ -175,6 +188,7 @@ impl GpuOp {
             | GpuOp::LayerNorm { out, .. }
             | GpuOp::Pad { out, .. }
             | GpuOp::Gather { out, .. }
+            | GpuOp::Where { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
@@ -271,6 +285,22 @@ impl GpuOp {
                 *index64,
                 bind(*x),
                 bind(*indices),
+                bind(*out),
+            )?],
+            GpuOp::Where {
+                cond,
+                a,
+                b,
+                out,
+                shapes,
+                out_shape,
+                elem_bytes,
+            } => vec![ops::select::where_select(
+                ctx,
+                *elem_bytes,
+                out_shape,
+                [&shapes[0], &shapes[1], &shapes[2]],
+                [bind(*cond), bind(*a), bind(*b)],
                 bind(*out),
             )?],
             GpuOp::Pad {
@@ -374,8 +404,17 @@ impl GpuOp {
                 out,
                 from,
                 to,
+                to_bool,
                 n,
-            } => vec![ops::cast::cast(ctx, *from, *to, *n, bind(*x), bind(*out))?],
+            } => vec![ops::cast::cast(
+                ctx,
+                *from,
+                *to,
+                *to_bool,
+                *n,
+                bind(*x),
+                bind(*out),
+            )?],
             GpuOp::BatchNorm {
                 x,
                 params,

@@ -28,6 +28,7 @@ const DEPTHWISE: &str = include_str!("kernels/depthwise.wgsl");
 const LAYERNORM: &str = include_str!("kernels/layernorm.wgsl");
 const PAD: &str = include_str!("kernels/pad.wgsl");
 const GATHER: &str = include_str!("kernels/gather.wgsl");
+const WHERE: &str = include_str!("kernels/where.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +56,8 @@ pub enum Kernel {
     Pad,
     /// Gather with indices computed at run time.
     Gather,
+    /// Where: a boolean chooses between two tensors.
+    Where,
     /// Element type conversion.
     Cast,
     /// BatchNormalization with runtime parameters.
@@ -64,7 +67,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -78,6 +81,7 @@ impl Kernel {
         Kernel::Copy,
         Kernel::Pad,
         Kernel::Gather,
+        Kernel::Where,
         Kernel::Cast,
         Kernel::BatchNorm,
         Kernel::LayerNorm,
@@ -99,6 +103,7 @@ impl Kernel {
             Kernel::Copy => &[COMMON, COPY],
             Kernel::Pad => &[COMMON, PAD],
             Kernel::Gather => &[COMMON, GATHER],
+            Kernel::Where => &[COMMON, WHERE],
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
@@ -120,7 +125,7 @@ impl Kernel {
                     coop: Some(ct),
                 })
                 .collect(),
-            Kernel::Copy | Kernel::Gather => {
+            Kernel::Copy | Kernel::Gather | Kernel::Where => {
                 vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)]
             }
             Kernel::Pad => vec![Variant::of(U32)],
@@ -129,7 +134,8 @@ impl Kernel {
                 let mut v = Vec::new();
                 for t in types {
                     for u in types {
-                        if t != u {
+                        // I32 to I32: to a boolean (TO_BOOL).
+                        if t != u || u == I32 {
                             v.push(Variant {
                                 t,
                                 u: Some(u),

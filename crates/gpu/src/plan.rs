@@ -14,6 +14,7 @@ use crate::ops::copy::{mover, GatherShape, Region};
 use crate::ops::elementwise::{int_step_supported, Arith, Step as EwStep, MAX_OPERANDS, MAX_STEPS};
 use crate::ops::matmul::{choose_tiles, Gemm, Product, MAX_BATCH_DIMS};
 use crate::ops::pool::PoolGeometry;
+use crate::ops::select::broadcast_strides;
 use crate::options::{GpuOptions, Precision};
 use crate::pipeline_cache::Scalar;
 use metal_mps_ir::{
@@ -26,6 +27,12 @@ use std::sync::Arc;
 /// Most indices of a Gather with constant indices that runs on the GPU (a copy
 /// dispatch each); more go to the CPU.
 const MAX_GATHER_COPIES: usize = 16;
+
+/// And, Or, Xor and Not: chains of the integer kernel on booleans (i32 0 or 1
+/// on the device).
+fn is_logic(node: &metal_mps_ir::Node) -> bool {
+    matches!(node.op, Op::Dyn(_)) && matches!(node.onnx_op.as_str(), "And" | "Or" | "Xor" | "Not")
+}
 
 /// One step of an inference, in order.
 #[derive(Clone, Debug)]
@@ -256,6 +263,8 @@ impl<'a> Builder<'a> {
             .map(|v| match v.dtype? {
                 DType::F32 if half => Some(DType::F16),
                 DType::F32 | DType::I32 | DType::I64 => v.dtype,
+                // An i32 0 or 1: kernels have no byte-sized elements.
+                DType::Bool => Some(DType::I32),
                 DType::F16 if ctx.caps.f16 => Some(DType::F16),
                 _ => None,
             })
@@ -332,6 +341,13 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Whether `v` is FP32 held as FP16 on the device (FP16 precision), which
+    /// kernels convert at the graph's edges. (Booleans, i32 on the device, are
+    /// converted by the transfers.)
+    fn halved(&self, v: ValueId) -> bool {
+        self.g.values[v].dtype == Some(DType::F32) && self.dev[v] == Some(DType::F16)
+    }
+
     /// The single node reading `v`, when `v` is not a graph output.
     fn sole_consumer(&self, v: ValueId) -> Option<usize> {
         match self.consumers[v].as_slice() {
@@ -400,7 +416,7 @@ impl<'a> Builder<'a> {
         if let Some(&i) = self.input_index.get(&u) {
             self.inputs_on_device[i] = true;
             let host = self.g.values[u].dtype;
-            if host != self.dev[u] {
+            if self.halved(u) {
                 // FP16 precision: upload the FP32 input as is, convert on the device.
                 let raw = self.add_value(format!("{}.host", self.g.values[u].name), host, u);
                 self.input_dev_value[i] = raw;
@@ -648,7 +664,11 @@ impl<'a> Builder<'a> {
                 let (Some(from), Some(to)) = (self.dev[x], self.dev[out]) else {
                     return Ok(Lowered::Cpu);
                 };
-                if from == to {
+                let is_bool = |v: ValueId| self.g.values[v].dtype == Some(DType::Bool);
+                // A boolean is an i32 0 or 1 on the device: from one, any cast
+                // is a conversion of the i32; to one, a test against zero.
+                let to_bool = is_bool(out) && !is_bool(x);
+                if from == to && !to_bool {
                     return Ok(Lowered::Alias);
                 }
                 let needs64 = from == DType::I64 || to == DType::I64;
@@ -658,6 +678,7 @@ impl<'a> Builder<'a> {
                         out,
                         from: f,
                         to: t,
+                        to_bool,
                         n: self.numel(x),
                     }),
                     _ => Ok(Lowered::Cpu),
@@ -667,7 +688,12 @@ impl<'a> Builder<'a> {
                 if let Some(norm) = d.normalization() {
                     return self.lower_norm(&node, norm);
                 }
-                self.lower_view(&node, d)
+                match node.onnx_op.as_str() {
+                    "Where" => self.lower_where(&node),
+                    "Expand" => self.lower_expand(&node),
+                    _ if is_logic(&node) => self.lower_chain(n),
+                    _ => self.lower_view(&node, d),
+                }
             }
             Op::Gather { axis } => self.lower_gather(n, *axis),
             Op::Pad { pads, value } => self.lower_pad(&node, pads.as_deref(), *value),
@@ -871,6 +897,61 @@ impl<'a> Builder<'a> {
         ))
     }
 
+    /// Where(cond, a, b): the condition a boolean, `a`, `b` and the output of
+    /// one device dtype, all broadcast to the output.
+    fn lower_where(&self, node: &metal_mps_ir::Node) -> Result<Lowered> {
+        let (&[Some(cond), Some(a), Some(b)], &[out]) = (&node.inputs[..], &node.outputs[..])
+        else {
+            return Ok(Lowered::Cpu);
+        };
+        let out_shape = self.shape(out).to_vec();
+        let Some(elem_bytes) = self.dev[out].map(DType::size) else {
+            return Ok(Lowered::Cpu);
+        };
+        if self.g.values[cond].dtype != Some(DType::Bool)
+            || self.dev[a] != self.dev[out]
+            || self.dev[b] != self.dev[out]
+            || out_shape.len() > crate::ops::select::MAX_RANK
+            || mover(self.ctx, elem_bytes).is_none()
+            || [cond, a, b]
+                .iter()
+                .any(|&v| broadcast_strides(self.shape(v), &out_shape).is_none())
+        {
+            return Ok(Lowered::Cpu);
+        }
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Where {
+                cond,
+                a,
+                b,
+                out,
+                shapes: [cond, a, b].map(|v| self.shape(v).to_vec()),
+                out_shape,
+                elem_bytes,
+            }],
+            vec![],
+        ))
+    }
+
+    /// Expand: a copy that reads the repeated dims with stride 0.
+    fn lower_expand(&self, node: &metal_mps_ir::Node) -> Result<Lowered> {
+        let (Some(x), &[out]) = (node.inputs[0], &node.outputs[..]) else {
+            return Ok(Lowered::Cpu);
+        };
+        let out_shape = self.shape(out).to_vec();
+        let Some(src_strides) = broadcast_strides(self.shape(x), &out_shape) else {
+            return Ok(Lowered::Cpu);
+        };
+        let region = Region {
+            src_offset: 0,
+            src_strides,
+            dst_offset: 0,
+            dst_strides: metal_mps_ir::strides(&out_shape),
+            shape: out_shape,
+        };
+        self.copy_op(x, vec![(x, region)], out)
+    }
+
     /// LayerNormalization/RMSNormalization whose scale and bias hold one value
     /// per element of a normalized row (the trailing axes), as exporters write them.
     fn lower_norm(&self, node: &metal_mps_ir::Node, norm: Normalization) -> Result<Lowered> {
@@ -962,38 +1043,33 @@ impl<'a> Builder<'a> {
                     vec![EwStep::Unary(UnaryOp::Clamp { min, max })],
                 ))
             }
-            Op::Binary(b) => {
-                let (a, c) = (node.inputs[0]?, node.inputs[1]?);
-                let op = arith(*b);
-                let swap_start = match chained {
-                    Some(v) => v == c && v != a,
-                    None => {
-                        self.shape(a) != out_shape.as_slice()
-                            && self.shape(c) == out_shape.as_slice()
+            Op::Binary(b) => self.binary_form(
+                node.inputs[0]?,
+                node.inputs[1]?,
+                arith(*b),
+                chained,
+                &out_shape,
+            ),
+            // On 0/1: And is the minimum, Or the maximum, Xor |a - b|, Not |x - 1|.
+            Op::Dyn(_) if is_logic(&node) => {
+                let x = node.inputs[0]?;
+                let (op, second) = match node.onnx_op.as_str() {
+                    "And" => (Arith::Min, node.inputs.get(1).copied()??),
+                    "Or" => (Arith::Max, node.inputs.get(1).copied()??),
+                    "Xor" => (Arith::Sub, node.inputs.get(1).copied()??),
+                    _ => {
+                        let t = Tensor::from_bytes(DType::Bool, vec![], &[1]).ok()?;
+                        (
+                            Arith::Sub,
+                            self.add_const(format!("{}.true", node.name), t, x),
+                        )
                     }
                 };
-                if chained.is_some_and(|v| a == v && c == v) {
-                    return None;
+                let (operands, mut steps) = self.binary_form(x, second, op, chained, &out_shape)?;
+                if op == Arith::Sub {
+                    steps.push(EwStep::Unary(UnaryOp::Abs));
                 }
-                if swap_start {
-                    Some((
-                        vec![c, a],
-                        vec![EwStep::Binary {
-                            op,
-                            operand: 1,
-                            swap: true,
-                        }],
-                    ))
-                } else {
-                    Some((
-                        vec![a, c],
-                        vec![EwStep::Binary {
-                            op,
-                            operand: 1,
-                            swap: false,
-                        }],
-                    ))
-                }
+                Some((operands, steps))
             }
             Op::Sum => {
                 let mut ins: Vec<ValueId> = node.inputs.iter().flatten().copied().collect();
@@ -1120,6 +1196,7 @@ impl<'a> Builder<'a> {
             out,
             from,
             to,
+            to_bool: false,
             n: self.numel(x),
         })));
         self.dev_avail[out] = true;
@@ -1135,6 +1212,34 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The chain form of `a op c`: the operand that starts the chain (the
+    /// chained value, else one of the output's shape) first.
+    fn binary_form(
+        &self,
+        a: ValueId,
+        c: ValueId,
+        op: Arith,
+        chained: Option<ValueId>,
+        out_shape: &[usize],
+    ) -> Option<(Vec<ValueId>, Vec<EwStep>)> {
+        let swap = match chained {
+            Some(v) => v == c && v != a,
+            None => self.shape(a) != out_shape && self.shape(c) == out_shape,
+        };
+        if chained.is_some_and(|v| a == v && c == v) {
+            return None;
+        }
+        let operands = if swap { vec![c, a] } else { vec![a, c] };
+        Some((
+            operands,
+            vec![EwStep::Binary {
+                op,
+                operand: 1,
+                swap,
+            }],
+        ))
+    }
+
     fn lower_chain(&mut self, n: usize) -> Result<Lowered> {
         let out0 = self.g.nodes[n].outputs[0];
         let Some(d) = self.dev[out0] else {
@@ -1144,8 +1249,11 @@ impl<'a> Builder<'a> {
             return self.lower_batchnorm(n);
         };
         let chain_shape = self.shape(out0).to_vec();
+        // Host dtypes too: booleans and i32 share the device's i32.
+        let host = self.g.values[out0].dtype;
         if operands.iter().any(|&v| {
             self.dev[v] != Some(d)
+                || self.g.values[v].dtype != host
                 || broadcast_shapes(self.shape(v), &chain_shape).as_deref()
                     != Some(&chain_shape[..])
         }) || !self.chain_supported(d, &steps)
@@ -1160,6 +1268,7 @@ impl<'a> Builder<'a> {
             if self.g.nodes[j].outputs.len() != 1
                 || self.shape(jo) != chain_shape.as_slice()
                 || self.dev[jo] != Some(d)
+                || self.g.values[jo].dtype != host
                 || !self.can_dev(jo)
             {
                 break;
@@ -1167,7 +1276,8 @@ impl<'a> Builder<'a> {
             if !matches!(
                 self.g.nodes[j].op,
                 Op::Binary(_) | Op::Unary(_) | Op::Clip | Op::Sum | Op::BatchNorm { .. }
-            ) {
+            ) && !is_logic(&self.g.nodes[j])
+            {
                 break;
             }
             let Some((others, more)) = self.chain_form(j, Some(out)) else {
@@ -1177,7 +1287,7 @@ impl<'a> Builder<'a> {
             let mut map = vec![0usize];
             let mut new_operands = operands.clone();
             for &v in &others[1..] {
-                if self.dev[v] != Some(d) || !self.can_dev(v) {
+                if self.dev[v] != Some(d) || self.g.values[v].dtype != host || !self.can_dev(v) {
                     map.clear();
                     break;
                 }
@@ -1598,7 +1708,7 @@ impl<'a> Builder<'a> {
                 outputs.push(OutSrc::Host(o));
             } else if self.dev_avail[o] {
                 let host = self.g.values[o].dtype;
-                if host != self.dev[o] {
+                if self.halved(o) {
                     // FP16 precision: convert on the device, download FP32.
                     let raw = self.add_value(format!("{}.host", self.g.values[o].name), host, o);
                     self.push_cast(o, raw);

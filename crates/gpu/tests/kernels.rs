@@ -975,19 +975,34 @@ fn softmax_reduce_copy_cast_batchnorm() {
     let (bx, y) = (up(&ctx, &x), out(&ctx, 16));
     run(
         &ctx,
-        vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::I32, 4, bx.b(), y.b()).unwrap()],
+        vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::I32, false, 4, bx.b(), y.b()).unwrap()],
     );
     assert_eq!(down::<i32>(&ctx, &y, 4), vec![1, -2, i32::MAX, 0]);
     if ctx.caps.f16 {
         let y = out(&ctx, 8);
         run(
             &ctx,
-            vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::F16, 4, bx.b(), y.b()).unwrap()],
+            vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::F16, false, 4, bx.b(), y.b()).unwrap()],
         );
         let got = down::<f16>(&ctx, &y, 4);
         assert_eq!(got[0], f16::from_f32(1.5));
         assert_eq!(got[1], f16::from_f32(-2.7));
     }
+    // To a boolean (an i32 0 or 1): whether not zero; NaN is true, -0 false.
+    let x = vec![1.5f32, 0.0, f32::NAN, -0.0];
+    let (bx, y) = (up(&ctx, &x), out(&ctx, 16));
+    run(
+        &ctx,
+        vec![ops::cast::cast(&ctx, Scalar::F32, Scalar::I32, true, 4, bx.b(), y.b()).unwrap()],
+    );
+    assert_eq!(down::<i32>(&ctx, &y, 4), vec![1, 0, 1, 0]);
+    let x = vec![5i32, 0, -3, 1];
+    let (bx, y) = (up(&ctx, &x), out(&ctx, 16));
+    run(
+        &ctx,
+        vec![ops::cast::cast(&ctx, Scalar::I32, Scalar::I32, true, 4, bx.b(), y.b()).unwrap()],
+    );
+    assert_eq!(down::<i32>(&ctx, &y, 4), vec![1, 0, 1, 1]);
     // BatchNormalization with run-time parameters.
     let (n, c, inner) = (2usize, 3usize, 5usize);
     let x = rand(n * c * inner, 1200);

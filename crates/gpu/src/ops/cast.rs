@@ -1,15 +1,17 @@
 //! Launcher of element type conversions (`cast.wgsl`).
 
 use super::{grid, u32_of, Binding, Call, Params};
-use crate::pipeline_cache::{Kernel, PipelineKey, Scalar, Variant};
+use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
 use metal_mps_ir::Result;
 
-/// `y = U(x)` over `n` elements.
+/// `y = U(x)` over `n` elements; with `to_bool`, `y = U(x != 0)` (a boolean
+/// is an i32 0 or 1 on the device).
 pub fn cast(
     ctx: &GpuContext,
     from: Scalar,
     to: Scalar,
+    to_bool: bool,
     n: usize,
     x: Binding,
     y: Binding,
@@ -28,7 +30,8 @@ pub fn cast(
             coop: None,
         },
         "main",
-    );
+    )
+    .with("TO_BOOL", Const::Bool(to_bool));
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,

@@ -14,6 +14,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod pool;
 pub mod reduce;
+pub mod select;
 pub mod softmax;
 
 use crate::pipeline_cache::{Pipeline, Scalar};
