@@ -1,6 +1,6 @@
 """Boolean tensors on the GPU engine: an attention mask as exporters write it (a Cast of an
-int64 mask to bool, And/Or/Xor/Not, Expand, Where) runs with no CPU node, and matches
-onnxruntime, boolean outputs included."""
+int64 mask to bool, And/Or/Xor/Not, Expand, Where, GatherND with constant indices) runs with no
+CPU node, and matches onnxruntime, boolean outputs included."""
 
 from __future__ import annotations
 
@@ -32,12 +32,15 @@ def mask_model(path: Path) -> Path:
         helper.make_node("Cast", ["scores"], ["nonzero"], to=TensorProto.BOOL),
         helper.make_node("Cast", ["nonzero"], ["count_in"], to=TensorProto.FLOAT),
         helper.make_node("ReduceSum", ["count_in", "last"], ["count"], keepdims=0),
+        # Rows picked by constant indices (the dynamo exporter's mask), negative ones too.
+        helper.make_node("GatherND", ["wide", "pairs"], ["picked"]),
     ]
     inits = [
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
         numpy_helper.from_array(np.array([B, H, S], np.int64), "shape"),
         numpy_helper.from_array(np.array(-1e4, np.float32), "floor"),
         numpy_helper.from_array(np.array([-1], np.int64), "last"),
+        numpy_helper.from_array(np.array([[0, 1], [1, 2], [1, -1], [-2, 0]], np.int64), "pairs"),
     ]
     graph = helper.make_graph(
         nodes, "masks",
@@ -47,7 +50,8 @@ def mask_model(path: Path) -> Path:
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [B, H, S]),
          helper.make_tensor_value_info("keep", TensorProto.BOOL, [B, S]),
          helper.make_tensor_value_info("nonzero", TensorProto.BOOL, [B, H, S]),
-         helper.make_tensor_value_info("count", TensorProto.FLOAT, [B, H])],
+         helper.make_tensor_value_info("count", TensorProto.FLOAT, [B, H]),
+         helper.make_tensor_value_info("picked", TensorProto.BOOL, [4, S])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
@@ -73,7 +77,7 @@ def test_boolean_mask_runs_on_the_gpu(tmp_path, gpu_available, precision):  # no
         args += ["--input", f"{name}={tmp_path / f'in_{name}.npy'}"]
     p = metal_mps(*args)
     assert p.returncode == 0, f"metal-mps run failed ({p.returncode}):\n{p.stderr}{p.stdout}"
-    names = ["probs", "keep", "nonzero", "count"]
+    names = ["probs", "keep", "nonzero", "count", "picked"]
     for name, want in zip(names, expected):
         got = np.load(tmp_path / f"{name}.npy")
         assert got.dtype == want.dtype and got.shape == want.shape, name

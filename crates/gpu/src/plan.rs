@@ -703,7 +703,11 @@ impl<'a> Builder<'a> {
 
     /// An operator whose output is a strided view of its first input (Slice
     /// with constant bounds and positive steps): one copy.
-    fn lower_view(&self, node: &metal_mps_ir::Node, d: &metal_mps_ir::DynOp) -> Result<Lowered> {
+    fn lower_view(
+        &mut self,
+        node: &metal_mps_ir::Node,
+        d: &metal_mps_ir::DynOp,
+    ) -> Result<Lowered> {
         let x = node.inputs[0].expect("lower checked the data inputs");
         let mut constants = vec![None];
         for &v in &node.inputs[1..] {
@@ -717,7 +721,10 @@ impl<'a> Builder<'a> {
         }
         let out = node.outputs[0];
         let Some(view) = d.strided_view(self.shape(x), &constants) else {
-            return Ok(Lowered::Cpu);
+            return match d.picked_rows(self.shape(x), &constants) {
+                Some(picked) => self.lower_picked_rows(node, picked),
+                None => Ok(Lowered::Cpu),
+            };
         };
         let Some(src_strides) = view
             .strides
@@ -892,6 +899,59 @@ impl<'a> Builder<'a> {
                 },
                 elem_bytes,
                 index64,
+            }],
+            vec![],
+        ))
+    }
+
+    /// Rows of input 0 picked by constant indices (GatherND): the gather
+    /// kernel over input 0 seen as one axis of rows, the row numbers a constant.
+    fn lower_picked_rows(
+        &mut self,
+        node: &metal_mps_ir::Node,
+        picked: metal_mps_ir::PickedRows,
+    ) -> Result<Lowered> {
+        let (x, out) = (
+            node.inputs[0].expect("lower checked the data inputs"),
+            node.outputs[0],
+        );
+        let (row, count) = (picked.row, picked.rows.len());
+        let Some(elem_bytes) = self.dev[x].map(DType::size) else {
+            return Ok(Lowered::Cpu);
+        };
+        if row == 0
+            || count == 0
+            || !self.numel(x).is_multiple_of(row)
+            || count * row != self.numel(out)
+            || self.dev[out] != self.dev[x]
+            || mover(self.ctx, elem_bytes).is_none()
+        {
+            return Ok(Lowered::Cpu);
+        }
+        let Some(rows) = picked
+            .rows
+            .iter()
+            .map(|&r| i32::try_from(r).ok())
+            .collect::<Option<Vec<i32>>>()
+        else {
+            return Ok(Lowered::Cpu);
+        };
+        let rows = Tensor::from_vec(vec![count], rows).map_err(|e| node.error(e))?;
+        let indices = self.add_const(format!("{}.rows", node.name), rows, x);
+        self.dev[indices] = Some(DType::I32);
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Gather {
+                x,
+                indices,
+                out,
+                shape: GatherShape {
+                    outer: 1,
+                    axis_dim: self.numel(x) / row,
+                    inner: row,
+                    count,
+                },
+                elem_bytes,
+                index64: false,
             }],
             vec![],
         ))

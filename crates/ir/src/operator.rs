@@ -107,6 +107,15 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         None
     }
 
+    /// When the output is whole rows of input 0 picked by constant indices
+    /// (GatherND): `x_shape` and `constants` as for [`Operator::strided_view`];
+    /// `None` when it does not apply or an index is out of range (`eval`
+    /// reports it).
+    fn picked_rows(&self, x_shape: &[usize], constants: &[Option<&Tensor>]) -> Option<PickedRows> {
+        let _ = (x_shape, constants);
+        None
+    }
+
     /// The normalization this operator is, for engines with their own kernel
     /// for it (the GPU's); `eval` stays the reference. `None` for other operators.
     fn normalization(&self) -> Option<Normalization> {
@@ -114,6 +123,13 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
     }
 
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Input 0 read as rows of `row` elements: output row `j` is input row `rows[j]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PickedRows {
+    pub rows: Vec<usize>,
+    pub row: usize,
 }
 
 /// An output that reads input 0 (contiguous) at fixed strides: the element

@@ -4,7 +4,9 @@ use super::util::{axis_offsets, check_index_dtype, indices, wrap};
 use crate::support::{arg, axis, gather_elements, known};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
-use metal_mps_ir::{checked_numel, Dim, DynOp, Error, Fact, Op, Operator, Out, Result, Tensor};
+use metal_mps_ir::{
+    checked_numel, Dim, DynOp, Error, Fact, Op, Operator, Out, PickedRows, Result, Tensor,
+};
 use std::any::Any;
 
 /// `GatherElements(data, indices)`: `out[i][j][k] = data[i][indices[i][j][k]][k]` (axis 1).
@@ -162,6 +164,19 @@ impl Operator for GatherNd {
             dst[t * n..(t + 1) * n].copy_from_slice(&src[o * size..o * size + n]);
         }
         Ok(vec![y])
+    }
+
+    fn picked_rows(&self, x_shape: &[usize], constants: &[Option<&Tensor>]) -> Option<PickedRows> {
+        let i = (*constants.get(1)?)?;
+        let idx = indices("GatherND", i).ok()?;
+        let p = nd_plan("GatherND", x_shape, i.shape(), &idx, self.batch_dims).ok()?;
+        // Every offset starts a slice: a multiple of the slice's size.
+        let rows = p
+            .offsets
+            .iter()
+            .map(|o| o.checked_div(p.slice))
+            .collect::<Option<_>>()?;
+        Some(PickedRows { rows, row: p.slice })
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -195,3 +195,56 @@ fn nms_without_max_output_selects_nothing() {
     let y = run("NonMaxSuppression", 11, vec![], vec![boxes, scores], 1).unwrap();
     assert_eq!(y[0].shape(), &[0, 3]);
 }
+
+/// GatherND's picked rows (what the GPU gathers) are the rows `eval` returns,
+/// with and without batch dims and with negative indices; an index out of range
+/// picks nothing (`eval` reports it).
+#[test]
+fn gather_nd_picked_rows_are_what_eval_picks() {
+    let x = Tensor::from_vec(vec![2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
+    let cases: [(i64, Vec<usize>, Vec<i64>); 4] = [
+        (0, vec![3, 2], vec![1, 2, 0, -1, -2, 0]),
+        (0, vec![2, 1], vec![1, -2]),
+        (1, vec![2, 2, 1], vec![2, 0, -1, 1]),
+        (0, vec![1, 3], vec![1, 2, 3]),
+    ];
+    for (batch_dims, ishape, idx) in cases {
+        let op = gather_nd(batch_dims);
+        let i = Tensor::from_vec(ishape.clone(), idx.clone()).unwrap();
+        let ins = [Some(&x), Some(&i)];
+        let want = op.eval(&ins, 1, &mut Out::fresh()).unwrap().remove(0);
+        let picked = op.picked_rows(x.shape(), &ins).unwrap();
+        let xs = x.as_slice::<f32>().unwrap();
+        let got: Vec<f32> = picked
+            .rows
+            .iter()
+            .flat_map(|&r| xs[r * picked.row..][..picked.row].to_vec())
+            .collect();
+        assert_eq!(got, want.as_slice::<f32>().unwrap(), "{ishape:?} {idx:?}");
+    }
+    let i = Tensor::from_vec(vec![1, 2], vec![2i64, 0]).unwrap();
+    let op = gather_nd(0);
+    assert!(op.picked_rows(x.shape(), &[Some(&x), Some(&i)]).is_none());
+    assert!(op
+        .eval(&[Some(&x), Some(&i)], 1, &mut Out::fresh())
+        .is_err());
+}
+
+fn gather_nd(batch_dims: i64) -> metal_mps_ir::DynOp {
+    let attrs = Attributes::new(HashMap::from([(
+        "batch_dims".to_string(),
+        Attribute::Int(batch_dims),
+    )]));
+    let cx = BuildCx {
+        op_type: "GatherND",
+        domain: "",
+        opset: 13,
+        attrs: &attrs,
+        num_inputs: 2,
+        num_outputs: 1,
+    };
+    match crate::build(&cx).unwrap() {
+        Op::Dyn(op) => op,
+        _ => panic!("GatherND is not a Dyn op"),
+    }
+}
