@@ -14,16 +14,32 @@
 //! (short rows: once they are all stored, over the whole plane), with the
 //! packed product's epilogue semantics ([`Finish`]). Planes of the
 //! same input channel share the padded copy; rayon spreads the input planes.
+//! The padding is the same for every plane of a geometry: a thread writes its
+//! zeros once, then copies each plane's elements over the rest.
 
 use super::pool2x2::pool_pairs;
-use super::{gather_phase, with_local, Geometry, Product};
+use super::{copy_phase, with_local, Geometry, Product};
 use crate::kernels::packed::{clamp, Finish};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
 thread_local! {
-    /// A plane's padded phases and its flat output run (see the module doc).
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
+    /// A plane's padded phases, its flat output run (see the module doc), and
+    /// the geometry whose padding the phases hold.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Option<Padding>)> = RefCell::default();
+}
+
+/// What decides which elements of the phase planes are padding: planes of one
+/// geometry share their zeros, written once ([`Layout::fill`] writes the rest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Padding {
+    input: [usize; 2],
+    pad: [usize; 2],
+    stride: [usize; 2],
+    rows: usize,
+    cols: usize,
+    row_phases: Vec<usize>,
+    col_phases: Vec<usize>,
 }
 
 /// Where the taps of a depthwise convolution read, for one geometry.
@@ -103,7 +119,20 @@ impl Layout {
         self.row_phases.len() * self.col_phases.len() * self.rows * self.cols
     }
 
-    /// Copies input plane `x` (`h×w`) into `dst` as padded phase planes.
+    fn padding(&self, g: &Geometry) -> Padding {
+        Padding {
+            input: [g.h, g.w],
+            pad: [g.pad[0], g.pad[1]],
+            stride: g.stride,
+            rows: self.rows,
+            cols: self.cols,
+            row_phases: self.row_phases.clone(),
+            col_phases: self.col_phases.clone(),
+        }
+    }
+
+    /// Copies input plane `x` (`h×w`) into `dst` as padded phase planes,
+    /// whose padding already holds zeros.
     fn fill(&self, g: &Geometry, x: &[f32], dst: &mut [f32]) {
         let [sh, sw] = g.stride;
         let pt = g.pad[0];
@@ -119,11 +148,7 @@ impl Layout {
                     .filter(|&iy| iy < g.h)
                     .map(|iy| &x[iy * g.w..][..g.w]);
                 match src {
-                    None => {
-                        for pc in 0..self.col_phases.len() {
-                            dst[at(pc)..][..cols].fill(0.0);
-                        }
-                    }
+                    None => {}
                     Some(src) if both_columns => {
                         let (a, b) = dst.split_at_mut(at(1));
                         split_pairs(g.pad[1], src, &mut a[at(0)..][..cols], &mut b[..cols]);
@@ -131,7 +156,7 @@ impl Layout {
                     Some(src) => {
                         for (pc, &rx) in self.col_phases.iter().enumerate() {
                             let row = &mut dst[at(pc)..][..cols];
-                            gather_phase(g.pad[1], sw, rx, src, row);
+                            copy_phase(g.pad[1], sw, rx, src, row);
                         }
                     }
                 }
@@ -141,7 +166,7 @@ impl Layout {
 }
 
 /// Both column phases of stride 2 at once (one pass over `src`, pairs
-/// deinterleaved): as [`gather_phase`] for phases 0 and 1.
+/// deinterleaved): as [`copy_phase`] for phases 0 and 1.
 fn split_pairs(pl: usize, src: &[f32], phase0: &mut [f32], phase1: &mut [f32]) {
     // Input column `ix` is padded column `ix + pl`: phase `(ix + pl) % 2`,
     // position `(ix + pl) / 2`. Even input columns go to one phase, odd
@@ -155,10 +180,6 @@ fn split_pairs(pl: usize, src: &[f32], phase0: &mut [f32], phase1: &mut [f32]) {
     let (e0, o0) = (pl / 2, pl.div_ceil(2));
     let evens = src.len().div_ceil(2).min(cols.saturating_sub(e0));
     let odds = (src.len() / 2).min(cols.saturating_sub(o0));
-    even[..e0.min(cols)].fill(0.0);
-    even[(e0 + evens).min(cols)..].fill(0.0);
-    odd[..o0.min(cols)].fill(0.0);
-    odd[(o0 + odds).min(cols)..].fill(0.0);
     let pairs = evens.min(odds);
     let (ev, od) = (&mut even[e0.min(cols)..], &mut odd[o0.min(cols)..]);
     for ((pair, e), o) in src
@@ -206,15 +227,21 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
     let (khw, ohw) = (g.kh * g.kw, g.oh * g.ow);
     let channel = channel_fn();
     let finish = Finish::new(conv.activation);
+    let padding = layout.padding(g);
     y.par_chunks_mut(mult * ohw)
         .enumerate()
         .for_each(|(plane, out)| {
             let (n, c) = (plane / g.c, plane % g.c);
             let x = &conv.x[plane * g.h * g.w..][..g.h * g.w];
-            with_local(&SCRATCH, |(src, flat)| {
+            with_local(&SCRATCH, |(src, flat, padded)| {
                 // Room for the last chunk's reads and writes past the run.
                 let run = layout.flat.next_multiple_of(CH_AVX512);
-                src.resize(layout.size().max(run + layout.reach), 0.0);
+                let size = layout.size().max(run + layout.reach);
+                if padded.as_ref() != Some(&padding) || src.len() < size {
+                    src.clear();
+                    src.resize(size, 0.0);
+                    *padded = Some(padding.clone());
+                }
                 flat.resize(run, 0.0);
                 layout.fill(g, x, src);
                 for (j, out) in out.chunks_exact_mut(ohw).enumerate() {

@@ -343,15 +343,27 @@ impl Product<'_> {
 /// `q·sw + rx - pl`, zero outside the input (the padded copies of
 /// the direct and the depthwise paths).
 pub(super) fn gather_phase(pl: usize, sw: usize, rx: usize, src: &[f32], row: &mut [f32]) {
-    let cols = row.len();
     // The columns before `first` and from `end` on are padding.
+    let (first, end) = phase_span(pl, sw, rx, src.len(), row.len());
+    row[..first].fill(0.0);
+    row[end..].fill(0.0);
+    copy_phase(pl, sw, rx, src, row);
+}
+
+/// The columns `first..end` of a phase row of `cols` that input columns fill
+/// (see [`gather_phase`]).
+fn phase_span(pl: usize, sw: usize, rx: usize, src_len: usize, cols: usize) -> (usize, usize) {
     let first = pl.saturating_sub(rx).div_ceil(sw).min(cols);
-    let end = (src.len() + pl)
+    let end = (src_len + pl)
         .saturating_sub(rx)
         .div_ceil(sw)
         .clamp(first, cols);
-    row[..first].fill(0.0);
-    row[end..].fill(0.0);
+    (first, end)
+}
+
+/// [`gather_phase`] without the padding: only the columns `src` fills are written.
+pub(super) fn copy_phase(pl: usize, sw: usize, rx: usize, src: &[f32], row: &mut [f32]) {
+    let (first, end) = phase_span(pl, sw, rx, src.len(), row.len());
     if first == end {
         return;
     }
