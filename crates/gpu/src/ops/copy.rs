@@ -104,6 +104,13 @@ pub fn mover(ctx: &GpuContext, bytes: usize) -> Option<Scalar> {
     }
 }
 
+/// [`mover`], or the error naming `what` cannot move such elements here.
+pub fn mover_for(ctx: &GpuContext, bytes: usize, what: &str) -> Result<Scalar> {
+    mover(ctx, bytes).ok_or_else(|| {
+        Error::Unsupported(format!("{what} of {bytes}-byte elements on this adapter"))
+    })
+}
+
 /// Records the copy of `region` for elements of `elem_bytes` bytes.
 pub fn copy(
     ctx: &GpuContext,
@@ -112,11 +119,7 @@ pub fn copy(
     src: Binding,
     dst: Binding,
 ) -> Result<Call> {
-    let t = mover(ctx, elem_bytes).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "copies of {elem_bytes}-byte elements on this adapter"
-        ))
-    })?;
+    let t = mover_for(ctx, elem_bytes, "copies")?;
     let r = region.coalesced();
     if r.shape.len() > MAX_RANK {
         return Err(Error::Unsupported(format!(
@@ -214,11 +217,7 @@ pub fn gather(
     indices: Binding,
     dst: Binding,
 ) -> Result<Call> {
-    let t = mover(ctx, elem_bytes).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "Gather of {elem_bytes}-byte elements on this adapter"
-        ))
-    })?;
+    let t = mover_for(ctx, elem_bytes, "Gather")?;
     let GatherShape {
         outer,
         axis_dim,

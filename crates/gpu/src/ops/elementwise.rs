@@ -85,20 +85,9 @@ fn mode(shape: &[usize], out: &[usize]) -> Result<Mode> {
             });
         }
     }
-    let own = metal_mps_ir::strides(&full);
-    let mut strides = Vec::with_capacity(out.len());
-    for d in 0..out.len() {
-        if full[d] == out[d] {
-            strides.push(own[d]);
-        } else if full[d] == 1 {
-            strides.push(0);
-        } else {
-            return Err(Error::Invalid(format!(
-                "operand {shape:?} does not broadcast to {out:?}"
-            )));
-        }
-    }
-    Ok(Mode::Strided(strides))
+    super::select::broadcast_strides(shape, out)
+        .map(Mode::Strided)
+        .ok_or_else(|| Error::Invalid(format!("operand {shape:?} does not broadcast to {out:?}")))
 }
 
 /// Whether the integer kernel implements a step.

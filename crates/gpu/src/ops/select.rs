@@ -2,7 +2,7 @@
 //! by a boolean, all three broadcast to the output.
 
 use super::{grid, u32_of, Binding, Call, Params};
-use crate::ops::copy::mover;
+use crate::ops::copy::mover_for;
 use crate::pipeline_cache::{Kernel, PipelineKey, Variant};
 use crate::GpuContext;
 use metal_mps_ir::{Error, Result};
@@ -37,11 +37,7 @@ pub fn where_select(
     [cond, a, b]: [Binding; 3],
     y: Binding,
 ) -> Result<Call> {
-    let t = mover(ctx, elem_bytes).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "Where of {elem_bytes}-byte elements on this adapter"
-        ))
-    })?;
+    let t = mover_for(ctx, elem_bytes, "Where")?;
     if out.len() > MAX_RANK {
         return Err(Error::Unsupported(format!(
             "a Where of rank {} on the GPU",
