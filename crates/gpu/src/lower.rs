@@ -107,6 +107,17 @@ pub enum GpuOp {
         out_shape: Vec<usize>,
         elem_bytes: usize,
     },
+    /// A gather separable by axis; `table` holds each axis's input indices
+    /// from `offsets[axis]`.
+    Pick {
+        x: ValueId,
+        table: ValueId,
+        out: ValueId,
+        in_shape: Vec<usize>,
+        out_shape: Vec<usize>,
+        offsets: Vec<usize>,
+        elem_bytes: usize,
+    },
     /// Constant-mode Pad of 4-byte elements (`value`: the fill's bits).
     Pad {
         x: ValueId,
@@ -170,6 +181,7 @@ impl GpuOp {
             GpuOp::Copy { pieces, .. } => pieces.iter().map(|p| p.0).collect(),
             GpuOp::Gather { x, indices, .. } => vec![*x, *indices],
             GpuOp::Where { cond, a, b, .. } => vec![*cond, *a, *b],
+            GpuOp::Pick { x, table, .. } => vec![*x, *table],
             GpuOp::BatchNorm { x, params, .. } => {
                 std::iter::once(*x).chain(params.iter().copied()).collect()
             }
@@ -189,6 +201,7 @@ impl GpuOp {
             | GpuOp::Pad { out, .. }
             | GpuOp::Gather { out, .. }
             | GpuOp::Where { out, .. }
+            | GpuOp::Pick { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
@@ -302,6 +315,22 @@ impl GpuOp {
                 [&shapes[0], &shapes[1], &shapes[2]],
                 [bind(*cond), bind(*a), bind(*b)],
                 bind(*out),
+            )?],
+            GpuOp::Pick {
+                x,
+                table,
+                out,
+                in_shape,
+                out_shape,
+                offsets,
+                elem_bytes,
+            } => vec![ops::copy::pick(
+                ctx,
+                *elem_bytes,
+                in_shape,
+                out_shape,
+                offsets,
+                [bind(*x), bind(*table), bind(*out)],
             )?],
             GpuOp::Pad {
                 x,

@@ -29,6 +29,7 @@ const LAYERNORM: &str = include_str!("kernels/layernorm.wgsl");
 const PAD: &str = include_str!("kernels/pad.wgsl");
 const GATHER: &str = include_str!("kernels/gather.wgsl");
 const WHERE: &str = include_str!("kernels/where.wgsl");
+const PICK: &str = include_str!("kernels/pick.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +59,8 @@ pub enum Kernel {
     Gather,
     /// Where: a boolean chooses between two tensors.
     Where,
+    /// A gather separable by axis (nearest-neighbour Resize).
+    Pick,
     /// Element type conversion.
     Cast,
     /// BatchNormalization with runtime parameters.
@@ -67,7 +70,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -82,6 +85,7 @@ impl Kernel {
         Kernel::Pad,
         Kernel::Gather,
         Kernel::Where,
+        Kernel::Pick,
         Kernel::Cast,
         Kernel::BatchNorm,
         Kernel::LayerNorm,
@@ -104,6 +108,7 @@ impl Kernel {
             Kernel::Pad => &[COMMON, PAD],
             Kernel::Gather => &[COMMON, GATHER],
             Kernel::Where => &[COMMON, WHERE],
+            Kernel::Pick => &[COMMON, PICK],
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
@@ -125,7 +130,7 @@ impl Kernel {
                     coop: Some(ct),
                 })
                 .collect(),
-            Kernel::Copy | Kernel::Gather | Kernel::Where => {
+            Kernel::Copy | Kernel::Gather | Kernel::Where | Kernel::Pick => {
                 vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)]
             }
             Kernel::Pad => vec![Variant::of(U32)],

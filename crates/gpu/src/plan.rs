@@ -721,6 +721,9 @@ impl<'a> Builder<'a> {
         }
         let out = node.outputs[0];
         let Some(view) = d.strided_view(self.shape(x), &constants) else {
+            if let Some(picks) = d.axis_picks(self.shape(x), &constants) {
+                return self.lower_axis_picks(node, picks);
+            }
             return match d.picked_rows(self.shape(x), &constants) {
                 Some(picked) => self.lower_picked_rows(node, picked),
                 None => Ok(Lowered::Cpu),
@@ -952,6 +955,59 @@ impl<'a> Builder<'a> {
                 },
                 elem_bytes,
                 index64: false,
+            }],
+            vec![],
+        ))
+    }
+
+    /// A gather separable by axis (nearest-neighbour Resize): the pick kernel,
+    /// each axis's input indices in one constant table.
+    fn lower_axis_picks(
+        &mut self,
+        node: &metal_mps_ir::Node,
+        picks: Vec<Vec<usize>>,
+    ) -> Result<Lowered> {
+        let (x, out) = (
+            node.inputs[0].expect("lower checked the data inputs"),
+            node.outputs[0],
+        );
+        let in_shape = self.shape(x).to_vec();
+        let out_shape: Vec<usize> = picks.iter().map(Vec::len).collect();
+        let Some(elem_bytes) = self.dev[x].map(DType::size) else {
+            return Ok(Lowered::Cpu);
+        };
+        if out_shape != self.shape(out)
+            || picks.len() != in_shape.len()
+            || self.dev[out] != self.dev[x]
+            || mover(self.ctx, elem_bytes).is_none()
+            || out_shape.len() > crate::ops::copy::MAX_RANK
+            || self.numel(out) == 0
+        {
+            return Ok(Lowered::Cpu);
+        }
+        let mut offsets = Vec::with_capacity(picks.len());
+        let mut table: Vec<i32> = Vec::new();
+        for (axis, p) in picks.iter().enumerate() {
+            offsets.push(table.len());
+            for &i in p {
+                match i32::try_from(i) {
+                    Ok(i) if (i as usize) < in_shape[axis] => table.push(i),
+                    _ => return Ok(Lowered::Cpu),
+                }
+            }
+        }
+        let table = Tensor::from_vec(vec![table.len()], table).map_err(|e| node.error(e))?;
+        let table = self.add_const(format!("{}.picks", node.name), table, x);
+        self.dev[table] = Some(DType::I32);
+        Ok(Lowered::Gpu(
+            vec![GpuOp::Pick {
+                x,
+                table,
+                out,
+                in_shape,
+                out_shape,
+                offsets,
+                elem_bytes,
             }],
             vec![],
         ))

@@ -116,6 +116,19 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         None
     }
 
+    /// When output element `c` is input 0's element at `(picks[0][c[0]],
+    /// picks[1][c[1]], ...)` (nearest-neighbour Resize): the source index of
+    /// every output position along each axis. `x_shape` and `constants` as for
+    /// [`Operator::strided_view`]; `None` when it does not apply.
+    fn axis_picks(
+        &self,
+        x_shape: &[usize],
+        constants: &[Option<&Tensor>],
+    ) -> Option<Vec<Vec<usize>>> {
+        let _ = (x_shape, constants);
+        None
+    }
+
     /// The normalization this operator is, for engines with their own kernel
     /// for it (the GPU's); `eval` stays the reference. `None` for other operators.
     fn normalization(&self) -> Option<Normalization> {

@@ -1,6 +1,7 @@
 //! Launchers of strided copies (`copy.wgsl`: Transpose, Concat, Split,
 //! slices, Gather with constant indices), of Gather with indices computed at
-//! run time (`gather.wgsl`) and of constant-mode Pad (`pad.wgsl`).
+//! run time (`gather.wgsl`), of gathers separable by axis (`pick.wgsl`) and
+//! of constant-mode Pad (`pad.wgsl`).
 
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
@@ -241,6 +242,46 @@ pub fn gather(
         pipeline: ctx.pipelines.get(&key)?,
         params,
         bindings: vec![data, indices, dst],
+        groups: grid(n as u64)?,
+    })
+}
+
+/// Records a gather separable by axis: output element `c` (of `out_shape`) is
+/// input element `(table[offsets[0] + c[0]], table[offsets[1] + c[1]], ...)`
+/// of a contiguous `in_shape`, for elements of `elem_bytes` bytes; the
+/// bindings are the input, the table (u32) and the output.
+pub fn pick(
+    ctx: &GpuContext,
+    elem_bytes: usize,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    offsets: &[usize],
+    [x, table, y]: [Binding; 3],
+) -> Result<Call> {
+    let t = mover_for(ctx, elem_bytes, "Resize")?;
+    if out_shape.len() > MAX_RANK || in_shape.len() != out_shape.len() {
+        return Err(Error::Unsupported(format!(
+            "a pick of rank {} on the GPU",
+            out_shape.len()
+        )));
+    }
+    u32_of(in_shape.iter().product(), "input elements")?;
+    let n: usize = out_shape.iter().product();
+    let w = |v: &[usize]| -> Result<Vec<u32>> { v.iter().map(|&x| u32_of(x, "pick")).collect() };
+    let params = Params::default()
+        .u32(u32_of(n, "elements")?)
+        .u32(out_shape.len() as u32)
+        .u32(0)
+        .u32(0)
+        .words(&w(out_shape)?, 2, 1)
+        .words(&w(&metal_mps_ir::strides(in_shape))?, 2, 0)
+        .words(&w(offsets)?, 2, 0)
+        .finish();
+    let key = PipelineKey::new(Kernel::Pick, Variant::of(t), "main");
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![x, table, y],
         groups: grid(n as u64)?,
     })
 }

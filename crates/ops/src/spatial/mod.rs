@@ -58,6 +58,115 @@ mod tests {
         }
     }
 
+    /// Nearest-neighbour Resize's axis picks (what the GPU gathers) select
+    /// what `eval` returns, over coordinate modes, rounding modes, up- and
+    /// down-scaling, output sizes and the `axes` attribute; linear modes and
+    /// extrapolated crops pick nothing.
+    #[test]
+    fn nearest_resize_picks_what_eval_picks() {
+        let shape = vec![1usize, 2, 5, 7];
+        let x = Tensor::from_vec(shape.clone(), (0..70).map(|v| v as f32).collect()).unwrap();
+        let f = |v: &[f32]| Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap();
+        let i = |v: &[i64]| Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap();
+        let s = |v: &str| Attribute::String(v.as_bytes().to_vec());
+        let up = f(&[1.0, 1.0, 2.0, 1.5]);
+        let down = f(&[1.0, 1.0, 0.6, 0.5]);
+        let sizes = i(&[1, 2, 3, 10]);
+        let sizes_hw = i(&[8, 3]);
+        // Attributes, scales, sizes.
+        type Case<'a> = (
+            Vec<(&'a str, Attribute)>,
+            Option<&'a Tensor>,
+            Option<&'a Tensor>,
+        );
+        let cases: Vec<Case> = vec![
+            (vec![], Some(&up), None),
+            (vec![], Some(&down), None),
+            (
+                vec![
+                    ("coordinate_transformation_mode", s("asymmetric")),
+                    ("nearest_mode", s("floor")),
+                ],
+                Some(&up),
+                None,
+            ),
+            (
+                vec![
+                    ("coordinate_transformation_mode", s("align_corners")),
+                    ("nearest_mode", s("round_prefer_ceil")),
+                ],
+                None,
+                Some(&sizes),
+            ),
+            (
+                vec![
+                    ("coordinate_transformation_mode", s("pytorch_half_pixel")),
+                    ("nearest_mode", s("ceil")),
+                ],
+                Some(&down),
+                None,
+            ),
+            (
+                vec![("axes", Attribute::Ints(vec![2, -1]))],
+                None,
+                Some(&sizes_hw),
+            ),
+        ];
+        for (attrs, scales, sizes) in cases {
+            let label = format!("{attrs:?}");
+            let map: HashMap<String, Attribute> = attrs
+                .into_iter()
+                .chain([("mode", s("nearest"))])
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let attrs = Attributes::new(map);
+            let cx = BuildCx {
+                op_type: "Resize",
+                domain: "",
+                opset: 19,
+                attrs: &attrs,
+                num_inputs: 4,
+                num_outputs: 1,
+            };
+            let Op::Dyn(op) = crate::build(&cx).unwrap() else {
+                panic!("Resize is not a Dyn op");
+            };
+            let ins = [Some(&x), None, scales, sizes];
+            let want = op.eval(&ins, 1, &mut Out::fresh()).unwrap().remove(0);
+            let picks = op.axis_picks(&shape, &ins).unwrap();
+            let out: Vec<usize> = picks.iter().map(Vec::len).collect();
+            assert_eq!(out, want.shape(), "{label}");
+            let st = metal_mps_ir::strides(&shape);
+            let xs = x.as_slice::<f32>().unwrap();
+            let got: Vec<f32> = (0..want.numel())
+                .map(|e| {
+                    let (mut rem, mut at) = (e, 0);
+                    for d in (0..out.len()).rev() {
+                        at += picks[d][rem % out[d]] * st[d];
+                        rem /= out[d];
+                    }
+                    xs[at]
+                })
+                .collect();
+            assert_eq!(got, want.as_slice::<f32>().unwrap(), "{label}");
+        }
+        let linear = Attributes::new(HashMap::from([("mode".to_string(), s("linear"))]));
+        let cx = BuildCx {
+            op_type: "Resize",
+            domain: "",
+            opset: 19,
+            attrs: &linear,
+            num_inputs: 3,
+            num_outputs: 1,
+        };
+        let Op::Dyn(op) = crate::build(&cx).unwrap() else {
+            panic!("Resize is not a Dyn op");
+        };
+        assert!(op
+            .axis_picks(&shape, &[Some(&x), None, Some(&up)])
+            .is_none());
+    }
+
     #[test]
     fn conv_transpose_1d_stride_overlaps_taps() {
         // x = [1, 2], w = [1, 1, 1], stride 2: [1, 1, 1+2, 2, 2].

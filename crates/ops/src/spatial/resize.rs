@@ -665,10 +665,7 @@ impl Operator for Resize {
         for axis in order {
             let (s, o) = (plan.scales[axis], plan.sizes[axis]);
             let roi = plan.roi.as_ref().map(|v| (v[axis], v[axis + r]));
-            let identity = (s - 1.0).abs() <= 1e-9 * s.abs().max(1.0)
-                && o == cur[axis]
-                && roi.is_none_or(|(a, b)| a.abs() <= 1e-9 && (b - 1.0).abs() <= 1e-9);
-            if identity {
+            if is_identity(s, o, cur[axis], roi) {
                 continue;
             }
             let taps = self.taps(cur[axis], o, s, roi)?;
@@ -678,7 +675,56 @@ impl Operator for Resize {
         Ok(vec![store(out, 0, x.dtype(), cur, &data)?])
     }
 
+    fn axis_picks(
+        &self,
+        x_shape: &[usize],
+        constants: &[Option<&Tensor>],
+    ) -> Option<Vec<Vec<usize>>> {
+        if self.mode != Mode::Nearest {
+            return None;
+        }
+        let get = |i: usize| constants.get(i).copied().flatten().map(f64s);
+        let (roi, scales, sizes) = self.sources(&get).ok()?;
+        let plan = self.plan(x_shape, roi, scales, sizes).ok()?;
+        let r = x_shape.len();
+        let mut picks: Vec<Vec<usize>> = x_shape.iter().map(|&n| (0..n).collect()).collect();
+        let order: Vec<usize> = match &self.axes {
+            Some(ax) => ax
+                .iter()
+                .map(|&a| crate::support::axis(self.name, a, r))
+                .collect::<Result<_>>()
+                .ok()?,
+            None => (0..r).collect(),
+        };
+        // The axes `eval` resizes, as it resizes them.
+        for axis in order {
+            let (s, o, n) = (plan.scales[axis], plan.sizes[axis], x_shape[axis]);
+            let roi = plan.roi.as_ref().map(|v| (v[axis], v[axis + r]));
+            if is_identity(s, o, n, roi) {
+                continue;
+            }
+            let t = self.taps(n, o, s, roi).ok()?;
+            picks[axis] = (0..o)
+                .map(|p| {
+                    let (w, idx) = (&t.w[p * t.n..][..t.n], &t.idx[p * t.n..][..t.n]);
+                    // One tap of weight 1, the others 0: anything else is not a pick.
+                    let k = w.iter().position(|&w| w == 1.0)?;
+                    let others_zero = w.iter().enumerate().all(|(j, &w)| j == k || w == 0.0);
+                    (!t.extrapolated[p] && others_zero).then_some(idx[k])
+                })
+                .collect::<Option<_>>()?;
+        }
+        Some(picks)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Whether resizing an axis of `n` to `o` positions at `scale` (and `roi`) leaves it as it is.
+fn is_identity(scale: f64, o: usize, n: usize, roi: Option<(f64, f64)>) -> bool {
+    (scale - 1.0).abs() <= 1e-9 * scale.abs().max(1.0)
+        && o == n
+        && roi.is_none_or(|(a, b)| a.abs() <= 1e-9 && (b - 1.0).abs() <= 1e-9)
 }
