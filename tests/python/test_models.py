@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -126,6 +127,15 @@ def test_own_thread_pool_matches_onnxruntime(models, tmp_path, name, batch, thre
                   "--threads", threads)
     assert p.returncode == 0, f"metal-mps run --threads {threads} failed:\n{p.stderr}{p.stdout}"
     np.testing.assert_allclose(np.load(tmp_path / "output.npy"), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_bench_json_reports_load_and_run_times(models):
+    p = metal_mps("bench", models / "simple_cnn.onnx", "--json", "--iterations", 4, "--warmup", 1)
+    assert p.returncode == 0, f"metal-mps bench failed:\n{p.stderr}{p.stdout}"
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["device"] == "cpu" and report["iterations"] == 4
+    assert report["load_ms"] > 0
+    assert 0 < report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
 
 
 def test_zero_threads_is_refused(models, tmp_path):

@@ -29,7 +29,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// After the timed runs, print the time spent in each operator type
-    /// during them (nodes of the CPU engine's plan).
+    /// during them: nodes of the CPU engine's plan, and kernels of the GPU
+    /// engine where the adapter writes timestamps (`gpu <kernel> [grid]`;
+    /// each kernel then runs in its own pass and every run waits for them).
     #[arg(long)]
     profile: bool,
     #[command(flatten)]
@@ -40,8 +42,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
+    let loading = Instant::now();
     let model = Model::load(&args.model, &args.engine.options())
         .with_context(|| format!("loading {}", args.model.display()))?;
+    let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let named = |name: &str| args.dims.iter().find(|(n, _)| n == name).map(|d| d.1);
     let inputs: Vec<Tensor> = model
@@ -83,6 +87,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             "model": args.model.display().to_string(),
             "device": model.device().to_string(),
             "batch": args.batch,
+            "load_ms": load_ms,
             "iterations": args.iterations,
             "median_ms": median,
             "p90_ms": p90,
@@ -93,7 +98,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         println!("{j}");
     } else {
         println!(
-            "{} on {} (batch {}): median {median:.3} ms, p90 {p90:.3} ms, min {:.3} ms, {throughput:.1} inferences/s over {} runs",
+            "{} on {} (batch {}, loaded in {load_ms:.1} ms): median {median:.3} ms, p90 {p90:.3} ms, min {:.3} ms, {throughput:.1} inferences/s over {} runs",
             args.model.display(),
             model.device(),
             args.batch,
@@ -109,14 +114,16 @@ pub fn main(args: Args) -> Result<ExitCode> {
 
 /// The operators' share of `total_ms`, the sum of the timed runs.
 fn print_profile(total_ms: f64, runs: usize) {
+    let rows = metal_mps::profile::report();
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(24);
     println!(
-        "{:<24} {:>10} {:>8} {:>7}",
+        "{:<width$} {:>10} {:>8} {:>7}",
         "operator", "ms/run", "calls", "share"
     );
-    for (op, took, calls) in metal_mps::profile::report() {
+    for (op, took, calls) in rows {
         let ms = took.as_secs_f64() * 1e3;
         println!(
-            "{op:<24} {:>10.3} {:>8} {:>6.1}%",
+            "{op:<width$} {:>10.3} {:>8} {:>6.1}%",
             ms / runs as f64,
             calls / runs as u64,
             100.0 * ms / total_ms

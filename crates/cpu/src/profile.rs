@@ -1,6 +1,7 @@
 //! Time per operator, summed over the runs of every [`crate::CpuPlan`] in the
-//! process while profiling is on (`metal-mps bench --profile`). Off, it costs
-//! one relaxed atomic load per node.
+//! process while profiling is on (`metal-mps bench --profile`); the GPU engine
+//! adds the time of each kernel it runs. Off, it costs one relaxed atomic load
+//! per node.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +17,12 @@ pub fn set_enabled(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 
-pub(crate) fn enabled() -> bool {
+pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
 /// Adds one execution of an operator named `op` that took `took`.
-pub(crate) fn record(op: &str, took: Duration) {
+pub fn record(op: &str, took: Duration) {
     let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
     let entry = totals
         .get_or_insert_with(HashMap::new)

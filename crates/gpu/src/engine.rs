@@ -14,6 +14,7 @@ use crate::options::GpuOptions;
 use crate::plan::{specialize_prefix, DevHome, GpuPlan, OutSrc, Step};
 use crate::pool::{BufferClass, PoolStats, PooledBuffer};
 use crate::split::Split;
+use crate::timing::KernelTimer;
 use crate::transfer::{self, Download};
 use crate::FOLDED;
 use metal_mps_ir::{f16, fixed_shape, DType, Dim, Error, Graph, Result, Tensor, ValueId};
@@ -552,6 +553,7 @@ impl GpuRunner {
                 })
         };
         let mut enc = new_encoder();
+        let mut timer = KernelTimer::start(ctx, inst.prepared.iter().flatten().count());
         let mut recorded = false;
         let mut pending: Vec<(ValueId, Download)> = Vec::new();
         let mut s = 0;
@@ -564,15 +566,23 @@ impl GpuRunner {
                         e += 1;
                     }
                     let batch: Vec<&Prepared> = inst.prepared[s..e].iter().flatten().collect();
-                    if !batch.is_empty() {
+                    if let Some(timer) = timer.as_mut() {
+                        // One pass per dispatch, each with its own timestamps.
+                        for p in batch {
+                            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                                label: Some("metal_mps"),
+                                timestamp_writes: timer.next(p),
+                            });
+                            dispatch(&mut pass, p);
+                            recorded = true;
+                        }
+                    } else if !batch.is_empty() {
                         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: Some("metal_mps"),
                             timestamp_writes: None,
                         });
                         for p in batch {
-                            pass.set_pipeline(&p.pipeline.pipeline);
-                            pass.set_bind_group(0, &p.bind_group, &[]);
-                            pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
+                            dispatch(&mut pass, p);
                         }
                         recorded = true;
                     }
@@ -687,9 +697,19 @@ impl GpuRunner {
                 }
             }
         }
+        let stamps = timer.map(|t| t.finish(ctx, &mut enc)).transpose()?;
         let index = ctx.queue.submit([enc.finish()]);
+        if let Some(stamps) = stamps {
+            stamps.record(ctx, &index)?;
+        }
         Ok((index, downloads, ready))
     }
+}
+
+fn dispatch(pass: &mut wgpu::ComputePass<'_>, p: &Prepared) {
+    pass.set_pipeline(&p.pipeline.pipeline);
+    pass.set_bind_group(0, &p.bind_group, &[]);
+    pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
 }
 
 struct Inflight {

@@ -21,6 +21,7 @@ pub mod pipeline_cache;
 mod plan;
 pub mod pool;
 mod split;
+mod timing;
 pub mod transfer;
 
 pub use context::{

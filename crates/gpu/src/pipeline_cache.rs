@@ -415,7 +415,11 @@ impl PipelineCache {
             .iter()
             .map(|(n, v)| (*n, v.as_f64()))
             .collect();
-        let label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
+        let mut label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
+        // Tile sizes tell the instances of one product kernel apart in profiles.
+        for (name, value) in constants.iter().filter(|(n, _)| matches!(*n, "TM" | "TN")) {
+            label.push_str(&format!(" {name}={value}"));
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
