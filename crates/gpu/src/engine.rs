@@ -553,7 +553,7 @@ impl GpuRunner {
                 })
         };
         let mut enc = new_encoder();
-        let mut timer = KernelTimer::start(ctx, inst.prepared.iter().flatten().count());
+        let mut timer = KernelTimer::start(ctx, &inst.prepared);
         let mut recorded = false;
         let mut pending: Vec<(ValueId, Download)> = Vec::new();
         let mut s = 0;

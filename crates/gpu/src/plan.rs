@@ -939,9 +939,7 @@ impl<'a> Builder<'a> {
         else {
             return Ok(Lowered::Cpu);
         };
-        let rows = Tensor::from_vec(vec![count], rows).map_err(|e| node.error(e))?;
-        let indices = self.add_const(format!("{}.rows", node.name), rows, x);
-        self.dev[indices] = Some(DType::I32);
+        let indices = self.add_index_table(node, "rows", rows)?;
         Ok(Lowered::Gpu(
             vec![GpuOp::Gather {
                 x,
@@ -996,9 +994,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let table = Tensor::from_vec(vec![table.len()], table).map_err(|e| node.error(e))?;
-        let table = self.add_const(format!("{}.picks", node.name), table, x);
-        self.dev[table] = Some(DType::I32);
+        let table = self.add_index_table(node, "picks", table)?;
         Ok(Lowered::Gpu(
             vec![GpuOp::Pick {
                 x,
@@ -1281,6 +1277,20 @@ impl<'a> Builder<'a> {
         self.is_output.push(false);
         self.consumers.push(Vec::new());
         v
+    }
+
+    /// Adds a constant table of indices for `node`'s kernel (`<node>.<what>`),
+    /// an i32 vector on the device too.
+    fn add_index_table(
+        &mut self,
+        node: &metal_mps_ir::Node,
+        what: &str,
+        indices: Vec<i32>,
+    ) -> Result<ValueId> {
+        let t = Tensor::from_vec(vec![indices.len()], indices).map_err(|e| node.error(e))?;
+        let v = self.add_const(format!("{}.{what}", node.name), t, node.outputs[0]);
+        self.dev[v] = Some(DType::I32);
+        Ok(v)
     }
 
     /// Adds a value made at plan time, shaped like `like`, stored as `dtype` on the device.

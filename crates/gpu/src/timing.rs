@@ -25,10 +25,14 @@ pub struct KernelTimer {
 }
 
 impl KernelTimer {
-    /// A timer for up to `dispatches` kernels, when profiling is on and the
-    /// adapter can write timestamps.
-    pub fn start(ctx: &GpuContext, dispatches: usize) -> Option<KernelTimer> {
-        if !metal_mps_cpu::profile::enabled() || !ctx.caps.timestamps || dispatches == 0 {
+    /// A timer for the dispatches of one inference (`prepared`, per step),
+    /// when profiling is on and the adapter can write timestamps.
+    pub fn start(ctx: &GpuContext, prepared: &[Vec<Prepared>]) -> Option<KernelTimer> {
+        if !metal_mps_cpu::profile::enabled() || !ctx.caps.timestamps {
+            return None;
+        }
+        let dispatches = prepared.iter().map(Vec::len).sum::<usize>();
+        if dispatches == 0 {
             return None;
         }
         let count = (2 * dispatches as u32).min(MAX_QUERIES);
