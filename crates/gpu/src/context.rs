@@ -28,6 +28,10 @@ const BACKENDS: wgpu::Backends = wgpu::Backends::METAL
 pub struct CoopShape {
     /// 8 (Metal) or 16 (Vulkan on NVIDIA, AMD).
     pub size: u32,
+    /// The kernels may read f16 operands eight at a time (16-byte loads)
+    /// where their layout allows: on unless the self-test of that path fails
+    /// or `METAL_MPS_GPU_WIDE=off`.
+    pub wide: bool,
 }
 
 /// What the adapter offers, detected at run time.
@@ -219,7 +223,10 @@ fn detect_coop(adapter: &wgpu::Adapter) -> Option<CoopShape> {
                     && p.cr_type == wgpu::CooperativeScalarType::F32
             })
         })
-        .map(|size| CoopShape { size })
+        .map(|size| CoopShape {
+            size,
+            wide: crate::ops::matmul::wide_allowed(),
+        })
 }
 
 impl GpuContext {
@@ -299,34 +306,41 @@ impl GpuContext {
                 None => eprintln!("[metal_mps gpu] no pipeline cache on disk for this adapter"),
             }
         }
-        if ctx.caps.coop.is_some() {
-            let ok = ctx.coop_self_test();
+        if let Some(c) = ctx.caps.coop {
+            let ok = ctx.coop_self_test(c.size, false);
             if !matches!(ok, Ok(true)) {
                 eprintln!(
                     "[metal_mps gpu] cooperative matrices disabled: the self-test failed ({ok:?})"
                 );
                 ctx.caps.coop = None;
+            } else if c.wide {
+                let ok = ctx.coop_self_test(c.size, true);
+                if !matches!(ok, Ok(true)) {
+                    eprintln!(
+                        "[metal_mps gpu] wide loads of cooperative matrices disabled: the self-test failed ({ok:?})"
+                    );
+                    ctx.caps.coop = Some(CoopShape { wide: false, ..c });
+                }
             }
         }
         Ok(ctx)
     }
 
-    /// Runs a small product on cooperative matrices and compares it with the
-    /// exact result: `Ok(true)` when they agree.
-    fn coop_self_test(&self) -> Result<bool> {
+    /// Runs a small product on `size` cooperative matrices and compares it
+    /// with the exact result: `Ok(true)` when they agree. `wide`: sizes that
+    /// take the wide loads (multiples of 8), else sizes that cannot.
+    fn coop_self_test(&self, size: u32, wide: bool) -> Result<bool> {
         use crate::ops::{
             self,
             matmul::{Gemm, Tiles},
             Binding,
         };
-        let Some(c) = self.caps.coop else {
-            return Ok(false);
+        let s = size as usize;
+        let (m, n, k) = if wide {
+            (8 * s + 8, 8 * s + 24, 4 * s + 8)
+        } else {
+            (8 * s + 3, 8 * s + 5, 4 * s + 1)
         };
-        let (m, n, k) = (
-            8 * c.size as usize + 3,
-            8 * c.size as usize + 5,
-            4 * c.size as usize + 1,
-        );
         // Small integers: exact in f16 and in f32 sums.
         let a: Vec<half::f16> = (0..m * k)
             .map(|i| half::f16::from_f32(((i * 7) % 5) as f32 - 2.0))
@@ -353,7 +367,7 @@ impl GpuContext {
             self,
             crate::pipeline_cache::Scalar::F16,
             &g,
-            Tiles::Coop { ct: c.size },
+            Tiles::Coop { ct: size },
             Binding::whole(&ba, (m * k * 2) as u64),
             Binding::whole(&bb, (k * n * 2) as u64),
             Binding::whole(&y, (m * n * 2) as u64),

@@ -417,7 +417,10 @@ impl PipelineCache {
             .collect();
         let mut label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
         // Tile sizes tell the instances of one product kernel apart in profiles.
-        for (name, value) in constants.iter().filter(|(n, _)| matches!(*n, "TM" | "TN")) {
+        for (name, value) in constants
+            .iter()
+            .filter(|(n, _)| matches!(*n, "TM" | "TN" | "A_WIDE" | "B_WIDE"))
+        {
             label.push_str(&format!(" {name}={value}"));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

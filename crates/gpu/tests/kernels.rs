@@ -501,6 +501,32 @@ fn matmul_and_gemm_match_the_reference() {
             residual: true,
             act: None,
         },
+        // Multiples of 8 everywhere: the cooperative-matrix kernel's wide
+        // loads of A and of B along n, then of B along k (transposed).
+        Case {
+            m: 136,
+            n: 200,
+            k: 72,
+            batch: vec![2],
+            a_bcast: false,
+            trans_a: false,
+            trans_b: false,
+            c: None,
+            residual: true,
+            act: Some(UnaryOp::Relu),
+        },
+        Case {
+            m: 72,
+            n: 96,
+            k: 40,
+            batch: vec![3],
+            a_bcast: true,
+            trans_a: false,
+            trans_b: true,
+            c: Some([0, 1]),
+            residual: false,
+            act: None,
+        },
         Case {
             m: 1,
             n: 100,
@@ -683,6 +709,27 @@ fn convolution_matches_the_reference() {
             true,
             false,
             Some(UnaryOp::Relu),
+        ),
+        // Wide loads on cooperative matrices: the weights (K = 72) with a
+        // 3x3 window; weights and pixels of 1x1 convolutions (planes of 48
+        // and 16 pixels), one of them grouped.
+        (
+            geo(1, 8, 10, 10, 72, 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+            true,
+            false,
+            None,
+        ),
+        (
+            geo(2, 24, 8, 6, 136, 1, [1, 1], [1, 1], [1, 1], [0, 0]),
+            true,
+            true,
+            Some(UnaryOp::Relu),
+        ),
+        (
+            geo(3, 32, 4, 4, 160, 2, [1, 1], [1, 1], [1, 1], [0, 0]),
+            false,
+            true,
+            None,
         ),
         // Depthwise (depthwise.wgsl): ReLU6, a channel multiplier with a
         // residual, dilation with a row shorter than one invocation's outputs, 1-D.

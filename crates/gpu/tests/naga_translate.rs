@@ -12,9 +12,26 @@ fn entry_points(kernel: Kernel) -> &'static [&'static str] {
     }
 }
 
+/// Entry points, each with the override constants to translate it under:
+/// the defaults, and for the cooperative-matrix kernels the wide loads too.
+fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants)> {
+    let mut sets = vec![naga::back::PipelineConstants::default()];
+    if kernel.uses_coop() {
+        for b_nfast in [1.0, 0.0] {
+            let set = [("A_WIDE", 1.0), ("B_WIDE", 1.0), ("B_NFAST", b_nfast)];
+            sets.push(set.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+        }
+    }
+    entry_points(kernel)
+        .iter()
+        .flat_map(|&e| sets.iter().map(move |c| (e, c.clone())))
+        .collect()
+}
+
 #[test]
 fn every_kernel_translates_to_msl_and_spirv() {
     let caps = Capabilities::SHADER_FLOAT16
+        | Capabilities::SHADER_FLOAT16_IN_FLOAT32
         | Capabilities::SHADER_INT64
         | Capabilities::COOPERATIVE_MATRIX;
     let mut count = 0;
@@ -29,8 +46,7 @@ fn every_kernel_translates_to_msl_and_spirv() {
                 .unwrap_or_else(|e| {
                     panic!("{what} does not validate:\n{}", e.emit_to_string(&src))
                 });
-            for &entry in entry_points(kernel) {
-                let constants = naga::back::PipelineConstants::default();
+            for (entry, constants) in instances(kernel) {
                 let (module, info) = naga::back::pipeline_constants::process_overrides(
                     &module,
                     &info,

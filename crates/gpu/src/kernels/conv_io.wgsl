@@ -40,6 +40,10 @@ override HAS_RES: bool = false;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 @group(0) @binding(4) var<storage, read> res: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
+// W and X again, eight f16 per element, for the wide loads of gemm_coop.wgsl
+// (bound only where the launcher chose them: A_WIDE, B_WIDE).
+@group(0) @binding(6) var<storage, read> w8: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> x8: array<vec4<u32>>;
 
 fn gemm_dims() -> vec3<u32> {
     return vec3<u32>(p.ocg, p.batch * p.oh * p.ow, p.icg * KH * KW);
@@ -53,6 +57,15 @@ fn a_elem(g: u32, m: u32, k: u32) -> f32 {
         return 0.0;
     }
     return f32(w[(g * p.ocg + m) * kk + k]);
+}
+
+// W[g * OCg + m, k..k+8]: needs K a multiple of 8.
+fn a_wide(g: u32, m: u32, k: u32) -> vec4<u32> {
+    let kk = p.icg * KH * KW;
+    if (m >= p.ocg || k >= kk) {
+        return vec4<u32>(0u);
+    }
+    return w8[((g * p.ocg + m) * kk + k) / 8u];
 }
 
 struct BCol {
@@ -88,6 +101,15 @@ fn b_elem(col: BCol, k: u32) -> f32 {
         return 0.0;
     }
     return f32(x[u32(col.base) + (ic * p.ih + u32(ih)) * p.iw + u32(iw)]);
+}
+
+// X[img, g * ICg + k, pixel n..n+8] of a 1x1 convolution with unit strides
+// and no padding (B's columns are the pixels): needs IH * IW a multiple of 8.
+fn b_wide(col: BCol, k: u32) -> vec4<u32> {
+    if (col.base < 0 || k >= p.icg) {
+        return vec4<u32>(0u);
+    }
+    return x8[(u32(col.base) + k * p.ih * p.iw + u32(col.h0) * p.iw + u32(col.w0)) / 8u];
 }
 
 fn epilogue(g: u32, m: u32, n: u32, v: f32) {

@@ -1,6 +1,12 @@
 // Matrix product on cooperative matrices (tensor cores, Apple simdgroup
 // matrices): the same contract as gemm_tiled.wgsl (an io file defines
 // gemm_dims, a_elem, b_col, b_elem, epilogue), f16 operands, f32 accumulation.
+// The io file also defines the wide loads, used where the launcher found the
+// operand's layout allows them (A_WIDE, B_WIDE):
+//   fn a_wide(batch: u32, m: u32, k: u32) -> vec4<u32>  // A[m, k..k+8], 0 outside
+//   fn b_wide(col: BCol, k: u32) -> vec4<u32>           // the 8 f16 at B[k, n] in memory
+// each eight f16 in one 16-byte load. A_WIDE needs A_KFAST; with B_NFAST the
+// eight elements of b_wide run along n (col is the first's), else along k.
 //
 // The header defines the fragment size CT (8 on Metal, 16 on NVIDIA) and the
 // aliases CM_A, CM_B (f16) and CM_C (f32) of coop_matCTxCT. 256 invocations
@@ -10,6 +16,8 @@
 
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
+override A_WIDE: bool = false;
+override B_WIDE: bool = false;
 
 const BM: u32 = 8u * CT;
 const BN: u32 = 8u * CT;
@@ -18,6 +26,9 @@ const LDA: u32 = BKC + 8u;
 const LDB: u32 = BN + 8u;
 // Elements of A (and of B) each invocation moves per k-tile.
 const PER: u32 = CT * CT / 16u;
+// Eight-element vectors of A (and of B) per k-tile, and per invocation.
+const VECS: u32 = BM * BKC / 8u;
+const PERV: u32 = (VECS + 255u) / 256u;
 
 var<workgroup> Ash: array<f16, BM * LDA>;
 var<workgroup> Bsh: array<f16, BKC * LDB>;
@@ -38,36 +49,114 @@ fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: vec3<
     workgroupBarrier();
 }
 
-// Reads the k-tile starting at k0 into registers (f32 from the io hooks).
-fn load_tile(k0: u32, lid: u32, batch: u32, m0: u32, n0: u32, col: BCol, b_n_fixed: u32, b_k_first: u32,
-             b_k_step: u32, ra: ptr<function, array<f32, PER>>, rb: ptr<function, array<f32, PER>>) {
+// Where an invocation's loads of a k-tile go, fixed across tiles.
+struct Lane {
+    lid: u32,
+    batch: u32,
+    m0: u32,
+    n0: u32,
+    // The column of B this invocation loads, on the paths that fix it
+    // (scalar loads along n, wide loads along n).
+    col: BCol,
+    b_n_fixed: u32,
+    b_k_first: u32,
+    b_k_step: u32,
+}
+
+// The registers of one k-tile: f32 scalars, or eight f16 per vec4<u32> on the
+// wide paths.
+struct Staged {
+    a: array<f32, PER>,
+    b: array<f32, PER>,
+    aw: array<vec4<u32>, PERV>,
+    bw: array<vec4<u32>, PERV>,
+}
+
+// Row and first column of wide vector v of a tile with `cols` contiguous columns.
+fn vec_pos(v: u32, cols: u32) -> vec2<u32> {
+    return vec2<u32>(v / (cols / 8u), (v % (cols / 8u)) * 8u);
+}
+
+// Reads the k-tile starting at k0 into registers.
+fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
     for (var j = 0u; j < PER; j++) {
-        let e = lid + 256u * j;
-        var mm: u32;
-        var kk: u32;
-        if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
-        (*ra)[j] = a_elem(batch, m0 + mm, k0 + kk);
-        if (B_NFAST) {
-            (*rb)[j] = b_elem(col, k0 + b_k_first + b_k_step * j);
-        } else {
-            (*rb)[j] = b_elem(b_col(batch, n0 + e / BKC), k0 + e % BKC);
+        let e = l.lid + 256u * j;
+        if (!A_WIDE) {
+            var mm: u32;
+            var kk: u32;
+            if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
+            (*s).a[j] = a_elem(l.batch, l.m0 + mm, k0 + kk);
+        }
+        if (!B_WIDE) {
+            if (B_NFAST) {
+                (*s).b[j] = b_elem(l.col, k0 + l.b_k_first + l.b_k_step * j);
+            } else {
+                (*s).b[j] = b_elem(b_col(l.batch, l.n0 + e / BKC), k0 + e % BKC);
+            }
+        }
+    }
+    for (var j = 0u; j < PERV; j++) {
+        let v = l.lid + 256u * j;
+        if (v < VECS) {
+            if (A_WIDE) {
+                let p = vec_pos(v, BKC);
+                (*s).aw[j] = a_wide(l.batch, l.m0 + p.x, k0 + p.y);
+            }
+            if (B_WIDE && B_NFAST) {
+                (*s).bw[j] = b_wide(l.col, k0 + vec_pos(v, BN).x);
+            }
+            if (B_WIDE && !B_NFAST) {
+                let p = vec_pos(v, BKC);
+                (*s).bw[j] = b_wide(b_col(l.batch, l.n0 + p.x), k0 + p.y);
+            }
         }
     }
 }
 
 // Writes the registers of load_tile to the workgroup tiles as f16.
-fn store_tile(lid: u32, b_n_fixed: u32, b_k_first: u32, b_k_step: u32,
-              ra: ptr<function, array<f32, PER>>, rb: ptr<function, array<f32, PER>>) {
+fn store_tile(l: Lane, s: ptr<function, Staged>) {
     for (var j = 0u; j < PER; j++) {
-        let e = lid + 256u * j;
-        var mm: u32;
-        var kk: u32;
-        if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
-        Ash[mm * LDA + kk] = f16((*ra)[j]);
-        if (B_NFAST) {
-            Bsh[(b_k_first + b_k_step * j) * LDB + b_n_fixed] = f16((*rb)[j]);
-        } else {
-            Bsh[(e % BKC) * LDB + e / BKC] = f16((*rb)[j]);
+        let e = l.lid + 256u * j;
+        if (!A_WIDE) {
+            var mm: u32;
+            var kk: u32;
+            if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
+            Ash[mm * LDA + kk] = f16((*s).a[j]);
+        }
+        if (!B_WIDE) {
+            if (B_NFAST) {
+                Bsh[(l.b_k_first + l.b_k_step * j) * LDB + l.b_n_fixed] = f16((*s).b[j]);
+            } else {
+                Bsh[(e % BKC) * LDB + e / BKC] = f16((*s).b[j]);
+            }
+        }
+    }
+    for (var j = 0u; j < PERV; j++) {
+        let v = l.lid + 256u * j;
+        if (v < VECS) {
+            for (var i = 0u; i < 4u; i++) {
+                if (A_WIDE) {
+                    let p = vec_pos(v, BKC);
+                    let h = vec2<f16>(unpack2x16float((*s).aw[j][i]));
+                    let at = p.x * LDA + p.y + 2u * i;
+                    Ash[at] = h.x;
+                    Ash[at + 1u] = h.y;
+                }
+                if (B_WIDE) {
+                    let h = vec2<f16>(unpack2x16float((*s).bw[j][i]));
+                    if (B_NFAST) {
+                        let p = vec_pos(v, BN);
+                        let at = p.x * LDB + p.y + 2u * i;
+                        Bsh[at] = h.x;
+                        Bsh[at + 1u] = h.y;
+                    } else {
+                        let p = vec_pos(v, BKC);
+                        let at = (p.y + 2u * i) * LDB + p.x;
+                        Bsh[at] = h.x;
+                        Bsh[at + LDB] = h.y;
+                    }
+                }
+            }
         }
     }
 }
@@ -84,10 +173,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let wm = (sg / 4u) * (4u * CT);
     let wn = (sg % 4u) * (2u * CT);
 
-    let b_n_fixed = lid % BN;
-    let b_k_first = lid / BN;
-    let b_k_step = 256u / BN;
-    let col = b_col(batch, n0 + b_n_fixed);
+    // The wide loads along n fix the column of their first element.
+    let b_n_fixed = select(lid % BN, (lid % (BN / 8u)) * 8u, B_WIDE && B_NFAST);
+    let l = Lane(lid, batch, m0, n0, b_col(batch, n0 + b_n_fixed), b_n_fixed, lid / BN, 256u / BN);
 
     var c00 = CM_C();
     var c01 = CM_C();
@@ -97,20 +185,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var c21 = CM_C();
     var c30 = CM_C();
     var c31 = CM_C();
-    var ra: array<f32, PER>;
-    var rb: array<f32, PER>;
+    var staged: Staged;
 
     // naga treats every condition on a local variable as non-uniform, and
     // cooperative ops must not sit under one: the multiply runs unconditionally
     // in the loop body, loads and stores of the next tile are the conditional part.
     let tiles = (dims.z + BKC - 1u) / BKC;
-    load_tile(0u, lid, batch, m0, n0, col, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
-    store_tile(lid, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
+    load_tile(0u, l, &staged);
+    store_tile(l, &staged);
     workgroupBarrier();
     for (var t = 0u; t < tiles; t++) {
         let more = t + 1u < tiles;
         if (more) {
-            load_tile((t + 1u) * BKC, lid, batch, m0, n0, col, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
+            load_tile((t + 1u) * BKC, l, &staged);
         }
         for (var ks = 0u; ks < BKC; ks += CT) {
             let ia0 = (wm + 0u * CT) * LDA + ks;
@@ -136,7 +223,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();
         if (more) {
-            store_tile(lid, b_n_fixed, b_k_first, b_k_step, &ra, &rb);
+            store_tile(l, &staged);
         }
         workgroupBarrier();
     }

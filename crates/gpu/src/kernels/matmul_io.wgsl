@@ -37,6 +37,10 @@ override HAS_RES: bool = false;
 @group(0) @binding(3) var<storage, read> c: array<T>;
 @group(0) @binding(4) var<storage, read> res: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
+// A and B again, eight f16 per element, for the wide loads of gemm_coop.wgsl
+// (bound only where the launcher chose them: A_WIDE, B_WIDE).
+@group(0) @binding(6) var<storage, read> a8: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> b8: array<vec4<u32>>;
 
 fn gemm_dims() -> vec3<u32> {
     return vec3<u32>(p.m, p.n, p.k);
@@ -69,6 +73,14 @@ fn a_elem(batch: u32, m: u32, k: u32) -> f32 {
     return f32(a[a_off + m * p.a_sm + k * p.a_sk]);
 }
 
+// A[m, k..k+8]: k fastest with unit stride, and every offset a multiple of 8.
+fn a_wide(batch: u32, m: u32, k: u32) -> vec4<u32> {
+    if (m >= p.m || k >= p.k) {
+        return vec4<u32>(0u);
+    }
+    return a8[(a_off + m * p.a_sm + k) / 8u];
+}
+
 struct BCol {
     base: u32,
     valid: bool,
@@ -83,6 +95,15 @@ fn b_elem(col: BCol, k: u32) -> f32 {
         return 0.0;
     }
     return f32(b[col.base + k * p.b_sk]);
+}
+
+// The eight elements from B[k, n] on along B's unit-stride axis (offsets
+// multiples of 8, and N or K too, whichever that axis is).
+fn b_wide(col: BCol, k: u32) -> vec4<u32> {
+    if (!col.valid || k >= p.k) {
+        return vec4<u32>(0u);
+    }
+    return b8[(col.base + k * p.b_sk) / 8u];
 }
 
 fn epilogue(batch: u32, m: u32, n: u32, v: f32) {

@@ -3,7 +3,7 @@
 //! is gathered from the input while loading workgroup memory. Convolutions
 //! whose groups have one input channel (depthwise) run `depthwise.wgsl`.
 
-use super::matmul::{tile_key, with_activation, Tiles};
+use super::matmul::{tile_key, wide_bindings, wide_view, with_activation, Tiles};
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
@@ -79,7 +79,20 @@ pub fn conv(
         .u32(u32_of(g.pad[1], "pad")?)
         .u32(0)
         .finish();
-    let key = tile_key(Kernel::Conv, Kernel::ConvCoop, dtype, tiles, true, true);
+    let (w8, x8) = match tiles {
+        Tiles::Coop { .. } if ctx.caps.coop.is_some_and(|c| c.wide) => wide_operands(g, &w, &x),
+        _ => (None, None),
+    };
+    let wide = [w8.is_some(), x8.is_some()];
+    let key = tile_key(
+        Kernel::Conv,
+        Kernel::ConvCoop,
+        dtype,
+        tiles,
+        true,
+        true,
+        wide,
+    );
     let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?;
     let (bm, bn) = tiles.block();
     let groups = [
@@ -94,12 +107,30 @@ pub fn conv(
     }
     let bias = bias.unwrap_or_else(|| dummy.clone());
     let residual = residual.unwrap_or_else(|| dummy.clone());
+    let mut bindings = vec![w, x, bias, residual, y];
+    if let Tiles::Coop { .. } = tiles {
+        bindings.extend(wide_bindings(w8, x8, dummy));
+    }
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
-        bindings: vec![w, x, bias, residual, y],
+        bindings,
         groups,
     })
+}
+
+/// The wide views of `conv_io.wgsl`'s `a_wide` (weight rows, when K is a
+/// multiple of 8) and `b_wide` (the input's pixels, for a 1x1 convolution
+/// with unit strides and no padding over planes of a multiple of 8 pixels).
+fn wide_operands(g: &ConvGeometry, w: &Binding, x: &Binding) -> (Option<Binding>, Option<Binding>) {
+    let (_, _, k) = g.gemm_dims();
+    let pointwise =
+        g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0] && (g.oh, g.ow) == (g.ih, g.iw);
+    let x_ok = pointwise && (g.ih * g.iw).is_multiple_of(8);
+    (
+        k.is_multiple_of(8).then(|| wide_view(w)).flatten(),
+        x_ok.then(|| wide_view(x)).flatten(),
+    )
 }
 
 /// The window, epilogue and activation constants both convolution kernels take.

@@ -133,7 +133,42 @@ pub fn choose_tiles(
     }
 }
 
-/// Pipeline constants shared by MatMul and Conv: tiles and load patterns.
+/// `METAL_MPS_GPU_WIDE=off` keeps the cooperative-matrix kernels on
+/// one-element loads (for comparing the two).
+pub const WIDE_ENV: &str = "METAL_MPS_GPU_WIDE";
+
+/// Whether [`WIDE_ENV`] allows wide loads (the adapter's self-test decides
+/// too: [`crate::context::CoopShape::wide`]).
+pub(crate) fn wide_allowed() -> bool {
+    std::env::var(WIDE_ENV).map_or(true, |v| v != "off")
+}
+
+/// The eight-f16 view of an operand that `gemm_coop.wgsl` reads 16 bytes at a
+/// time, when its binding starts 16-byte aligned and holds a whole vector.
+pub(crate) fn wide_view(b: &Binding) -> Option<Binding> {
+    let size = b.size / 16 * 16;
+    (b.offset.is_multiple_of(16) && size > 0).then(|| Binding {
+        buffer: b.buffer.clone(),
+        offset: b.offset,
+        size,
+    })
+}
+
+/// The wide views of A and B, or the dummy where an operand takes scalar
+/// loads: bindings 6 and 7 of the cooperative-matrix kernels.
+pub(crate) fn wide_bindings(
+    a: Option<Binding>,
+    b: Option<Binding>,
+    dummy: &Binding,
+) -> [Binding; 2] {
+    [
+        a.unwrap_or_else(|| dummy.clone()),
+        b.unwrap_or_else(|| dummy.clone()),
+    ]
+}
+
+/// Pipeline constants shared by MatMul and Conv: tiles, load patterns, and
+/// (cooperative matrices only) which operands take wide loads.
 pub(crate) fn tile_key(
     kernel_plain: Kernel,
     kernel_coop: Kernel,
@@ -141,6 +176,7 @@ pub(crate) fn tile_key(
     tiles: Tiles,
     a_kfast: bool,
     b_nfast: bool,
+    wide: [bool; 2],
 ) -> PipelineKey {
     let key = match tiles {
         Tiles::Plain { tm, tn } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
@@ -156,8 +192,15 @@ pub(crate) fn tile_key(
             "main",
         ),
     };
-    key.with("A_KFAST", Const::Bool(a_kfast))
-        .with("B_NFAST", Const::Bool(b_nfast))
+    let key = key
+        .with("A_KFAST", Const::Bool(a_kfast))
+        .with("B_NFAST", Const::Bool(b_nfast));
+    match tiles {
+        Tiles::Plain { .. } => key,
+        Tiles::Coop { .. } => key
+            .with("A_WIDE", Const::Bool(wide[0]))
+            .with("B_WIDE", Const::Bool(wide[1])),
+    }
 }
 
 pub(crate) fn with_activation(key: PipelineKey, activation: Option<UnaryOp>) -> PipelineKey {
@@ -219,6 +262,12 @@ pub fn matmul(
     // A is loaded along k when k is its contiguous axis, B along n likewise.
     let a_kfast = g.a_stride[1] == 1 || g.a_stride[0] != 1;
     let b_nfast = g.b_stride[1] == 1 || g.b_stride[0] != 1;
+    let (a8, b8) = match tiles {
+        Tiles::Coop { .. } if ctx.caps.coop.is_some_and(|c| c.wide) => {
+            wide_operands(g, &a, &b, b_nfast)
+        }
+        _ => (None, None),
+    };
     let key = tile_key(
         Kernel::Matmul,
         Kernel::MatmulCoop,
@@ -226,6 +275,7 @@ pub fn matmul(
         tiles,
         a_kfast,
         b_nfast,
+        [a8.is_some(), b8.is_some()],
     )
     .with("HAS_C", Const::Bool(g.c.is_some()))
     .with("HAS_RES", Const::Bool(g.residual.is_some()));
@@ -247,10 +297,37 @@ pub fn matmul(
             .map(|(b, _)| b.clone())
             .unwrap_or_else(|| dummy.clone());
     let r = g.residual.clone().unwrap_or_else(|| dummy.clone());
+    let mut bindings = vec![a, b, c, r, y];
+    if let Tiles::Coop { .. } = tiles {
+        bindings.extend(wide_bindings(a8, b8, dummy));
+    }
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
-        bindings: vec![a, b, c, r, y],
+        bindings,
         groups,
     })
+}
+
+/// The wide views of A and B for `matmul_io.wgsl`'s `a_wide` and `b_wide`:
+/// an operand qualifies when its unit-stride axis is the one the kernel
+/// loads along (k for A; n or k for B) and every other offset, the length of
+/// that axis included, is a multiple of 8 elements.
+fn wide_operands(
+    g: &Gemm,
+    a: &Binding,
+    b: &Binding,
+    b_nfast: bool,
+) -> (Option<Binding>, Option<Binding>) {
+    let eights = |v: &[usize]| v.iter().all(|x| x.is_multiple_of(8));
+    let a_ok = g.a_stride[1] == 1 && eights(&[g.a_stride[0], g.k]) && eights(&g.a_batch_stride);
+    let b_ok = if b_nfast {
+        g.b_stride[1] == 1 && eights(&[g.b_stride[0], g.n])
+    } else {
+        g.b_stride[0] == 1 && eights(&[g.b_stride[1], g.k])
+    } && eights(&g.b_batch_stride);
+    (
+        a_ok.then(|| wide_view(a)).flatten(),
+        b_ok.then(|| wide_view(b)).flatten(),
+    )
 }
