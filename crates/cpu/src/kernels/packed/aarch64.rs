@@ -1,16 +1,16 @@
 //! The NEON micro-kernel: a 6×16 tile in twenty-four 4-wide registers.
 
-use super::{store_tile, Dest, TileFn, TileOps, MR, NR};
+use super::{store_tile, Dest, Kernel, TileOps, MR, NR};
 use std::arch::aarch64::*;
 
 /// The NEON kernel when this CPU has NEON (every AArch64 CPU does; the check
-/// mirrors the x86 one).
-pub(super) fn tile_fn() -> Option<TileFn> {
-    if std::arch::is_aarch64_feature_detected!("neon") {
-        Some(tile)
-    } else {
-        None
-    }
+/// mirrors the x86 one). Its 6×16 tile takes 24 of the 32 registers: no pairs.
+pub(super) fn kernel() -> Option<Kernel> {
+    std::arch::is_aarch64_feature_detected!("neon").then_some(Kernel {
+        name: "neon",
+        tile,
+        pair: None,
+    })
 }
 
 /// See [`super::TileFn`].

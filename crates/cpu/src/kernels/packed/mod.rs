@@ -197,17 +197,36 @@ pub(crate) struct Dest {
 /// nothing else touches those elements of `C` during the call.
 type TileFn = unsafe fn(usize, *const f32, *const f32, *const usize, &Dest, &TileOps);
 
-/// The fastest micro-kernel this CPU runs (see [`isa_cap`]).
-fn tile_fn() -> TileFn {
+/// [`TileFn`] on two column tiles at once (the same `A` panel, rows and
+/// offsets; each tile its own `b`, destination and epilogue): each broadcast
+/// of `A` feeds twice the multiply-adds.
+///
+/// # Safety
+/// As [`TileFn`], for each tile.
+type PairFn =
+    unsafe fn(usize, *const f32, [*const f32; 2], *const usize, [&Dest; 2], [&TileOps; 2]);
+
+/// The micro-kernels of one instruction set.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel {
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub name: &'static str,
+    pub tile: TileFn,
+    /// Where the registers hold two tiles' accumulators.
+    pub pair: Option<PairFn>,
+}
+
+/// The fastest micro-kernels this CPU runs (see [`isa_cap`]).
+fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
-    if let Some(f) = x86::tile_fn() {
-        return f;
+    if let Some(k) = x86::kernel() {
+        return k;
     }
     #[cfg(target_arch = "aarch64")]
-    if let (true, Some(f)) = (isa_cap() != Some("portable"), aarch64::tile_fn()) {
-        return f;
+    if let (true, Some(k)) = (isa_cap() != Some("portable"), aarch64::kernel()) {
+        return k;
     }
-    portable::tile
+    portable::KERNEL
 }
 
 /// The widest instruction set the kernels may use, from `METAL_MPS_CPU_ISA`
@@ -259,13 +278,13 @@ pub unsafe fn multiply(
     ldc: usize,
     ep: &Epilogue,
 ) {
-    multiply_with(tile_fn(), a, panels, tiles, offsets, c, ldc, ep)
+    multiply_with(kernel(), a, panels, tiles, offsets, c, ldc, ep)
 }
 
-/// [`multiply`] with the given micro-kernel.
+/// [`multiply`] with the given micro-kernels.
 #[allow(clippy::too_many_arguments)]
 unsafe fn multiply_with(
-    tile: TileFn,
+    kernel: Kernel,
     a: &PackedLhs,
     panels: std::ops::Range<usize>,
     tiles: &[Columns],
@@ -308,33 +327,50 @@ unsafe fn multiply_with(
             .step_by(MC_PANELS)
             .zip(ops.chunks(MC_PANELS))
         {
-            for t in tiles {
-                // A packed panel's block of taps starts k0 taps in.
-                let b = if offsets.is_some() {
-                    t.b
-                } else {
-                    t.b.add(k0 * NR)
-                };
+            for pair in tiles.chunks(if kernel.pair.is_some() { 2 } else { 1 }) {
                 for (i, ops) in (first..).zip(group) {
                     let rows = MR.min(a.m - i * MR);
-                    let offset = i * MR * ldc + t.c;
-                    let cp = c.add(offset);
-                    let residual = match (last, ep.residual) {
-                        (true, Some(r)) => r.add(offset),
-                        _ => std::ptr::null(),
+                    let ap = a.panel(i, k0).as_ptr();
+                    // Per tile: its block of taps (a packed panel's starts k0
+                    // taps in), destination and epilogue.
+                    let at = |t: &Columns| {
+                        let b = if offsets.is_some() {
+                            t.b
+                        } else {
+                            t.b.add(k0 * NR)
+                        };
+                        let offset = i * MR * ldc + t.c;
+                        let residual = match (last, ep.residual) {
+                            (true, Some(r)) => r.add(offset),
+                            _ => std::ptr::null(),
+                        };
+                        let dest = Dest {
+                            c: c.add(offset),
+                            ldc,
+                            rows,
+                            cols: t.len,
+                        };
+                        (b, dest, TileOps { residual, ..*ops })
                     };
-                    let ops = &TileOps { residual, ..*ops };
-                    let dest = Dest {
-                        c: cp,
-                        ldc,
-                        rows,
-                        cols: t.len,
-                    };
-                    tile(kc, a.panel(i, k0).as_ptr(), b, block_offsets, &dest, ops);
+                    match (pair, kernel.pair) {
+                        ([t0, t1], Some(both)) => {
+                            let ((b0, d0, o0), (b1, d1, o1)) = (at(t0), at(t1));
+                            both(kc, ap, [b0, b1], block_offsets, [&d0, &d1], [&o0, &o1]);
+                        }
+                        _ => {
+                            for t in pair {
+                                let (b, dest, ops) = at(t);
+                                (kernel.tile)(kc, ap, b, block_offsets, &dest, &ops);
+                            }
+                        }
+                    }
                     if let (true, Some(act)) = (last, rest) {
-                        for r in 0..rows {
-                            let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
-                            row.iter_mut().for_each(|v| *v = act.apply(*v));
+                        for t in pair {
+                            let cp = c.add(i * MR * ldc + t.c);
+                            for r in 0..rows {
+                                let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
+                                row.iter_mut().for_each(|v| *v = act.apply(*v));
+                            }
                         }
                     }
                 }

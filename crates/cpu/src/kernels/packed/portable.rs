@@ -1,6 +1,12 @@
 //! The micro-kernel in plain Rust, for CPUs without a vector path here.
 
-use super::{store_tile, Dest, TileOps, MR, NR};
+use super::{store_tile, Dest, Kernel, TileOps, MR, NR};
+
+pub(super) const KERNEL: Kernel = Kernel {
+    name: "portable",
+    tile,
+    pair: None,
+};
 
 /// See [`super::TileFn`].
 pub(super) unsafe fn tile(

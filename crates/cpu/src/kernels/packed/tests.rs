@@ -1,7 +1,7 @@
 //! The packed product against a naive triple loop, over shapes that cross
 //! every boundary: partial row panels, partial column panels, several blocks
 //! of taps, a sub-range of row panels, and each epilogue; and each
-//! micro-kernel on one tile against the same loop, with clamps of both bounds
+//! micro-kernel on one tile (and the paired kernels on two) against the same loop, with clamps of both bounds
 //! and NaN and infinities among the values. Every kernel this CPU runs is
 //! checked: the portable one and the vector one of the architecture (AVX2/FMA
 //! on x86-64 when the CPU has it, NEON on AArch64).
@@ -22,13 +22,13 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Every micro-kernel this CPU runs, by name.
-fn kernels() -> Vec<(&'static str, TileFn)> {
-    let mut kernels: Vec<(&'static str, TileFn)> = vec![("portable", portable::tile)];
+/// Every set of micro-kernels this CPU runs.
+fn kernels() -> Vec<Kernel> {
+    let mut kernels = vec![portable::KERNEL];
     #[cfg(target_arch = "x86_64")]
-    kernels.extend(x86::every_tile_fn());
+    kernels.extend(x86::every_kernel());
     #[cfg(target_arch = "aarch64")]
-    kernels.extend(aarch64::tile_fn().map(|f| ("neon", f)));
+    kernels.extend(aarch64::kernel());
     kernels
 }
 
@@ -37,7 +37,7 @@ fn kernels() -> Vec<(&'static str, TileFn)> {
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn neon_kernel_is_detected() {
-    assert!(aarch64::tile_fn().is_some(), "NEON not detected");
+    assert!(aarch64::kernel().is_some(), "NEON not detected");
     assert_eq!(kernels().len(), 2);
 }
 
@@ -138,15 +138,15 @@ proptest! {
         let tiles = tiles(&rhs, k, cols);
         // The same panels through explicit offsets: the indirect addressing.
         let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
-        for ((name, tile), offsets) in kernels()
+        for (kernel, offsets) in kernels()
             .into_iter()
             .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
         {
             got.fill(sentinel);
             // SAFETY: `got` and `residual` hold m rows of ldc ≥ cols elements.
-            unsafe { multiply_with(tile, &packed, panels.clone(), &tiles, offsets, got.as_mut_ptr(), ldc, &ep) };
+            unsafe { multiply_with(kernel, &packed, panels.clone(), &tiles, offsets, got.as_mut_ptr(), ldc, &ep) };
             check(&c, &got, &a, &b, &bias, &residual, sentinel)
-                .map_err(|e| TestCaseError::fail(format!("{name} kernel, offsets {}: {e}", offsets.is_some())))?;
+                .map_err(|e| TestCaseError::fail(format!("{} kernels, offsets {}: {e}", kernel.name, offsets.is_some())))?;
         }
     }
 }
@@ -339,28 +339,42 @@ proptest! {
             }
             v
         };
-        for (name, tile) in kernels() {
-            let mut c = start.clone();
-            let dest = Dest { c: c.as_mut_ptr(), ldc, rows: t.rows, cols: t.cols };
-            let offsets_ptr = if t.gap.is_some() { offsets.as_ptr() } else { std::ptr::null() };
-            // SAFETY: `a` holds kc·MR floats, every tap of `b` NR floats,
-            // `c` and `residual` MR rows of ldc ≥ cols elements.
-            unsafe { tile(t.kc, a.as_ptr(), b.as_ptr(), offsets_ptr, &dest, &ops) };
-            for r in 0..MR {
-                for j in 0..ldc {
-                    let got = c[r * ldc + j];
-                    if r >= t.rows || j >= t.cols {
-                        prop_assert_eq!(got.to_bits(), start[r * ldc + j].to_bits(),
-                            "{} kernel: ({}, {}) outside the tile was written", name, r, j);
-                        continue;
+        // Each kernel on the tile alone, and the pair kernels with the tile as
+        // either of two (the other: the same taps into its own copy of C).
+        for kernel in kernels() {
+            let runs: &[Option<usize>] = if kernel.pair.is_some() { &[None, Some(0), Some(1)] } else { &[None] };
+            for &side in runs {
+                let mut c = start.clone();
+                let mut other = start.clone();
+                let dest = Dest { c: c.as_mut_ptr(), ldc, rows: t.rows, cols: t.cols };
+                let other_dest = Dest { c: other.as_mut_ptr(), ldc, ..dest };
+                let offsets_ptr = if t.gap.is_some() { offsets.as_ptr() } else { std::ptr::null() };
+                // SAFETY: `a` holds kc·MR floats, every tap of `b` NR floats,
+                // `c`, `other` and `residual` MR rows of ldc ≥ cols elements.
+                unsafe {
+                    match (side, kernel.pair) {
+                        (Some(0), Some(pair)) => pair(t.kc, a.as_ptr(), [b.as_ptr(); 2], offsets_ptr, [&dest, &other_dest], [&ops, &ops]),
+                        (Some(_), Some(pair)) => pair(t.kc, a.as_ptr(), [b.as_ptr(); 2], offsets_ptr, [&other_dest, &dest], [&ops, &ops]),
+                        _ => (kernel.tile)(t.kc, a.as_ptr(), b.as_ptr(), offsets_ptr, &dest, &ops),
                     }
-                    let want = want(r, j);
-                    let ok = if want.is_nan() || want.is_infinite() {
-                        (got as f64 == want) || (got.is_nan() && want.is_nan())
-                    } else {
-                        (got as f64 - want).abs() <= 1e-5 * (t.kc as f64).sqrt() + 1e-5 * want.abs()
-                    };
-                    prop_assert!(ok, "{} kernel: ({}, {}): {} vs {}", name, r, j, got, want);
+                }
+                let name = format!("{} kernel (pair side {side:?})", kernel.name);
+                for r in 0..MR {
+                    for j in 0..ldc {
+                        let got = c[r * ldc + j];
+                        if r >= t.rows || j >= t.cols {
+                            prop_assert_eq!(got.to_bits(), start[r * ldc + j].to_bits(),
+                                "{}: ({}, {}) outside the tile was written", name, r, j);
+                            continue;
+                        }
+                        let want = want(r, j);
+                        let ok = if want.is_nan() || want.is_infinite() {
+                            (got as f64 == want) || (got.is_nan() && want.is_nan())
+                        } else {
+                            (got as f64 - want).abs() <= 1e-5 * (t.kc as f64).sqrt() + 1e-5 * want.abs()
+                        };
+                        prop_assert!(ok, "{}: ({}, {}): {} vs {}", name, r, j, got, want);
+                    }
                 }
             }
         }

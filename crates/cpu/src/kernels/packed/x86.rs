@@ -1,41 +1,57 @@
 //! The x86-64 micro-kernels: a tile of up to 6×16 in AVX2/FMA registers (two
 //! 8-wide per row) or AVX-512 registers (one 16-wide per row, with the taps
 //! split between two sets of accumulators so that twice as many FMAs are in
-//! flight). Each is compiled for every row count, so that the last panel of
-//! a matrix whose rows are not a multiple of [`MR`] (and a matrix of one or
-//! two rows, as a MatMul of batch 1 has) does not pay for six.
+//! flight; and a pair of tiles, 6×32, where each broadcast of `A` feeds two
+//! multiply-adds). Each is compiled for every row count, so that the last
+//! panel of a matrix whose rows are not a multiple of [`MR`] (and a matrix of
+//! one or two rows, as a MatMul of batch 1 has) does not pay for six.
 
-use super::{store_tile, Dest, TileFn, TileOps, MR, NR};
+use super::{store_tile, Dest, Kernel, TileOps, MR, NR};
 use std::arch::x86_64::*;
 
-/// The widest kernel this CPU runs, unless `METAL_MPS_CPU_ISA` caps it
+const AVX512: Kernel = Kernel {
+    name: "avx512",
+    tile: tile_avx512,
+    pair: Some(pair_avx512),
+};
+
+/// A 6×32 pair takes 24 accumulators: more than AVX2's 16 registers.
+const AVX2: Kernel = Kernel {
+    name: "avx2",
+    tile: tile_avx2,
+    pair: None,
+};
+
+/// The widest kernels this CPU runs, unless `METAL_MPS_CPU_ISA` caps them
 /// (`avx2`: no AVX-512; `portable`: neither).
-pub(super) fn tile_fn() -> Option<TileFn> {
+pub(super) fn kernel() -> Option<Kernel> {
     let cap = super::isa_cap();
-    if cap.is_none_or(|c| c == "avx512")
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("fma")
-    {
-        return Some(tile_avx512);
+    if cap.is_none_or(|c| c == "avx512") && has_avx512() {
+        return Some(AVX512);
     }
-    if cap.is_none_or(|c| c == "avx512" || c == "avx2")
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-    {
-        return Some(tile_avx2);
+    if cap.is_none_or(|c| c == "avx512" || c == "avx2") && has_avx2() {
+        return Some(AVX2);
     }
     None
 }
 
-/// Every kernel this CPU runs, named, whatever the cap (for tests).
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+}
+
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Every kernel this CPU runs, whatever the cap (for tests).
 #[cfg(test)]
-pub(super) fn every_tile_fn() -> Vec<(&'static str, TileFn)> {
-    let mut all: Vec<(&'static str, TileFn)> = Vec::new();
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-        all.push(("avx512", tile_avx512));
+pub(super) fn every_kernel() -> Vec<Kernel> {
+    let mut all = Vec::new();
+    if has_avx512() {
+        all.push(AVX512);
     }
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        all.push(("avx2", tile_avx2));
+    if has_avx2() {
+        all.push(AVX2);
     }
     all
 }
@@ -75,6 +91,25 @@ unsafe fn tile_avx512(
         4 => avx512::<4>(kc, a, b, offsets, dest, ops),
         5 => avx512::<5>(kc, a, b, offsets, dest, ops),
         _ => avx512::<MR>(kc, a, b, offsets, dest, ops),
+    }
+}
+
+/// See [`super::PairFn`].
+unsafe fn pair_avx512(
+    kc: usize,
+    a: *const f32,
+    b: [*const f32; 2],
+    offsets: *const usize,
+    dest: [&Dest; 2],
+    ops: [&TileOps; 2],
+) {
+    match dest[0].rows {
+        1 => avx512_tiles::<1, 2>(kc, a, b, offsets, dest, ops),
+        2 => avx512_tiles::<2, 2>(kc, a, b, offsets, dest, ops),
+        3 => avx512_tiles::<3, 2>(kc, a, b, offsets, dest, ops),
+        4 => avx512_tiles::<4, 2>(kc, a, b, offsets, dest, ops),
+        5 => avx512_tiles::<5, 2>(kc, a, b, offsets, dest, ops),
+        _ => avx512_tiles::<MR, 2>(kc, a, b, offsets, dest, ops),
     }
 }
 
@@ -175,22 +210,55 @@ unsafe fn avx512<const R: usize>(
             *even = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(p * MR + r)), b0, *even);
         }
     }
+    let mut acc = [_mm512_setzero_ps(); R];
+    for r in 0..R {
+        acc[r] = _mm512_add_ps(even[r], odd[r]);
+    }
+    store_avx512(&acc, dest, ops);
+}
+
+/// `T` tiles of `R` rows (`R` = the rows of every destination), one 16-wide
+/// accumulator per row and tile.
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn avx512_tiles<const R: usize, const T: usize>(
+    kc: usize,
+    a: *const f32,
+    b: [*const f32; T],
+    offsets: *const usize,
+    dest: [&Dest; T],
+    ops: [&TileOps; T],
+) {
+    let mut acc = [[_mm512_setzero_ps(); R]; T];
+    for p in 0..kc {
+        let bv: [__m512; T] = std::array::from_fn(|t| _mm512_loadu_ps(tap(b[t], offsets, p)));
+        for r in 0..R {
+            let ar = _mm512_set1_ps(*a.add(p * MR + r));
+            for t in 0..T {
+                acc[t][r] = _mm512_fmadd_ps(ar, bv[t], acc[t][r]);
+            }
+        }
+    }
+    for t in 0..T {
+        store_avx512(&acc[t], dest[t], ops[t]);
+    }
+}
+
+/// The epilogue on `R` rows of 16 accumulators, then the store.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_avx512<const R: usize>(acc: &[__m512; R], dest: &Dest, ops: &TileOps) {
     let Dest { c, ldc, cols, .. } = *dest;
     if cols < NR {
         let mut tile = [0.0f32; MR * NR];
-        for r in 0..R {
-            _mm512_storeu_ps(
-                tile.as_mut_ptr().add(r * NR),
-                _mm512_add_ps(even[r], odd[r]),
-            );
+        for (r, &v) in acc.iter().enumerate() {
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), v);
         }
         store_tile(&tile, dest, ops);
         return;
     }
     let (lo, hi) = (_mm512_set1_ps(ops.lo), _mm512_set1_ps(ops.hi));
-    for r in 0..R {
+    for (r, &v) in acc.iter().enumerate() {
         let at = c.add(r * ldc);
-        let mut v = _mm512_add_ps(even[r], odd[r]);
+        let mut v = v;
         if ops.accumulate {
             v = _mm512_add_ps(v, _mm512_loadu_ps(at));
         }
