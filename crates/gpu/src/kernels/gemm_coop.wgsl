@@ -58,9 +58,6 @@ struct Lane {
     // The column of B this invocation loads, on the paths that fix it
     // (scalar loads along n, wide loads along n).
     col: BCol,
-    b_n_fixed: u32,
-    b_k_first: u32,
-    b_k_step: u32,
 }
 
 // The registers of one k-tile: f32 scalars, or eight f16 per vec4<u32> on the
@@ -89,7 +86,7 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
         }
         if (!B_WIDE) {
             if (B_NFAST) {
-                (*s).b[j] = b_elem(l.col, k0 + l.b_k_first + l.b_k_step * j);
+                (*s).b[j] = b_elem(l.col, k0 + e / BN);
             } else {
                 (*s).b[j] = b_elem(b_col(l.batch, l.n0 + e / BKC), k0 + e % BKC);
             }
@@ -125,7 +122,7 @@ fn store_tile(l: Lane, s: ptr<function, Staged>) {
         }
         if (!B_WIDE) {
             if (B_NFAST) {
-                Bsh[(l.b_k_first + l.b_k_step * j) * LDB + l.b_n_fixed] = f16((*s).b[j]);
+                Bsh[(e / BN) * LDB + e % BN] = f16((*s).b[j]);
             } else {
                 Bsh[(e % BKC) * LDB + e / BKC] = f16((*s).b[j]);
             }
@@ -173,9 +170,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let wm = (sg / 4u) * (4u * CT);
     let wn = (sg % 4u) * (2u * CT);
 
-    // The wide loads along n fix the column of their first element.
+    // Loads along n keep their column from tile to tile: (lid + 256 j) % BN
+    // for scalars, the first of eight for the wide loads.
     let b_n_fixed = select(lid % BN, (lid % (BN / 8u)) * 8u, B_WIDE && B_NFAST);
-    let l = Lane(lid, batch, m0, n0, b_col(batch, n0 + b_n_fixed), b_n_fixed, lid / BN, 256u / BN);
+    let l = Lane(lid, batch, m0, n0, b_col(batch, n0 + b_n_fixed));
 
     var c00 = CM_C();
     var c01 = CM_C();

@@ -3,7 +3,7 @@
 //! is gathered from the input while loading workgroup memory. Convolutions
 //! whose groups have one input channel (depthwise) run `depthwise.wgsl`.
 
-use super::matmul::{tile_key, wide_bindings, wide_view, with_activation, Tiles};
+use super::matmul::{tile_key, wide_bindings, wide_loads, wide_view, with_activation, Tiles};
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
@@ -79,9 +79,9 @@ pub fn conv(
         .u32(u32_of(g.pad[1], "pad")?)
         .u32(0)
         .finish();
-    let (w8, x8) = match tiles {
-        Tiles::Coop { .. } if ctx.caps.coop.is_some_and(|c| c.wide) => wide_operands(g, &w, &x),
-        _ => (None, None),
+    let (w8, x8) = match wide_loads(ctx, tiles) {
+        true => wide_operands(g, &w, &x),
+        false => (None, None),
     };
     let wide = [w8.is_some(), x8.is_some()];
     let key = tile_key(
@@ -108,9 +108,7 @@ pub fn conv(
     let bias = bias.unwrap_or_else(|| dummy.clone());
     let residual = residual.unwrap_or_else(|| dummy.clone());
     let mut bindings = vec![w, x, bias, residual, y];
-    if let Tiles::Coop { .. } = tiles {
-        bindings.extend(wide_bindings(w8, x8, dummy));
-    }
+    bindings.extend(wide_bindings(tiles, w8, x8, dummy));
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,

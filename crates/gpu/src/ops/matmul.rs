@@ -154,17 +154,28 @@ pub(crate) fn wide_view(b: &Binding) -> Option<Binding> {
     })
 }
 
-/// The wide views of A and B, or the dummy where an operand takes scalar
-/// loads: bindings 6 and 7 of the cooperative-matrix kernels.
+/// Whether a product on `tiles` may take wide loads on this adapter (the
+/// operands' layouts decide the rest).
+pub(crate) fn wide_loads(ctx: &GpuContext, tiles: Tiles) -> bool {
+    matches!(tiles, Tiles::Coop { .. }) && ctx.caps.coop.is_some_and(|c| c.wide)
+}
+
+/// The bindings after the output: for the cooperative-matrix kernels, the
+/// wide views of A and B (6 and 7), or the dummy where an operand takes
+/// scalar loads; none for the plain tiles.
 pub(crate) fn wide_bindings(
+    tiles: Tiles,
     a: Option<Binding>,
     b: Option<Binding>,
     dummy: &Binding,
-) -> [Binding; 2] {
-    [
-        a.unwrap_or_else(|| dummy.clone()),
-        b.unwrap_or_else(|| dummy.clone()),
-    ]
+) -> Vec<Binding> {
+    match tiles {
+        Tiles::Plain { .. } => vec![],
+        Tiles::Coop { .. } => vec![
+            a.unwrap_or_else(|| dummy.clone()),
+            b.unwrap_or_else(|| dummy.clone()),
+        ],
+    }
 }
 
 /// Pipeline constants shared by MatMul and Conv: tiles, load patterns, and
@@ -262,11 +273,9 @@ pub fn matmul(
     // A is loaded along k when k is its contiguous axis, B along n likewise.
     let a_kfast = g.a_stride[1] == 1 || g.a_stride[0] != 1;
     let b_nfast = g.b_stride[1] == 1 || g.b_stride[0] != 1;
-    let (a8, b8) = match tiles {
-        Tiles::Coop { .. } if ctx.caps.coop.is_some_and(|c| c.wide) => {
-            wide_operands(g, &a, &b, b_nfast)
-        }
-        _ => (None, None),
+    let (a8, b8) = match wide_loads(ctx, tiles) {
+        true => wide_operands(g, &a, &b, b_nfast),
+        false => (None, None),
     };
     let key = tile_key(
         Kernel::Matmul,
@@ -298,9 +307,7 @@ pub fn matmul(
             .unwrap_or_else(|| dummy.clone());
     let r = g.residual.clone().unwrap_or_else(|| dummy.clone());
     let mut bindings = vec![a, b, c, r, y];
-    if let Tiles::Coop { .. } = tiles {
-        bindings.extend(wide_bindings(a8, b8, dummy));
-    }
+    bindings.extend(wide_bindings(tiles, a8, b8, dummy));
     Ok(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
