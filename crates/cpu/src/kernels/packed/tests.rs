@@ -1,8 +1,8 @@
 //! The packed product against a naive triple loop, over shapes that cross
 //! every boundary: partial row panels, partial column panels, several blocks
 //! of taps, a sub-range of row panels, and each epilogue; and each
-//! micro-kernel on one tile (and the paired kernels on two) against the same loop, with clamps of both bounds
-//! and NaN and infinities among the values. Every kernel this CPU runs is
+//! micro-kernel on one tile (and the paired kernels on two) against the same
+//! loop, with clamps of both bounds and NaN and infinities among the values. Every kernel this CPU runs is
 //! checked: the portable one and the vector one of the architecture (AVX2/FMA
 //! on x86-64 when the CPU has it, NEON on AArch64).
 

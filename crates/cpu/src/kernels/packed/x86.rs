@@ -219,6 +219,8 @@ unsafe fn avx512<const R: usize>(
 
 /// `T` tiles of `R` rows (`R` = the rows of every destination), one 16-wide
 /// accumulator per row and tile.
+// Indexed loops: the iterator form of the inner loop measured 11 % slower.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512_tiles<const R: usize, const T: usize>(
     kc: usize,
