@@ -5,6 +5,7 @@
 //! DX12 on Windows. One [`GpuContext`] exists per chosen adapter in a process
 //! ([`GpuContext::shared`]); every model loaded on that adapter uses it.
 
+use crate::autotune::Tuner;
 use crate::disk_cache::DiskCache;
 use crate::pipeline_cache::PipelineCache;
 use crate::pool::{BufferPool, PoolConfig};
@@ -100,6 +101,8 @@ pub struct GpuContext {
     pub pool: BufferPool,
     /// Compiled kernels.
     pub pipelines: PipelineCache,
+    /// Tile choices timed on this adapter.
+    pub tuner: Tuner,
     /// The first error the device reported outside an error scope; runs fail with it.
     device_error: Arc<Mutex<Option<String>>>,
 }
@@ -293,6 +296,7 @@ impl GpuContext {
         }
         let mut ctx = GpuContext {
             pipelines: PipelineCache::new(device.clone(), DiskCache::open(&device, &info)),
+            tuner: Tuner::for_adapter(&info),
             device,
             queue,
             adapter: describe(&info),

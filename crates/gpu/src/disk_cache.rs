@@ -95,7 +95,7 @@ impl DiskCache {
 
 /// [`CACHE_DIR_ENV`], else `$XDG_CACHE_HOME/metal_mps`, else
 /// `~/Library/Caches/metal_mps` on macOS and `~/.cache/metal_mps` elsewhere.
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(CACHE_DIR_ENV) {
         return (!dir.is_empty() && dir != "off").then(|| PathBuf::from(dir));
     }

@@ -6,11 +6,14 @@
 //! - [`pipeline_cache`]: WGSL kernels (`src/kernels/*.wgsl`) compiled once, cached
 //!   by source, entry point and override constants;
 //! - [`ops`]: one launcher per kernel;
+//! - [`autotune`]: the tiles of each product and convolution, chosen by timing
+//!   the candidates on the adapter and kept on disk;
 //! - [`GpuRunner`]: a model prepared for the GPU; nodes the GPU does not run go to
 //!   the CPU engine through explicit transfers; a model whose shapes depend on data
 //!   is cut at the node that decides them (`split`), which runs on the CPU, and
 //!   continues on the GPU with the shapes it produced.
 
+pub mod autotune;
 pub mod context;
 pub mod disk_cache;
 mod engine;

@@ -27,6 +27,10 @@ pub struct GpuOptions {
     pub cooperative_matrix: bool,
     /// Most input-shape specializations kept compiled at once (dynamic batch).
     pub max_specializations: usize,
+    /// Time the tile candidates of each product and convolution while
+    /// planning ([`crate::autotune`]); `None`: the adapter's default (on for
+    /// GPUs, off for software adapters, or `METAL_MPS_GPU_AUTOTUNE`).
+    pub autotune: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -37,6 +41,7 @@ impl Default for GpuOptions {
             pool: None,
             cooperative_matrix: true,
             max_specializations: 8,
+            autotune: None,
         }
     }
 }

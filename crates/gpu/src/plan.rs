@@ -7,6 +7,7 @@
 //! 3. every device intermediate gets a slot of the static memory plan: values
 //!    whose lifetimes do not overlap share a buffer; reshapes alias their input.
 
+use crate::autotune;
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
 use crate::ops::conv::ConvGeometry;
@@ -196,6 +197,11 @@ impl GpuPlan {
                 b.place(n)?;
             }
         }
+        if let Err(e) = ctx.tuner.save() {
+            if ctx.pool.config().verbose {
+                eprintln!("[metal_mps gpu] autotune choices not written: {e}");
+            }
+        }
         b.finish()
     }
 }
@@ -221,6 +227,9 @@ struct Builder<'a> {
     /// are computed by then): last node -> ops.
     deferred: HashMap<usize, Vec<GpuOp>>,
     index_checks: Vec<IndexCheck>,
+    /// Whether tiles are timed ([`crate::autotune`]), and the buffers timings run on.
+    tune: bool,
+    scratch: autotune::Scratch,
 }
 
 enum Lowered {
@@ -299,6 +308,8 @@ impl<'a> Builder<'a> {
             node_engine: HashMap::new(),
             deferred: HashMap::new(),
             index_checks: Vec::new(),
+            tune: autotune::enabled(ctx, opts.autotune),
+            scratch: autotune::Scratch::default(),
             g,
             ctx,
             opts,
@@ -1637,20 +1648,18 @@ impl<'a> Builder<'a> {
             c.group,
             self.opts.cooperative_matrix,
         );
-        Ok(Lowered::Gpu(
-            vec![GpuOp::Conv {
-                x,
-                w,
-                bias,
-                residual,
-                act,
-                out,
-                geometry: geo,
-                dtype,
-                tiles,
-            }],
-            absorbed,
-        ))
+        let op = GpuOp::Conv {
+            x,
+            w,
+            bias,
+            residual,
+            act,
+            out,
+            geometry: geo,
+            dtype,
+            tiles,
+        };
+        Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
 
     fn lower_gemm(&mut self, n: usize) -> Result<Lowered> {
@@ -1812,19 +1821,37 @@ impl<'a> Builder<'a> {
             batch,
             self.opts.cooperative_matrix,
         );
-        Ok(Lowered::Gpu(
-            vec![GpuOp::Gemm {
-                a,
-                b,
-                c: c_input,
-                residual,
-                out,
-                gemm: g,
-                dtype,
-                tiles,
-            }],
-            absorbed,
-        ))
+        let op = GpuOp::Gemm {
+            a,
+            b,
+            c: c_input,
+            residual,
+            out,
+            gemm: g,
+            dtype,
+            tiles,
+        };
+        Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
+    }
+
+    /// `op` with the tiles timed fastest on this adapter, when tuning is on.
+    fn tuned(&mut self, mut op: GpuOp) -> GpuOp {
+        if self.tune {
+            let (shapes, dev) = (&self.shapes, &self.dev);
+            let bytes = |v: ValueId| {
+                let n: usize = shapes[v].as_ref().map_or(0, |s| s.iter().product());
+                (n * dev[v].map_or(0, DType::size)) as u64
+            };
+            let allow_coop = self.opts.cooperative_matrix;
+            // A timing that cannot run (memory) leaves the heuristic's tiles.
+            if let Err(e) = autotune::tune(self.ctx, &mut op, allow_coop, &bytes, &mut self.scratch)
+            {
+                if self.ctx.pool.config().verbose {
+                    eprintln!("[metal_mps gpu] autotune skipped a layer: {e}");
+                }
+            }
+        }
+        op
     }
 
     fn finish(mut self) -> Result<GpuPlan> {

@@ -84,6 +84,18 @@ pub enum Product {
 /// dtype allow it).
 pub const TILES_ENV: &str = "METAL_MPS_GPU_TILES";
 
+/// [`TILES_ENV`] when it forces the tiles (`64`, `128` or `coop`).
+fn forced_tiles() -> Option<String> {
+    std::env::var(TILES_ENV)
+        .ok()
+        .filter(|v| matches!(v.as_str(), "64" | "128" | "coop"))
+}
+
+/// Whether [`TILES_ENV`] forces the tiles of every product (no autotune then).
+pub(crate) fn tiles_forced() -> bool {
+    forced_tiles().is_some()
+}
+
 /// Workgroups that keep a large GPU busy (two per multiprocessor of an H100).
 const FULL_GRID: usize = 264;
 
@@ -114,10 +126,10 @@ pub fn choose_tiles(
         _ => None,
     };
     let (small, large) = (Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 });
-    match std::env::var(TILES_ENV).as_deref() {
-        Ok("64") => return small,
-        Ok("128") => return large,
-        Ok("coop") => return coop.unwrap_or(small),
+    match forced_tiles().as_deref() {
+        Some("64") => return small,
+        Some("128") => return large,
+        Some("coop") => return coop.unwrap_or(small),
         _ => {}
     }
     let big = m.div_ceil(128) * n.div_ceil(128) * batch;

@@ -1,0 +1,547 @@
+//! Tile shapes of matrix products and convolutions chosen per layer by timing
+//! the candidates on the adapter (autotune), instead of a fixed heuristic.
+//!
+//! While a plan is built, each Conv and MatMul/Gemm whose candidates are more
+//! than one (64×64 and 128×128 plain tiles, cooperative matrices in f16) runs
+//! each candidate on scratch buffers of its shapes filled with random values,
+//! and keeps the fastest. Choices are keyed by the layer's shapes and kept per
+//! adapter in a text file beside the pipeline cache
+//! ([`crate::disk_cache::CACHE_DIR_ENV`]), so a second load times nothing.
+//!
+//! On by default on hardware adapters; off on software ones (lavapipe: timing
+//! every candidate on the CPU costs more than it gains) and when
+//! `METAL_MPS_GPU_TILES` forces the tiles. [`AUTOTUNE_ENV`] or
+//! [`crate::GpuOptions::autotune`] turn it on or off.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::context::GpuContext;
+use crate::lower::GpuOp;
+use crate::ops::matmul::{tiles_forced, Tiles};
+use crate::ops::{self, Binding};
+use crate::pipeline_cache::Scalar;
+use crate::pool::{BufferClass, PooledBuffer};
+use metal_mps_ir::{Result, ValueId};
+
+/// `on` or `off`: overrides the adapter's default (on for GPUs, off for
+/// software adapters).
+pub const AUTOTUNE_ENV: &str = "METAL_MPS_GPU_AUTOTUNE";
+
+/// The file's first line; a file starting otherwise is ignored (and replaced).
+const HEADER: &str = "# metal_mps autotune v1";
+
+/// Products smaller than this many multiply-adds keep the heuristic's tiles:
+/// their time is mostly launch overhead, the same for every candidate.
+const MIN_MACS: usize = 1 << 20;
+
+/// How long one timed round of a candidate runs, at least (repetitions of its
+/// dispatch in one submission make up short kernels).
+const ROUND: Duration = Duration::from_millis(2);
+const ROUNDS: usize = 3;
+const MAX_REPS: u32 = 50;
+
+/// The choices of one adapter, in memory and (when a cache folder is set) on disk.
+pub struct Tuner {
+    /// The adapter's default: whether plans tune unless their options say otherwise.
+    pub default_on: bool,
+    path: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    choices: HashMap<String, Tiles>,
+    /// Choices made since the file was read or written.
+    dirty: bool,
+    /// Layers timed by this process.
+    measured: usize,
+}
+
+impl Tuner {
+    /// The tuner of an adapter: its file in the cache folder, read when it
+    /// exists; the default from [`AUTOTUNE_ENV`], else on unless the adapter is
+    /// a software one.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Tuner {
+        let default_on = match std::env::var(AUTOTUNE_ENV).as_deref() {
+            Ok("on") | Ok("1") => true,
+            Ok("off") | Ok("0") => false,
+            _ => info.device_type != wgpu::DeviceType::Cpu,
+        };
+        let path = crate::disk_cache::cache_dir().map(|d| d.join(file_name(info)));
+        Tuner::open(default_on, path)
+    }
+
+    /// A tuner keeping its choices in `path` (none: memory only), starting
+    /// from the choices the file holds.
+    pub fn open(default_on: bool, path: Option<PathBuf>) -> Tuner {
+        let choices = path
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|text| parse(&text))
+            .unwrap_or_default();
+        Tuner {
+            default_on,
+            path,
+            state: Mutex::new(State {
+                choices,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The choice recorded for `key`.
+    pub fn choice(&self, key: &str) -> Option<Tiles> {
+        self.state().choices.get(key).copied()
+    }
+
+    /// Sets the choice for `key` (kept on disk at the next save), as if it had
+    /// been timed fastest.
+    pub fn record(&self, key: &str, tiles: Tiles) {
+        let mut state = self.state();
+        state.choices.insert(key.to_string(), tiles);
+        state.dirty = true;
+    }
+
+    /// Layers timed by this tuner (choices found recorded are not counted).
+    pub fn measured(&self) -> usize {
+        self.state().measured
+    }
+
+    /// The file of the choices, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The fastest of `candidates` for the layer `key`: the recorded choice
+    /// when it is one of them, else each timed by `time` (a candidate whose
+    /// timing fails is passed over). `None` when none could be timed.
+    pub fn choose(
+        &self,
+        key: &str,
+        candidates: &[Tiles],
+        mut time: impl FnMut(Tiles) -> Result<Duration>,
+    ) -> Option<Tiles> {
+        if let Some(t) = self.choice(key).filter(|t| candidates.contains(t)) {
+            return Some(t);
+        }
+        let best = candidates
+            .iter()
+            .filter_map(|&t| time(t).ok().map(|d| (d, t)))
+            .min_by_key(|&(d, _)| d)
+            .map(|(_, t)| t)?;
+        self.record(key, best);
+        self.state().measured += 1;
+        Some(best)
+    }
+
+    /// Writes the choices if some were made since the last write: a temporary
+    /// file renamed over the old one, so readers never see half a file.
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut state = self.state();
+        if !state.dirty {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut lines: Vec<String> = state
+            .choices
+            .iter()
+            .map(|(k, t)| format!("{k}\t{}", tiles_name(*t)))
+            .collect();
+        lines.sort();
+        let text = format!("{HEADER}\n{}\n", lines.join("\n"));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        match &result {
+            Ok(()) => state.dirty = false,
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        result
+    }
+}
+
+/// The adapter's file: its backend, vendor and device ids, and a checksum of
+/// its name and driver (a new driver times again).
+fn file_name(info: &wgpu::AdapterInfo) -> String {
+    let id = format!("{}|{}|{}", info.name, info.driver, info.driver_info);
+    format!(
+        "autotune-{:?}-{:04x}-{:04x}-{:08x}.txt",
+        info.backend,
+        info.vendor,
+        info.device,
+        crc32fast::hash(id.as_bytes())
+    )
+    .to_lowercase()
+}
+
+fn tiles_name(t: Tiles) -> String {
+    match t {
+        Tiles::Plain { tm, tn } => format!("plain{tm}x{tn}"),
+        Tiles::Coop { ct } => format!("coop{ct}"),
+    }
+}
+
+fn parse_tiles(s: &str) -> Option<Tiles> {
+    if let Some(ct) = s.strip_prefix("coop") {
+        return Some(Tiles::Coop {
+            ct: ct.parse().ok()?,
+        });
+    }
+    let (tm, tn) = s.strip_prefix("plain")?.split_once('x')?;
+    Some(Tiles::Plain {
+        tm: tm.parse().ok()?,
+        tn: tn.parse().ok()?,
+    })
+}
+
+/// The choices of a file's text; lines that do not parse are skipped, and a
+/// file without the header holds none.
+fn parse(text: &str) -> HashMap<String, Tiles> {
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        return HashMap::new();
+    }
+    lines
+        .filter_map(|l| {
+            let (key, tiles) = l.split_once('\t')?;
+            Some((key.to_string(), parse_tiles(tiles.trim())?))
+        })
+        .collect()
+}
+
+/// Whether plans built with `option` tune on this context.
+pub(crate) fn enabled(ctx: &GpuContext, option: Option<bool>) -> bool {
+    option.unwrap_or(ctx.tuner.default_on) && !tiles_forced()
+}
+
+/// The layer's key and its candidate tiles, for the ops tiles apply to.
+fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String, Vec<Tiles>)> {
+    let (key, dtype, (m, n, k, batch)) = match op {
+        GpuOp::Conv {
+            geometry: g,
+            dtype,
+            bias,
+            residual,
+            ..
+        } => {
+            if g.ic == g.group {
+                return None; // depthwise: its own kernel, no tiles
+            }
+            let (m, n, k) = g.gemm_dims();
+            let key = format!(
+                "conv {dtype:?} b{} ic{} {}x{} oc{} {}x{} g{} k{:?} s{:?} d{:?} p{:?} bias{} res{}",
+                g.batch,
+                g.ic,
+                g.ih,
+                g.iw,
+                g.oc,
+                g.oh,
+                g.ow,
+                g.group,
+                g.kernel,
+                g.stride,
+                g.dilation,
+                g.pad,
+                u8::from(bias.is_some()),
+                u8::from(residual.is_some())
+            );
+            (key, *dtype, (m, n, k, g.group))
+        }
+        GpuOp::Gemm {
+            gemm: g,
+            dtype,
+            c,
+            residual,
+            ..
+        } => {
+            let batch = g.batch.iter().product::<usize>().max(1);
+            let key = format!(
+                "gemm {dtype:?} m{} n{} k{} batch{:?} a{:?}{:?} b{:?}{:?} c{:?} res{}",
+                g.m,
+                g.n,
+                g.k,
+                g.batch,
+                g.a_stride,
+                g.a_batch_stride,
+                g.b_stride,
+                g.b_batch_stride,
+                c.map(|c| c.1),
+                u8::from(residual.is_some())
+            );
+            (key, *dtype, (g.m, g.n, g.k, batch))
+        }
+        _ => return None,
+    };
+    if m * n * k * batch < MIN_MACS {
+        return None;
+    }
+    // A side shorter than a tile idles part of every workgroup: such tiles never win.
+    let mut list = vec![Tiles::Plain { tm: 4, tn: 4 }];
+    if m >= 128 && n >= 128 {
+        list.push(Tiles::Plain { tm: 8, tn: 8 });
+    }
+    if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
+        let side = 8 * c.size as usize;
+        if m >= side / 2 && n >= side / 2 {
+            list.push(Tiles::Coop { ct: c.size });
+        }
+    }
+    (list.len() > 1).then_some((key, list))
+}
+
+/// Random values for the scratch inputs of timings, reused across layers.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    input: Option<(PooledBuffer, u64, Scalar)>,
+    output: Option<(PooledBuffer, u64)>,
+}
+
+impl Scratch {
+    /// A buffer of at least `bytes` of random `dtype` values (read-only: every
+    /// operand of a timed layer may share it).
+    fn input(&mut self, ctx: &GpuContext, bytes: u64, dtype: Scalar) -> Result<wgpu::Buffer> {
+        if let Some((b, size, d)) = &self.input {
+            if *size >= bytes && *d == dtype {
+                return Ok((**b).clone());
+            }
+        }
+        let size = bytes.next_power_of_two().max(256);
+        let buffer = ctx.pool.acquire(BufferClass::Storage, size)?;
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let bytes: Vec<u8> = match dtype {
+            Scalar::F16 => (0..size / 2)
+                .flat_map(|_| half::f16::from_f32(next()).to_le_bytes())
+                .collect(),
+            _ => (0..size / 4).flat_map(|_| next().to_le_bytes()).collect(),
+        };
+        ctx.queue.write_buffer(&buffer, 0, &bytes);
+        let out = (*buffer).clone();
+        self.input = Some((buffer, size, dtype));
+        Ok(out)
+    }
+
+    fn output(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        if let Some((b, size)) = &self.output {
+            if *size >= bytes {
+                return Ok((**b).clone());
+            }
+        }
+        let size = bytes.next_power_of_two().max(256);
+        let buffer = ctx.pool.acquire(BufferClass::Storage, size)?;
+        let out = (*buffer).clone();
+        self.output = Some((buffer, size));
+        Ok(out)
+    }
+}
+
+/// Sets the tiles of a Conv or MatMul/Gemm op to the fastest candidate on
+/// this adapter (recorded, or timed now on `scratch`); `bytes` gives each
+/// value's size on the device. Other ops, and layers with one candidate, are
+/// left as they are.
+pub(crate) fn tune(
+    ctx: &GpuContext,
+    op: &mut GpuOp,
+    allow_coop: bool,
+    bytes: &dyn Fn(ValueId) -> u64,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let Some((key, list)) = candidates(ctx, op, allow_coop) else {
+        return Ok(());
+    };
+    let (GpuOp::Conv { dtype, .. } | GpuOp::Gemm { dtype, .. }) = op else {
+        return Ok(());
+    };
+    let dtype = *dtype;
+    let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
+    let input = scratch.input(ctx, read, dtype)?;
+    let output = scratch.output(ctx, bytes(op.output()))?;
+    let out_value = op.output();
+    // Unused operands are read-only: the output cannot stand in for them.
+    let dummy = Binding::whole(&input, 16);
+    let chosen = ctx.tuner.choose(&key, &list, |tiles| {
+        let mut candidate = op.clone();
+        set_tiles(&mut candidate, tiles);
+        let bind = |v: ValueId| -> Binding {
+            let buffer = if v == out_value { &output } else { &input };
+            Binding::whole(buffer, bytes(v))
+        };
+        let took = time_calls(ctx, &candidate.calls(ctx, &bind, &dummy)?);
+        if ctx.pool.config().verbose {
+            eprintln!(
+                "[metal_mps gpu] autotune {key}: {} {took:?}",
+                tiles_name(tiles)
+            );
+        }
+        took
+    });
+    if let Some(t) = chosen {
+        set_tiles(op, t);
+    }
+    Ok(())
+}
+
+fn set_tiles(op: &mut GpuOp, to: Tiles) {
+    if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {
+        *tiles = to;
+    }
+}
+
+/// Time per run of `calls`: the best of [`ROUNDS`] submissions of enough
+/// repetitions to last [`ROUND`], after one run that warms them up.
+fn time_calls(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
+    // A candidate the device refuses fails its timing only, not the context.
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let timed = time_unscoped(ctx, calls);
+    match pollster::block_on(scope.pop()) {
+        Some(e) => Err(metal_mps_ir::Error::Device(format!(
+            "candidate refused: {e}"
+        ))),
+        None => timed,
+    }
+}
+
+fn time_unscoped(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
+    let (_params, prepared) = ops::prepare(ctx, calls)?;
+    let run = |reps: u32| -> Result<Duration> {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("metal_mps autotune"),
+            });
+        for _ in 0..reps {
+            ops::record(&mut encoder, &prepared);
+        }
+        let commands = encoder.finish();
+        let start = Instant::now();
+        let index = ctx.queue.submit([commands]);
+        ctx.wait_for(index)?;
+        Ok(start.elapsed() / reps)
+    };
+    run(1)?;
+    let once = run(1)?;
+    let reps = (ROUND.as_secs_f64() / once.as_secs_f64().max(1e-6)).clamp(1.0, MAX_REPS as f64);
+    let mut best = once;
+    for _ in 0..ROUNDS {
+        best = best.min(run(reps as u32)?);
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: Tiles = Tiles::Plain { tm: 4, tn: 4 };
+    const LARGE: Tiles = Tiles::Plain { tm: 8, tn: 8 };
+    const COOP: Tiles = Tiles::Coop { ct: 16 };
+
+    fn temp_file(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("metal_mps_tune_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn ms(v: u64) -> Result<Duration> {
+        Ok(Duration::from_millis(v))
+    }
+
+    #[test]
+    fn the_fastest_candidate_wins_and_is_timed_once() {
+        let tuner = Tuner::open(true, None);
+        let mut timed = Vec::new();
+        let pick = tuner.choose("a", &[SMALL, LARGE, COOP], |t| {
+            timed.push(t);
+            ms(if t == LARGE { 1 } else { 3 })
+        });
+        assert_eq!(pick, Some(LARGE));
+        assert_eq!(timed, [SMALL, LARGE, COOP]);
+        let again = tuner.choose("a", &[SMALL, LARGE, COOP], |_| panic!("timed twice"));
+        assert_eq!(again, Some(LARGE));
+        assert_eq!(tuner.measured(), 1);
+    }
+
+    #[test]
+    fn candidates_that_fail_are_passed_over() {
+        let tuner = Tuner::open(true, None);
+        let pick = tuner.choose("a", &[SMALL, COOP], |t| match t {
+            COOP => Err(metal_mps_ir::Error::Device("no".into())),
+            _ => ms(5),
+        });
+        assert_eq!(pick, Some(SMALL));
+        let none = tuner.choose("b", &[SMALL], |_| {
+            Err(metal_mps_ir::Error::Device("no".into()))
+        });
+        assert_eq!(none, None);
+        assert_eq!(tuner.choice("b"), None);
+    }
+
+    #[test]
+    fn choices_persist_and_a_stale_or_damaged_file_is_not_trusted() {
+        let path = temp_file("choices.txt");
+        let tuner = Tuner::open(true, Some(path.clone()));
+        tuner.choose("conv x", &[SMALL, COOP], |t| {
+            ms(if t == COOP { 1 } else { 2 })
+        });
+        tuner.choose("gemm y", &[SMALL, LARGE], |t| {
+            ms(if t == SMALL { 1 } else { 2 })
+        });
+        tuner.save().unwrap();
+
+        // A later process reads them back and times nothing.
+        let next = Tuner::open(true, Some(path.clone()));
+        assert_eq!(next.choice("conv x"), Some(COOP));
+        let pick = next.choose("gemm y", &[SMALL, LARGE], |_| panic!("timed again"));
+        assert_eq!(pick, Some(SMALL));
+        // A recorded choice this adapter no longer offers is timed again.
+        let pick = next.choose("conv x", &[SMALL, LARGE], |t| {
+            ms(if t == LARGE { 1 } else { 2 })
+        });
+        assert_eq!((pick, next.measured()), (Some(LARGE), 1));
+
+        // Lines that do not parse are skipped; the others still count.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}garbage\nconv z\tplainAxB\ngemm w\tcoop\n"),
+        )
+        .unwrap();
+        let damaged = Tuner::open(true, Some(path.clone()));
+        assert_eq!(damaged.choice("gemm y"), Some(SMALL));
+        assert_eq!(damaged.choice("conv z"), None);
+        assert_eq!(damaged.choice("gemm w"), None);
+
+        // Another format version: nothing is trusted.
+        std::fs::write(&path, text.replace("v1", "v0")).unwrap();
+        assert_eq!(Tuner::open(true, Some(path)).choice("gemm y"), None);
+    }
+
+    #[test]
+    fn tile_names_round_trip() {
+        for t in [SMALL, LARGE, COOP, Tiles::Coop { ct: 8 }] {
+            assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
+        }
+        assert_eq!(parse_tiles("plain4"), None);
+        assert_eq!(parse_tiles("coopx"), None);
+    }
+}
