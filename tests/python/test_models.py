@@ -134,7 +134,7 @@ def test_bench_json_reports_load_and_run_times(models):
     assert p.returncode == 0, f"metal-mps bench failed:\n{p.stderr}{p.stdout}"
     report = json.loads(p.stdout.strip().splitlines()[-1])
     assert report["device"] == "cpu" and report["iterations"] == 4
-    assert report["load_ms"] > 0
+    assert report["load_ms"] > 0 and report["first_run_ms"] > 0
     assert 0 < report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
 
 
