@@ -138,6 +138,13 @@ def test_bench_json_reports_load_and_run_times(models):
     assert 0 < report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
 
 
+def test_autotune_flag_takes_on_or_off(models):
+    p = metal_mps("bench", models / "simple_cnn.onnx", "--json", "--iterations", 2, "--autotune", "off")
+    assert p.returncode == 0, f"metal-mps bench --autotune off failed:\n{p.stderr}{p.stdout}"
+    p = metal_mps("bench", models / "simple_cnn.onnx", "--autotune", "maybe")
+    assert p.returncode != 0 and "'maybe': use on or off" in p.stderr, p.stderr
+
+
 def test_zero_threads_is_refused(models, tmp_path):
     p = metal_mps("run", models / "tiny.onnx", "--input", "input=x.npy", "--threads", 0)
     assert p.returncode != 0 and "threads" in p.stderr and "panicked" not in p.stderr

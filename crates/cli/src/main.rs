@@ -100,6 +100,19 @@ pub struct EngineArgs {
     /// as the process may use, or $RAYON_NUM_THREADS].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// GPU: time each convolution's and matrix product's candidate tiles
+    /// while planning and keep the fastest: on, or off [default: on for
+    /// GPUs, off for software adapters, or $METAL_MPS_GPU_AUTOTUNE].
+    #[arg(long, value_parser = parse_on_off)]
+    pub autotune: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': use on or off")),
+    }
 }
 
 impl EngineArgs {
@@ -109,6 +122,7 @@ impl EngineArgs {
             precision: self.precision,
             optimize: !self.no_optimize,
             threads: self.threads.map(usize::from),
+            autotune: self.autotune,
             ..Default::default()
         }
     }

@@ -9,6 +9,7 @@
 //! | `max_buffer_age` | `MPS_MAX_BUFFER_AGE` | seconds: `30`, `2.5`, `30s`, `500ms`      | 60 s |
 //! | `verbose`        | `MPS_VERBOSE`        | `1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off` | off |
 //! | `intra_op_threads` |                    | threads of the model's own CPU pool: `4`; `0` = the shared pool | `0` |
+//! | `autotune`       | `METAL_MPS_GPU_AUTOTUNE` | GPU: time the tile candidates of each layer while planning: `on`/`off` (flags as `verbose`) | on for GPUs, off for software adapters |
 //!
 //! A parameter wins over the environment variable, which applies to every model.
 //! The pool variables are read by the GPU engine itself when the parameter is
@@ -22,13 +23,14 @@ use metal_mps::{Device, Options, PoolConfig, Precision};
 use metal_mps_ir::units::{parse_bytes, parse_duration};
 
 /// The parameter keys this crate reads.
-pub const PARAMETER_KEYS: [&str; 6] = [
+pub const PARAMETER_KEYS: [&str; 7] = [
     "engine",
     "precision",
     "max_pool_size",
     "max_buffer_age",
     "verbose",
     "intra_op_threads",
+    "autotune",
 ];
 
 /// The most threads `intra_op_threads` may ask for.
@@ -68,6 +70,9 @@ pub struct EngineSettings {
     /// Threads of the model's own CPU pool; `None`: the process-wide pool
     /// (as many threads as the process may use).
     pub threads: Option<usize>,
+    /// GPU autotune; `None`: the engine's default (it reads
+    /// `METAL_MPS_GPU_AUTOTUNE` itself).
+    pub autotune: Option<bool>,
 }
 
 impl EngineSettings {
@@ -156,6 +161,10 @@ impl EngineSettings {
                 }
             },
         };
+        let autotune = match pick("autotune", None) {
+            None => None,
+            Some((field, v)) => Some(parse_flag(&v).map_err(|m| ConfigError::new(field, m))?),
+        };
         let pool = PoolConfig {
             max_pool_bytes,
             max_buffer_age,
@@ -166,6 +175,7 @@ impl EngineSettings {
             pool,
             verbose,
             threads,
+            autotune,
         })
     }
 
@@ -176,6 +186,7 @@ impl EngineSettings {
             precision: self.precision,
             pool: self.pool.clone(),
             threads: self.threads,
+            autotune: self.autotune,
             ..Default::default()
         }
     }
@@ -231,6 +242,7 @@ mod tests {
         assert_eq!(s.pool.max_buffer_age, None);
         assert!(!s.verbose);
         assert_eq!(s.threads, None);
+        assert_eq!(s.autotune, None);
     }
 
     #[test]
@@ -242,6 +254,7 @@ mod tests {
             ("max_buffer_age", "500ms"),
             ("verbose", "true"),
             ("intra_op_threads", "3"),
+            ("autotune", "off"),
         ]);
         let s = EngineSettings::from_sources(&c, no_env).unwrap();
         assert_eq!(s.engine, EngineChoice::Cpu);
@@ -251,6 +264,7 @@ mod tests {
         assert!(s.verbose);
         assert!(matches!(s.options(Device::Gpu).device, Device::Gpu));
         assert_eq!(s.options(Device::Cpu).threads, Some(3));
+        assert_eq!(s.options(Device::Gpu).autotune, Some(false));
         assert!(unknown_parameters(&c).is_empty());
     }
 
@@ -286,6 +300,7 @@ mod tests {
             ("intra_op_threads", "-2"),
             ("intra_op_threads", "two"),
             ("intra_op_threads", "100000"),
+            ("autotune", "fast"),
         ] {
             let e = EngineSettings::from_sources(&config(&[(k, bad)]), no_env).unwrap_err();
             assert_eq!(e.field, format!("parameters.{k}"), "{e}");

@@ -175,6 +175,7 @@ impl SessionOptions {
             },
             adapter: self.adapter.clone(),
             threads,
+            ..Options::default()
         })
     }
 

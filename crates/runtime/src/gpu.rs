@@ -30,6 +30,7 @@ pub(crate) fn gpu_options(o: &Options) -> GpuOptions {
         adapter: o.adapter.clone(),
         precision,
         pool,
+        autotune: o.autotune,
         ..GpuOptions::default()
     }
 }

@@ -78,6 +78,11 @@ pub struct Options {
     /// pool, as many threads as the process may use (its affinity mask and
     /// cgroup CPU quota), or `RAYON_NUM_THREADS`.
     pub threads: Option<usize>,
+    /// GPU engine: time the candidate tile shapes of each convolution and
+    /// matrix product while planning, keeping the fastest (choices cached on
+    /// disk). `None`: on for GPUs, off for software adapters, or
+    /// `METAL_MPS_GPU_AUTOTUNE`.
+    pub autotune: Option<bool>,
 }
 
 impl Default for Options {
@@ -89,6 +94,7 @@ impl Default for Options {
             pool: PoolConfig::default(),
             adapter: None,
             threads: None,
+            autotune: None,
         }
     }
 }
