@@ -533,7 +533,8 @@ mod tests {
 
         // Another format version: nothing is trusted.
         std::fs::write(&path, text.replace("v1", "v0")).unwrap();
-        assert_eq!(Tuner::open(true, Some(path)).choice("gemm y"), None);
+        assert_eq!(Tuner::open(true, Some(path.clone())).choice("gemm y"), None);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
