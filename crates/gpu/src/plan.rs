@@ -181,11 +181,7 @@ impl IndexCheck {
 impl GpuPlan {
     /// Bytes of value `v` on the device.
     pub fn dev_bytes(&self, v: ValueId) -> u64 {
-        let n: usize = self.shapes[v]
-            .as_ref()
-            .map(|s| s.iter().product())
-            .unwrap_or(0);
-        (n * self.dev_dtype[v].map(DType::size).unwrap_or(0)) as u64
+        value_bytes(self.shapes[v].as_deref(), self.dev_dtype[v])
     }
 
     pub fn build(graph: Graph, ctx: &GpuContext, opts: &GpuOptions) -> Result<GpuPlan> {
@@ -204,6 +200,12 @@ impl GpuPlan {
         }
         b.finish()
     }
+}
+
+/// Bytes of a value of `shape` (none: never computed, 0) stored as `dtype` on the device.
+fn value_bytes(shape: Option<&[usize]>, dtype: Option<DType>) -> u64 {
+    let n: usize = shape.map_or(0, |s| s.iter().product());
+    (n * dtype.map_or(0, DType::size)) as u64
 }
 
 struct Builder<'a> {
@@ -1838,10 +1840,7 @@ impl<'a> Builder<'a> {
     fn tuned(&mut self, mut op: GpuOp) -> GpuOp {
         if self.tune {
             let (shapes, dev) = (&self.shapes, &self.dev);
-            let bytes = |v: ValueId| {
-                let n: usize = shapes[v].as_ref().map_or(0, |s| s.iter().product());
-                (n * dev[v].map_or(0, DType::size)) as u64
-            };
+            let bytes = |v: ValueId| value_bytes(shapes[v].as_deref(), dev[v]);
             let allow_coop = self.opts.cooperative_matrix;
             // A timing that cannot run (memory) leaves the heuristic's tiles.
             if let Err(e) = autotune::tune(self.ctx, &mut op, allow_coop, &bytes, &mut self.scratch)
