@@ -52,19 +52,26 @@ fn download(ctx: &GpuContext, b: &wgpu::Buffer, n: usize, half: bool) -> Vec<f32
     }
 }
 
-/// Times `reps` launches of one call in one submission, `rounds` times; seconds per launch.
-fn time_call(ctx: &GpuContext, call: ops::Call, reps: usize, rounds: usize) -> (f64, f64, f64) {
-    let (_p, prepared) = ops::prepare(ctx, &[call]).unwrap();
+/// Times `reps` launches of the calls of one op in one submission, `rounds`
+/// times; seconds per launch.
+fn time_call(
+    ctx: &GpuContext,
+    calls: Vec<ops::Call>,
+    reps: usize,
+    rounds: usize,
+) -> (f64, f64, f64) {
+    let (_p, prepared) = ops::prepare(ctx, &calls).unwrap();
     let mut times = Vec::new();
     for r in 0..rounds + 1 {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for _ in 0..reps {
-                let p = &prepared[0];
-                pass.set_pipeline(&p.pipeline.pipeline);
-                pass.set_bind_group(0, &p.bind_group, &[]);
-                pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
+                for p in &prepared {
+                    pass.set_pipeline(&p.pipeline.pipeline);
+                    pass.set_bind_group(0, &p.bind_group, &[]);
+                    pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
+                }
             }
         }
         let t = Instant::now();
@@ -79,9 +86,9 @@ fn time_call(ctx: &GpuContext, call: ops::Call, reps: usize, rounds: usize) -> (
 
 fn matmul_bench(ctx: &GpuContext) {
     let mut configs: Vec<(&str, Scalar, Tiles)> = vec![
-        ("f32 64x64", Scalar::F32, Tiles::Plain { tm: 4, tn: 4 }),
-        ("f32 128x128", Scalar::F32, Tiles::Plain { tm: 8, tn: 8 }),
-        ("f16 128x128", Scalar::F16, Tiles::Plain { tm: 8, tn: 8 }),
+        ("f32 64x64", Scalar::F32, Tiles::plain(4, 4)),
+        ("f32 128x128", Scalar::F32, Tiles::plain(8, 8)),
+        ("f16 128x128", Scalar::F16, Tiles::plain(8, 8)),
     ];
     if let Some(c) = ctx.caps.coop {
         configs.push(("f16 coop", Scalar::F16, Tiles::Coop { ct: c.size }));
@@ -113,7 +120,7 @@ fn matmul_bench(ctx: &GpuContext) {
             )
             .unwrap();
         let g = Gemm::row_major(m, n, k);
-        let call = ops::matmul::matmul(
+        let calls = ops::matmul::matmul(
             ctx,
             *dt,
             &g,
@@ -121,10 +128,11 @@ fn matmul_bench(ctx: &GpuContext) {
             Binding::whole(&ba, sa),
             Binding::whole(&bb, sb),
             Binding::whole(&y, (m * n * if half { 2 } else { 4 }) as u64),
+            None,
             &Binding::whole(&dummy.0, 16),
         )
         .unwrap();
-        ops::run_now(ctx, &[call]).unwrap();
+        ops::run_now(ctx, &calls).unwrap();
         let got = download(ctx, &y, m * n, half);
         let err = got
             .iter()
@@ -164,6 +172,7 @@ fn matmul_bench(ctx: &GpuContext) {
                 Binding::whole(&ba, sa),
                 Binding::whole(&bb, sb),
                 Binding::whole(&y, (s * s * 4) as u64),
+                None,
                 &Binding::whole(&dummy.0, 16),
             )
             .unwrap();
@@ -210,10 +219,18 @@ fn conv_bench(ctx: &GpuContext) {
                 pad: [k / 2, k / 2],
             };
             let flops = 2.0 * (batch * oc * g.oh * g.ow * ic * k * k) as f64;
+            let split = |splits| Tiles::Plain {
+                tm: 4,
+                tn: 4,
+                splits,
+            };
             let mut configs: Vec<(&str, Scalar, Tiles)> = vec![
-                ("f32 64", Scalar::F32, Tiles::Plain { tm: 4, tn: 4 }),
-                ("f32 128", Scalar::F32, Tiles::Plain { tm: 8, tn: 8 }),
-                ("f16 64", Scalar::F16, Tiles::Plain { tm: 4, tn: 4 }),
+                ("f32 64", Scalar::F32, Tiles::plain(4, 4)),
+                ("f32 64 k4", Scalar::F32, split(4)),
+                ("f32 64 k16", Scalar::F32, split(16)),
+                ("f32 128", Scalar::F32, Tiles::plain(8, 8)),
+                ("f16 64", Scalar::F16, Tiles::plain(4, 4)),
+                ("f16 64 k16", Scalar::F16, split(16)),
             ];
             if let Some(c) = ctx.caps.coop {
                 configs.push(("f16 coop", Scalar::F16, Tiles::Coop { ct: c.size }));
@@ -227,6 +244,11 @@ fn conv_bench(ctx: &GpuContext) {
                     .pool
                     .acquire(metal_mps_gpu::pool::BufferClass::Storage, ysize)
                     .unwrap();
+                let pbytes = tiles.partial_bytes(batch * oc * g.oh * g.ow);
+                let part = ctx
+                    .pool
+                    .acquire(metal_mps_gpu::pool::BufferClass::Storage, pbytes.max(16))
+                    .unwrap();
                 let call = ops::conv::conv(
                     ctx,
                     dt,
@@ -238,6 +260,7 @@ fn conv_bench(ctx: &GpuContext) {
                     None,
                     None,
                     Binding::whole(&y, ysize),
+                    (pbytes > 0).then(|| Binding::whole(&part, pbytes)),
                     &Binding::whole(&dummy.0, 16),
                 )
                 .unwrap();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
-use crate::ops::matmul::{tiles_forced, Tiles};
+use crate::ops::matmul::{tiles_forced, Tiles, FULL_GRID};
 use crate::ops::{self, Binding};
 use crate::pipeline_cache::Scalar;
 use crate::pool::{BufferClass, PooledBuffer};
@@ -31,7 +31,7 @@ use metal_mps_ir::{Result, ValueId};
 pub const AUTOTUNE_ENV: &str = "METAL_MPS_GPU_AUTOTUNE";
 
 /// The file's first line; a file starting otherwise is ignored (and replaced).
-const HEADER: &str = "# metal_mps autotune v1";
+const HEADER: &str = "# metal_mps autotune v2";
 
 /// Products smaller than this many multiply-adds keep the heuristic's tiles:
 /// their time is mostly launch overhead, the same for every candidate.
@@ -187,9 +187,11 @@ fn file_name(info: &wgpu::AdapterInfo) -> String {
     .to_lowercase()
 }
 
+/// `plain4x4`, `plain4x4k8` (K split in 8), `coop16`.
 fn tiles_name(t: Tiles) -> String {
     match t {
-        Tiles::Plain { tm, tn } => format!("plain{tm}x{tn}"),
+        Tiles::Plain { tm, tn, .. } if t.splits() > 1 => format!("plain{tm}x{tn}k{}", t.splits()),
+        Tiles::Plain { tm, tn, .. } => format!("plain{tm}x{tn}"),
         Tiles::Coop { ct } => format!("coop{ct}"),
     }
 }
@@ -200,10 +202,12 @@ fn parse_tiles(s: &str) -> Option<Tiles> {
             ct: ct.parse().ok()?,
         });
     }
-    let (tm, tn) = s.strip_prefix("plain")?.split_once('x')?;
+    let (tm, rest) = s.strip_prefix("plain")?.split_once('x')?;
+    let (tn, splits) = rest.split_once('k').unwrap_or((rest, "1"));
     Some(Tiles::Plain {
         tm: tm.parse().ok()?,
         tn: tn.parse().ok()?,
+        splits: splits.parse().ok().filter(|&s| s >= 1)?,
     })
 }
 
@@ -227,7 +231,33 @@ pub(crate) fn enabled(ctx: &GpuContext, option: Option<bool>) -> bool {
     option.unwrap_or(ctx.tuner.default_on) && !tiles_forced()
 }
 
-/// The layer's key and its candidate tiles, for the ops tiles apply to.
+/// Split-K runs of at least this many k-tiles (of 16) keep the partial sums'
+/// extra traffic small beside the product.
+const MIN_SPLIT_TILES: usize = 8;
+
+/// The split-K factors worth timing for a product on 64x64 tiles whose grid
+/// has `grid` workgroups and whose K axis has `k_tiles` tiles: for grids that
+/// leave most of a large GPU idle, the largest power of two that keeps the
+/// grid within two waves and every run at least [`MIN_SPLIT_TILES`] long,
+/// and a quarter of it.
+fn split_factors(grid: usize, k_tiles: usize) -> Vec<u32> {
+    if grid * 2 > FULL_GRID {
+        return vec![];
+    }
+    let mut s = 1usize;
+    while grid * s * 2 <= 2 * FULL_GRID && k_tiles / (s * 2) >= MIN_SPLIT_TILES {
+        s *= 2;
+    }
+    [s, s / 4]
+        .into_iter()
+        .filter(|&f| f >= 2)
+        .map(|f| f as u32)
+        .collect()
+}
+
+/// The layer's key and its candidate tiles, for the ops tiles apply to. The
+/// key names the candidates too: a choice made among others (cooperative
+/// matrices turned off, say) is timed again when the set changes.
 fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String, Vec<Tiles>)> {
     let (key, dtype, (m, n, k, batch)) = match op {
         GpuOp::Conv {
@@ -289,9 +319,17 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
         return None;
     }
     // A side shorter than a tile idles part of every workgroup: such tiles never win.
-    let mut list = vec![Tiles::Plain { tm: 4, tn: 4 }];
+    let mut list = vec![Tiles::plain(4, 4)];
+    let grid = m.div_ceil(64) * n.div_ceil(64) * batch;
+    for splits in split_factors(grid, k.div_ceil(16)) {
+        list.push(Tiles::Plain {
+            tm: 4,
+            tn: 4,
+            splits,
+        });
+    }
     if m >= 128 && n >= 128 {
-        list.push(Tiles::Plain { tm: 8, tn: 8 });
+        list.push(Tiles::plain(8, 8));
     }
     if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
         let side = 8 * c.size as usize;
@@ -299,6 +337,8 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
             list.push(Tiles::Coop { ct: c.size });
         }
     }
+    let names: Vec<String> = list.iter().map(|&t| tiles_name(t)).collect();
+    let key = format!("{key} [{}]", names.join(" "));
     (list.len() > 1).then_some((key, list))
 }
 
@@ -307,6 +347,7 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
 pub(crate) struct Scratch {
     input: Option<(PooledBuffer, u64, Scalar)>,
     output: Option<(PooledBuffer, u64)>,
+    partial: Option<(PooledBuffer, u64)>,
 }
 
 impl Scratch {
@@ -339,18 +380,33 @@ impl Scratch {
         Ok(out)
     }
 
+    /// A buffer of at least `bytes` for the output.
     fn output(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
-        if let Some((b, size)) = &self.output {
-            if *size >= bytes {
-                return Ok((**b).clone());
-            }
-        }
-        let size = bytes.next_power_of_two().max(256);
-        let buffer = ctx.pool.acquire(BufferClass::Storage, size)?;
-        let out = (*buffer).clone();
-        self.output = Some((buffer, size));
-        Ok(out)
+        grown(&mut self.output, ctx, bytes)
     }
+
+    /// A buffer of at least `bytes` for split-K partial sums.
+    fn partial(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        grown(&mut self.partial, ctx, bytes)
+    }
+}
+
+/// The buffer in `slot`, replaced by a larger one when it holds less than `bytes`.
+fn grown(
+    slot: &mut Option<(PooledBuffer, u64)>,
+    ctx: &GpuContext,
+    bytes: u64,
+) -> Result<wgpu::Buffer> {
+    if let Some((b, size)) = slot {
+        if *size >= bytes {
+            return Ok((**b).clone());
+        }
+    }
+    let size = bytes.next_power_of_two().max(256);
+    let buffer = ctx.pool.acquire(BufferClass::Storage, size)?;
+    let out = (*buffer).clone();
+    *slot = Some((buffer, size));
+    Ok(out)
 }
 
 /// Sets the tiles of a Conv or MatMul/Gemm op to the fastest candidate on
@@ -375,14 +431,26 @@ pub(crate) fn tune(
     let input = scratch.input(ctx, read, dtype)?;
     let output = scratch.output(ctx, bytes(op.output()))?;
     let out_value = op.output();
+    let out_len = op.output_len().unwrap_or(0);
     // Unused operands are read-only: the output cannot stand in for them.
     let dummy = Binding::whole(&input, 16);
     let chosen = ctx.tuner.choose(&key, &list, |tiles| {
         let mut candidate = op.clone();
         set_tiles(&mut candidate, tiles);
+        let partial_bytes = tiles.partial_bytes(out_len);
+        let partial = match partial_bytes {
+            0 => None,
+            b => Some(scratch.partial(ctx, b)?),
+        };
+        if let GpuOp::Conv { partial: p, .. } | GpuOp::Gemm { partial: p, .. } = &mut candidate {
+            *p = partial.as_ref().map(|_| PARTIAL);
+        }
         let bind = |v: ValueId| -> Binding {
-            let buffer = if v == out_value { &output } else { &input };
-            Binding::whole(buffer, bytes(v))
+            match (&partial, v) {
+                (Some(p), PARTIAL) => Binding::whole(p, partial_bytes),
+                _ if v == out_value => Binding::whole(&output, bytes(v)),
+                _ => Binding::whole(&input, bytes(v)),
+            }
         };
         let took = time_calls(ctx, &candidate.calls(ctx, &bind, &dummy)?);
         if ctx.pool.config().verbose {
@@ -398,6 +466,9 @@ pub(crate) fn tune(
     }
     Ok(())
 }
+
+/// Stands for a timed candidate's partial sums (not a value of the plan).
+const PARTIAL: ValueId = ValueId::MAX;
 
 fn set_tiles(op: &mut GpuOp, to: Tiles) {
     if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {
@@ -450,8 +521,13 @@ fn time_unscoped(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
 mod tests {
     use super::*;
 
-    const SMALL: Tiles = Tiles::Plain { tm: 4, tn: 4 };
-    const LARGE: Tiles = Tiles::Plain { tm: 8, tn: 8 };
+    const SMALL: Tiles = Tiles::plain(4, 4);
+    const LARGE: Tiles = Tiles::plain(8, 8);
+    const SPLIT: Tiles = Tiles::Plain {
+        tm: 4,
+        tn: 4,
+        splits: 16,
+    };
     const COOP: Tiles = Tiles::Coop { ct: 16 };
 
     fn temp_file(name: &str) -> PathBuf {
@@ -532,17 +608,20 @@ mod tests {
         assert_eq!(damaged.choice("gemm w"), None);
 
         // Another format version: nothing is trusted.
-        std::fs::write(&path, text.replace("v1", "v0")).unwrap();
+        std::fs::write(&path, text.replace("v2", "v1")).unwrap();
         assert_eq!(Tuner::open(true, Some(path.clone())).choice("gemm y"), None);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
     fn tile_names_round_trip() {
-        for t in [SMALL, LARGE, COOP, Tiles::Coop { ct: 8 }] {
+        for t in [SMALL, LARGE, SPLIT, COOP, Tiles::Coop { ct: 8 }] {
             assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
         }
+        assert_eq!(tiles_name(SPLIT), "plain4x4k16");
         assert_eq!(parse_tiles("plain4"), None);
+        assert_eq!(parse_tiles("plain4x4k0"), None);
+        assert_eq!(parse_tiles("plain4x4kx"), None);
         assert_eq!(parse_tiles("coopx"), None);
     }
 }

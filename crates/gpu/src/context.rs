@@ -367,7 +367,7 @@ impl GpuContext {
             .acquire(crate::pool::BufferClass::Storage, (m * n * 2) as u64)?;
         let dummy = self.pool.acquire(crate::pool::BufferClass::Storage, 16)?;
         let g = Gemm::row_major(m, n, k);
-        let call = ops::matmul::matmul(
+        let calls = ops::matmul::matmul(
             self,
             crate::pipeline_cache::Scalar::F16,
             &g,
@@ -375,9 +375,10 @@ impl GpuContext {
             Binding::whole(&ba, (m * k * 2) as u64),
             Binding::whole(&bb, (k * n * 2) as u64),
             Binding::whole(&y, (m * n * 2) as u64),
+            None,
             &Binding::whole(&dummy, 16),
         )?;
-        ops::run_now(self, &[call])?;
+        ops::run_now(self, &calls)?;
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {

@@ -36,6 +36,8 @@ pub enum GpuOp {
         geometry: ConvGeometry,
         dtype: Scalar,
         tiles: Tiles,
+        /// The f32 partial sums of split-K tiles (a plan value of its own).
+        partial: Option<ValueId>,
     },
     /// MatMul or Gemm; `gemm.c`/`gemm.residual` are bound from `c`/`residual`.
     Gemm {
@@ -47,6 +49,8 @@ pub enum GpuOp {
         gemm: Gemm,
         dtype: Scalar,
         tiles: Tiles,
+        /// The f32 partial sums of split-K tiles (a plan value of its own).
+        partial: Option<ValueId>,
     },
     Pool {
         x: ValueId,
@@ -188,6 +192,25 @@ impl GpuOp {
         }
     }
 
+    /// Values written and read by this op alone (split-K partial sums).
+    pub fn temporaries(&self) -> Option<ValueId> {
+        match self {
+            GpuOp::Conv { partial, .. } | GpuOp::Gemm { partial, .. } => *partial,
+            _ => None,
+        }
+    }
+
+    /// Elements of the output.
+    pub fn output_len(&self) -> Option<usize> {
+        match self {
+            GpuOp::Conv { geometry: g, .. } => Some(g.batch * g.oc * g.oh * g.ow),
+            GpuOp::Gemm { gemm: g, .. } => {
+                Some(g.batch.iter().product::<usize>().max(1) * g.m * g.n)
+            }
+            _ => None,
+        }
+    }
+
     /// The value written.
     pub fn output(&self) -> ValueId {
         match self {
@@ -247,7 +270,8 @@ impl GpuOp {
                 geometry,
                 dtype,
                 tiles,
-            } => vec![ops::conv::conv(
+                partial,
+            } => ops::conv::conv(
                 ctx,
                 *dtype,
                 geometry,
@@ -258,8 +282,9 @@ impl GpuOp {
                 residual.map(bind),
                 *act,
                 bind(*out),
+                partial.map(bind),
                 dummy,
-            )?],
+            )?,
             GpuOp::Gemm {
                 a,
                 b,
@@ -269,11 +294,12 @@ impl GpuOp {
                 gemm,
                 dtype,
                 tiles,
+                partial,
             } => {
                 let mut g = gemm.clone();
                 g.c = c.map(|(v, s)| (bind(v), s));
                 g.residual = residual.map(bind);
-                vec![ops::matmul::matmul(
+                ops::matmul::matmul(
                     ctx,
                     *dtype,
                     &g,
@@ -281,8 +307,9 @@ impl GpuOp {
                     bind(*a),
                     bind(*b),
                     bind(*out),
+                    partial.map(bind),
                     dummy,
-                )?]
+                )?
             }
             GpuOp::Gather {
                 x,

@@ -30,6 +30,7 @@ const PAD: &str = include_str!("kernels/pad.wgsl");
 const GATHER: &str = include_str!("kernels/gather.wgsl");
 const WHERE: &str = include_str!("kernels/where.wgsl");
 const PICK: &str = include_str!("kernels/pick.wgsl");
+const SPLIT_SUM: &str = include_str!("kernels/split_sum.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +47,8 @@ pub enum Kernel {
     Conv,
     /// Convolution as implicit GEMM on cooperative matrices.
     ConvCoop,
+    /// The second pass of a split-K product: sums and epilogue.
+    SplitSum,
     /// Convolution whose output channels each read one input channel.
     Depthwise,
     Pool,
@@ -70,13 +73,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
         Kernel::MatmulCoop,
         Kernel::Conv,
         Kernel::ConvCoop,
+        Kernel::SplitSum,
         Kernel::Depthwise,
         Kernel::Pool,
         Kernel::Softmax,
@@ -100,6 +104,7 @@ impl Kernel {
             Kernel::MatmulCoop => &[COMMON, MATMUL_IO, GEMM_COOP],
             Kernel::Conv => &[COMMON, CONV_IO, GEMM_TILED],
             Kernel::ConvCoop => &[COMMON, CONV_IO, GEMM_COOP],
+            Kernel::SplitSum => &[COMMON, SPLIT_SUM],
             Kernel::Depthwise => &[COMMON, DEPTHWISE],
             Kernel::Pool => &[COMMON, POOL],
             Kernel::Softmax => &[COMMON, SOFTMAX],
@@ -417,10 +422,9 @@ impl PipelineCache {
             .collect();
         let mut label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
         // Tile sizes tell the instances of one product kernel apart in profiles.
-        for (name, value) in constants
-            .iter()
-            .filter(|(n, _)| matches!(*n, "TM" | "TN" | "A_WIDE" | "B_WIDE"))
-        {
+        for (name, value) in constants.iter().filter(|(n, v)| {
+            matches!(*n, "TM" | "TN" | "A_WIDE" | "B_WIDE") || (*n == "SPLITS" && *v > 1.0)
+        }) {
             label.push_str(&format!(" {name}={value}"));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -417,6 +417,9 @@ impl<'a> Builder<'a> {
                 self.ensure_device(u);
             }
             let out = op.output();
+            if let Some(t) = op.temporaries() {
+                self.dev_avail[t] = true;
+            }
             self.steps.push(Step::Gpu(Box::new(op)));
             self.dev_avail[out] = true;
         }
@@ -1660,6 +1663,7 @@ impl<'a> Builder<'a> {
             geometry: geo,
             dtype,
             tiles,
+            partial: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
@@ -1832,6 +1836,7 @@ impl<'a> Builder<'a> {
             gemm: g,
             dtype,
             tiles,
+            partial: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
@@ -1850,7 +1855,27 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        self.add_partial(&mut op);
         op
+    }
+
+    /// Gives a product on split-K tiles the f32 value its partial sums live
+    /// in (its lifetime is the op's own step).
+    fn add_partial(&mut self, op: &mut GpuOp) {
+        let len = op.output_len().unwrap_or(0);
+        let out = op.output();
+        let (GpuOp::Conv { tiles, partial, .. } | GpuOp::Gemm { tiles, partial, .. }) = op else {
+            return;
+        };
+        if tiles.splits() <= 1 {
+            return;
+        }
+        let n = tiles.partial_bytes(len) as usize / DType::F32.size();
+        let name = format!("{}.splits", self.g.values[out].name);
+        let v = self.add_value(name, Some(DType::F32), out);
+        self.g.values[v].shape = Some(vec![metal_mps_ir::Dim::Fixed(n)]);
+        self.shapes[v] = Some(vec![n]);
+        *partial = Some(v);
     }
 
     fn finish(mut self) -> Result<GpuPlan> {
@@ -1907,9 +1932,11 @@ impl<'a> Builder<'a> {
                         let r = self.root[u];
                         last[r] = last[r].max(s);
                     }
-                    let r = self.root[op.output()];
-                    def[r].get_or_insert(s);
-                    last[r] = last[r].max(s);
+                    for v in std::iter::once(op.output()).chain(op.temporaries()) {
+                        let r = self.root[v];
+                        def[r].get_or_insert(s);
+                        last[r] = last[r].max(s);
+                    }
                 }
                 Step::Upload(v) => {
                     let r = self.root[*v];

@@ -17,7 +17,8 @@ const OC: usize = 128;
 const SIDE: usize = 16;
 const BATCH: usize = 2;
 const M: usize = 192;
-const K: usize = 96;
+// Long enough that the product's 3x3 grid of 64x64 tiles has split-K candidates.
+const K: usize = 2048;
 const N: usize = 160;
 
 fn value(g: &mut Graph, name: &str, shape: &[usize]) -> ValueId {
@@ -175,7 +176,15 @@ fn tiles_are_timed_once_written_and_reused() {
             "{key} is in the tuner"
         );
         assert!(
-            ["plain4x4", "plain8x8", "coop8", "coop16"].contains(&tiles),
+            [
+                "plain4x4",
+                "plain4x4k4",
+                "plain4x4k16",
+                "plain8x8",
+                "coop8",
+                "coop16"
+            ]
+            .contains(&tiles),
             "{tiles}"
         );
     }
@@ -207,7 +216,7 @@ fn tiles_are_timed_once_written_and_reused() {
     for (batch, tiles) in [(BATCH + 2, (4, 4)), (BATCH + 3, (8, 8))] {
         let key = conv_key.replace(&format!(" b{BATCH} "), &format!(" b{batch} "));
         let (tm, tn) = tiles;
-        tuner.record(&key, Tiles::Plain { tm, tn });
+        tuner.record(&key, Tiles::plain(tm, tn));
         let pinned = GpuRunner::new(&graph(&w, &wm, batch), &on).expect("loads");
         let x = Tensor::from_vec(
             vec![batch, IC, SIDE, SIDE],
@@ -233,6 +242,45 @@ fn tiles_are_timed_once_written_and_reused() {
             small / large,
             4.0,
             "workgroups per image, 64x64 vs 128x128 tiles"
+        );
+    }
+
+    // A split-K choice runs as the product and a second pass adding its 16
+    // partial sums, with the same result.
+    let gemm_key = lines
+        .iter()
+        .find(|l| l.starts_with("gemm "))
+        .and_then(|l| l.split('\t').next())
+        .expect("the product's choice");
+    assert!(
+        gemm_key.ends_with(" [plain4x4 plain4x4k16 plain4x4k4 plain8x8]"),
+        "{gemm_key}"
+    );
+    let split = Tiles::Plain {
+        tm: 4,
+        tn: 4,
+        splits: 16,
+    };
+    tuner.record(gemm_key, split);
+    let split_runner = GpuRunner::new(&g, &on).expect("loads on split-K tiles");
+    metal_mps_cpu::profile::set_enabled(true);
+    let out = split_runner
+        .run(&[&xt, &at])
+        .expect("runs on split-K tiles");
+    let rows = metal_mps_cpu::profile::report();
+    metal_mps_cpu::profile::set_enabled(false);
+    assert_close(&out[1], &matmul_direct(&a, &wm), "matmul on split-K tiles");
+    assert_close(&out[0], &conv_direct(&x, &w), "conv beside it");
+    if runner.context().caps.timestamps {
+        let product = rows
+            .iter()
+            .find(|r| r.0.starts_with("gpu Matmul"))
+            .expect("the product is timed");
+        assert!(product.0.contains("SPLITS=16"), "{}", product.0);
+        assert_eq!(workgroups(&product.0), 3 * 3 * 16, "{}", product.0);
+        assert!(
+            rows.iter().any(|r| r.0.starts_with("gpu SplitSum")),
+            "the second pass runs: {rows:?}"
         );
     }
 

@@ -53,10 +53,24 @@ fn up_as(ctx: &GpuContext, dt: Scalar, v: &[f32]) -> Buf {
 }
 
 /// Every tile shape and element type the product kernels can run with on this
-/// adapter: plain 4x4 and 8x8 tiles in f32 (and f16 with SHADER_F16), and
-/// cooperative matrices (f16 only) where the adapter has them.
+/// adapter: plain 4x4 and 8x8 tiles in f32 (and f16 with SHADER_F16), split-K
+/// over 3 runs (uneven, some empty where K is short) and 2, and cooperative
+/// matrices (f16 only) where the adapter has them.
 fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
-    let mut tiles = vec![Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 }];
+    let mut tiles = vec![
+        Tiles::plain(4, 4),
+        Tiles::plain(8, 8),
+        Tiles::Plain {
+            tm: 4,
+            tn: 4,
+            splits: 3,
+        },
+        Tiles::Plain {
+            tm: 8,
+            tn: 8,
+            splits: 2,
+        },
+    ];
     if let Some(c) = ctx.caps.coop {
         tiles.push(Tiles::Coop { ct: c.size });
     }
@@ -75,6 +89,11 @@ fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
 
 fn out(ctx: &GpuContext, bytes: usize) -> Buf {
     up(ctx, &vec![0u8; bytes.max(4)])
+}
+
+/// The partial sums of a product of `len` outputs on split-K `t` (none without).
+fn partial(ctx: &GpuContext, t: Tiles, len: usize) -> Option<Buf> {
+    (t.splits() > 1).then(|| out(ctx, t.partial_bytes(len) as usize))
 }
 
 fn dummy(ctx: &GpuContext) -> Buf {
@@ -587,10 +606,21 @@ fn matmul_and_gemm_match_the_reference() {
             let esize = if dt == Scalar::F16 { 2 } else { 4 };
             let total = batch * cs.m * cs.n;
             let y = out(&ctx, total * esize);
-            run(
+            let part = partial(&ctx, t, total);
+            let calls = ops::matmul::matmul(
                 &ctx,
-                vec![ops::matmul::matmul(&ctx, dt, &g, t, ba.b(), bb.b(), y.b(), &d.b()).unwrap()],
-            );
+                dt,
+                &g,
+                t,
+                ba.b(),
+                bb.b(),
+                y.b(),
+                part.as_ref().map(Buf::b),
+                &d.b(),
+            )
+            .unwrap();
+            assert_eq!(calls.len(), 1 + usize::from(t.splits() > 1));
+            run(&ctx, calls);
             let got = if dt == Scalar::F16 {
                 from_f16(&down::<f16>(&ctx, &y, total))
             } else {
@@ -775,7 +805,8 @@ fn convolution_matches_the_reference() {
             let br = res.as_ref().map(|v| up_t(v));
             let esize = if dt == Scalar::F16 { 2 } else { 4 };
             let y = out(&ctx, total * esize);
-            let call = ops::conv::conv(
+            let part = partial(&ctx, t, total);
+            let calls = ops::conv::conv(
                 &ctx,
                 dt,
                 &g,
@@ -786,10 +817,11 @@ fn convolution_matches_the_reference() {
                 br.as_ref().map(Buf::b),
                 act,
                 y.b(),
+                part.as_ref().map(Buf::b),
                 &d.b(),
             )
             .unwrap();
-            run(&ctx, vec![call]);
+            run(&ctx, calls);
             let got = if dt == Scalar::F16 {
                 from_f16(&down::<f16>(&ctx, &y, total))
             } else {

@@ -112,15 +112,21 @@ fn b_wide(col: BCol, k: u32) -> vec4<u32> {
     return x8[(u32(col.base) + k * p.ih * p.iw + u32(col.h0) * p.iw + u32(col.w0)) / 8u];
 }
 
+fn out_index(g: u32, m: u32, n: u32) -> u32 {
+    let plane = p.oh * p.ow;
+    return ((n / plane) * p.oc + g * p.ocg + m) * plane + n % plane;
+}
+
+fn out_len() -> u32 {
+    return p.batch * p.oc * p.oh * p.ow;
+}
+
 fn epilogue(g: u32, m: u32, n: u32, v: f32) {
-    let oc = g * p.ocg + m;
     var r = v;
     if (HAS_BIAS) {
-        r += f32(bias[oc]);
+        r += f32(bias[g * p.ocg + m]);
     }
-    let plane = p.oh * p.ow;
-    let img = n / plane;
-    let i = (img * p.oc + oc) * plane + n % plane;
+    let i = out_index(g, m, n);
     if (HAS_RES) {
         r += f32(res[i]);
     }

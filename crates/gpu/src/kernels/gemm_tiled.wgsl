@@ -7,16 +7,29 @@
 //   struct BCol; fn b_col(batch: u32, n: u32) -> BCol
 //   fn b_elem(col: BCol, k: u32) -> f32             // 0 outside the matrix
 //   fn epilogue(batch: u32, m: u32, n: u32, v: f32) // bias, activation, store
+//   fn out_index(batch: u32, m: u32, n: u32) -> u32 // the output's element
+//   fn out_len() -> u32                             // the output's elements
 //
 // 256 invocations (16 x 16) compute a BM x BN tile, each a TM x TN block.
 // TM, TN are 4 or 8 (BM = 16 TM, BN = 16 TN); BK = 16.
 // A_KFAST: consecutive k of A are contiguous in memory (load pattern).
 // B_NFAST: consecutive n of B are contiguous in memory (load pattern).
+//
+// Split-K (SPLITS > 1, for grids too small to fill the GPU): the dispatch's z
+// is batch * SPLITS + split; each workgroup sums one run of k-tiles and stores
+// the raw sums in its slice of `part` (f32, laid out like the output); the
+// launcher's second call (split_sum.wgsl) adds the slices and applies the
+// epilogue there.
 
 override TM: u32 = 8u;
 override TN: u32 = 8u;
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
+override SPLITS: u32 = 1u;
+
+// Binding 6 is free in this kernel (the io files' wide views are the
+// cooperative-matrix kernel's); with one split the launcher binds the output.
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 const BK: u32 = 16u;
 const MAX_BM: u32 = 128u;
@@ -40,7 +53,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let bm = 16u * TM;
     let bn = 16u * TN;
     let dims = gemm_dims();
-    let batch = wg.z;
+    let batch = wg.z / SPLITS;
+    let split = wg.z % SPLITS;
     gemm_setup(batch);
     let m0 = wg.y * bm;
     let n0 = wg.x * bn;
@@ -61,11 +75,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         acc[i] = vec4<f32>(0.0);
     }
 
-    let tiles = (dims.z + BK - 1u) / BK;
-    // Loads k-tile `t` into registers.
+    let all_tiles = (dims.z + BK - 1u) / BK;
+    let per_split = (all_tiles + SPLITS - 1u) / SPLITS;
+    let t0 = min(split * per_split, all_tiles);
+    let tiles = min(t0 + per_split, all_tiles) - t0;
+    // Loads k-tile `t0 + t` into registers.
     for (var t = 0u; t <= tiles; t++) {
         if (t < tiles) {
-            let k0 = t * BK;
+            let k0 = (t0 + t) * BK;
             for (var j = 0u; j < TM; j++) {
                 let e = lid + 256u * j;
                 var mm: u32;
@@ -131,7 +148,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     let n = n0 + j * 64u + tx * 4u;
                     for (var c = 0u; c < 4u; c++) {
                         if (n + c < dims.y) {
-                            epilogue(batch, m, n + c, v[c]);
+                            if (SPLITS > 1u) {
+                                part[split * out_len() + out_index(batch, m, n + c)] = v[c];
+                            } else {
+                                epilogue(batch, m, n + c, v[c]);
+                            }
                         }
                     }
                 }

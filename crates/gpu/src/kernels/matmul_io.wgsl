@@ -106,12 +106,21 @@ fn b_wide(col: BCol, k: u32) -> vec4<u32> {
     return b8[(col.base + k * p.b_sk) / 8u];
 }
 
+fn out_index(batch: u32, m: u32, n: u32) -> u32 {
+    return (batch * p.m + m) * p.n + n;
+}
+
+fn out_len() -> u32 {
+    let b = p.batch_shape;
+    return b.x * b.y * b.z * b.w * p.m * p.n;
+}
+
 fn epilogue(batch: u32, m: u32, n: u32, v: f32) {
     var r = p.alpha * v;
     if (HAS_C) {
         r += p.beta * f32(c[m * p.c_sm + n * p.c_sn]);
     }
-    let i = (batch * p.m + m) * p.n + n;
+    let i = out_index(batch, m, n);
     if (HAS_RES) {
         r += f32(res[i]);
     }

@@ -3,7 +3,10 @@
 //! is gathered from the input while loading workgroup memory. Convolutions
 //! whose groups have one input channel (depthwise) run `depthwise.wgsl`.
 
-use super::matmul::{tile_key, wide_bindings, wide_loads, wide_view, with_activation, Tiles};
+use super::matmul::{
+    split_sum, tail_bindings, tile_key, wide_loads, wide_view, with_activation, SplitEpilogue,
+    Tiles,
+};
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
@@ -39,8 +42,10 @@ impl ConvGeometry {
 }
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
-/// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM;
-/// depthwise convolutions (one input channel per group) ignore it.
+/// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM
+/// (two calls on split-K tiles, whose partial sums go to `partial`, of
+/// [`Tiles::partial_bytes`]); depthwise convolutions (one input channel per
+/// group) ignore it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     ctx: &GpuContext,
@@ -53,8 +58,9 @@ pub fn conv(
     residual: Option<Binding>,
     activation: Option<UnaryOp>,
     y: Binding,
+    partial: Option<Binding>,
     dummy: &Binding,
-) -> Result<Call> {
+) -> Result<Vec<Call>> {
     if g.group == 0 || !g.ic.is_multiple_of(g.group) || !g.oc.is_multiple_of(g.group) {
         return Err(Error::Invalid(format!(
             "group {} does not divide channels {} -> {}",
@@ -62,7 +68,9 @@ pub fn conv(
         )));
     }
     if g.ic == g.group {
-        return depthwise(ctx, dtype, g, x, w, bias, residual, activation, y, dummy);
+        return Ok(vec![depthwise(
+            ctx, dtype, g, x, w, bias, residual, activation, y, dummy,
+        )?]);
     }
     let (m, n, _) = g.gemm_dims();
     let params = Params::default()
@@ -98,23 +106,42 @@ pub fn conv(
     let groups = [
         u32_of(n.div_ceil(bn).max(1), "tiles")?,
         u32_of(m.div_ceil(bm).max(1), "tiles")?,
-        u32_of(g.group, "groups")?,
+        u32_of(g.group * tiles.splits() as usize, "groups")?,
     ];
     if groups.iter().any(|&v| v > super::MAX_GROUPS) {
         return Err(Error::Unsupported(format!(
             "a convolution with grid {groups:?} on the GPU"
         )));
     }
-    let bias = bias.unwrap_or_else(|| dummy.clone());
-    let residual = residual.unwrap_or_else(|| dummy.clone());
-    let mut bindings = vec![w, x, bias, residual, y];
-    bindings.extend(wide_bindings(tiles, w8, x8, dummy));
-    Ok(Call {
+    let mut bindings = vec![
+        w,
+        x,
+        bias.clone().unwrap_or_else(|| dummy.clone()),
+        residual.clone().unwrap_or_else(|| dummy.clone()),
+        y.clone(),
+    ];
+    bindings.extend(tail_bindings(tiles, w8, x8, &y, partial.as_ref(), dummy)?);
+    let mut calls = vec![Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
         bindings,
         groups,
-    })
+    }];
+    if let Some(partial) = partial.filter(|_| tiles.splits() > 1) {
+        // The bias is C with one value per output channel (row).
+        let e = SplitEpilogue {
+            len: g.batch * g.oc * g.oh * g.ow,
+            inner: g.oh * g.ow,
+            rows: g.oc,
+            alpha: 1.0,
+            beta: 1.0,
+            c: bias.map(|b| (b, [1, 0])),
+            residual,
+            activation,
+        };
+        calls.push(split_sum(ctx, dtype, tiles, e, partial, y, dummy)?);
+    }
+    Ok(calls)
 }
 
 /// The wide views of `conv_io.wgsl`'s `a_wide` (weight rows, when K is a

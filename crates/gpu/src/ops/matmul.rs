@@ -57,17 +57,41 @@ impl Gemm {
 /// Tile shape chosen for a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiles {
-    /// Plain workgroup tiles of 16 TM x 16 TN.
-    Plain { tm: u32, tn: u32 },
+    /// Plain workgroup tiles of 16 TM x 16 TN; with `splits` > 1 the K axis is
+    /// shared among that many workgroups per tile (split-K), whose partial
+    /// sums a second pass adds ([`split_sum`]).
+    Plain { tm: u32, tn: u32, splits: u32 },
     /// Cooperative-matrix tiles of 8 CT x 8 CT.
     Coop { ct: u32 },
 }
 
 impl Tiles {
+    /// Plain tiles of 16 TM x 16 TN, K not split.
+    pub const fn plain(tm: u32, tn: u32) -> Tiles {
+        Tiles::Plain { tm, tn, splits: 1 }
+    }
+
     pub fn block(self) -> (usize, usize) {
         match self {
-            Tiles::Plain { tm, tn } => (16 * tm as usize, 16 * tn as usize),
+            Tiles::Plain { tm, tn, .. } => (16 * tm as usize, 16 * tn as usize),
             Tiles::Coop { ct } => (8 * ct as usize, 8 * ct as usize),
+        }
+    }
+
+    /// Workgroups sharing the K axis of one tile (1: no split-K).
+    pub fn splits(self) -> u32 {
+        match self {
+            Tiles::Plain { splits, .. } => splits.max(1),
+            Tiles::Coop { .. } => 1,
+        }
+    }
+
+    /// Bytes of the f32 partial sums a product of `out_len` outputs needs on
+    /// these tiles (0 without split-K).
+    pub fn partial_bytes(self, out_len: usize) -> u64 {
+        match self.splits() {
+            1 => 0,
+            s => u64::from(s) * out_len as u64 * 4,
         }
     }
 }
@@ -97,7 +121,7 @@ pub(crate) fn tiles_forced() -> bool {
 }
 
 /// Workgroups that keep a large GPU busy (two per multiprocessor of an H100).
-const FULL_GRID: usize = 264;
+pub(crate) const FULL_GRID: usize = 264;
 
 /// The smallest output side for which a matrix product takes cooperative
 /// matrices (a 64-row product in 128-row tiles still beats the plain f16 tiles).
@@ -125,7 +149,7 @@ pub fn choose_tiles(
         (Some(c), Scalar::F16, true) => Some(Tiles::Coop { ct: c.size }),
         _ => None,
     };
-    let (small, large) = (Tiles::Plain { tm: 4, tn: 4 }, Tiles::Plain { tm: 8, tn: 8 });
+    let (small, large) = (Tiles::plain(4, 4), Tiles::plain(8, 8));
     match forced_tiles().as_deref() {
         Some("64") => return small,
         Some("128") => return large,
@@ -172,22 +196,86 @@ pub(crate) fn wide_loads(ctx: &GpuContext, tiles: Tiles) -> bool {
     matches!(tiles, Tiles::Coop { .. }) && ctx.caps.coop.is_some_and(|c| c.wide)
 }
 
-/// The bindings after the output: for the cooperative-matrix kernels, the
-/// wide views of A and B (6 and 7), or the dummy where an operand takes
-/// scalar loads; none for the plain tiles.
-pub(crate) fn wide_bindings(
+/// The bindings after the output `y`: for the cooperative-matrix kernels,
+/// the wide views of A and B (6 and 7), or the dummy where an operand takes
+/// scalar loads; for the plain tiles, the split-K partial sums (6), or `y`
+/// again without split-K (the kernel does not touch it then).
+pub(crate) fn tail_bindings(
     tiles: Tiles,
     a: Option<Binding>,
     b: Option<Binding>,
+    y: &Binding,
+    partial: Option<&Binding>,
     dummy: &Binding,
-) -> Vec<Binding> {
-    match tiles {
-        Tiles::Plain { .. } => vec![],
+) -> Result<Vec<Binding>> {
+    Ok(match tiles {
+        Tiles::Plain { .. } if tiles.splits() > 1 => match partial {
+            Some(p) => vec![p.clone()],
+            None => {
+                return Err(Error::Invalid(
+                    "a split-K product without a buffer for its partial sums".into(),
+                ))
+            }
+        },
+        Tiles::Plain { .. } => vec![y.clone()],
         Tiles::Coop { .. } => vec![
             a.unwrap_or_else(|| dummy.clone()),
             b.unwrap_or_else(|| dummy.clone()),
         ],
-    }
+    })
+}
+
+/// How a split-K product's second pass finishes the output (`split_sum.wgsl`):
+/// `y = act(alpha * sum + beta * C + R)` over an output of `len` elements laid
+/// out `[.., rows, inner]`, C read at `row * c_stride[0] + col * c_stride[1]`.
+pub(crate) struct SplitEpilogue {
+    pub len: usize,
+    pub inner: usize,
+    pub rows: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub c: Option<(Binding, [usize; 2])>,
+    pub residual: Option<Binding>,
+    pub activation: Option<UnaryOp>,
+}
+
+/// The second pass of a product on split-K `tiles`: adds the partial sums and
+/// applies the epilogue.
+pub(crate) fn split_sum(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    tiles: Tiles,
+    e: SplitEpilogue,
+    partial: Binding,
+    y: Binding,
+    dummy: &Binding,
+) -> Result<Call> {
+    let c_stride = e.c.as_ref().map_or([0, 0], |c| c.1);
+    let params = Params::default()
+        .u32(u32_of(e.len, "outputs")?)
+        .u32(tiles.splits())
+        .u32(u32_of(e.inner.max(1), "columns")?)
+        .u32(u32_of(e.rows.max(1), "rows")?)
+        .u32(u32_of(c_stride[0], "stride")?)
+        .u32(u32_of(c_stride[1], "stride")?)
+        .f32(e.alpha)
+        .f32(e.beta)
+        .finish();
+    let key = PipelineKey::new(Kernel::SplitSum, Variant::of(dtype), "main")
+        .with("HAS_C", Const::Bool(e.c.is_some()))
+        .with("HAS_RES", Const::Bool(e.residual.is_some()));
+    let key = with_activation(key, e.activation);
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![
+            partial,
+            e.c.map_or_else(|| dummy.clone(), |c| c.0),
+            e.residual.unwrap_or_else(|| dummy.clone()),
+            y,
+        ],
+        groups: super::grid(e.len as u64)?,
+    })
 }
 
 /// Pipeline constants shared by MatMul and Conv: tiles, load patterns, and
@@ -202,9 +290,10 @@ pub(crate) fn tile_key(
     wide: [bool; 2],
 ) -> PipelineKey {
     let key = match tiles {
-        Tiles::Plain { tm, tn } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
+        Tiles::Plain { tm, tn, .. } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
             .with("TM", Const::U32(tm))
-            .with("TN", Const::U32(tn)),
+            .with("TN", Const::U32(tn))
+            .with("SPLITS", Const::U32(tiles.splits())),
         Tiles::Coop { ct } => PipelineKey::new(
             kernel_coop,
             Variant {
@@ -233,7 +322,9 @@ pub(crate) fn with_activation(key: PipelineKey, activation: Option<UnaryOp>) -> 
         .with("ACT_B", Const::F32(b))
 }
 
-/// Records `g` on buffers `a`, `b`, `y` with the given tiles.
+/// Records `g` on buffers `a`, `b`, `y` with the given tiles: one call, or
+/// two on split-K tiles, whose partial sums go to `partial`
+/// ([`Tiles::partial_bytes`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     ctx: &GpuContext,
@@ -243,8 +334,9 @@ pub fn matmul(
     a: Binding,
     b: Binding,
     y: Binding,
+    partial: Option<Binding>,
     dummy: &Binding,
-) -> Result<Call> {
+) -> Result<Vec<Call>> {
     if g.batch.len() > MAX_BATCH_DIMS {
         return Err(Error::Unsupported(format!(
             "MatMul with {} batch dims on the GPU",
@@ -305,9 +397,9 @@ pub fn matmul(
     let groups = [
         u32_of(g.n.div_ceil(bn).max(1), "column tiles")?,
         u32_of(g.m.div_ceil(bm).max(1), "row tiles")?,
-        batch.max(1) as u32,
+        u32_of(batch.max(1) * tiles.splits() as usize, "batches")?,
     ];
-    if groups[0] > super::MAX_GROUPS || groups[1] > super::MAX_GROUPS {
+    if groups.iter().any(|&v| v > super::MAX_GROUPS) {
         return Err(Error::Unsupported(format!(
             "a {}x{} product has too many tiles for one dispatch",
             g.m, g.n
@@ -318,14 +410,28 @@ pub fn matmul(
             .map(|(b, _)| b.clone())
             .unwrap_or_else(|| dummy.clone());
     let r = g.residual.clone().unwrap_or_else(|| dummy.clone());
-    let mut bindings = vec![a, b, c, r, y];
-    bindings.extend(wide_bindings(tiles, a8, b8, dummy));
-    Ok(Call {
+    let mut bindings = vec![a, b, c, r, y.clone()];
+    bindings.extend(tail_bindings(tiles, a8, b8, &y, partial.as_ref(), dummy)?);
+    let mut calls = vec![Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
         bindings,
         groups,
-    })
+    }];
+    if let Some(partial) = partial.filter(|_| tiles.splits() > 1) {
+        let e = SplitEpilogue {
+            len: batch.max(1) * g.m * g.n,
+            inner: g.n,
+            rows: g.m,
+            alpha: g.alpha,
+            beta: g.beta,
+            c: g.c.clone(),
+            residual: g.residual.clone(),
+            activation: g.activation,
+        };
+        calls.push(split_sum(ctx, dtype, tiles, e, partial, y, dummy)?);
+    }
+    Ok(calls)
 }
 
 /// The wide views of A and B for `matmul_io.wgsl`'s `a_wide` and `b_wide`:
