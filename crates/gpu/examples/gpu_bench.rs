@@ -91,7 +91,7 @@ fn matmul_bench(ctx: &GpuContext) {
         ("f16 128x128", Scalar::F16, Tiles::plain(8, 8)),
     ];
     if let Some(c) = ctx.caps.coop {
-        configs.push(("f16 coop", Scalar::F16, Tiles::Coop { ct: c.size }));
+        configs.push(("f16 coop", Scalar::F16, Tiles::coop(c.size)));
     }
     let dummy = upload(ctx, &[0.0; 4], false);
     // Correctness at 512 x 384 x 320 against an f64 reference.
@@ -219,21 +219,17 @@ fn conv_bench(ctx: &GpuContext) {
                 pad: [k / 2, k / 2],
             };
             let flops = 2.0 * (batch * oc * g.oh * g.ow * ic * k * k) as f64;
-            let split = |splits| Tiles::Plain {
-                tm: 4,
-                tn: 4,
-                splits,
-            };
             let mut configs: Vec<(&str, Scalar, Tiles)> = vec![
                 ("f32 64", Scalar::F32, Tiles::plain(4, 4)),
-                ("f32 64 k4", Scalar::F32, split(4)),
-                ("f32 64 k16", Scalar::F32, split(16)),
+                ("f32 64 k4", Scalar::F32, Tiles::plain(4, 4).split(4)),
+                ("f32 64 k16", Scalar::F32, Tiles::plain(4, 4).split(16)),
                 ("f32 128", Scalar::F32, Tiles::plain(8, 8)),
                 ("f16 64", Scalar::F16, Tiles::plain(4, 4)),
-                ("f16 64 k16", Scalar::F16, split(16)),
+                ("f16 64 k16", Scalar::F16, Tiles::plain(4, 4).split(16)),
             ];
             if let Some(c) = ctx.caps.coop {
-                configs.push(("f16 coop", Scalar::F16, Tiles::Coop { ct: c.size }));
+                configs.push(("f16 coop", Scalar::F16, Tiles::coop(c.size)));
+                configs.push(("f16 coop k4", Scalar::F16, Tiles::coop(c.size).split(4)));
             }
             for (name, dt, tiles) in configs {
                 let half = dt == Scalar::F16;

@@ -190,25 +190,34 @@ fn file_name(info: &wgpu::AdapterInfo) -> String {
 /// `plain4x4`, `plain4x4k8` (K split in 8), `coop16`.
 fn tiles_name(t: Tiles) -> String {
     match t {
-        Tiles::Plain { tm, tn, .. } if t.splits() > 1 => format!("plain{tm}x{tn}k{}", t.splits()),
-        Tiles::Plain { tm, tn, .. } => format!("plain{tm}x{tn}"),
-        Tiles::Coop { ct } => format!("coop{ct}"),
+        Tiles::Plain { tm, tn, .. } => format!("plain{tm}x{tn}{}", splits_suffix(t)),
+        Tiles::Coop { ct, .. } => format!("coop{ct}{}", splits_suffix(t)),
+    }
+}
+
+fn splits_suffix(t: Tiles) -> String {
+    match t.splits() {
+        1 => String::new(),
+        s => format!("k{s}"),
+    }
+}
+
+/// The head of a name and its `k<splits>` ending (1 when there is none).
+fn parse_splits(s: &str) -> Option<(&str, u32)> {
+    match s.split_once('k') {
+        Some((head, k)) => Some((head, k.parse().ok().filter(|&k| k >= 1)?)),
+        None => Some((s, 1)),
     }
 }
 
 fn parse_tiles(s: &str) -> Option<Tiles> {
-    if let Some(ct) = s.strip_prefix("coop") {
-        return Some(Tiles::Coop {
-            ct: ct.parse().ok()?,
-        });
+    if let Some(rest) = s.strip_prefix("coop") {
+        let (ct, splits) = parse_splits(rest)?;
+        return Some(Tiles::coop(ct.parse().ok()?).split(splits));
     }
     let (tm, rest) = s.strip_prefix("plain")?.split_once('x')?;
-    let (tn, splits) = rest.split_once('k').unwrap_or((rest, "1"));
-    Some(Tiles::Plain {
-        tm: tm.parse().ok()?,
-        tn: tn.parse().ok()?,
-        splits: splits.parse().ok().filter(|&s| s >= 1)?,
-    })
+    let (tn, splits) = parse_splits(rest)?;
+    Some(Tiles::plain(tm.parse().ok()?, tn.parse().ok()?).split(splits))
 }
 
 /// The choices of a file's text; lines that do not parse are skipped, and a
@@ -231,12 +240,12 @@ pub(crate) fn enabled(ctx: &GpuContext, option: Option<bool>) -> bool {
     option.unwrap_or(ctx.tuner.default_on) && !tiles_forced()
 }
 
-/// Split-K runs of at least this many k-tiles (of 16) keep the partial sums'
-/// extra traffic small beside the product.
+/// Split-K runs of at least this many k-tiles keep the partial sums' extra
+/// traffic small beside the product.
 const MIN_SPLIT_TILES: usize = 8;
 
-/// The split-K factors worth timing for a product on 64x64 tiles whose grid
-/// has `grid` workgroups and whose K axis has `k_tiles` tiles: for grids that
+/// The split-K factors worth timing for a product whose grid has `grid`
+/// workgroups and whose K axis has `k_tiles` tiles: for grids that
 /// leave most of a large GPU idle, the largest power of two that keeps the
 /// grid within two waves and every run at least [`MIN_SPLIT_TILES`] long,
 /// and a quarter of it.
@@ -322,11 +331,7 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
     let mut list = vec![Tiles::plain(4, 4)];
     let grid = m.div_ceil(64) * n.div_ceil(64) * batch;
     for splits in split_factors(grid, k.div_ceil(16)) {
-        list.push(Tiles::Plain {
-            tm: 4,
-            tn: 4,
-            splits,
-        });
+        list.push(Tiles::plain(4, 4).split(splits));
     }
     if m >= 128 && n >= 128 {
         list.push(Tiles::plain(8, 8));
@@ -334,7 +339,13 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
     if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
         let side = 8 * c.size as usize;
         if m >= side / 2 && n >= side / 2 {
-            list.push(Tiles::Coop { ct: c.size });
+            let coop = Tiles::coop(c.size);
+            list.push(coop);
+            // Its k-tiles are 2 fragments deep.
+            let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
+            for splits in split_factors(grid, k.div_ceil(2 * c.size as usize)) {
+                list.push(coop.split(splits));
+            }
         }
     }
     let names: Vec<String> = list.iter().map(|&t| tiles_name(t)).collect();
@@ -523,12 +534,8 @@ mod tests {
 
     const SMALL: Tiles = Tiles::plain(4, 4);
     const LARGE: Tiles = Tiles::plain(8, 8);
-    const SPLIT: Tiles = Tiles::Plain {
-        tm: 4,
-        tn: 4,
-        splits: 16,
-    };
-    const COOP: Tiles = Tiles::Coop { ct: 16 };
+    const SPLIT: Tiles = Tiles::plain(4, 4).split(16);
+    const COOP: Tiles = Tiles::coop(16);
 
     fn temp_file(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("metal_mps_tune_{}", std::process::id()));
@@ -615,10 +622,11 @@ mod tests {
 
     #[test]
     fn tile_names_round_trip() {
-        for t in [SMALL, LARGE, SPLIT, COOP, Tiles::Coop { ct: 8 }] {
+        for t in [SMALL, LARGE, SPLIT, COOP, COOP.split(4), Tiles::coop(8)] {
             assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
         }
         assert_eq!(tiles_name(SPLIT), "plain4x4k16");
+        assert_eq!(tiles_name(COOP.split(4)), "coop16k4");
         assert_eq!(parse_tiles("plain4"), None);
         assert_eq!(parse_tiles("plain4x4k0"), None);
         assert_eq!(parse_tiles("plain4x4kx"), None);

@@ -371,7 +371,7 @@ impl GpuContext {
             self,
             crate::pipeline_cache::Scalar::F16,
             &g,
-            Tiles::Coop { ct: size },
+            Tiles::coop(size),
             Binding::whole(&ba, (m * k * 2) as u64),
             Binding::whole(&bb, (k * n * 2) as u64),
             Binding::whole(&y, (m * n * 2) as u64),

@@ -256,11 +256,7 @@ fn tiles_are_timed_once_written_and_reused() {
         gemm_key.ends_with(" [plain4x4 plain4x4k16 plain4x4k4 plain8x8]"),
         "{gemm_key}"
     );
-    let split = Tiles::Plain {
-        tm: 4,
-        tn: 4,
-        splits: 16,
-    };
+    let split = Tiles::plain(4, 4).split(16);
     tuner.record(gemm_key, split);
     let split_runner = GpuRunner::new(&g, &on).expect("loads on split-K tiles");
     metal_mps_cpu::profile::set_enabled(true);

@@ -55,24 +55,17 @@ fn up_as(ctx: &GpuContext, dt: Scalar, v: &[f32]) -> Buf {
 /// Every tile shape and element type the product kernels can run with on this
 /// adapter: plain 4x4 and 8x8 tiles in f32 (and f16 with SHADER_F16), split-K
 /// over 3 runs (uneven, some empty where K is short) and 2, and cooperative
-/// matrices (f16 only) where the adapter has them.
+/// matrices (f16 only, whole K and split in 3) where the adapter has them.
 fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     let mut tiles = vec![
         Tiles::plain(4, 4),
         Tiles::plain(8, 8),
-        Tiles::Plain {
-            tm: 4,
-            tn: 4,
-            splits: 3,
-        },
-        Tiles::Plain {
-            tm: 8,
-            tn: 8,
-            splits: 2,
-        },
+        Tiles::plain(4, 4).split(3),
+        Tiles::plain(8, 8).split(2),
     ];
     if let Some(c) = ctx.caps.coop {
-        tiles.push(Tiles::Coop { ct: c.size });
+        tiles.push(Tiles::coop(c.size));
+        tiles.push(Tiles::coop(c.size).split(3));
     }
     let mut variants = Vec::new();
     for t in tiles {

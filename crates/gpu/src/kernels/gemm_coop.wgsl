@@ -13,11 +13,18 @@
 // form 8 subgroups of 32 in a 2 x 4 grid; each subgroup owns a 4CT x 2CT block
 // (4 x 2 fragments) of the 8CT x 8CT workgroup tile; BK = 2CT.
 // Workgroup tiles are row-major with padded strides (multiples of 8 elements).
+//
+// Split-K (SPLITS > 1) as in gemm_tiled.wgsl: z = batch * SPLITS + split, raw
+// sums to the split's slice of `part` (binding 8), split_sum.wgsl finishes.
 
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
 override A_WIDE: bool = false;
 override B_WIDE: bool = false;
+override SPLITS: u32 = 1u;
+
+// With one split the launcher binds the output here (the kernel does not touch it).
+@group(0) @binding(8) var<storage, read_write> part: array<f32>;
 
 const BM: u32 = 8u * CT;
 const BN: u32 = 8u * CT;
@@ -35,7 +42,7 @@ var<workgroup> Bsh: array<f16, BKC * LDB>;
 var<workgroup> Csh: array<f32, 8u * CT * CT>;
 
 // Writes one accumulator fragment through the subgroup's scratch tile.
-fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: vec3<u32>) {
+fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, split: u32, m: u32, n: u32, dims: vec3<u32>) {
     let off = sg * CT * CT;
     coopStoreT(frag, &Csh[off], CT);
     workgroupBarrier();
@@ -43,7 +50,11 @@ fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: vec3<
         let mm = m + e / CT;
         let nn = n + e % CT;
         if (mm < dims.x && nn < dims.y) {
-            epilogue(batch, mm, nn, Csh[off + e]);
+            if (SPLITS > 1u) {
+                part[split * out_len() + out_index(batch, mm, nn)] = Csh[off + e];
+            } else {
+                epilogue(batch, mm, nn, Csh[off + e]);
+            }
         }
     }
     workgroupBarrier();
@@ -161,7 +172,8 @@ fn store_tile(l: Lane, s: ptr<function, Staged>) {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let dims = gemm_dims();
-    let batch = wg.z;
+    let batch = wg.z / SPLITS;
+    let split = wg.z % SPLITS;
     gemm_setup(batch);
     let m0 = wg.y * BM;
     let n0 = wg.x * BN;
@@ -188,14 +200,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // naga treats every condition on a local variable as non-uniform, and
     // cooperative ops must not sit under one: the multiply runs unconditionally
     // in the loop body, loads and stores of the next tile are the conditional part.
-    let tiles = (dims.z + BKC - 1u) / BKC;
-    load_tile(0u, l, &staged);
+    let all_tiles = (dims.z + BKC - 1u) / BKC;
+    let per_split = (all_tiles + SPLITS - 1u) / SPLITS;
+    let t0 = min(split * per_split, all_tiles);
+    let tiles = min(t0 + per_split, all_tiles) - t0;
+    load_tile(t0 * BKC, l, &staged);
     store_tile(l, &staged);
     workgroupBarrier();
     for (var t = 0u; t < tiles; t++) {
         let more = t + 1u < tiles;
         if (more) {
-            load_tile((t + 1u) * BKC, l, &staged);
+            load_tile((t0 + t + 1u) * BKC, l, &staged);
         }
         for (var ks = 0u; ks < BKC; ks += CT) {
             let ia0 = (wm + 0u * CT) * LDA + ks;
@@ -228,12 +243,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     let m = m0 + wm;
     let n = n0 + wn;
-    flush(c00, sg, lane, batch, m, n, dims);
-    flush(c01, sg, lane, batch, m, n + CT, dims);
-    flush(c10, sg, lane, batch, m + CT, n, dims);
-    flush(c11, sg, lane, batch, m + CT, n + CT, dims);
-    flush(c20, sg, lane, batch, m + 2u * CT, n, dims);
-    flush(c21, sg, lane, batch, m + 2u * CT, n + CT, dims);
-    flush(c30, sg, lane, batch, m + 3u * CT, n, dims);
-    flush(c31, sg, lane, batch, m + 3u * CT, n + CT, dims);
+    flush(c00, sg, lane, batch, split, m, n, dims);
+    flush(c01, sg, lane, batch, split, m, n + CT, dims);
+    flush(c10, sg, lane, batch, split, m + CT, n, dims);
+    flush(c11, sg, lane, batch, split, m + CT, n + CT, dims);
+    flush(c20, sg, lane, batch, split, m + 2u * CT, n, dims);
+    flush(c21, sg, lane, batch, split, m + 2u * CT, n + CT, dims);
+    flush(c30, sg, lane, batch, split, m + 3u * CT, n, dims);
+    flush(c31, sg, lane, batch, split, m + 3u * CT, n + CT, dims);
 }

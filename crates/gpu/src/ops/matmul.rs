@@ -61,8 +61,8 @@ pub enum Tiles {
     /// shared among that many workgroups per tile (split-K), whose partial
     /// sums a second pass adds ([`split_sum`]).
     Plain { tm: u32, tn: u32, splits: u32 },
-    /// Cooperative-matrix tiles of 8 CT x 8 CT.
-    Coop { ct: u32 },
+    /// Cooperative-matrix tiles of 8 CT x 8 CT, K split like the plain ones.
+    Coop { ct: u32, splits: u32 },
 }
 
 impl Tiles {
@@ -71,18 +71,30 @@ impl Tiles {
         Tiles::Plain { tm, tn, splits: 1 }
     }
 
+    /// Cooperative-matrix tiles of fragment size `ct`, K not split.
+    pub const fn coop(ct: u32) -> Tiles {
+        Tiles::Coop { ct, splits: 1 }
+    }
+
+    /// These tiles with K split in `splits` runs.
+    pub const fn split(self, splits: u32) -> Tiles {
+        match self {
+            Tiles::Plain { tm, tn, .. } => Tiles::Plain { tm, tn, splits },
+            Tiles::Coop { ct, .. } => Tiles::Coop { ct, splits },
+        }
+    }
+
     pub fn block(self) -> (usize, usize) {
         match self {
             Tiles::Plain { tm, tn, .. } => (16 * tm as usize, 16 * tn as usize),
-            Tiles::Coop { ct } => (8 * ct as usize, 8 * ct as usize),
+            Tiles::Coop { ct, .. } => (8 * ct as usize, 8 * ct as usize),
         }
     }
 
     /// Workgroups sharing the K axis of one tile (1: no split-K).
     pub fn splits(self) -> u32 {
         match self {
-            Tiles::Plain { splits, .. } => splits.max(1),
-            Tiles::Coop { .. } => 1,
+            Tiles::Plain { splits, .. } | Tiles::Coop { splits, .. } => splits.max(1),
         }
     }
 
@@ -146,7 +158,7 @@ pub fn choose_tiles(
     allow_coop: bool,
 ) -> Tiles {
     let coop = match (ctx.caps.coop, dtype, allow_coop) {
-        (Some(c), Scalar::F16, true) => Some(Tiles::Coop { ct: c.size }),
+        (Some(c), Scalar::F16, true) => Some(Tiles::coop(c.size)),
         _ => None,
     };
     let (small, large) = (Tiles::plain(4, 4), Tiles::plain(8, 8));
@@ -198,8 +210,9 @@ pub(crate) fn wide_loads(ctx: &GpuContext, tiles: Tiles) -> bool {
 
 /// The bindings after the output `y`: for the cooperative-matrix kernels,
 /// the wide views of A and B (6 and 7), or the dummy where an operand takes
-/// scalar loads; for the plain tiles, the split-K partial sums (6), or `y`
-/// again without split-K (the kernel does not touch it then).
+/// scalar loads; then the split-K partial sums (6 for the plain tiles, 8 for
+/// cooperative matrices), or `y` again without split-K (the kernel does not
+/// touch it then).
 pub(crate) fn tail_bindings(
     tiles: Tiles,
     a: Option<Binding>,
@@ -208,19 +221,21 @@ pub(crate) fn tail_bindings(
     partial: Option<&Binding>,
     dummy: &Binding,
 ) -> Result<Vec<Binding>> {
+    let part = match (tiles.splits(), partial) {
+        (1, _) => y.clone(),
+        (_, Some(p)) => p.clone(),
+        (_, None) => {
+            return Err(Error::Invalid(
+                "a split-K product without a buffer for its partial sums".into(),
+            ))
+        }
+    };
     Ok(match tiles {
-        Tiles::Plain { .. } if tiles.splits() > 1 => match partial {
-            Some(p) => vec![p.clone()],
-            None => {
-                return Err(Error::Invalid(
-                    "a split-K product without a buffer for its partial sums".into(),
-                ))
-            }
-        },
-        Tiles::Plain { .. } => vec![y.clone()],
+        Tiles::Plain { .. } => vec![part],
         Tiles::Coop { .. } => vec![
             a.unwrap_or_else(|| dummy.clone()),
             b.unwrap_or_else(|| dummy.clone()),
+            part,
         ],
     })
 }
@@ -292,9 +307,8 @@ pub(crate) fn tile_key(
     let key = match tiles {
         Tiles::Plain { tm, tn, .. } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
             .with("TM", Const::U32(tm))
-            .with("TN", Const::U32(tn))
-            .with("SPLITS", Const::U32(tiles.splits())),
-        Tiles::Coop { ct } => PipelineKey::new(
+            .with("TN", Const::U32(tn)),
+        Tiles::Coop { ct, .. } => PipelineKey::new(
             kernel_coop,
             Variant {
                 t: Scalar::F16,
@@ -305,6 +319,7 @@ pub(crate) fn tile_key(
         ),
     };
     let key = key
+        .with("SPLITS", Const::U32(tiles.splits()))
         .with("A_KFAST", Const::Bool(a_kfast))
         .with("B_NFAST", Const::Bool(b_nfast));
     match tiles {
