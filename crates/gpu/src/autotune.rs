@@ -634,6 +634,19 @@ mod tests {
     }
 
     #[test]
+    fn split_factors_fill_small_grids_only() {
+        // ResNet-50's 3x3 512->512 at batch 1: 8 workgroups, K = 4608 (288 k-tiles of 16).
+        assert_eq!(split_factors(8, 288), [32, 8]);
+        // BERT-base's FFN down-projection at batch 1 on 128x128 tiles: K = 3072 (96 of 32).
+        assert_eq!(split_factors(6, 96), [8, 2]);
+        assert_eq!(split_factors(24, 24), [2]);
+        // Runs shorter than 8 k-tiles, or a grid past half a wave: no split.
+        assert_eq!(split_factors(8, 15), Vec::<u32>::new());
+        assert_eq!(split_factors(133, 1000), Vec::<u32>::new());
+        assert_eq!(split_factors(132, 1000), [4]);
+    }
+
+    #[test]
     fn tile_names_round_trip() {
         for t in [SMALL, LARGE, SPLIT, COOP, COOP.split(4), Tiles::coop(8)] {
             assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
