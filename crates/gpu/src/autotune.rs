@@ -446,19 +446,15 @@ pub(crate) fn tune(
         return Ok(());
     };
     let dtype = *dtype;
-    // A recorded choice needs no scratch buffers.
-    if let Some(t) = ctx.tuner.choice(&key).filter(|t| list.contains(t)) {
-        set_tiles(op, t);
-        return Ok(());
-    }
     let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
-    let input = scratch.input(ctx, read, dtype)?;
-    let output = scratch.output(ctx, bytes(op.output()))?;
     let out_value = op.output();
     let out_len = op.output_len().unwrap_or(0);
-    // Unused operands are read-only: the output cannot stand in for them.
-    let dummy = Binding::whole(&input, 16);
+    // Scratch buffers are made at the first timing: a recorded choice needs none.
     let chosen = ctx.tuner.choose(&key, &list, |tiles| {
+        let input = scratch.input(ctx, read, dtype)?;
+        let output = scratch.output(ctx, bytes(out_value))?;
+        // Unused operands are read-only: the output cannot stand in for them.
+        let dummy = Binding::whole(&input, 16);
         let mut candidate = op.clone();
         set_tiles(&mut candidate, tiles);
         let partial_bytes = tiles.partial_bytes(out_len);

@@ -203,10 +203,8 @@ impl GpuOp {
     /// Elements of the output.
     pub fn output_len(&self) -> Option<usize> {
         match self {
-            GpuOp::Conv { geometry: g, .. } => Some(g.batch * g.oc * g.oh * g.ow),
-            GpuOp::Gemm { gemm: g, .. } => {
-                Some(g.batch.iter().product::<usize>().max(1) * g.m * g.n)
-            }
+            GpuOp::Conv { geometry: g, .. } => Some(g.output_len()),
+            GpuOp::Gemm { gemm: g, .. } => Some(g.output_len()),
             _ => None,
         }
     }

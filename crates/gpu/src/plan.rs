@@ -1870,7 +1870,7 @@ impl<'a> Builder<'a> {
         if tiles.splits() <= 1 {
             return;
         }
-        let n = tiles.partial_bytes(len) as usize / DType::F32.size();
+        let n = tiles.splits() as usize * len;
         let name = format!("{}.splits", self.g.values[out].name);
         let v = self.add_value(name, Some(DType::F32), out);
         self.g.values[v].shape = Some(vec![metal_mps_ir::Dim::Fixed(n)]);
@@ -1956,11 +1956,7 @@ impl<'a> Builder<'a> {
             }
         }
         let bytes = |v: ValueId, this: &Builder| -> u64 {
-            let n: usize = this.shapes[v]
-                .as_ref()
-                .map(|s| s.iter().product())
-                .unwrap_or(0);
-            crate::transfer::aligned((n * this.dev[v].map(DType::size).unwrap_or(0)) as u64)
+            crate::transfer::aligned(value_bytes(this.shapes[v].as_deref(), this.dev[v]))
         };
         let mut by_step: Vec<Vec<ValueId>> = vec![Vec::new(); end + 1];
         for v in 0..nv {

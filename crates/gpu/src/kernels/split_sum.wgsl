@@ -1,4 +1,5 @@
-// The second pass of a split-K product (gemm_tiled.wgsl with SPLITS > 1):
+// The second pass of a split-K product (gemm_tiled.wgsl or gemm_coop.wgsl
+// with SPLITS > 1):
 // adds the partial sums of the splits and applies the product's epilogue,
 //   y[i] = act(alpha * sum_s part[s * len + i] + beta * C[row, col] (+ R[i])),
 // where the output is [.., rows, inner] and C is read at row * c_srow +

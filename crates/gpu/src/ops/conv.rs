@@ -31,6 +31,11 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// Elements of the output, `[batch, oc, oh, ow]`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.oc * self.oh * self.ow
+    }
+
     /// The GEMM's M, N, K per group.
     pub fn gemm_dims(&self) -> (usize, usize, usize) {
         (
@@ -130,7 +135,7 @@ pub fn conv(
     if let Some(partial) = partial.filter(|_| tiles.splits() > 1) {
         // The bias is C with one value per output channel (row).
         let e = SplitEpilogue {
-            len: g.batch * g.oc * g.oh * g.ow,
+            len: g.output_len(),
             inner: g.oh * g.ow,
             rows: g.oc,
             alpha: 1.0,

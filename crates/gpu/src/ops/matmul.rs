@@ -34,6 +34,11 @@ pub struct Gemm {
 }
 
 impl Gemm {
+    /// Elements of the output, `[batch.., M, N]`.
+    pub fn output_len(&self) -> usize {
+        self.batch.iter().product::<usize>() * self.m * self.n
+    }
+
     /// `y[m×n] = A[m×k] · B[k×n]`, both row-major and unbatched: no C, residual or activation.
     pub fn row_major(m: usize, n: usize, k: usize) -> Gemm {
         Gemm {
@@ -435,7 +440,7 @@ pub fn matmul(
     }];
     if let Some(partial) = partial.filter(|_| tiles.splits() > 1) {
         let e = SplitEpilogue {
-            len: batch.max(1) * g.m * g.n,
+            len: g.output_len(),
             inner: g.n,
             rows: g.m,
             alpha: g.alpha,
