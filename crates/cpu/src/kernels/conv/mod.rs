@@ -426,7 +426,7 @@ struct Buffers {
 /// `kernel_shape`, when given, is the weight's.
 fn check_shapes(a: &ConvAttrs, xs: &[usize], wsh: &[usize]) -> Result<()> {
     let group = a.group;
-    if group == 0 || xs[1] != wsh[1] * group || !wsh[0].is_multiple_of(group) {
+    if group == 0 || wsh[1].checked_mul(group) != Some(xs[1]) || !wsh[0].is_multiple_of(group) {
         return invalid!(
             "Conv: input has {} channels, weight {:?} with group {group}",
             xs[1],
