@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::context::GpuContext;
+use crate::context::{GpuContext, COOP_K_FRAGMENTS};
 use crate::lower::GpuOp;
 use crate::ops::matmul::{tiles_forced, Tiles, FULL_GRID};
 use crate::ops::{self, Binding};
@@ -31,7 +31,7 @@ use metal_mps_ir::{Result, ValueId};
 pub const AUTOTUNE_ENV: &str = "METAL_MPS_GPU_AUTOTUNE";
 
 /// The file's first line; a file starting otherwise is ignored (and replaced).
-const HEADER: &str = "# metal_mps autotune v2";
+const HEADER: &str = "# metal_mps autotune v3";
 
 /// Products smaller than this many multiply-adds keep the heuristic's tiles:
 /// their time is mostly launch overhead, the same for every candidate.
@@ -341,9 +341,9 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
         if m >= side / 2 && n >= side / 2 {
             let coop = Tiles::coop(c.size);
             list.push(coop);
-            // Its k-tiles are 2 fragments deep.
             let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
-            for splits in split_factors(grid, k.div_ceil(2 * c.size as usize)) {
+            let k_tile = (COOP_K_FRAGMENTS * c.size) as usize;
+            for splits in split_factors(grid, k.div_ceil(k_tile)) {
                 list.push(coop.split(splits));
             }
         }
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(damaged.choice("gemm w"), None);
 
         // Another format version: nothing is trusted.
-        std::fs::write(&path, text.replace("v2", "v1")).unwrap();
+        std::fs::write(&path, text.replace("v3", "v2")).unwrap();
         assert_eq!(Tuner::open(true, Some(path.clone())).choice("gemm y"), None);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }

@@ -205,9 +205,25 @@ fn choose_adapter(selector: Option<&str>) -> Result<(wgpu::Adapter, Option<Strin
     }
 }
 
+/// Fragments along K in one k-tile of the cooperative-matrix kernel
+/// (`gemm_coop.wgsl`'s `BKC` is this many `CT`).
+pub const COOP_K_FRAGMENTS: u32 = 4;
+
+/// Workgroup memory of the cooperative-matrix kernel (`gemm_coop.wgsl`) on
+/// `ct`×`ct` fragments: its f16 tiles of A (`8ct × (bk + 8)`) and B (`bk ×
+/// (8ct + 8)`), `bk` = [`COOP_K_FRAGMENTS`]·`ct`, and its f32 scratch of
+/// eight fragments.
+pub const fn coop_workgroup_bytes(ct: u32) -> u32 {
+    let bk = COOP_K_FRAGMENTS * ct;
+    let a = 8 * ct * (bk + 8);
+    let b = bk * (8 * ct + 8);
+    2 * (a + b) + 4 * 8 * ct * ct
+}
+
 /// The cooperative-matrix shape to use: square, f16 inputs with f32 accumulation,
-/// the largest offered among 16 and 8.
-fn detect_coop(adapter: &wgpu::Adapter) -> Option<CoopShape> {
+/// the largest offered among 16 and 8 whose kernel fits `workgroup_storage`
+/// bytes of workgroup memory.
+fn detect_coop(adapter: &wgpu::Adapter, workgroup_storage: u32) -> Option<CoopShape> {
     if !adapter
         .features()
         .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
@@ -218,13 +234,14 @@ fn detect_coop(adapter: &wgpu::Adapter) -> Option<CoopShape> {
     [16u32, 8]
         .into_iter()
         .find(|&s| {
-            props.iter().any(|p| {
-                p.m_size == s
-                    && p.n_size == s
-                    && p.k_size == s
-                    && p.ab_type == wgpu::CooperativeScalarType::F16
-                    && p.cr_type == wgpu::CooperativeScalarType::F32
-            })
+            coop_workgroup_bytes(s) <= workgroup_storage
+                && props.iter().any(|p| {
+                    p.m_size == s
+                        && p.n_size == s
+                        && p.k_size == s
+                        && p.ab_type == wgpu::CooperativeScalarType::F16
+                        && p.cr_type == wgpu::CooperativeScalarType::F32
+                })
         })
         .map(|size| CoopShape {
             size,
@@ -239,7 +256,8 @@ impl GpuContext {
         let (adapter, _) = choose_adapter(selector)?;
         let info = adapter.get_info();
         let offered = adapter.features();
-        let coop = detect_coop(&adapter);
+        let limits = adapter.limits();
+        let coop = detect_coop(&adapter, limits.max_compute_workgroup_storage_size);
         let mut features = wgpu::Features::empty();
         for f in [
             wgpu::Features::SHADER_F16,
@@ -259,7 +277,6 @@ impl GpuContext {
             // for this token because the feature is still experimental.
             experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
         }
-        let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("metal_mps"),
             required_features: features,

@@ -1,6 +1,7 @@
 //! Every WGSL kernel instance the engine can compile parses, validates and
 //! translates to MSL (Metal) and SPIR-V (Vulkan) with naga. Runs without a GPU.
 
+use metal_mps_gpu::context::coop_workgroup_bytes;
 use metal_mps_gpu::pipeline_cache::{source, Kernel};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -91,4 +92,33 @@ fn every_kernel_translates_to_msl_and_spirv() {
         }
     }
     assert!(count >= 30, "only {count} kernel instances checked");
+}
+
+/// The workgroup memory the engine assumes for the cooperative-matrix kernel
+/// (it is only used where the adapter's limit allows it) is what naga lays
+/// out for its workgroup variables; the fragment size of Metal (8) fits
+/// Apple GPUs' 32 KiB and NVIDIA's (16) fits 48 KiB.
+#[test]
+fn cooperative_kernel_workgroup_memory_is_as_declared() {
+    for kernel in [Kernel::MatmulCoop, Kernel::ConvCoop] {
+        for variant in kernel.variants() {
+            let ct = variant.coop.expect("a cooperative variant");
+            let module = naga::front::wgsl::parse_str(&source(kernel, variant)).unwrap();
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, v)| layouter[v.ty].size)
+                .sum();
+            assert_eq!(
+                bytes,
+                coop_workgroup_bytes(ct),
+                "{kernel:?} with {ct}x{ct} fragments"
+            );
+        }
+    }
+    assert!(coop_workgroup_bytes(8) <= 32 * 1024);
+    assert!(coop_workgroup_bytes(16) <= 48 * 1024);
 }
