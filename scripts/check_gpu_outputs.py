@@ -3,7 +3,8 @@
 scripts/bench_gpu.py (a device-machine companion of the benchmark: the timings say how fast, this
 says the numbers are right). Inputs are random (image values in [-1, 1], token ids in 1..HIGH-1,
 attention masks of ones); the error is the largest absolute difference over the largest reference
-magnitude, printed per model, batch and precision, with FAIL past --tol (fp32) or 10x it (fp16).
+magnitude, printed per model, batch and precision, with FAIL past --tol (fp32) or 10x it (fp16);
+fp16 is not judged where the reference's largest magnitude is below f16's normal range.
 
   python scripts/check_gpu_outputs.py --bin build/gpu-bench/metal-mps --models build/gpu-models \\
       [--only bert_base gpt2] [--batches 1 8] [--seq 128] [--high 1000]
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+# The smallest normal f16 (2^-14).
+F16_TINY = float(np.finfo(np.float16).tiny)
 
 
 def inputs(session: ort.InferenceSession, batch: int, seq: int, high: int, rng: np.random.Generator) -> dict:
@@ -68,7 +72,14 @@ def main() -> int:
                         failed += 1
                         continue
                     got = np.load(next(out.glob("*.npy"))).astype(np.float64)
-                    err = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+                    scale = float(np.max(np.abs(want)))
+                    if precision == "fp16" and scale < F16_TINY:
+                        # Random weights can shrink a model's outputs below what f16 holds: any
+                        # fp16 run returns zeros or subnormals there, whatever the kernels.
+                        print(f"{path.stem} b{batch} fp16: not checkable, the outputs' largest "
+                              f"magnitude {scale:.1e} is below f16's normal range ({F16_TINY:.1e})")
+                        continue
+                    err = float(np.max(np.abs(got - want)) / max(scale, 1e-30))
                     verdict = "ok" if err <= tol else "FAIL"
                     failed += verdict != "ok"
                     print(f"{path.stem} b{batch} {precision}: relative error {err:.2e} {verdict}", flush=True)
