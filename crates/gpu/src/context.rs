@@ -205,8 +205,8 @@ fn choose_adapter(selector: Option<&str>) -> Result<(wgpu::Adapter, Option<Strin
     }
 }
 
-/// Fragments along K in one k-tile of the cooperative-matrix kernel
-/// (`gemm_coop.wgsl`'s `BKC` is this many `CT`).
+/// Fragments along K in one k-tile of the cooperative-matrix kernel (the
+/// constant `CT_K` of `gemm_coop.wgsl`'s header).
 pub const COOP_K_FRAGMENTS: u32 = 4;
 
 /// Workgroup memory of the cooperative-matrix kernel (`gemm_coop.wgsl`) on

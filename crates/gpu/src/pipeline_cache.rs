@@ -1,11 +1,13 @@
 //! WGSL sources and the compiled-pipeline cache.
 //!
 //! A kernel's source is a short generated header (`enable` directives, the
-//! storage type aliases `T`/`U`, the cooperative-matrix fragment size) followed
+//! storage type aliases `T`/`U`, the cooperative-matrix fragment size and
+//! depth of a k-tile in fragments) followed
 //! by `.wgsl` files included at compile time. Everything else that varies
 //! (tile sizes, fused activation, kernel geometry) is a WGSL `override`
 //! constant. Pipelines are compiled once and cached by [`PipelineKey`].
 
+use crate::context::COOP_K_FRAGMENTS;
 use crate::disk_cache::DiskCache;
 use metal_mps_ir::{Error, Result};
 use std::collections::HashMap;
@@ -220,7 +222,7 @@ pub fn source(kernel: Kernel, v: Variant) -> String {
     if let Some(ct) = v.coop {
         s.push_str("enable wgpu_cooperative_matrix;\n");
         s.push_str(&format!(
-            "const CT: u32 = {ct}u;\nalias CM_A = coop_mat{ct}x{ct}<f16, A>;\nalias CM_B = coop_mat{ct}x{ct}<f16, B>;\nalias CM_C = coop_mat{ct}x{ct}<f32, C>;\n"
+            "const CT: u32 = {ct}u;\nconst CT_K: u32 = {COOP_K_FRAGMENTS}u;\nalias CM_A = coop_mat{ct}x{ct}<f16, A>;\nalias CM_B = coop_mat{ct}x{ct}<f16, B>;\nalias CM_C = coop_mat{ct}x{ct}<f32, C>;\n"
         ));
     }
     s.push_str(&format!("alias T = {};\n", v.t.wgsl()));

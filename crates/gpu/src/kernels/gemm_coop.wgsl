@@ -8,13 +8,13 @@
 // each eight f16 in one 16-byte load. A_WIDE needs A_KFAST; with B_NFAST the
 // eight elements of b_wide run along n (col is the first's), else along k.
 //
-// The header defines the fragment size CT (8 on Metal, 16 on NVIDIA) and the
+// The header defines the fragment size CT (8 on Metal, 16 on NVIDIA), the
+// k-tile's depth in fragments CT_K (COOP_K_FRAGMENTS in context.rs) and the
 // aliases CM_A, CM_B (f16) and CM_C (f32) of coop_matCTxCT. 256 invocations
 // form 8 subgroups of 32 in a 2 x 4 grid; each subgroup owns a 4CT x 2CT block
-// (4 x 2 fragments) of the 8CT x 8CT workgroup tile; BK = 4CT (four steps of
-// CT between barriers: 20 % faster at 4096^3 than 2CT on an H100; the engine
-// knows it as COOP_K_FRAGMENTS, and the workgroup memory as
-// coop_workgroup_bytes, both in context.rs).
+// (4 x 2 fragments) of the 8CT x 8CT workgroup tile; BK = CT_K * CT (4: 20 %
+// faster at 4096^3 than 2 on an H100). The workgroup memory is
+// coop_workgroup_bytes in context.rs.
 // Workgroup tiles are row-major with padded strides (multiples of 8 elements).
 //
 // Split-K (SPLITS > 1) as in gemm_tiled.wgsl: z = batch * SPLITS + split, raw
@@ -31,7 +31,7 @@ override SPLITS: u32 = 1u;
 
 const BM: u32 = 8u * CT;
 const BN: u32 = 8u * CT;
-const BKC: u32 = 4u * CT;
+const BKC: u32 = CT_K * CT;
 const LDA: u32 = BKC + 8u;
 const LDB: u32 = BN + 8u;
 // Elements of A (and of B) each invocation moves per k-tile.
