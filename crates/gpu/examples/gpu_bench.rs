@@ -217,6 +217,7 @@ fn conv_bench(ctx: &GpuContext) {
                 stride: [s, s],
                 dilation: [1, 1],
                 pad: [k / 2, k / 2],
+                tap_major: false,
             };
             let flops = 2.0 * (batch * oc * g.oh * g.ow * ic * k * k) as f64;
             let mut configs: Vec<(&str, Scalar, Tiles)> = vec![
@@ -231,7 +232,17 @@ fn conv_bench(ctx: &GpuContext) {
                 configs.push(("f16 coop", Scalar::F16, Tiles::coop(c.size)));
                 configs.push(("f16 coop k4", Scalar::F16, Tiles::coop(c.size).split(4)));
             }
-            for (name, dt, tiles) in configs {
+            // 3x3 layers also with tap-major weights (the timing ignores their values).
+            let layouts = if k > 1 { &[false, true][..] } else { &[false] };
+            let runs: Vec<_> = layouts
+                .iter()
+                .flat_map(|&tm| configs.iter().map(move |&c| (tm, c)))
+                .collect();
+            for (tm, (name, dt, tiles)) in runs {
+                let g = ConvGeometry {
+                    tap_major: tm,
+                    ..g.clone()
+                };
                 let half = dt == Scalar::F16;
                 let (bx, sx) = upload(ctx, &rand(batch * ic * hw * hw, 5), half);
                 let (bw, sw) = upload(ctx, &rand(oc * ic * k * k, 6), half);
@@ -262,7 +273,8 @@ fn conv_bench(ctx: &GpuContext) {
                 .unwrap();
                 let (t, _, _) = time_call(ctx, call, 10, 5);
                 println!(
-                    "| {ic}->{oc} {hw}x{hw} | {batch} | {k}x{k} {name} | {:.3} | {:.1} |",
+                    "| {ic}->{oc} {hw}x{hw} | {batch} | {k}x{k} {name}{} | {:.3} | {:.1} |",
+                    if tm { " tap" } else { "" },
                     t * 1e3,
                     flops / t / 1e12
                 );

@@ -10,7 +10,7 @@
 use crate::autotune;
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
-use crate::ops::conv::ConvGeometry;
+use crate::ops::conv::{tap_major_weights, ConvGeometry, TAP_MAJOR_MIN_CHANNELS};
 use crate::ops::copy::{mover, GatherShape, Region};
 use crate::ops::elementwise::{int_step_supported, Arith, Step as EwStep, MAX_OPERANDS, MAX_STEPS};
 use crate::ops::matmul::{choose_tiles, Gemm, Product, MAX_BATCH_DIMS};
@@ -1609,6 +1609,7 @@ impl<'a> Builder<'a> {
             stride: [1, 1],
             dilation: [1, 1],
             pad: [0, 0],
+            tap_major: false,
         };
         for s in 0..spatial {
             let slot = 2 - spatial + s;
@@ -1642,6 +1643,7 @@ impl<'a> Builder<'a> {
         if bias.is_some_and(|b| self.dev[b] != self.dev[x]) {
             return Ok(Lowered::Cpu);
         }
+        let w = self.tap_major(n, w, &mut geo);
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
         let tiles = choose_tiles(
@@ -1666,6 +1668,31 @@ impl<'a> Builder<'a> {
             partial: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
+    }
+
+    /// The weights of convolution `n` in tap-major order, where that pays (a
+    /// window of several taps over enough channels) and they are constant:
+    /// reordered in place when `n` is their only reader, else a copy.
+    fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry) -> ValueId {
+        let taps = geo.kernel[0] * geo.kernel[1];
+        if taps == 1
+            || geo.ic / geo.group < TAP_MAJOR_MIN_CHANNELS
+            || self.input_index.contains_key(&w)
+        {
+            return w;
+        }
+        let Some(Ok(t)) = self.constant(Some(w)).map(|t| tap_major_weights(&t)) else {
+            return w;
+        };
+        geo.tap_major = true;
+        if self.sole_consumer(w) == Some(n) {
+            self.shapes[w] = Some(t.shape().to_vec());
+            self.g.set_constant(w, Arc::new(t));
+            w
+        } else {
+            let name = format!("{}.tap_major", self.g.nodes[n].name);
+            self.add_const(name, t, w)
+        }
     }
 
     fn lower_gemm(&mut self, n: usize) -> Result<Lowered> {

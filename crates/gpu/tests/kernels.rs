@@ -7,7 +7,7 @@ mod common;
 use common::rand;
 use metal_mps_gpu::ops::{
     self,
-    conv::ConvGeometry,
+    conv::{tap_major_weights, ConvGeometry, TAP_MAJOR_MIN_CHANNELS},
     copy::Region,
     elementwise::{Arith, Step},
     matmul::{Gemm, Tiles},
@@ -17,7 +17,7 @@ use metal_mps_gpu::ops::{
 use metal_mps_gpu::pipeline_cache::Scalar;
 use metal_mps_gpu::pool::PooledBuffer;
 use metal_mps_gpu::{transfer, GpuContext};
-use metal_mps_ir::{f16, ReduceOp, UnaryOp};
+use metal_mps_ir::{f16, ReduceOp, Tensor, UnaryOp};
 use std::sync::Arc;
 
 fn ctx() -> Option<Arc<GpuContext>> {
@@ -700,6 +700,7 @@ fn convolution_matches_the_reference() {
             stride: s,
             dilation: dl,
             pad: p,
+            tap_major: false,
         }
     };
     let cases = vec![
@@ -754,6 +755,21 @@ fn convolution_matches_the_reference() {
             true,
             None,
         ),
+        // Enough input channels for tap-major weights (run both ways): a
+        // 3x3 window; a grouped, strided and dilated one over 72 channels per
+        // group (k-tiles straddle two taps, some inside and some in the padding).
+        (
+            geo(2, 64, 7, 9, 24, 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+            true,
+            true,
+            Some(UnaryOp::Relu),
+        ),
+        (
+            geo(1, 144, 9, 8, 20, 2, [3, 2], [2, 1], [2, 1], [2, 1]),
+            false,
+            false,
+            None,
+        ),
         // Depthwise (depthwise.wgsl): ReLU6, a channel multiplier with a
         // residual, dilation with a row shorter than one invocation's outputs, 1-D.
         (
@@ -791,7 +807,28 @@ fn convolution_matches_the_reference() {
         let total = g.batch * g.oc * g.oh * g.ow;
         let res = has_res.then(|| rand(total, 800 + ci as u64));
         let want = conv_ref(&g, &x, &w, bias.as_deref(), res.as_deref(), act);
-        for (t, dt) in product_variants(&ctx) {
+        let taps = g.kernel[0] * g.kernel[1];
+        let tap_major = taps > 1 && g.ic / g.group >= TAP_MAJOR_MIN_CHANNELS;
+        let layouts = if tap_major {
+            &[false, true][..]
+        } else {
+            &[false]
+        };
+        for (&tm, (t, dt)) in layouts
+            .iter()
+            .flat_map(|l| product_variants(&ctx).into_iter().map(move |v| (l, v)))
+        {
+            let g = ConvGeometry {
+                tap_major: tm,
+                ..g.clone()
+            };
+            let w = if tm {
+                let shape = vec![g.oc, g.ic / g.group, g.kernel[0], g.kernel[1]];
+                let t = Tensor::from_slice(shape, &w).unwrap();
+                tap_major_weights(&t).unwrap().to_vec::<f32>().unwrap()
+            } else {
+                w.clone()
+            };
             let up_t = |v: &[f32]| up_as(&ctx, dt, v);
             let (bx, bw) = (up_t(&x), up_t(&w));
             let bb = bias.as_ref().map(|v| up_t(v));
@@ -821,7 +858,12 @@ fn convolution_matches_the_reference() {
                 down::<f32>(&ctx, &y, total)
             };
             let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
-            assert_close(&got, &want, tol, &format!("conv case {ci} {t:?} {dt:?}"));
+            assert_close(
+                &got,
+                &want,
+                tol,
+                &format!("conv case {ci} {t:?} {dt:?} tap-major {tm}"),
+            );
         }
     }
 }

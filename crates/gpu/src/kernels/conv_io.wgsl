@@ -1,9 +1,15 @@
 // Addressing of a 2-D convolution as a matrix product (implicit GEMM; 1-D
 // convolutions have H = 1). Per group g (the dispatch's z):
 //   M = output channels of the group, N = batch * OH * OW, K = ICg * KH * KW,
-//   A[m, k] = W[g * OCg + m, k]            (weights, [OC, ICg * KH * KW])
+//   A[m, k] = W[g * OCg + m, k]            (weights, [OC, K])
 //   B[k, n] = X[img, g * ICg + ic, ih, iw] (gathered; 0 in the padding)
 //   y[img, g * OCg + m, oh, ow] = act(acc + bias[oc] (+ R[same index]))
+// K runs over (ic, kh, kw), ONNX's weight layout, or with TAP_MAJOR over
+// (kh, kw, ic): weights [OC, KH, KW, ICg], reordered at load. Then a k-tile
+// spans at most two taps of the window, whose bounds b_tile checks once per
+// tile instead of per element; that needs ICg at least the kernel's k-tile
+// depth (TAP_MAJOR_MIN_CHANNELS in conv.rs), or a single tap (1x1), where both
+// orders agree.
 // Kernel size, strides and dilations are override constants: the divisions by
 // them compile to multiplications.
 
@@ -33,6 +39,7 @@ override ACT_A: f32 = 0.0;
 override ACT_B: f32 = 0.0;
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
+override TAP_MAJOR: bool = false;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> w: array<T>;
@@ -69,47 +76,95 @@ fn a_wide(g: u32, m: u32, k: u32) -> vec4<u32> {
 }
 
 struct BCol {
-    // Offset of channel 0 of this group in the image, or -1 past N.
+    // Offset of the window's first tap in channel 0 of this group (negative
+    // when that tap lies in the padding).
     base: i32,
     // Top-left input position of the window.
     h0: i32,
     w0: i32,
+    // n < N.
+    valid: bool,
 }
 
 fn b_col(g: u32, n: u32) -> BCol {
     let plane = p.oh * p.ow;
     if (n >= p.batch * plane) {
-        return BCol(-1, 0, 0);
+        return BCol(0, 0, 0, false);
     }
     let img = n / plane;
     let q = n % plane;
-    let oh = q / p.ow;
-    let ow = q % p.ow;
-    let base = (img * p.ic + g * p.icg) * p.ih * p.iw;
-    return BCol(i32(base), i32(oh * SH) - i32(p.pad_h), i32(ow * SW) - i32(p.pad_w));
+    let h0 = i32((q / p.ow) * SH) - i32(p.pad_h);
+    let w0 = i32((q % p.ow) * SW) - i32(p.pad_w);
+    let base = i32((img * p.ic + g * p.icg) * p.ih * p.iw) + h0 * i32(p.iw) + w0;
+    return BCol(base, h0, w0, true);
 }
 
-fn b_elem(col: BCol, k: u32) -> f32 {
-    if (col.base < 0 || k >= p.icg * KH * KW) {
+// Whether tap r (= kh * KW + kw) of the column's window lies in the image.
+fn tap_inside(col: BCol, r: u32) -> bool {
+    let ih = col.h0 + i32((r / KW) * DH);
+    let iw = col.w0 + i32((r % KW) * DW);
+    return col.valid && ih >= 0 && iw >= 0 && ih < i32(p.ih) && iw < i32(p.iw);
+}
+
+// Offset of tap r from the window's first tap.
+fn tap_offset(r: u32) -> i32 {
+    return i32((r / KW) * DH * p.iw + (r % KW) * DW);
+}
+
+// A column's gather state for the k-tile from k0 (b_tile). With TAP_MAJOR:
+// the channel of k0, and the offsets and insideness of k0's tap (at that
+// channel) and of the next tap (at channel 0).
+struct BTile {
+    col: BCol,
+    k0: u32,
+    ic0: u32,
+    off0: i32,
+    in0: bool,
+    off1: i32,
+    in1: bool,
+}
+
+fn b_tile(col: BCol, k0: u32) -> BTile {
+    if (!TAP_MAJOR) {
+        return BTile(col, k0, 0u, 0, false, 0, false);
+    }
+    let r = k0 / p.icg;
+    let ic0 = k0 % p.icg;
+    let off0 = col.base + tap_offset(r) + i32(ic0 * p.ih * p.iw);
+    let off1 = col.base + tap_offset(r + 1u);
+    return BTile(col, k0, ic0, off0, tap_inside(col, r), off1, tap_inside(col, r + 1u));
+}
+
+fn b_elem(t: BTile, k: u32) -> f32 {
+    if (k >= p.icg * KH * KW) {
+        return 0.0;
+    }
+    let plane = p.ih * p.iw;
+    if (TAP_MAJOR) {
+        let dk = k - t.k0;
+        let ic = t.ic0 + dk;
+        let next = ic >= p.icg;
+        if (!select(t.in0, t.in1, next)) {
+            return 0.0;
+        }
+        let at = select(t.off0 + i32(dk * plane), t.off1 + i32((ic - p.icg) * plane), next);
+        return f32(x[u32(at)]);
+    }
+    let r = k % (KH * KW);
+    if (!tap_inside(t.col, r)) {
         return 0.0;
     }
     let ic = k / (KH * KW);
-    let r = k % (KH * KW);
-    let ih = col.h0 + i32((r / KW) * DH);
-    let iw = col.w0 + i32((r % KW) * DW);
-    if (ih < 0 || iw < 0 || ih >= i32(p.ih) || iw >= i32(p.iw)) {
-        return 0.0;
-    }
-    return f32(x[u32(col.base) + (ic * p.ih + u32(ih)) * p.iw + u32(iw)]);
+    return f32(x[u32(t.col.base + i32(ic * plane) + tap_offset(r))]);
 }
 
 // X[img, g * ICg + k, pixel n..n+8] of a 1x1 convolution with unit strides
 // and no padding (B's columns are the pixels): needs IH * IW a multiple of 8.
 fn b_wide(col: BCol, k: u32) -> vec4<u32> {
-    if (col.base < 0 || k >= p.icg) {
+    if (!col.valid || k >= p.icg) {
         return vec4<u32>(0u);
     }
-    return x8[(u32(col.base) + k * p.ih * p.iw + u32(col.h0) * p.iw + u32(col.w0)) / 8u];
+    return x8[(u32(col.base) + k * p.ih * p.iw) / 8u];
 }
 
 fn out_index(g: u32, m: u32, n: u32) -> u32 {

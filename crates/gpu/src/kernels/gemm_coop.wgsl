@@ -1,6 +1,6 @@
 // Matrix product on cooperative matrices (tensor cores, Apple simdgroup
 // matrices): the same contract as gemm_tiled.wgsl (an io file defines
-// gemm_dims, a_elem, b_col, b_elem, epilogue), f16 operands, f32 accumulation.
+// gemm_dims, a_elem, b_col, b_tile, b_elem, epilogue), f16 operands, f32 accumulation.
 // The io file also defines the wide loads, used where the launcher found the
 // operand's layout allows them (A_WIDE, B_WIDE):
 //   fn a_wide(batch: u32, m: u32, k: u32) -> vec4<u32>  // A[m, k..k+8], 0 outside
@@ -90,6 +90,7 @@ fn vec_pos(v: u32, cols: u32) -> vec2<u32> {
 
 // Reads the k-tile starting at k0 into registers.
 fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
+    let bt = b_tile(l.col, k0);
     for (var j = 0u; j < PER; j++) {
         let e = l.lid + 256u * j;
         if (!A_WIDE) {
@@ -100,9 +101,9 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
         }
         if (!B_WIDE) {
             if (B_NFAST) {
-                (*s).b[j] = b_elem(l.col, k0 + e / BN);
+                (*s).b[j] = b_elem(bt, k0 + e / BN);
             } else {
-                (*s).b[j] = b_elem(b_col(l.batch, l.n0 + e / BKC), k0 + e % BKC);
+                (*s).b[j] = b_elem(b_tile(b_col(l.batch, l.n0 + e / BKC), k0), k0 + e % BKC);
             }
         }
     }

@@ -5,7 +5,8 @@
 //   fn gemm_setup(batch: u32)                       // once per workgroup
 //   fn a_elem(batch: u32, m: u32, k: u32) -> f32    // 0 outside the matrix
 //   struct BCol; fn b_col(batch: u32, n: u32) -> BCol
-//   fn b_elem(col: BCol, k: u32) -> f32             // 0 outside the matrix
+//   struct BTile; fn b_tile(col: BCol, k0: u32) -> BTile // per column and k-tile
+//   fn b_elem(t: BTile, k: u32) -> f32              // k in t's tile; 0 outside the matrix
 //   fn epilogue(batch: u32, m: u32, n: u32, v: f32) // bias, activation, store
 //   fn out_index(batch: u32, m: u32, n: u32) -> u32 // the output's element
 //   fn out_len() -> u32                             // the output's elements
@@ -90,12 +91,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 if (A_KFAST) { mm = e / BK; kk = e % BK; } else { mm = e % bm; kk = e / bm; }
                 ra[j] = a_elem(batch, m0 + mm, k0 + kk);
             }
+            let bt = b_tile(col, k0);
             for (var j = 0u; j < TN; j++) {
                 if (B_NFAST) {
-                    rb[j] = b_elem(col, k0 + b_k_first + b_k_step * j);
+                    rb[j] = b_elem(bt, k0 + b_k_first + b_k_step * j);
                 } else {
                     let e = lid + 256u * j;
-                    rb[j] = b_elem(b_col(batch, n0 + e / BK), k0 + e % BK);
+                    rb[j] = b_elem(b_tile(b_col(batch, n0 + e / BK), k0), k0 + e % BK);
                 }
             }
         }

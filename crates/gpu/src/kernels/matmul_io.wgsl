@@ -90,7 +90,14 @@ fn b_col(batch: u32, n: u32) -> BCol {
     return BCol(b_off + n * p.b_sn, n < p.n);
 }
 
-fn b_elem(col: BCol, k: u32) -> f32 {
+// No state per k-tile: the column's base serves every k.
+alias BTile = BCol;
+
+fn b_tile(col: BCol, k0: u32) -> BTile {
+    return col;
+}
+
+fn b_elem(col: BTile, k: u32) -> f32 {
     if (!col.valid || k >= p.k) {
         return 0.0;
     }

@@ -8,9 +8,10 @@ use super::matmul::{
     Tiles,
 };
 use super::{grid, u32_of, Binding, Call, Params};
+use crate::context::COOP_K_FRAGMENTS;
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
-use metal_mps_ir::{Error, Result, UnaryOp};
+use metal_mps_ir::{Error, Result, Tensor, UnaryOp};
 
 /// Geometry of an NCHW convolution (1-D: `ih = oh = kh = 1`).
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +29,43 @@ pub struct ConvGeometry {
     pub dilation: [usize; 2],
     /// Begin pads (end pads only shape the output).
     pub pad: [usize; 2],
+    /// The weights are `[OC, KH, KW, IC / group]` ([`tap_major_weights`])
+    /// instead of ONNX's `[OC, IC / group, KH, KW]`; needs
+    /// [`TAP_MAJOR_MIN_CHANNELS`] input channels per group.
+    pub tap_major: bool,
+}
+
+/// The fewest input channels per group for tap-major weights: the deepest
+/// k-tile of the product kernels (`gemm_coop.wgsl` on 16x16 fragments; the
+/// plain tiles take 16), so that a k-tile spans at most two taps.
+pub const TAP_MAJOR_MIN_CHANNELS: usize = COOP_K_FRAGMENTS as usize * 16;
+
+/// `w` (`[OC, ICg, taps...]`, any element type) reordered to `[OC, taps..., ICg]`.
+pub fn tap_major_weights(w: &Tensor) -> Result<Tensor> {
+    let shape = w.shape();
+    if shape.len() < 3 {
+        return Err(Error::Invalid(format!(
+            "convolution weights of shape {shape:?}"
+        )));
+    }
+    let (oc, icg) = (shape[0], shape[1]);
+    let taps: usize = shape[2..].iter().product();
+    let size = w.dtype().size();
+    let src = w.as_bytes();
+    let mut dst = vec![0u8; src.len()];
+    for o in 0..oc {
+        for c in 0..icg {
+            for t in 0..taps {
+                let from = ((o * icg + c) * taps + t) * size;
+                let to = ((o * taps + t) * icg + c) * size;
+                dst[to..to + size].copy_from_slice(&src[from..from + size]);
+            }
+        }
+    }
+    let mut out_shape = vec![oc];
+    out_shape.extend_from_slice(&shape[2..]);
+    out_shape.push(icg);
+    Tensor::from_bytes(w.dtype(), out_shape, &dst)
 }
 
 impl ConvGeometry {
@@ -72,6 +110,13 @@ pub fn conv(
             g.group, g.ic, g.oc
         )));
     }
+    let one_tap = g.kernel == [1, 1];
+    if g.tap_major && !one_tap && g.ic / g.group < TAP_MAJOR_MIN_CHANNELS {
+        return Err(Error::Invalid(format!(
+            "tap-major weights with {} input channels per group (at least {TAP_MAJOR_MIN_CHANNELS})",
+            g.ic / g.group
+        )));
+    }
     if g.ic == g.group {
         return Ok(vec![depthwise(
             ctx, dtype, g, x, w, bias, residual, activation, y, dummy,
@@ -106,7 +151,9 @@ pub fn conv(
         true,
         wide,
     );
-    let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?;
+    // One tap: both weight orders agree, and the tap-major gather is the cheaper.
+    let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?
+        .with("TAP_MAJOR", Const::Bool(g.tap_major || one_tap));
     let (bm, bn) = tiles.block();
     let groups = [
         u32_of(n.div_ceil(bn).max(1), "tiles")?,
