@@ -11,7 +11,7 @@ use super::{grid, u32_of, Binding, Call, Params};
 use crate::context::COOP_K_FRAGMENTS;
 use crate::pipeline_cache::{Const, Kernel, PipelineKey, Scalar, Variant};
 use crate::GpuContext;
-use metal_mps_ir::{Error, Result, Tensor, UnaryOp};
+use metal_mps_ir::{Error, Op, Out, Result, Tensor, UnaryOp};
 
 /// Geometry of an NCHW convolution (1-D: `ih = oh = kh = 1`).
 #[derive(Clone, Debug, PartialEq)]
@@ -42,30 +42,20 @@ pub const TAP_MAJOR_MIN_CHANNELS: usize = COOP_K_FRAGMENTS as usize * 16;
 
 /// `w` (`[OC, ICg, taps...]`, any element type) reordered to `[OC, taps..., ICg]`.
 pub fn tap_major_weights(w: &Tensor) -> Result<Tensor> {
-    let shape = w.shape();
-    if shape.len() < 3 {
+    if w.rank() < 3 {
         return Err(Error::Invalid(format!(
-            "convolution weights of shape {shape:?}"
+            "convolution weights of shape {:?}",
+            w.shape()
         )));
     }
-    let (oc, icg) = (shape[0], shape[1]);
-    let taps: usize = shape[2..].iter().product();
-    let size = w.dtype().size();
-    let src = w.as_bytes();
-    let mut dst = vec![0u8; src.len()];
-    for o in 0..oc {
-        for c in 0..icg {
-            for t in 0..taps {
-                let from = ((o * icg + c) * taps + t) * size;
-                let to = ((o * taps + t) * icg + c) * size;
-                dst[to..to + size].copy_from_slice(&src[from..from + size]);
-            }
-        }
-    }
-    let mut out_shape = vec![oc];
-    out_shape.extend_from_slice(&shape[2..]);
-    out_shape.push(icg);
-    Tensor::from_bytes(w.dtype(), out_shape, &dst)
+    let perm: Vec<usize> = std::iter::once(0)
+        .chain(2..w.rank())
+        .chain(std::iter::once(1))
+        .collect();
+    let mut out =
+        metal_mps_cpu::eval_op(&Op::Transpose { perm }, &[Some(w)], 1, &mut Out::fresh())?;
+    out.pop()
+        .ok_or_else(|| Error::Invalid("Transpose returned no output".into()))
 }
 
 impl ConvGeometry {
