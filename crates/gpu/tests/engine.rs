@@ -292,6 +292,56 @@ fn unsupported_ops_fall_back_to_the_cpu() {
     assert_eq!(engine_of("_Sqrt"), Some("gpu"));
 }
 
+/// Convolutions over 64+ channels take their constant weights tap-major
+/// (reordered at load): in place where the Conv is the weights' only reader,
+/// as a copy where two Convs share them. Every result matches the CPU engine,
+/// in both precisions.
+#[test]
+fn tap_major_weights_shared_or_not_match_the_cpu() {
+    if !gpu() {
+        return;
+    }
+    let mut b = B::new();
+    let x = b.input(
+        "x",
+        DType::F32,
+        vec![Dim::Fixed(2), Dim::Fixed(64), Dim::Fixed(7), Dim::Fixed(6)],
+    );
+    let conv = |b: &mut B, x, w, pads: &[usize], act| {
+        b.one(
+            Op::Conv(ConvAttrs {
+                window: window(&[], &[1, 1], pads),
+                group: 1,
+                activation: act,
+                max_pool_2x2: false,
+            }),
+            &[x, w],
+        )
+    };
+    let shared = b.weights(&[64, 64, 3, 3], 21);
+    let relu = Activation::Unary(UnaryOp::Relu);
+    let c1 = conv(&mut b, x, shared, &[1, 1, 1, 1], relu);
+    let c2 = conv(&mut b, c1, shared, &[1, 1, 1, 1], relu);
+    let own = b.weights(&[16, 64, 3, 2], 22);
+    let c3 = conv(&mut b, c2, own, &[1, 0, 1, 1], Activation::None);
+    let g = b.finish(&[c3]);
+    let xt = input(&[2, 64, 7, 6], 23);
+    for precision in [Precision::Native, Precision::F16] {
+        let opts = GpuOptions {
+            precision,
+            ..Default::default()
+        };
+        let runner = GpuRunner::new(&g, &opts).unwrap();
+        let tol = if precision == Precision::F16 {
+            3e-2
+        } else {
+            1e-4
+        };
+        check(&g, &[&xt], &runner, tol);
+        assert!(engines(&runner).iter().all(|e| e.1 == "gpu"));
+    }
+}
+
 /// Rows of `table` (`rows × width`, row-major) at `ids` (negative from the end).
 fn embed(table: &[f32], width: usize, ids: &[i64]) -> Vec<f32> {
     let rows = (table.len() / width) as i64;
