@@ -232,8 +232,12 @@ fn conv_bench(ctx: &GpuContext) {
                 configs.push(("f16 coop", Scalar::F16, Tiles::coop(c.size)));
                 configs.push(("f16 coop k4", Scalar::F16, Tiles::coop(c.size).split(4)));
             }
-            // 3x3 layers also with tap-major weights (the timing ignores their values).
-            let layouts = if k > 1 { &[false, true][..] } else { &[false] };
+            // Where tap-major weights serve, both orders (the timing ignores their values).
+            let layouts = if g.tap_major_pays() {
+                &[false, true][..]
+            } else {
+                &[false]
+            };
             let runs: Vec<_> = layouts
                 .iter()
                 .flat_map(|&tm| configs.iter().map(move |&c| (tm, c)))

@@ -10,7 +10,7 @@
 use crate::autotune;
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
-use crate::ops::conv::{tap_major_weights, ConvGeometry, TAP_MAJOR_MIN_CHANNELS};
+use crate::ops::conv::{tap_major_weights, ConvGeometry};
 use crate::ops::copy::{mover, GatherShape, Region};
 use crate::ops::elementwise::{int_step_supported, Arith, Step as EwStep, MAX_OPERANDS, MAX_STEPS};
 use crate::ops::matmul::{choose_tiles, Gemm, Product, MAX_BATCH_DIMS};
@@ -1674,11 +1674,7 @@ impl<'a> Builder<'a> {
     /// window of several taps over enough channels) and they are constant:
     /// reordered in place when `n` is their only reader, else a copy.
     fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry) -> ValueId {
-        let taps = geo.kernel[0] * geo.kernel[1];
-        if taps == 1
-            || geo.ic / geo.group < TAP_MAJOR_MIN_CHANNELS
-            || self.input_index.contains_key(&w)
-        {
+        if !geo.tap_major_pays() || self.input_index.contains_key(&w) {
             return w;
         }
         let Some(Ok(t)) = self.constant(Some(w)).map(|t| tap_major_weights(&t)) else {

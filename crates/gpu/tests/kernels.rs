@@ -7,7 +7,7 @@ mod common;
 use common::rand;
 use metal_mps_gpu::ops::{
     self,
-    conv::{tap_major_weights, ConvGeometry, TAP_MAJOR_MIN_CHANNELS},
+    conv::{tap_major_weights, ConvGeometry},
     copy::Region,
     elementwise::{Arith, Step},
     matmul::{Gemm, Tiles},
@@ -807,9 +807,7 @@ fn convolution_matches_the_reference() {
         let total = g.batch * g.oc * g.oh * g.ow;
         let res = has_res.then(|| rand(total, 800 + ci as u64));
         let want = conv_ref(&g, &x, &w, bias.as_deref(), res.as_deref(), act);
-        let taps = g.kernel[0] * g.kernel[1];
-        let tap_major = taps > 1 && g.ic / g.group >= TAP_MAJOR_MIN_CHANNELS;
-        let layouts = if tap_major {
+        let layouts = if g.tap_major_pays() {
             &[false, true][..]
         } else {
             &[false]

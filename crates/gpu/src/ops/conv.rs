@@ -64,6 +64,13 @@ impl ConvGeometry {
         self.batch * self.oc * self.oh * self.ow
     }
 
+    /// Whether tap-major weights serve this convolution: a window of several
+    /// taps (with one, both orders agree) over enough input channels per group
+    /// for a k-tile to span at most two taps.
+    pub fn tap_major_pays(&self) -> bool {
+        self.kernel != [1, 1] && self.ic / self.group >= TAP_MAJOR_MIN_CHANNELS
+    }
+
     /// The GEMM's M, N, K per group.
     pub fn gemm_dims(&self) -> (usize, usize, usize) {
         (
@@ -101,7 +108,7 @@ pub fn conv(
         )));
     }
     let one_tap = g.kernel == [1, 1];
-    if g.tap_major && !one_tap && g.ic / g.group < TAP_MAJOR_MIN_CHANNELS {
+    if g.tap_major && !one_tap && !g.tap_major_pays() {
         return Err(Error::Invalid(format!(
             "tap-major weights with {} input channels per group (at least {TAP_MAJOR_MIN_CHANNELS})",
             g.ic / g.group
