@@ -8,7 +8,9 @@
 //!   connection, so it also closes keep-alive connections idle that long;
 //! - a cap on open connections (`--http-max-connections`): at the cap, new
 //!   connections wait in the kernel's backlog until one closes;
-//! - HTTP/2 keep-alive pings, so dead peers are noticed.
+//! - HTTP/2 keep-alive pings, so dead peers are noticed;
+//! - a lingering close ([`crate::linger`]), so a response is not lost to a
+//!   reset when the peer writes as the connection ends.
 //!
 //! The body timeout is enforced where bodies are read ([`crate::body`]).
 
@@ -16,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::linger::LingeringClose;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -74,7 +77,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+        let conn = builder.serve_connection(TokioIo::new(LingeringClose::new(tcp)), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {

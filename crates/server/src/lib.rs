@@ -12,6 +12,7 @@
 //! | [`args`] | command-line options |
 //! | `server` | listeners, start-up loading, polling, shutdown |
 //! | `http_serve`, `http`, `http_infer` | HTTP connections and their time limits; routes; the infer body (JSON + binary extension) |
+//! | `linger` | closing connections without losing the last response to a reset |
 //! | `grpc`, `grpc_limits` | `inference.GRPCInferenceService`; its connection and message time limits |
 //! | `metrics` | Prometheus `/metrics` |
 //! | `manager` | which models/versions are loaded; load, unload, poll |
@@ -59,6 +60,7 @@ mod http_infer;
 mod http_serve;
 mod instance;
 mod json_tensor;
+mod linger;
 mod loader;
 mod manager;
 mod metrics;

@@ -6,6 +6,7 @@ use crate::budget::ByteBudget;
 use crate::config::ConfigDefaults;
 use crate::grpc_limits::{BodyDeadlineLayer, FirstBytesDeadline};
 use crate::http_serve::{self, ConnectionLimits};
+use crate::linger::{self, LingeringClose};
 use crate::manager::{ControlMode, ModelManager};
 use crate::repository::Repository;
 use crate::{grpc, http, metrics, AppState};
@@ -74,7 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let first_bytes = connections.header_timeout;
             let incoming = tokio_stream::StreamExt::map(incoming, move |io| {
-                io.map(|io| FirstBytesDeadline::new(io, first_bytes))
+                io.map(|io| LingeringClose::new(FirstBytesDeadline::new(io, first_bytes)))
             });
             if let Err(e) = tonic::transport::Server::builder()
                 // Notice dead peers; HTTP/2 idle streams cost no body buffers.
@@ -152,6 +153,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = s.await;
         }
         state.manager.unload_all().await;
+        linger::settled().await;
     };
     if tokio::time::timeout(deadline, graceful).await.is_err() {
         tracing::warn!("exit timeout reached with requests still in flight");
