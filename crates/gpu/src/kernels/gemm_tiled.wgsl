@@ -35,17 +35,24 @@ override SPLITS: u32 = 1u;
 const BK: u32 = 16u;
 const MAX_BM: u32 = 128u;
 
-// [k][m] and [k][n], 4 floats per element.
+// [k][m] and [k][n], 4 floats per element. Within row k, column c is kept
+// at c ^ swizzle(k): stores with k varying fastest (A_KFAST for A, !B_NFAST
+// for B) then fall on 8 banks instead of one, while a vec4 of 4 aligned
+// columns stays one vec4 (the swizzle moves whole vec4s within the row).
 var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
 
+fn swizzle(k: u32) -> u32 {
+    return (k & 7u) << 2u;
+}
+
 fn put_a(k: u32, m: u32, v: f32) {
-    let i = k * (16u * TM) + m;
+    let i = k * (16u * TM) + (m ^ swizzle(k));
     As[i / 4u][i % 4u] = v;
 }
 
 fn put_b(k: u32, n: u32, v: f32) {
-    let i = k * (16u * TN) + n;
+    let i = k * (16u * TN) + (n ^ swizzle(k));
     Bs[i / 4u][i % 4u] = v;
 }
 
@@ -107,10 +114,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 var av: array<vec4<f32>, 2>;
                 var bv: array<vec4<f32>, 2>;
                 for (var i = 0u; i < TM / 4u; i++) {
-                    av[i] = As[(k * bm + i * 64u + ty * 4u) / 4u];
+                    av[i] = As[(k * bm + ((i * 64u + ty * 4u) ^ swizzle(k))) / 4u];
                 }
                 for (var j = 0u; j < TN / 4u; j++) {
-                    bv[j] = Bs[(k * bn + j * 64u + tx * 4u) / 4u];
+                    bv[j] = Bs[(k * bn + ((j * 64u + tx * 4u) ^ swizzle(k))) / 4u];
                 }
                 for (var i = 0u; i < TM / 4u; i++) {
                     for (var ii = 0u; ii < 4u; ii++) {
