@@ -1670,11 +1670,15 @@ impl<'a> Builder<'a> {
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
 
-    /// The weights of convolution `n` in tap-major order, where that pays (a
-    /// window of several taps over enough channels) and they are constant:
-    /// reordered in place when `n` is their only reader, else a copy.
+    /// The weights of convolution `n` in tap-major order, where the adapter
+    /// gains by it (`Capabilities::tap_major_weights`), it serves (a window of
+    /// several taps over enough channels) and they are constant: reordered in
+    /// place when `n` is their only reader, else a copy.
     fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry) -> ValueId {
-        if !geo.tap_major_pays() || self.input_index.contains_key(&w) {
+        if !self.ctx.caps.tap_major_weights
+            || !geo.tap_major_pays()
+            || self.input_index.contains_key(&w)
+        {
             return w;
         }
         let Some(Ok(t)) = self.constant(Some(w)).map(|t| tap_major_weights(&t)) else {

@@ -293,7 +293,8 @@ fn unsupported_ops_fall_back_to_the_cpu() {
 }
 
 /// Convolutions over 64+ channels take their constant weights tap-major
-/// (reordered at load): in place where the Conv is the weights' only reader,
+/// (reordered at load) on software adapters such as lavapipe, and in ONNX's
+/// order on GPUs: in place where the Conv is the weights' only reader,
 /// as a copy where two Convs share them. Every result matches the CPU engine,
 /// in both precisions.
 #[test]
