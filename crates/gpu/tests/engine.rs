@@ -60,6 +60,17 @@ impl B {
         self.node(op, &ins, 1)[0]
     }
 
+    /// A stride-1, ungrouped Conv of `x` with weights `w`, padded by `pads`.
+    fn conv(&mut self, x: ValueId, w: ValueId, pads: &[usize], activation: Activation) -> ValueId {
+        let attrs = ConvAttrs {
+            window: window(&[], &[1, 1], pads),
+            group: 1,
+            activation,
+            max_pool_2x2: false,
+        };
+        self.one(Op::Conv(attrs), &[x, w])
+    }
+
     fn finish(mut self, outputs: &[ValueId]) -> Graph {
         self.g.outputs = outputs.to_vec();
         optimize(&mut self.g);
@@ -115,15 +126,7 @@ fn spec_ops_run_on_the_gpu_and_match_the_cpu() {
         ],
     );
     let w = b.weights(&[8, 4, 3, 3], 1);
-    let conv = b.one(
-        Op::Conv(ConvAttrs {
-            window: window(&[], &[1, 1], &[1, 1, 1, 1]),
-            group: 1,
-            activation: Activation::None,
-            max_pool_2x2: false,
-        }),
-        &[x, w],
-    );
+    let conv = b.conv(x, w, &[1, 1, 1, 1], Activation::None);
     let bn_params: Vec<ValueId> = (0..4)
         .map(|i| {
             let v: Vec<f32> = rand(8, 10 + i)
@@ -246,15 +249,7 @@ fn unsupported_ops_fall_back_to_the_cpu() {
         vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(6)],
     );
     let w = b.weights(&[5, 3, 3, 3], 5);
-    let conv = b.one(
-        Op::Conv(ConvAttrs {
-            window: window(&[], &[1, 1], &[1, 1, 1, 1]),
-            group: 1,
-            activation: Activation::Unary(UnaryOp::Relu),
-            max_pool_2x2: false,
-        }),
-        &[x, w],
-    );
+    let conv = b.conv(x, w, &[1, 1, 1, 1], Activation::Unary(UnaryOp::Relu));
     let lrn = b.one(
         Op::Lrn(LrnAttrs {
             alpha: 1e-3,
@@ -308,23 +303,12 @@ fn tap_major_weights_shared_or_not_match_the_cpu() {
         DType::F32,
         vec![Dim::Fixed(2), Dim::Fixed(64), Dim::Fixed(7), Dim::Fixed(6)],
     );
-    let conv = |b: &mut B, x, w, pads: &[usize], act| {
-        b.one(
-            Op::Conv(ConvAttrs {
-                window: window(&[], &[1, 1], pads),
-                group: 1,
-                activation: act,
-                max_pool_2x2: false,
-            }),
-            &[x, w],
-        )
-    };
     let shared = b.weights(&[64, 64, 3, 3], 21);
     let relu = Activation::Unary(UnaryOp::Relu);
-    let c1 = conv(&mut b, x, shared, &[1, 1, 1, 1], relu);
-    let c2 = conv(&mut b, c1, shared, &[1, 1, 1, 1], relu);
+    let c1 = b.conv(x, shared, &[1, 1, 1, 1], relu);
+    let c2 = b.conv(c1, shared, &[1, 1, 1, 1], relu);
     let own = b.weights(&[16, 64, 3, 2], 22);
-    let c3 = conv(&mut b, c2, own, &[1, 0, 1, 1], Activation::None);
+    let c3 = b.conv(c2, own, &[1, 0, 1, 1], Activation::None);
     let g = b.finish(&[c3]);
     let xt = input(&[2, 64, 7, 6], 23);
     for precision in [Precision::Native, Precision::F16] {
