@@ -89,6 +89,11 @@ fn window(kernel: &[usize], strides: &[usize], pads: &[usize]) -> Window {
     }
 }
 
+/// A shape of fixed dimensions.
+fn fixed(dims: &[usize]) -> Shape {
+    dims.iter().map(|&d| Dim::Fixed(d)).collect()
+}
+
 fn input(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(shape.to_vec(), rand(shape.iter().product(), seed)).unwrap()
 }
@@ -243,11 +248,7 @@ fn unsupported_ops_fall_back_to_the_cpu() {
         return;
     }
     let mut b = B::new();
-    let x = b.input(
-        "x",
-        DType::F32,
-        vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(6)],
-    );
+    let x = b.input("x", DType::F32, fixed(&[1, 3, 6, 6]));
     let w = b.weights(&[5, 3, 3, 3], 5);
     let conv = b.conv(x, w, &[1, 1, 1, 1], Activation::Unary(UnaryOp::Relu));
     let lrn = b.one(
@@ -298,11 +299,7 @@ fn tap_major_weights_shared_or_not_match_the_cpu() {
         return;
     }
     let mut b = B::new();
-    let x = b.input(
-        "x",
-        DType::F32,
-        vec![Dim::Fixed(2), Dim::Fixed(64), Dim::Fixed(7), Dim::Fixed(6)],
-    );
+    let x = b.input("x", DType::F32, fixed(&[2, 64, 7, 6]));
     let shared = b.weights(&[64, 64, 3, 3], 21);
     let relu = Activation::Unary(UnaryOp::Relu);
     let c1 = b.conv(x, shared, &[1, 1, 1, 1], relu);
@@ -353,11 +350,7 @@ fn gathers_indices_known_at_run_time() {
     for reshaped in [false, true] {
         let mut b = B::new();
         let ids_shape = if reshaped { vec![6] } else { vec![2, 3] };
-        let ids = b.input(
-            "ids",
-            DType::I64,
-            ids_shape.iter().map(|&d| Dim::Fixed(d)).collect(),
-        );
+        let ids = b.input("ids", DType::I64, fixed(&ids_shape));
         let table = b.constant(table_t.clone());
         let ids = if reshaped {
             let to = b.constant(Tensor::from_vec(vec![2], vec![2i64, 3]).unwrap());
@@ -411,12 +404,8 @@ fn gathers_indices_known_at_run_time() {
     }
     // Indices along a middle axis of data computed on the GPU, as i32.
     let mut b = B::new();
-    let x = b.input(
-        "x",
-        DType::F32,
-        vec![Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(3)],
-    );
-    let ids = b.input("ids", DType::I32, vec![Dim::Fixed(5)]);
+    let x = b.input("x", DType::F32, fixed(&[2, 4, 3]));
+    let ids = b.input("ids", DType::I32, fixed(&[5]));
     let y = b.one(Op::Unary(UnaryOp::Exp), &[x]);
     let gat = b.one(Op::Gather { axis: 1 }, &[y, ids]);
     let g = b.finish(&[gat]);
@@ -456,8 +445,8 @@ fn data_dependent_shapes_cut_the_plan() {
         return;
     }
     let mut b = B::new();
-    let x = b.input("x", DType::F32, vec![Dim::Fixed(6)]);
-    let sizes = b.input("sizes", DType::I64, vec![Dim::Fixed(2)]);
+    let x = b.input("x", DType::F32, fixed(&[6]));
+    let sizes = b.input("sizes", DType::I64, fixed(&[2]));
     let neg_x = b.one(Op::Unary(UnaryOp::Neg), &[x]);
     let parts = b.node(
         Op::Split {
@@ -503,7 +492,7 @@ fn int64_is_never_truncated() {
         return;
     }
     let mut b = B::new();
-    let x = b.input("x", DType::I64, vec![Dim::Fixed(4)]);
+    let x = b.input("x", DType::I64, fixed(&[4]));
     let c = b.constant(Tensor::from_vec(vec![4], vec![1i64 << 40, 3, -(1i64 << 35), 7]).unwrap());
     let m = b.one(Op::Binary(BinaryOp::Mul), &[x, c]);
     let a = b.one(Op::Binary(BinaryOp::Add), &[m, c]);
@@ -532,7 +521,7 @@ fn concurrent_submissions_from_several_threads() {
         return;
     }
     let mut b = B::new();
-    let x = b.input("x", DType::F32, vec![Dim::Fixed(2), Dim::Fixed(64)]);
+    let x = b.input("x", DType::F32, fixed(&[2, 64]));
     let w = b.weights(&[64, 32], 9);
     let mm = b.one(
         Op::MatMul {
