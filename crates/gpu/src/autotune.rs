@@ -187,11 +187,14 @@ fn file_name(info: &wgpu::AdapterInfo) -> String {
     .to_lowercase()
 }
 
-/// `plain4x4`, `plain4x4k8` (K split in 8), `coop16`.
+/// `plain4x4`, `plain4x4k8` (K split in 8), `coop16`, `coop16nhwck4`.
 fn tiles_name(t: Tiles) -> String {
     match t {
         Tiles::Plain { tm, tn, .. } => format!("plain{tm}x{tn}{}", splits_suffix(t)),
-        Tiles::Coop { ct, .. } => format!("coop{ct}{}", splits_suffix(t)),
+        Tiles::Coop { ct, nhwc, .. } => {
+            let layout = if nhwc { "nhwc" } else { "" };
+            format!("coop{ct}{layout}{}", splits_suffix(t))
+        }
     }
 }
 
@@ -213,7 +216,11 @@ fn parse_splits(s: &str) -> Option<(&str, u32)> {
 fn parse_tiles(s: &str) -> Option<Tiles> {
     if let Some(rest) = s.strip_prefix("coop") {
         let (ct, splits) = parse_splits(rest)?;
-        return Some(Tiles::coop(ct.parse().ok()?).split(splits));
+        let tiles = match ct.strip_suffix("nhwc") {
+            Some(ct) => Tiles::coop(ct.parse().ok()?).nhwc(),
+            None => Tiles::coop(ct.parse().ok()?),
+        };
+        return Some(tiles.split(splits));
     }
     let (tm, rest) = s.strip_prefix("plain")?.split_once('x')?;
     let (tn, splits) = parse_splits(rest)?;
@@ -268,7 +275,7 @@ fn split_factors(grid: usize, k_tiles: usize) -> Vec<u32> {
 /// key names the candidates too: a choice made among others (cooperative
 /// matrices turned off, say) is timed again when the set changes.
 fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String, Vec<Tiles>)> {
-    let (key, dtype, (m, n, k, batch)) = match op {
+    let (key, dtype, (m, n, k, batch), nhwc) = match op {
         GpuOp::Conv {
             geometry: g,
             dtype,
@@ -297,7 +304,7 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
                 u8::from(bias.is_some()),
                 u8::from(residual.is_some())
             );
-            (key, *dtype, (m, n, k, g.group))
+            (key, *dtype, (m, n, k, g.group), g.nhwc_fits())
         }
         GpuOp::Gemm {
             gemm: g,
@@ -320,7 +327,7 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
                 c.map(|c| c.1),
                 u8::from(residual.is_some())
             );
-            (key, *dtype, (g.m, g.n, g.k, batch))
+            (key, *dtype, (g.m, g.n, g.k, batch), false)
         }
         _ => return None,
     };
@@ -343,8 +350,15 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
             list.push(coop);
             let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
             let k_tile = (COOP_K_FRAGMENTS * c.size) as usize;
-            for splits in split_factors(grid, k.div_ceil(k_tile)) {
-                list.push(coop.split(splits));
+            let splits = split_factors(grid, k.div_ceil(k_tile));
+            for &s in &splits {
+                list.push(coop.split(s));
+            }
+            if nhwc && c.wide && crate::ops::conv::nhwc_allowed() {
+                list.push(coop.nhwc());
+                for &s in &splits {
+                    list.push(coop.nhwc().split(s));
+                }
             }
         }
     }
@@ -361,7 +375,7 @@ const RANDOM_BLOCK: u64 = 1 << 20;
 pub(crate) struct Scratch {
     input: Option<(PooledBuffer, u64, Scalar)>,
     output: Option<(PooledBuffer, u64)>,
-    partial: Option<(PooledBuffer, u64)>,
+    own: Option<(PooledBuffer, u64)>,
 }
 
 impl Scratch {
@@ -404,9 +418,10 @@ impl Scratch {
         grown(&mut self.output, ctx, bytes)
     }
 
-    /// A buffer of at least `bytes` for split-K partial sums.
-    fn partial(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
-        grown(&mut self.partial, ctx, bytes)
+    /// A buffer of at least `bytes` for a candidate's own scratch (split-K
+    /// partial sums, an NHWC copy of the input).
+    fn own(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        grown(&mut self.own, ctx, bytes)
     }
 }
 
@@ -448,7 +463,6 @@ pub(crate) fn tune(
     let dtype = *dtype;
     let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
     let out_value = op.output();
-    let out_len = op.output_len().unwrap_or(0);
     // Scratch buffers are made at the first timing: a recorded choice needs none.
     let chosen = ctx.tuner.choose(&key, &list, |tiles| {
         let input = scratch.input(ctx, read, dtype)?;
@@ -457,17 +471,17 @@ pub(crate) fn tune(
         let dummy = Binding::whole(&input, 16);
         let mut candidate = op.clone();
         set_tiles(&mut candidate, tiles);
-        let partial_bytes = tiles.partial_bytes(out_len);
-        let partial = match partial_bytes {
+        let own_bytes = candidate.scratch_bytes();
+        let own = match own_bytes {
             0 => None,
-            b => Some(scratch.partial(ctx, b)?),
+            b => Some(scratch.own(ctx, b)?),
         };
-        if let GpuOp::Conv { partial: p, .. } | GpuOp::Gemm { partial: p, .. } = &mut candidate {
-            *p = partial.as_ref().map(|_| PARTIAL);
+        if let GpuOp::Conv { scratch: s, .. } | GpuOp::Gemm { scratch: s, .. } = &mut candidate {
+            *s = own.as_ref().map(|_| OWN_SCRATCH);
         }
         let bind = |v: ValueId| -> Binding {
-            match (&partial, v) {
-                (Some(p), PARTIAL) => Binding::whole(p, partial_bytes),
+            match (&own, v) {
+                (Some(p), OWN_SCRATCH) => Binding::whole(p, own_bytes),
                 _ if v == out_value => Binding::whole(&output, bytes(v)),
                 _ => Binding::whole(&input, bytes(v)),
             }
@@ -487,8 +501,8 @@ pub(crate) fn tune(
     Ok(())
 }
 
-/// Stands for a timed candidate's partial sums (not a value of the plan).
-const PARTIAL: ValueId = ValueId::MAX;
+/// Stands for a timed candidate's own scratch (not a value of the plan).
+const OWN_SCRATCH: ValueId = ValueId::MAX;
 
 fn set_tiles(op: &mut GpuOp, to: Tiles) {
     if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {
@@ -644,11 +658,17 @@ mod tests {
 
     #[test]
     fn tile_names_round_trip() {
-        for t in [SMALL, LARGE, SPLIT, COOP, COOP.split(4), Tiles::coop(8)] {
+        let nhwc = [COOP.nhwc(), COOP.nhwc().split(2), Tiles::coop(8).nhwc()];
+        for t in [SMALL, LARGE, SPLIT, COOP, COOP.split(4), Tiles::coop(8)]
+            .into_iter()
+            .chain(nhwc)
+        {
             assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
         }
         assert_eq!(tiles_name(SPLIT), "plain4x4k16");
         assert_eq!(tiles_name(COOP.split(4)), "coop16k4");
+        assert_eq!(tiles_name(COOP.nhwc().split(4)), "coop16nhwck4");
+        assert_eq!(parse_tiles("coopnhwc"), None);
         assert_eq!(parse_tiles("plain4"), None);
         assert_eq!(parse_tiles("plain4x4k0"), None);
         assert_eq!(parse_tiles("plain4x4kx"), None);

@@ -218,12 +218,13 @@ pub const COOP_K_FRAGMENTS: u32 = 4;
 
 /// Workgroup memory of the cooperative-matrix kernel (`gemm_coop.wgsl`) on
 /// `ct`×`ct` fragments: its f16 tiles of A (`8ct × (bk + 8)`) and B (`bk ×
-/// (8ct + 8)`), `bk` = [`COOP_K_FRAGMENTS`]·`ct`, and its f32 scratch of
-/// eight fragments.
+/// (8ct + 8)` row-major or `8ct × (bk + 8)` column-major, room for either),
+/// `bk` = [`COOP_K_FRAGMENTS`]·`ct`, and its f32 scratch of eight fragments.
 pub const fn coop_workgroup_bytes(ct: u32) -> u32 {
     let bk = COOP_K_FRAGMENTS * ct;
     let a = 8 * ct * (bk + 8);
-    let b = bk * (8 * ct + 8);
+    let (b_rows, b_cols) = (bk * (8 * ct + 8), 8 * ct * (bk + 8));
+    let b = if b_rows > b_cols { b_rows } else { b_cols };
     2 * (a + b) + 4 * 8 * ct * ct
 }
 

@@ -36,8 +36,9 @@ pub enum GpuOp {
         geometry: ConvGeometry,
         dtype: Scalar,
         tiles: Tiles,
-        /// The f32 partial sums of split-K tiles (a plan value of its own).
-        partial: Option<ValueId>,
+        /// Scratch of the op's own: split-K partial sums, the NHWC copy of
+        /// the input ([`ConvGeometry::scratch_bytes`]).
+        scratch: Option<ValueId>,
     },
     /// MatMul or Gemm; `gemm.c`/`gemm.residual` are bound from `c`/`residual`.
     Gemm {
@@ -50,7 +51,7 @@ pub enum GpuOp {
         dtype: Scalar,
         tiles: Tiles,
         /// The f32 partial sums of split-K tiles (a plan value of its own).
-        partial: Option<ValueId>,
+        scratch: Option<ValueId>,
     },
     Pool {
         x: ValueId,
@@ -192,20 +193,22 @@ impl GpuOp {
         }
     }
 
-    /// Values written and read by this op alone (split-K partial sums).
+    /// Values written and read by this op alone (its scratch).
     pub fn temporaries(&self) -> Option<ValueId> {
         match self {
-            GpuOp::Conv { partial, .. } | GpuOp::Gemm { partial, .. } => *partial,
+            GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. } => *scratch,
             _ => None,
         }
     }
 
-    /// Elements of the output.
-    pub fn output_len(&self) -> Option<usize> {
+    /// Bytes of the scratch value its tiles need (0: none).
+    pub fn scratch_bytes(&self) -> u64 {
         match self {
-            GpuOp::Conv { geometry: g, .. } => Some(g.output_len()),
-            GpuOp::Gemm { gemm: g, .. } => Some(g.output_len()),
-            _ => None,
+            GpuOp::Conv {
+                geometry, tiles, ..
+            } => geometry.scratch_bytes(*tiles),
+            GpuOp::Gemm { gemm, tiles, .. } => tiles.partial_bytes(gemm.output_len()),
+            _ => 0,
         }
     }
 
@@ -268,7 +271,7 @@ impl GpuOp {
                 geometry,
                 dtype,
                 tiles,
-                partial,
+                scratch,
             } => ops::conv::conv(
                 ctx,
                 *dtype,
@@ -280,7 +283,7 @@ impl GpuOp {
                 residual.map(bind),
                 *act,
                 bind(*out),
-                partial.map(bind),
+                scratch.map(bind),
                 dummy,
             )?,
             GpuOp::Gemm {
@@ -292,7 +295,7 @@ impl GpuOp {
                 gemm,
                 dtype,
                 tiles,
-                partial,
+                scratch,
             } => {
                 let mut g = gemm.clone();
                 g.c = c.map(|(v, s)| (bind(v), s));
@@ -305,7 +308,7 @@ impl GpuOp {
                     bind(*a),
                     bind(*b),
                     bind(*out),
-                    partial.map(bind),
+                    scratch.map(bind),
                     dummy,
                 )?
             }

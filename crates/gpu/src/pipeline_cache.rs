@@ -33,6 +33,7 @@ const GATHER: &str = include_str!("kernels/gather.wgsl");
 const WHERE: &str = include_str!("kernels/where.wgsl");
 const PICK: &str = include_str!("kernels/pick.wgsl");
 const SPLIT_SUM: &str = include_str!("kernels/split_sum.wgsl");
+const TO_NHWC: &str = include_str!("kernels/to_nhwc.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,10 +73,12 @@ pub enum Kernel {
     BatchNorm,
     /// LayerNormalization and RMSNormalization over contiguous rows.
     LayerNorm,
+    /// An f16 NCHW tensor copied to NHWC (the input of NHWC convolution tiles).
+    ToNhwc,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -95,6 +98,7 @@ impl Kernel {
         Kernel::Cast,
         Kernel::BatchNorm,
         Kernel::LayerNorm,
+        Kernel::ToNhwc,
     ];
 
     /// The files, in order, after the header.
@@ -119,6 +123,7 @@ impl Kernel {
             Kernel::Cast => &[COMMON, CAST],
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
+            Kernel::ToNhwc => &[COMMON, TO_NHWC],
         }
     }
 
@@ -141,6 +146,7 @@ impl Kernel {
                 vec![Variant::of(U32), Variant::of(F16), Variant::of(U32x2)]
             }
             Kernel::Pad => vec![Variant::of(U32)],
+            Kernel::ToNhwc => vec![Variant::of(F16)],
             Kernel::Cast => {
                 let types = [F32, F16, I32, I64];
                 let mut v = Vec::new();

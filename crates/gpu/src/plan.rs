@@ -1643,7 +1643,14 @@ impl<'a> Builder<'a> {
         if bias.is_some_and(|b| self.dev[b] != self.dev[x]) {
             return Ok(Lowered::Cpu);
         }
-        let w = self.tap_major(n, w, &mut geo);
+        // Timing may choose cooperative-matrix tiles on an NHWC copy of the
+        // input, which need the weights tap-major.
+        let nhwc = self.tune
+            && crate::ops::conv::nhwc_allowed()
+            && dtype == Scalar::F16
+            && self.opts.cooperative_matrix
+            && self.ctx.caps.coop.is_some_and(|c| c.wide);
+        let w = self.tap_major(n, w, &mut geo, nhwc);
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
         let tiles = choose_tiles(
@@ -1665,17 +1672,24 @@ impl<'a> Builder<'a> {
             geometry: geo,
             dtype,
             tiles,
-            partial: None,
+            scratch: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
 
     /// The weights of convolution `n` in tap-major order, where the adapter
-    /// gains by it (`Capabilities::tap_major_weights`), it serves (a window of
-    /// several taps over enough channels) and they are constant: reordered in
-    /// place when `n` is their only reader, else a copy.
-    fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry) -> ValueId {
-        if !self.ctx.caps.tap_major_weights
+    /// gains by it (`Capabilities::tap_major_weights`) or tiles on an NHWC
+    /// input may run (`nhwc`, and [`ConvGeometry::nhwc_fits`] then), it serves
+    /// (a window of several taps over enough channels) and they are constant:
+    /// reordered in place when `n` is their only reader, else a copy.
+    fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry, nhwc: bool) -> ValueId {
+        let for_nhwc = nhwc
+            && ConvGeometry {
+                tap_major: true,
+                ..geo.clone()
+            }
+            .nhwc_fits();
+        if !(self.ctx.caps.tap_major_weights || for_nhwc)
             || !geo.tap_major_pays()
             || self.input_index.contains_key(&w)
         {
@@ -1863,7 +1877,7 @@ impl<'a> Builder<'a> {
             gemm: g,
             dtype,
             tiles,
-            partial: None,
+            scratch: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
@@ -1882,27 +1896,27 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        self.add_partial(&mut op);
+        self.add_scratch(&mut op);
         op
     }
 
-    /// Gives a product on split-K tiles the f32 value its partial sums live
-    /// in (its lifetime is the op's own step).
-    fn add_partial(&mut self, op: &mut GpuOp) {
-        let len = op.output_len().unwrap_or(0);
+    /// Gives a product whose tiles need scratch ([`GpuOp::scratch_bytes`])
+    /// a value of its own for it (its lifetime is the op's own step).
+    fn add_scratch(&mut self, op: &mut GpuOp) {
+        let bytes = op.scratch_bytes();
         let out = op.output();
-        let (GpuOp::Conv { tiles, partial, .. } | GpuOp::Gemm { tiles, partial, .. }) = op else {
+        let (GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. }) = op else {
             return;
         };
-        if tiles.splits() <= 1 {
+        if bytes == 0 {
             return;
         }
-        let n = tiles.splits() as usize * len;
-        let name = format!("{}.splits", self.g.values[out].name);
+        let n = bytes.div_ceil(4) as usize;
+        let name = format!("{}.scratch", self.g.values[out].name);
         let v = self.add_value(name, Some(DType::F32), out);
         self.g.values[v].shape = Some(vec![metal_mps_ir::Dim::Fixed(n)]);
         self.shapes[v] = Some(vec![n]);
-        *partial = Some(v);
+        *scratch = Some(v);
     }
 
     fn finish(mut self) -> Result<GpuPlan> {

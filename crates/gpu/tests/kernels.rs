@@ -80,6 +80,17 @@ fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     variants
 }
 
+/// [`product_variants`], and cooperative-matrix tiles on an NHWC copy of the
+/// input (whole K and split in 3) where the adapter has wide loads.
+fn conv_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
+    let mut variants = product_variants(ctx);
+    if let Some(c) = ctx.caps.coop.filter(|c| c.wide) {
+        let nhwc = Tiles::coop(c.size).nhwc();
+        variants.extend([(nhwc, Scalar::F16), (nhwc.split(3), Scalar::F16)]);
+    }
+    variants
+}
+
 fn out(ctx: &GpuContext, bytes: usize) -> Buf {
     up(ctx, &vec![0u8; bytes.max(4)])
 }
@@ -814,12 +825,15 @@ fn convolution_matches_the_reference() {
         };
         for (&tm, (t, dt)) in layouts
             .iter()
-            .flat_map(|l| product_variants(&ctx).into_iter().map(move |v| (l, v)))
+            .flat_map(|l| conv_variants(&ctx).into_iter().map(move |v| (l, v)))
         {
             let g = ConvGeometry {
                 tap_major: tm,
                 ..g.clone()
             };
+            if t.reads_nhwc() && !g.nhwc_fits() {
+                continue;
+            }
             let w = if tm {
                 let shape = vec![g.oc, g.ic / g.group, g.kernel[0], g.kernel[1]];
                 let t = Tensor::from_slice(shape, &w).unwrap();
@@ -833,7 +847,7 @@ fn convolution_matches_the_reference() {
             let br = res.as_ref().map(|v| up_t(v));
             let esize = if dt == Scalar::F16 { 2 } else { 4 };
             let y = out(&ctx, total * esize);
-            let part = partial(&ctx, t, total);
+            let scratch = (g.scratch_bytes(t) > 0).then(|| out(&ctx, g.scratch_bytes(t) as usize));
             let calls = ops::conv::conv(
                 &ctx,
                 dt,
@@ -845,7 +859,7 @@ fn convolution_matches_the_reference() {
                 br.as_ref().map(Buf::b),
                 act,
                 y.b(),
-                part.as_ref().map(Buf::b),
+                scratch.as_ref().map(Buf::b),
                 &d.b(),
             )
             .unwrap();
@@ -863,6 +877,32 @@ fn convolution_matches_the_reference() {
                 &format!("conv case {ci} {t:?} {dt:?} tap-major {tm}"),
             );
         }
+    }
+}
+
+#[test]
+fn nhwc_copy_matches_the_reference() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.caps.f16 {
+        return;
+    }
+    // Planes of 35 pixels: loads straddle vectors and images.
+    let (n, c, hw) = (3, 24, 35);
+    let x = to_f16(&rand(n * c * hw, 950));
+    let (bx, y) = (up(&ctx, &x), out(&ctx, x.len() * 2));
+    run(
+        &ctx,
+        vec![ops::conv::to_nhwc(&ctx, [n, c, hw], bx.b(), y.b()).unwrap()],
+    );
+    let got = down::<f16>(&ctx, &y, x.len());
+    for (img, q, ch) in
+        (0..n).flat_map(|i| (0..hw).flat_map(move |q| (0..c).map(move |ch| (i, q, ch))))
+    {
+        assert_eq!(
+            got[(img * hw + q) * c + ch],
+            x[(img * c + ch) * hw + q],
+            "image {img} pixel {q} channel {ch}"
+        );
     }
 }
 

@@ -17,11 +17,24 @@ fn entry_points(kernel: Kernel) -> &'static [&'static str] {
 /// the defaults, and for the cooperative-matrix kernels the wide loads too.
 fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants)> {
     let mut sets = vec![naga::back::PipelineConstants::default()];
+    let mut add = |set: &[(&str, f64)]| {
+        sets.push(set.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+    };
     if kernel.uses_coop() {
         for b_nfast in [1.0, 0.0] {
-            let set = [("A_WIDE", 1.0), ("B_WIDE", 1.0), ("B_NFAST", b_nfast)];
-            sets.push(set.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+            add(&[("A_WIDE", 1.0), ("B_WIDE", 1.0), ("B_NFAST", b_nfast)]);
         }
+    }
+    if kernel == Kernel::ConvCoop {
+        // An NHWC input: wide loads along k into a column-major B tile, tap-major.
+        add(&[
+            ("A_WIDE", 1.0),
+            ("B_WIDE", 1.0),
+            ("B_NFAST", 0.0),
+            ("B_COLMAJOR", 1.0),
+            ("TAP_MAJOR", 1.0),
+            ("NHWC", 1.0),
+        ]);
     }
     entry_points(kernel)
         .iter()

@@ -10,6 +10,9 @@
 // tile instead of per element; that needs ICg at least the kernel's k-tile
 // depth (TAP_MAJOR_MIN_CHANNELS in conv.rs), or a single tap (1x1), where both
 // orders agree.
+// With NHWC the gather reads the input as [N, IH, IW, IC] (the launcher's
+// copy of X in that order): with TAP_MAJOR, eight consecutive k are eight
+// channels of one tap, one 16-byte load (b_wide along k).
 // Kernel size, strides and dilations are override constants: the divisions by
 // them compile to multiplications.
 
@@ -40,6 +43,7 @@ override ACT_B: f32 = 0.0;
 override HAS_BIAS: bool = false;
 override HAS_RES: bool = false;
 override TAP_MAJOR: bool = false;
+override NHWC: bool = false;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> w: array<T>;
@@ -48,7 +52,8 @@ override TAP_MAJOR: bool = false;
 @group(0) @binding(4) var<storage, read> res: array<T>;
 @group(0) @binding(5) var<storage, read_write> y: array<T>;
 // W and X again, eight f16 per element, for the wide loads of gemm_coop.wgsl
-// (bound only where the launcher chose them: A_WIDE, B_WIDE).
+// (bound only where the launcher chose them: A_WIDE, B_WIDE); with NHWC, x8
+// is the input in NHWC order.
 @group(0) @binding(6) var<storage, read> w8: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> x8: array<vec4<u32>>;
 
@@ -95,8 +100,17 @@ fn b_col(g: u32, n: u32) -> BCol {
     let q = n % plane;
     let h0 = i32((q / p.ow) * SH) - i32(p.pad_h);
     let w0 = i32((q % p.ow) * SW) - i32(p.pad_w);
+    if (NHWC) {
+        let base = i32(img * p.ih * p.iw * p.ic + g * p.icg) + (h0 * i32(p.iw) + w0) * i32(p.ic);
+        return BCol(base, h0, w0, true);
+    }
     let base = i32((img * p.ic + g * p.icg) * p.ih * p.iw) + h0 * i32(p.iw) + w0;
     return BCol(base, h0, w0, true);
+}
+
+// Distance between consecutive channels of one pixel.
+fn channel_stride() -> u32 {
+    return select(p.ih * p.iw, 1u, NHWC);
 }
 
 // Whether tap r (= kh * KW + kw) of the column's window lies in the image.
@@ -108,7 +122,8 @@ fn tap_inside(col: BCol, r: u32) -> bool {
 
 // Offset of tap r from the window's first tap.
 fn tap_offset(r: u32) -> i32 {
-    return i32((r / KW) * DH * p.iw + (r % KW) * DW);
+    let pixels = (r / KW) * DH * p.iw + (r % KW) * DW;
+    return i32(select(pixels, pixels * p.ic, NHWC));
 }
 
 // A column's gather state for the k-tile from k0 (b_tile). With TAP_MAJOR:
@@ -130,7 +145,7 @@ fn b_tile(col: BCol, k0: u32) -> BTile {
     }
     let r = k0 / p.icg;
     let ic0 = k0 % p.icg;
-    let off0 = col.base + tap_offset(r) + i32(ic0 * p.ih * p.iw);
+    let off0 = col.base + tap_offset(r) + i32(ic0 * channel_stride());
     let off1 = col.base + tap_offset(r + 1u);
     return BTile(col, k0, ic0, off0, tap_inside(col, r), off1, tap_inside(col, r + 1u));
 }
@@ -139,7 +154,7 @@ fn b_elem(t: BTile, k: u32) -> f32 {
     if (k >= p.icg * KH * KW) {
         return 0.0;
     }
-    let plane = p.ih * p.iw;
+    let cs = channel_stride();
     if (TAP_MAJOR) {
         let dk = k - t.k0;
         let ic = t.ic0 + dk;
@@ -147,7 +162,7 @@ fn b_elem(t: BTile, k: u32) -> f32 {
         if (!select(t.in0, t.in1, next)) {
             return 0.0;
         }
-        let at = select(t.off0 + i32(dk * plane), t.off1 + i32((ic - p.icg) * plane), next);
+        let at = select(t.off0 + i32(dk * cs), t.off1 + i32((ic - p.icg) * cs), next);
         return f32(x[u32(at)]);
     }
     let r = k % (KH * KW);
@@ -155,12 +170,22 @@ fn b_elem(t: BTile, k: u32) -> f32 {
         return 0.0;
     }
     let ic = k / (KH * KW);
-    return f32(x[u32(t.col.base + i32(ic * plane) + tap_offset(r))]);
+    return f32(x[u32(t.col.base + i32(ic * cs) + tap_offset(r))]);
 }
 
-// X[img, g * ICg + k, pixel n..n+8] of a 1x1 convolution with unit strides
-// and no padding (B's columns are the pixels): needs IH * IW a multiple of 8.
+// With NHWC: channels k..k+8 of column col's tap (k along K, tap-major; B
+// read along k), 0 in the padding; needs ICg and IC multiples of 8.
+// Else X[img, g * ICg + k, pixel n..n+8] of a 1x1 convolution with unit
+// strides and no padding (B's columns are the pixels, read along n): needs
+// IH * IW a multiple of 8.
 fn b_wide(col: BCol, k: u32) -> vec4<u32> {
+    if (NHWC) {
+        let r = k / p.icg;
+        if (r >= KH * KW || !tap_inside(col, r)) {
+            return vec4<u32>(0u);
+        }
+        return x8[u32(col.base + tap_offset(r) + i32(k - r * p.icg)) / 8u];
+    }
     if (!col.valid || k >= p.icg) {
         return vec4<u32>(0u);
     }

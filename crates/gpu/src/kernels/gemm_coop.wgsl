@@ -15,7 +15,10 @@
 // (4 x 2 fragments) of the 8CT x 8CT workgroup tile; BK = CT_K * CT (4: 20 %
 // faster at 4096^3 than 2 on an H100). The workgroup memory is
 // coop_workgroup_bytes in context.rs.
-// Workgroup tiles are row-major with padded strides (multiples of 8 elements).
+// Workgroup tiles have padded strides (multiples of 8 elements): A row-major
+// (m, k); B row-major (k, n), or with B_COLMAJOR (wide loads along k: B_WIDE
+// without B_NFAST) column-major (n, k), so that each load's eight k stay
+// together, and the fragments are read column-major.
 //
 // Split-K (SPLITS > 1) as in gemm_tiled.wgsl: z = batch * SPLITS + split, raw
 // sums to the split's slice of `part` (binding 8), split_sum.wgsl finishes.
@@ -24,6 +27,7 @@ override A_KFAST: bool = true;
 override B_NFAST: bool = true;
 override A_WIDE: bool = false;
 override B_WIDE: bool = false;
+override B_COLMAJOR: bool = false;
 override SPLITS: u32 = 1u;
 
 // With one split the launcher binds the output here (the kernel does not touch it).
@@ -34,6 +38,8 @@ const BN: u32 = 8u * CT;
 const BKC: u32 = CT_K * CT;
 const LDA: u32 = BKC + 8u;
 const LDB: u32 = BN + 8u;
+// Row stride of the column-major B tile.
+const LDBK: u32 = BKC + 8u;
 // Elements of A (and of B) each invocation moves per k-tile.
 const PER: u32 = BM * BKC / 256u;
 // Eight-element vectors of A (and of B) per k-tile, and per invocation.
@@ -41,7 +47,7 @@ const VECS: u32 = BM * BKC / 8u;
 const PERV: u32 = (VECS + 255u) / 256u;
 
 var<workgroup> Ash: array<f16, BM * LDA>;
-var<workgroup> Bsh: array<f16, BKC * LDB>;
+var<workgroup> Bsh: array<f16, max(BKC * LDB, BN * LDBK)>;
 var<workgroup> Csh: array<f32, 8u * CT * CT>;
 
 // Writes one accumulator fragment through the subgroup's scratch tile.
@@ -72,6 +78,8 @@ struct Lane {
     // The column of B this invocation loads, on the paths that fix it
     // (scalar loads along n, wide loads along n).
     col: BCol,
+    // The column of each wide load along k, with B_COLMAJOR.
+    cols: array<BCol, PERV>,
 }
 
 // The registers of one k-tile: f32 scalars, or eight f16 per vec4<u32> on the
@@ -119,7 +127,13 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
             }
             if (B_WIDE && !B_NFAST) {
                 let p = vec_pos(v, BKC);
-                (*s).bw[j] = b_wide(b_col(l.batch, l.n0 + p.x), k0 + p.y);
+                var col: BCol;
+                if (B_COLMAJOR) {
+                    col = l.cols[j];
+                } else {
+                    col = b_col(l.batch, l.n0 + p.x);
+                }
+                (*s).bw[j] = b_wide(col, k0 + p.y);
             }
         }
     }
@@ -161,6 +175,11 @@ fn store_tile(l: Lane, s: ptr<function, Staged>) {
                         let at = p.x * LDB + p.y + 2u * i;
                         Bsh[at] = h.x;
                         Bsh[at + 1u] = h.y;
+                    } else if (B_COLMAJOR) {
+                        let p = vec_pos(v, BKC);
+                        let at = p.x * LDBK + p.y + 2u * i;
+                        Bsh[at] = h.x;
+                        Bsh[at + 1u] = h.y;
                     } else {
                         let p = vec_pos(v, BKC);
                         let at = (p.y + 2u * i) * LDB + p.x;
@@ -189,7 +208,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // Loads along n keep their column from tile to tile: (lid + 256 j) % BN
     // for scalars, the first of eight for the wide loads.
     let b_n_fixed = select(lid % BN, (lid % (BN / 8u)) * 8u, B_WIDE && B_NFAST);
-    let l = Lane(lid, batch, m0, n0, b_col(batch, n0 + b_n_fixed));
+    var cols: array<BCol, PERV>;
+    if (B_COLMAJOR) {
+        for (var j = 0u; j < PERV; j++) {
+            cols[j] = b_col(batch, n0 + vec_pos(lid + 256u * j, BKC).x);
+        }
+    }
+    let l = Lane(lid, batch, m0, n0, b_col(batch, n0 + b_n_fixed), cols);
 
     var c00 = CM_C();
     var c01 = CM_C();
@@ -221,14 +246,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let ia1 = (wm + 1u * CT) * LDA + ks;
             let ia2 = (wm + 2u * CT) * LDA + ks;
             let ia3 = (wm + 3u * CT) * LDA + ks;
-            let ib0 = ks * LDB + wn;
-            let ib1 = ks * LDB + wn + CT;
             let a0 = coopLoadT<CM_A>(&Ash[ia0], LDA);
             let a1 = coopLoadT<CM_A>(&Ash[ia1], LDA);
             let a2 = coopLoadT<CM_A>(&Ash[ia2], LDA);
             let a3 = coopLoadT<CM_A>(&Ash[ia3], LDA);
-            let b0 = coopLoadT<CM_B>(&Bsh[ib0], LDB);
-            let b1 = coopLoadT<CM_B>(&Bsh[ib1], LDB);
+            var b0: CM_B;
+            var b1: CM_B;
+            if (B_COLMAJOR) {
+                b0 = coopLoad<CM_B>(&Bsh[wn * LDBK + ks], LDBK);
+                b1 = coopLoad<CM_B>(&Bsh[(wn + CT) * LDBK + ks], LDBK);
+            } else {
+                b0 = coopLoadT<CM_B>(&Bsh[ks * LDB + wn], LDB);
+                b1 = coopLoadT<CM_B>(&Bsh[ks * LDB + wn + CT], LDB);
+            }
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);

@@ -71,6 +71,38 @@ impl ConvGeometry {
         self.kernel != [1, 1] && self.ic / self.group >= TAP_MAJOR_MIN_CHANNELS
     }
 
+    /// Whether cooperative-matrix tiles may read an NHWC copy of the input
+    /// ([`Tiles::nhwc`]): eight channels of one tap are then one 16-byte load,
+    /// which needs K in tap-major order (one tap, or tap-major weights) and
+    /// input channels per group in multiples of 8. Not depthwise.
+    pub fn nhwc_fits(&self) -> bool {
+        let icg = self.ic / self.group;
+        icg > 1 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
+    }
+
+    /// Bytes of the scratch a convolution on `tiles` needs (one buffer): the
+    /// split-K partial sums ([`Tiles::partial_bytes`]), then, from
+    /// [`ConvGeometry::nhwc_offset`], the f16 NHWC copy of the input.
+    pub fn scratch_bytes(&self, tiles: Tiles) -> u64 {
+        match tiles.reads_nhwc() {
+            true => self.nhwc_offset(tiles) + self.input_len() as u64 * 2,
+            false => tiles.partial_bytes(self.output_len()),
+        }
+    }
+
+    /// Where the NHWC copy of the input starts in the scratch: after the
+    /// partial sums, aligned for a binding of its own.
+    pub fn nhwc_offset(&self, tiles: Tiles) -> u64 {
+        tiles
+            .partial_bytes(self.output_len())
+            .next_multiple_of(SCRATCH_ALIGN)
+    }
+
+    /// Elements of the input, `[batch, ic, ih, iw]`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.ic * self.ih * self.iw
+    }
+
     /// The GEMM's M, N, K per group.
     pub fn gemm_dims(&self) -> (usize, usize, usize) {
         (
@@ -81,11 +113,26 @@ impl ConvGeometry {
     }
 }
 
+/// `METAL_MPS_GPU_NHWC=on` lets the autotune time cooperative-matrix tiles
+/// on an NHWC copy of the input ([`Tiles::nhwc`]); off by default until
+/// measured on hardware with cooperative matrices.
+pub const NHWC_ENV: &str = "METAL_MPS_GPU_NHWC";
+
+/// Whether [`NHWC_ENV`] allows NHWC tiles.
+pub fn nhwc_allowed() -> bool {
+    std::env::var(NHWC_ENV).is_ok_and(|v| v == "on")
+}
+
+/// Offsets within a binding are multiples of this (WebGPU's default
+/// `min_storage_buffer_offset_alignment`, the most an adapter may ask).
+const SCRATCH_ALIGN: u64 = 256;
+
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
 /// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM
-/// (two calls on split-K tiles, whose partial sums go to `partial`, of
-/// [`Tiles::partial_bytes`]); depthwise convolutions (one input channel per
-/// group) ignore it.
+/// (on split-K tiles two calls, whose partial sums go to `scratch`; on NHWC
+/// tiles first a copy of `x` into `scratch`, which then holds
+/// [`ConvGeometry::scratch_bytes`]); depthwise convolutions (one input
+/// channel per group) ignore it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     ctx: &GpuContext,
@@ -98,7 +145,7 @@ pub fn conv(
     residual: Option<Binding>,
     activation: Option<UnaryOp>,
     y: Binding,
-    partial: Option<Binding>,
+    scratch: Option<Binding>,
     dummy: &Binding,
 ) -> Result<Vec<Call>> {
     if g.group == 0 || !g.ic.is_multiple_of(g.group) || !g.oc.is_multiple_of(g.group) {
@@ -134,23 +181,31 @@ pub fn conv(
         .u32(u32_of(g.pad[1], "pad")?)
         .u32(0)
         .finish();
-    let (w8, x8) = match wide_loads(ctx, tiles) {
-        true => wide_operands(g, &w, &x),
-        false => (None, None),
+    let mut calls = Vec::new();
+    let (partial, w8, x8) = if tiles.reads_nhwc() {
+        let (partial, nhwc) = nhwc_copy(ctx, dtype, g, tiles, &x, scratch, &mut calls)?;
+        (partial, wide_view(&w), Some(nhwc))
+    } else if wide_loads(ctx, tiles) {
+        let (w8, x8) = wide_operands(g, &w, &x);
+        (scratch, w8, x8)
+    } else {
+        (scratch, None, None)
     };
     let wide = [w8.is_some(), x8.is_some()];
+    // NHWC: B (the input) is read along k.
     let key = tile_key(
         Kernel::Conv,
         Kernel::ConvCoop,
         dtype,
         tiles,
         true,
-        true,
+        !tiles.reads_nhwc(),
         wide,
     );
     // One tap: both weight orders agree, and the tap-major gather is the cheaper.
     let key = with_window(key, g, bias.is_some(), residual.is_some(), activation)?
-        .with("TAP_MAJOR", Const::Bool(g.tap_major || one_tap));
+        .with("TAP_MAJOR", Const::Bool(g.tap_major || one_tap))
+        .with("NHWC", Const::Bool(tiles.reads_nhwc()));
     let (bm, bn) = tiles.block();
     let groups = [
         u32_of(n.div_ceil(bn).max(1), "tiles")?,
@@ -170,12 +225,12 @@ pub fn conv(
         y.clone(),
     ];
     bindings.extend(tail_bindings(tiles, w8, x8, &y, partial.as_ref(), dummy)?);
-    let mut calls = vec![Call {
+    calls.push(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
         bindings,
         groups,
-    }];
+    });
     if let Some(partial) = partial.filter(|_| tiles.splits() > 1) {
         // The bias is C with one value per output channel (row).
         let e = SplitEpilogue {
@@ -191,6 +246,79 @@ pub fn conv(
         calls.push(split_sum(ctx, dtype, tiles, e, partial, y, dummy)?);
     }
     Ok(calls)
+}
+
+/// Records the copy of `x` in NHWC order into `scratch` (from
+/// [`ConvGeometry::nhwc_offset`]) for NHWC tiles; returns the bindings of the
+/// partial sums (split-K) and of the copy's eight-f16 view.
+fn nhwc_copy(
+    ctx: &GpuContext,
+    dtype: Scalar,
+    g: &ConvGeometry,
+    tiles: Tiles,
+    x: &Binding,
+    scratch: Option<Binding>,
+    calls: &mut Vec<Call>,
+) -> Result<(Option<Binding>, Binding)> {
+    if !g.nhwc_fits() || dtype != Scalar::F16 || !wide_loads(ctx, tiles) {
+        return Err(Error::Invalid(format!(
+            "NHWC tiles for a {dtype:?} convolution with {} input channels per group, \
+             kernel {:?} (tap-major weights: {}), wide loads {}",
+            g.ic / g.group,
+            g.kernel,
+            g.tap_major,
+            wide_loads(ctx, tiles)
+        )));
+    }
+    let scratch = scratch
+        .filter(|s| s.size >= g.scratch_bytes(tiles))
+        .ok_or_else(|| Error::Invalid("NHWC tiles without room for the input's copy".into()))?;
+    let offset = g.nhwc_offset(tiles);
+    let nhwc = Binding {
+        buffer: scratch.buffer.clone(),
+        offset: scratch.offset + offset,
+        size: g.input_len() as u64 * 2,
+    };
+    let nhwc = wide_view(&nhwc).ok_or_else(|| {
+        Error::Invalid("the NHWC copy of the input is not 16-byte aligned".into())
+    })?;
+    calls.push(to_nhwc(
+        ctx,
+        [g.batch, g.ic, g.ih * g.iw],
+        x.clone(),
+        nhwc.clone(),
+    )?);
+    let partial = (tiles.splits() > 1).then(|| Binding {
+        size: offset,
+        ..scratch
+    });
+    Ok((partial, nhwc))
+}
+
+/// Records the copy of the f16 tensor `x` of `[n, c, hw]` (`c` a multiple of
+/// 8) to `y` as `[n, hw, c]` (`to_nhwc.wgsl`); `y` starts 16-byte aligned.
+pub fn to_nhwc(ctx: &GpuContext, [n, c, hw]: [usize; 3], x: Binding, y: Binding) -> Result<Call> {
+    if !c.is_multiple_of(8) || !y.offset.is_multiple_of(16) {
+        return Err(Error::Invalid(format!(
+            "an NHWC copy of {c} channels to offset {}",
+            y.offset
+        )));
+    }
+    // The kernel indexes elements in u32.
+    let vectors = u32_of(n * c * hw, "tensor")? / 8;
+    let params = Params::default()
+        .u32(vectors)
+        .u32(u32_of(hw, "plane")?)
+        .u32(u32_of(c / 8, "channels")?)
+        .u32(0)
+        .finish();
+    let key = PipelineKey::new(Kernel::ToNhwc, Variant::of(Scalar::F16), "main");
+    Ok(Call {
+        pipeline: ctx.pipelines.get(&key)?,
+        params,
+        bindings: vec![x, y],
+        groups: grid(u64::from(vectors))?,
+    })
 }
 
 /// The wide views of `conv_io.wgsl`'s `a_wide` (weight rows, when K is a

@@ -67,7 +67,10 @@ pub enum Tiles {
     /// sums a second pass adds ([`split_sum`]).
     Plain { tm: u32, tn: u32, splits: u32 },
     /// Cooperative-matrix tiles of 8 CT x 8 CT, K split like the plain ones.
-    Coop { ct: u32, splits: u32 },
+    /// With `nhwc` (convolutions only) the input is first copied in NHWC
+    /// order, whence the gather reads eight channels at a time
+    /// ([`crate::ops::conv::nhwc_fits`]).
+    Coop { ct: u32, splits: u32, nhwc: bool },
 }
 
 impl Tiles {
@@ -78,14 +81,36 @@ impl Tiles {
 
     /// Cooperative-matrix tiles of fragment size `ct`, K not split.
     pub const fn coop(ct: u32) -> Tiles {
-        Tiles::Coop { ct, splits: 1 }
+        Tiles::Coop {
+            ct,
+            splits: 1,
+            nhwc: false,
+        }
+    }
+
+    /// These cooperative-matrix tiles reading an NHWC copy of a
+    /// convolution's input (plain tiles are left as they are).
+    pub const fn nhwc(self) -> Tiles {
+        match self {
+            Tiles::Coop { ct, splits, .. } => Tiles::Coop {
+                ct,
+                splits,
+                nhwc: true,
+            },
+            plain => plain,
+        }
+    }
+
+    /// Whether these tiles read an NHWC copy of the input.
+    pub fn reads_nhwc(self) -> bool {
+        matches!(self, Tiles::Coop { nhwc: true, .. })
     }
 
     /// These tiles with K split in `splits` runs.
     pub const fn split(self, splits: u32) -> Tiles {
         match self {
             Tiles::Plain { tm, tn, .. } => Tiles::Plain { tm, tn, splits },
-            Tiles::Coop { ct, .. } => Tiles::Coop { ct, splits },
+            Tiles::Coop { ct, nhwc, .. } => Tiles::Coop { ct, splits, nhwc },
         }
     }
 
@@ -329,9 +354,10 @@ pub(crate) fn tile_key(
         .with("B_NFAST", Const::Bool(b_nfast));
     match tiles {
         Tiles::Plain { .. } => key,
-        Tiles::Coop { .. } => key
+        Tiles::Coop { nhwc, .. } => key
             .with("A_WIDE", Const::Bool(wide[0]))
-            .with("B_WIDE", Const::Bool(wide[1])),
+            .with("B_WIDE", Const::Bool(wide[1]))
+            .with("B_COLMAJOR", Const::Bool(nhwc)),
     }
 }
 
@@ -362,6 +388,11 @@ pub fn matmul(
             "MatMul with {} batch dims on the GPU",
             g.batch.len()
         )));
+    }
+    if tiles.reads_nhwc() {
+        return Err(Error::Invalid(
+            "NHWC tiles are for convolutions, not MatMul".into(),
+        ));
     }
     let batch: usize = g.batch.iter().product();
     if batch > super::MAX_GROUPS as usize {
