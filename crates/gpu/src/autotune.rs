@@ -350,15 +350,12 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
             list.push(coop);
             let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
             let k_tile = (COOP_K_FRAGMENTS * c.size) as usize;
-            let splits = split_factors(grid, k.div_ceil(k_tile));
-            for &s in &splits {
-                list.push(coop.split(s));
+            for splits in split_factors(grid, k.div_ceil(k_tile)) {
+                list.push(coop.split(splits));
             }
+            // NHWC tiles do not split K (ConvGeometry::scratch_bytes).
             if nhwc && c.wide && crate::ops::conv::nhwc_allowed() {
                 list.push(coop.nhwc());
-                for &s in &splits {
-                    list.push(coop.nhwc().split(s));
-                }
             }
         }
     }

@@ -81,12 +81,11 @@ fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
 }
 
 /// [`product_variants`], and cooperative-matrix tiles on an NHWC copy of the
-/// input (whole K and split in 3) where the adapter has wide loads.
+/// input where the adapter has wide loads.
 fn conv_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     let mut variants = product_variants(ctx);
     if let Some(c) = ctx.caps.coop.filter(|c| c.wide) {
-        let nhwc = Tiles::coop(c.size).nhwc();
-        variants.extend([(nhwc, Scalar::F16), (nhwc.split(3), Scalar::F16)]);
+        variants.push((Tiles::coop(c.size).nhwc(), Scalar::F16));
     }
     variants
 }

@@ -80,22 +80,15 @@ impl ConvGeometry {
         icg > 1 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
     }
 
-    /// Bytes of the scratch a convolution on `tiles` needs (one buffer): the
-    /// split-K partial sums ([`Tiles::partial_bytes`]), then, from
-    /// [`ConvGeometry::nhwc_offset`], the f16 NHWC copy of the input.
+    /// Bytes of the scratch a convolution on `tiles` needs: the split-K
+    /// partial sums ([`Tiles::partial_bytes`]), or the f16 NHWC copy of the
+    /// input (NHWC tiles do not split K: the kernel would bind the one
+    /// buffer both read-only and read-write, which WebGPU refuses).
     pub fn scratch_bytes(&self, tiles: Tiles) -> u64 {
         match tiles.reads_nhwc() {
-            true => self.nhwc_offset(tiles) + self.input_len() as u64 * 2,
+            true => self.input_len() as u64 * 2,
             false => tiles.partial_bytes(self.output_len()),
         }
-    }
-
-    /// Where the NHWC copy of the input starts in the scratch: after the
-    /// partial sums, aligned for a binding of its own.
-    pub fn nhwc_offset(&self, tiles: Tiles) -> u64 {
-        tiles
-            .partial_bytes(self.output_len())
-            .next_multiple_of(SCRATCH_ALIGN)
     }
 
     /// Elements of the input, `[batch, ic, ih, iw]`.
@@ -113,24 +106,20 @@ impl ConvGeometry {
     }
 }
 
-/// `METAL_MPS_GPU_NHWC=on` lets the autotune time cooperative-matrix tiles
-/// on an NHWC copy of the input ([`Tiles::nhwc`]); off by default until
-/// measured on hardware with cooperative matrices.
+/// `METAL_MPS_GPU_NHWC=off` keeps cooperative-matrix tiles on an NHWC copy
+/// of the input ([`Tiles::nhwc`]) out of the autotune's candidates (for
+/// comparing the two).
 pub const NHWC_ENV: &str = "METAL_MPS_GPU_NHWC";
 
 /// Whether [`NHWC_ENV`] allows NHWC tiles.
 pub fn nhwc_allowed() -> bool {
-    std::env::var(NHWC_ENV).is_ok_and(|v| v == "on")
+    std::env::var(NHWC_ENV).map_or(true, |v| v != "off")
 }
-
-/// Offsets within a binding are multiples of this (WebGPU's default
-/// `min_storage_buffer_offset_alignment`, the most an adapter may ask).
-const SCRATCH_ALIGN: u64 = 256;
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
 /// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM
 /// (on split-K tiles two calls, whose partial sums go to `scratch`; on NHWC
-/// tiles first a copy of `x` into `scratch`, which then holds
+/// tiles first a copy of `x` into `scratch`; either way of
 /// [`ConvGeometry::scratch_bytes`]); depthwise convolutions (one input
 /// channel per group) ignore it.
 #[allow(clippy::too_many_arguments)]
@@ -183,8 +172,8 @@ pub fn conv(
         .finish();
     let mut calls = Vec::new();
     let (partial, w8, x8) = if tiles.reads_nhwc() {
-        let (partial, nhwc) = nhwc_copy(ctx, dtype, g, tiles, &x, scratch, &mut calls)?;
-        (partial, wide_view(&w), Some(nhwc))
+        let nhwc = nhwc_copy(ctx, dtype, g, tiles, &x, scratch, &mut calls)?;
+        (None, wide_view(&w), Some(nhwc))
     } else if wide_loads(ctx, tiles) {
         let (w8, x8) = wide_operands(g, &w, &x);
         (scratch, w8, x8)
@@ -248,9 +237,8 @@ pub fn conv(
     Ok(calls)
 }
 
-/// Records the copy of `x` in NHWC order into `scratch` (from
-/// [`ConvGeometry::nhwc_offset`]) for NHWC tiles; returns the bindings of the
-/// partial sums (split-K) and of the copy's eight-f16 view.
+/// Records the copy of `x` in NHWC order into `scratch` for NHWC tiles;
+/// returns the copy's eight-f16 view.
 fn nhwc_copy(
     ctx: &GpuContext,
     dtype: Scalar,
@@ -259,25 +247,24 @@ fn nhwc_copy(
     x: &Binding,
     scratch: Option<Binding>,
     calls: &mut Vec<Call>,
-) -> Result<(Option<Binding>, Binding)> {
-    if !g.nhwc_fits() || dtype != Scalar::F16 || !wide_loads(ctx, tiles) {
+) -> Result<Binding> {
+    if !g.nhwc_fits() || dtype != Scalar::F16 || !wide_loads(ctx, tiles) || tiles.splits() > 1 {
         return Err(Error::Invalid(format!(
             "NHWC tiles for a {dtype:?} convolution with {} input channels per group, \
-             kernel {:?} (tap-major weights: {}), wide loads {}",
+             kernel {:?} (tap-major weights: {}), wide loads {}, K split in {}",
             g.ic / g.group,
             g.kernel,
             g.tap_major,
-            wide_loads(ctx, tiles)
+            wide_loads(ctx, tiles),
+            tiles.splits()
         )));
     }
     let scratch = scratch
         .filter(|s| s.size >= g.scratch_bytes(tiles))
         .ok_or_else(|| Error::Invalid("NHWC tiles without room for the input's copy".into()))?;
-    let offset = g.nhwc_offset(tiles);
     let nhwc = Binding {
-        buffer: scratch.buffer.clone(),
-        offset: scratch.offset + offset,
         size: g.input_len() as u64 * 2,
+        ..scratch
     };
     let nhwc = wide_view(&nhwc).ok_or_else(|| {
         Error::Invalid("the NHWC copy of the input is not 16-byte aligned".into())
@@ -288,11 +275,7 @@ fn nhwc_copy(
         x.clone(),
         nhwc.clone(),
     )?);
-    let partial = (tiles.splits() > 1).then(|| Binding {
-        size: offset,
-        ..scratch
-    });
-    Ok((partial, nhwc))
+    Ok(nhwc)
 }
 
 /// Records the copy of the f16 tensor `x` of `[n, c, hw]` (`c` a multiple of
