@@ -74,10 +74,10 @@ impl ConvGeometry {
     /// Whether cooperative-matrix tiles may read an NHWC copy of the input
     /// ([`Tiles::nhwc`]): eight channels of one tap are then one 16-byte load,
     /// which needs K in tap-major order (one tap, or tap-major weights) and
-    /// input channels per group in multiples of 8. Not depthwise.
+    /// input channels per group in multiples of 8 (so never depthwise).
     pub fn nhwc_fits(&self) -> bool {
         let icg = self.ic / self.group;
-        icg > 1 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
+        icg >= 8 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
     }
 
     /// Bytes of the scratch a convolution on `tiles` needs: the split-K

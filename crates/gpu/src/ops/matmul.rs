@@ -64,12 +64,12 @@ impl Gemm {
 pub enum Tiles {
     /// Plain workgroup tiles of 16 TM x 16 TN; with `splits` > 1 the K axis is
     /// shared among that many workgroups per tile (split-K), whose partial
-    /// sums a second pass adds ([`split_sum`]).
+    /// sums a second pass adds (`split_sum`).
     Plain { tm: u32, tn: u32, splits: u32 },
     /// Cooperative-matrix tiles of 8 CT x 8 CT, K split like the plain ones.
     /// With `nhwc` (convolutions only) the input is first copied in NHWC
     /// order, whence the gather reads eight channels at a time
-    /// ([`crate::ops::conv::nhwc_fits`]).
+    /// ([`crate::ops::conv::ConvGeometry::nhwc_fits`]).
     Coop { ct: u32, splits: u32, nhwc: bool },
 }
 
