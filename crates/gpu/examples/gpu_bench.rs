@@ -271,7 +271,7 @@ fn conv_bench(ctx: &GpuContext) {
                     None,
                     None,
                     Binding::whole(&y, ysize),
-                    (pbytes > 0).then(|| Binding::whole(&part, pbytes)),
+                    [(pbytes > 0).then(|| Binding::whole(&part, pbytes)), None],
                     &Binding::whole(&dummy.0, 16),
                 )
                 .unwrap();

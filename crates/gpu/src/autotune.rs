@@ -353,9 +353,11 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
             for splits in split_factors(grid, k.div_ceil(k_tile)) {
                 list.push(coop.split(splits));
             }
-            // NHWC tiles do not split K (ConvGeometry::scratch_bytes).
             if nhwc && c.wide && crate::ops::conv::nhwc_allowed() {
                 list.push(coop.nhwc());
+                for splits in split_factors(grid, k.div_ceil(k_tile)) {
+                    list.push(coop.nhwc().split(splits));
+                }
             }
         }
     }
@@ -373,6 +375,7 @@ pub(crate) struct Scratch {
     input: Option<(PooledBuffer, u64, Scalar)>,
     output: Option<(PooledBuffer, u64)>,
     own: Option<(PooledBuffer, u64)>,
+    own_nhwc: Option<(PooledBuffer, u64)>,
 }
 
 impl Scratch {
@@ -415,10 +418,14 @@ impl Scratch {
         grown(&mut self.output, ctx, bytes)
     }
 
-    /// A buffer of at least `bytes` for a candidate's own scratch (split-K
-    /// partial sums, an NHWC copy of the input).
+    /// A buffer of at least `bytes` for a candidate's split-K partial sums.
     fn own(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
         grown(&mut self.own, ctx, bytes)
+    }
+
+    /// A buffer of at least `bytes` for a candidate's NHWC copy of the input.
+    fn own_nhwc(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        grown(&mut self.own_nhwc, ctx, bytes)
     }
 }
 
@@ -468,17 +475,25 @@ pub(crate) fn tune(
         let dummy = Binding::whole(&input, 16);
         let mut candidate = op.clone();
         set_tiles(&mut candidate, tiles);
-        let own_bytes = candidate.scratch_bytes();
+        let (own_bytes, nhwc_bytes) = (candidate.scratch_bytes(), candidate.nhwc_bytes());
         let own = match own_bytes {
             0 => None,
             b => Some(scratch.own(ctx, b)?),
         };
+        let own_nhwc = match nhwc_bytes {
+            0 => None,
+            b => Some(scratch.own_nhwc(ctx, b)?),
+        };
         if let GpuOp::Conv { scratch: s, .. } | GpuOp::Gemm { scratch: s, .. } = &mut candidate {
             *s = own.as_ref().map(|_| OWN_SCRATCH);
         }
+        if let GpuOp::Conv { nhwc, .. } = &mut candidate {
+            *nhwc = own_nhwc.as_ref().map(|_| OWN_NHWC);
+        }
         let bind = |v: ValueId| -> Binding {
-            match (&own, v) {
-                (Some(p), OWN_SCRATCH) => Binding::whole(p, own_bytes),
+            match (&own, &own_nhwc, v) {
+                (Some(p), _, OWN_SCRATCH) => Binding::whole(p, own_bytes),
+                (_, Some(p), OWN_NHWC) => Binding::whole(p, nhwc_bytes),
                 _ if v == out_value => Binding::whole(&output, bytes(v)),
                 _ => Binding::whole(&input, bytes(v)),
             }
@@ -498,8 +513,9 @@ pub(crate) fn tune(
     Ok(())
 }
 
-/// Stands for a timed candidate's own scratch (not a value of the plan).
+/// Stand for a timed candidate's own scratch and NHWC copy (not values of the plan).
 const OWN_SCRATCH: ValueId = ValueId::MAX;
+const OWN_NHWC: ValueId = ValueId::MAX - 1;
 
 fn set_tiles(op: &mut GpuOp, to: Tiles) {
     if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {

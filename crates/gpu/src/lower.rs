@@ -36,9 +36,11 @@ pub enum GpuOp {
         geometry: ConvGeometry,
         dtype: Scalar,
         tiles: Tiles,
-        /// Scratch of the op's own: split-K partial sums, the NHWC copy of
-        /// the input ([`ConvGeometry::scratch_bytes`]).
+        /// The f32 partial sums of split-K tiles (a plan value of its own).
         scratch: Option<ValueId>,
+        /// The NHWC copy of the input that NHWC tiles read (a plan value of
+        /// its own, [`ConvGeometry::nhwc_bytes`]).
+        nhwc: Option<ValueId>,
     },
     /// MatMul or Gemm; `gemm.c`/`gemm.residual` are bound from `c`/`residual`.
     Gemm {
@@ -193,21 +195,33 @@ impl GpuOp {
         }
     }
 
-    /// Values written and read by this op alone (its scratch).
-    pub fn temporaries(&self) -> Option<ValueId> {
-        match self {
-            GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. } => *scratch,
-            _ => None,
-        }
+    /// Values written and read by this op alone (its scratch, its NHWC copy).
+    pub fn temporaries(&self) -> impl Iterator<Item = ValueId> {
+        let (scratch, nhwc) = match self {
+            GpuOp::Conv { scratch, nhwc, .. } => (*scratch, *nhwc),
+            GpuOp::Gemm { scratch, .. } => (*scratch, None),
+            _ => (None, None),
+        };
+        scratch.into_iter().chain(nhwc)
     }
 
-    /// Bytes of the scratch value its tiles need (0: none).
+    /// Bytes of the split-K partial sums its tiles need (0: none).
     pub fn scratch_bytes(&self) -> u64 {
         match self {
             GpuOp::Conv {
                 geometry, tiles, ..
-            } => geometry.scratch_bytes(*tiles),
+            } => tiles.partial_bytes(geometry.output_len()),
             GpuOp::Gemm { gemm, tiles, .. } => tiles.partial_bytes(gemm.output_len()),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of the NHWC copy of the input its tiles read (0: none).
+    pub fn nhwc_bytes(&self) -> u64 {
+        match self {
+            GpuOp::Conv {
+                geometry, tiles, ..
+            } => geometry.nhwc_bytes(*tiles),
             _ => 0,
         }
     }
@@ -272,6 +286,7 @@ impl GpuOp {
                 dtype,
                 tiles,
                 scratch,
+                nhwc,
             } => ops::conv::conv(
                 ctx,
                 *dtype,
@@ -283,7 +298,7 @@ impl GpuOp {
                 residual.map(bind),
                 *act,
                 bind(*out),
-                scratch.map(bind),
+                [scratch.map(bind), nhwc.map(bind)],
                 dummy,
             )?,
             GpuOp::Gemm {

@@ -417,7 +417,7 @@ impl<'a> Builder<'a> {
                 self.ensure_device(u);
             }
             let out = op.output();
-            if let Some(t) = op.temporaries() {
+            for t in op.temporaries() {
                 self.dev_avail[t] = true;
             }
             self.steps.push(Step::Gpu(Box::new(op)));
@@ -1673,6 +1673,7 @@ impl<'a> Builder<'a> {
             dtype,
             tiles,
             scratch: None,
+            nhwc: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
@@ -1900,23 +1901,28 @@ impl<'a> Builder<'a> {
         op
     }
 
-    /// Gives a product whose tiles need scratch ([`GpuOp::scratch_bytes`])
-    /// a value of its own for it (its lifetime is the op's own step).
+    /// Gives a product whose tiles need scratch ([`GpuOp::scratch_bytes`],
+    /// [`GpuOp::nhwc_bytes`]) values of its own for it (their lifetime is the
+    /// op's own step).
     fn add_scratch(&mut self, op: &mut GpuOp) {
-        let bytes = op.scratch_bytes();
+        let sizes = [op.scratch_bytes(), op.nhwc_bytes()];
         let out = op.output();
-        let (GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. }) = op else {
-            return;
+        let mut make = |suffix: &str, bytes: u64| {
+            let n = bytes.div_ceil(4) as usize;
+            let name = format!("{}.{suffix}", self.g.values[out].name);
+            let v = self.add_value(name, Some(DType::F32), out);
+            self.g.values[v].shape = Some(vec![metal_mps_ir::Dim::Fixed(n)]);
+            self.shapes[v] = Some(vec![n]);
+            v
         };
-        if bytes == 0 {
-            return;
+        if let (GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. }, b @ 1..) =
+            (&mut *op, sizes[0])
+        {
+            *scratch = Some(make("scratch", b));
         }
-        let n = bytes.div_ceil(4) as usize;
-        let name = format!("{}.scratch", self.g.values[out].name);
-        let v = self.add_value(name, Some(DType::F32), out);
-        self.g.values[v].shape = Some(vec![metal_mps_ir::Dim::Fixed(n)]);
-        self.shapes[v] = Some(vec![n]);
-        *scratch = Some(v);
+        if let (GpuOp::Conv { nhwc, .. }, b @ 1..) = (&mut *op, sizes[1]) {
+            *nhwc = Some(make("nhwc", b));
+        }
     }
 
     fn finish(mut self) -> Result<GpuPlan> {

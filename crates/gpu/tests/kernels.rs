@@ -86,6 +86,7 @@ fn conv_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     let mut variants = product_variants(ctx);
     if let Some(c) = ctx.caps.coop.filter(|c| c.wide) {
         variants.push((Tiles::coop(c.size).nhwc(), Scalar::F16));
+        variants.push((Tiles::coop(c.size).nhwc().split(2), Scalar::F16));
     }
     variants
 }
@@ -846,7 +847,9 @@ fn convolution_matches_the_reference() {
             let br = res.as_ref().map(|v| up_t(v));
             let esize = if dt == Scalar::F16 { 2 } else { 4 };
             let y = out(&ctx, total * esize);
-            let scratch = (g.scratch_bytes(t) > 0).then(|| out(&ctx, g.scratch_bytes(t) as usize));
+            let own = |bytes: u64| (bytes > 0).then(|| out(&ctx, bytes as usize));
+            let scratch = own(t.partial_bytes(g.output_len()));
+            let nhwc = own(g.nhwc_bytes(t));
             let calls = ops::conv::conv(
                 &ctx,
                 dt,
@@ -858,7 +861,7 @@ fn convolution_matches_the_reference() {
                 br.as_ref().map(Buf::b),
                 act,
                 y.b(),
-                scratch.as_ref().map(Buf::b),
+                [scratch.as_ref().map(Buf::b), nhwc.as_ref().map(Buf::b)],
                 &d.b(),
             )
             .unwrap();

@@ -192,23 +192,36 @@ fn b_wide(col: BCol, k: u32) -> vec4<u32> {
     return x8[(u32(col.base) + k * p.ih * p.iw) / 8u];
 }
 
-fn out_index(g: u32, m: u32, n: u32) -> u32 {
+// The output's element (m, n) is out_col(g, n) + m * out_row_stride(): the
+// cores compute each column's part once, not each element's.
+fn out_col(g: u32, n: u32) -> u32 {
     let plane = p.oh * p.ow;
-    return ((n / plane) * p.oc + g * p.ocg + m) * plane + n % plane;
+    return ((n / plane) * p.oc + g * p.ocg) * plane + n % plane;
+}
+
+fn out_row_stride() -> u32 {
+    return p.oh * p.ow;
 }
 
 fn out_len() -> u32 {
     return p.batch * p.oc * p.oh * p.ow;
 }
 
-fn epilogue(g: u32, m: u32, n: u32, v: f32) {
-    var r = v;
+// What element (m, n), the output's element i, adds to the product: bias,
+// residual. The cores read it for several elements before storing any, so
+// that the loads overlap instead of each waiting behind the last store.
+fn addend(g: u32, m: u32, n: u32, i: u32) -> f32 {
+    var r = 0.0;
     if (HAS_BIAS) {
         r += f32(bias[g * p.ocg + m]);
     }
-    let i = out_index(g, m, n);
     if (HAS_RES) {
         r += f32(res[i]);
     }
-    y[i] = T(activate(ACT, r, ACT_A, ACT_B));
+    return r;
+}
+
+// Stores the output's element i: the product's v plus its addend a, activated.
+fn finish(i: u32, v: f32, a: f32) {
+    y[i] = T(activate(ACT, v + a, ACT_A, ACT_B));
 }

@@ -1,6 +1,7 @@
 // Matrix product on cooperative matrices (tensor cores, Apple simdgroup
 // matrices): the same contract as gemm_tiled.wgsl (an io file defines
-// gemm_dims, a_elem, b_col, b_tile, b_elem, epilogue), f16 operands, f32 accumulation.
+// gemm_dims, a_elem, b_col, b_tile, b_elem, out_col, addend, finish...), f16
+// operands, f32 accumulation.
 // The io file also defines the wide loads, used where the launcher found the
 // operand's layout allows them (A_WIDE, B_WIDE):
 //   fn a_wide(batch: u32, m: u32, k: u32) -> vec4<u32>  // A[m, k..k+8], 0 outside
@@ -49,20 +50,41 @@ const PERV: u32 = (VECS + 255u) / 256u;
 var<workgroup> Ash: array<f16, BM * LDA>;
 var<workgroup> Bsh: array<f16, max(BKC * LDB, BN * LDBK)>;
 var<workgroup> Csh: array<f32, 8u * CT * CT>;
+// Elements of one fragment each lane writes.
+const ROWS_PER_LANE: u32 = CT * CT / 32u;
 
 // Writes one accumulator fragment through the subgroup's scratch tile.
 fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, split: u32, m: u32, n: u32, dims: vec3<u32>) {
     let off = sg * CT * CT;
     coopStoreT(frag, &Csh[off], CT);
     workgroupBarrier();
-    for (var e = lane; e < CT * CT; e += 32u) {
-        let mm = m + e / CT;
-        let nn = n + e % CT;
-        if (mm < dims.x && nn < dims.y) {
-            if (SPLITS > 1u) {
-                part[split * out_len() + out_index(batch, mm, nn)] = Csh[off + e];
-            } else {
-                epilogue(batch, mm, nn, Csh[off + e]);
+    // A lane keeps one column (its part of the output index computed once)
+    // and reads all its addends before its first store.
+    let nn = n + lane % CT;
+    let first = m + lane / CT;
+    let end = min(m + CT, dims.x);
+    if (nn < dims.y) {
+        let col = out_col(batch, nn);
+        let stride = out_row_stride();
+        var add: array<f32, ROWS_PER_LANE>;
+        if (SPLITS == 1u) {
+            for (var r = 0u; r < ROWS_PER_LANE; r++) {
+                let mm = first + r * (32u / CT);
+                if (mm < end) {
+                    add[r] = addend(batch, mm, nn, col + mm * stride);
+                }
+            }
+        }
+        for (var r = 0u; r < ROWS_PER_LANE; r++) {
+            let mm = first + r * (32u / CT);
+            if (mm < end) {
+                let v = Csh[off + (mm - m) * CT + lane % CT];
+                let at = col + mm * stride;
+                if (SPLITS > 1u) {
+                    part[split * out_len() + at] = v;
+                } else {
+                    finish(at, v, add[r]);
+                }
             }
         }
     }

@@ -7,9 +7,12 @@
 //   struct BCol; fn b_col(batch: u32, n: u32) -> BCol
 //   struct BTile; fn b_tile(col: BCol, k0: u32) -> BTile // per column and k-tile
 //   fn b_elem(t: BTile, k: u32) -> f32              // k in t's tile; 0 outside the matrix
-//   fn epilogue(batch: u32, m: u32, n: u32, v: f32) // bias, activation, store
-//   fn out_index(batch: u32, m: u32, n: u32) -> u32 // the output's element
+//   fn out_col(batch: u32, n: u32) -> u32           // the output's element (0, n)
+//   fn out_row_stride() -> u32                      // ... and (m, n) is m strides on
 //   fn out_len() -> u32                             // the output's elements
+//   fn addend(batch: u32, m: u32, n: u32, i: u32) -> f32 // bias, residual of
+//                                                   // (m, n), the output's element i
+//   fn finish(i: u32, v: f32, a: f32)              // activation, store
 //
 // 256 invocations (16 x 16) compute a BM x BN tile, each a TM x TN block.
 // TM, TN are 4 or 8 (BM = 16 TM, BN = 16 TN); BK = 16.
@@ -148,19 +151,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         workgroupBarrier();
     }
 
+    // Each of this invocation's columns: its index in the output, computed once.
+    var cols: array<u32, 8>;
+    for (var j = 0u; j < TN / 4u; j++) {
+        for (var c = 0u; c < 4u; c++) {
+            cols[j * 4u + c] = out_col(batch, n0 + j * 64u + tx * 4u + c);
+        }
+    }
+    let stride = out_row_stride();
     for (var i = 0u; i < TM / 4u; i++) {
         for (var ii = 0u; ii < 4u; ii++) {
             let m = m0 + i * 64u + ty * 4u + ii;
             if (m < dims.x) {
+                // A row's addends are all read before its first store.
+                var add: array<f32, 8>;
+                if (SPLITS == 1u) {
+                    for (var j = 0u; j < TN; j++) {
+                        let n = n0 + (j / 4u) * 64u + tx * 4u + j % 4u;
+                        if (n < dims.y) {
+                            add[j] = addend(batch, m, n, cols[j] + m * stride);
+                        }
+                    }
+                }
                 for (var j = 0u; j < TN / 4u; j++) {
                     let v = acc[(i * 4u + ii) * (TN / 4u) + j];
                     let n = n0 + j * 64u + tx * 4u;
                     for (var c = 0u; c < 4u; c++) {
                         if (n + c < dims.y) {
+                            let at = cols[j * 4u + c] + m * stride;
                             if (SPLITS > 1u) {
-                                part[split * out_len() + out_index(batch, m, n + c)] = v[c];
+                                part[split * out_len() + at] = v[c];
                             } else {
-                                epilogue(batch, m, n + c, v[c]);
+                                finish(at, v[c], add[j * 4u + c]);
                             }
                         }
                     }

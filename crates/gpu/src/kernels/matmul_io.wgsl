@@ -113,8 +113,13 @@ fn b_wide(col: BCol, k: u32) -> vec4<u32> {
     return b8[(col.base + k * p.b_sk) / 8u];
 }
 
-fn out_index(batch: u32, m: u32, n: u32) -> u32 {
-    return (batch * p.m + m) * p.n + n;
+// The output's element (m, n) is out_col(batch, n) + m * out_row_stride().
+fn out_col(batch: u32, n: u32) -> u32 {
+    return batch * p.m * p.n + n;
+}
+
+fn out_row_stride() -> u32 {
+    return p.n;
 }
 
 fn out_len() -> u32 {
@@ -122,14 +127,22 @@ fn out_len() -> u32 {
     return b.x * b.y * b.z * b.w * p.m * p.n;
 }
 
-fn epilogue(batch: u32, m: u32, n: u32, v: f32) {
-    var r = p.alpha * v;
+// What element (m, n), the output's element i, adds to the product: beta C,
+// residual. The cores read it for several elements before storing any, so
+// that the loads overlap instead of each waiting behind the last store.
+fn addend(batch: u32, m: u32, n: u32, i: u32) -> f32 {
+    var r = 0.0;
     if (HAS_C) {
         r += p.beta * f32(c[m * p.c_sm + n * p.c_sn]);
     }
-    let i = out_index(batch, m, n);
     if (HAS_RES) {
         r += f32(res[i]);
     }
-    y[i] = T(activate(ACT, r, ACT_A, ACT_B));
+    return r;
+}
+
+// Stores the output's element i: alpha times the product's v plus its addend
+// a, activated.
+fn finish(i: u32, v: f32, a: f32) {
+    y[i] = T(activate(ACT, p.alpha * v + a, ACT_A, ACT_B));
 }

@@ -80,14 +80,11 @@ impl ConvGeometry {
         icg >= 8 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
     }
 
-    /// Bytes of the scratch a convolution on `tiles` needs: the split-K
-    /// partial sums ([`Tiles::partial_bytes`]), or the f16 NHWC copy of the
-    /// input (NHWC tiles do not split K: the kernel would bind the one
-    /// buffer both read-only and read-write, which WebGPU refuses).
-    pub fn scratch_bytes(&self, tiles: Tiles) -> u64 {
+    /// Bytes of the f16 NHWC copy of the input that `tiles` read (0: none).
+    pub fn nhwc_bytes(&self, tiles: Tiles) -> u64 {
         match tiles.reads_nhwc() {
             true => self.input_len() as u64 * 2,
-            false => tiles.partial_bytes(self.output_len()),
+            false => 0,
         }
     }
 
@@ -118,9 +115,10 @@ pub fn nhwc_allowed() -> bool {
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
 /// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM
-/// (on split-K tiles two calls, whose partial sums go to `scratch`; on NHWC
-/// tiles first a copy of `x` into `scratch`; either way of
-/// [`ConvGeometry::scratch_bytes`]); depthwise convolutions (one input
+/// (on split-K tiles two calls, whose partial sums go to `partial`, of
+/// [`Tiles::partial_bytes`]; on NHWC tiles first a copy of `x` into `nhwc`, of
+/// [`ConvGeometry::nhwc_bytes`]: two distinct buffers, since the product
+/// reads the one and writes the other); depthwise convolutions (one input
 /// channel per group) ignore it.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
@@ -134,7 +132,7 @@ pub fn conv(
     residual: Option<Binding>,
     activation: Option<UnaryOp>,
     y: Binding,
-    scratch: Option<Binding>,
+    [partial, nhwc]: [Option<Binding>; 2],
     dummy: &Binding,
 ) -> Result<Vec<Call>> {
     if g.group == 0 || !g.ic.is_multiple_of(g.group) || !g.oc.is_multiple_of(g.group) {
@@ -171,14 +169,13 @@ pub fn conv(
         .u32(0)
         .finish();
     let mut calls = Vec::new();
-    let (partial, w8, x8) = if tiles.reads_nhwc() {
-        let nhwc = nhwc_copy(ctx, dtype, g, tiles, &x, scratch, &mut calls)?;
-        (None, wide_view(&w), Some(nhwc))
+    let (w8, x8) = if tiles.reads_nhwc() {
+        let nhwc = nhwc_copy(ctx, dtype, g, tiles, &x, nhwc, &mut calls)?;
+        (wide_view(&w), Some(nhwc))
     } else if wide_loads(ctx, tiles) {
-        let (w8, x8) = wide_operands(g, &w, &x);
-        (scratch, w8, x8)
+        wide_operands(g, &w, &x)
     } else {
-        (scratch, None, None)
+        (None, None)
     };
     let wide = [w8.is_some(), x8.is_some()];
     // NHWC: B (the input) is read along k.
@@ -237,7 +234,7 @@ pub fn conv(
     Ok(calls)
 }
 
-/// Records the copy of `x` in NHWC order into `scratch` for NHWC tiles;
+/// Records the copy of `x` in NHWC order into `into` for NHWC tiles;
 /// returns the copy's eight-f16 view.
 fn nhwc_copy(
     ctx: &GpuContext,
@@ -245,26 +242,26 @@ fn nhwc_copy(
     g: &ConvGeometry,
     tiles: Tiles,
     x: &Binding,
-    scratch: Option<Binding>,
+    into: Option<Binding>,
     calls: &mut Vec<Call>,
 ) -> Result<Binding> {
-    if !g.nhwc_fits() || dtype != Scalar::F16 || !wide_loads(ctx, tiles) || tiles.splits() > 1 {
+    if !g.nhwc_fits() || dtype != Scalar::F16 || !wide_loads(ctx, tiles) {
         return Err(Error::Invalid(format!(
             "NHWC tiles for a {dtype:?} convolution with {} input channels per group, \
-             kernel {:?} (tap-major weights: {}), wide loads {}, K split in {}",
+             kernel {:?} (tap-major weights: {}), wide loads {}",
             g.ic / g.group,
             g.kernel,
             g.tap_major,
             wide_loads(ctx, tiles),
-            tiles.splits()
         )));
     }
-    let scratch = scratch
-        .filter(|s| s.size >= g.scratch_bytes(tiles))
+    let bytes = g.nhwc_bytes(tiles);
+    let into = into
+        .filter(|s| s.size >= bytes)
         .ok_or_else(|| Error::Invalid("NHWC tiles without room for the input's copy".into()))?;
     let nhwc = Binding {
-        size: g.input_len() as u64 * 2,
-        ..scratch
+        size: bytes,
+        ..into
     };
     let nhwc = wide_view(&nhwc).ok_or_else(|| {
         Error::Invalid("the NHWC copy of the input is not 16-byte aligned".into())
