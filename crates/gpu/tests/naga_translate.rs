@@ -14,7 +14,8 @@ fn entry_points(kernel: Kernel) -> &'static [&'static str] {
 }
 
 /// Entry points, each with the override constants to translate it under:
-/// the defaults, and for the cooperative-matrix kernels the wide loads too.
+/// the defaults, and for the cooperative-matrix kernels the wide loads and
+/// wide output stores (with a residual and a fused activation) too.
 fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants)> {
     let mut sets = vec![naga::back::PipelineConstants::default()];
     let mut add = |set: &[(&str, f64)]| {
@@ -24,6 +25,7 @@ fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants
         for b_nfast in [1.0, 0.0] {
             add(&[("A_WIDE", 1.0), ("B_WIDE", 1.0), ("B_NFAST", b_nfast)]);
         }
+        add(&[("OUT_WIDE", 1.0), ("HAS_RES", 1.0), ("ACT", 1.0)]);
     }
     if kernel == Kernel::ConvCoop {
         // An NHWC input: wide loads along k into a column-major B tile, tap-major.

@@ -56,6 +56,8 @@ override NHWC: bool = false;
 // is the input in NHWC order.
 @group(0) @binding(6) var<storage, read> w8: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> x8: array<vec4<u32>>;
+// The residual again, eight f16 per element, for gemm_coop.wgsl's OUT_WIDE.
+@group(0) @binding(9) var<storage, read> res8: array<vec4<u32>>;
 
 fn gemm_dims() -> vec3<u32> {
     return vec3<u32>(p.ocg, p.batch * p.oh * p.ow, p.icg * KH * KW);
@@ -224,4 +226,25 @@ fn addend(g: u32, m: u32, n: u32, i: u32) -> f32 {
 // Stores the output's element i: the product's v plus its addend a, activated.
 fn finish(i: u32, v: f32, a: f32) {
     y[i] = T(activate(ACT, v + a, ACT_A, ACT_B));
+}
+
+// Outputs i..i+8, elements (m, n..n+8) of one row, as eight f16 packed in
+// pairs: v plus bias and residual, activated (i a multiple of 8).
+fn outputs8(g: u32, m: u32, n: u32, i: u32, v: array<f32, 8>) -> vec4<u32> {
+    var b = 0.0;
+    if (HAS_BIAS) {
+        b = f32(bias[g * p.ocg + m]);
+    }
+    var r = vec4<u32>(0u);
+    if (HAS_RES) {
+        r = res8[i / 8u];
+    }
+    var o: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+        let rj = unpack2x16float(r[j]);
+        let lo = activate(ACT, v[2u * j] + b + rj.x, ACT_A, ACT_B);
+        let hi = activate(ACT, v[2u * j + 1u] + b + rj.y, ACT_A, ACT_B);
+        o[j] = pack2x16float(vec2<f32>(lo, hi));
+    }
+    return o;
 }

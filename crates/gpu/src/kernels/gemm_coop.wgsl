@@ -23,6 +23,11 @@
 //
 // Split-K (SPLITS > 1) as in gemm_tiled.wgsl: z = batch * SPLITS + split, raw
 // sums to the split's slice of `part` (binding 8), split_sum.wgsl finishes.
+// OUT_WIDE (no split-K; the launcher checked that every row of the output,
+// and the residual, can be read and written eight f16 at a time from any
+// multiple of 8 along n): each lane writes eight outputs of a row in one
+// 16-byte store to `part`, the output then (the io file's outputs8), instead
+// of the scalar epilogue's one f16 per store.
 
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
@@ -30,9 +35,11 @@ override A_WIDE: bool = false;
 override B_WIDE: bool = false;
 override B_COLMAJOR: bool = false;
 override SPLITS: u32 = 1u;
+override OUT_WIDE: bool = false;
 
-// With one split the launcher binds the output here (the kernel does not touch it).
-@group(0) @binding(8) var<storage, read_write> part: array<f32>;
+// With split-K the f32 partial sums (as bits, four per element); with one
+// split the output, eight f16 per element (written only with OUT_WIDE).
+@group(0) @binding(8) var<storage, read_write> part: array<vec4<u32>>;
 
 const BM: u32 = 8u * CT;
 const BN: u32 = 8u * CT;
@@ -81,12 +88,37 @@ fn flush(frag: CM_C, sg: u32, lane: u32, batch: u32, split: u32, m: u32, n: u32,
                 let v = Csh[off + (mm - m) * CT + lane % CT];
                 let at = col + mm * stride;
                 if (SPLITS > 1u) {
-                    part[split * out_len() + at] = v;
+                    let e = split * out_len() + at;
+                    part[e / 4u][e % 4u] = bitcast<u32>(v);
                 } else {
                     finish(at, v, add[r]);
                 }
             }
         }
+    }
+    workgroupBarrier();
+}
+
+// Lanes per row of a fragment with OUT_WIDE, eight outputs each.
+const ROW_LANES: u32 = CT / 8u;
+
+// flush with OUT_WIDE: lane pairs (CT = 16) or single lanes (CT = 8) write a
+// row of the fragment, eight outputs per 16-byte store.
+fn flush_wide(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: vec3<u32>) {
+    let off = sg * CT * CT;
+    coopStoreT(frag, &Csh[off], CT);
+    workgroupBarrier();
+    let r = lane / ROW_LANES;
+    let c = (lane % ROW_LANES) * 8u;
+    let mm = m + r;
+    let nn = n + c;
+    if (r < CT && mm < dims.x && nn < dims.y) {
+        var v: array<f32, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            v[j] = Csh[off + r * CT + c + j];
+        }
+        let at = out_col(batch, nn) + mm * out_row_stride();
+        part[at / 8u] = outputs8(batch, mm, nn, at, v);
     }
     workgroupBarrier();
 }
@@ -299,6 +331,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
     let m = m0 + wm;
     let n = n0 + wn;
+    if (OUT_WIDE) {
+        flush_wide(c00, sg, lane, batch, m, n, dims);
+        flush_wide(c01, sg, lane, batch, m, n + CT, dims);
+        flush_wide(c10, sg, lane, batch, m + CT, n, dims);
+        flush_wide(c11, sg, lane, batch, m + CT, n + CT, dims);
+        flush_wide(c20, sg, lane, batch, m + 2u * CT, n, dims);
+        flush_wide(c21, sg, lane, batch, m + 2u * CT, n + CT, dims);
+        flush_wide(c30, sg, lane, batch, m + 3u * CT, n, dims);
+        flush_wide(c31, sg, lane, batch, m + 3u * CT, n + CT, dims);
+        return;
+    }
     flush(c00, sg, lane, batch, split, m, n, dims);
     flush(c01, sg, lane, batch, split, m, n + CT, dims);
     flush(c10, sg, lane, batch, split, m + CT, n, dims);

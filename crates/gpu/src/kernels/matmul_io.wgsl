@@ -41,6 +41,8 @@ override HAS_RES: bool = false;
 // (bound only where the launcher chose them: A_WIDE, B_WIDE).
 @group(0) @binding(6) var<storage, read> a8: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> b8: array<vec4<u32>>;
+// The residual again, eight f16 per element, for gemm_coop.wgsl's OUT_WIDE.
+@group(0) @binding(9) var<storage, read> res8: array<vec4<u32>>;
 
 fn gemm_dims() -> vec3<u32> {
     return vec3<u32>(p.m, p.n, p.k);
@@ -145,4 +147,27 @@ fn addend(batch: u32, m: u32, n: u32, i: u32) -> f32 {
 // a, activated.
 fn finish(i: u32, v: f32, a: f32) {
     y[i] = T(activate(ACT, p.alpha * v + a, ACT_A, ACT_B));
+}
+
+// Outputs i..i+8, elements (m, n..n+8) of one row, as eight f16 packed in
+// pairs: alpha v plus beta C and residual, activated (i a multiple of 8).
+fn outputs8(batch: u32, m: u32, n: u32, i: u32, v: array<f32, 8>) -> vec4<u32> {
+    var r = vec4<u32>(0u);
+    if (HAS_RES) {
+        r = res8[i / 8u];
+    }
+    var o: vec4<u32>;
+    for (var j = 0u; j < 4u; j++) {
+        let rj = unpack2x16float(r[j]);
+        var pair = vec2<f32>(p.alpha * v[2u * j], p.alpha * v[2u * j + 1u]) + rj;
+        if (HAS_C) {
+            let at = m * p.c_sm + (n + 2u * j) * p.c_sn;
+            pair += p.beta * vec2<f32>(f32(c[at]), f32(c[at + p.c_sn]));
+        }
+        o[j] = pack2x16float(vec2<f32>(
+            activate(ACT, pair.x, ACT_A, ACT_B),
+            activate(ACT, pair.y, ACT_A, ACT_B),
+        ));
+    }
+    return o;
 }

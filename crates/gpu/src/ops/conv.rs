@@ -4,8 +4,8 @@
 //! whose groups have one input channel (depthwise) run `depthwise.wgsl`.
 
 use super::matmul::{
-    split_sum, tail_bindings, tile_key, wide_loads, wide_view, with_activation, SplitEpilogue,
-    Tiles,
+    split_sum, tail_bindings, tile_key, wide_loads, wide_out, wide_view, with_activation,
+    SplitEpilogue, Tiles,
 };
 use super::{grid, u32_of, Binding, Call, Params};
 use crate::context::COOP_K_FRAGMENTS;
@@ -177,7 +177,16 @@ pub fn conv(
     } else {
         (None, None)
     };
-    let wide = [w8.is_some(), x8.is_some()];
+    // Output planes of a multiple of 8 pixels: eight outputs from a multiple
+    // of 8 along n (pixels) are contiguous in one channel's plane.
+    let out_wide = wide_out(
+        ctx,
+        tiles,
+        (g.oh * g.ow).is_multiple_of(8),
+        &y,
+        residual.as_ref(),
+    );
+    let wide = [w8.is_some(), x8.is_some(), out_wide];
     // NHWC: B (the input) is read along k.
     let key = tile_key(
         Kernel::Conv,
@@ -210,7 +219,14 @@ pub fn conv(
         residual.clone().unwrap_or_else(|| dummy.clone()),
         y.clone(),
     ];
-    bindings.extend(tail_bindings(tiles, w8, x8, &y, partial.as_ref(), dummy)?);
+    let r8 = residual.as_ref().and_then(wide_view);
+    bindings.extend(tail_bindings(
+        tiles,
+        [w8, x8, r8],
+        &y,
+        partial.as_ref(),
+        dummy,
+    )?);
     calls.push(Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,

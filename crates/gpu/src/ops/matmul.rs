@@ -133,7 +133,8 @@ impl Tiles {
     pub fn partial_bytes(self, out_len: usize) -> u64 {
         match self.splits() {
             1 => 0,
-            s => u64::from(s) * out_len as u64 * 4,
+            // Whole 16-byte vectors: the cooperative-matrix kernel binds them so.
+            s => (u64::from(s) * out_len as u64 * 4).next_multiple_of(16),
         }
     }
 }
@@ -238,15 +239,34 @@ pub(crate) fn wide_loads(ctx: &GpuContext, tiles: Tiles) -> bool {
     matches!(tiles, Tiles::Coop { .. }) && ctx.caps.coop.is_some_and(|c| c.wide)
 }
 
+/// Whether the cooperative-matrix kernel writes `y` eight f16 at a time
+/// (`OUT_WIDE` of `gemm_coop.wgsl`): no split-K, wide loads allowed on this
+/// adapter, `rows_aligned` (the launcher's layout: every output index from a
+/// multiple of 8 along n starts eight contiguous elements of one row, at a
+/// multiple of 8), and `y` and the residual at 16-byte offsets.
+pub(crate) fn wide_out(
+    ctx: &GpuContext,
+    tiles: Tiles,
+    rows_aligned: bool,
+    y: &Binding,
+    residual: Option<&Binding>,
+) -> bool {
+    wide_loads(ctx, tiles)
+        && tiles.splits() == 1
+        && rows_aligned
+        && wide_view(y).is_some()
+        && residual.is_none_or(|r| wide_view(r).is_some())
+}
+
 /// The bindings after the output `y`: for the cooperative-matrix kernels,
 /// the wide views of A and B (6 and 7), or the dummy where an operand takes
 /// scalar loads; then the split-K partial sums (6 for the plain tiles, 8 for
-/// cooperative matrices), or `y` again without split-K (the kernel does not
-/// touch it then).
+/// cooperative matrices), or `y` again without split-K (written there only
+/// with `OUT_WIDE`); then for cooperative matrices the residual's wide view
+/// (9), or the dummy.
 pub(crate) fn tail_bindings(
     tiles: Tiles,
-    a: Option<Binding>,
-    b: Option<Binding>,
+    [a, b, residual]: [Option<Binding>; 3],
     y: &Binding,
     partial: Option<&Binding>,
     dummy: &Binding,
@@ -266,6 +286,7 @@ pub(crate) fn tail_bindings(
             a.unwrap_or_else(|| dummy.clone()),
             b.unwrap_or_else(|| dummy.clone()),
             part,
+            residual.unwrap_or_else(|| dummy.clone()),
         ],
     })
 }
@@ -332,7 +353,7 @@ pub(crate) fn tile_key(
     tiles: Tiles,
     a_kfast: bool,
     b_nfast: bool,
-    wide: [bool; 2],
+    wide: [bool; 3],
 ) -> PipelineKey {
     let key = match tiles {
         Tiles::Plain { tm, tn, .. } => PipelineKey::new(kernel_plain, Variant::of(dtype), "main")
@@ -357,7 +378,8 @@ pub(crate) fn tile_key(
         Tiles::Coop { nhwc, .. } => key
             .with("A_WIDE", Const::Bool(wide[0]))
             .with("B_WIDE", Const::Bool(wide[1]))
-            .with("B_COLMAJOR", Const::Bool(nhwc)),
+            .with("B_COLMAJOR", Const::Bool(nhwc))
+            .with("OUT_WIDE", Const::Bool(wide[2])),
     }
 }
 
@@ -432,6 +454,8 @@ pub fn matmul(
         true => wide_operands(g, &a, &b, b_nfast),
         false => (None, None),
     };
+    // Rows of N outputs: eight from a multiple of 8 are contiguous in one row.
+    let out_wide = wide_out(ctx, tiles, g.n.is_multiple_of(8), &y, g.residual.as_ref());
     let key = tile_key(
         Kernel::Matmul,
         Kernel::MatmulCoop,
@@ -439,7 +463,7 @@ pub fn matmul(
         tiles,
         a_kfast,
         b_nfast,
-        [a8.is_some(), b8.is_some()],
+        [a8.is_some(), b8.is_some(), out_wide],
     )
     .with("HAS_C", Const::Bool(g.c.is_some()))
     .with("HAS_RES", Const::Bool(g.residual.is_some()));
@@ -462,7 +486,14 @@ pub fn matmul(
             .unwrap_or_else(|| dummy.clone());
     let r = g.residual.clone().unwrap_or_else(|| dummy.clone());
     let mut bindings = vec![a, b, c, r, y.clone()];
-    bindings.extend(tail_bindings(tiles, a8, b8, &y, partial.as_ref(), dummy)?);
+    let r8 = g.residual.as_ref().and_then(wide_view);
+    bindings.extend(tail_bindings(
+        tiles,
+        [a8, b8, r8],
+        &y,
+        partial.as_ref(),
+        dummy,
+    )?);
     let mut calls = vec![Call {
         pipeline: ctx.pipelines.get(&key)?,
         params,
