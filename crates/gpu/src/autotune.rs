@@ -346,18 +346,16 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
     if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
         let side = 8 * c.size as usize;
         if m >= side / 2 && n >= side / 2 {
-            let coop = Tiles::coop(c.size);
-            list.push(coop);
             let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
             let k_tile = (COOP_K_FRAGMENTS * c.size) as usize;
-            for splits in split_factors(grid, k.div_ceil(k_tile)) {
-                list.push(coop.split(splits));
+            let splits = split_factors(grid, k.div_ceil(k_tile));
+            let mut layouts = vec![Tiles::coop(c.size)];
+            if nhwc && crate::ops::conv::nhwc_offered(ctx, dtype, allow_coop) {
+                layouts.push(Tiles::coop(c.size).nhwc());
             }
-            if nhwc && c.wide && crate::ops::conv::nhwc_allowed() {
-                list.push(coop.nhwc());
-                for splits in split_factors(grid, k.div_ceil(k_tile)) {
-                    list.push(coop.nhwc().split(splits));
-                }
+            for coop in layouts {
+                list.push(coop);
+                list.extend(splits.iter().map(|&s| coop.split(s)));
             }
         }
     }
@@ -374,8 +372,8 @@ const RANDOM_BLOCK: u64 = 1 << 20;
 pub(crate) struct Scratch {
     input: Option<(PooledBuffer, u64, Scalar)>,
     output: Option<(PooledBuffer, u64)>,
-    own: Option<(PooledBuffer, u64)>,
-    own_nhwc: Option<(PooledBuffer, u64)>,
+    partial: Option<(PooledBuffer, u64)>,
+    nhwc: Option<(PooledBuffer, u64)>,
 }
 
 impl Scratch {
@@ -418,14 +416,14 @@ impl Scratch {
         grown(&mut self.output, ctx, bytes)
     }
 
-    /// A buffer of at least `bytes` for a candidate's split-K partial sums.
-    fn own(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
-        grown(&mut self.own, ctx, bytes)
+    /// A buffer of at least `bytes` for split-K partial sums.
+    fn partial(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        grown(&mut self.partial, ctx, bytes)
     }
 
-    /// A buffer of at least `bytes` for a candidate's NHWC copy of the input.
-    fn own_nhwc(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
-        grown(&mut self.own_nhwc, ctx, bytes)
+    /// A buffer of at least `bytes` for an NHWC copy of the input.
+    fn nhwc(&mut self, ctx: &GpuContext, bytes: u64) -> Result<wgpu::Buffer> {
+        grown(&mut self.nhwc, ctx, bytes)
     }
 }
 
@@ -475,25 +473,25 @@ pub(crate) fn tune(
         let dummy = Binding::whole(&input, 16);
         let mut candidate = op.clone();
         set_tiles(&mut candidate, tiles);
-        let (own_bytes, nhwc_bytes) = (candidate.scratch_bytes(), candidate.nhwc_bytes());
-        let own = match own_bytes {
+        let (partial_bytes, nhwc_bytes) = (candidate.partial_bytes(), candidate.nhwc_bytes());
+        let partial = match partial_bytes {
             0 => None,
-            b => Some(scratch.own(ctx, b)?),
+            b => Some(scratch.partial(ctx, b)?),
         };
-        let own_nhwc = match nhwc_bytes {
+        let nhwc = match nhwc_bytes {
             0 => None,
-            b => Some(scratch.own_nhwc(ctx, b)?),
+            b => Some(scratch.nhwc(ctx, b)?),
         };
-        if let GpuOp::Conv { scratch: s, .. } | GpuOp::Gemm { scratch: s, .. } = &mut candidate {
-            *s = own.as_ref().map(|_| OWN_SCRATCH);
+        if let GpuOp::Conv { partial: p, .. } | GpuOp::Gemm { partial: p, .. } = &mut candidate {
+            *p = partial.as_ref().map(|_| PARTIAL);
         }
-        if let GpuOp::Conv { nhwc, .. } = &mut candidate {
-            *nhwc = own_nhwc.as_ref().map(|_| OWN_NHWC);
+        if let GpuOp::Conv { nhwc: c, .. } = &mut candidate {
+            *c = nhwc.as_ref().map(|_| NHWC_COPY);
         }
         let bind = |v: ValueId| -> Binding {
-            match (&own, &own_nhwc, v) {
-                (Some(p), _, OWN_SCRATCH) => Binding::whole(p, own_bytes),
-                (_, Some(p), OWN_NHWC) => Binding::whole(p, nhwc_bytes),
+            match (&partial, &nhwc, v) {
+                (Some(p), _, PARTIAL) => Binding::whole(p, partial_bytes),
+                (_, Some(c), NHWC_COPY) => Binding::whole(c, nhwc_bytes),
                 _ if v == out_value => Binding::whole(&output, bytes(v)),
                 _ => Binding::whole(&input, bytes(v)),
             }
@@ -513,9 +511,9 @@ pub(crate) fn tune(
     Ok(())
 }
 
-/// Stand for a timed candidate's own scratch and NHWC copy (not values of the plan).
-const OWN_SCRATCH: ValueId = ValueId::MAX;
-const OWN_NHWC: ValueId = ValueId::MAX - 1;
+/// Stand for a timed candidate's partial sums and NHWC copy (not values of the plan).
+const PARTIAL: ValueId = ValueId::MAX;
+const NHWC_COPY: ValueId = ValueId::MAX - 1;
 
 fn set_tiles(op: &mut GpuOp, to: Tiles) {
     if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {

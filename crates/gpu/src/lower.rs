@@ -37,7 +37,7 @@ pub enum GpuOp {
         dtype: Scalar,
         tiles: Tiles,
         /// The f32 partial sums of split-K tiles (a plan value of its own).
-        scratch: Option<ValueId>,
+        partial: Option<ValueId>,
         /// The NHWC copy of the input that NHWC tiles read (a plan value of
         /// its own, [`ConvGeometry::nhwc_bytes`]).
         nhwc: Option<ValueId>,
@@ -53,7 +53,7 @@ pub enum GpuOp {
         dtype: Scalar,
         tiles: Tiles,
         /// The f32 partial sums of split-K tiles (a plan value of its own).
-        scratch: Option<ValueId>,
+        partial: Option<ValueId>,
     },
     Pool {
         x: ValueId,
@@ -195,18 +195,18 @@ impl GpuOp {
         }
     }
 
-    /// Values written and read by this op alone (its scratch, its NHWC copy).
+    /// Values written and read by this op alone (its partial sums, its NHWC copy).
     pub fn temporaries(&self) -> impl Iterator<Item = ValueId> {
-        let (scratch, nhwc) = match self {
-            GpuOp::Conv { scratch, nhwc, .. } => (*scratch, *nhwc),
-            GpuOp::Gemm { scratch, .. } => (*scratch, None),
+        let (partial, nhwc) = match self {
+            GpuOp::Conv { partial, nhwc, .. } => (*partial, *nhwc),
+            GpuOp::Gemm { partial, .. } => (*partial, None),
             _ => (None, None),
         };
-        scratch.into_iter().chain(nhwc)
+        partial.into_iter().chain(nhwc)
     }
 
     /// Bytes of the split-K partial sums its tiles need (0: none).
-    pub fn scratch_bytes(&self) -> u64 {
+    pub fn partial_bytes(&self) -> u64 {
         match self {
             GpuOp::Conv {
                 geometry, tiles, ..
@@ -285,7 +285,7 @@ impl GpuOp {
                 geometry,
                 dtype,
                 tiles,
-                scratch,
+                partial,
                 nhwc,
             } => ops::conv::conv(
                 ctx,
@@ -298,7 +298,7 @@ impl GpuOp {
                 residual.map(bind),
                 *act,
                 bind(*out),
-                [scratch.map(bind), nhwc.map(bind)],
+                [partial.map(bind), nhwc.map(bind)],
                 dummy,
             )?,
             GpuOp::Gemm {
@@ -310,7 +310,7 @@ impl GpuOp {
                 gemm,
                 dtype,
                 tiles,
-                scratch,
+                partial,
             } => {
                 let mut g = gemm.clone();
                 g.c = c.map(|(v, s)| (bind(v), s));
@@ -323,7 +323,7 @@ impl GpuOp {
                     bind(*a),
                     bind(*b),
                     bind(*out),
-                    scratch.map(bind),
+                    partial.map(bind),
                     dummy,
                 )?
             }

@@ -1646,10 +1646,7 @@ impl<'a> Builder<'a> {
         // Timing may choose cooperative-matrix tiles on an NHWC copy of the
         // input, which need the weights tap-major.
         let nhwc = self.tune
-            && crate::ops::conv::nhwc_allowed()
-            && dtype == Scalar::F16
-            && self.opts.cooperative_matrix
-            && self.ctx.caps.coop.is_some_and(|c| c.wide);
+            && crate::ops::conv::nhwc_offered(self.ctx, dtype, self.opts.cooperative_matrix);
         let w = self.tap_major(n, w, &mut geo, nhwc);
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
@@ -1672,7 +1669,7 @@ impl<'a> Builder<'a> {
             geometry: geo,
             dtype,
             tiles,
-            scratch: None,
+            partial: None,
             nhwc: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
@@ -1878,7 +1875,7 @@ impl<'a> Builder<'a> {
             gemm: g,
             dtype,
             tiles,
-            scratch: None,
+            partial: None,
         };
         Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
     }
@@ -1897,15 +1894,15 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        self.add_scratch(&mut op);
+        self.add_temporaries(&mut op);
         op
     }
 
-    /// Gives a product whose tiles need scratch ([`GpuOp::scratch_bytes`],
+    /// Gives a product whose tiles need temporaries ([`GpuOp::partial_bytes`],
     /// [`GpuOp::nhwc_bytes`]) values of its own for it (their lifetime is the
     /// op's own step).
-    fn add_scratch(&mut self, op: &mut GpuOp) {
-        let sizes = [op.scratch_bytes(), op.nhwc_bytes()];
+    fn add_temporaries(&mut self, op: &mut GpuOp) {
+        let sizes = [op.partial_bytes(), op.nhwc_bytes()];
         let out = op.output();
         let mut make = |suffix: &str, bytes: u64| {
             let n = bytes.div_ceil(4) as usize;
@@ -1915,10 +1912,10 @@ impl<'a> Builder<'a> {
             self.shapes[v] = Some(vec![n]);
             v
         };
-        if let (GpuOp::Conv { scratch, .. } | GpuOp::Gemm { scratch, .. }, b @ 1..) =
+        if let (GpuOp::Conv { partial, .. } | GpuOp::Gemm { partial, .. }, b @ 1..) =
             (&mut *op, sizes[0])
         {
-            *scratch = Some(make("scratch", b));
+            *partial = Some(make("splits", b));
         }
         if let (GpuOp::Conv { nhwc, .. }, b @ 1..) = (&mut *op, sizes[1]) {
             *nhwc = Some(make("nhwc", b));

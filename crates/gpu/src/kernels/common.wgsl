@@ -60,3 +60,14 @@ fn activate(code: u32, x: f32, a: f32, b: f32) -> f32 {
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, local: u32, size: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * size + local;
 }
+
+// Eight f16 packed in pairs (one 16-byte load), as f32.
+fn unpack8(w: vec4<u32>) -> array<f32, 8> {
+    var o: array<f32, 8>;
+    for (var j = 0u; j < 4u; j++) {
+        let h = unpack2x16float(w[j]);
+        o[2u * j] = h.x;
+        o[2u * j + 1u] = h.y;
+    }
+    return o;
+}

@@ -223,28 +223,28 @@ fn addend(g: u32, m: u32, n: u32, i: u32) -> f32 {
     return r;
 }
 
-// Stores the output's element i: the product's v plus its addend a, activated.
-fn finish(i: u32, v: f32, a: f32) {
-    y[i] = T(activate(ACT, v + a, ACT_A, ACT_B));
+// The output's value from the product's v and its addend a: activated.
+fn result(v: f32, a: f32) -> f32 {
+    return activate(ACT, v + a, ACT_A, ACT_B);
 }
 
-// Outputs i..i+8, elements (m, n..n+8) of one row, as eight f16 packed in
-// pairs: v plus bias and residual, activated (i a multiple of 8).
-fn outputs8(g: u32, m: u32, n: u32, i: u32, v: array<f32, 8>) -> vec4<u32> {
-    var b = 0.0;
-    if (HAS_BIAS) {
-        b = f32(bias[g * p.ocg + m]);
-    }
-    var r = vec4<u32>(0u);
+// Stores the output's element i: result(v, a).
+fn finish(i: u32, v: f32, a: f32) {
+    y[i] = T(result(v, a));
+}
+
+// The addends of elements (m, n..n+8), the output's i..i+8 (i a multiple of
+// 8): bias, residual (one 16-byte load).
+fn addends8(g: u32, m: u32, n: u32, i: u32) -> array<f32, 8> {
+    var a: array<f32, 8>;
     if (HAS_RES) {
-        r = res8[i / 8u];
+        a = unpack8(res8[i / 8u]);
     }
-    var o: vec4<u32>;
-    for (var j = 0u; j < 4u; j++) {
-        let rj = unpack2x16float(r[j]);
-        let lo = activate(ACT, v[2u * j] + b + rj.x, ACT_A, ACT_B);
-        let hi = activate(ACT, v[2u * j + 1u] + b + rj.y, ACT_A, ACT_B);
-        o[j] = pack2x16float(vec2<f32>(lo, hi));
+    if (HAS_BIAS) {
+        let b = f32(bias[g * p.ocg + m]);
+        for (var j = 0u; j < 8u; j++) {
+            a[j] += b;
+        }
     }
-    return o;
+    return a;
 }

@@ -26,8 +26,8 @@
 // OUT_WIDE (no split-K; the launcher checked that every row of the output,
 // and the residual, can be read and written eight f16 at a time from any
 // multiple of 8 along n): each lane writes eight outputs of a row in one
-// 16-byte store to `part`, the output then (the io file's outputs8), instead
-// of the scalar epilogue's one f16 per store.
+// 16-byte store to `part`, the output then (the io file's addends8 and
+// result), instead of the scalar epilogue's one f16 per store.
 
 override A_KFAST: bool = true;
 override B_NFAST: bool = true;
@@ -118,7 +118,14 @@ fn flush_wide(frag: CM_C, sg: u32, lane: u32, batch: u32, m: u32, n: u32, dims: 
             v[j] = Csh[off + r * CT + c + j];
         }
         let at = out_col(batch, nn) + mm * out_row_stride();
-        part[at / 8u] = outputs8(batch, mm, nn, at, v);
+        let a = addends8(batch, mm, nn, at);
+        var o: vec4<u32>;
+        for (var j = 0u; j < 4u; j++) {
+            let lo = result(v[2u * j], a[2u * j]);
+            let hi = result(v[2u * j + 1u], a[2u * j + 1u]);
+            o[j] = pack2x16float(vec2<f32>(lo, hi));
+        }
+        part[at / 8u] = o;
     }
     workgroupBarrier();
 }

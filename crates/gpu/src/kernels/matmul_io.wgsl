@@ -143,31 +143,28 @@ fn addend(batch: u32, m: u32, n: u32, i: u32) -> f32 {
     return r;
 }
 
-// Stores the output's element i: alpha times the product's v plus its addend
-// a, activated.
-fn finish(i: u32, v: f32, a: f32) {
-    y[i] = T(activate(ACT, p.alpha * v + a, ACT_A, ACT_B));
+// The output's value from the product's v and its addend a: alpha v + a,
+// activated.
+fn result(v: f32, a: f32) -> f32 {
+    return activate(ACT, p.alpha * v + a, ACT_A, ACT_B);
 }
 
-// Outputs i..i+8, elements (m, n..n+8) of one row, as eight f16 packed in
-// pairs: alpha v plus beta C and residual, activated (i a multiple of 8).
-fn outputs8(batch: u32, m: u32, n: u32, i: u32, v: array<f32, 8>) -> vec4<u32> {
-    var r = vec4<u32>(0u);
+// Stores the output's element i: result(v, a).
+fn finish(i: u32, v: f32, a: f32) {
+    y[i] = T(result(v, a));
+}
+
+// The addends of elements (m, n..n+8), the output's i..i+8 (i a multiple of
+// 8): beta C, residual (one 16-byte load).
+fn addends8(batch: u32, m: u32, n: u32, i: u32) -> array<f32, 8> {
+    var a: array<f32, 8>;
     if (HAS_RES) {
-        r = res8[i / 8u];
+        a = unpack8(res8[i / 8u]);
     }
-    var o: vec4<u32>;
-    for (var j = 0u; j < 4u; j++) {
-        let rj = unpack2x16float(r[j]);
-        var pair = vec2<f32>(p.alpha * v[2u * j], p.alpha * v[2u * j + 1u]) + rj;
-        if (HAS_C) {
-            let at = m * p.c_sm + (n + 2u * j) * p.c_sn;
-            pair += p.beta * vec2<f32>(f32(c[at]), f32(c[at + p.c_sn]));
+    if (HAS_C) {
+        for (var j = 0u; j < 8u; j++) {
+            a[j] += p.beta * f32(c[m * p.c_sm + (n + j) * p.c_sn]);
         }
-        o[j] = pack2x16float(vec2<f32>(
-            activate(ACT, pair.x, ACT_A, ACT_B),
-            activate(ACT, pair.y, ACT_A, ACT_B),
-        ));
     }
-    return o;
+    return a;
 }

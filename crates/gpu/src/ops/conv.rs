@@ -108,9 +108,14 @@ impl ConvGeometry {
 /// comparing the two).
 pub const NHWC_ENV: &str = "METAL_MPS_GPU_NHWC";
 
-/// Whether [`NHWC_ENV`] allows NHWC tiles.
-pub fn nhwc_allowed() -> bool {
-    std::env::var(NHWC_ENV).map_or(true, |v| v != "off")
+/// Whether a `dtype` convolution may be given NHWC tiles on this adapter:
+/// f16, cooperative matrices allowed (`allow_coop`) with wide loads, and
+/// [`NHWC_ENV`] not `off`; [`ConvGeometry::nhwc_fits`] decides per layer.
+pub fn nhwc_offered(ctx: &GpuContext, dtype: Scalar, allow_coop: bool) -> bool {
+    allow_coop
+        && dtype == Scalar::F16
+        && ctx.caps.coop.is_some_and(|c| c.wide)
+        && std::env::var(NHWC_ENV).map_or(true, |v| v != "off")
 }
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
