@@ -231,6 +231,11 @@ fn conv_bench(ctx: &GpuContext) {
             if let Some(c) = ctx.caps.coop {
                 configs.push(("f16 coop", Scalar::F16, Tiles::coop(c.size)));
                 configs.push(("f16 coop k4", Scalar::F16, Tiles::coop(c.size).split(4)));
+                configs.push((
+                    "f16 coop 64x128",
+                    Scalar::F16,
+                    Tiles::coop(c.size).fragments(4, 8),
+                ));
             }
             // Where tap-major weights serve, both orders (the timing ignores their values).
             let layouts = if g.tap_major_pays() {

@@ -187,13 +187,18 @@ fn file_name(info: &wgpu::AdapterInfo) -> String {
     .to_lowercase()
 }
 
-/// `plain4x4`, `plain4x4k8` (K split in 8), `coop16`, `coop16nhwck4`.
+/// `plain4x4`, `plain4x4k8` (K split in 8), `coop16` (128 x 128 outputs),
+/// `coop16_64x128nhwck4` (64 x 128).
 fn tiles_name(t: Tiles) -> String {
     match t {
         Tiles::Plain { tm, tn, .. } => format!("plain{tm}x{tn}{}", splits_suffix(t)),
         Tiles::Coop { ct, nhwc, .. } => {
+            let block = match t.block() {
+                (bm, bn) if (bm, bn) == Tiles::coop(ct).block() => String::new(),
+                (bm, bn) => format!("_{bm}x{bn}"),
+            };
             let layout = if nhwc { "nhwc" } else { "" };
-            format!("coop{ct}{layout}{}", splits_suffix(t))
+            format!("coop{ct}{block}{layout}{}", splits_suffix(t))
         }
     }
 }
@@ -215,11 +220,27 @@ fn parse_splits(s: &str) -> Option<(&str, u32)> {
 
 fn parse_tiles(s: &str) -> Option<Tiles> {
     if let Some(rest) = s.strip_prefix("coop") {
-        let (ct, splits) = parse_splits(rest)?;
-        let tiles = match ct.strip_suffix("nhwc") {
-            Some(ct) => Tiles::coop(ct.parse().ok()?).nhwc(),
-            None => Tiles::coop(ct.parse().ok()?),
+        let (head, splits) = parse_splits(rest)?;
+        let (head, nhwc) = match head.strip_suffix("nhwc") {
+            Some(head) => (head, true),
+            None => (head, false),
         };
+        let (ct, block) = match head.split_once('_') {
+            Some((ct, block)) => (ct.parse::<u32>().ok()?, Some(block.split_once('x')?)),
+            None => (head.parse().ok()?, None),
+        };
+        let mut tiles = Tiles::coop(ct);
+        if let Some((bm, bn)) = block {
+            let side = |b: &str| {
+                b.parse::<u32>()
+                    .ok()
+                    .filter(|&b| b == 4 * ct || b == 8 * ct)
+            };
+            tiles = tiles.fragments(side(bm)? / ct, side(bn)? / ct);
+        }
+        if nhwc {
+            tiles = tiles.nhwc();
+        }
         return Some(tiles.split(splits));
     }
     let (tm, rest) = s.strip_prefix("plain")?.split_once('x')?;
@@ -344,16 +365,15 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
         list.push(Tiles::plain(8, 8));
     }
     if let (Some(c), Scalar::F16, true) = (ctx.caps.coop, dtype, allow_coop) {
-        let side = 8 * c.size as usize;
-        if m >= side / 2 && n >= side / 2 {
-            let grid = m.div_ceil(side) * n.div_ceil(side) * batch;
-            let k_tile = (COOP_K_FRAGMENTS * c.size) as usize;
-            let splits = split_factors(grid, k.div_ceil(k_tile));
-            let mut layouts = vec![Tiles::coop(c.size)];
-            if nhwc && crate::ops::conv::nhwc_offered(ctx, dtype, allow_coop) {
-                layouts.push(Tiles::coop(c.size).nhwc());
-            }
-            for coop in layouts {
+        let k_tiles = k.div_ceil((COOP_K_FRAGMENTS * c.size) as usize);
+        let nhwc = nhwc && crate::ops::conv::nhwc_offered(ctx, dtype, allow_coop);
+        for shape in coop_shapes(c.size, m, n, batch) {
+            let (bm, bn) = shape.block();
+            let splits = split_factors(m.div_ceil(bm) * n.div_ceil(bn) * batch, k_tiles);
+            for coop in [Some(shape), nhwc.then(|| shape.nhwc())]
+                .into_iter()
+                .flatten()
+            {
                 list.push(coop);
                 list.extend(splits.iter().map(|&s| coop.split(s)));
             }
@@ -362,6 +382,30 @@ fn candidates(ctx: &GpuContext, op: &GpuOp, allow_coop: bool) -> Option<(String,
     let names: Vec<String> = list.iter().map(|&t| tiles_name(t)).collect();
     let key = format!("{key} [{}]", names.join(" "));
     (list.len() > 1).then_some((key, list))
+}
+
+/// The cooperative-matrix tile shapes worth timing for an `m` x `n` output
+/// over `batch` products on fragments of `ct`: the full 8 x 8 fragments where
+/// both sides fill at least half of it; halves and quarters of it where they
+/// waste less of their workgroups on padding, or where the full tiles leave
+/// most of the GPU idle (their grid under [`FULL_GRID`]).
+fn coop_shapes(ct: u32, m: usize, n: usize, batch: usize) -> Vec<Tiles> {
+    let full = Tiles::coop(ct);
+    let padded = |t: Tiles| {
+        let (bm, bn) = t.block();
+        m.div_ceil(bm) * bm * n.div_ceil(bn) * bn
+    };
+    let (bm, bn) = full.block();
+    let small_grid = m.div_ceil(bm) * n.div_ceil(bn) * batch < FULL_GRID;
+    [(8, 8), (4, 8), (8, 4), (4, 4)]
+        .into_iter()
+        .map(|(rows, cols)| full.fragments(rows, cols))
+        .filter(|&t| {
+            let (bm, bn) = t.block();
+            let fits = m >= bm / 2 && n >= bn / 2;
+            fits && (t == full || small_grid || padded(t) < padded(full))
+        })
+        .collect()
 }
 
 /// Bytes of distinct random values in a scratch input (size a power of two).
@@ -472,7 +516,7 @@ pub(crate) fn tune(
         // Unused operands are read-only: the output cannot stand in for them.
         let dummy = Binding::whole(&input, 16);
         let mut candidate = op.clone();
-        set_tiles(&mut candidate, tiles);
+        set_tiles(ctx, &mut candidate, tiles);
         let (partial_bytes, nhwc_bytes) = (candidate.partial_bytes(), candidate.nhwc_bytes());
         let partial = match partial_bytes {
             0 => None,
@@ -506,7 +550,7 @@ pub(crate) fn tune(
         took
     });
     if let Some(t) = chosen {
-        set_tiles(op, t);
+        set_tiles(ctx, op, t);
     }
     Ok(())
 }
@@ -515,9 +559,19 @@ pub(crate) fn tune(
 const PARTIAL: ValueId = ValueId::MAX;
 const NHWC_COPY: ValueId = ValueId::MAX - 1;
 
-fn set_tiles(op: &mut GpuOp, to: Tiles) {
-    if let GpuOp::Conv { tiles, .. } | GpuOp::Gemm { tiles, .. } = op {
-        *tiles = to;
+/// Gives `op` the tiles `to`; a convolution keeps tap-major weights only if
+/// they do ([`crate::ops::conv::tap_major_kept`]), so each candidate is timed
+/// on the order it would read.
+fn set_tiles(ctx: &GpuContext, op: &mut GpuOp, to: Tiles) {
+    match op {
+        GpuOp::Conv {
+            tiles, geometry, ..
+        } => {
+            *tiles = to;
+            geometry.tap_major &= crate::ops::conv::tap_major_kept(ctx, to);
+        }
+        GpuOp::Gemm { tiles, .. } => *tiles = to,
+        _ => {}
     }
 }
 
@@ -668,14 +722,48 @@ mod tests {
     }
 
     #[test]
+    fn smaller_cooperative_tiles_where_the_full_ones_waste_or_idle() {
+        let shapes = |m, n, batch| -> Vec<(usize, usize)> {
+            coop_shapes(16, m, n, batch)
+                .into_iter()
+                .map(|t| t.block())
+                .collect()
+        };
+        // ResNet-50 at batch 32, 64 output channels of 56x56: half of every 128-row tile idle.
+        assert_eq!(shapes(64, 100352, 1), [(128, 128), (64, 128), (64, 64)]);
+        // 256 channels of 56x56 at batch 32: the full tiles fill the GPU.
+        assert_eq!(shapes(256, 100352, 1), [(128, 128)]);
+        // 512 channels of 7x7 at batch 1: 49 columns fill too little of 128.
+        assert_eq!(shapes(512, 49, 1), [(128, 64), (64, 64)]);
+        // ... and of 14x14: 8 workgroups of 128 x 128 (of 264) try them all.
+        assert_eq!(
+            shapes(512, 196, 1),
+            [(128, 128), (64, 128), (128, 64), (64, 64)]
+        );
+        // Too small for any but the quarter tiles.
+        assert_eq!(shapes(40, 40, 1), [(64, 64)]);
+    }
+
+    #[test]
     fn tile_names_round_trip() {
         let nhwc = [COOP.nhwc(), COOP.nhwc().split(2), Tiles::coop(8).nhwc()];
+        let shapes = [COOP.fragments(4, 8), COOP.fragments(8, 4).nhwc().split(2)];
         for t in [SMALL, LARGE, SPLIT, COOP, COOP.split(4), Tiles::coop(8)]
             .into_iter()
             .chain(nhwc)
+            .chain(shapes)
+            .chain([Tiles::coop(8).fragments(4, 4)])
         {
             assert_eq!(parse_tiles(&tiles_name(t)), Some(t));
         }
+        assert_eq!(tiles_name(COOP.fragments(4, 8)), "coop16_64x128");
+        assert_eq!(
+            tiles_name(Tiles::coop(8).fragments(4, 4).nhwc().split(2)),
+            "coop8_32x32nhwck2"
+        );
+        assert_eq!(parse_tiles("coop16_64x64x"), None);
+        assert_eq!(parse_tiles("coop16_48x128"), None);
+        assert_eq!(parse_tiles("coop16_64"), None);
         assert_eq!(tiles_name(SPLIT), "plain4x4k16");
         assert_eq!(tiles_name(COOP.split(4)), "coop16k4");
         assert_eq!(tiles_name(COOP.nhwc().split(4)), "coop16nhwck4");

@@ -1644,10 +1644,12 @@ impl<'a> Builder<'a> {
             return Ok(Lowered::Cpu);
         }
         // Timing may choose cooperative-matrix tiles on an NHWC copy of the
-        // input, which need the weights tap-major.
+        // input, which need the weights tap-major; the other candidates are
+        // timed on the order they will read (`tap_major_kept`).
         let nhwc = self.tune
             && crate::ops::conv::nhwc_offered(self.ctx, dtype, self.opts.cooperative_matrix);
-        let w = self.tap_major(n, w, &mut geo, nhwc);
+        let reordered = self.tap_major(w, &geo, nhwc);
+        geo.tap_major = reordered.is_some();
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
         let tiles = choose_tiles(
@@ -1672,15 +1674,22 @@ impl<'a> Builder<'a> {
             partial: None,
             nhwc: None,
         };
-        Ok(Lowered::Gpu(vec![self.tuned(op)], absorbed))
+        let mut op = self.tuned(op);
+        if let (GpuOp::Conv { w, geometry, .. }, Some(t)) = (&mut op, reordered) {
+            if geometry.tap_major {
+                *w = self.install_tap_major(n, *w, t);
+            }
+        }
+        Ok(Lowered::Gpu(vec![op], absorbed))
     }
 
-    /// The weights of convolution `n` in tap-major order, where the adapter
-    /// gains by it (`Capabilities::tap_major_weights`) or tiles on an NHWC
-    /// input may run (`nhwc`, and [`ConvGeometry::nhwc_fits`] then), it serves
-    /// (a window of several taps over enough channels) and they are constant:
-    /// reordered in place when `n` is their only reader, else a copy.
-    fn tap_major(&mut self, n: usize, w: ValueId, geo: &mut ConvGeometry, nhwc: bool) -> ValueId {
+    /// Convolution weights `w` in tap-major order, where the adapter gains by
+    /// it (`Capabilities::tap_major_weights`) or tiles on an NHWC input may run
+    /// (`nhwc`, and [`ConvGeometry::nhwc_fits`] then), it serves (a window of
+    /// several taps over enough channels) and they are constant. The plan
+    /// takes them ([`Self::install_tap_major`]) only if the chosen tiles keep
+    /// them ([`crate::ops::conv::tap_major_kept`]).
+    fn tap_major(&self, w: ValueId, geo: &ConvGeometry, nhwc: bool) -> Option<Tensor> {
         let for_nhwc = nhwc
             && ConvGeometry {
                 tap_major: true,
@@ -1691,12 +1700,15 @@ impl<'a> Builder<'a> {
             || !geo.tap_major_pays()
             || self.input_index.contains_key(&w)
         {
-            return w;
+            return None;
         }
-        let Some(Ok(t)) = self.constant(Some(w)).map(|t| tap_major_weights(&t)) else {
-            return w;
-        };
-        geo.tap_major = true;
+        self.constant(Some(w))
+            .and_then(|t| tap_major_weights(&t).ok())
+    }
+
+    /// Convolution `n` reads `t`, its weights `w` in tap-major order: in place
+    /// when `n` is their only reader, else a copy.
+    fn install_tap_major(&mut self, n: usize, w: ValueId, t: Tensor) -> ValueId {
         if self.sole_consumer(w) == Some(n) {
             self.shapes[w] = Some(t.shape().to_vec());
             self.g.set_constant(w, Arc::new(t));

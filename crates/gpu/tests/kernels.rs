@@ -55,7 +55,8 @@ fn up_as(ctx: &GpuContext, dt: Scalar, v: &[f32]) -> Buf {
 /// Every tile shape and element type the product kernels can run with on this
 /// adapter: plain 4x4 and 8x8 tiles in f32 (and f16 with SHADER_F16), split-K
 /// over 3 runs (uneven, some empty where K is short) and 2, and cooperative
-/// matrices (f16 only, whole K and split in 3) where the adapter has them.
+/// matrices (f16 only, whole K and split in 3; tiles of 8 x 8 fragments and
+/// their halves and quarter) where the adapter has them.
 fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     let mut tiles = vec![
         Tiles::plain(4, 4),
@@ -64,8 +65,9 @@ fn product_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
         Tiles::plain(8, 8).split(2),
     ];
     if let Some(c) = ctx.caps.coop {
-        tiles.push(Tiles::coop(c.size));
-        tiles.push(Tiles::coop(c.size).split(3));
+        let full = Tiles::coop(c.size);
+        tiles.extend([full, full.split(3), full.fragments(4, 8)]);
+        tiles.extend([full.fragments(8, 4).split(2), full.fragments(4, 4)]);
     }
     let mut variants = Vec::new();
     for t in tiles {
@@ -87,6 +89,8 @@ fn conv_variants(ctx: &GpuContext) -> Vec<(Tiles, Scalar)> {
     if let Some(c) = ctx.caps.coop.filter(|c| c.wide) {
         variants.push((Tiles::coop(c.size).nhwc(), Scalar::F16));
         variants.push((Tiles::coop(c.size).nhwc().split(2), Scalar::F16));
+        variants.push((Tiles::coop(c.size).fragments(4, 8).nhwc(), Scalar::F16));
+        variants.push((Tiles::coop(c.size).fragments(4, 4).nhwc(), Scalar::F16));
     }
     variants
 }

@@ -14,8 +14,9 @@ fn entry_points(kernel: Kernel) -> &'static [&'static str] {
 }
 
 /// Entry points, each with the override constants to translate it under:
-/// the defaults, and for the cooperative-matrix kernels the wide loads and
-/// wide output stores (with a residual and a fused activation) too.
+/// the defaults, and for the cooperative-matrix kernels the wide loads, wide
+/// output stores (with a residual and a fused activation) and the smaller
+/// tile shapes too.
 fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants)> {
     let mut sets = vec![naga::back::PipelineConstants::default()];
     let mut add = |set: &[(&str, f64)]| {
@@ -26,6 +27,10 @@ fn instances(kernel: Kernel) -> Vec<(&'static str, naga::back::PipelineConstants
             add(&[("A_WIDE", 1.0), ("B_WIDE", 1.0), ("B_NFAST", b_nfast)]);
         }
         add(&[("OUT_WIDE", 1.0), ("HAS_RES", 1.0), ("ACT", 1.0)]);
+        // Tiles of 4 x 8, 8 x 4 and 4 x 4 fragments.
+        add(&[("CM_ROWS", 4.0), ("A_WIDE", 1.0), ("B_WIDE", 1.0)]);
+        add(&[("CM_COLS", 4.0), ("OUT_WIDE", 1.0), ("B_NFAST", 0.0)]);
+        add(&[("CM_ROWS", 4.0), ("CM_COLS", 4.0), ("SPLITS", 2.0)]);
     }
     if kernel == Kernel::ConvCoop {
         // An NHWC input: wide loads along k into a column-major B tile, tap-major.

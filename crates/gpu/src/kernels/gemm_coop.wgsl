@@ -11,10 +11,12 @@
 //
 // The header defines the fragment size CT (8 on Metal, 16 on NVIDIA), the
 // k-tile's depth in fragments CT_K (COOP_K_FRAGMENTS in context.rs) and the
-// aliases CM_A, CM_B (f16) and CM_C (f32) of coop_matCTxCT. 256 invocations
-// form 8 subgroups of 32 in a 2 x 4 grid; each subgroup owns a 4CT x 2CT block
-// (4 x 2 fragments) of the 8CT x 8CT workgroup tile; BK = CT_K * CT (4: 20 %
-// faster at 4096^3 than 2 on an H100). The workgroup memory is
+// aliases CM_A, CM_B (f16) and CM_C (f32) of coop_matCTxCT. The workgroup tile
+// is CM_ROWS x CM_COLS fragments (8 or 4 each: 8CT x 8CT, or a half or a
+// quarter of it for outputs with 64 rows or few columns); 256 invocations form
+// 8 subgroups of 32 in a 2 x 4 grid, each owning CM_ROWS / 2 x CM_COLS / 4
+// fragments; BK = CT_K * CT (4: 20 % faster at 4096^3 than 2 on an H100). The
+// workgroup memory, sized for the largest tile whatever the shape, is
 // coop_workgroup_bytes in context.rs.
 // Workgroup tiles have padded strides (multiples of 8 elements): A row-major
 // (m, k); B row-major (k, n), or with B_COLMAJOR (wide loads along k: B_WIDE
@@ -36,26 +38,36 @@ override B_WIDE: bool = false;
 override B_COLMAJOR: bool = false;
 override SPLITS: u32 = 1u;
 override OUT_WIDE: bool = false;
+override CM_ROWS: u32 = 8u;
+override CM_COLS: u32 = 8u;
 
 // With split-K the f32 partial sums (as bits, four per element); with one
 // split the output, eight f16 per element (written only with OUT_WIDE).
 @group(0) @binding(8) var<storage, read_write> part: array<vec4<u32>>;
 
-const BM: u32 = 8u * CT;
-const BN: u32 = 8u * CT;
+override BM: u32 = CM_ROWS * CT;
+override BN: u32 = CM_COLS * CT;
+// The side of the largest tile, which sizes workgroup memory and registers.
+const MAX_SIDE: u32 = 8u * CT;
 const BKC: u32 = CT_K * CT;
 const LDA: u32 = BKC + 8u;
-const LDB: u32 = BN + 8u;
+const LDB: u32 = MAX_SIDE + 8u;
 // Row stride of the column-major B tile.
 const LDBK: u32 = BKC + 8u;
-// Elements of A (and of B) each invocation moves per k-tile.
-const PER: u32 = BM * BKC / 256u;
-// Eight-element vectors of A (and of B) per k-tile, and per invocation.
-const VECS: u32 = BM * BKC / 8u;
-const PERV: u32 = (VECS + 255u) / 256u;
+// Elements of A and of B each invocation moves per k-tile (at most PER).
+override PER_A: u32 = BM * BKC / 256u;
+override PER_B: u32 = BN * BKC / 256u;
+const PER: u32 = MAX_SIDE * BKC / 256u;
+// Eight-element vectors of A and of B per k-tile, and per invocation (at
+// most PERV).
+override VECS_A: u32 = BM * BKC / 8u;
+override VECS_B: u32 = BN * BKC / 8u;
+override PERV_A: u32 = (VECS_A + 255u) / 256u;
+override PERV_B: u32 = (VECS_B + 255u) / 256u;
+const PERV: u32 = (MAX_SIDE * BKC / 8u + 255u) / 256u;
 
-var<workgroup> Ash: array<f16, BM * LDA>;
-var<workgroup> Bsh: array<f16, max(BKC * LDB, BN * LDBK)>;
+var<workgroup> Ash: array<f16, MAX_SIDE * LDA>;
+var<workgroup> Bsh: array<f16, max(BKC * LDB, MAX_SIDE * LDBK)>;
 var<workgroup> Csh: array<f32, 8u * CT * CT>;
 // Elements of one fragment each lane writes.
 const ROWS_PER_LANE: u32 = CT * CT / 32u;
@@ -160,7 +172,7 @@ fn vec_pos(v: u32, cols: u32) -> vec2<u32> {
 // Reads the k-tile starting at k0 into registers.
 fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
     let bt = b_tile(l.col, k0);
-    for (var j = 0u; j < PER; j++) {
+    for (var j = 0u; j < PER_A; j++) {
         let e = l.lid + 256u * j;
         if (!A_WIDE) {
             var mm: u32;
@@ -168,6 +180,9 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
             if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
             (*s).a[j] = a_elem(l.batch, l.m0 + mm, k0 + kk);
         }
+    }
+    for (var j = 0u; j < PER_B; j++) {
+        let e = l.lid + 256u * j;
         if (!B_WIDE) {
             if (B_NFAST) {
                 (*s).b[j] = b_elem(bt, k0 + e / BN);
@@ -176,13 +191,16 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
             }
         }
     }
-    for (var j = 0u; j < PERV; j++) {
+    for (var j = 0u; j < PERV_A; j++) {
         let v = l.lid + 256u * j;
-        if (v < VECS) {
-            if (A_WIDE) {
-                let p = vec_pos(v, BKC);
-                (*s).aw[j] = a_wide(l.batch, l.m0 + p.x, k0 + p.y);
-            }
+        if (A_WIDE && v < VECS_A) {
+            let p = vec_pos(v, BKC);
+            (*s).aw[j] = a_wide(l.batch, l.m0 + p.x, k0 + p.y);
+        }
+    }
+    for (var j = 0u; j < PERV_B; j++) {
+        let v = l.lid + 256u * j;
+        if (v < VECS_B) {
             if (B_WIDE && B_NFAST) {
                 (*s).bw[j] = b_wide(l.col, k0 + vec_pos(v, BN).x);
             }
@@ -202,7 +220,7 @@ fn load_tile(k0: u32, l: Lane, s: ptr<function, Staged>) {
 
 // Writes the registers of load_tile to the workgroup tiles as f16.
 fn store_tile(l: Lane, s: ptr<function, Staged>) {
-    for (var j = 0u; j < PER; j++) {
+    for (var j = 0u; j < PER_A; j++) {
         let e = l.lid + 256u * j;
         if (!A_WIDE) {
             var mm: u32;
@@ -210,6 +228,9 @@ fn store_tile(l: Lane, s: ptr<function, Staged>) {
             if (A_KFAST) { mm = e / BKC; kk = e % BKC; } else { mm = e % BM; kk = e / BM; }
             Ash[mm * LDA + kk] = f16((*s).a[j]);
         }
+    }
+    for (var j = 0u; j < PER_B; j++) {
+        let e = l.lid + 256u * j;
         if (!B_WIDE) {
             if (B_NFAST) {
                 Bsh[(e / BN) * LDB + e % BN] = f16((*s).b[j]);
@@ -218,17 +239,22 @@ fn store_tile(l: Lane, s: ptr<function, Staged>) {
             }
         }
     }
-    for (var j = 0u; j < PERV; j++) {
+    for (var j = 0u; j < PERV_A; j++) {
         let v = l.lid + 256u * j;
-        if (v < VECS) {
+        if (A_WIDE && v < VECS_A) {
             for (var i = 0u; i < 4u; i++) {
-                if (A_WIDE) {
-                    let p = vec_pos(v, BKC);
-                    let h = vec2<f16>(unpack2x16float((*s).aw[j][i]));
-                    let at = p.x * LDA + p.y + 2u * i;
-                    Ash[at] = h.x;
-                    Ash[at + 1u] = h.y;
-                }
+                let p = vec_pos(v, BKC);
+                let h = vec2<f16>(unpack2x16float((*s).aw[j][i]));
+                let at = p.x * LDA + p.y + 2u * i;
+                Ash[at] = h.x;
+                Ash[at + 1u] = h.y;
+            }
+        }
+    }
+    for (var j = 0u; j < PERV_B; j++) {
+        let v = l.lid + 256u * j;
+        if (v < VECS_B) {
+            for (var i = 0u; i < 4u; i++) {
                 if (B_WIDE) {
                     let h = vec2<f16>(unpack2x16float((*s).bw[j][i]));
                     if (B_NFAST) {
@@ -263,15 +289,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let n0 = wg.x * BN;
     let sg = lid / 32u;
     let lane = lid % 32u;
-    let wm = (sg / 4u) * (4u * CT);
-    let wn = (sg % 4u) * (2u * CT);
+    let wm = (sg / 4u) * (CM_ROWS / 2u * CT);
+    let wn = (sg % 4u) * (CM_COLS / 4u * CT);
 
     // Loads along n keep their column from tile to tile: (lid + 256 j) % BN
     // for scalars, the first of eight for the wide loads.
     let b_n_fixed = select(lid % BN, (lid % (BN / 8u)) * 8u, B_WIDE && B_NFAST);
     var cols: array<BCol, PERV>;
     if (B_COLMAJOR) {
-        for (var j = 0u; j < PERV; j++) {
+        for (var j = 0u; j < PERV_B; j++) {
             cols[j] = b_col(batch, n0 + vec_pos(lid + 256u * j, BKC).x);
         }
     }
@@ -302,32 +328,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         if (more) {
             load_tile((t0 + t + 1u) * BKC, l, &staged);
         }
+        // A subgroup's fragments: rows 0-1 (and 2-3 when CM_ROWS is 8),
+        // column 0 (and 1 when CM_COLS is 8).
         for (var ks = 0u; ks < BKC; ks += CT) {
-            let ia0 = (wm + 0u * CT) * LDA + ks;
-            let ia1 = (wm + 1u * CT) * LDA + ks;
-            let ia2 = (wm + 2u * CT) * LDA + ks;
-            let ia3 = (wm + 3u * CT) * LDA + ks;
-            let a0 = coopLoadT<CM_A>(&Ash[ia0], LDA);
-            let a1 = coopLoadT<CM_A>(&Ash[ia1], LDA);
-            let a2 = coopLoadT<CM_A>(&Ash[ia2], LDA);
-            let a3 = coopLoadT<CM_A>(&Ash[ia3], LDA);
+            let a0 = coopLoadT<CM_A>(&Ash[wm * LDA + ks], LDA);
+            let a1 = coopLoadT<CM_A>(&Ash[(wm + CT) * LDA + ks], LDA);
             var b0: CM_B;
             var b1: CM_B;
             if (B_COLMAJOR) {
                 b0 = coopLoad<CM_B>(&Bsh[wn * LDBK + ks], LDBK);
-                b1 = coopLoad<CM_B>(&Bsh[(wn + CT) * LDBK + ks], LDBK);
             } else {
                 b0 = coopLoadT<CM_B>(&Bsh[ks * LDB + wn], LDB);
-                b1 = coopLoadT<CM_B>(&Bsh[ks * LDB + wn + CT], LDB);
             }
             c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c20 = coopMultiplyAdd(a2, b0, c20);
-            c21 = coopMultiplyAdd(a2, b1, c21);
-            c30 = coopMultiplyAdd(a3, b0, c30);
-            c31 = coopMultiplyAdd(a3, b1, c31);
+            if (CM_COLS == 8u) {
+                if (B_COLMAJOR) {
+                    b1 = coopLoad<CM_B>(&Bsh[(wn + CT) * LDBK + ks], LDBK);
+                } else {
+                    b1 = coopLoadT<CM_B>(&Bsh[ks * LDB + wn + CT], LDB);
+                }
+                c01 = coopMultiplyAdd(a0, b1, c01);
+                c11 = coopMultiplyAdd(a1, b1, c11);
+            }
+            if (CM_ROWS == 8u) {
+                let a2 = coopLoadT<CM_A>(&Ash[(wm + 2u * CT) * LDA + ks], LDA);
+                let a3 = coopLoadT<CM_A>(&Ash[(wm + 3u * CT) * LDA + ks], LDA);
+                c20 = coopMultiplyAdd(a2, b0, c20);
+                c30 = coopMultiplyAdd(a3, b0, c30);
+                if (CM_COLS == 8u) {
+                    c21 = coopMultiplyAdd(a2, b1, c21);
+                    c31 = coopMultiplyAdd(a3, b1, c31);
+                }
+            }
         }
         workgroupBarrier();
         if (more) {
@@ -340,21 +373,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let n = n0 + wn;
     if (OUT_WIDE) {
         flush_wide(c00, sg, lane, batch, m, n, dims);
-        flush_wide(c01, sg, lane, batch, m, n + CT, dims);
         flush_wide(c10, sg, lane, batch, m + CT, n, dims);
-        flush_wide(c11, sg, lane, batch, m + CT, n + CT, dims);
-        flush_wide(c20, sg, lane, batch, m + 2u * CT, n, dims);
-        flush_wide(c21, sg, lane, batch, m + 2u * CT, n + CT, dims);
-        flush_wide(c30, sg, lane, batch, m + 3u * CT, n, dims);
-        flush_wide(c31, sg, lane, batch, m + 3u * CT, n + CT, dims);
+        if (CM_COLS == 8u) {
+            flush_wide(c01, sg, lane, batch, m, n + CT, dims);
+            flush_wide(c11, sg, lane, batch, m + CT, n + CT, dims);
+        }
+        if (CM_ROWS == 8u) {
+            flush_wide(c20, sg, lane, batch, m + 2u * CT, n, dims);
+            flush_wide(c30, sg, lane, batch, m + 3u * CT, n, dims);
+            if (CM_COLS == 8u) {
+                flush_wide(c21, sg, lane, batch, m + 2u * CT, n + CT, dims);
+                flush_wide(c31, sg, lane, batch, m + 3u * CT, n + CT, dims);
+            }
+        }
         return;
     }
     flush(c00, sg, lane, batch, split, m, n, dims);
-    flush(c01, sg, lane, batch, split, m, n + CT, dims);
     flush(c10, sg, lane, batch, split, m + CT, n, dims);
-    flush(c11, sg, lane, batch, split, m + CT, n + CT, dims);
-    flush(c20, sg, lane, batch, split, m + 2u * CT, n, dims);
-    flush(c21, sg, lane, batch, split, m + 2u * CT, n + CT, dims);
-    flush(c30, sg, lane, batch, split, m + 3u * CT, n, dims);
-    flush(c31, sg, lane, batch, split, m + 3u * CT, n + CT, dims);
+    if (CM_COLS == 8u) {
+        flush(c01, sg, lane, batch, split, m, n + CT, dims);
+        flush(c11, sg, lane, batch, split, m + CT, n + CT, dims);
+    }
+    if (CM_ROWS == 8u) {
+        flush(c20, sg, lane, batch, split, m + 2u * CT, n, dims);
+        flush(c30, sg, lane, batch, split, m + 3u * CT, n, dims);
+        if (CM_COLS == 8u) {
+            flush(c21, sg, lane, batch, split, m + 2u * CT, n + CT, dims);
+            flush(c31, sg, lane, batch, split, m + 3u * CT, n + CT, dims);
+        }
+    }
 }

@@ -118,6 +118,14 @@ pub fn nhwc_offered(ctx: &GpuContext, dtype: Scalar, allow_coop: bool) -> bool {
         && std::env::var(NHWC_ENV).map_or(true, |v| v != "off")
 }
 
+/// Whether a convolution on `tiles` keeps weights made tap-major for it:
+/// NHWC tiles need them; the others read ONNX's order faster on GPUs (1-9 %
+/// on an H100) and keep tap-major only where the adapter gains by it
+/// (`Capabilities::tap_major_weights`).
+pub fn tap_major_kept(ctx: &GpuContext, tiles: Tiles) -> bool {
+    tiles.reads_nhwc() || ctx.caps.tap_major_weights
+}
+
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
 /// `[OC, IC / group, KH, KW]`, contiguous. `tiles` shapes the implicit GEMM
 /// (on split-K tiles two calls, whose partial sums go to `partial`, of

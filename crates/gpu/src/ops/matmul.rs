@@ -66,11 +66,17 @@ pub enum Tiles {
     /// shared among that many workgroups per tile (split-K), whose partial
     /// sums a second pass adds (`split_sum`).
     Plain { tm: u32, tn: u32, splits: u32 },
-    /// Cooperative-matrix tiles of 8 CT x 8 CT, K split like the plain ones.
-    /// With `nhwc` (convolutions only) the input is first copied in NHWC
-    /// order, whence the gather reads eight channels at a time
-    /// ([`crate::ops::conv::ConvGeometry::nhwc_fits`]).
-    Coop { ct: u32, splits: u32, nhwc: bool },
+    /// Cooperative-matrix tiles of `rows` x `cols` fragments of CT x CT (8 or
+    /// 4 each), K split like the plain ones. With `nhwc` (convolutions only)
+    /// the input is first copied in NHWC order, whence the gather reads eight
+    /// channels at a time ([`crate::ops::conv::ConvGeometry::nhwc_fits`]).
+    Coop {
+        ct: u32,
+        rows: u32,
+        cols: u32,
+        splits: u32,
+        nhwc: bool,
+    },
 }
 
 impl Tiles {
@@ -79,12 +85,31 @@ impl Tiles {
         Tiles::Plain { tm, tn, splits: 1 }
     }
 
-    /// Cooperative-matrix tiles of fragment size `ct`, K not split.
+    /// Cooperative-matrix tiles of 8 x 8 fragments of size `ct`, K not split.
     pub const fn coop(ct: u32) -> Tiles {
         Tiles::Coop {
             ct,
+            rows: 8,
+            cols: 8,
             splits: 1,
             nhwc: false,
+        }
+    }
+
+    /// These cooperative-matrix tiles with `rows` x `cols` fragments (8 or 4
+    /// each; plain tiles are left as they are).
+    pub const fn fragments(self, rows: u32, cols: u32) -> Tiles {
+        match self {
+            Tiles::Coop {
+                ct, splits, nhwc, ..
+            } => Tiles::Coop {
+                ct,
+                rows,
+                cols,
+                splits,
+                nhwc,
+            },
+            plain => plain,
         }
     }
 
@@ -92,8 +117,16 @@ impl Tiles {
     /// convolution's input (plain tiles are left as they are).
     pub const fn nhwc(self) -> Tiles {
         match self {
-            Tiles::Coop { ct, splits, .. } => Tiles::Coop {
+            Tiles::Coop {
                 ct,
+                rows,
+                cols,
+                splits,
+                ..
+            } => Tiles::Coop {
+                ct,
+                rows,
+                cols,
                 splits,
                 nhwc: true,
             },
@@ -110,14 +143,27 @@ impl Tiles {
     pub const fn split(self, splits: u32) -> Tiles {
         match self {
             Tiles::Plain { tm, tn, .. } => Tiles::Plain { tm, tn, splits },
-            Tiles::Coop { ct, nhwc, .. } => Tiles::Coop { ct, splits, nhwc },
+            Tiles::Coop {
+                ct,
+                rows,
+                cols,
+                nhwc,
+                ..
+            } => Tiles::Coop {
+                ct,
+                rows,
+                cols,
+                splits,
+                nhwc,
+            },
         }
     }
 
+    /// Rows and columns of the output one workgroup computes.
     pub fn block(self) -> (usize, usize) {
         match self {
             Tiles::Plain { tm, tn, .. } => (16 * tm as usize, 16 * tn as usize),
-            Tiles::Coop { ct, .. } => (8 * ct as usize, 8 * ct as usize),
+            Tiles::Coop { ct, rows, cols, .. } => ((rows * ct) as usize, (cols * ct) as usize),
         }
     }
 
@@ -375,7 +421,11 @@ pub(crate) fn tile_key(
         .with("B_NFAST", Const::Bool(b_nfast));
     match tiles {
         Tiles::Plain { .. } => key,
-        Tiles::Coop { nhwc, .. } => key
+        Tiles::Coop {
+            nhwc, rows, cols, ..
+        } => key
+            .with("CM_ROWS", Const::U32(rows))
+            .with("CM_COLS", Const::U32(cols))
             .with("A_WIDE", Const::Bool(wide[0]))
             .with("B_WIDE", Const::Bool(wide[1]))
             .with("B_COLMAJOR", Const::Bool(nhwc))
