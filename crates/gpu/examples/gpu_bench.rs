@@ -218,6 +218,7 @@ fn conv_bench(ctx: &GpuContext) {
                 dilation: [1, 1],
                 pad: [k / 2, k / 2],
                 tap_major: false,
+                ic_pad: 0,
             };
             let flops = 2.0 * (batch * oc * g.oh * g.ow * ic * k * k) as f64;
             let mut configs: Vec<(&str, Scalar, Tiles)> = vec![

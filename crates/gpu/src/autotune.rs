@@ -120,22 +120,39 @@ impl Tuner {
     }
 
     /// The fastest of `candidates` for the layer `key`: the recorded choice
-    /// when it is one of them, else each timed by `time` (a candidate whose
-    /// timing fails is passed over). `None` when none could be timed.
-    pub fn choose(
+    /// when it is one of them, else the fastest as timed. Each candidate is
+    /// made ready by `prepare`, then all are timed by `time` in turn,
+    /// three times round, each keeping its best: interleaved, a GPU still
+    /// raising its clocks (or slowed by anything else for a while) slows every
+    /// candidate alike instead of the first few. A candidate whose preparation
+    /// or timing fails is passed over; `None` when none could be timed.
+    pub fn choose<P>(
         &self,
         key: &str,
         candidates: &[Tiles],
-        mut time: impl FnMut(Tiles) -> Result<Duration>,
+        mut prepare: impl FnMut(Tiles) -> Result<P>,
+        mut time: impl FnMut(&P) -> Result<Duration>,
     ) -> Option<Tiles> {
         if let Some(t) = self.choice(key).filter(|t| candidates.contains(t)) {
             return Some(t);
         }
-        let best = candidates
+        let mut timed: Vec<(Tiles, P, Duration)> = candidates
             .iter()
-            .filter_map(|&t| time(t).ok().map(|d| (d, t)))
-            .min_by_key(|&(d, _)| d)
-            .map(|(_, t)| t)?;
+            .filter_map(|&t| Some((t, prepare(t).ok()?, Duration::MAX)))
+            .collect();
+        for _ in 0..ROUNDS {
+            timed.retain_mut(|(_, p, best)| match time(p) {
+                Ok(d) => {
+                    *best = d.min(*best);
+                    true
+                }
+                Err(_) => false,
+            });
+        }
+        let best = timed
+            .iter()
+            .min_by_key(|(_, _, d)| *d)
+            .map(|(t, _, _)| *t)?;
         self.record(key, best);
         self.state().measured += 1;
         Some(best)
@@ -509,14 +526,31 @@ pub(crate) fn tune(
     let dtype = *dtype;
     let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
     let out_value = op.output();
-    // Scratch buffers are made at the first timing: a recorded choice needs none.
-    let chosen = ctx.tuner.choose(&key, &list, |tiles| {
+    let with_tiles = |tiles: Tiles| {
+        let mut candidate = op.clone();
+        set_tiles(ctx, &mut candidate, tiles);
+        candidate
+    };
+    // Scratch buffers are made before the first preparation (a recorded
+    // choice needs none), as large as the largest candidate needs, so that
+    // none is replaced while prepared candidates hold it.
+    let mut sized = false;
+    let prepare = |tiles: Tiles| -> Result<(Tiles, Timed)> {
+        if !sized {
+            let most = |f: fn(&GpuOp) -> u64| list.iter().map(|&t| f(&with_tiles(t))).max();
+            if let Some(b) = most(GpuOp::partial_bytes).filter(|&b| b > 0) {
+                scratch.partial(ctx, b)?;
+            }
+            if let Some(b) = most(GpuOp::nhwc_bytes).filter(|&b| b > 0) {
+                scratch.nhwc(ctx, b)?;
+            }
+            sized = true;
+        }
         let input = scratch.input(ctx, read, dtype)?;
         let output = scratch.output(ctx, bytes(out_value))?;
         // Unused operands are read-only: the output cannot stand in for them.
         let dummy = Binding::whole(&input, 16);
-        let mut candidate = op.clone();
-        set_tiles(ctx, &mut candidate, tiles);
+        let mut candidate = with_tiles(tiles);
         let (partial_bytes, nhwc_bytes) = (candidate.partial_bytes(), candidate.nhwc_bytes());
         let partial = match partial_bytes {
             0 => None,
@@ -540,15 +574,22 @@ pub(crate) fn tune(
                 _ => Binding::whole(&input, bytes(v)),
             }
         };
-        let took = time_calls(ctx, &candidate.calls(ctx, &bind, &dummy)?);
+        Ok((
+            tiles,
+            prepare_timed(ctx, &candidate.calls(ctx, &bind, &dummy)?)?,
+        ))
+    };
+    let time = |(tiles, timed): &(Tiles, Timed)| {
+        let took = run_timed(ctx, &timed.prepared, timed.reps);
         if ctx.pool.config().verbose {
             eprintln!(
                 "[metal_mps gpu] autotune {key}: {} {took:?}",
-                tiles_name(tiles)
+                tiles_name(*tiles)
             );
         }
         took
-    });
+    };
+    let chosen = ctx.tuner.choose(&key, &list, prepare, time);
     if let Some(t) = chosen {
         set_tiles(ctx, op, t);
     }
@@ -559,28 +600,44 @@ pub(crate) fn tune(
 const PARTIAL: ValueId = ValueId::MAX;
 const NHWC_COPY: ValueId = ValueId::MAX - 1;
 
-/// Gives `op` the tiles `to`; a convolution keeps tap-major weights only if
-/// they do ([`crate::ops::conv::tap_major_kept`]), so each candidate is timed
-/// on the order it would read.
+/// Gives `op` the tiles `to`; a convolution's geometry is fitted to them
+/// ([`crate::ops::conv::ConvGeometry::fit_to`]), so each candidate is timed on
+/// the weights' order and channels it would read.
 fn set_tiles(ctx: &GpuContext, op: &mut GpuOp, to: Tiles) {
     match op {
         GpuOp::Conv {
             tiles, geometry, ..
         } => {
             *tiles = to;
-            geometry.tap_major &= crate::ops::conv::tap_major_kept(ctx, to);
+            geometry.fit_to(ctx, to);
         }
         GpuOp::Gemm { tiles, .. } => *tiles = to,
         _ => {}
     }
 }
 
-/// Time per run of `calls`: the best of [`ROUNDS`] submissions of enough
-/// repetitions to last [`ROUND`], after one run that warms them up.
-fn time_calls(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
-    // A candidate the device refuses fails its timing only, not the context.
+/// A candidate ready to be timed: its calls prepared and run once (warm),
+/// and how many repetitions of them last a round ([`ROUND`]).
+struct Timed {
+    _params: Option<PooledBuffer>,
+    prepared: Vec<ops::Prepared>,
+    reps: u32,
+}
+
+/// Prepares `calls` for timing. A candidate the device refuses (validation)
+/// fails here, not the context.
+fn prepare_timed(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Timed> {
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let timed = time_unscoped(ctx, calls);
+    let timed = ops::prepare(ctx, calls).and_then(|(params, prepared)| {
+        run_timed(ctx, &prepared, 1)?;
+        let once = run_timed(ctx, &prepared, 1)?;
+        let reps = ROUND.as_secs_f64() / once.as_secs_f64().max(1e-6);
+        Ok(Timed {
+            _params: params,
+            prepared,
+            reps: reps.clamp(1.0, MAX_REPS as f64) as u32,
+        })
+    });
     match pollster::block_on(scope.pop()) {
         Some(e) => Err(metal_mps_ir::Error::Device(format!(
             "candidate refused: {e}"
@@ -589,31 +646,21 @@ fn time_calls(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
     }
 }
 
-fn time_unscoped(ctx: &GpuContext, calls: &[ops::Call]) -> Result<Duration> {
-    let (_params, prepared) = ops::prepare(ctx, calls)?;
-    let run = |reps: u32| -> Result<Duration> {
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("metal_mps autotune"),
-            });
-        for _ in 0..reps {
-            ops::record(&mut encoder, &prepared);
-        }
-        let commands = encoder.finish();
-        let start = Instant::now();
-        let index = ctx.queue.submit([commands]);
-        ctx.wait_for(index)?;
-        Ok(start.elapsed() / reps)
-    };
-    run(1)?;
-    let once = run(1)?;
-    let reps = (ROUND.as_secs_f64() / once.as_secs_f64().max(1e-6)).clamp(1.0, MAX_REPS as f64);
-    let mut best = once;
-    for _ in 0..ROUNDS {
-        best = best.min(run(reps as u32)?);
+/// Time per run of `prepared`, submitted `reps` times back to back.
+fn run_timed(ctx: &GpuContext, prepared: &[ops::Prepared], reps: u32) -> Result<Duration> {
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("metal_mps autotune"),
+        });
+    for _ in 0..reps {
+        ops::record(&mut encoder, prepared);
     }
-    Ok(best)
+    let commands = encoder.finish();
+    let start = Instant::now();
+    let index = ctx.queue.submit([commands]);
+    ctx.wait_for(index)?;
+    Ok(start.elapsed() / reps)
 }
 
 #[cfg(test)]
@@ -637,17 +684,29 @@ mod tests {
         Ok(Duration::from_millis(v))
     }
 
+    /// A preparation that always succeeds.
+    fn ready(t: Tiles) -> Result<Tiles> {
+        Ok(t)
+    }
+
+    fn refused() -> metal_mps_ir::Error {
+        metal_mps_ir::Error::Device("no".into())
+    }
+
     #[test]
-    fn the_fastest_candidate_wins_and_is_timed_once() {
+    fn the_fastest_candidate_wins_in_interleaved_rounds_and_is_timed_once() {
         let tuner = Tuner::open(true, None);
         let mut timed = Vec::new();
-        let pick = tuner.choose("a", &[SMALL, LARGE, COOP], |t| {
+        // The device speeds up after its first few timings (clocks rising):
+        // SMALL, timed first, would win a one-at-a-time race it loses here.
+        let pick = tuner.choose("a", &[SMALL, LARGE, COOP], ready, |&t| {
             timed.push(t);
-            ms(if t == LARGE { 1 } else { 3 })
+            let warming = if timed.len() <= 3 { 10 } else { 0 };
+            ms(warming + if t == LARGE { 2 } else { 3 })
         });
         assert_eq!(pick, Some(LARGE));
-        assert_eq!(timed, [SMALL, LARGE, COOP]);
-        let again = tuner.choose("a", &[SMALL, LARGE, COOP], |_| panic!("timed twice"));
+        assert_eq!(timed, [SMALL, LARGE, COOP].repeat(ROUNDS));
+        let again = tuner.choose("a", &[SMALL, LARGE, COOP], ready, |_| panic!("timed twice"));
         assert_eq!(again, Some(LARGE));
         assert_eq!(tuner.measured(), 1);
     }
@@ -655,26 +714,33 @@ mod tests {
     #[test]
     fn candidates_that_fail_are_passed_over() {
         let tuner = Tuner::open(true, None);
-        let pick = tuner.choose("a", &[SMALL, COOP], |t| match t {
-            COOP => Err(metal_mps_ir::Error::Device("no".into())),
+        let unprepared = |t| if t == COOP { Err(refused()) } else { Ok(t) };
+        let pick = tuner.choose("a", &[SMALL, COOP], unprepared, |_| ms(5));
+        assert_eq!(pick, Some(SMALL));
+        // LARGE is fastest in the first round, then fails.
+        let mut rounds = 0;
+        let pick = tuner.choose("b", &[SMALL, LARGE], ready, |&t| match t {
+            LARGE if rounds > 0 => Err(refused()),
+            LARGE => {
+                rounds += 1;
+                ms(1)
+            }
             _ => ms(5),
         });
         assert_eq!(pick, Some(SMALL));
-        let none = tuner.choose("b", &[SMALL], |_| {
-            Err(metal_mps_ir::Error::Device("no".into()))
-        });
+        let none = tuner.choose("c", &[SMALL], ready, |_| Err(refused()));
         assert_eq!(none, None);
-        assert_eq!(tuner.choice("b"), None);
+        assert_eq!(tuner.choice("c"), None);
     }
 
     #[test]
     fn choices_persist_and_a_stale_or_damaged_file_is_not_trusted() {
         let path = temp_file("choices.txt");
         let tuner = Tuner::open(true, Some(path.clone()));
-        tuner.choose("conv x", &[SMALL, COOP], |t| {
+        tuner.choose("conv x", &[SMALL, COOP], ready, |&t| {
             ms(if t == COOP { 1 } else { 2 })
         });
-        tuner.choose("gemm y", &[SMALL, LARGE], |t| {
+        tuner.choose("gemm y", &[SMALL, LARGE], ready, |&t| {
             ms(if t == SMALL { 1 } else { 2 })
         });
         tuner.save().unwrap();
@@ -682,10 +748,10 @@ mod tests {
         // A later process reads them back and times nothing.
         let next = Tuner::open(true, Some(path.clone()));
         assert_eq!(next.choice("conv x"), Some(COOP));
-        let pick = next.choose("gemm y", &[SMALL, LARGE], |_| panic!("timed again"));
+        let pick = next.choose("gemm y", &[SMALL, LARGE], ready, |_| panic!("timed again"));
         assert_eq!(pick, Some(SMALL));
         // A recorded choice this adapter no longer offers is timed again.
-        let pick = next.choose("conv x", &[SMALL, LARGE], |t| {
+        let pick = next.choose("conv x", &[SMALL, LARGE], ready, |&t| {
             ms(if t == LARGE { 1 } else { 2 })
         });
         assert_eq!((pick, next.measured()), (Some(LARGE), 1));

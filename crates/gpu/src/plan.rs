@@ -1610,6 +1610,7 @@ impl<'a> Builder<'a> {
             dilation: [1, 1],
             pad: [0, 0],
             tap_major: false,
+            ic_pad: 0,
         };
         for s in 0..spatial {
             let slot = 2 - spatial + s;
@@ -1644,12 +1645,15 @@ impl<'a> Builder<'a> {
             return Ok(Lowered::Cpu);
         }
         // Timing may choose cooperative-matrix tiles on an NHWC copy of the
-        // input, which need the weights tap-major; the other candidates are
-        // timed on the order they will read (`tap_major_kept`).
+        // input, which need the weights tap-major (with padded channels, for
+        // few); the other candidates are timed on the order they will read
+        // (`ConvGeometry::fit_to`).
         let nhwc = self.tune
             && crate::ops::conv::nhwc_offered(self.ctx, dtype, self.opts.cooperative_matrix);
         let reordered = self.tap_major(w, &geo, nhwc);
-        geo.tap_major = reordered.is_some();
+        if let Some((_, ic_pad)) = reordered {
+            (geo.tap_major, geo.ic_pad) = (true, ic_pad);
+        }
         let (residual, _, act, out, absorbed) = self.epilogue(out0, unary_of(c.activation), None);
         let (m, nn, _) = geo.gemm_dims();
         let tiles = choose_tiles(
@@ -1675,35 +1679,40 @@ impl<'a> Builder<'a> {
             nhwc: None,
         };
         let mut op = self.tuned(op);
-        if let (GpuOp::Conv { w, geometry, .. }, Some(t)) = (&mut op, reordered) {
-            if geometry.tap_major {
+        if let GpuOp::Conv {
+            w, geometry, tiles, ..
+        } = &mut op
+        {
+            geometry.fit_to(self.ctx, *tiles);
+            if let (true, Some((t, _))) = (geometry.tap_major, reordered) {
                 *w = self.install_tap_major(n, *w, t);
             }
         }
         Ok(Lowered::Gpu(vec![op], absorbed))
     }
 
-    /// Convolution weights `w` in tap-major order, where the adapter gains by
-    /// it (`Capabilities::tap_major_weights`) or tiles on an NHWC input may run
-    /// (`nhwc`, and [`ConvGeometry::nhwc_fits`] then), it serves (a window of
-    /// several taps over enough channels) and they are constant. The plan
-    /// takes them ([`Self::install_tap_major`]) only if the chosen tiles keep
-    /// them ([`crate::ops::conv::tap_major_kept`]).
-    fn tap_major(&self, w: ValueId, geo: &ConvGeometry, nhwc: bool) -> Option<Tensor> {
-        let for_nhwc = nhwc
-            && ConvGeometry {
-                tap_major: true,
-                ..geo.clone()
-            }
-            .nhwc_fits();
-        if !(self.ctx.caps.tap_major_weights || for_nhwc)
-            || !geo.tap_major_pays()
-            || self.input_index.contains_key(&w)
-        {
+    /// Constant convolution weights `w` in tap-major order, and the zero
+    /// channels appended to them: where the adapter gains by that order
+    /// (`Capabilities::tap_major_weights`) and it serves (a window of several
+    /// taps over enough channels), unpadded; else where tiles on an NHWC input
+    /// may run (`nhwc`, a window of several taps, and
+    /// [`ConvGeometry::nhwc_fits`] once padded to a multiple of 8 channels).
+    /// The plan takes them ([`Self::install_tap_major`]) only if the chosen
+    /// tiles keep them ([`ConvGeometry::fit_to`]).
+    fn tap_major(&self, w: ValueId, geo: &ConvGeometry, nhwc: bool) -> Option<(Tensor, usize)> {
+        let pays = self.ctx.caps.tap_major_weights && geo.tap_major_pays();
+        let padded = ConvGeometry {
+            tap_major: true,
+            ic_pad: geo.nhwc_pad(),
+            ..geo.clone()
+        };
+        let for_nhwc = nhwc && geo.kernel != [1, 1] && padded.nhwc_fits();
+        if !(pays || for_nhwc) || self.input_index.contains_key(&w) {
             return None;
         }
-        self.constant(Some(w))
-            .and_then(|t| tap_major_weights(&t).ok())
+        let ic_pad = if pays { 0 } else { padded.ic_pad };
+        let t = self.constant(Some(w))?;
+        Some((tap_major_weights(&t, ic_pad).ok()?, ic_pad))
     }
 
     /// Convolution `n` reads `t`, its weights `w` in tap-major order: in place

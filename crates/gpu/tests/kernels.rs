@@ -716,6 +716,7 @@ fn convolution_matches_the_reference() {
             dilation: dl,
             pad: p,
             tap_major: false,
+            ic_pad: 0,
         }
     };
     let cases = vec![
@@ -822,26 +823,38 @@ fn convolution_matches_the_reference() {
         let total = g.batch * g.oc * g.oh * g.ow;
         let res = has_res.then(|| rand(total, 800 + ci as u64));
         let want = conv_ref(&g, &x, &w, bias.as_deref(), res.as_deref(), act);
-        let layouts = if g.tap_major_pays() {
-            &[false, true][..]
-        } else {
-            &[false]
-        };
-        for (&tm, (t, dt)) in layouts
-            .iter()
-            .flat_map(|l| conv_variants(&ctx).into_iter().map(move |v| (l, v)))
-        {
-            let g = ConvGeometry {
-                tap_major: tm,
+        // Plain and cooperative tiles in ONNX's weight order, and tap-major
+        // where that serves; NHWC tiles tap-major (with zero channels up to a
+        // multiple of 8 for a single group) unless the window is one tap.
+        let layouts = |t: Tiles| -> Vec<ConvGeometry> {
+            let tap_major = |ic_pad| ConvGeometry {
+                tap_major: true,
+                ic_pad,
                 ..g.clone()
             };
-            if t.reads_nhwc() && !g.nhwc_fits() {
-                continue;
+            if t.reads_nhwc() {
+                let nhwc = match g.kernel {
+                    [1, 1] => g.clone(),
+                    _ => tap_major(g.nhwc_pad()),
+                };
+                return nhwc.nhwc_fits().then_some(nhwc).into_iter().collect();
             }
+            let mut all = vec![g.clone()];
+            all.extend(g.tap_major_pays().then(|| tap_major(0)));
+            all
+        };
+        for (g, (t, dt)) in conv_variants(&ctx)
+            .into_iter()
+            .flat_map(|v| layouts(v.0).into_iter().map(move |g| (g, v)))
+        {
+            let tm = g.tap_major;
             let w = if tm {
                 let shape = vec![g.oc, g.ic / g.group, g.kernel[0], g.kernel[1]];
                 let t = Tensor::from_slice(shape, &w).unwrap();
-                tap_major_weights(&t).unwrap().to_vec::<f32>().unwrap()
+                tap_major_weights(&t, g.ic_pad)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap()
             } else {
                 w.clone()
             };
@@ -880,7 +893,10 @@ fn convolution_matches_the_reference() {
                 &got,
                 &want,
                 tol,
-                &format!("conv case {ci} {t:?} {dt:?} tap-major {tm}"),
+                &format!(
+                    "conv case {ci} {t:?} {dt:?} tap-major {tm}, {} zero channels",
+                    g.ic_pad
+                ),
             );
         }
     }
@@ -892,23 +908,29 @@ fn nhwc_copy_matches_the_reference() {
     if !ctx.caps.f16 {
         return;
     }
-    // Planes of 35 pixels: loads straddle vectors and images.
-    let (n, c, hw) = (3, 24, 35);
-    let x = to_f16(&rand(n * c * hw, 950));
-    let (bx, y) = (up(&ctx, &x), out(&ctx, x.len() * 2));
-    run(
-        &ctx,
-        vec![ops::conv::to_nhwc(&ctx, [n, c, hw], bx.b(), y.b()).unwrap()],
-    );
-    let got = down::<f16>(&ctx, &y, x.len());
-    for (img, q, ch) in
-        (0..n).flat_map(|i| (0..hw).flat_map(move |q| (0..c).map(move |ch| (i, q, ch))))
-    {
-        assert_eq!(
-            got[(img * hw + q) * c + ch],
-            x[(img * c + ch) * hw + q],
-            "image {img} pixel {q} channel {ch}"
+    // Planes of 35 pixels: loads straddle vectors and images; 24 channels,
+    // and 3 written as 8 (five zero).
+    for (n, c_in, c, hw) in [(3, 24, 24, 35), (2, 3, 8, 35)] {
+        let x = to_f16(&rand(n * c_in * hw, 950));
+        let (bx, y) = (up(&ctx, &x), out(&ctx, n * c * hw * 2));
+        run(
+            &ctx,
+            vec![ops::conv::to_nhwc(&ctx, [n, c_in, c, hw], bx.b(), y.b()).unwrap()],
         );
+        let got = down::<f16>(&ctx, &y, n * c * hw);
+        for (img, q, ch) in
+            (0..n).flat_map(|i| (0..hw).flat_map(move |q| (0..c).map(move |ch| (i, q, ch))))
+        {
+            let want = match ch < c_in {
+                true => x[(img * c_in + ch) * hw + q],
+                false => f16::ZERO,
+            };
+            assert_eq!(
+                got[(img * hw + q) * c + ch],
+                want,
+                "image {img} pixel {q} channel {ch} of {c_in} as {c}"
+            );
+        }
     }
 }
 

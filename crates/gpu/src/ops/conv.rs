@@ -29,10 +29,15 @@ pub struct ConvGeometry {
     pub dilation: [usize; 2],
     /// Begin pads (end pads only shape the output).
     pub pad: [usize; 2],
-    /// The weights are `[OC, KH, KW, IC / group]` ([`tap_major_weights`])
-    /// instead of ONNX's `[OC, IC / group, KH, KW]`; needs
-    /// [`TAP_MAJOR_MIN_CHANNELS`] input channels per group.
+    /// The weights are `[OC, KH, KW, IC / group + ic_pad]`
+    /// ([`tap_major_weights`]) instead of ONNX's `[OC, IC / group, KH, KW]`;
+    /// needs [`TAP_MAJOR_MIN_CHANNELS`] input channels per group, except on
+    /// NHWC tiles (which read eight channels of one tap at a time).
     pub tap_major: bool,
+    /// Zero input channels appended (NHWC tiles, one group, tap-major
+    /// weights only): the NHWC copy of the input and the weights then have
+    /// `ic + ic_pad` channels, a multiple of 8 (a stem's 3 channels as 8).
+    pub ic_pad: usize,
 }
 
 /// The fewest input channels per group for tap-major weights: the deepest
@@ -40,8 +45,9 @@ pub struct ConvGeometry {
 /// plain tiles take 16), so that a k-tile spans at most two taps.
 pub const TAP_MAJOR_MIN_CHANNELS: usize = COOP_K_FRAGMENTS as usize * 16;
 
-/// `w` (`[OC, ICg, taps...]`, any element type) reordered to `[OC, taps..., ICg]`.
-pub fn tap_major_weights(w: &Tensor) -> Result<Tensor> {
+/// `w` (`[OC, ICg, taps...]`, any element type) reordered to `[OC, taps...,
+/// ICg + ic_pad]`, the `ic_pad` channels zero.
+pub fn tap_major_weights(w: &Tensor, ic_pad: usize) -> Result<Tensor> {
     if w.rank() < 3 {
         return Err(Error::Invalid(format!(
             "convolution weights of shape {:?}",
@@ -54,8 +60,24 @@ pub fn tap_major_weights(w: &Tensor) -> Result<Tensor> {
         .collect();
     let mut out =
         metal_mps_cpu::eval_op(&Op::Transpose { perm }, &[Some(w)], 1, &mut Out::fresh())?;
-    out.pop()
-        .ok_or_else(|| Error::Invalid("Transpose returned no output".into()))
+    let t = out
+        .pop()
+        .ok_or_else(|| Error::Invalid("Transpose returned no output".into()))?;
+    if ic_pad == 0 {
+        return Ok(t);
+    }
+    // Zero bits are zero in every float type.
+    let mut shape = t.shape().to_vec();
+    let icg = shape.pop().unwrap_or(1);
+    let row = icg * t.dtype().size();
+    let padded = (icg + ic_pad) * t.dtype().size();
+    let mut bytes = Vec::with_capacity(t.as_bytes().len() / row.max(1) * padded);
+    for r in t.as_bytes().chunks_exact(row) {
+        bytes.extend_from_slice(r);
+        bytes.resize(bytes.len() + padded - row, 0);
+    }
+    shape.push(icg + ic_pad);
+    Tensor::from_bytes(t.dtype(), shape, &bytes)
 }
 
 impl ConvGeometry {
@@ -74,18 +96,50 @@ impl ConvGeometry {
     /// Whether cooperative-matrix tiles may read an NHWC copy of the input
     /// ([`Tiles::nhwc`]): eight channels of one tap are then one 16-byte load,
     /// which needs K in tap-major order (one tap, or tap-major weights) and
-    /// input channels per group in multiples of 8 (so never depthwise).
+    /// input channels per group (with `ic_pad`) in multiples of 8 (so never
+    /// depthwise).
     pub fn nhwc_fits(&self) -> bool {
-        let icg = self.ic / self.group;
-        icg >= 8 && icg.is_multiple_of(8) && (self.kernel == [1, 1] || self.tap_major)
+        let icg = self.read_icg();
+        icg >= 8
+            && icg.is_multiple_of(8)
+            && (self.kernel == [1, 1] || self.tap_major)
+            && (self.ic_pad == 0 || (self.group == 1 && self.tap_major))
+    }
+
+    /// The zero channels that would make a single group's input channels a
+    /// multiple of 8 for NHWC tiles (0 for several groups).
+    pub fn nhwc_pad(&self) -> usize {
+        match self.group {
+            1 => (8 - self.ic % 8) % 8,
+            _ => 0,
+        }
+    }
+
+    /// Input channels per group the product reads (with `ic_pad`).
+    pub fn read_icg(&self) -> usize {
+        self.ic / self.group + self.ic_pad
     }
 
     /// Bytes of the f16 NHWC copy of the input that `tiles` read (0: none).
     pub fn nhwc_bytes(&self, tiles: Tiles) -> u64 {
         match tiles.reads_nhwc() {
-            true => self.input_len() as u64 * 2,
+            true => (self.batch * (self.ic + self.ic_pad) * self.ih * self.iw) as u64 * 2,
             false => 0,
         }
+    }
+
+    /// This geometry fitted to the tiles chosen for it: NHWC tiles keep
+    /// tap-major weights and padded channels; other tiles read ONNX's order,
+    /// which is faster on GPUs (1-9 % on an H100), unless the adapter gains by
+    /// tap-major weights (`Capabilities::tap_major_weights`) where they serve
+    /// unpadded ([`Self::tap_major_pays`]).
+    pub fn fit_to(&mut self, ctx: &GpuContext, tiles: Tiles) {
+        if tiles.reads_nhwc() {
+            return;
+        }
+        let kept = ctx.caps.tap_major_weights && self.ic_pad == 0 && self.tap_major_pays();
+        self.tap_major &= kept;
+        self.ic_pad = 0;
     }
 
     /// Elements of the input, `[batch, ic, ih, iw]`.
@@ -98,7 +152,7 @@ impl ConvGeometry {
         (
             self.oc / self.group,
             self.batch * self.oh * self.ow,
-            self.ic / self.group * self.kernel[0] * self.kernel[1],
+            self.read_icg() * self.kernel[0] * self.kernel[1],
         )
     }
 }
@@ -116,14 +170,6 @@ pub fn nhwc_offered(ctx: &GpuContext, dtype: Scalar, allow_coop: bool) -> bool {
         && dtype == Scalar::F16
         && ctx.caps.coop.is_some_and(|c| c.wide)
         && std::env::var(NHWC_ENV).map_or(true, |v| v != "off")
-}
-
-/// Whether a convolution on `tiles` keeps weights made tap-major for it:
-/// NHWC tiles need them; the others read ONNX's order faster on GPUs (1-9 %
-/// on an H100) and keep tap-major only where the adapter gains by it
-/// (`Capabilities::tap_major_weights`).
-pub fn tap_major_kept(ctx: &GpuContext, tiles: Tiles) -> bool {
-    tiles.reads_nhwc() || ctx.caps.tap_major_weights
 }
 
 /// Records a convolution: `y = act(conv(x, w) + bias (+ residual))`; `w` is
@@ -155,10 +201,16 @@ pub fn conv(
         )));
     }
     let one_tap = g.kernel == [1, 1];
-    if g.tap_major && !one_tap && !g.tap_major_pays() {
+    if g.tap_major && !one_tap && !g.tap_major_pays() && !tiles.reads_nhwc() {
         return Err(Error::Invalid(format!(
             "tap-major weights with {} input channels per group (at least {TAP_MAJOR_MIN_CHANNELS})",
             g.ic / g.group
+        )));
+    }
+    if g.ic_pad > 0 && !(tiles.reads_nhwc() && g.nhwc_fits()) {
+        return Err(Error::Invalid(format!(
+            "{} padded input channels outside NHWC tiles",
+            g.ic_pad
         )));
     }
     if g.ic == g.group {
@@ -167,15 +219,16 @@ pub fn conv(
         )?]);
     }
     let (m, n, _) = g.gemm_dims();
+    // With padded channels the product reads the NHWC copy's channels.
     let params = Params::default()
         .u32(u32_of(g.batch, "batch")?)
-        .u32(u32_of(g.ic, "channels")?)
+        .u32(u32_of(g.ic + g.ic_pad, "channels")?)
         .u32(u32_of(g.ih, "height")?)
         .u32(u32_of(g.iw, "width")?)
         .u32(u32_of(g.oc, "channels")?)
         .u32(u32_of(g.oh, "height")?)
         .u32(u32_of(g.ow, "width")?)
-        .u32(u32_of(g.ic / g.group, "channels")?)
+        .u32(u32_of(g.read_icg(), "channels")?)
         .u32(u32_of(m, "channels")?)
         .u32(u32_of(g.pad[0], "pad")?)
         .u32(u32_of(g.pad[1], "pad")?)
@@ -297,29 +350,36 @@ fn nhwc_copy(
     })?;
     calls.push(to_nhwc(
         ctx,
-        [g.batch, g.ic, g.ih * g.iw],
+        [g.batch, g.ic, g.ic + g.ic_pad, g.ih * g.iw],
         x.clone(),
         nhwc.clone(),
     )?);
     Ok(nhwc)
 }
 
-/// Records the copy of the f16 tensor `x` of `[n, c, hw]` (`c` a multiple of
-/// 8) to `y` as `[n, hw, c]` (`to_nhwc.wgsl`); `y` starts 16-byte aligned.
-pub fn to_nhwc(ctx: &GpuContext, [n, c, hw]: [usize; 3], x: Binding, y: Binding) -> Result<Call> {
-    if !c.is_multiple_of(8) || !y.offset.is_multiple_of(16) {
+/// Records the copy of the f16 tensor `x` of `[n, c_in, hw]` to `y` as `[n,
+/// hw, c]`, channels `c_in..c` zero (`c` a multiple of 8, at least `c_in`;
+/// `to_nhwc.wgsl`); `y` starts 16-byte aligned.
+pub fn to_nhwc(
+    ctx: &GpuContext,
+    [n, c_in, c, hw]: [usize; 4],
+    x: Binding,
+    y: Binding,
+) -> Result<Call> {
+    if !c.is_multiple_of(8) || c < c_in || !y.offset.is_multiple_of(16) {
         return Err(Error::Invalid(format!(
-            "an NHWC copy of {c} channels to offset {}",
+            "an NHWC copy of {c_in} channels as {c} to offset {}",
             y.offset
         )));
     }
     // The kernel indexes elements in u32.
     let vectors = u32_of(n * c * hw, "tensor")? / 8;
+    u32_of(n * c_in * hw, "tensor")?;
     let params = Params::default()
         .u32(vectors)
         .u32(u32_of(hw, "plane")?)
         .u32(u32_of(c / 8, "channels")?)
-        .u32(0)
+        .u32(u32_of(c_in, "channels")?)
         .finish();
     let key = PipelineKey::new(Kernel::ToNhwc, Variant::of(Scalar::F16), "main");
     Ok(Call {
