@@ -514,70 +514,35 @@ pub(crate) fn tune(
     ctx: &GpuContext,
     op: &mut GpuOp,
     allow_coop: bool,
-    bytes: &dyn Fn(ValueId) -> u64,
+    bytes: &(dyn Fn(ValueId) -> u64 + Sync),
     scratch: &mut Scratch,
 ) -> Result<()> {
     let Some((key, list)) = candidates(ctx, op, allow_coop) else {
         return Ok(());
     };
-    let (GpuOp::Conv { dtype, .. } | GpuOp::Gemm { dtype, .. }) = op else {
+    if let Some(t) = ctx.tuner.choice(&key).filter(|t| list.contains(t)) {
+        set_tiles(ctx, op, t);
         return Ok(());
-    };
-    let dtype = *dtype;
-    let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
-    let out_value = op.output();
+    }
     let with_tiles = |tiles: Tiles| {
         let mut candidate = op.clone();
         set_tiles(ctx, &mut candidate, tiles);
         candidate
     };
-    // Scratch buffers are made before the first preparation (a recorded
-    // choice needs none), as large as the largest candidate needs, so that
-    // none is replaced while prepared candidates hold it.
-    let mut sized = false;
+    let ops: Vec<GpuOp> = list.iter().map(|&t| with_tiles(t)).collect();
+    let buffers = Buffers::new(ctx, op, &ops, bytes, scratch)?;
+    // Every candidate's pipelines are compiled at once (drivers compile in
+    // parallel); a candidate that fails to build fails again, and is passed
+    // over, when prepared.
+    std::thread::scope(|s| {
+        for c in &ops {
+            let buffers = &buffers;
+            s.spawn(move || buffers.calls(ctx, c, bytes).map(drop));
+        }
+    });
     let prepare = |tiles: Tiles| -> Result<(Tiles, Timed)> {
-        if !sized {
-            let most = |f: fn(&GpuOp) -> u64| list.iter().map(|&t| f(&with_tiles(t))).max();
-            if let Some(b) = most(GpuOp::partial_bytes).filter(|&b| b > 0) {
-                scratch.partial(ctx, b)?;
-            }
-            if let Some(b) = most(GpuOp::nhwc_bytes).filter(|&b| b > 0) {
-                scratch.nhwc(ctx, b)?;
-            }
-            sized = true;
-        }
-        let input = scratch.input(ctx, read, dtype)?;
-        let output = scratch.output(ctx, bytes(out_value))?;
-        // Unused operands are read-only: the output cannot stand in for them.
-        let dummy = Binding::whole(&input, 16);
-        let mut candidate = with_tiles(tiles);
-        let (partial_bytes, nhwc_bytes) = (candidate.partial_bytes(), candidate.nhwc_bytes());
-        let partial = match partial_bytes {
-            0 => None,
-            b => Some(scratch.partial(ctx, b)?),
-        };
-        let nhwc = match nhwc_bytes {
-            0 => None,
-            b => Some(scratch.nhwc(ctx, b)?),
-        };
-        if let GpuOp::Conv { partial: p, .. } | GpuOp::Gemm { partial: p, .. } = &mut candidate {
-            *p = partial.as_ref().map(|_| PARTIAL);
-        }
-        if let GpuOp::Conv { nhwc: c, .. } = &mut candidate {
-            *c = nhwc.as_ref().map(|_| NHWC_COPY);
-        }
-        let bind = |v: ValueId| -> Binding {
-            match (&partial, &nhwc, v) {
-                (Some(p), _, PARTIAL) => Binding::whole(p, partial_bytes),
-                (_, Some(c), NHWC_COPY) => Binding::whole(c, nhwc_bytes),
-                _ if v == out_value => Binding::whole(&output, bytes(v)),
-                _ => Binding::whole(&input, bytes(v)),
-            }
-        };
-        Ok((
-            tiles,
-            prepare_timed(ctx, &candidate.calls(ctx, &bind, &dummy)?)?,
-        ))
+        let calls = buffers.calls(ctx, &with_tiles(tiles), bytes)?;
+        Ok((tiles, prepare_timed(ctx, &calls)?))
     };
     let time = |(tiles, timed): &(Tiles, Timed)| {
         let took = run_timed(ctx, &timed.prepared, timed.reps);
@@ -589,11 +554,81 @@ pub(crate) fn tune(
         }
         took
     };
-    let chosen = ctx.tuner.choose(&key, &list, prepare, time);
-    if let Some(t) = chosen {
+    if let Some(t) = ctx.tuner.choose(&key, &list, prepare, time) {
         set_tiles(ctx, op, t);
     }
     Ok(())
+}
+
+/// The scratch buffers a layer's candidates are timed on: random inputs, an
+/// output, and partial sums and an NHWC copy as large as the largest
+/// candidate needs (made before any candidate is prepared, so none is
+/// replaced while a prepared candidate holds it).
+struct Buffers {
+    input: wgpu::Buffer,
+    output: wgpu::Buffer,
+    partial: Option<wgpu::Buffer>,
+    nhwc: Option<wgpu::Buffer>,
+    out_value: ValueId,
+}
+
+impl Buffers {
+    fn new(
+        ctx: &GpuContext,
+        op: &GpuOp,
+        candidates: &[GpuOp],
+        bytes: &dyn Fn(ValueId) -> u64,
+        scratch: &mut Scratch,
+    ) -> Result<Buffers> {
+        let (GpuOp::Conv { dtype, .. } | GpuOp::Gemm { dtype, .. }) = op else {
+            return Err(metal_mps_ir::Error::Invalid(
+                "autotune of an op without tiles".into(),
+            ));
+        };
+        let read = op.inputs().into_iter().map(bytes).max().unwrap_or(0);
+        let most = |f: fn(&GpuOp) -> u64| candidates.iter().map(f).max().filter(|&b| b > 0);
+        Ok(Buffers {
+            input: scratch.input(ctx, read, *dtype)?,
+            output: scratch.output(ctx, bytes(op.output()))?,
+            partial: most(GpuOp::partial_bytes)
+                .map(|b| scratch.partial(ctx, b))
+                .transpose()?,
+            nhwc: most(GpuOp::nhwc_bytes)
+                .map(|b| scratch.nhwc(ctx, b))
+                .transpose()?,
+            out_value: op.output(),
+        })
+    }
+
+    /// The calls of `candidate` on these buffers.
+    fn calls(
+        &self,
+        ctx: &GpuContext,
+        candidate: &GpuOp,
+        bytes: &dyn Fn(ValueId) -> u64,
+    ) -> Result<Vec<ops::Call>> {
+        let mut candidate = candidate.clone();
+        let (partial_bytes, nhwc_bytes) = (candidate.partial_bytes(), candidate.nhwc_bytes());
+        let partial = self.partial.as_ref().filter(|_| partial_bytes > 0);
+        let nhwc = self.nhwc.as_ref().filter(|_| nhwc_bytes > 0);
+        if let GpuOp::Conv { partial: p, .. } | GpuOp::Gemm { partial: p, .. } = &mut candidate {
+            *p = partial.map(|_| PARTIAL);
+        }
+        if let GpuOp::Conv { nhwc: c, .. } = &mut candidate {
+            *c = nhwc.map(|_| NHWC_COPY);
+        }
+        let bind = |v: ValueId| -> Binding {
+            match (partial, nhwc, v) {
+                (Some(p), _, PARTIAL) => Binding::whole(p, partial_bytes),
+                (_, Some(c), NHWC_COPY) => Binding::whole(c, nhwc_bytes),
+                _ if v == self.out_value => Binding::whole(&self.output, bytes(v)),
+                _ => Binding::whole(&self.input, bytes(v)),
+            }
+        };
+        // Unused operands are read-only: the output cannot stand in for them.
+        let dummy = Binding::whole(&self.input, 16);
+        candidate.calls(ctx, &bind, &dummy)
+    }
 }
 
 /// Stand for a timed candidate's partial sums and NHWC copy (not values of the plan).

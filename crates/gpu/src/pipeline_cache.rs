@@ -431,7 +431,10 @@ impl PipelineCache {
         let mut label = format!("{:?}/{}/{:?}", key.kernel, key.entry, key.variant.t);
         // Tile sizes tell the instances of one product kernel apart in profiles.
         for (name, value) in constants.iter().filter(|(n, v)| {
-            matches!(*n, "TM" | "TN" | "A_WIDE" | "B_WIDE") || (*n == "SPLITS" && *v > 1.0)
+            matches!(*n, "TM" | "TN" | "A_WIDE" | "B_WIDE")
+                || (matches!(*n, "CM_ROWS" | "CM_COLS") && *v != 8.0)
+                || (*n == "SPLITS" && *v > 1.0)
+                || (*n == "NHWC" && *v > 0.0)
         }) {
             label.push_str(&format!(" {name}={value}"));
         }
