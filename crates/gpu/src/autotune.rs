@@ -290,12 +290,13 @@ pub(crate) fn enabled(ctx: &GpuContext, option: Option<bool>) -> bool {
 const MIN_SPLIT_TILES: usize = 8;
 
 /// The split-K factors worth timing for a product whose grid has `grid`
-/// workgroups and whose K axis has `k_tiles` tiles: for grids that
-/// leave most of a large GPU idle, the largest power of two that keeps the
-/// grid within two waves and every run at least [`MIN_SPLIT_TILES`] long,
-/// and a quarter of it.
+/// workgroups and whose K axis has `k_tiles` tiles: for grids under
+/// [`FULL_GRID`] (BERT-base's 768-wide products at batch 8 have 192 tiles of
+/// 64 x 64: one or two workgroups per multiprocessor of an H100), the largest
+/// power of two that keeps the grid within two such grids and every run at
+/// least [`MIN_SPLIT_TILES`] long, and a quarter of it.
 fn split_factors(grid: usize, k_tiles: usize) -> Vec<u32> {
-    if grid * 2 > FULL_GRID {
+    if grid >= FULL_GRID {
         return vec![];
     }
     let mut s = 1usize;
@@ -816,9 +817,12 @@ mod tests {
         // BERT-base's FFN down-projection at batch 1 on 128x128 tiles: K = 3072 (96 of 32).
         assert_eq!(split_factors(6, 96), [8, 2]);
         assert_eq!(split_factors(24, 24), [2]);
-        // Runs shorter than 8 k-tiles, or a grid past half a wave: no split.
+        // BERT-base's 768 x 768 products at batch 8 (K = 768: 48 k-tiles of 16).
+        assert_eq!(split_factors(192, 48), [2]);
+        // Runs shorter than 8 k-tiles, or a full grid: no split.
         assert_eq!(split_factors(8, 15), Vec::<u32>::new());
-        assert_eq!(split_factors(133, 1000), Vec::<u32>::new());
+        assert_eq!(split_factors(264, 1000), Vec::<u32>::new());
+        assert_eq!(split_factors(133, 1000), [2]);
         assert_eq!(split_factors(132, 1000), [4]);
     }
 

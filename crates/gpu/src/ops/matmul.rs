@@ -98,40 +98,23 @@ impl Tiles {
 
     /// These cooperative-matrix tiles with `rows` x `cols` fragments (8 or 4
     /// each; plain tiles are left as they are).
-    pub const fn fragments(self, rows: u32, cols: u32) -> Tiles {
-        match self {
-            Tiles::Coop {
-                ct, splits, nhwc, ..
-            } => Tiles::Coop {
-                ct,
-                rows,
-                cols,
-                splits,
-                nhwc,
-            },
-            plain => plain,
+    pub const fn fragments(mut self, rows: u32, cols: u32) -> Tiles {
+        if let Tiles::Coop {
+            rows: r, cols: c, ..
+        } = &mut self
+        {
+            (*r, *c) = (rows, cols);
         }
+        self
     }
 
     /// These cooperative-matrix tiles reading an NHWC copy of a
     /// convolution's input (plain tiles are left as they are).
-    pub const fn nhwc(self) -> Tiles {
-        match self {
-            Tiles::Coop {
-                ct,
-                rows,
-                cols,
-                splits,
-                ..
-            } => Tiles::Coop {
-                ct,
-                rows,
-                cols,
-                splits,
-                nhwc: true,
-            },
-            plain => plain,
+    pub const fn nhwc(mut self) -> Tiles {
+        if let Tiles::Coop { nhwc, .. } = &mut self {
+            *nhwc = true;
         }
+        self
     }
 
     /// Whether these tiles read an NHWC copy of the input.
@@ -140,23 +123,10 @@ impl Tiles {
     }
 
     /// These tiles with K split in `splits` runs.
-    pub const fn split(self, splits: u32) -> Tiles {
-        match self {
-            Tiles::Plain { tm, tn, .. } => Tiles::Plain { tm, tn, splits },
-            Tiles::Coop {
-                ct,
-                rows,
-                cols,
-                nhwc,
-                ..
-            } => Tiles::Coop {
-                ct,
-                rows,
-                cols,
-                splits,
-                nhwc,
-            },
-        }
+    pub const fn split(mut self, splits: u32) -> Tiles {
+        let (Tiles::Plain { splits: s, .. } | Tiles::Coop { splits: s, .. }) = &mut self;
+        *s = splits;
+        self
     }
 
     /// Rows and columns of the output one workgroup computes.
