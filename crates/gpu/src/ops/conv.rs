@@ -473,3 +473,86 @@ fn depthwise(
         groups: grid(u64::from(invocations))?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stem() -> ConvGeometry {
+        ConvGeometry {
+            batch: 2,
+            ic: 3,
+            ih: 16,
+            iw: 16,
+            oc: 64,
+            oh: 8,
+            ow: 8,
+            group: 1,
+            kernel: [7, 7],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pad: [3, 3],
+            tap_major: false,
+            ic_pad: 0,
+        }
+    }
+
+    #[test]
+    fn tap_major_weights_with_zero_channels() {
+        let (oc, ic, kh, kw, pad) = (2, 3, 2, 3, 5);
+        let w: Vec<f32> = (0..oc * ic * kh * kw).map(|i| i as f32 + 1.0).collect();
+        let t = Tensor::from_slice(vec![oc, ic, kh, kw], &w).unwrap();
+        let got = tap_major_weights(&t, pad).unwrap();
+        assert_eq!(got.shape(), [oc, kh, kw, ic + pad]);
+        let got = got.to_vec::<f32>().unwrap();
+        for (o, y, x, c) in (0..oc).flat_map(|o| {
+            (0..kh).flat_map(move |y| {
+                (0..kw).flat_map(move |x| (0..ic + pad).map(move |c| (o, y, x, c)))
+            })
+        }) {
+            let want = if c < ic {
+                w[((o * ic + c) * kh + y) * kw + x]
+            } else {
+                0.0
+            };
+            assert_eq!(
+                got[((o * kh + y) * kw + x) * (ic + pad) + c],
+                want,
+                "{o} {y} {x} {c}"
+            );
+        }
+        // Without padding: the plain reorder.
+        let plain = tap_major_weights(&t, 0).unwrap();
+        assert_eq!(plain.shape(), [oc, kh, kw, ic]);
+    }
+
+    #[test]
+    fn padded_channels_make_a_stem_fit_nhwc_tiles() {
+        let g = stem();
+        assert_eq!(g.nhwc_pad(), 5);
+        assert!(!g.nhwc_fits());
+        let padded = ConvGeometry {
+            tap_major: true,
+            ic_pad: g.nhwc_pad(),
+            ..g.clone()
+        };
+        assert!(padded.nhwc_fits());
+        assert_eq!(padded.read_icg(), 8);
+        assert_eq!(padded.gemm_dims(), (64, 2 * 8 * 8, 8 * 49));
+        let tiles = Tiles::coop(16).nhwc();
+        assert_eq!(padded.nhwc_bytes(tiles), 2 * 8 * 16 * 16 * 2);
+        assert_eq!(padded.nhwc_bytes(Tiles::coop(16)), 0);
+        // Padding needs tap-major weights and one group.
+        assert!(!ConvGeometry {
+            tap_major: false,
+            ..padded.clone()
+        }
+        .nhwc_fits());
+        let grouped = ConvGeometry {
+            ic: 6,
+            group: 2,
+            ..g
+        };
+        assert_eq!(grouped.nhwc_pad(), 0);
+    }
+}
