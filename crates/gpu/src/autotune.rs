@@ -733,8 +733,9 @@ mod tests {
     fn the_fastest_candidate_wins_in_interleaved_rounds_and_is_timed_once() {
         let tuner = Tuner::open(true, None);
         let mut timed = Vec::new();
-        // The device speeds up after its first few timings (clocks rising):
-        // SMALL, timed first, would win a one-at-a-time race it loses here.
+        // The device is slow for its first three timings (clocks rising):
+        // every candidate's first round falls there, and its later rounds
+        // decide.
         let pick = tuner.choose("a", &[SMALL, LARGE, COOP], ready, |&t| {
             timed.push(t);
             let warming = if timed.len() <= 3 { 10 } else { 0 };
