@@ -4,6 +4,7 @@
 //! more fused graph nodes; it names values, not buffers. [`GpuOp::calls`]
 //! binds them to the buffers of one execution instance.
 
+use crate::ops::attention::Attention;
 use crate::ops::conv::ConvGeometry;
 use crate::ops::copy::{GatherShape, Region};
 use crate::ops::elementwise::Step;
@@ -143,6 +144,17 @@ pub enum GpuOp {
         to_bool: bool,
         n: usize,
     },
+    /// Fused attention (the Attention operator, or the MatMul, scale, mask,
+    /// Softmax and MatMul that exporters write for it).
+    Attention {
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        mask: Option<ValueId>,
+        out: ValueId,
+        attention: Attention,
+        dtype: Scalar,
+    },
     BatchNorm {
         x: ValueId,
         params: [ValueId; 4],
@@ -192,6 +204,10 @@ impl GpuOp {
             GpuOp::BatchNorm { x, params, .. } => {
                 std::iter::once(*x).chain(params.iter().copied()).collect()
             }
+            GpuOp::Attention { q, k, v, mask, .. } => [Some(*q), Some(*k), Some(*v), *mask]
+                .into_iter()
+                .flatten()
+                .collect(),
         }
     }
 
@@ -242,6 +258,7 @@ impl GpuOp {
             | GpuOp::Pick { out, .. }
             | GpuOp::Copy { out, .. }
             | GpuOp::Cast { out, .. }
+            | GpuOp::Attention { out, .. }
             | GpuOp::BatchNorm { out, .. } => *out,
         }
     }
@@ -486,6 +503,25 @@ impl GpuOp {
                 *n,
                 bind(*x),
                 bind(*out),
+            )?],
+            GpuOp::Attention {
+                q,
+                k,
+                v,
+                mask,
+                out,
+                attention,
+                dtype,
+            } => vec![ops::attention::attention(
+                ctx,
+                *dtype,
+                attention,
+                bind(*q),
+                bind(*k),
+                bind(*v),
+                mask.map(bind),
+                bind(*out),
+                dummy,
             )?],
             GpuOp::BatchNorm {
                 x,

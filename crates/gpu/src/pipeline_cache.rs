@@ -34,6 +34,7 @@ const WHERE: &str = include_str!("kernels/where.wgsl");
 const PICK: &str = include_str!("kernels/pick.wgsl");
 const SPLIT_SUM: &str = include_str!("kernels/split_sum.wgsl");
 const TO_NHWC: &str = include_str!("kernels/to_nhwc.wgsl");
+const ATTENTION: &str = include_str!("kernels/attention.wgsl");
 
 /// Every kernel program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,10 +76,12 @@ pub enum Kernel {
     LayerNorm,
     /// An f16 NCHW tensor copied to NHWC (the input of NHWC convolution tiles).
     ToNhwc,
+    /// Scores, mask, softmax and the value product in one kernel.
+    Attention,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::Elementwise,
         Kernel::ElementwiseInt,
         Kernel::Matmul,
@@ -99,6 +102,7 @@ impl Kernel {
         Kernel::BatchNorm,
         Kernel::LayerNorm,
         Kernel::ToNhwc,
+        Kernel::Attention,
     ];
 
     /// The files, in order, after the header.
@@ -124,6 +128,7 @@ impl Kernel {
             Kernel::BatchNorm => &[COMMON, BATCHNORM],
             Kernel::LayerNorm => &[COMMON, LAYERNORM],
             Kernel::ToNhwc => &[COMMON, TO_NHWC],
+            Kernel::Attention => &[COMMON, ATTENTION],
         }
     }
 
@@ -140,6 +145,7 @@ impl Kernel {
                     t: F16,
                     u: None,
                     coop: Some(ct),
+                    head_vec4s: None,
                 })
                 .collect(),
             Kernel::Copy | Kernel::Gather | Kernel::Where | Kernel::Pick => {
@@ -147,6 +153,15 @@ impl Kernel {
             }
             Kernel::Pad => vec![Variant::of(U32)],
             Kernel::ToNhwc => vec![Variant::of(F16)],
+            Kernel::Attention => [F32, F16]
+                .into_iter()
+                .flat_map(|t| {
+                    crate::ops::attention::HEAD_CLASSES.map(|n| Variant {
+                        head_vec4s: Some(n),
+                        ..Variant::of(t)
+                    })
+                })
+                .collect(),
             Kernel::Cast => {
                 let types = [F32, F16, I32, I64];
                 let mut v = Vec::new();
@@ -158,6 +173,7 @@ impl Kernel {
                                 t,
                                 u: Some(u),
                                 coop: None,
+                                head_vec4s: None,
                             });
                         }
                     }
@@ -207,6 +223,9 @@ pub struct Variant {
     pub u: Option<Scalar>,
     /// Cooperative-matrix fragment size `CT` (8 or 16).
     pub coop: Option<u32>,
+    /// The constant `MAX_D4`: vec4s of a head that a kernel's registers hold
+    /// (attention).
+    pub head_vec4s: Option<u32>,
 }
 
 impl Variant {
@@ -215,6 +234,7 @@ impl Variant {
             t,
             u: None,
             coop: None,
+            head_vec4s: None,
         }
     }
 }
@@ -230,6 +250,9 @@ pub fn source(kernel: Kernel, v: Variant) -> String {
         s.push_str(&format!(
             "const CT: u32 = {ct}u;\nconst CT_K: u32 = {COOP_K_FRAGMENTS}u;\nalias CM_A = coop_mat{ct}x{ct}<f16, A>;\nalias CM_B = coop_mat{ct}x{ct}<f16, B>;\nalias CM_C = coop_mat{ct}x{ct}<f32, C>;\n"
         ));
+    }
+    if let Some(n) = v.head_vec4s {
+        s.push_str(&format!("const MAX_D4: u32 = {n}u;\n"));
     }
     s.push_str(&format!("alias T = {};\n", v.t.wgsl()));
     if let Some(u) = v.u {

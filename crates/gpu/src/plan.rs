@@ -7,6 +7,8 @@
 //! 3. every device intermediate gets a slot of the static memory plan: values
 //!    whose lifetimes do not overlap share a buffer; reshapes alias their input.
 
+mod attention;
+
 use crate::autotune;
 use crate::context::GpuContext;
 use crate::lower::GpuOp;
@@ -494,7 +496,11 @@ impl<'a> Builder<'a> {
                 self.lower_chain(n)
             }
             Op::Conv(c) => self.lower_conv(n, c.clone()),
-            Op::MatMul { .. } | Op::Gemm(_) => self.lower_gemm(n),
+            Op::MatMul { .. } => match self.lower_attention_chain(n) {
+                Some(fused) => Ok(fused),
+                None => self.lower_gemm(n),
+            },
+            Op::Gemm(_) => self.lower_gemm(n),
             Op::Pool(p) => {
                 let Some(dtype) = self.float(x) else {
                     return Ok(Lowered::Cpu);
@@ -703,6 +709,9 @@ impl<'a> Builder<'a> {
             Op::Dyn(d) if node.outputs.len() == 1 => {
                 if let Some(norm) = d.normalization() {
                     return self.lower_norm(&node, norm);
+                }
+                if let Some(spec) = d.attention() {
+                    return Ok(self.lower_attention_op(n, spec).unwrap_or(Lowered::Cpu));
                 }
                 match node.onnx_op.as_str() {
                     "Where" => self.lower_where(&node),

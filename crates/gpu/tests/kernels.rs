@@ -7,6 +7,7 @@ mod common;
 use common::rand;
 use metal_mps_gpu::ops::{
     self,
+    attention::{Attention, AttentionMask, MaskKind},
     conv::{tap_major_weights, ConvGeometry},
     copy::Region,
     elementwise::{Arith, Step},
@@ -1306,6 +1307,219 @@ fn layer_and_rms_norms_match_the_reference() {
             };
             let tol = if dt == Scalar::F16 { 3e-2 } else { 2e-4 };
             assert_close(&got, &want, tol, &format!("norm case {ci} {dt:?}"));
+        }
+    }
+}
+
+/// Naive attention over `a`'s strides, in f64; `mask` as the kernel reads it
+/// (an added float, or 0/1 for a boolean mask).
+fn attention_ref(a: &Attention, q: &[f32], k: &[f32], v: &[f32], mask: &[f32]) -> Vec<f32> {
+    let at = |s: &[usize; 4], c: [usize; 4]| s.iter().zip(c).map(|(s, c)| s * c).sum::<usize>();
+    let len = a.batch * a.heads * a.sq * a.dv;
+    let mut out = vec![0.0f32; len];
+    for b in 0..a.batch {
+        for h in 0..a.heads {
+            let kh = h / a.group;
+            for i in 0..a.sq {
+                let scores: Vec<f64> = (0..a.skv)
+                    .map(|j| {
+                        let dot: f64 = (0..a.d)
+                            .map(|d| {
+                                f64::from(q[at(&a.q, [b, h, i, d])])
+                                    * f64::from(k[at(&a.k, [b, kh, j, d])])
+                            })
+                            .sum();
+                        let mut s = dot * f64::from(a.scale);
+                        if let Some(m) = &a.mask {
+                            let e = at(&m.strides, [b, h, i, j]);
+                            if j >= m.len {
+                                s = f64::NEG_INFINITY;
+                            } else if m.kind == MaskKind::Bool {
+                                s = if mask[e] != 0.0 { s } else { f64::NEG_INFINITY };
+                            } else {
+                                s += f64::from(mask[e]);
+                            }
+                        }
+                        if a.causal && j > i {
+                            s = f64::NEG_INFINITY;
+                        }
+                        s
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = weights.iter().sum();
+                for c in 0..a.dv {
+                    let y = if max == f64::NEG_INFINITY {
+                        if a.empty_zero {
+                            0.0
+                        } else {
+                            f64::NAN
+                        }
+                    } else {
+                        (0..a.skv)
+                            .map(|j| weights[j] * f64::from(v[at(&a.v, [b, kh, j, c])]))
+                            .sum::<f64>()
+                            / sum
+                    };
+                    out[at(&a.out, [b, h, i, c])] = y as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_the_reference() {
+    let Some(ctx) = ctx() else { return };
+    let d = dummy(&ctx);
+    let packed = |s: usize, h: usize, w: usize| [s * h * w, w, h * w, 1];
+    let planar = |h: usize, s: usize, w: usize| [h * s * w, s * w, w, 1];
+    let base = Attention {
+        batch: 2,
+        heads: 3,
+        group: 1,
+        sq: 19,
+        skv: 37,
+        d: 24,
+        dv: 40,
+        scale: 0.2,
+        q: planar(3, 19, 24),
+        k: planar(3, 37, 24),
+        v: planar(3, 37, 40),
+        out: planar(3, 19, 40),
+        mask: None,
+        causal: false,
+        empty_zero: false,
+        nan_zero: false,
+    };
+    // (case, mask values): 4-D heads with no mask; 3-D packed heads, grouped
+    // KV heads, causal and a boolean (query, key) mask that empties a row;
+    // K transposed with an added (batch, key) mask shorter than the keys,
+    // one batch's all -inf (NaN rows); the largest head size.
+    let (sq, skv) = (5, 21);
+    let mut bool_mask: Vec<f32> = (0..sq * skv).map(|e| f32::from(e % 3 != 1)).collect();
+    bool_mask[..skv].fill(0.0);
+    let mut add_mask = rand(2 * 10, 990);
+    add_mask[10..].fill(f32::NEG_INFINITY);
+    let cases = [
+        (base.clone(), vec![]),
+        (
+            Attention {
+                heads: 4,
+                group: 2,
+                sq,
+                skv,
+                d: 16,
+                dv: 8,
+                q: packed(sq, 4, 16),
+                k: packed(skv, 2, 16),
+                v: packed(skv, 2, 8),
+                out: packed(sq, 4, 8),
+                mask: Some(AttentionMask {
+                    kind: MaskKind::Bool,
+                    strides: [0, 0, skv, 1],
+                    len: skv,
+                }),
+                causal: true,
+                empty_zero: true,
+                ..base.clone()
+            },
+            bool_mask,
+        ),
+        (
+            Attention {
+                heads: 1,
+                sq,
+                skv,
+                d: 16,
+                dv: 16,
+                q: planar(1, sq, 16),
+                k: [16 * skv, 16 * skv, 1, skv],
+                v: planar(1, skv, 16),
+                out: planar(1, sq, 16),
+                mask: Some(AttentionMask {
+                    kind: MaskKind::F32,
+                    strides: [10, 0, 0, 1],
+                    len: 10,
+                }),
+                ..base.clone()
+            },
+            add_mask,
+        ),
+        (
+            Attention {
+                heads: 1,
+                sq: 33,
+                skv: 50,
+                d: 128,
+                dv: 128,
+                q: planar(1, 33, 128),
+                k: planar(1, 50, 128),
+                v: planar(1, 50, 128),
+                out: planar(1, 33, 128),
+                ..base.clone()
+            },
+            vec![],
+        ),
+    ];
+    for (ci, (a, mask)) in cases.into_iter().enumerate() {
+        let kv_heads = a.heads / a.group;
+        let q = rand(a.batch * a.heads * a.sq * a.d, 1000 + ci as u64);
+        let k = rand(a.batch * kv_heads * a.skv * a.d, 1010 + ci as u64);
+        let v = rand(a.batch * kv_heads * a.skv * a.dv, 1020 + ci as u64);
+        let n_out = a.batch * a.heads * a.sq * a.dv;
+        for dt in [Scalar::F32, Scalar::F16] {
+            if dt == Scalar::F16 && !ctx.caps.f16 {
+                continue;
+            }
+            let stored = |v: &[f32]| match dt {
+                Scalar::F16 => from_f16(&to_f16(v)),
+                _ => v.to_vec(),
+            };
+            let mut a = a.clone();
+            let bm = a.mask.as_mut().map(|m| {
+                if m.kind == MaskKind::Bool {
+                    let words: Vec<i32> = mask.iter().map(|&x| x as i32).collect();
+                    up(&ctx, &words)
+                } else {
+                    m.kind = if dt == Scalar::F16 {
+                        MaskKind::F16
+                    } else {
+                        MaskKind::F32
+                    };
+                    up_as(&ctx, dt, &mask)
+                }
+            });
+            let want = attention_ref(&a, &stored(&q), &stored(&k), &stored(&v), &stored(&mask));
+            let esize = if dt == Scalar::F16 { 2 } else { 4 };
+            let y = out(&ctx, n_out * esize);
+            let (bq, bk, bv) = (
+                up_as(&ctx, dt, &q),
+                up_as(&ctx, dt, &k),
+                up_as(&ctx, dt, &v),
+            );
+            let call = ops::attention::attention(
+                &ctx,
+                dt,
+                &a,
+                bq.b(),
+                bk.b(),
+                bv.b(),
+                bm.as_ref().map(Buf::b),
+                y.b(),
+                &d.b(),
+            )
+            .unwrap();
+            run(&ctx, vec![call]);
+            let got = if dt == Scalar::F16 {
+                from_f16(&down::<f16>(&ctx, &y, n_out))
+            } else {
+                down::<f32>(&ctx, &y, n_out)
+            };
+            let tol = if dt == Scalar::F16 { 1e-2 } else { 1e-5 };
+            assert_close(&got, &want, tol, &format!("attention case {ci} {dt:?}"));
         }
     }
 }

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use graph::{Graph, Node, Value, ValueId};
 pub use half::{bf16, f16};
 pub use kind::{tensors_only, Datum, Kind, ValueType};
-pub use operator::{DynOp, Fact, Normalization, Operator, PickedRows, StridedView};
+pub use operator::{AttentionSpec, DynOp, Fact, Normalization, Operator, PickedRows, StridedView};
 pub use ops::*;
 pub use out::Out;
 pub use paths::resolve_within;

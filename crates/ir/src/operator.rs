@@ -135,6 +135,13 @@ pub trait Operator: Any + fmt::Debug + Send + Sync {
         None
     }
 
+    /// The attention this operator computes, when an engine's fused kernel
+    /// computes it the same (the GPU's); `eval` stays the reference. `None`
+    /// for other operators and for options such a kernel does not take.
+    fn attention(&self) -> Option<AttentionSpec> {
+        None
+    }
+
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -162,6 +169,22 @@ pub struct Normalization {
     pub axis: i64,
     pub epsilon: f64,
     pub rms: bool,
+}
+
+/// Scaled dot-product attention, `softmax(scale · Q·Kᵀ + mask) · V` per head,
+/// with a softmax in f32 or wider: Q, K, V (inputs 0-2) 4-D (batch, heads,
+/// sequence, size) or 3-D with the heads packed in the last axis; an optional
+/// mask (input 3, boolean or added, broadcast to (batch, query heads, query,
+/// key), keys past its last axis masked); key/value heads shared by groups
+/// of query heads; rows whose keys are all masked give zeros.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    /// Key `j` is masked for query `i` when `j > i`.
+    pub causal: bool,
+    /// Query and key/value heads, which 3-D inputs need (4-D inputs ignore them).
+    pub heads: Option<(usize, usize)>,
+    /// The scale (`None`: `1 / sqrt(size per head)`).
+    pub scale: Option<f64>,
 }
 
 /// An [`Operator`] in the graph: shared, compared by identity.

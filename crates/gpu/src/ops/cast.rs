@@ -28,6 +28,7 @@ pub fn cast(
             t: from,
             u: Some(to),
             coop: None,
+            head_vec4s: None,
         },
         "main",
     )

@@ -381,6 +381,7 @@ pub(crate) fn tile_key(
                 t: Scalar::F16,
                 u: None,
                 coop: Some(ct),
+                head_vec4s: None,
             },
             "main",
         ),

@@ -5,6 +5,7 @@
 //! times ([`record`]): a model's dispatches are built when its shapes are known
 //! and replayed by every inference.
 
+pub mod attention;
 pub mod batchnorm;
 pub mod cast;
 pub mod conv;

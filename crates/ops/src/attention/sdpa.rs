@@ -13,7 +13,8 @@ use crate::support::{arg, check_float, known, known_opt, opt};
 use crate::BuildCx;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
-    checked_numel, BoolByte, DType, Dim, DynOp, Fact, Op, Operator, Out, Result, Tensor,
+    checked_numel, AttentionSpec, BoolByte, DType, Dim, DynOp, Fact, Op, Operator, Out, Result,
+    Tensor,
 };
 use rayon::prelude::*;
 use std::any::Any;
@@ -560,6 +561,18 @@ impl Operator for Attention {
             outs.push(write(out, 3, t1, vec![b, hq, sq, total], &qk)?);
         }
         Ok(outs)
+    }
+
+    fn attention(&self) -> Option<AttentionSpec> {
+        let f32_softmax = self
+            .softmax_precision
+            .is_none_or(|d| matches!(d, DType::F32 | DType::F64));
+        let plain = self.softcap == 0.0 && self.left < 0 && self.right < 0 && f32_softmax;
+        plain.then_some(AttentionSpec {
+            causal: self.is_causal,
+            heads: self.q_heads.zip(self.kv_heads),
+            scale: self.scale,
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
