@@ -1,5 +1,7 @@
 """Attention on the GPU engine: the decomposed pattern exporters write and the ONNX `Attention`
-operator (opset 23) match onnxruntime in fp32 and fp16, and run on the GPU as one fused kernel.
+operator (opset 23) match onnxruntime in fp32 and fp16, run with no CPU node, and as one fused
+kernel (the operator always; the pattern in fp32, and in fp16 on adapters without cooperative
+matrices, such as lavapipe, where tests run).
 
 (A) The decomposed pattern: `s = MatMul(q, kt)` (kt often a Transpose of k), any number of Mul/Div
 by a one-element constant, optionally `Add(s, mask)` or `Add(mask, s)`, `Softmax(axis=-1)`,
@@ -9,7 +11,7 @@ optionally `Where(IsNaN(p), 0, p)` (a fully masked row gives zeros), then `MatMu
 `is_causal`, `scale`, boolean and additive masks.
 
 Every model must match onnxruntime (CPU) and have no node on the CPU engine (`info --nodes`).
-The fusion tests read the kernel labels of `bench --profile` (`gpu <kernel>/<entry>/<type> ...
+A pattern whose softmax is also read elsewhere is not fused. The fusion tests read the kernel labels of `bench --profile` (`gpu <kernel>/<entry>/<type> ...
 [grid]` rows): one names "attention" and none is a softmax. Inputs are seeded standard normal,
 scaled so scores are O(1), which fp16 holds to about three decimal digits.
 """
@@ -320,8 +322,10 @@ def test_attention_op_runs_on_the_gpu(tmp_path, gpu_available, variant, precisio
 
 # --- fusion: one attention kernel, no softmax ---------------------------------------------------
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-def test_pattern_is_one_attention_kernel(tmp_path, gpu_timestamps, precision):
+def test_pattern_is_one_attention_kernel(tmp_path, gpu_timestamps):
+    """In fp32 (in fp16, adapters with cooperative matrices keep the chain where its scores are
+    small: its products are faster there)."""
+    precision = "fp32"
     pat = PATTERNS["mask-where-isnan"]
     model = pattern_model(tmp_path / "pattern.onnx", pat, pattern_inputs(pat, seed=1))
     assert_fused(model, precision)
