@@ -64,9 +64,8 @@ def onnxruntime_outputs(model: Path, inputs: dict[str, np.ndarray]) -> list[np.n
     return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"]).run(None, inputs)
 
 
-def check_against_onnxruntime(model: Path, inputs: dict[str, np.ndarray], precision: str, tmp_path: Path):
-    (want,) = onnxruntime_outputs(model, inputs)
-    assert np.isfinite(want).all(), "the reference has NaN or inf: the test model is wrong"
+def run_on_gpu(model: Path, inputs: dict[str, np.ndarray], precision: str, tmp_path: Path) -> None:
+    """`metal-mps run` on the GPU engine, its outputs saved as `<name>.npy` in `tmp_path`."""
     args = ["run", model, "--output-dir", tmp_path, "--device", "gpu", "--precision", precision]
     for name, value in inputs.items():
         np.save(tmp_path / f"in_{name}.npy", value)
@@ -74,6 +73,12 @@ def check_against_onnxruntime(model: Path, inputs: dict[str, np.ndarray], precis
     p = metal_mps(*args)
     assert p.returncode == 0, f"metal-mps run failed ({p.returncode}):\n{p.stderr}{p.stdout}"
     assert "panicked" not in p.stderr
+
+
+def check_against_onnxruntime(model: Path, inputs: dict[str, np.ndarray], precision: str, tmp_path: Path):
+    (want,) = onnxruntime_outputs(model, inputs)
+    assert np.isfinite(want).all(), "the reference has NaN or inf: the test model is wrong"
+    run_on_gpu(model, inputs, precision, tmp_path)
     got = np.load(tmp_path / "o.npy")
     assert got.dtype == np.float32 and got.shape == want.shape
     rtol, atol = TOL[precision]
@@ -348,12 +353,7 @@ def test_probabilities_read_elsewhere_are_not_fused(tmp_path, gpu_timestamps):
     path = tmp_path / "probabilities.onnx"
     onnx.save(model, path)
     want = onnxruntime_outputs(path, inputs)
-    args = ["run", path, "--output-dir", tmp_path, "--device", "gpu"]
-    for name, value in inputs.items():
-        np.save(tmp_path / f"in_{name}.npy", value)
-        args += ["--input", f"{name}={tmp_path / f'in_{name}.npy'}"]
-    p = metal_mps(*args)
-    assert p.returncode == 0, f"metal-mps run failed ({p.returncode}):\n{p.stderr}{p.stdout}"
+    run_on_gpu(path, inputs, "fp32", tmp_path)
     for name, w in zip(["o", "p"], want):
         np.testing.assert_allclose(np.load(tmp_path / f"{name}.npy"), w, rtol=RTOL, atol=ATOL, err_msg=name)
     labels = gpu_kernel_labels(path, "fp32")

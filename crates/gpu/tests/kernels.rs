@@ -129,6 +129,23 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// `n` elements of type `dt` (f32 or f16) read back as f32.
+fn down_as(ctx: &GpuContext, dt: Scalar, b: &Buf, n: usize) -> Vec<f32> {
+    if dt == Scalar::F16 {
+        from_f16(&down::<f16>(ctx, b, n))
+    } else {
+        down::<f32>(ctx, b, n)
+    }
+}
+
+/// `v` as a kernel of type `dt` reads it (rounded to f16 for f16).
+fn stored_as(dt: Scalar, v: &[f32]) -> Vec<f32> {
+    match dt {
+        Scalar::F16 => from_f16(&to_f16(v)),
+        _ => v.to_vec(),
+    }
+}
+
 fn to_f16(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
 }
@@ -348,11 +365,7 @@ fn elementwise_chains_with_broadcasting() {
                 )
                 .unwrap()],
             );
-            let got = if dt == Scalar::F16 {
-                from_f16(&down::<f16>(&ctx, &y, n))
-            } else {
-                down::<f32>(&ctx, &y, n)
-            };
+            let got = down_as(&ctx, dt, &y, n);
             let tol = if dt == Scalar::F16 { 2e-2 } else { 1e-5 };
             assert_close(&got, &want, tol, &format!("case {ci} {dt:?}"));
         }
@@ -630,11 +643,7 @@ fn matmul_and_gemm_match_the_reference() {
             .unwrap();
             assert_eq!(calls.len(), 1 + usize::from(t.splits() > 1));
             run(&ctx, calls);
-            let got = if dt == Scalar::F16 {
-                from_f16(&down::<f16>(&ctx, &y, total))
-            } else {
-                down::<f32>(&ctx, &y, total)
-            };
+            let got = down_as(&ctx, dt, &y, total);
             let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
             assert_close(&got, &want, tol, &format!("matmul case {ci} {t:?} {dt:?}"));
         }
@@ -884,11 +893,7 @@ fn convolution_matches_the_reference() {
             )
             .unwrap();
             run(&ctx, calls);
-            let got = if dt == Scalar::F16 {
-                from_f16(&down::<f16>(&ctx, &y, total))
-            } else {
-                down::<f32>(&ctx, &y, total)
-            };
+            let got = down_as(&ctx, dt, &y, total);
             let tol = if dt == Scalar::F16 { 3e-2 } else { 1e-4 };
             assert_close(
                 &got,
@@ -1275,10 +1280,7 @@ fn layer_and_rms_norms_match_the_reference() {
                 continue;
             }
             // The reference reads what the kernel reads: f16 inputs rounded.
-            let stored = |v: &[f32]| match dt {
-                Scalar::F16 => from_f16(&to_f16(v)),
-                _ => v.to_vec(),
-            };
+            let stored = |v: &[f32]| stored_as(dt, v);
             let (xs, ss, bs) = (stored(&x), stored(&scale), bias.as_deref().map(stored));
             let want = norm_ref(&xs, cols, &ss, bs.as_deref(), 1e-5, rms);
             let (bx, bs) = (up_as(&ctx, dt, &x), up_as(&ctx, dt, &scale));
@@ -1300,11 +1302,7 @@ fn layer_and_rms_norms_match_the_reference() {
             )
             .unwrap();
             run(&ctx, vec![call]);
-            let got = if dt == Scalar::F16 {
-                from_f16(&down::<f16>(&ctx, &y, x.len()))
-            } else {
-                down::<f32>(&ctx, &y, x.len())
-            };
+            let got = down_as(&ctx, dt, &y, x.len());
             let tol = if dt == Scalar::F16 { 3e-2 } else { 2e-4 };
             assert_close(&got, &want, tol, &format!("norm case {ci} {dt:?}"));
         }
@@ -1474,10 +1472,7 @@ fn attention_matches_the_reference() {
             if dt == Scalar::F16 && !ctx.caps.f16 {
                 continue;
             }
-            let stored = |v: &[f32]| match dt {
-                Scalar::F16 => from_f16(&to_f16(v)),
-                _ => v.to_vec(),
-            };
+            let stored = |v: &[f32]| stored_as(dt, v);
             let mut a = a.clone();
             let bm = a.mask.as_mut().map(|m| {
                 if m.kind == MaskKind::Bool {
@@ -1513,11 +1508,7 @@ fn attention_matches_the_reference() {
             )
             .unwrap();
             run(&ctx, vec![call]);
-            let got = if dt == Scalar::F16 {
-                from_f16(&down::<f16>(&ctx, &y, n_out))
-            } else {
-                down::<f32>(&ctx, &y, n_out)
-            };
+            let got = down_as(&ctx, dt, &y, n_out);
             let tol = if dt == Scalar::F16 { 1e-2 } else { 1e-5 };
             assert_close(&got, &want, tol, &format!("attention case {ci} {dt:?}"));
         }
