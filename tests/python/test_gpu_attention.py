@@ -359,3 +359,17 @@ def test_probabilities_read_elsewhere_are_not_fused(tmp_path, gpu_timestamps):
     labels = gpu_kernel_labels(path, "fp32")
     assert any(label.startswith("Softmax") for label in labels), "\n".join(labels)
     assert not any("attention" in label.lower() for label in labels), "\n".join(labels)
+
+
+def test_scores_added_to_themselves_are_not_a_mask(tmp_path, gpu_available):  # noqa: F811
+    """`Add(s, s)` after the product is no mask: the chain runs unfused and stays correct."""
+    inputs = pattern_inputs(PATTERNS["div-sqrt-d"], seed=5)
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["s0"]),
+        helper.make_node("Add", ["s0", "s0"], ["s1"]),
+        helper.make_node("Softmax", ["s1"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+    ]
+    model = save(tmp_path / "doubled.onnx", nodes, inputs, [("o", (B, H, S, D))])
+    check_against_onnxruntime(model, inputs, "fp32", tmp_path)

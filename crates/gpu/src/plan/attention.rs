@@ -99,7 +99,11 @@ impl Builder<'_> {
                         _ => return None,
                     };
                 }
-                Op::Binary(BinaryOp::Add) if mask.is_none() => mask = Some(other(node)?),
+                // Not the scores added to themselves: the mask must be computed apart.
+                Op::Binary(BinaryOp::Add) if mask.is_none() => {
+                    mask = Some(other(node)?).filter(|&m| m != s);
+                    mask?;
+                }
                 Op::Softmax { axis, .. } => {
                     let rank = self.shape(s).len();
                     if normalize_axis(*axis, rank).ok()? != rank - 1 {
