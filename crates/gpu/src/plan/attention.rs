@@ -51,8 +51,8 @@ fn scalar(b: &Builder, v: ValueId) -> Option<f64> {
     (t.dtype().is_float() && t.numel() == 1).then(|| t.to_f64_vec()[0])
 }
 
-/// The kernel's reading of a mask value of device type `dtype` that the
-/// graph holds as `graph`.
+/// How the kernel reads a mask held as `graph` in the graph and as `device`
+/// on the device.
 fn mask_kind(graph: Option<DType>, device: Option<DType>) -> Option<MaskKind> {
     match (graph?, device?) {
         (DType::Bool, DType::I32) => Some(MaskKind::Bool),
@@ -63,14 +63,6 @@ fn mask_kind(graph: Option<DType>, device: Option<DType>) -> Option<MaskKind> {
 }
 
 impl Builder<'_> {
-    /// The node reading `v`, if it alone reads it, is of type `op_type` and
-    /// takes `v` as input `at`.
-    fn next_node(&self, v: ValueId, op_type: &str, at: usize) -> Option<usize> {
-        let c = self.sole_consumer(v)?;
-        let node = &self.g.nodes[c];
-        (node.onnx_op == op_type && node.inputs.get(at).copied().flatten() == Some(v)).then_some(c)
-    }
-
     /// MatMul `n` and the nodes after it, when they are the attention chain.
     fn attention_chain(&self, n: usize) -> Option<Chain> {
         let first = &self.g.nodes[n];
@@ -127,14 +119,13 @@ impl Builder<'_> {
                 nan_zero = true;
             }
         }
-        let last = self.next_node(p, "MatMul", 0)?;
+        // The probabilities as the left operand of a plain MatMul.
+        let last = self.sole_consumer(p)?;
         let node = &self.g.nodes[last];
-        if !matches!(
-            node.op,
-            Op::MatMul {
-                activation: metal_mps_ir::Activation::None
-            }
-        ) {
+        let plain = Op::MatMul {
+            activation: metal_mps_ir::Activation::None,
+        };
+        if node.op != plain || node.inputs[0] != Some(p) {
             return None;
         }
         absorbed.push(last);
