@@ -35,6 +35,38 @@ pub fn erf_f32(x: f32) -> f32 {
     }
 }
 
+/// `e^x` in single precision, within 2 ulp of the exact value: `x = n·ln 2 +
+/// r` with `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r` (Cephes'
+/// `expf`), then `2^n` put into the exponent bits in two halves (so that
+/// results near the overflow and underflow bounds, subnormals included, come
+/// out right). Branch-free, so that loops over it vectorize. NaN stays NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    // 1.5·2^23: adding it rounds to an integer, kept in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    // Past these bounds e^x is infinite or zero in f32; NaN passes the clamp.
+    let x = x.clamp(-104.0, 89.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = P[1..].iter().fold(P[0], |acc, &c| acc * r + c);
+    let er = p * r * r + r + 1.0;
+    let e = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let half = e >> 1;
+    let scale = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
+    er * scale(half) * scale(e - half)
+}
+
 /// GELU, `x·Φ(x) = x/2·(1 + erf(x/√2))`, in single precision through
 /// [`erf_f32`] (branch-free, so loops over it vectorize).
 #[inline(always)]
@@ -50,6 +82,31 @@ pub fn gelu_f64(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_f32_is_within_two_ulp() {
+        let ulp = |want: f64| {
+            let w = want as f32;
+            (f32::from_bits(w.to_bits() + 1) - w).max(f32::MIN_POSITIVE * f32::EPSILON) as f64
+        };
+        let mut worst = 0.0f64;
+        for i in -1_100_000..=950_000 {
+            let x = i as f32 * 1e-4;
+            let want = (x as f64).exp();
+            if want as f32 == f32::INFINITY {
+                assert_eq!(exp_f32(x), f32::INFINITY, "e^{x}");
+                continue;
+            }
+            worst = worst.max((exp_f32(x) as f64 - want).abs() / ulp(want));
+        }
+        assert!(worst <= 2.0, "largest error {worst} ulp");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_f32(89.0), f32::INFINITY);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-104.0), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
 
     #[test]
     fn erf_f32_is_within_its_bound() {

@@ -15,6 +15,7 @@ mod pool;
 mod reduce;
 mod strings;
 mod unary;
+mod vector;
 
 pub(crate) use conv::{conv_packed, ConvWeights};
 

@@ -72,7 +72,12 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
     let xv = as_f32(x)?;
     f32_output(out, x.dtype(), shape.to_vec(), |y| {
         let work = |(o, dst): (usize, &mut [f32])| {
-            softmax_block(&xv[o * block..][..block], dst, len, inner)
+            let src = &xv[o * block..][..block];
+            if inner == 1 {
+                super::vector::widest(super::vector::SoftmaxRow(src, dst))
+            } else {
+                softmax_block(src, dst, len, inner)
+            }
         };
         if outer * block > 1 << 15 {
             y.par_chunks_mut(block)

@@ -43,15 +43,36 @@ pub fn unary(op: UnaryOp, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     Ok(y)
 }
 
+/// [`map`] with each chunk's loop compiled for the widest vector instructions
+/// (for the transcendental functions, whose loops are long).
+fn map_widest(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
+    map_chunks(x, y, |x, y| {
+        super::vector::widest(super::vector::Map(f, x, y))
+    });
+}
+
+/// `f` on matching chunks of `x` and `y`, in parallel for large tensors.
+fn map_chunks(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    if y.len() < PAR_MIN {
+        f(x, y);
+    } else {
+        y.par_chunks_mut(PAR_MIN)
+            .zip(x.par_chunks(PAR_MIN))
+            .for_each(|(y, x)| f(x, y));
+    }
+}
+
 /// f32 with the op chosen once, outside the element loop.
 fn map_f32(op: UnaryOp, x: &[f32], y: &mut [f32]) {
+    use metal_mps_ir::math::exp_f32;
     match op {
         UnaryOp::Relu => map(x, y, |v: f32| v.max(0.0)),
         UnaryOp::Neg => map(x, y, |v: f32| -v),
         UnaryOp::Abs => map(x, y, f32::abs),
         UnaryOp::Sqrt => map(x, y, f32::sqrt),
-        UnaryOp::Exp => map(x, y, f32::exp),
-        UnaryOp::Gelu => map(x, y, metal_mps_ir::math::gelu_f32),
+        UnaryOp::Exp => map_widest(x, y, exp_f32),
+        UnaryOp::Sigmoid => map_widest(x, y, |v| 1.0 / (1.0 + exp_f32(-v))),
+        UnaryOp::Gelu => map_widest(x, y, metal_mps_ir::math::gelu_f32),
         UnaryOp::Clamp { min, max } => {
             // `max` wins over `min`, as in `UnaryOp::apply_f32`.
             let lo = min.min(max);

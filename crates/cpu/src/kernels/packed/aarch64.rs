@@ -10,6 +10,7 @@ pub(super) fn kernel() -> Option<Kernel> {
         name: "neon",
         tile,
         pair: None,
+        quad: None,
     })
 }
 

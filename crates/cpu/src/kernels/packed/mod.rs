@@ -28,9 +28,11 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Taps per block, at most: one `B` panel block (`KC·NR` floats) stays in L1.
 pub const KC: usize = 256;
-/// Row panels per group: a group's block of `A` (`MC_PANELS·MR·KC` floats,
-/// 96 KiB) stays in L2 while the column tiles pass over it.
-const MC_PANELS: usize = 16;
+/// Bytes of `B` taps per block of column tiles (256 KiB): the block stays in
+/// the L2 cache while the row panels pass over it, each panel sweeping every
+/// tile of the block (so that it writes its rows of `C` in order, streams the
+/// prefetcher follows, and reads its `A` panel from L1).
+const NC_BYTES: usize = 256 << 10;
 
 /// An `M×K` matrix in panels of [`MR`] rows: panel `i` holds rows
 /// `i·MR..i·MR+MR` (zero past `M`), element `(row r, tap p)` at `p·MR + r`.
@@ -206,6 +208,16 @@ type TileFn = unsafe fn(usize, *const f32, *const f32, *const usize, &Dest, &Til
 type PairFn =
     unsafe fn(usize, *const f32, [*const f32; 2], *const usize, [&Dest; 2], [&TileOps; 2]);
 
+/// [`PairFn`] on two row panels at once (the first of [`MR`] rows; `A`
+/// panels `a[0]` and `a[1]`): destinations and epilogues in the order
+/// (panel 0, tile 0), (panel 0, tile 1), (panel 1, tile 0), (panel 1, tile 1).
+/// Each load of `B` feeds twice the multiply-adds of a pair.
+///
+/// # Safety
+/// As [`TileFn`], for each panel and tile.
+type QuadFn =
+    unsafe fn(usize, [*const f32; 2], [*const f32; 2], *const usize, [&Dest; 4], [&TileOps; 4]);
+
 /// The micro-kernels of one instruction set.
 #[derive(Clone, Copy)]
 pub(crate) struct Kernel {
@@ -214,6 +226,8 @@ pub(crate) struct Kernel {
     pub tile: TileFn,
     /// Where the registers hold two tiles' accumulators.
     pub pair: Option<PairFn>,
+    /// Where they hold two row panels' by two tiles'.
+    pub quad: Option<QuadFn>,
 }
 
 /// The fastest micro-kernels this CPU runs (see [`isa_cap`]).
@@ -321,59 +335,87 @@ unsafe fn multiply_with(
             })
             .collect();
         let block_offsets = offsets.map_or(std::ptr::null(), |o| o[k0..].as_ptr());
-        // Row panels in groups whose block of A stays in the L2 cache while
-        // every column tile passes over it.
-        for (first, group) in (panels.start..)
-            .step_by(MC_PANELS)
-            .zip(ops.chunks(MC_PANELS))
-        {
-            for pair in tiles.chunks(if kernel.pair.is_some() { 2 } else { 1 }) {
-                for (i, ops) in (first..).zip(group) {
-                    let rows = MR.min(a.m - i * MR);
-                    let ap = a.panel(i, k0).as_ptr();
-                    // Per tile: its block of taps (a packed panel's starts k0
-                    // taps in), destination and epilogue.
-                    let at = |t: &Columns| {
-                        let b = if offsets.is_some() {
-                            t.b
-                        } else {
-                            t.b.add(k0 * NR)
-                        };
-                        let offset = i * MR * ldc + t.c;
-                        let residual = match (last, ep.residual) {
-                            (true, Some(r)) => r.add(offset),
-                            _ => std::ptr::null(),
-                        };
-                        let dest = Dest {
-                            c: c.add(offset),
-                            ldc,
-                            rows,
-                            cols: t.len,
-                        };
-                        (b, dest, TileOps { residual, ..*ops })
-                    };
-                    match (pair, kernel.pair) {
-                        ([t0, t1], Some(both)) => {
-                            let ((b0, d0, o0), (b1, d1, o1)) = (at(t0), at(t1));
-                            both(kc, ap, [b0, b1], block_offsets, [&d0, &d1], [&o0, &o1]);
-                        }
-                        _ => {
-                            for t in pair {
-                                let (b, dest, ops) = at(t);
-                                (kernel.tile)(kc, ap, b, block_offsets, &dest, &ops);
+        // Per panel and tile: its block of taps (a packed panel's starts k0
+        // taps in), destination and epilogue.
+        let at = |i: usize, t: &Columns| {
+            let b = if offsets.is_some() {
+                t.b
+            } else {
+                t.b.add(k0 * NR)
+            };
+            let offset = i * MR * ldc + t.c;
+            let residual = match (last, ep.residual) {
+                (true, Some(r)) => r.add(offset),
+                _ => std::ptr::null(),
+            };
+            let dest = Dest {
+                c: c.add(offset),
+                ldc,
+                rows: MR.min(a.m - i * MR),
+                cols: t.len,
+            };
+            let ops = &ops[i - panels.start];
+            (b, dest, TileOps { residual, ..*ops })
+        };
+        // Panels `i` and, when `two`, `i + 1` times the tiles `pair`.
+        let call = |i: usize, two: bool, pair: &[Columns]| {
+            let ap = a.panel(i, k0).as_ptr();
+            match (pair, kernel.quad) {
+                ([t0, t1], Some(quad)) if two => {
+                    let ap1 = a.panel(i + 1, k0).as_ptr();
+                    let (b0, d00, o00) = at(i, t0);
+                    let (b1, d01, o01) = at(i, t1);
+                    let ((_, d10, o10), (_, d11, o11)) = (at(i + 1, t0), at(i + 1, t1));
+                    quad(
+                        kc,
+                        [ap, ap1],
+                        [b0, b1],
+                        block_offsets,
+                        [&d00, &d01, &d10, &d11],
+                        [&o00, &o01, &o10, &o11],
+                    );
+                }
+                _ => {
+                    for i in i..i + 1 + two as usize {
+                        let ap = a.panel(i, k0).as_ptr();
+                        match (pair, kernel.pair) {
+                            ([t0, t1], Some(both)) => {
+                                let ((b0, d0, o0), (b1, d1, o1)) = (at(i, t0), at(i, t1));
+                                both(kc, ap, [b0, b1], block_offsets, [&d0, &d1], [&o0, &o1]);
                             }
-                        }
-                    }
-                    if let (true, Some(act)) = (last, rest) {
-                        for t in pair {
-                            let cp = c.add(i * MR * ldc + t.c);
-                            for r in 0..rows {
-                                let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
-                                row.iter_mut().for_each(|v| *v = act.apply(*v));
+                            _ => {
+                                for t in pair {
+                                    let (b, dest, ops) = at(i, t);
+                                    (kernel.tile)(kc, ap, b, block_offsets, &dest, &ops);
+                                }
                             }
                         }
                     }
                 }
+            }
+            if let (true, Some(act)) = (last, rest) {
+                for i in i..i + 1 + two as usize {
+                    for t in pair {
+                        let cp = c.add(i * MR * ldc + t.c);
+                        for r in 0..MR.min(a.m - i * MR) {
+                            let row = std::slice::from_raw_parts_mut(cp.add(r * ldc), t.len);
+                            row.iter_mut().for_each(|v| *v = act.apply(*v));
+                        }
+                    }
+                }
+            }
+        };
+        let per_call = if kernel.pair.is_some() { 2 } else { 1 };
+        // Tiles per block: an even count, so that the pairs stay pairs.
+        let per_block = (NC_BYTES / (kc * NR * 4)).max(2) & !1;
+        for block in tiles.chunks(per_block) {
+            let mut i = panels.start;
+            while i < panels.end {
+                let two = kernel.quad.is_some() && i + 1 < panels.end;
+                for pair in block.chunks(per_call) {
+                    call(i, two, pair);
+                }
+                i += 1 + two as usize;
             }
         }
         k0 += kc;
@@ -412,10 +454,10 @@ impl Finish {
         }
         match self.rest {
             None => {}
-            // On its own, so that the loop vectorizes.
-            Some(Activation::Unary(UnaryOp::Gelu)) => values
-                .iter_mut()
-                .for_each(|v| *v = metal_mps_ir::math::gelu_f32(*v)),
+            // On its own, so that the loop vectorizes (for the widest vectors).
+            Some(Activation::Unary(UnaryOp::Gelu)) => {
+                super::vector::widest(super::vector::Update(metal_mps_ir::math::gelu_f32, values))
+            }
             Some(act) => values.iter_mut().for_each(|v| *v = act.apply(*v)),
         }
     }

@@ -6,6 +6,7 @@ pub(super) const KERNEL: Kernel = Kernel {
     name: "portable",
     tile,
     pair: None,
+    quad: None,
 };
 
 /// See [`super::TileFn`].

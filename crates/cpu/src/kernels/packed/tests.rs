@@ -1,7 +1,8 @@
 //! The packed product against a naive triple loop, over shapes that cross
 //! every boundary: partial row panels, partial column panels, several blocks
 //! of taps, a sub-range of row panels, and each epilogue; and each
-//! micro-kernel on one tile (and the paired kernels on two) against the same
+//! micro-kernel on one tile (and the paired kernels on two, the quad ones on
+//! four) against the same
 //! loop, with clamps of both bounds and NaN and infinities among the values. Every kernel this CPU runs is
 //! checked: the portable one and the vector one of the architecture (AVX2/FMA
 //! on x86-64 when the CPU has it, NEON on AArch64).
@@ -119,36 +120,78 @@ proptest! {
 
     #[test]
     fn multiply_matches_naive_product(c in case()) {
-        let (m, k, cols) = (c.m, c.k, c.cols);
-        let ldc = cols + c.pad;
-        let a = values(m * k, c.seed);
-        let b = values(k * cols, c.seed ^ 0x9e37);
-        let bias = values(m, c.seed ^ 0x51);
-        let residual = values(m * ldc, c.seed ^ 0x77);
-        let sentinel = 12345.0;
-        let mut got = vec![sentinel; m * ldc];
-        let ep = Epilogue {
-            bias: c.bias.then_some(&bias[..]),
-            residual: c.residual.then_some(residual.as_ptr()),
-            activation: c.activation,
-        };
-        let packed = PackedLhs::pack(&a, m, k);
-        let panels = c.first_panel..m.div_ceil(MR);
-        let rhs = pack_rhs(&b, k, cols);
-        let tiles = tiles(&rhs, k, cols);
-        // The same panels through explicit offsets: the indirect addressing.
-        let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
-        for (kernel, offsets) in kernels()
-            .into_iter()
-            .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
-        {
-            got.fill(sentinel);
-            // SAFETY: `got` and `residual` hold m rows of ldc ≥ cols elements.
-            unsafe { multiply_with(kernel, &packed, panels.clone(), &tiles, offsets, got.as_mut_ptr(), ldc, &ep) };
-            check(&c, &got, &a, &b, &bias, &residual, sentinel)
-                .map_err(|e| TestCaseError::fail(format!("{} kernels, offsets {}: {e}", kernel.name, offsets.is_some())))?;
-        }
+        check_multiply(&c)?;
     }
+}
+
+/// Wide enough for several blocks of column tiles (`NC_BYTES`) and of taps,
+/// with an odd tile count, a partial last tile and a partial last panel.
+#[test]
+fn wide_products_cross_the_tile_blocks() {
+    let c = Case {
+        m: 13,
+        k: 700,
+        cols: 41 * NR + 5,
+        pad: 2,
+        first_panel: 0,
+        bias: true,
+        residual: true,
+        activation: Activation::Unary(UnaryOp::Relu),
+        seed: 7,
+    };
+    assert!(c.cols.div_ceil(NR) * NR * 4 * c.k.div_ceil(c.k.div_ceil(KC)) > 2 * NC_BYTES);
+    check_multiply(&c).unwrap();
+}
+
+/// [`multiply_with`] with every kernel, through packed panels and offsets,
+/// against the naive product.
+fn check_multiply(c: &Case) -> Result<(), TestCaseError> {
+    let (m, k, cols) = (c.m, c.k, c.cols);
+    let ldc = cols + c.pad;
+    let a = values(m * k, c.seed);
+    let b = values(k * cols, c.seed ^ 0x9e37);
+    let bias = values(m, c.seed ^ 0x51);
+    let residual = values(m * ldc, c.seed ^ 0x77);
+    let sentinel = 12345.0;
+    let mut got = vec![sentinel; m * ldc];
+    let ep = Epilogue {
+        bias: c.bias.then_some(&bias[..]),
+        residual: c.residual.then_some(residual.as_ptr()),
+        activation: c.activation,
+    };
+    let packed = PackedLhs::pack(&a, m, k);
+    let panels = c.first_panel..m.div_ceil(MR);
+    let rhs = pack_rhs(&b, k, cols);
+    let tiles = tiles(&rhs, k, cols);
+    // The same panels through explicit offsets: the indirect addressing.
+    let offsets: Vec<usize> = (0..k).map(|p| p * NR).collect();
+    for (kernel, offsets) in kernels()
+        .into_iter()
+        .flat_map(|t| [(t, None), (t, Some(&offsets[..]))])
+    {
+        got.fill(sentinel);
+        // SAFETY: `got` and `residual` hold m rows of ldc ≥ cols elements.
+        unsafe {
+            multiply_with(
+                kernel,
+                &packed,
+                panels.clone(),
+                &tiles,
+                offsets,
+                got.as_mut_ptr(),
+                ldc,
+                &ep,
+            )
+        };
+        check(c, &got, &a, &b, &bias, &residual, sentinel).map_err(|e| {
+            TestCaseError::fail(format!(
+                "{} kernels, offsets {}: {e}",
+                kernel.name,
+                offsets.is_some()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn check(
@@ -339,26 +382,48 @@ proptest! {
             }
             v
         };
-        // Each kernel on the tile alone, and the pair kernels with the tile as
-        // either of two (the other: the same taps into its own copy of C).
+        // Each kernel on the tile alone, the pair kernels with the tile as
+        // either of two, and the quad kernels as any of four where its rows
+        // allow (the first panel of a quad has MR rows). The other tiles: the
+        // same taps into their own copies of C.
         for kernel in kernels() {
-            let runs: &[Option<usize>] = if kernel.pair.is_some() { &[None, Some(0), Some(1)] } else { &[None] };
-            for &side in runs {
+            let mut runs = vec![("tile", 0)];
+            if kernel.pair.is_some() {
+                runs.extend([("pair", 0), ("pair", 1)]);
+            }
+            if kernel.quad.is_some() {
+                let first = if t.rows == MR { 0 } else { 2 };
+                runs.extend((first..4).map(|side| ("quad", side)));
+            }
+            for (shape, side) in runs {
                 let mut c = start.clone();
-                let mut other = start.clone();
+                let mut others = vec![start.clone(); 3];
                 let dest = Dest { c: c.as_mut_ptr(), ldc, rows: t.rows, cols: t.cols };
-                let other_dest = Dest { c: other.as_mut_ptr(), ldc, ..dest };
+                // Destination `i` of a pair or quad: the tile's at `side`; a
+                // quad's first panel has MR rows, its second and a pair the tile's.
+                let mut others = others.iter_mut();
+                let dests: Vec<Dest> = (0..4)
+                    .map(|i| match i == side {
+                        true => dest,
+                        false => Dest {
+                            c: others.next().expect("three others").as_mut_ptr(),
+                            rows: if shape == "quad" && i < 2 { MR } else { t.rows },
+                            ..dest
+                        },
+                    })
+                    .collect();
+                let d: Vec<&Dest> = dests.iter().collect();
                 let offsets_ptr = if t.gap.is_some() { offsets.as_ptr() } else { std::ptr::null() };
                 // SAFETY: `a` holds kc·MR floats, every tap of `b` NR floats,
-                // `c`, `other` and `residual` MR rows of ldc ≥ cols elements.
+                // `c`, `others` and `residual` MR rows of ldc ≥ cols elements.
                 unsafe {
-                    match (side, kernel.pair) {
-                        (Some(0), Some(pair)) => pair(t.kc, a.as_ptr(), [b.as_ptr(); 2], offsets_ptr, [&dest, &other_dest], [&ops, &ops]),
-                        (Some(_), Some(pair)) => pair(t.kc, a.as_ptr(), [b.as_ptr(); 2], offsets_ptr, [&other_dest, &dest], [&ops, &ops]),
+                    match (shape, kernel.pair, kernel.quad) {
+                        ("pair", Some(pair), _) => pair(t.kc, a.as_ptr(), [b.as_ptr(); 2], offsets_ptr, [d[0], d[1]], [&ops; 2]),
+                        ("quad", _, Some(quad)) => quad(t.kc, [a.as_ptr(); 2], [b.as_ptr(); 2], offsets_ptr, [d[0], d[1], d[2], d[3]], [&ops; 4]),
                         _ => (kernel.tile)(t.kc, a.as_ptr(), b.as_ptr(), offsets_ptr, &dest, &ops),
                     }
                 }
-                let name = format!("{} kernel (pair side {side:?})", kernel.name);
+                let name = format!("{} kernel ({shape}, side {side})", kernel.name);
                 for r in 0..MR {
                     for j in 0..ldc {
                         let got = c[r * ldc + j];

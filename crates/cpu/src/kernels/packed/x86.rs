@@ -13,6 +13,7 @@ const AVX512: Kernel = Kernel {
     name: "avx512",
     tile: tile_avx512,
     pair: Some(pair_avx512),
+    quad: Some(quad_avx512),
 };
 
 /// A 6×32 pair takes 24 accumulators: more than AVX2's 16 registers.
@@ -20,6 +21,7 @@ const AVX2: Kernel = Kernel {
     name: "avx2",
     tile: tile_avx2,
     pair: None,
+    quad: None,
 };
 
 /// The widest kernels this CPU runs, unless `METAL_MPS_CPU_ISA` caps them
@@ -110,6 +112,25 @@ unsafe fn pair_avx512(
         4 => avx512_tiles::<4, 2>(kc, a, b, offsets, dest, ops),
         5 => avx512_tiles::<5, 2>(kc, a, b, offsets, dest, ops),
         _ => avx512_tiles::<MR, 2>(kc, a, b, offsets, dest, ops),
+    }
+}
+
+/// See [`super::QuadFn`]: the first panel has [`MR`] rows, the second any.
+unsafe fn quad_avx512(
+    kc: usize,
+    a: [*const f32; 2],
+    b: [*const f32; 2],
+    offsets: *const usize,
+    dest: [&Dest; 4],
+    ops: [&TileOps; 4],
+) {
+    match dest[2].rows {
+        1 => avx512_quad::<1>(kc, a, b, offsets, dest, ops),
+        2 => avx512_quad::<2>(kc, a, b, offsets, dest, ops),
+        3 => avx512_quad::<3>(kc, a, b, offsets, dest, ops),
+        4 => avx512_quad::<4>(kc, a, b, offsets, dest, ops),
+        5 => avx512_quad::<5>(kc, a, b, offsets, dest, ops),
+        _ => avx512_quad::<MR>(kc, a, b, offsets, dest, ops),
     }
 }
 
@@ -243,6 +264,41 @@ unsafe fn avx512_tiles<const R: usize, const T: usize>(
     for t in 0..T {
         store_avx512(&acc[t], dest[t], ops[t]);
     }
+}
+
+/// Two row panels (the first of [`MR`] rows, the second of `R`) by two column
+/// tiles: 24 accumulators at most, each load of `B` feeding up to twelve
+/// multiply-adds and each broadcast of `A` two.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn avx512_quad<const R: usize>(
+    kc: usize,
+    a: [*const f32; 2],
+    b: [*const f32; 2],
+    offsets: *const usize,
+    dest: [&Dest; 4],
+    ops: [&TileOps; 4],
+) {
+    let mut top = [[_mm512_setzero_ps(); MR]; 2];
+    let mut bottom = [[_mm512_setzero_ps(); R]; 2];
+    for p in 0..kc {
+        let b0 = _mm512_loadu_ps(tap(b[0], offsets, p));
+        let b1 = _mm512_loadu_ps(tap(b[1], offsets, p));
+        for r in 0..MR {
+            let ar = _mm512_set1_ps(*a[0].add(p * MR + r));
+            top[0][r] = _mm512_fmadd_ps(ar, b0, top[0][r]);
+            top[1][r] = _mm512_fmadd_ps(ar, b1, top[1][r]);
+        }
+        for r in 0..R {
+            let ar = _mm512_set1_ps(*a[1].add(p * MR + r));
+            bottom[0][r] = _mm512_fmadd_ps(ar, b0, bottom[0][r]);
+            bottom[1][r] = _mm512_fmadd_ps(ar, b1, bottom[1][r]);
+        }
+    }
+    store_avx512(&top[0], dest[0], ops[0]);
+    store_avx512(&top[1], dest[1], ops[1]);
+    store_avx512(&bottom[0], dest[2], ops[2]);
+    store_avx512(&bottom[1], dest[3], ops[3]);
 }
 
 /// The epilogue on `R` rows of 16 accumulators, then the store.
