@@ -284,6 +284,12 @@ unsafe fn avx512_quad<const R: usize>(
     for p in 0..kc {
         let b0 = _mm512_loadu_ps(tap(b[0], offsets, p));
         let b1 = _mm512_loadu_ps(tap(b[1], offsets, p));
+        // The same tap of the next pair of tiles, which the next call reads
+        // when the tiles are columns of one matrix (a pointwise convolution's
+        // input planes): one stream per tap, more than the hardware prefetcher
+        // follows. A hint only (and `wrapping_add`): it may point past `B`.
+        _mm_prefetch::<_MM_HINT_T0>(tap(b[0], offsets, p).wrapping_add(2 * NR) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(tap(b[1], offsets, p).wrapping_add(2 * NR) as *const i8);
         for r in 0..MR {
             let ar = _mm512_set1_ps(*a[0].add(p * MR + r));
             top[0][r] = _mm512_fmadd_ps(ar, b0, top[0][r]);
