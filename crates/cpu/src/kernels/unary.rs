@@ -8,12 +8,19 @@ const PAR_MIN: usize = 1 << 15;
 
 /// Applies `f` to every element, in parallel for large tensors.
 pub(crate) fn map<T: Element, U: Element>(x: &[T], y: &mut [U], f: impl Fn(T) -> U + Sync) {
+    map_chunks(x, y, |x, y| {
+        y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v))
+    });
+}
+
+/// `f` on matching chunks of `x` and `y`, in parallel for large tensors.
+fn map_chunks<T: Element, U: Element>(x: &[T], y: &mut [U], f: impl Fn(&[T], &mut [U]) + Sync) {
     if y.len() < PAR_MIN {
-        y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+        f(x, y);
     } else {
         y.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN))
-            .for_each(|(o, v)| o.iter_mut().zip(v).for_each(|(o, &v)| *o = f(v)));
+            .for_each(|(y, x)| f(x, y));
     }
 }
 
@@ -49,17 +56,6 @@ fn map_widest(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
     map_chunks(x, y, |x, y| {
         super::vector::widest(super::vector::Map(f, x, y))
     });
-}
-
-/// `f` on matching chunks of `x` and `y`, in parallel for large tensors.
-fn map_chunks(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    if y.len() < PAR_MIN {
-        f(x, y);
-    } else {
-        y.par_chunks_mut(PAR_MIN)
-            .zip(x.par_chunks(PAR_MIN))
-            .for_each(|(y, x)| f(x, y));
-    }
 }
 
 /// f32 with the op chosen once, outside the element loop.

@@ -359,9 +359,9 @@ unsafe fn multiply_with(
         };
         // Panels `i` and, when `two`, `i + 1` times the tiles `pair`.
         let call = |i: usize, two: bool, pair: &[Columns]| {
-            let ap = a.panel(i, k0).as_ptr();
             match (pair, kernel.quad) {
                 ([t0, t1], Some(quad)) if two => {
+                    let ap = a.panel(i, k0).as_ptr();
                     let ap1 = a.panel(i + 1, k0).as_ptr();
                     let (b0, d00, o00) = at(i, t0);
                     let (b1, d01, o01) = at(i, t1);
