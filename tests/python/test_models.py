@@ -138,6 +138,38 @@ def test_bench_json_reports_load_and_run_times(models):
     assert 0 < report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
 
 
+def big_output_model(path: Path) -> Path:
+    """A 3×3 depthwise Conv whose 5 MB output is a graph output, as a feature map is."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.uniform(-1, 1, (192, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], group=192, pads=[1, 1, 1, 1])], "big_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 192, 56, 56])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 192, 56, 56])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6")
+                    and not os.path.exists("/lib/aarch64-linux-gnu/libc.so.6"), reason="glibc only")
+def test_runs_reuse_the_memory_of_a_large_output(tmp_path):
+    """glibc would unmap each run's 5 MB output when it is freed, and the next run would fault
+    its ~1200 pages in again (3-4x the convolution's time): the CLI keeps freed memory, unless
+    the user sets glibc's own tunables (here the default top pad, which brings the faults back)."""
+    model = big_output_model(tmp_path / "big_output.onnx")
+
+    def faults(env: dict) -> float:
+        p = subprocess.run([str(BIN), "bench", str(model), "--json", "--iterations", "30", "--warmup", "10"],
+                           capture_output=True, text=True, timeout=TIMEOUT_S,
+                           env={**ENV, "RAYON_NUM_THREADS": "1", **env})
+        assert p.returncode == 0, f"metal-mps bench failed:\n{p.stderr}{p.stdout}"
+        return json.loads(p.stdout.strip().splitlines()[-1])["page_faults_per_run"]
+
+    pages = 2 * 192 * 56 * 56 * 4 // 4096
+    assert faults({}) < pages / 10
+    assert faults({"MALLOC_TOP_PAD_": "131072"}) > pages / 2
+
+
 def test_autotune_flag_takes_on_or_off(models):
     p = metal_mps("bench", models / "simple_cnn.onnx", "--json", "--iterations", 2, "--autotune", "off")
     assert p.returncode == 0, f"metal-mps bench --autotune off failed:\n{p.stderr}{p.stdout}"

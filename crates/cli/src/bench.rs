@@ -35,6 +35,10 @@ pub struct Args {
     /// each kernel then runs in its own pass and every run waits for them).
     #[arg(long)]
     profile: bool,
+    /// As `--profile`, with a row per node of the CPU engine's plan (its
+    /// ONNX name, then its operator) instead of per operator type.
+    #[arg(long)]
+    profile_nodes: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -75,14 +79,20 @@ pub fn main(args: Args) -> Result<ExitCode> {
     for _ in 1..args.warmup {
         model.run_in_order(&inputs)?;
     }
-    metal_mps::profile::set_enabled(args.profile);
+    let profile = args.profile || args.profile_nodes;
+    metal_mps::profile::set_per_node(args.profile_nodes);
+    metal_mps::profile::set_enabled(profile);
     let mut times = Vec::with_capacity(args.iterations);
+    let faults_before = crate::malloc::page_faults();
     for _ in 0..args.iterations {
         let t = Instant::now();
         let out = model.run_in_order(&inputs)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         drop(out);
     }
+    let faults = crate::malloc::page_faults()
+        .zip(faults_before)
+        .map(|(after, before)| (after - before) as f64 / args.iterations as f64);
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     let (median, p90) = (pct(0.5), pct(0.9));
@@ -101,19 +111,21 @@ pub fn main(args: Args) -> Result<ExitCode> {
             "mean_ms": mean,
             "min_ms": times[0],
             "throughput_per_s": throughput,
+            "page_faults_per_run": faults,
         });
         println!("{j}");
     } else {
         println!(
-            "{} on {} (batch {}, loaded in {load_ms:.1} ms, first run {first_ms:.1} ms): median {median:.3} ms, p90 {p90:.3} ms, min {:.3} ms, {throughput:.1} inferences/s over {} runs",
+            "{} on {} (batch {}, loaded in {load_ms:.1} ms, first run {first_ms:.1} ms): median {median:.3} ms, p90 {p90:.3} ms, min {:.3} ms, {throughput:.1} inferences/s over {} runs{}",
             args.model.display(),
             model.device(),
             args.batch,
             times[0],
-            args.iterations
+            args.iterations,
+            faults.map_or(String::new(), |f| format!(", {f:.0} page faults per run"))
         );
     }
-    if args.profile {
+    if profile {
         print_profile(times.iter().sum::<f64>(), args.iterations);
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@ mod bench;
 mod compare;
 mod info;
 mod io;
+mod malloc;
 mod run;
 mod test;
 
@@ -48,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         // `serve` installs its own subscriber, honoring --log-verbose.

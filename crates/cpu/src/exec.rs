@@ -265,7 +265,7 @@ impl CpuPlan {
             }
             if self.view_in_place(step, node, slots, owned, fed)? {
                 if let Some(started) = started {
-                    crate::profile::record(node.op.name().as_ref(), started.elapsed());
+                    crate::profile::record(&profile_key(node, ""), started.elapsed());
                 }
                 continue;
             }
@@ -314,7 +314,7 @@ impl CpuPlan {
                     Some(Packed::Linear(_)) => " (packed)",
                     None => "",
                 };
-                crate::profile::record(&format!("{}{packed}", node.op.name()), started.elapsed());
+                crate::profile::record(&profile_key(node, packed), started.elapsed());
             }
             for (&o, t) in node.outputs.iter().zip(outs) {
                 owned[o] = Some(t);
@@ -461,6 +461,15 @@ impl Fed<'_> {
             Fed::Tensor(t) => t.as_bytes().len(),
             Fed::Data(d) => d.bytes(),
         }
+    }
+}
+
+/// What a node's time is recorded under: its operator and how its weights
+/// are packed (`packed`), after its name when profiling per node.
+fn profile_key(node: &Node, packed: &str) -> String {
+    match crate::profile::per_node() {
+        true => format!("{} {}{packed}", node.name, node.op.name()),
+        false => format!("{}{packed}", node.op.name()),
     }
 }
 

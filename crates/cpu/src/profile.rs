@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 static ON: AtomicBool = AtomicBool::new(false);
+static PER_NODE: AtomicBool = AtomicBool::new(false);
 static TOTALS: Mutex<Option<HashMap<String, (Duration, u64)>>> = Mutex::new(None);
 
 /// Starts (or stops) recording, and forgets what was recorded.
@@ -19,6 +20,16 @@ pub fn set_enabled(on: bool) {
 
 pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
+}
+
+/// Whether the CPU engine records each node on its own (under its ONNX
+/// name) rather than each operator type.
+pub fn set_per_node(on: bool) {
+    PER_NODE.store(on, Ordering::Relaxed);
+}
+
+pub fn per_node() -> bool {
+    PER_NODE.load(Ordering::Relaxed)
 }
 
 /// Adds one execution of an operator named `op` that took `took`.
