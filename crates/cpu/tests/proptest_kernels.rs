@@ -762,6 +762,47 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
         )
 }
 
+/// Depthwise convolutions of 16 or more channels on small planes, which the
+/// AVX-512 kernel takes 16 channels at a time (the rest plane by plane): a
+/// multiplier of 1, kernels up to 5, stride and dilation up to 2, each fused form.
+fn depthwise_lanes_case() -> impl Strategy<Value = ConvCase> {
+    let activation = prop_oneof![
+        Just(Activation::None),
+        Just(RELU),
+        Just(Activation::Unary(UnaryOp::Clamp {
+            min: -0.2,
+            max: 0.5
+        })),
+        Just(Activation::Unary(UnaryOp::HardSwish)),
+    ];
+    (
+        (1usize..=2, 16usize..=40),
+        (1usize..=12, 1usize..=30),
+        (
+            [1usize..=5, 1usize..=5],
+            [1usize..=2, 1usize..=2],
+            [1usize..=2, 1usize..=2],
+        ),
+        [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+        auto_pad(),
+        (any::<bool>(), any::<bool>(), any::<u64>()),
+        (prop::bool::weighted(0.2), activation),
+    )
+        .prop_map(
+            |((n, groups), plane, window, pads, auto_pad, options, (residual, activation))| {
+                case_of(
+                    (n, groups, 1, 1),
+                    plane,
+                    window,
+                    pads,
+                    auto_pad,
+                    options,
+                    (residual, activation, false),
+                )
+            },
+        )
+}
+
 /// 1-D depthwise convolutions (height 1, a `1×k` kernel).
 fn depthwise_1d_case() -> impl Strategy<Value = ConvCase> {
     (
@@ -798,6 +839,15 @@ proptest! {
     #[test]
     fn depthwise_conv1d_matches_direct_convolution(c in depthwise_1d_case()) {
         check_conv_1d(&c);
+    }
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 96, ..config() })]
+
+    #[test]
+    fn depthwise_lanes_match_direct_convolution(c in depthwise_lanes_case()) {
+        check_conv(&c)?;
     }
 }
 

@@ -20,6 +20,7 @@
 use super::pool2x2::pool_pairs;
 use super::{copy_phase, with_local, Geometry, Product};
 use crate::kernels::packed::{clamp, Finish};
+use crate::kernels::vector::{widest, Loop};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -133,6 +134,7 @@ impl Layout {
 
     /// Copies input plane `x` (`h×w`) into `dst` as padded phase planes,
     /// whose padding already holds zeros.
+    #[inline(always)]
     fn fill(&self, g: &Geometry, x: &[f32], dst: &mut [f32]) {
         let [sh, sw] = g.stride;
         let pt = g.pad[0];
@@ -167,6 +169,7 @@ impl Layout {
 
 /// Both column phases of stride 2 at once (one pass over `src`, pairs
 /// deinterleaved): as [`copy_phase`] for phases 0 and 1.
+#[inline(always)]
 fn split_pairs(pl: usize, src: &[f32], phase0: &mut [f32], phase1: &mut [f32]) {
     // Input column `ix` is padded column `ix + pl`: phase `(ix + pl) % 2`,
     // position `(ix + pl) / 2`. Even input columns go to one phase, odd
@@ -228,8 +231,28 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
     let channel = channel_fn();
     let finish = Finish::new(conv.activation);
     let padding = layout.padding(g);
+    // Channels below `lanes` go 16 at a time to the lanes kernel.
+    #[cfg(target_arch = "x86_64")]
+    let lanes = {
+        use super::depthwise_lanes::{channels, fits, LANES};
+        use super::SharedOut;
+        let lanes = match fits(g, conv.residual.is_some()) {
+            true => g.c / LANES * LANES,
+            false => 0,
+        };
+        let (groups, out) = (lanes / LANES, SharedOut(y.as_mut_ptr()));
+        (0..g.n * groups).into_par_iter().for_each(|task| {
+            let (n, c0) = (task / groups, task % groups * LANES);
+            // SAFETY: `fits` held; each task writes its own 16 planes of `y`.
+            unsafe { channels(g, conv.x, w, conv.bias, &finish, n, c0, out.at(0)) }
+        });
+        lanes
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let lanes = 0;
     y.par_chunks_mut(mult * ohw)
         .enumerate()
+        .filter(|(plane, _)| plane % g.c >= lanes)
         .for_each(|(plane, out)| {
             let (n, c) = (plane / g.c, plane % g.c);
             let x = &conv.x[plane * g.h * g.w..][..g.h * g.w];
@@ -243,7 +266,12 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
                     *padded = Some(padding.clone());
                 }
                 flat.resize(run, 0.0);
-                layout.fill(g, x, src);
+                widest(Fill {
+                    layout,
+                    g,
+                    x,
+                    dst: src,
+                });
                 for (j, out) in out.chunks_exact_mut(ohw).enumerate() {
                     let m = c * mult + j;
                     let job = Channel {
@@ -264,6 +292,23 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
                 }
             })
         });
+}
+
+/// [`Layout::fill`], compiled for the widest vectors (its rows are short
+/// copies and, with stride 2, deinterleaving).
+struct Fill<'a> {
+    layout: &'a Layout,
+    g: &'a Geometry,
+    x: &'a [f32],
+    dst: &'a mut [f32],
+}
+
+impl Loop for Fill<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        self.layout.fill(self.g, self.x, self.dst)
+    }
 }
 
 /// One output channel of a plane: its sums over the taps, then the rows
