@@ -236,10 +236,14 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
     let lanes = {
         use super::depthwise_lanes::{channels, fits, LANES};
         use super::SharedOut;
-        let lanes = match fits(g, conv.residual.is_some()) {
-            true => g.c / LANES * LANES,
-            false => 0,
-        };
+        // Fewer tasks than twice the threads would leave threads idle that
+        // the planes keep busy.
+        let tasks = g.n * (g.c / LANES);
+        let lanes =
+            match fits(g, conv.residual.is_some()) && tasks >= 2 * rayon::current_num_threads() {
+                true => g.c / LANES * LANES,
+                false => 0,
+            };
         let (groups, out) = (lanes / LANES, SharedOut(y.as_mut_ptr()));
         (0..g.n * groups).into_par_iter().for_each(|task| {
             let (n, c0) = (task / groups, task % groups * LANES);
