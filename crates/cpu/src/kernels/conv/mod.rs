@@ -381,9 +381,9 @@ pub(super) fn copy_phase(pl: usize, sw: usize, rx: usize, src: &[f32], row: &mut
     }
 }
 
-/// `dst.copy_from_slice(src)` without a call: the rows of a plane are too
-/// short for `memmove` to pay for its call (a third of a 3×3 depthwise
-/// convolution's time went there).
+/// `dst.copy_from_slice(src)` inlined: a padded copy's rows are tens of
+/// floats, where a `memmove` call per row costs as much as the copy (in the
+/// widest build these are vector moves).
 #[inline(always)]
 fn copy_short(src: &[f32], dst: &mut [f32]) {
     const LANES: usize = 16;
