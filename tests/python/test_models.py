@@ -12,6 +12,7 @@ import atexit
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -150,8 +151,7 @@ def big_output_model(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6")
-                    and not os.path.exists("/lib/aarch64-linux-gnu/libc.so.6"), reason="glibc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_runs_reuse_the_memory_of_a_large_output(tmp_path):
     """glibc would unmap each run's 5 MB output when it is freed, and the next run would fault
     its ~1200 pages in again (3-4x the convolution's time): the CLI keeps freed memory, unless

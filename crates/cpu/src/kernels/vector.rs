@@ -23,14 +23,11 @@ pub(crate) trait Loop {
 pub(crate) fn widest<L: Loop>(job: L) -> L::Output {
     #[cfg(target_arch = "x86_64")]
     {
-        let cap = super::packed::isa_cap();
-        if cap.is_none_or(|c| c == "avx512")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("fma")
-        {
+        if avx512_allowed() {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { avx512(job) };
         }
+        let cap = super::packed::isa_cap();
         if cap.is_none_or(|c| c == "avx512" || c == "avx2")
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -40,6 +37,15 @@ pub(crate) fn widest<L: Loop>(job: L) -> L::Output {
         }
     }
     job.run()
+}
+
+/// Whether code compiled for AVX-512 with FMA may run: this CPU has both and
+/// `METAL_MPS_CPU_ISA` does not cap the kernels below them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_allowed() -> bool {
+    super::packed::isa_cap().is_none_or(|c| c == "avx512")
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -13,6 +13,7 @@
 
 use super::Geometry;
 use crate::kernels::packed::Finish;
+use crate::kernels::vector::avx512_allowed;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -28,8 +29,9 @@ const MAX_PIXELS: usize = 32 * 32;
 struct Scratch {
     /// The padded input, pixels of 16 channels.
     padded: Vec<f32>,
-    /// What the padding of `padded` was zeroed for: [`Geometry`] sizes and pads.
-    held: Option<[usize; 8]>,
+    /// What decides which elements of `padded` are padding, zeroed for: the
+    /// input plane's size, the top and left pads, the padded size.
+    held: Option<[usize; 6]>,
     /// The output pixels.
     out: Vec<f32>,
     /// Each tap's 16 weights.
@@ -43,15 +45,12 @@ thread_local! {
 /// Whether this CPU runs the lanes kernel on `g` (multiplier 1, no residual):
 /// the planes are small and there is at least one full group of channels.
 pub(super) fn fits(g: &Geometry, residual: bool) -> bool {
-    let cap = crate::kernels::packed::isa_cap();
     g.m == g.c
         && g.c >= LANES
         && !residual
         && g.oh * g.ow <= MAX_PIXELS
         && g.h * g.w <= 4 * MAX_PIXELS
-        && cap.is_none_or(|c| c == "avx512")
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("fma")
+        && avx512_allowed()
 }
 
 /// The rows and columns of the padded input that the windows read.
@@ -82,7 +81,7 @@ pub(super) unsafe fn channels(
 ) {
     let (hw, ohw, khw) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let (rows, cols) = padded_size(g);
-    let key = [g.h, g.w, g.oh, g.ow, rows, cols, g.pad[0], g.pad[1]];
+    let key = [g.h, g.w, g.pad[0], g.pad[1], rows, cols];
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let Scratch {
