@@ -254,6 +254,9 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
     };
     #[cfg(not(target_arch = "x86_64"))]
     let lanes = 0;
+    if lanes == g.c {
+        return;
+    }
     y.par_chunks_mut(mult * ohw)
         .enumerate()
         .filter(|(plane, _)| plane % g.c >= lanes)

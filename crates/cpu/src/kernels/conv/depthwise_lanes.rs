@@ -98,11 +98,7 @@ pub(super) unsafe fn channels(
         }
         out.resize(ohw * LANES, 0.0);
         weights.resize(khw * LANES, 0.0);
-        for (l, ch) in (c0..c0 + LANES).enumerate() {
-            for t in 0..khw {
-                weights[t * LANES + l] = w[ch * khw + t];
-            }
-        }
+        gather_taps(&w[c0 * khw..][..LANES * khw], khw, weights.as_mut_ptr());
         let planes = x[(n * g.c + c0) * hw..][..LANES * hw].as_ptr();
         gather_pixels(g, planes, padded.as_mut_ptr(), cols, rows);
         let bias = bias.map_or(_mm512_setzero_ps(), |b| _mm512_loadu_ps(b[c0..].as_ptr()));
@@ -125,6 +121,24 @@ pub(super) unsafe fn channels(
     })
 }
 
+/// Transposes the 16 channels' weights `w` (`khw` taps each) into each
+/// tap's 16 weights at `weights`.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_taps(w: &[f32], khw: usize, weights: *mut f32) {
+    let mut block = [_mm512_setzero_ps(); LANES];
+    for t0 in (0..khw).step_by(LANES) {
+        let len = LANES.min(khw - t0);
+        let mask = lanes_mask(len);
+        for (l, v) in block.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(l * khw + t0));
+        }
+        transpose(&mut block);
+        for (j, v) in block.iter().enumerate().take(len) {
+            _mm512_storeu_ps(weights.add((t0 + j) * LANES), *v);
+        }
+    }
+}
+
 /// Transposes the 16 planes at `planes` (`h·w` floats each) into pixels of
 /// 16 channels at their padded positions in `padded` (`rows×cols` pixels).
 #[target_feature(enable = "avx512f")]
@@ -137,6 +151,8 @@ unsafe fn gather_pixels(
 ) {
     let hw = g.h * g.w;
     let mut block = [_mm512_setzero_ps(); LANES];
+    // The input pixel (iy, ix) of the block's next pixel.
+    let (mut iy, mut ix) = (0, 0);
     for p0 in (0..hw).step_by(LANES) {
         let len = LANES.min(hw - p0);
         let mask = lanes_mask(len);
@@ -144,11 +160,14 @@ unsafe fn gather_pixels(
             *v = _mm512_maskz_loadu_ps(mask, planes.add(l * hw + p0));
         }
         transpose(&mut block);
-        for (j, v) in block.iter().enumerate().take(len) {
-            let (iy, ix) = ((p0 + j) / g.w, (p0 + j) % g.w);
+        for v in block.iter().take(len) {
             let (py, px) = (iy + g.pad[0], ix + g.pad[1]);
             if py < rows && px < cols {
                 _mm512_storeu_ps(padded.add((py * cols + px) * LANES), *v);
+            }
+            ix += 1;
+            if ix == g.w {
+                (iy, ix) = (iy + 1, 0);
             }
         }
     }
@@ -181,21 +200,21 @@ unsafe fn sum_taps(
     };
     for oy in 0..g.oh {
         // Eight pixels at a time keep both FMA units busy (each sum waits on
-        // its last multiply-add); the rest of the row in fewer.
+        // its last multiply-add); the rest of the row in one go.
         let mut ox = 0;
         while ox + 8 <= g.ow {
             run.pixels::<8>(oy, ox);
             ox += 8;
         }
-        for p in [4, 2, 1] {
-            if g.ow - ox >= p {
-                match p {
-                    4 => run.pixels::<4>(oy, ox),
-                    2 => run.pixels::<2>(oy, ox),
-                    _ => run.pixels::<1>(oy, ox),
-                }
-                ox += p;
-            }
+        match g.ow - ox {
+            0 => {}
+            1 => run.pixels::<1>(oy, ox),
+            2 => run.pixels::<2>(oy, ox),
+            3 => run.pixels::<3>(oy, ox),
+            4 => run.pixels::<4>(oy, ox),
+            5 => run.pixels::<5>(oy, ox),
+            6 => run.pixels::<6>(oy, ox),
+            _ => run.pixels::<7>(oy, ox),
         }
     }
 }
