@@ -52,6 +52,7 @@ fn main() -> ExitCode {
     malloc::keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_a_closed_pipe();
         // `serve` installs its own subscriber, honoring --log-verbose.
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -83,6 +84,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes a command whose output is piped into a reader that stops early
+/// (`metal-mps bench ... | head`) end as other Unix tools do, instead of
+/// panicking in `println!`. Not for `serve`, whose sockets must keep getting
+/// `EPIPE` errors rather than the signal.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of a signal the Rust runtime ignores.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Runs a planned graph on the CPU.
 
 use crate::kernels::{
-    conv_packed, gemm_packed, matmul_packed, view_shape, ConvWeights, PackedLinear,
+    conv_packed, gemm_packed, matmul_packed, on_caller, view_shape, ConvWeights, PackedLinear,
 };
 use crate::{eval_op, Out};
 use metal_mps_ir::plan::{Home, Plan};
@@ -182,7 +182,7 @@ impl CpuPlan {
         }
         let input_bytes: usize = inputs.iter().map(Fed::bytes).sum();
         let result = if self.constant_bytes.saturating_add(input_bytes) <= INLINE_BYTES {
-            self.execute(&mut slots, &mut owned, &fed, &mut data)
+            on_caller(|| self.execute(&mut slots, &mut owned, &fed, &mut data))
         } else {
             self.run_on_pool(&mut slots, &mut owned, &fed, &mut data)
         };

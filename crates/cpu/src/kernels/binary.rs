@@ -1,5 +1,6 @@
 //! Elementwise binary ops with ONNX (numpy) multidirectional broadcasting.
 
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{bf16, broadcast_shapes, f16, BinaryOp, DType, Element, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -166,6 +167,7 @@ fn for_chunks<T: Send>(y: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     } else {
         y.par_chunks_mut(PAR_MIN)
             .enumerate()
+            .spread()
             .for_each(|(c, chunk)| f(c * PAR_MIN, chunk));
     }
 }
@@ -223,6 +225,7 @@ fn broadcast_rows<T: Send>(
     } else {
         y.par_chunks_mut(inner)
             .enumerate()
+            .spread()
             .for_each(|(r, c)| row(r, c));
     }
 }

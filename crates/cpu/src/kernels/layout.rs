@@ -1,5 +1,6 @@
 //! Ops that move data without arithmetic.
 
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{
     coalesce, infer, invalid, normalize_axis, step_index, strides, DType, Element, Error, Op,
@@ -187,6 +188,7 @@ fn copy_strided(src: &[u8], dst: &mut [u8], dims: &[(usize, usize)], size: usize
         dst[..n * size]
             .par_chunks_mut(rows_per_task * row_bytes)
             .enumerate()
+            .spread()
             .for_each(|(i, chunk)| copy_rows(i * rows_per_task, chunk));
     }
 }

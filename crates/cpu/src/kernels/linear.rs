@@ -6,6 +6,7 @@
 
 use super::packed::{self, Epilogue, Finish, PackedLhs, PackedRhs, MR, NR};
 use super::{with_local, SharedOut};
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{broadcast_shapes, invalid, Activation, DType, GemmAttrs, Result, Tensor};
 use rayon::prelude::*;
@@ -226,33 +227,36 @@ fn product(rows: Rows, m: usize, w: &PackedLinear, y: &mut [f32], finish: &RowFi
         let want = 4 * rayon::current_num_threads();
         let col_tasks = tiles.min(want).max(1);
         let row_tasks = panels.min(want.div_ceil(col_tasks)).max(1);
-        (0..col_tasks * row_tasks).into_par_iter().for_each(|task| {
-            let (ct, rt) = (task % col_tasks, task / col_tasks);
-            let tiles = ct * tiles / col_tasks..(ct + 1) * tiles / col_tasks;
-            let panels = rt * panels / row_tasks..(rt + 1) * panels / row_tasks;
-            let columns = tiles.start * NR..(tiles.end * NR).min(n);
-            // SAFETY: the panels hold `m` rows of `k` taps and the packed
-            // tiles `k` taps each; this task alone writes (then reads) rows
-            // `panels` × columns `columns` of `y` (`m×n`, rows `n` apart).
-            unsafe {
-                packed::multiply(
-                    lhs,
-                    panels.clone(),
-                    &w.rhs.tiles(tiles),
-                    None,
-                    dst.at(0),
-                    n,
-                    &Epilogue::NONE,
-                );
-                for row in panels.start * MR..(panels.end * MR).min(m) {
-                    let values = std::slice::from_raw_parts_mut(
-                        dst.at(row * n + columns.start),
-                        columns.len(),
+        (0..col_tasks * row_tasks)
+            .into_par_iter()
+            .spread()
+            .for_each(|task| {
+                let (ct, rt) = (task % col_tasks, task / col_tasks);
+                let tiles = ct * tiles / col_tasks..(ct + 1) * tiles / col_tasks;
+                let panels = rt * panels / row_tasks..(rt + 1) * panels / row_tasks;
+                let columns = tiles.start * NR..(tiles.end * NR).min(n);
+                // SAFETY: the panels hold `m` rows of `k` taps and the packed
+                // tiles `k` taps each; this task alone writes (then reads) rows
+                // `panels` × columns `columns` of `y` (`m×n`, rows `n` apart).
+                unsafe {
+                    packed::multiply(
+                        lhs,
+                        panels.clone(),
+                        &w.rhs.tiles(tiles),
+                        None,
+                        dst.at(0),
+                        n,
+                        &Epilogue::NONE,
                     );
-                    finish((row, columns.clone()), values);
+                    for row in panels.start * MR..(panels.end * MR).min(m) {
+                        let values = std::slice::from_raw_parts_mut(
+                            dst.at(row * n + columns.start),
+                            columns.len(),
+                        );
+                        finish((row, columns.clone()), values);
+                    }
                 }
-            }
-        });
+            });
     };
     with_local(&LHS, |lhs| {
         fresh(lhs);

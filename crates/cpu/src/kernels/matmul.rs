@@ -2,6 +2,7 @@
 //! Half-precision operands are widened to f32 for the product.
 
 use super::binary::broadcast_strides;
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{
     bf16, broadcast_shapes, f16, invalid, Activation, DType, Element, GemmAttrs, Result, Tensor,
@@ -229,6 +230,7 @@ pub fn matmul(
             let inner = nb < rayon::current_num_threads();
             y.par_chunks_mut((m * n).max(1))
                 .enumerate()
+                .spread()
                 .for_each(|(i, dst)| {
                     let (oa, ob) = offsets(i);
                     sgemm(m, n, k, &av[oa..], k, &bv[ob..], n, dst, inner);

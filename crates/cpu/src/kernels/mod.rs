@@ -13,6 +13,8 @@ mod norm;
 mod packed;
 mod pool;
 mod reduce;
+mod spread;
+pub(crate) use spread::on_caller;
 mod strings;
 mod unary;
 mod vector;

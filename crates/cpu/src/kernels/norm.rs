@@ -1,6 +1,7 @@
 //! BatchNormalization (inference), Softmax (also DOUBLE) and LRN.
 
 use super::matmul::{as_f32, f32_output};
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{invalid, normalize_axis, DType, LrnAttrs, Result, Tensor};
 use num_traits::Float;
@@ -83,6 +84,7 @@ pub fn softmax(x: &Tensor, axis: i64, legacy: bool, out: &mut Out) -> Result<Ten
             y.par_chunks_mut(block)
                 .enumerate()
                 .take(outer)
+                .spread()
                 .for_each(work);
         } else {
             y.chunks_mut(block).enumerate().take(outer).for_each(work);

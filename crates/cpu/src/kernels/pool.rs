@@ -1,6 +1,7 @@
 //! MaxPool, AveragePool (1-D, 2-D and 3-D) and the global pools.
 
 use super::matmul::{as_f32, f32_output};
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{
     dispatch_dtype, invalid, unsupported, DType, Element, PoolAttrs, PoolKind, Result, Tensor,
@@ -101,6 +102,7 @@ fn pool_planes(
         y.par_chunks_mut(out_plane)
             .enumerate()
             .take(planes)
+            .spread()
             .for_each(work);
     } else {
         y.chunks_mut(out_plane)

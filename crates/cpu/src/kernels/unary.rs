@@ -1,5 +1,6 @@
 //! Elementwise unary ops (activations) and Clip.
 
+use crate::kernels::spread::Spread;
 use crate::Out;
 use metal_mps_ir::{bf16, f16, DType, Element, Result, Tensor, UnaryOp};
 use rayon::prelude::*;
@@ -20,6 +21,7 @@ fn map_chunks<T: Element, U: Element>(x: &[T], y: &mut [U], f: impl Fn(&[T], &mu
     } else {
         y.par_chunks_mut(PAR_MIN)
             .zip(x.par_chunks(PAR_MIN))
+            .spread()
             .for_each(|(y, x)| f(x, y));
     }
 }

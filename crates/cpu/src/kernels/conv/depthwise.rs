@@ -20,6 +20,7 @@
 use super::pool2x2::pool_pairs;
 use super::{copy_phase, with_local, Geometry, Product};
 use crate::kernels::packed::{clamp, Finish};
+use crate::kernels::spread::Spread;
 use crate::kernels::vector::{widest, Loop};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -245,7 +246,7 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
                 false => 0,
             };
         let (groups, out) = (lanes / LANES, SharedOut(y.as_mut_ptr()));
-        (0..g.n * groups).into_par_iter().for_each(|task| {
+        (0..g.n * groups).into_par_iter().spread().for_each(|task| {
             let (n, c0) = (task / groups, task % groups * LANES);
             // SAFETY: `fits` held; each task writes its own 16 planes of `y`.
             unsafe { channels(g, conv.x, w, conv.bias, &finish, n, c0, out.at(0)) }
@@ -259,6 +260,7 @@ pub(super) fn depthwise(conv: &Product, layout: &Layout, w: &[f32], y: &mut [f32
     }
     y.par_chunks_mut(mult * ohw)
         .enumerate()
+        .spread()
         .filter(|(plane, _)| plane % g.c >= lanes)
         .for_each(|(plane, out)| {
             let (n, c) = (plane / g.c, plane % g.c);

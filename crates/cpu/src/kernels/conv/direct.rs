@@ -7,6 +7,7 @@ use super::{
     gather_phase, with_local, ChannelSplits, Geometry, Product, SharedOut, PADDED, SCRATCH,
 };
 use crate::kernels::packed::{self, Columns, Epilogue, NR};
+use crate::kernels::spread::Spread;
 use rayon::prelude::*;
 
 /// Whether the direct path applies ([`Product::direct`]): padded rows whose
@@ -124,6 +125,7 @@ impl Product<'_> {
             planes
                 .par_chunks_exact_mut(plane)
                 .enumerate()
+                .spread()
                 .for_each(|(p, dst)| {
                     let (ic, phase) = (p / phases, p % phases);
                     let (image, c) = (ic / cg, ic % cg);
@@ -169,60 +171,63 @@ impl Product<'_> {
         let jobs = images * runs;
         let panels = self.panels();
         let splits = ChannelSplits::new(jobs, panels);
-        (0..jobs * splits.count).into_par_iter().for_each(|t| {
-            let (j, si) = (t / splits.count, t % splits.count);
-            let (image, run) = (j / runs, j % runs);
-            let oy = run * rows..((run + 1) * rows).min(oh);
-            let panels = splits.range(si);
-            let (n, gi) = (image / self.group, image % self.group);
-            let base = padded[image * cg * layout.phases * plane..].as_ptr();
-            if g.ow.is_multiple_of(NR) && !self.pool {
-                // Rows fill their tiles: each tile goes straight to the output.
-                let tiles: Vec<Columns> = oy
-                    .flat_map(|y| {
-                        (0..g.ow).step_by(NR).map(move |x| Columns {
-                            c: y * g.ow + x,
-                            len: NR,
-                            // SAFETY: inside `padded`.
-                            b: unsafe { base.add(y * wp + x) },
+        (0..jobs * splits.count)
+            .into_par_iter()
+            .spread()
+            .for_each(|t| {
+                let (j, si) = (t / splits.count, t % splits.count);
+                let (image, run) = (j / runs, j % runs);
+                let oy = run * rows..((run + 1) * rows).min(oh);
+                let panels = splits.range(si);
+                let (n, gi) = (image / self.group, image % self.group);
+                let base = padded[image * cg * layout.phases * plane..].as_ptr();
+                if g.ow.is_multiple_of(NR) && !self.pool {
+                    // Rows fill their tiles: each tile goes straight to the output.
+                    let tiles: Vec<Columns> = oy
+                        .flat_map(|y| {
+                            (0..g.ow).step_by(NR).map(move |x| Columns {
+                                c: y * g.ow + x,
+                                len: NR,
+                                // SAFETY: inside `padded`.
+                                b: unsafe { base.add(y * wp + x) },
+                            })
                         })
+                        .collect();
+                    self.multiply(n, gi, panels, &tiles, Some(&offsets), dst);
+                    return;
+                }
+                let ldc = oy.len() * wp;
+                let tiles: Vec<Columns> = (0..ldc)
+                    .step_by(NR)
+                    .map(|q| Columns {
+                        c: q,
+                        len: NR.min(ldc - q),
+                        // SAFETY: inside `padded` (see its slack).
+                        b: unsafe { base.add(oy.start * wp + q) },
                     })
                     .collect();
-                self.multiply(n, gi, panels, &tiles, Some(&offsets), dst);
-                return;
-            }
-            let ldc = oy.len() * wp;
-            let tiles: Vec<Columns> = (0..ldc)
-                .step_by(NR)
-                .map(|q| Columns {
-                    c: q,
-                    len: NR.min(ldc - q),
-                    // SAFETY: inside `padded` (see its slack).
-                    b: unsafe { base.add(oy.start * wp + q) },
-                })
-                .collect();
-            let channels = panels.start * packed::MR..(panels.end * packed::MR).min(mg);
-            with_local(&SCRATCH, |buf| {
-                let block = &mut buf.block;
-                if block.len() < channels.end * ldc {
-                    block.resize(channels.end * ldc, 0.0);
-                }
-                // SAFETY: the tiles' taps lie in `padded`; the block holds
-                // rows `..channels.end` of `ldc` columns, this task's alone.
-                unsafe {
-                    packed::multiply(
-                        &self.rows[gi],
-                        panels,
-                        &tiles,
-                        Some(&offsets),
-                        block.as_mut_ptr(),
-                        ldc,
-                        &Epilogue::NONE,
-                    )
-                };
-                self.store_block(image, channels, oy, &block[..], wp, dst);
+                let channels = panels.start * packed::MR..(panels.end * packed::MR).min(mg);
+                with_local(&SCRATCH, |buf| {
+                    let block = &mut buf.block;
+                    if block.len() < channels.end * ldc {
+                        block.resize(channels.end * ldc, 0.0);
+                    }
+                    // SAFETY: the tiles' taps lie in `padded`; the block holds
+                    // rows `..channels.end` of `ldc` columns, this task's alone.
+                    unsafe {
+                        packed::multiply(
+                            &self.rows[gi],
+                            panels,
+                            &tiles,
+                            Some(&offsets),
+                            block.as_mut_ptr(),
+                            ldc,
+                            &Epilogue::NONE,
+                        )
+                    };
+                    self.store_block(image, channels, oy, &block[..], wp, dst);
+                });
             });
-        });
     }
 
     /// Stores output rows `oy` of channels `channels` of image·group `image`

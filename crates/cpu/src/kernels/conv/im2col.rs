@@ -4,6 +4,7 @@
 
 use super::{with_local, Buffers, ChannelSplits, Geometry, Product, SharedOut, SCRATCH};
 use crate::kernels::packed::{self, Columns, NR};
+use crate::kernels::spread::Spread;
 use rayon::prelude::*;
 
 impl Product<'_> {
@@ -71,7 +72,7 @@ impl Product<'_> {
             }
         };
         if jobs.splits.count == 1 {
-            (0..jobs.count()).into_par_iter().for_each(|j| {
+            (0..jobs.count()).into_par_iter().spread().for_each(|j| {
                 with_local(&SCRATCH, |buf| {
                     let (n, gi, .., direct) = job(j);
                     prepare(j, buf);
@@ -96,17 +97,21 @@ impl Product<'_> {
                     bufs.resize_with(batch.len(), Buffers::default);
                 }
                 let bufs = &mut bufs[..batch.len()];
-                bufs.par_iter_mut().zip(batch.clone()).for_each(|(buf, j)| {
-                    let (n, gi, .., direct) = job(j);
-                    prepare(j, buf);
-                    let taps = &buf.taps;
-                    buf.panels
-                        .par_chunks_exact_mut(k * NR)
-                        .enumerate()
-                        .for_each(|(q, panel)| {
-                            taps.pack_panel(self.input(n, gi), g, direct + q, panel)
-                        });
-                });
+                bufs.par_iter_mut()
+                    .zip(batch.clone())
+                    .spread()
+                    .for_each(|(buf, j)| {
+                        let (n, gi, .., direct) = job(j);
+                        prepare(j, buf);
+                        let taps = &buf.taps;
+                        buf.panels
+                            .par_chunks_exact_mut(k * NR)
+                            .enumerate()
+                            .spread()
+                            .for_each(|(q, panel)| {
+                                taps.pack_panel(self.input(n, gi), g, direct + q, panel)
+                            });
+                    });
                 let tiles: Vec<_> = batch
                     .clone()
                     .zip(bufs.iter())
@@ -115,6 +120,7 @@ impl Product<'_> {
                 let splits = ChannelSplits::new(batch.len(), jobs.panels);
                 (0..batch.len() * splits.count)
                     .into_par_iter()
+                    .spread()
                     .for_each(|t| {
                         let (b, si) = (t / splits.count, t % splits.count);
                         run(batch.start + b, splits.range(si), &tiles[b]);

@@ -7,6 +7,7 @@
 
 use super::{with_local, Product, SharedOut, TapOffsets, PADDING};
 use crate::kernels::packed::{self, Epilogue, Finish, PackedLhs, PackedRhs, MR, NR};
+use crate::kernels::spread::Spread;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -84,7 +85,7 @@ impl Product<'_> {
                 let lhs = &*lhs;
                 let tiles = rhs.tile_count();
                 let tasks = (4 * rayon::current_num_threads()).min(tiles);
-                (0..tasks).into_par_iter().for_each(|task| {
+                (0..tasks).into_par_iter().spread().for_each(|task| {
                     let tiles = task * tiles / tasks..(task + 1) * tiles / tasks;
                     let channels = tiles.start * NR..(tiles.end * NR).min(mg);
                     // SAFETY: the panels hold `rows` rows of `self.k` taps;
