@@ -10,7 +10,7 @@ mod kernels;
 pub mod profile;
 
 pub use exec::CpuPlan;
-pub use kernels::{cast_with, eval_op};
+pub use kernels::{cast_with, eval_op, Spread};
 pub use metal_mps_ir::Out;
 
 use metal_mps_ir::{passes::Evaluator, tensors_only, Datum, Node, Op, Result, Tensor};

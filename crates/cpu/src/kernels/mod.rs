@@ -15,6 +15,7 @@ mod pool;
 mod reduce;
 mod spread;
 pub(crate) use spread::on_caller;
+pub use spread::Spread;
 mod strings;
 mod unary;
 mod vector;

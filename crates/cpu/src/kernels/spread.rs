@@ -1,6 +1,6 @@
-//! Where a kernel's parallel loops run: on the thread pool, or all on the
-//! calling thread for a run too small to hand to the pool (see
-//! `CpuPlan::run_fed`).
+//! Where the parallel loops of kernels (here and in `metal-mps-ops`) run: on
+//! the thread pool, or all on the calling thread for a run too small to hand
+//! to the pool (see `CpuPlan::run_fed`).
 
 use rayon::iter::{IndexedParallelIterator, MinLen};
 use std::cell::Cell;
@@ -26,7 +26,7 @@ pub(crate) fn on_caller<R>(f: impl FnOnce() -> R) -> R {
 /// Rayon would otherwise hand a loop started outside the pool to a worker
 /// and block until it is done: ~15 µs per loop on a virtual machine, for
 /// kernels that take 1 µs.
-pub(crate) trait Spread: IndexedParallelIterator {
+pub trait Spread: IndexedParallelIterator {
     fn spread(self) -> MinLen<Self> {
         // A loop that may not be split runs on the thread that started it.
         self.with_min_len(match ON_CALLER.get() {

@@ -6,6 +6,7 @@
 use super::common::{dispatch_float, floats, sum_by, write};
 use crate::support::{arg, axis, check_float, known, like, opt};
 use crate::BuildCx;
+use metal_mps_cpu::Spread;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
     checked_numel, DType, Dim, DynOp, Element, Fact, Normalization, Op, Operator, Out, Result,
@@ -117,6 +118,7 @@ fn normalize<T: Element, U: Element>(
             .zip(y.par_chunks_mut(cols))
             .zip(stats.par_iter_mut())
             .enumerate()
+            .spread()
             .for_each(|(r, ((xr, yr), st))| row(r, xr, yr, st));
     } else {
         for (r, ((xr, yr), st)) in x

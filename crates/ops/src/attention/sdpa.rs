@@ -11,6 +11,7 @@
 use super::common::{dim, dim_add, dim_div, dim_mul, dot, floats, positive, rank, rounder, write};
 use crate::support::{arg, check_float, known, known_opt, opt};
 use crate::BuildCx;
+use metal_mps_cpu::Spread;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
     checked_numel, AttentionSpec, BoolByte, DType, Dim, DynOp, Fact, Op, Operator, Out, Result,
@@ -434,6 +435,7 @@ impl Operator for Attention {
 
         let results: Vec<(Vec<f64>, Vec<f64>)> = (0..b * hq)
             .into_par_iter()
+            .spread()
             .map(|task| {
                 let (bb, h) = (task / hq, task % hq);
                 let kh = h / group;

@@ -3,6 +3,7 @@
 
 use crate::support::{arg, known, like, map1};
 use crate::BuildCx;
+use metal_mps_cpu::Spread;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::math::{erf_f32, gelu_f32};
 use metal_mps_ir::{
@@ -280,6 +281,7 @@ fn math_f32(f: MathFn, x: &Tensor, out: &mut Out) -> Result<Tensor> {
     } else {
         ys.par_chunks_mut(BLOCK)
             .zip(xs.par_chunks(BLOCK))
+            .spread()
             .for_each(apply);
     }
     Ok(y)

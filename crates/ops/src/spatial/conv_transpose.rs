@@ -4,6 +4,7 @@
 use super::common::{auto_pad, per_axis, AutoPad};
 use crate::support::{arg, check_float, check_same, known, opt};
 use crate::BuildCx;
+use metal_mps_cpu::Spread;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
     checked_numel, dispatch_dtype, Dim, DynOp, Element, Fact, Op, Operator, Out, Result, Tensor,
@@ -296,58 +297,61 @@ impl Operator for ConvTranspose {
             .map_err(|_| metal_mps_ir::Error::OutOfMemory { bytes: total * 4 })?;
         y.resize(total, 0.0);
         if hw_out > 0 {
-            y.par_chunks_mut(hw_out).enumerate().for_each(|(nm, dst)| {
-                let (ni, mi) = (nm / m, nm % m);
-                let (gi, mgi) = (mi / mg, mi % mg);
-                dst.iter_mut().for_each(|v| *v = bias[mi]);
-                let base = ((ni * g + gi) * rows + mgi * kprod) * hw_in;
-                let mut kidx = vec![0usize; nsp];
-                let mut iidx = vec![0usize; nsp];
-                for kk in 0..kprod {
-                    let row = &cols[base + kk * hw_in..base + (kk + 1) * hw_in];
-                    iidx.iter_mut().for_each(|v| *v = 0);
-                    let last = nsp - 1;
-                    let (tl, iwl) = (&tables[last], xs[2 + last]);
-                    let mut p = 0;
-                    while p < hw_in {
-                        // Offset from the leading axes.
-                        let mut off = 0usize;
-                        let mut ok = true;
-                        for a in 0..last {
-                            let o = tables[a][kidx[a] * xs[2 + a] + iidx[a]];
-                            if o < 0 {
-                                ok = false;
-                                break;
+            y.par_chunks_mut(hw_out)
+                .enumerate()
+                .spread()
+                .for_each(|(nm, dst)| {
+                    let (ni, mi) = (nm / m, nm % m);
+                    let (gi, mgi) = (mi / mg, mi % mg);
+                    dst.iter_mut().for_each(|v| *v = bias[mi]);
+                    let base = ((ni * g + gi) * rows + mgi * kprod) * hw_in;
+                    let mut kidx = vec![0usize; nsp];
+                    let mut iidx = vec![0usize; nsp];
+                    for kk in 0..kprod {
+                        let row = &cols[base + kk * hw_in..base + (kk + 1) * hw_in];
+                        iidx.iter_mut().for_each(|v| *v = 0);
+                        let last = nsp - 1;
+                        let (tl, iwl) = (&tables[last], xs[2 + last]);
+                        let mut p = 0;
+                        while p < hw_in {
+                            // Offset from the leading axes.
+                            let mut off = 0usize;
+                            let mut ok = true;
+                            for a in 0..last {
+                                let o = tables[a][kidx[a] * xs[2 + a] + iidx[a]];
+                                if o < 0 {
+                                    ok = false;
+                                    break;
+                                }
+                                off += o as usize * ostr[a];
                             }
-                            off += o as usize * ostr[a];
-                        }
-                        if ok {
-                            let tr = &tl[kidx[last] * iwl..(kidx[last] + 1) * iwl];
-                            for (i, &o) in tr.iter().enumerate() {
-                                if o >= 0 {
-                                    dst[off + o as usize] += row[p + i];
+                            if ok {
+                                let tr = &tl[kidx[last] * iwl..(kidx[last] + 1) * iwl];
+                                for (i, &o) in tr.iter().enumerate() {
+                                    if o >= 0 {
+                                        dst[off + o as usize] += row[p + i];
+                                    }
                                 }
                             }
+                            p += iwl;
+                            // Advance the leading axes of the input position.
+                            for a in (0..last).rev() {
+                                iidx[a] += 1;
+                                if iidx[a] < xs[2 + a] {
+                                    break;
+                                }
+                                iidx[a] = 0;
+                            }
                         }
-                        p += iwl;
-                        // Advance the leading axes of the input position.
-                        for a in (0..last).rev() {
-                            iidx[a] += 1;
-                            if iidx[a] < xs[2 + a] {
+                        for a in (0..nsp).rev() {
+                            kidx[a] += 1;
+                            if kidx[a] < kernel[a] {
                                 break;
                             }
-                            iidx[a] = 0;
+                            kidx[a] = 0;
                         }
                     }
-                    for a in (0..nsp).rev() {
-                        kidx[a] += 1;
-                        if kidx[a] < kernel[a] {
-                            break;
-                        }
-                        kidx[a] = 0;
-                    }
-                }
-            });
+                });
         }
         let mut t = out.tensor(0, x.dtype(), oshape)?;
         dispatch_dtype!(x.dtype(), T => {

@@ -6,6 +6,7 @@
 use super::common::{store, values, zeros};
 use crate::support::{arg, known, known_opt, opt, unknown_dims};
 use crate::BuildCx;
+use metal_mps_cpu::Spread;
 use metal_mps_ir::infer::Known;
 use metal_mps_ir::{
     checked_numel, fixed_shape, from_fixed, Dim, DynOp, Fact, Op, Operator, Out, Result, Tensor,
@@ -583,6 +584,7 @@ fn along_axis(
     };
     y.par_chunks_mut(out_w * inner)
         .zip(data.par_chunks(in_w * inner))
+        .spread()
         .for_each(plane);
     Ok(y)
 }

@@ -19,6 +19,7 @@ mod x86;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use aarch64::clamp4;
 
+use crate::kernels::spread::Spread;
 use metal_mps_ir::{Activation, UnaryOp};
 use rayon::prelude::*;
 
@@ -70,6 +71,7 @@ impl PackedLhs {
         self.data
             .par_chunks_exact_mut((MR * k).max(1))
             .enumerate()
+            .spread()
             .for_each(|(i, panel)| fill(i, panel));
     }
 
