@@ -27,11 +27,7 @@ pub(crate) fn widest<L: Loop>(job: L) -> L::Output {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { avx512(job) };
         }
-        let cap = super::packed::isa_cap();
-        if cap.is_none_or(|c| c == "avx512" || c == "avx2")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
+        if avx2_allowed() {
             // SAFETY: as above.
             return unsafe { avx2(job) };
         }
@@ -45,6 +41,15 @@ pub(crate) fn widest<L: Loop>(job: L) -> L::Output {
 pub(crate) fn avx512_allowed() -> bool {
     super::packed::isa_cap().is_none_or(|c| c == "avx512")
         && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("fma")
+}
+
+/// Whether code compiled for AVX2 with FMA may run: this CPU has both and
+/// `METAL_MPS_CPU_ISA` does not cap the kernels below them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_allowed() -> bool {
+    super::packed::isa_cap().is_none_or(|c| c == "avx512" || c == "avx2")
+        && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
 }
 

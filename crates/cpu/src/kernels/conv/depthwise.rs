@@ -349,14 +349,15 @@ struct Channel<'a> {
 /// (the chunks read it without bounds checks in release builds).
 type ChannelFn = unsafe fn(Channel);
 
-/// The fastest [`ChannelFn`] this CPU runs.
+/// The fastest [`ChannelFn`] this CPU runs, within `METAL_MPS_CPU_ISA`.
 fn channel_fn() -> ChannelFn {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        use crate::kernels::vector::{avx2_allowed, avx512_allowed};
+        if avx512_allowed() {
             return channel_avx512;
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if avx2_allowed() {
             return channel_avx2;
         }
     }
