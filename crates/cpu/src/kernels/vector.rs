@@ -39,18 +39,26 @@ pub(crate) fn widest<L: Loop>(job: L) -> L::Output {
 /// `METAL_MPS_CPU_ISA` does not cap the kernels below them.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn avx512_allowed() -> bool {
-    super::packed::isa_cap().is_none_or(|c| c == "avx512")
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("fma")
+    super::packed::isa_cap().is_none_or(|c| c == "avx512") && has_avx512()
 }
 
 /// Whether code compiled for AVX2 with FMA may run: this CPU has both and
 /// `METAL_MPS_CPU_ISA` does not cap the kernels below them.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn avx2_allowed() -> bool {
-    super::packed::isa_cap().is_none_or(|c| c == "avx512" || c == "avx2")
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
+    super::packed::isa_cap().is_none_or(|c| c == "avx512" || c == "avx2") && has_avx2()
+}
+
+/// Whether this CPU has AVX-512 and FMA, whatever the cap.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+}
+
+/// Whether this CPU has AVX2 and FMA, whatever the cap.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]

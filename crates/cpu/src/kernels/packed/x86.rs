@@ -7,6 +7,7 @@
 //! one or two rows, as a MatMul of batch 1 has) does not pay for six.
 
 use super::{store_tile, Dest, Kernel, TileOps, MR, NR};
+use crate::kernels::vector::{avx2_allowed, avx512_allowed};
 use std::arch::x86_64::*;
 
 const AVX512: Kernel = Kernel {
@@ -27,27 +28,19 @@ const AVX2: Kernel = Kernel {
 /// The widest kernels this CPU runs, unless `METAL_MPS_CPU_ISA` caps them
 /// (`avx2`: no AVX-512; `portable`: neither).
 pub(super) fn kernel() -> Option<Kernel> {
-    let cap = super::isa_cap();
-    if cap.is_none_or(|c| c == "avx512") && has_avx512() {
+    if avx512_allowed() {
         return Some(AVX512);
     }
-    if cap.is_none_or(|c| c == "avx512" || c == "avx2") && has_avx2() {
+    if avx2_allowed() {
         return Some(AVX2);
     }
     None
 }
 
-fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
-}
-
-fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
 /// Every kernel this CPU runs, whatever the cap (for tests).
 #[cfg(test)]
 pub(super) fn every_kernel() -> Vec<Kernel> {
+    use crate::kernels::vector::{has_avx2, has_avx512};
     let mut all = Vec::new();
     if has_avx512() {
         all.push(AVX512);
